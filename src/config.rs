@@ -1,0 +1,390 @@
+//! Configuration: the app's [`SdkConfig`] (fixed at construction: endpoints, credentials,
+//! storage) and the remote [`MigrationConfig`] (flags and percentages only, GUIDE §4).
+
+use crate::error::ConfigError;
+use crate::location::validate_id;
+use crate::rollout::RolloutAlgorithm;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// The salt used when a config names none.
+pub const DEFAULT_SALT: &str = "pubsub-migration";
+
+/// Longest accepted rollout salt, in bytes.
+pub const MAX_SALT_BYTES: usize = 256;
+
+/// A per-device or per-company override. Unset fields fall through to the global config.
+#[derive(Debug, Clone, Default, PartialEq, uniffi::Record)]
+pub struct Override {
+    /// Forces MQTT on or off (the at-least-one-transport invariant still holds).
+    #[uniffi(default = None)]
+    pub mqtt_enabled: Option<bool>,
+    /// `false` forces Pub/Sub off; `true` forces it on unless a percentage is also given.
+    #[uniffi(default = None)]
+    pub pubsub_enabled: Option<bool>,
+    /// A percentage for this device or company, applied to the device's own bucket.
+    #[uniffi(default = None)]
+    pub pubsub_percentage: Option<f64>,
+}
+
+/// The migration config of GUIDE §4. `Default` is the compiled-in config: MQTT only.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct MigrationConfig {
+    /// Monotonic version of the document, reported in decisions and metrics.
+    #[uniffi(default = 0)]
+    pub version: u64,
+    /// Publish to MQTT.
+    #[uniffi(default = true)]
+    pub mqtt_enabled: bool,
+    /// Publish to Pub/Sub (subject to the percentage).
+    #[uniffi(default = false)]
+    pub pubsub_enabled: bool,
+    /// Share of devices on Pub/Sub, 0–100 in steps of 0.01.
+    #[uniffi(default = 0.0)]
+    pub pubsub_percentage: f64,
+    /// Send to MQTT what Pub/Sub cannot deliver.
+    #[uniffi(default = true)]
+    pub fallback_to_mqtt: bool,
+    /// Verbose diagnostics.
+    #[uniffi(default = false)]
+    pub debug_mode: bool,
+    /// Kill switch: Pub/Sub off, MQTT on, for every device.
+    #[uniffi(default = false)]
+    pub emergency_mode: bool,
+    /// Salt of the `v1` bucketing; a new salt reshuffles cohorts.
+    #[uniffi(default = "pubsub-migration")]
+    pub rollout_salt: String,
+    /// Bucketing algorithm.
+    pub rollout_algorithm: RolloutAlgorithm,
+    /// Overrides by device id.
+    #[uniffi(default)]
+    pub device_overrides: HashMap<String, Override>,
+    /// Overrides by company id.
+    #[uniffi(default)]
+    pub company_overrides: HashMap<String, Override>,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            version: 0,
+            mqtt_enabled: true,
+            pubsub_enabled: false,
+            pubsub_percentage: 0.0,
+            fallback_to_mqtt: true,
+            debug_mode: false,
+            emergency_mode: false,
+            rollout_salt: DEFAULT_SALT.into(),
+            rollout_algorithm: RolloutAlgorithm::V1,
+            device_overrides: HashMap::new(),
+            company_overrides: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOverride {
+    mqtt_enabled: Option<bool>,
+    pubsub_enabled: Option<bool>,
+    pubsub_percentage: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct RawRollout {
+    salt: Option<String>,
+    algorithm: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    version: Option<u64>,
+    mqtt_enabled: Option<bool>,
+    pubsub_enabled: Option<bool>,
+    pubsub_percentage: Option<f64>,
+    fallback_to_mqtt: Option<bool>,
+    debug_mode: Option<bool>,
+    emergency_mode: Option<bool>,
+    rollout: Option<RawRollout>,
+    device_overrides: Option<HashMap<String, RawOverride>>,
+    company_overrides: Option<HashMap<String, RawOverride>>,
+}
+
+impl MigrationConfig {
+    /// Parses a config document (GUIDE §4). Unknown fields are ignored, missing ones take the
+    /// compiled-in defaults, and any invalid value rejects the whole document.
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_str(json).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+        let d = MigrationConfig::default();
+        let (salt, algorithm) = match raw.rollout {
+            Some(r) => {
+                let algorithm = match r.algorithm.as_deref() {
+                    None => RolloutAlgorithm::V1,
+                    Some(a) => RolloutAlgorithm::parse(a).ok_or_else(|| ConfigError::InvalidValue {
+                        field: "rollout.algorithm".into(),
+                        reason: format!("unknown algorithm {:?} (expected \"v1\" or \"crc32\")", truncate(a)),
+                    })?,
+                };
+                (r.salt.unwrap_or(d.rollout_salt), algorithm)
+            }
+            None => (d.rollout_salt, d.rollout_algorithm),
+        };
+        let convert = |m: Option<HashMap<String, RawOverride>>| -> HashMap<String, Override> {
+            m.unwrap_or_default()
+                .into_iter()
+                .map(|(k, o)| {
+                    let o = Override {
+                        mqtt_enabled: o.mqtt_enabled,
+                        pubsub_enabled: o.pubsub_enabled,
+                        pubsub_percentage: o.pubsub_percentage,
+                    };
+                    (k, o)
+                })
+                .collect()
+        };
+        let config = MigrationConfig {
+            version: raw.version.unwrap_or(d.version),
+            mqtt_enabled: raw.mqtt_enabled.unwrap_or(d.mqtt_enabled),
+            pubsub_enabled: raw.pubsub_enabled.unwrap_or(d.pubsub_enabled),
+            pubsub_percentage: raw.pubsub_percentage.unwrap_or(d.pubsub_percentage),
+            fallback_to_mqtt: raw.fallback_to_mqtt.unwrap_or(d.fallback_to_mqtt),
+            debug_mode: raw.debug_mode.unwrap_or(d.debug_mode),
+            emergency_mode: raw.emergency_mode.unwrap_or(d.emergency_mode),
+            rollout_salt: salt,
+            rollout_algorithm: algorithm,
+            device_overrides: convert(raw.device_overrides),
+            company_overrides: convert(raw.company_overrides),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; used for parsed documents and for configs the app passes directly.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        percentage("pubsubPercentage", self.pubsub_percentage)?;
+        if self.rollout_salt.is_empty() || self.rollout_salt.len() > MAX_SALT_BYTES {
+            return Err(ConfigError::InvalidValue {
+                field: "rollout.salt".into(),
+                reason: format!("must be 1–{MAX_SALT_BYTES} bytes"),
+            });
+        }
+        for (kind, field, map) in [
+            ("device id", "deviceOverrides", &self.device_overrides),
+            ("company id", "companyOverrides", &self.company_overrides),
+        ] {
+            for (id, o) in map {
+                validate_id(kind, id).map_err(|e| ConfigError::InvalidValue {
+                    field: format!("{field}[{:?}]", truncate(id)),
+                    reason: e.to_string(),
+                })?;
+                if let Some(p) = o.pubsub_percentage {
+                    percentage(&format!("{field}[{id:?}].pubsubPercentage"), p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn percentage(field: &str, p: f64) -> Result<(), ConfigError> {
+    if p.is_finite() && (0.0..=100.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidValue { field: field.into(), reason: format!("{p} is not a percentage in [0, 100]") })
+    }
+}
+
+/// Keeps hostile megabyte strings out of error messages and logs.
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// MQTT connection settings.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct MqttSettings {
+    /// `mqtts://host:port` (TLS) or, only with `allowInsecure`, `mqtt://host:port`.
+    pub broker_url: String,
+    /// MQTT client id; defaults to `dualpub-<deviceId>`.
+    #[uniffi(default = None)]
+    pub client_id: Option<String>,
+    /// Username, if the broker wants one.
+    #[uniffi(default = None)]
+    pub username: Option<String>,
+    /// Password (never logged).
+    #[uniffi(default = None)]
+    pub password: Option<String>,
+    /// Keep-alive interval in seconds (5–3600).
+    #[uniffi(default = 60)]
+    pub keep_alive_secs: u32,
+    /// Topic template; `{deviceId}` is replaced by the device id.
+    #[uniffi(default = "device/telemetry/{deviceId}")]
+    pub topic_template: String,
+    /// Extra trusted CA certificates (PEM), for private brokers; the bundled web PKI roots
+    /// are always trusted too.
+    #[uniffi(default = None)]
+    pub ca_certificates_pem: Option<String>,
+}
+
+/// Google Pub/Sub settings.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct PubSubSettings {
+    /// REST endpoint, `https://pubsub.googleapis.com` in production.
+    #[uniffi(default = "https://pubsub.googleapis.com")]
+    pub endpoint: String,
+    /// Google Cloud project id.
+    pub project: String,
+    /// Topic id.
+    #[uniffi(default = "location-updates")]
+    pub topic: String,
+    /// Send `orderingKey = deviceId` (the topic's subscription must enable ordering to benefit).
+    #[uniffi(default = true)]
+    pub ordering_enabled: bool,
+    /// Flush a batch at this many messages (1–1000).
+    #[uniffi(default = 1000)]
+    pub max_batch_messages: u32,
+    /// Flush a batch at this many request bytes (base64 counted; at most 10 MB).
+    #[uniffi(default = 1000000)]
+    pub max_batch_bytes: u64,
+    /// Flush a batch this long after its oldest location was accepted.
+    #[uniffi(default = 500)]
+    pub max_batch_latency_ms: u64,
+    /// Extra trusted CA certificates (PEM) for the endpoint.
+    #[uniffi(default = None)]
+    pub ca_certificates_pem: Option<String>,
+}
+
+/// Everything the app decides at construction. Endpoints and credentials live only here; a
+/// remote config can never change them.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct SdkConfig {
+    /// This device's id (GUIDE §3 rules).
+    pub device_id: String,
+    /// The company (fleet) the device belongs to, for company overrides.
+    #[uniffi(default = None)]
+    pub company_id: Option<String>,
+    /// MQTT settings.
+    pub mqtt: MqttSettings,
+    /// Pub/Sub settings.
+    pub pubsub: PubSubSettings,
+    /// A private directory the SDK owns (the outbox lives here).
+    pub data_dir: String,
+    /// The migration config in force until another is applied; `None` = MQTT only.
+    #[uniffi(default = None)]
+    pub migration: Option<MigrationConfig>,
+    /// Allow `mqtt://` and `http://` (local development only).
+    #[uniffi(default = false)]
+    pub allow_insecure: bool,
+}
+
+/// Pub/Sub's documented request limits.
+pub const PUBSUB_MAX_MESSAGES: u32 = 1000;
+/// Pub/Sub's documented request size limit.
+pub const PUBSUB_MAX_BYTES: u64 = 10_000_000;
+
+impl SdkConfig {
+    /// Checks everything that can be checked without I/O.
+    pub fn validate(&self) -> Result<(), crate::DualPubError> {
+        use crate::DualPubError::InvalidConfig;
+        validate_id("device id", &self.device_id)?;
+        if let Some(c) = &self.company_id {
+            validate_id("company id", c)?;
+        }
+        let url = url::Url::parse(&self.mqtt.broker_url)
+            .map_err(|e| InvalidConfig { reason: format!("mqtt.brokerUrl: {e}") })?;
+        match url.scheme() {
+            "mqtts" | "ssl" => {}
+            "mqtt" | "tcp" if self.allow_insecure => {}
+            "mqtt" | "tcp" => {
+                return Err(InvalidConfig { reason: "mqtt.brokerUrl: plaintext mqtt:// needs allowInsecure".into() })
+            }
+            s => return Err(InvalidConfig { reason: format!("mqtt.brokerUrl: unsupported scheme {s:?}") }),
+        }
+        if url.host_str().is_none() {
+            return Err(InvalidConfig { reason: "mqtt.brokerUrl: no host".into() });
+        }
+        if !(5..=3600).contains(&self.mqtt.keep_alive_secs) {
+            return Err(InvalidConfig { reason: "mqtt.keepAliveSecs must be 5–3600".into() });
+        }
+        let topic = crate::wire::mqtt_topic(&self.mqtt.topic_template, &self.device_id);
+        if topic.is_empty() || topic.contains(['+', '#', '\0']) {
+            return Err(InvalidConfig { reason: "mqtt.topicTemplate must give a topic without wildcards".into() });
+        }
+        let endpoint = url::Url::parse(&self.pubsub.endpoint)
+            .map_err(|e| InvalidConfig { reason: format!("pubsub.endpoint: {e}") })?;
+        match endpoint.scheme() {
+            "https" => {}
+            "http" if self.allow_insecure => {}
+            "http" => return Err(InvalidConfig { reason: "pubsub.endpoint: plaintext http:// needs allowInsecure".into() }),
+            s => return Err(InvalidConfig { reason: format!("pubsub.endpoint: unsupported scheme {s:?}") }),
+        }
+        for (field, v) in [("pubsub.project", &self.pubsub.project), ("pubsub.topic", &self.pubsub.topic)] {
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~%+".contains(c)) {
+                return Err(InvalidConfig { reason: format!("{field} {v:?} is not a valid resource id") });
+            }
+        }
+        if !(1..=PUBSUB_MAX_MESSAGES).contains(&self.pubsub.max_batch_messages) {
+            return Err(InvalidConfig { reason: format!("pubsub.maxBatchMessages must be 1–{PUBSUB_MAX_MESSAGES}") });
+        }
+        if !(1_000..=PUBSUB_MAX_BYTES).contains(&self.pubsub.max_batch_bytes) {
+            return Err(InvalidConfig { reason: format!("pubsub.maxBatchBytes must be 1000–{PUBSUB_MAX_BYTES}") });
+        }
+        if self.data_dir.is_empty() {
+            return Err(InvalidConfig { reason: "dataDir is empty".into() });
+        }
+        if let Some(m) = &self.migration {
+            m.validate()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_guide_document() {
+        let c = MigrationConfig::from_json(
+            r#"{"version": 42, "mqttEnabled": true, "pubsubEnabled": true, "pubsubPercentage": 25.5,
+            "fallbackToMqtt": true, "debugMode": false, "emergencyMode": false,
+            "rollout": {"salt": "pubsub-migration", "algorithm": "v1"},
+            "deviceOverrides":  {"d-1": {"pubsubEnabled": true}},
+            "companyOverrides": {"c-9": {"pubsubPercentage": 100}}, "futureField": [1,2]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.version, 42);
+        assert_eq!(c.pubsub_percentage, 25.5);
+        assert_eq!(c.device_overrides["d-1"].pubsub_enabled, Some(true));
+        assert_eq!(c.company_overrides["c-9"].pubsub_percentage, Some(100.0));
+    }
+
+    #[test]
+    fn missing_fields_take_the_mqtt_only_defaults() {
+        assert_eq!(MigrationConfig::from_json("{}").unwrap(), MigrationConfig::default());
+        let c = MigrationConfig::from_json(r#"{"rollout":{"algorithm":"crc32"}}"#).unwrap();
+        assert_eq!((c.rollout_algorithm, c.rollout_salt.as_str()), (RolloutAlgorithm::Crc32, DEFAULT_SALT));
+    }
+
+    #[test]
+    fn invalid_documents_are_rejected_whole() {
+        for bad in [
+            "",
+            "[]",
+            "not json",
+            r#"{"pubsubPercentage": 101}"#,
+            r#"{"pubsubPercentage": -0.5}"#,
+            r#"{"pubsubPercentage": "50"}"#,
+            r#"{"pubsubPercentage": 1e999}"#,
+            r#"{"mqttEnabled": "yes"}"#,
+            r#"{"version": -1}"#,
+            r#"{"rollout": {"algorithm": "md5"}}"#,
+            r#"{"rollout": {"salt": ""}}"#,
+            r#"{"deviceOverrides": {"a/b": {"pubsubEnabled": true}}}"#,
+            r#"{"companyOverrides": {"c": {"pubsubPercentage": 200}}}"#,
+            r#"{"deviceOverrides": {"d": {"pubsubEnabled": 1}}}"#,
+        ] {
+            assert!(MigrationConfig::from_json(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The exported layer: a thin `DualPublisher` object over [`crate::Publisher`]. Kotlin and
+//! Swift see only what is declared here and in the records it uses.
+
+use crate::config::{MigrationConfig, SdkConfig};
+use crate::error::DualPubError;
+use crate::location::Location;
+use crate::metrics::MetricsSnapshot;
+use crate::outbox::DeadLetter;
+use crate::publisher::{FlushReport, Publisher};
+use crate::rollout::{self, RolloutAlgorithm, RolloutDecision};
+use crate::token::TokenProvider;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
+/// decides. Thread-safe; every method returns quickly except `flush`.
+#[derive(uniffi::Object)]
+pub struct DualPublisher {
+    inner: Publisher,
+}
+
+impl DualPublisher {
+    fn open(&self) -> Result<&Publisher, DualPubError> {
+        if self.inner.is_closed() {
+            Err(DualPubError::Closed)
+        } else {
+            Ok(&self.inner)
+        }
+    }
+}
+
+#[uniffi::export]
+impl DualPublisher {
+    /// Validates `config` and starts the SDK in the background (connections are made lazily,
+    /// off the calling thread). `token_provider` supplies Pub/Sub access tokens; pass none for
+    /// the local emulator.
+    #[uniffi::constructor]
+    pub fn new(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>) -> Result<Arc<Self>, DualPubError> {
+        Ok(Arc::new(DualPublisher { inner: Publisher::new(config, token_provider)? }))
+    }
+
+    /// Validates a location, assigns its eventId and queues it; returns the eventId.
+    /// No disk or network I/O on the calling thread.
+    pub fn send_location(&self, location: Location) -> Result<String, DualPubError> {
+        self.open()?.send_location(location)
+    }
+
+    /// Queues many locations at once (backlog import); all or none. Returns their eventIds.
+    pub fn send_locations(&self, locations: Vec<Location>) -> Result<Vec<String>, DualPubError> {
+        self.open()?.send_locations(locations)
+    }
+
+    /// Applies a migration config now; returns the resulting decision.
+    pub fn apply_config(&self, config: MigrationConfig) -> Result<RolloutDecision, DualPubError> {
+        self.open()?.apply_config(config)
+    }
+
+    /// Parses and applies a migration config document (JSON, GUIDE §4).
+    pub fn apply_config_json(&self, json: String) -> Result<RolloutDecision, DualPubError> {
+        self.open()?.apply_config_json(&json)
+    }
+
+    /// Where this device publishes now, and why.
+    pub fn decision(&self) -> Result<RolloutDecision, DualPubError> {
+        Ok(self.open()?.decision())
+    }
+
+    /// The migration config in force.
+    pub fn current_config(&self) -> Result<MigrationConfig, DualPubError> {
+        Ok(self.open()?.config())
+    }
+
+    /// Waits up to `timeout_ms` until everything accepted so far is acknowledged by every
+    /// transport owing it. Blocks: call it from a background thread.
+    pub fn flush(&self, timeout_ms: u64) -> Result<FlushReport, DualPubError> {
+        Ok(self.open()?.flush(Duration::from_millis(timeout_ms)))
+    }
+
+    /// The migration metrics.
+    pub fn metrics(&self) -> Result<MetricsSnapshot, DualPubError> {
+        Ok(self.open()?.metrics())
+    }
+
+    /// The migration metrics as Prometheus text.
+    pub fn metrics_prometheus(&self) -> Result<String, DualPubError> {
+        Ok(self.open()?.metrics_prometheus())
+    }
+
+    /// Messages Pub/Sub refused as invalid (kept, never deleted).
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, DualPubError> {
+        Ok(self.open()?.dead_letters())
+    }
+
+    /// Stops the publisher. Later calls fail with `Closed`. Call `flush` first to drain.
+    pub fn close(&self) {
+        self.inner.close()
+    }
+}
+
+/// The rollout bucket of `device_id`: what the SDK computes, for tools and tests.
+#[uniffi::export]
+pub fn rollout_bucket(device_id: String, salt: String, algorithm: RolloutAlgorithm) -> u32 {
+    rollout::bucket(algorithm, &salt, &device_id)
+}
+
+/// Whether `device_id` is in the Pub/Sub cohort at `percentage` (no overrides considered).
+#[uniffi::export]
+pub fn rollout_in_cohort(device_id: String, salt: String, algorithm: RolloutAlgorithm, percentage: f64) -> bool {
+    rollout::in_rollout(algorithm, rollout::bucket(algorithm, &salt, &device_id), percentage)
+}
+
+/// The SDK version (`dualpub/<version>`).
+#[uniffi::export]
+pub fn sdk_version() -> String {
+    crate::wire::SDK_ID.to_string()
+}

@@ -1,0 +1,35 @@
+//! dualpub: publish device locations to MQTT and Google Pub/Sub at once while a location
+//! backend migrates from one to the other. See README.md and ARCHITECTURE.md.
+//!
+//! The pure-Rust core ([`Publisher`]) is usable directly; [`ffi`] exports it to Kotlin and
+//! Swift through UniFFI.
+
+#![warn(missing_docs)]
+
+uniffi::setup_scaffolding!();
+
+mod clock;
+pub mod config;
+pub mod error;
+pub mod ffi;
+pub mod location;
+pub mod metrics;
+pub mod outbox;
+mod publisher;
+pub mod retry;
+pub mod rollout;
+mod runtime;
+mod tls;
+pub mod token;
+mod transport;
+pub mod wire;
+
+pub use config::{MigrationConfig, MqttSettings, Override, PubSubSettings, SdkConfig};
+pub use error::{DualPubError, TokenError};
+pub use ffi::DualPublisher;
+pub use location::Location;
+pub use metrics::{MetricsSnapshot, TransportMetrics};
+pub use outbox::{DeadLetter, Transport};
+pub use publisher::{FlushReport, Publisher};
+pub use rollout::{DecisionReason, RolloutAlgorithm, RolloutDecision};
+pub use token::{AccessToken, TokenProvider};

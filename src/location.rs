@@ -1,0 +1,172 @@
+//! The location an app hands to the SDK, and the validation rules of GUIDE §3.
+
+use crate::error::ValidationError;
+
+/// How far in the future a location's timestamp may lie (clock skew on phones is real,
+/// a day is not).
+pub const MAX_FUTURE_SKEW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Longest device or company id, in bytes of UTF-8.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// One location fix, as the app reports it. Optional fields are omitted from the wire JSON.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Location {
+    /// Degrees, in [-90, 90].
+    pub latitude: f64,
+    /// Degrees, in [-180, 180].
+    pub longitude: f64,
+    /// Horizontal accuracy radius in metres, ≥ 0.
+    #[uniffi(default = None)]
+    pub accuracy: Option<f64>,
+    /// Metres per second, ≥ 0.
+    #[uniffi(default = None)]
+    pub speed: Option<f64>,
+    /// Degrees clockwise from north, in [0, 360).
+    #[uniffi(default = None)]
+    pub bearing: Option<f64>,
+    /// Metres above the WGS84 ellipsoid.
+    #[uniffi(default = None)]
+    pub altitude: Option<f64>,
+    /// When the fix was taken, milliseconds since the Unix epoch; > 0 and at most 24 h ahead.
+    pub timestamp_ms: i64,
+    /// Battery level as a fraction in [0, 1].
+    #[uniffi(default = None)]
+    pub battery: Option<f64>,
+}
+
+impl Location {
+    /// Checks every field against GUIDE §3; `now_ms` is the wall clock used for the future bound.
+    pub fn validate(&self, now_ms: i64) -> Result<(), ValidationError> {
+        finite("latitude", self.latitude)?;
+        finite("longitude", self.longitude)?;
+        if !(-90.0..=90.0).contains(&self.latitude) {
+            return Err(ValidationError::OutOfRange { field: "latitude" });
+        }
+        if !(-180.0..=180.0).contains(&self.longitude) {
+            return Err(ValidationError::OutOfRange { field: "longitude" });
+        }
+        for (field, value) in [("accuracy", self.accuracy), ("speed", self.speed)] {
+            if let Some(v) = value {
+                finite(field, v)?;
+                if v < 0.0 {
+                    return Err(ValidationError::OutOfRange { field });
+                }
+            }
+        }
+        if let Some(b) = self.bearing {
+            finite("bearing", b)?;
+            if !(0.0..360.0).contains(&b) {
+                return Err(ValidationError::OutOfRange { field: "bearing" });
+            }
+        }
+        if let Some(a) = self.altitude {
+            finite("altitude", a)?;
+        }
+        if let Some(b) = self.battery {
+            finite("battery", b)?;
+            if !(0.0..=1.0).contains(&b) {
+                return Err(ValidationError::OutOfRange { field: "battery" });
+            }
+        }
+        if self.timestamp_ms <= 0 {
+            return Err(ValidationError::OutOfRange { field: "timestamp" });
+        }
+        if self.timestamp_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS) {
+            return Err(ValidationError::TimestampInFuture);
+        }
+        Ok(())
+    }
+}
+
+fn finite(field: &'static str, v: f64) -> Result<(), ValidationError> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(ValidationError::NotFinite { field })
+    }
+}
+
+/// Checks a device or company id: 1–128 bytes of UTF-8, no control characters and none of
+/// `/ + #`, which would let one device publish into another device's MQTT topic. Rejected,
+/// never escaped.
+pub fn validate_id(kind: &'static str, id: &str) -> Result<(), ValidationError> {
+    if id.is_empty() {
+        return Err(ValidationError::BadId { kind, reason: "empty".into() });
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(ValidationError::BadId {
+            kind,
+            reason: format!("{} bytes, at most {MAX_ID_BYTES} allowed", id.len()),
+        });
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control() || matches!(c, '/' | '+' | '#')) {
+        return Err(ValidationError::BadId {
+            kind,
+            reason: format!("contains forbidden character U+{:04X}", c as u32),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_763_790_000_000;
+
+    fn ok() -> Location {
+        Location {
+            latitude: 52.52,
+            longitude: 13.405,
+            accuracy: Some(5.0),
+            speed: Some(1.2),
+            bearing: Some(90.0),
+            altitude: Some(34.0),
+            timestamp_ms: NOW,
+            battery: Some(0.82),
+        }
+    }
+
+    #[test]
+    fn accepts_a_normal_fix_and_the_boundaries() {
+        assert_eq!(ok().validate(NOW), Ok(()));
+        let edge = Location { latitude: -90.0, longitude: 180.0, bearing: Some(0.0), ..ok() };
+        assert_eq!(edge.validate(NOW), Ok(()));
+        let future = Location { timestamp_ms: NOW + MAX_FUTURE_SKEW_MS, ..ok() };
+        assert_eq!(future.validate(NOW), Ok(()));
+    }
+
+    #[test]
+    fn rejects_each_bad_field_with_its_name() {
+        let cases: Vec<(Location, ValidationError)> = vec![
+            (Location { latitude: f64::NAN, ..ok() }, ValidationError::NotFinite { field: "latitude" }),
+            (Location { longitude: f64::INFINITY, ..ok() }, ValidationError::NotFinite { field: "longitude" }),
+            (Location { latitude: 90.0001, ..ok() }, ValidationError::OutOfRange { field: "latitude" }),
+            (Location { longitude: -180.5, ..ok() }, ValidationError::OutOfRange { field: "longitude" }),
+            (Location { accuracy: Some(-1.0), ..ok() }, ValidationError::OutOfRange { field: "accuracy" }),
+            (Location { speed: Some(-0.1), ..ok() }, ValidationError::OutOfRange { field: "speed" }),
+            (Location { bearing: Some(360.0), ..ok() }, ValidationError::OutOfRange { field: "bearing" }),
+            (Location { altitude: Some(f64::NEG_INFINITY), ..ok() }, ValidationError::NotFinite { field: "altitude" }),
+            (Location { battery: Some(1.5), ..ok() }, ValidationError::OutOfRange { field: "battery" }),
+            (Location { timestamp_ms: 0, ..ok() }, ValidationError::OutOfRange { field: "timestamp" }),
+            (Location { timestamp_ms: NOW + MAX_FUTURE_SKEW_MS + 1, ..ok() }, ValidationError::TimestampInFuture),
+        ];
+        for (loc, want) in cases {
+            assert_eq!(loc.validate(NOW), Err(want.clone()), "{loc:?}");
+        }
+    }
+
+    #[test]
+    fn device_ids_that_could_escape_their_topic_are_rejected() {
+        assert!(validate_id("device id", "d-1").is_ok());
+        assert!(validate_id("device id", "Gerät-ü-42").is_ok());
+        assert!(validate_id("device id", &"x".repeat(128)).is_ok());
+        for bad in ["", "a/b", "a+b", "a#", "a\nb", "a\u{7f}b", &"x".repeat(129)] {
+            assert!(
+                matches!(validate_id("device id", bad), Err(ValidationError::BadId { .. })),
+                "{bad:?} accepted"
+            );
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Migration metrics (GUIDE §6): lock-free counters on the hot path, a snapshot record for the
+//! app and Prometheus text for tools. Metrics live in memory and can never evict locations.
+
+use crate::outbox::Transport;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Upper bounds (ms) of the latency histogram: 0.5 ms × 1.25^i, up to about 13 minutes.
+fn bucket_bounds() -> &'static [f64] {
+    static BOUNDS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    BOUNDS.get_or_init(|| (0..65).map(|i| 0.5 * 1.25f64.powi(i)).collect())
+}
+
+/// A fixed-bucket latency histogram; quantiles are bucket upper bounds (≤ 25 % above the truth).
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    sum_ms: f64,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { counts: vec![0; bucket_bounds().len() + 1], sum_ms: 0.0, total: 0 }
+    }
+}
+
+impl Histogram {
+    /// Records one observation in milliseconds.
+    pub fn observe(&mut self, ms: f64) {
+        let i = bucket_bounds().partition_point(|&b| b < ms);
+        self.counts[i] += 1;
+        self.sum_ms += ms;
+        self.total += 1;
+    }
+
+    /// The `q` quantile (0 < q ≤ 1) in ms, or 0 with no observations.
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        let rank = (q * self.total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return *bucket_bounds().get(i).unwrap_or(bucket_bounds().last().unwrap_or(&0.0));
+            }
+        }
+        0.0
+    }
+}
+
+/// Per-transport counters.
+#[derive(Debug, Default)]
+struct TransportCounters {
+    success: AtomicU64,
+    failure: AtomicU64,
+    retries: AtomicU64,
+    bytes_sent: AtomicU64,
+    circuit_open: AtomicBool,
+    latency: Mutex<Histogram>,
+}
+
+/// All counters of one publisher.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    accepted: AtomicU64,
+    rejected: Mutex<BTreeMap<String, u64>>,
+    mqtt: TransportCounters,
+    pubsub: TransportCounters,
+    dual_both: AtomicU64,
+    dual_mqtt_only: AtomicU64,
+    dual_pubsub_only: AtomicU64,
+    fallback: AtomicU64,
+    dropped: Mutex<BTreeMap<String, u64>>,
+    dead_letter: AtomicU64,
+    http_requests: AtomicU64,
+}
+
+/// Which transports delivered a location once it left the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DualOutcome {
+    /// Acknowledged by both.
+    Both,
+    /// Acknowledged by MQTT only.
+    MqttOnly,
+    /// Acknowledged by Pub/Sub only.
+    PubSubOnly,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere must not take the metrics down with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    fn t(&self, t: Transport) -> &TransportCounters {
+        match t {
+            Transport::Mqtt => &self.mqtt,
+            Transport::PubSub => &self.pubsub,
+        }
+    }
+    /// A location was accepted.
+    pub fn accepted(&self, n: u64) {
+        self.accepted.fetch_add(n, Relaxed);
+    }
+    /// A location was rejected for `reason`.
+    pub fn rejected(&self, reason: String) {
+        *lock(&self.rejected).entry(reason).or_default() += 1;
+    }
+    /// `n` messages were acknowledged by `t`; `latencies_ms` from acceptance to acknowledgement.
+    pub fn published(&self, t: Transport, latencies_ms: impl IntoIterator<Item = f64>) {
+        let c = self.t(t);
+        let mut h = lock(&c.latency);
+        let mut n = 0;
+        for ms in latencies_ms {
+            h.observe(ms);
+            n += 1;
+        }
+        c.success.fetch_add(n, Relaxed);
+    }
+    /// `n` messages failed an attempt on `t`.
+    pub fn failed(&self, t: Transport, n: u64) {
+        self.t(t).failure.fetch_add(n, Relaxed);
+    }
+    /// One retry (a reconnect or a repeated request) on `t`.
+    pub fn retry(&self, t: Transport) {
+        self.t(t).retries.fetch_add(1, Relaxed);
+    }
+    /// Bytes written for `t` (payloads and request bodies).
+    pub fn bytes_sent(&self, t: Transport, n: u64) {
+        self.t(t).bytes_sent.fetch_add(n, Relaxed);
+    }
+    /// Whether `t`'s circuit is open (not sending until a probe succeeds).
+    pub fn set_circuit_open(&self, t: Transport, open: bool) {
+        self.t(t).circuit_open.store(open, Relaxed);
+    }
+    /// A location left the outbox.
+    pub fn outcome(&self, o: DualOutcome) {
+        match o {
+            DualOutcome::Both => &self.dual_both,
+            DualOutcome::MqttOnly => &self.dual_mqtt_only,
+            DualOutcome::PubSubOnly => &self.dual_pubsub_only,
+        }
+        .fetch_add(1, Relaxed);
+    }
+    /// `n` locations were sent to MQTT because Pub/Sub could not deliver them.
+    pub fn fallback(&self, n: u64) {
+        self.fallback.fetch_add(n, Relaxed);
+    }
+    /// A location was dropped for `reason` (always logged too).
+    pub fn dropped(&self, reason: &str, n: u64) {
+        *lock(&self.dropped).entry(reason.to_string()).or_default() += n;
+    }
+    /// A message was dead-lettered.
+    pub fn dead_letter(&self) {
+        self.dead_letter.fetch_add(1, Relaxed);
+    }
+    /// One HTTP request was sent.
+    pub fn http_request(&self) {
+        self.http_requests.fetch_add(1, Relaxed);
+    }
+
+    /// A consistent-enough copy of every counter for the app.
+    pub fn snapshot(&self, g: &Gauges) -> MetricsSnapshot {
+        let t = |t: Transport, depth: u64| {
+            let c = self.t(t);
+            let h = lock(&c.latency).clone();
+            TransportMetrics {
+                transport: t,
+                published: c.success.load(Relaxed),
+                failed: c.failure.load(Relaxed),
+                retries: c.retries.load(Relaxed),
+                bytes_sent: c.bytes_sent.load(Relaxed),
+                queue_depth: depth,
+                circuit_open: c.circuit_open.load(Relaxed),
+                latency_p50_ms: h.quantile(0.50),
+                latency_p95_ms: h.quantile(0.95),
+                latency_p99_ms: h.quantile(0.99),
+            }
+        };
+        MetricsSnapshot {
+            accepted: self.accepted.load(Relaxed),
+            rejected: lock(&self.rejected).iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            mqtt: t(Transport::Mqtt, g.depth_mqtt),
+            pubsub: t(Transport::PubSub, g.depth_pubsub),
+            dual_both: self.dual_both.load(Relaxed),
+            dual_mqtt_only: self.dual_mqtt_only.load(Relaxed),
+            dual_pubsub_only: self.dual_pubsub_only.load(Relaxed),
+            fallback: self.fallback.load(Relaxed),
+            dropped: lock(&self.dropped).iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            dead_letter: self.dead_letter.load(Relaxed),
+            http_requests: self.http_requests.load(Relaxed),
+            queue_oldest_age_seconds: g.oldest_age_seconds,
+            config_version: g.config_version,
+            rollout_bucket: g.rollout_bucket,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric of GUIDE §6.
+    pub fn prometheus(&self, g: &Gauges) -> String {
+        use std::fmt::Write;
+        let s = self.snapshot(g);
+        let mut o = String::new();
+        let _ = writeln!(o, "# TYPE dualpub_locations_accepted_total counter\ndualpub_locations_accepted_total {}", s.accepted);
+        let _ = writeln!(o, "# TYPE dualpub_locations_rejected_total counter");
+        for (r, v) in &lock(&self.rejected).clone() {
+            let _ = writeln!(o, "dualpub_locations_rejected_total{{reason=\"{r}\"}} {v}");
+        }
+        let _ = writeln!(o, "# TYPE dualpub_publish_total counter");
+        for tm in [&s.mqtt, &s.pubsub] {
+            let n = tm.transport.as_str();
+            let _ = writeln!(o, "dualpub_publish_total{{transport=\"{n}\",result=\"success\"}} {}", tm.published);
+            let _ = writeln!(o, "dualpub_publish_total{{transport=\"{n}\",result=\"failure\"}} {}", tm.failed);
+        }
+        let _ = writeln!(o, "# TYPE dualpub_publish_latency_seconds histogram");
+        for t in [Transport::Mqtt, Transport::PubSub] {
+            let h = lock(&self.t(t).latency).clone();
+            let mut cum = 0;
+            for (i, b) in bucket_bounds().iter().enumerate() {
+                cum += h.counts[i];
+                let _ = writeln!(o, "dualpub_publish_latency_seconds_bucket{{transport=\"{}\",le=\"{}\"}} {cum}", t.as_str(), b / 1000.0);
+            }
+            let _ = writeln!(o, "dualpub_publish_latency_seconds_bucket{{transport=\"{}\",le=\"+Inf\"}} {}", t.as_str(), h.total);
+            let _ = writeln!(o, "dualpub_publish_latency_seconds_sum{{transport=\"{}\"}} {}", t.as_str(), h.sum_ms / 1000.0);
+            let _ = writeln!(o, "dualpub_publish_latency_seconds_count{{transport=\"{}\"}} {}", t.as_str(), h.total);
+        }
+        let _ = writeln!(o, "# TYPE dualpub_dual_outcome_total counter");
+        for (k, v) in [("both", s.dual_both), ("mqtt_only", s.dual_mqtt_only), ("pubsub_only", s.dual_pubsub_only)] {
+            let _ = writeln!(o, "dualpub_dual_outcome_total{{outcome=\"{k}\"}} {v}");
+        }
+        let _ = writeln!(o, "# TYPE dualpub_fallback_total counter\ndualpub_fallback_total {}", s.fallback);
+        let _ = writeln!(o, "# TYPE dualpub_retries_total counter");
+        for tm in [&s.mqtt, &s.pubsub] {
+            let _ = writeln!(o, "dualpub_retries_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.retries);
+        }
+        let _ = writeln!(o, "# TYPE dualpub_queue_depth gauge");
+        for tm in [&s.mqtt, &s.pubsub] {
+            let _ = writeln!(o, "dualpub_queue_depth{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.queue_depth);
+        }
+        let _ = writeln!(o, "# TYPE dualpub_queue_oldest_age_seconds gauge\ndualpub_queue_oldest_age_seconds {}", s.queue_oldest_age_seconds);
+        let _ = writeln!(o, "# TYPE dualpub_dropped_total counter");
+        for (r, v) in &s.dropped {
+            let _ = writeln!(o, "dualpub_dropped_total{{reason=\"{r}\"}} {v}");
+        }
+        let _ = writeln!(o, "# TYPE dualpub_dead_letter_total counter\ndualpub_dead_letter_total {}", s.dead_letter);
+        let _ = writeln!(o, "# TYPE dualpub_circuit_open gauge");
+        for tm in [&s.mqtt, &s.pubsub] {
+            let _ = writeln!(o, "dualpub_circuit_open{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.circuit_open as u8);
+        }
+        let _ = writeln!(o, "# TYPE dualpub_http_requests_total counter\ndualpub_http_requests_total {}", s.http_requests);
+        let _ = writeln!(o, "# TYPE dualpub_bytes_sent_total counter");
+        for tm in [&s.mqtt, &s.pubsub] {
+            let _ = writeln!(o, "dualpub_bytes_sent_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.bytes_sent);
+        }
+        let _ = writeln!(o, "# TYPE dualpub_config_version gauge\ndualpub_config_version {}", s.config_version);
+        let _ = writeln!(o, "# TYPE dualpub_rollout_bucket gauge\ndualpub_rollout_bucket {}", s.rollout_bucket);
+        o
+    }
+}
+
+/// Values read from the outbox and the decision at snapshot time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Locations still owed to MQTT.
+    pub depth_mqtt: u64,
+    /// Locations still owed to Pub/Sub.
+    pub depth_pubsub: u64,
+    /// Age of the oldest location in the outbox.
+    pub oldest_age_seconds: f64,
+    /// Version of the config in force.
+    pub config_version: u64,
+    /// This device's rollout bucket.
+    pub rollout_bucket: u32,
+}
+
+/// One transport's figures.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct TransportMetrics {
+    /// Which transport.
+    pub transport: Transport,
+    /// Messages acknowledged (`dualpub_publish_total{result="success"}`).
+    pub published: u64,
+    /// Failed message attempts (`result="failure"`).
+    pub failed: u64,
+    /// Reconnects or repeated requests.
+    pub retries: u64,
+    /// Payload and request bytes written.
+    pub bytes_sent: u64,
+    /// Locations still owed.
+    pub queue_depth: u64,
+    /// The circuit breaker is open.
+    pub circuit_open: bool,
+    /// Median latency from acceptance to acknowledgement, ms.
+    pub latency_p50_ms: f64,
+    /// 95th percentile latency, ms.
+    pub latency_p95_ms: f64,
+    /// 99th percentile latency, ms.
+    pub latency_p99_ms: f64,
+}
+
+/// Every migration metric of GUIDE §6 at one moment.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct MetricsSnapshot {
+    /// Locations accepted by `sendLocation(s)`.
+    pub accepted: u64,
+    /// Rejected locations by reason.
+    pub rejected: HashMap<String, u64>,
+    /// MQTT figures.
+    pub mqtt: TransportMetrics,
+    /// Pub/Sub figures.
+    pub pubsub: TransportMetrics,
+    /// Locations delivered by both transports.
+    pub dual_both: u64,
+    /// Locations delivered by MQTT only.
+    pub dual_mqtt_only: u64,
+    /// Locations delivered by Pub/Sub only.
+    pub dual_pubsub_only: u64,
+    /// Locations sent to MQTT because Pub/Sub could not deliver them.
+    pub fallback: u64,
+    /// Dropped locations by reason.
+    pub dropped: HashMap<String, u64>,
+    /// Messages dead-lettered after Pub/Sub refused them as invalid.
+    pub dead_letter: u64,
+    /// HTTP requests sent.
+    pub http_requests: u64,
+    /// Age of the oldest location still owed, seconds.
+    pub queue_oldest_age_seconds: f64,
+    /// Version of the config in force.
+    pub config_version: u64,
+    /// This device's rollout bucket.
+    pub rollout_bucket: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_right_buckets() {
+        let mut h = Histogram::default();
+        for ms in 1..=100 {
+            h.observe(ms as f64);
+        }
+        let p50 = h.quantile(0.5);
+        let p99 = h.quantile(0.99);
+        assert!((50.0..=62.5).contains(&p50), "p50 {p50}");
+        assert!((99.0..=124.0).contains(&p99), "p99 {p99}");
+        assert_eq!(Histogram::default().quantile(0.5), 0.0);
+    }
+
+    #[test]
+    fn prometheus_text_names_every_metric() {
+        let m = Metrics::default();
+        m.accepted(3);
+        m.rejected("invalid_latitude".into());
+        m.published(Transport::Mqtt, [5.0, 7.0]);
+        m.outcome(DualOutcome::Both);
+        let text = m.prometheus(&Gauges { config_version: 42, ..Default::default() });
+        for name in [
+            "dualpub_locations_accepted_total 3",
+            "dualpub_locations_rejected_total{reason=\"invalid_latitude\"} 1",
+            "dualpub_publish_total{transport=\"mqtt\",result=\"success\"} 2",
+            "dualpub_publish_latency_seconds_count{transport=\"mqtt\"} 2",
+            "dualpub_dual_outcome_total{outcome=\"both\"} 1",
+            "dualpub_fallback_total 0",
+            "dualpub_retries_total{transport=\"pubsub\"} 0",
+            "dualpub_queue_depth{transport=\"mqtt\"} 0",
+            "dualpub_queue_oldest_age_seconds 0",
+            "dualpub_dead_letter_total 0",
+            "dualpub_circuit_open{transport=\"pubsub\"} 0",
+            "dualpub_http_requests_total 0",
+            "dualpub_bytes_sent_total{transport=\"mqtt\"} 0",
+            "dualpub_config_version 42",
+            "dualpub_rollout_bucket 0",
+        ] {
+            assert!(text.contains(name), "missing {name}\n{text}");
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The pure-Rust core behind the exported `DualPublisher`: accepts locations, keeps the
+//! decision in force, and hands work to the two transport tasks. See ARCHITECTURE.md for the
+//! flow of one location and the threads.
+
+use crate::config::{MigrationConfig, SdkConfig};
+use crate::error::DualPubError;
+use crate::location::Location;
+use crate::metrics::{Gauges, Metrics, MetricsSnapshot};
+use crate::outbox::{Completed, DeadLetter, Outbox, Row, Transport};
+use crate::rollout::{decide, RolloutDecision};
+use crate::token::{TokenCache, TokenProvider};
+use crate::transport::{mqtt, pubsub};
+use crate::{clock, runtime, wire};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+/// What `flush` achieved.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct FlushReport {
+    /// Every location accepted before the call was acknowledged by every transport owing it.
+    pub completed: bool,
+    /// Of those, still owed to MQTT.
+    pub pending_mqtt: u64,
+    /// Of those, still owed to Pub/Sub.
+    pub pending_pubsub: u64,
+    /// How long the call waited.
+    pub elapsed_ms: u64,
+}
+
+/// The config in force and the decision it gives this device.
+#[derive(Debug, Clone)]
+pub(crate) struct Active {
+    pub config: MigrationConfig,
+    pub decision: RolloutDecision,
+}
+
+/// Everything behind the outbox lock. The decision lives here too, so that a location accepted
+/// after `apply_config` returns is routed by the new decision, never the old one.
+pub(crate) struct State {
+    pub outbox: Outbox,
+    pub next_seq: u64,
+    pub active: Arc<Active>,
+    pub closed: bool,
+}
+
+/// State shared by the API and the transport tasks.
+pub(crate) struct Shared {
+    pub settings: SdkConfig,
+    pub state: Mutex<State>,
+    /// Signalled whenever rows leave the outbox (for `flush`).
+    pub progress: Condvar,
+    pub metrics: Metrics,
+    pub wake_mqtt: Notify,
+    pub wake_pubsub: Notify,
+    /// Send Pub/Sub batches now instead of waiting for the latency limit.
+    pub urgent: AtomicBool,
+}
+
+impl Shared {
+    /// Locks the state; a poisoned lock (a panic elsewhere) is recovered, never propagated.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records rows that left the outbox and wakes `flush` waiters.
+    pub fn completed(&self, done: &[Completed]) {
+        for c in done {
+            if let Some(o) = c.outcome {
+                self.metrics.outcome(o);
+            }
+        }
+        self.progress.notify_all();
+    }
+
+    /// Acknowledges rows for `t`, recording latency from acceptance.
+    pub fn ack(&self, t: Transport, acked: &[(u64, Instant)]) {
+        let now = Instant::now();
+        let seqs: Vec<u64> = acked.iter().map(|(s, _)| *s).collect();
+        let done = self.lock().outbox.ack(t, &seqs);
+        self.metrics.published(t, acked.iter().map(|(_, at)| now.duration_since(*at).as_secs_f64() * 1000.0));
+        self.completed(&done);
+    }
+
+    /// Wakes the task of transport `t`.
+    pub fn wake(&self, t: Transport) {
+        match t {
+            Transport::Mqtt => self.wake_mqtt.notify_one(),
+            Transport::PubSub => self.wake_pubsub.notify_one(),
+        }
+    }
+
+    /// The decision in force.
+    pub fn active(&self) -> Arc<Active> {
+        self.lock().active.clone()
+    }
+}
+
+/// The SDK core. Cheap to call from any thread; no call blocks on the network or the disk
+/// except `flush`, which waits by design.
+pub struct Publisher {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Publisher {
+    /// Validates `config`, starts the transport tasks on the SDK runtime and returns at once;
+    /// connections are made in the background.
+    pub fn new(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>) -> Result<Self, DualPubError> {
+        config.validate()?;
+        let mqtt_options = mqtt::options(&config)?;
+        let http = pubsub::http_client(&config)?;
+        let migration = config.migration.clone().unwrap_or_default();
+        let decision = decide(&migration, &config.device_id, config.company_id.as_deref());
+        log::info!(
+            "dualpub starting for device bucket {} (config v{}): mqtt={} pubsub={} reason={}",
+            decision.bucket,
+            decision.config_version,
+            decision.mqtt_enabled,
+            decision.pubsub_enabled,
+            decision.reason.as_str()
+        );
+        let shared = Arc::new(Shared {
+            settings: config,
+            state: Mutex::new(State {
+                outbox: Outbox::default(),
+                next_seq: 1,
+                active: Arc::new(Active { config: migration, decision }),
+                closed: false,
+            }),
+            progress: Condvar::new(),
+            metrics: Metrics::default(),
+            wake_mqtt: Notify::new(),
+            wake_pubsub: Notify::new(),
+            urgent: AtomicBool::new(false),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let rt = runtime::handle()?;
+        rt.spawn(mqtt::run(shared.clone(), mqtt_options, rx.clone()));
+        rt.spawn(pubsub::run(shared.clone(), http, TokenCache::new(token_provider), rx));
+        Ok(Publisher { shared, shutdown })
+    }
+
+    /// Validates `location`, gives it an eventId and queues it for every transport the decision
+    /// names. Returns the eventId. Does no I/O.
+    pub fn send_location(&self, location: Location) -> Result<String, DualPubError> {
+        Ok(self.send_locations(vec![location])?.remove(0))
+    }
+
+    /// Queues several locations at once (backlog import), in order. All are validated first:
+    /// if one is invalid, none is queued and the error names its index.
+    pub fn send_locations(&self, locations: Vec<Location>) -> Result<Vec<String>, DualPubError> {
+        let now = clock::now_ms();
+        for (i, loc) in locations.iter().enumerate() {
+            if let Err(e) = loc.validate(now) {
+                self.shared.metrics.rejected(e.metric_reason());
+                let reason = if locations.len() > 1 { format!("location {i}: {e}") } else { e.to_string() };
+                return Err(DualPubError::InvalidLocation { reason });
+            }
+        }
+        let s = &self.shared.settings;
+        let encoded: Vec<(Arc<str>, Arc<[u8]>, i64)> = locations
+            .iter()
+            .map(|loc| {
+                let id = wire::new_event_id();
+                let payload = wire::encode(&id, &s.device_id, s.company_id.as_deref(), loc);
+                (Arc::from(id), Arc::from(payload), loc.timestamp_ms)
+            })
+            .collect();
+        let (mqtt, pubsub) = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return Err(DualPubError::Closed);
+            }
+            let d = &st.active.decision;
+            let (mqtt, pubsub) = (d.mqtt_enabled, d.pubsub_enabled);
+            for (id, payload, ts) in &encoded {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                st.outbox.insert(Row::new(seq, id.clone(), payload.clone(), *ts, mqtt, pubsub));
+            }
+            (mqtt, pubsub)
+        };
+        self.shared.metrics.accepted(encoded.len() as u64);
+        if mqtt {
+            self.shared.wake(Transport::Mqtt);
+        }
+        if pubsub {
+            self.shared.wake(Transport::PubSub);
+        }
+        Ok(encoded.into_iter().map(|(id, _, _)| id.to_string()).collect())
+    }
+
+    /// Applies a migration config at once; returns the new decision. An invalid config is
+    /// refused and the one in force stays.
+    pub fn apply_config(&self, config: MigrationConfig) -> Result<RolloutDecision, DualPubError> {
+        config.validate()?;
+        let s = &self.shared.settings;
+        let decision = decide(&config, &s.device_id, s.company_id.as_deref());
+        let (old, done) = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return Err(DualPubError::Closed);
+            }
+            let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone() }));
+            // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
+            // for it; MQTT takes over anything that would otherwise be owed to nobody.
+            let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled {
+                st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt)
+            } else {
+                Vec::new()
+            };
+            (old, done)
+        };
+        self.shared.completed(&done);
+        if old.decision != decision {
+            log::info!(
+                "dualpub decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
+                old.decision.config_version,
+                decision.config_version,
+                old.decision.mqtt_enabled,
+                decision.mqtt_enabled,
+                old.decision.pubsub_enabled,
+                decision.pubsub_enabled,
+                old.decision.reason.as_str(),
+                decision.reason.as_str()
+            );
+        }
+        self.shared.wake(Transport::Mqtt);
+        self.shared.wake(Transport::PubSub);
+        Ok(decision)
+    }
+
+    /// Parses and applies a config document (GUIDE §4).
+    pub fn apply_config_json(&self, json: &str) -> Result<RolloutDecision, DualPubError> {
+        let config = MigrationConfig::from_json(json).inspect_err(|e| log::warn!("dualpub refused a config: {e}"))?;
+        self.apply_config(config)
+    }
+
+    /// The decision in force.
+    pub fn decision(&self) -> RolloutDecision {
+        self.shared.active().decision.clone()
+    }
+
+    /// The migration config in force.
+    pub fn config(&self) -> MigrationConfig {
+        self.shared.active().config.clone()
+    }
+
+    /// Sends what is queued now and waits until every location accepted before this call is
+    /// acknowledged by every transport owing it, or `timeout` passes. Blocks the calling
+    /// thread: never call it on a UI thread.
+    pub fn flush(&self, timeout: Duration) -> FlushReport {
+        let start = Instant::now();
+        self.shared.urgent.store(true, Ordering::SeqCst);
+        self.shared.wake(Transport::Mqtt);
+        self.shared.wake(Transport::PubSub);
+        let mut st = self.shared.lock();
+        let target = st.next_seq - 1;
+        while !st.outbox.drained_up_to(target) {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            st = self.shared.progress.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let (pending_mqtt, pending_pubsub) = st.outbox.owed_up_to(target);
+        FlushReport {
+            completed: pending_mqtt == 0 && pending_pubsub == 0,
+            pending_mqtt,
+            pending_pubsub,
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        }
+    }
+
+    fn gauges(&self) -> Gauges {
+        let st = self.shared.lock();
+        Gauges {
+            depth_mqtt: st.outbox.depth(Transport::Mqtt) as u64,
+            depth_pubsub: st.outbox.depth(Transport::PubSub) as u64,
+            oldest_age_seconds: st.outbox.oldest().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+            config_version: st.active.decision.config_version,
+            rollout_bucket: st.active.decision.bucket,
+        }
+    }
+
+    /// A snapshot of the migration metrics.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot(&self.gauges())
+    }
+
+    /// The metrics as Prometheus text (GUIDE §6 names).
+    pub fn metrics_prometheus(&self) -> String {
+        self.shared.metrics.prometheus(&self.gauges())
+    }
+
+    /// Messages Pub/Sub refused as invalid; kept, never deleted.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.shared.lock().outbox.dead_letters().to_vec()
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
+    /// Stops accepting, stops the transport tasks (they finish the attempt in progress) and
+    /// disconnects. Returns at once. Call `flush` first to drain the queue.
+    pub fn close(&self) {
+        let was_closed = std::mem::replace(&mut self.shared.lock().closed, true);
+        if !was_closed {
+            let _ = self.shutdown.send(true);
+            self.shared.progress.notify_all();
+            log::info!("dualpub closed");
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,28 @@
+//! The SDK's one tokio runtime, shared by every publisher in the process: two worker threads
+//! named `dualpub-worker`, started on first use. The app's threads only ever enqueue work.
+
+use crate::error::DualPubError;
+use std::sync::OnceLock;
+use tokio::runtime::{Handle, Runtime};
+
+/// Worker threads: enough for two transports' I/O, small enough for a phone.
+pub const WORKER_THREADS: usize = 2;
+
+static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+
+/// The runtime handle, starting the runtime on first call.
+pub fn handle() -> Result<Handle, DualPubError> {
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(WORKER_THREADS)
+                .max_blocking_threads(4)
+                .thread_name("dualpub-worker")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the SDK runtime: {e}"))
+        })
+        .as_ref()
+        .map(|rt| rt.handle().clone())
+        .map_err(|e| DualPubError::Internal { reason: e.clone() })
+}

@@ -1,0 +1,33 @@
+//! One rustls configuration for both transports: the `ring` provider (the small one) passed
+//! explicitly, so the SDK never installs a process-wide default in the host app, and the
+//! bundled web PKI roots, which work on Android and iOS where no system store is reachable
+//! from Rust; plus any CA certificates the app adds for a private broker.
+
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+
+/// Builds the client TLS config; `extra_ca_pem` holds zero or more PEM certificates.
+pub fn client_config(extra_ca_pem: Option<&str>, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("bad CA certificate PEM: {e}"))?;
+            roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("caCertificatesPem holds no certificate".into());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}

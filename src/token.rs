@@ -1,0 +1,74 @@
+//! Access tokens for Pub/Sub: the app implements [`TokenProvider`]; the SDK caches the token,
+//! refreshes it before expiry and after a 401, and survives a provider that throws, panics or
+//! hangs.
+
+use crate::error::TokenError;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Refresh this long before a token expires.
+pub const REFRESH_MARGIN_MS: i64 = 60_000;
+
+/// Give up on a provider call after this long (the call keeps its own thread; the SDK backs off).
+pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An OAuth access token for Pub/Sub.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct AccessToken {
+    /// The bearer token (never logged).
+    pub token: String,
+    /// Expiry, milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
+}
+
+/// Implemented by the app to hand the SDK Pub/Sub access tokens. Called on an SDK background
+/// thread, never the main thread; it may block (for example on a network call).
+#[uniffi::export(foreign)]
+pub trait TokenProvider: Send + Sync {
+    /// Returns a fresh token, or throws when none can be had right now.
+    fn fetch_token(&self) -> Result<AccessToken, TokenError>;
+}
+
+/// The SDK's token cache around an optional provider.
+pub struct TokenCache {
+    provider: Option<Arc<dyn TokenProvider>>,
+    cached: Option<AccessToken>,
+}
+
+impl TokenCache {
+    /// A cache over `provider`; with none, requests carry no `Authorization` header (emulator).
+    pub fn new(provider: Option<Arc<dyn TokenProvider>>) -> Self {
+        TokenCache { provider, cached: None }
+    }
+
+    /// The bearer token to send, fetching a new one when missing or about to expire.
+    pub async fn bearer(&mut self) -> Result<Option<String>, String> {
+        let Some(provider) = self.provider.clone() else { return Ok(None) };
+        let now = crate::clock::now_ms();
+        if let Some(t) = &self.cached {
+            if t.expires_at_ms - REFRESH_MARGIN_MS > now {
+                return Ok(Some(t.token.clone()));
+            }
+        }
+        let call = tokio::task::spawn_blocking(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| provider.fetch_token()))
+        });
+        let token = match tokio::time::timeout(PROVIDER_TIMEOUT, call).await {
+            Err(_) => return Err("token provider timed out".into()),
+            Ok(Err(e)) => return Err(format!("token provider task failed: {e}")),
+            Ok(Ok(Err(_panic))) => return Err("token provider panicked".into()),
+            Ok(Ok(Ok(Err(e)))) => return Err(e.to_string()),
+            Ok(Ok(Ok(Ok(t)))) => t,
+        };
+        if token.token.is_empty() {
+            return Err("token provider returned an empty token".into());
+        }
+        self.cached = Some(token.clone());
+        Ok(Some(token.token))
+    }
+
+    /// Forget the cached token (after a 401).
+    pub fn invalidate(&mut self) {
+        self.cached = None;
+    }
+}
