@@ -1,0 +1,89 @@
+//! Runs Debian's mosquitto as a child process on a free port, optionally with a TLS
+//! listener; it can be stopped and restarted on the same ports to simulate broker outages.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// TLS material for a listener: PEM files on disk.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The server certificate.
+    pub cert: PathBuf,
+    /// The server key.
+    pub key: PathBuf,
+}
+
+/// A mosquitto process.
+pub struct Mosquitto {
+    /// Plain listener port.
+    pub port: u16,
+    /// TLS listener port, if configured.
+    pub tls_port: Option<u16>,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+/// Where the mosquitto binary is (`/usr/sbin/mosquitto` on Debian), if installed.
+pub fn binary() -> Option<PathBuf> {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with a config in `dir`; `tls` adds a TLS listener.
+    pub fn start(dir: &Path, tls: Option<&TlsFiles>) -> std::io::Result<Mosquitto> {
+        let port = crate::free_port()?;
+        let tls_port = match tls {
+            Some(_) => Some(crate::free_port()?),
+            None => None,
+        };
+        let conf = dir.join("mosquitto.conf");
+        let mut f = std::fs::File::create(&conf)?;
+        writeln!(f, "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 200\nmax_queued_messages 100000")?;
+        writeln!(f, "listener {port} 127.0.0.1")?;
+        if let (Some(t), Some(p)) = (tls, tls_port) {
+            writeln!(f, "listener {p} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}", t.ca.display(), t.cert.display(), t.key.display())?;
+        }
+        let mut m = Mosquitto { port, tls_port, conf, child: None };
+        m.restart()?;
+        Ok(m)
+    }
+
+    /// Starts the process again (after `stop`) on the same ports.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        let bin = binary().ok_or_else(|| std::io::Error::other("mosquitto is not installed (apt-get install mosquitto)"))?;
+        let child = Command::new(bin).arg("-c").arg(&self.conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        self.child = Some(child);
+        for p in std::iter::once(self.port).chain(self.tls_port) {
+            if !crate::wait_for_port(p, Duration::from_secs(10)) {
+                return Err(std::io::Error::other(format!("mosquitto did not listen on {p}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the process (an outage; clients see their connections drop).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
