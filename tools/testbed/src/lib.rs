@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod mosquitto;
+pub mod proxy;
 pub mod subscribers;
 
 pub use dualpub_emulator::{EmulatorHandle, EmulatorOptions, FaultPlan};

@@ -36,7 +36,8 @@ pub fn binary() -> Option<PathBuf> {
 }
 
 impl Mosquitto {
-    /// Starts mosquitto with a config in `dir`; `tls` adds a TLS listener.
+    /// Starts mosquitto with a config in `dir`; `tls` adds a TLS listener. Sessions persist
+    /// in `dir` across a graceful restart ([`Mosquitto::stop_gracefully`]).
     pub fn start(dir: &Path, tls: Option<&TlsFiles>) -> std::io::Result<Mosquitto> {
         let port = crate::free_port()?;
         let tls_port = match tls {
@@ -45,7 +46,8 @@ impl Mosquitto {
         };
         let conf = dir.join("mosquitto.conf");
         let mut f = std::fs::File::create(&conf)?;
-        writeln!(f, "per_listener_settings false\nallow_anonymous true\npersistence false\nmax_inflight_messages 200\nmax_queued_messages 100000")?;
+        writeln!(f, "per_listener_settings false\nallow_anonymous true\nmax_inflight_messages 200\nmax_queued_messages 100000")?;
+        writeln!(f, "persistence true\npersistence_location {}/", dir.display())?;
         writeln!(f, "listener {port} 127.0.0.1")?;
         if let (Some(t), Some(p)) = (tls, tls_port) {
             writeln!(f, "listener {p} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}", t.ca.display(), t.cert.display(), t.key.display())?;
@@ -72,6 +74,14 @@ impl Mosquitto {
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM, so it saves its sessions (a planned broker restart).
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let _ = c.wait();
         }
     }

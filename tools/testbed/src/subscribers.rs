@@ -104,11 +104,24 @@ impl Drop for Subscriber {
 
 /// Subscribes to `filter` (QoS 1) on a plain MQTT broker and returns once the SUBACK came.
 pub fn mqtt(host: &str, port: u16, filter: &str) -> std::io::Result<Subscriber> {
+    mqtt_with_session(host, port, filter, None)
+}
+
+/// Like [`mqtt`]; with `session = Some(client_id)` the subscriber keeps a persistent session
+/// (clean session off), so a broker that restarts with persistence queues what arrives while
+/// the subscriber reconnects.
+pub fn mqtt_with_session(host: &str, port: u16, filter: &str, session: Option<&str>) -> std::io::Result<Subscriber> {
     use rumqttc::{Event, MqttOptions, Packet, QoS};
     let collected = Collected::default();
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let mut options = MqttOptions::new(format!("testbed-sub-{}", std::process::id()), host, port);
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let client_id = match session {
+        Some(id) => id.to_string(),
+        None => format!("testbed-sub-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)),
+    };
+    let mut options = MqttOptions::new(client_id, host, port);
+    options.set_clean_session(session.is_none());
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(1 << 20, 1 << 20);
     let filter = filter.to_string();

@@ -1,0 +1,115 @@
+//! A TCP fault proxy between the SDK and a broker or the emulator: forwards bytes both ways,
+//! and on command cuts every open connection and refuses new ones, or delays them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+#[derive(Debug)]
+struct Control {
+    refusing: AtomicBool,
+    delay_ms: AtomicU64,
+    accepted: AtomicU64,
+    /// Bumped to cut every open connection.
+    cut: watch::Sender<u64>,
+}
+
+/// A running proxy on 127.0.0.1; stops when dropped.
+pub struct FaultProxy {
+    /// The port clients connect to.
+    pub port: u16,
+    control: Arc<Control>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream`.
+    // SO_LINGER 0 is used on purpose: dropping the socket then sends a RST at once (a cut
+    // connection, as a phone sees on a network change) and never blocks.
+    #[allow(deprecated)]
+    pub fn start(upstream: SocketAddr) -> std::io::Result<FaultProxy> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().thread_name("fault-proxy").build()?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        let control = Arc::new(Control {
+            refusing: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            cut: watch::channel(0).0,
+        });
+        let c = control.clone();
+        runtime.spawn(async move {
+            let Ok(listener) = TcpListener::from_std(std_listener) else { return };
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { continue };
+                if c.refusing.load(Ordering::SeqCst) {
+                    let _ = client.set_linger(Some(Duration::ZERO));
+                    drop(client);
+                    continue;
+                }
+                c.accepted.fetch_add(1, Ordering::SeqCst);
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let delay = c.delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        let _ = client.shutdown().await;
+                        return;
+                    };
+                    let mut cut = c.cut.subscribe();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {
+                            let _ = client.set_linger(Some(Duration::ZERO));
+                            let _ = server.set_linger(Some(Duration::ZERO));
+                        }
+                    }
+                });
+            }
+        });
+        Ok(FaultProxy { port, control, _runtime: runtime })
+    }
+
+    /// Cuts (resets) every open connection and refuses new ones until [`FaultProxy::restore`].
+    pub fn outage(&self) {
+        self.control.refusing.store(true, Ordering::SeqCst);
+        self.cut_connections();
+    }
+
+    /// Resets every open connection; new ones are still accepted.
+    pub fn cut_connections(&self) {
+        self.control.cut.send_modify(|v| *v += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.control.refusing.store(false, Ordering::SeqCst);
+    }
+
+    /// Delays every new connection by `ms` before it is forwarded.
+    pub fn set_connect_delay_ms(&self, ms: u64) {
+        self.control.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Connections forwarded so far.
+    pub fn accepted(&self) -> u64 {
+        self.control.accepted.load(Ordering::SeqCst)
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn mqtt_url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
