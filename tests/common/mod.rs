@@ -1,5 +1,5 @@
 //! Shared helpers of the integration tests: configs, locations, and the test bed.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use dualpub::{Location, MigrationConfig, MqttSettings, PubSubSettings, SdkConfig};
 pub use dualpub_testbed::broker::EmbeddedBroker;

@@ -46,8 +46,8 @@ impl Mosquitto {
         };
         let conf = dir.join("mosquitto.conf");
         let mut f = std::fs::File::create(&conf)?;
-        writeln!(f, "per_listener_settings false\nallow_anonymous true\nmax_inflight_messages 200\nmax_queued_messages 100000")?;
-        writeln!(f, "persistence true\npersistence_location {}/", dir.display())?;
+        writeln!(f, "user root\nper_listener_settings false\nallow_anonymous true\nmax_inflight_messages 200\nmax_queued_messages 100000")?;
+        writeln!(f, "persistence true\npersistence_location {}/\nlog_dest file {}/mosquitto.log", dir.display(), dir.display())?;
         writeln!(f, "listener {port} 127.0.0.1")?;
         if let (Some(t), Some(p)) = (tls, tls_port) {
             writeln!(f, "listener {p} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}", t.ca.display(), t.cert.display(), t.key.display())?;

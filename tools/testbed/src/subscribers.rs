@@ -137,26 +137,37 @@ pub fn mqtt_with_session(host: &str, port: u16, filter: &str, session: Option<&s
         rt.block_on(async move {
             let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
             let mut ready = Some(ready_tx);
-            while !s.load(Ordering::SeqCst) {
-                match tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await {
-                    Err(_) => continue,
-                    Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                        let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
-                    }
-                    Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(Ok(()));
+            // `poll` is never cancelled mid-packet: the loop runs until the stop flag is seen.
+            let receive = async {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                        }
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            if let Some(r) = ready.take() {
+                                let _ = r.send(Ok(()));
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            c.push(parse(p.payload.to_vec(), p.topic.clone(), BTreeMap::new()));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            log::debug!("subscriber connection error: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                     }
-                    Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                        c.push(parse(p.payload.to_vec(), p.topic.clone(), BTreeMap::new()));
-                    }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        log::debug!("subscriber connection error: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
                 }
+            };
+            let stopped = async {
+                while !s.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            tokio::select! {
+                _ = receive => {}
+                _ = stopped => {}
             }
         });
     })?;

@@ -1,0 +1,144 @@
+//! Against Debian's mosquitto: plain and TLS listeners, broker restarts and cut connections.
+//! The test command installs mosquitto; without it these tests fail (never skip).
+
+mod common;
+
+use common::*;
+use dualpub::DualPublisher;
+use dualpub_testbed::mosquitto::{Mosquitto, TlsFiles};
+use dualpub_testbed::proxy::FaultProxy;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn mqtt_only() -> dualpub::MigrationConfig {
+    rollout(0.0)
+}
+
+#[test]
+fn delivers_through_mosquitto_and_survives_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(dir.path(), None).unwrap();
+    let emu = emulator();
+    let id = device("mosq-restart");
+    // A persistent session, so the broker queues for the verifier across its own restart.
+    let sub = subscribers::mqtt_with_session("127.0.0.1", broker.port, &format!("device/telemetry/{id}"), Some("verifier-restart")).unwrap();
+    let p = DualPublisher::new(config(&id, &broker.url(), &emu.url(), mqtt_only()), None).unwrap();
+
+    let mut ids: Vec<String> = (0..200).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(p.flush(20_000).unwrap().completed);
+    broker.stop_gracefully();
+    // Accepted while the broker is down: queued in the outbox.
+    ids.extend((200..400).map(|n| p.send_location(location(n)).unwrap()));
+    let down = p.flush(500).unwrap();
+    assert_eq!(down.pending_mqtt, 200, "{down:?}");
+    broker.restart().unwrap();
+    let r = p.flush(60_000).unwrap();
+    assert!(r.completed, "{r:?}");
+    let ok = wait_for_all(&sub.collected, &ids, WAIT);
+    let got: std::collections::HashSet<String> = event_ids(&sub.collected).into_iter().collect();
+    let missing: Vec<usize> = ids.iter().enumerate().filter(|(_, e)| !got.contains(*e)).map(|(i, _)| i).collect();
+    if !ok {
+        eprintln!("{}", std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default());
+    }
+    assert!(ok, "the verifier missed {} of 400, indices {:?}…", missing.len(), &missing[..missing.len().min(10)]);
+    let m = p.metrics().unwrap();
+    assert!(m.mqtt.retries >= 1, "{m:?}");
+    assert_eq!(m.mqtt.published, 400);
+}
+
+#[test]
+fn cut_connections_lose_nothing_and_duplicates_keep_their_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), None).unwrap();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], broker.port).into()).unwrap();
+    let emu = emulator();
+    let id = device("mosq-cut");
+    let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
+    let p = DualPublisher::new(config(&id, &proxy.mqtt_url(), &emu.url(), mqtt_only()), None).unwrap();
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        let connections = proxy.accepted();
+        ids.extend((0..300).map(|n| p.send_location(location(round * 1000 + n)).unwrap()));
+        std::thread::sleep(Duration::from_millis(20));
+        proxy.cut_connections();
+        // Let the SDK reconnect (after its jittered backoff) before the next cut.
+        let start = std::time::Instant::now();
+        while proxy.accepted() == connections && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    proxy.outage();
+    ids.extend((0..100).map(|n| p.send_location(location(9000 + n)).unwrap()));
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.restore();
+    let r = p.flush(60_000).unwrap();
+    assert!(r.completed, "{r:?}");
+    assert!(wait_for_all(&sub.collected, &ids, WAIT), "lost locations after cut connections");
+    let by_event = sub.collected.by_event();
+    assert_eq!(by_event.len(), ids.len(), "only our eventIds arrived");
+    let duplicates: usize = by_event.values().map(|n| n - 1).sum();
+    eprintln!("cut connections: {} locations, {duplicates} duplicates, {} connections", ids.len(), proxy.accepted());
+    assert!(proxy.accepted() >= 6, "the SDK reconnected after every cut: {} connections", proxy.accepted());
+}
+
+fn tls_files(dir: &std::path::Path) -> (TlsFiles, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "dualpub test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
+    std::fs::write(&files.ca, ca.pem()).unwrap();
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    (files, ca.pem())
+}
+
+#[test]
+fn mqtts_with_the_app_supplied_ca_and_refusal_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ca_pem) = tls_files(dir.path());
+    let broker = Mosquitto::start(dir.path(), Some(&files)).unwrap();
+    let tls_port = broker.tls_port.unwrap();
+    let emu = emulator();
+    let id = device("mosq-tls");
+    let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
+
+    let mut c = config(&id, &format!("mqtts://localhost:{tls_port}"), &emu.url(), mqtt_only());
+    c.allow_insecure = false;
+    c.pubsub.endpoint = "https://pubsub.googleapis.com".into();
+    c.mqtt.ca_certificates_pem = Some(ca_pem);
+    let p = DualPublisher::new(c.clone(), None).unwrap();
+    let ids: Vec<String> = (0..20).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(p.flush(20_000).unwrap().completed);
+    assert!(wait_for_all(&sub.collected, &ids, WAIT), "delivered over TLS");
+
+    // Without the private CA the broker's certificate is not trusted: nothing is sent, nothing lost.
+    let mut untrusted = c;
+    untrusted.device_id = device("mosq-tls-untrusted");
+    untrusted.mqtt.ca_certificates_pem = None;
+    let q = DualPublisher::new(untrusted, None).unwrap();
+    q.send_location(location(0)).unwrap();
+    let r = q.flush(1_500).unwrap();
+    assert_eq!((r.completed, r.pending_mqtt), (false, 1));
+    assert!(q.metrics().unwrap().mqtt.retries >= 1);
+}
+
+#[test]
+fn plaintext_needs_allow_insecure() {
+    let emu = emulator();
+    let mut c = config(&device("insecure"), "mqtt://127.0.0.1:1883", &emu.url(), mqtt_only());
+    c.allow_insecure = false;
+    c.pubsub.endpoint = "https://pubsub.googleapis.com".into();
+    let err = DualPublisher::new(c.clone(), None).err().unwrap();
+    assert!(matches!(err, dualpub::DualPubError::InvalidConfig { ref reason } if reason.contains("allowInsecure")), "{err:?}");
+    c.mqtt.broker_url = "mqtts://127.0.0.1:8883".into();
+    c.pubsub.endpoint = emu.url();
+    let err = DualPublisher::new(c, None).err().unwrap();
+    assert!(matches!(err, dualpub::DualPubError::InvalidConfig { ref reason } if reason.contains("http://")), "{err:?}");
+}
