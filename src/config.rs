@@ -329,6 +329,11 @@ impl SdkConfig {
         if !(1_000..=PUBSUB_MAX_BYTES).contains(&self.pubsub.max_batch_bytes) {
             return Err(InvalidConfig { reason: format!("pubsub.maxBatchBytes must be 1000–{PUBSUB_MAX_BYTES}") });
         }
+        for (field, pem) in [("mqtt.caCertificatesPem", &self.mqtt.ca_certificates_pem), ("pubsub.caCertificatesPem", &self.pubsub.ca_certificates_pem)] {
+            if let Some(pem) = pem {
+                crate::tls::parse_ca_pem(pem).map_err(|e| InvalidConfig { reason: format!("{field}: {e}") })?;
+            }
+        }
         if self.data_dir.is_empty() {
             return Err(InvalidConfig { reason: "dataDir is empty".into() });
         }

@@ -8,19 +8,25 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
 
+/// Parses PEM CA certificates into a root store of their own: at least one, each usable as
+/// a trust anchor.
+pub fn parse_ca_pem(pem: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("bad CA certificate PEM: {e}"))?;
+        roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("caCertificatesPem holds no certificate".into());
+    }
+    Ok(roots)
+}
+
 /// Builds the client TLS config; `extra_ca_pem` holds zero or more PEM certificates.
 pub fn client_config(extra_ca_pem: Option<&str>, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(pem) = extra_ca_pem {
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("bad CA certificate PEM: {e}"))?;
-            roots.add(cert).map_err(|e| format!("unusable CA certificate: {e}"))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err("caCertificatesPem holds no certificate".into());
-        }
+        roots.roots.extend(parse_ca_pem(pem)?.roots);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
