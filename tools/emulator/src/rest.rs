@@ -16,8 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Bodies up to this size reach the handlers, so an over-limit publish gets Pub/Sub's own
+/// INVALID_ARGUMENT rather than a cut connection (axum's default limit is 2 MB).
+const BODY_LIMIT: usize = 4 * store::MAX_REQUEST_BYTES;
+
 pub fn router(emulator: Arc<Emulator>) -> Router {
-    Router::new().fallback(handle).with_state(emulator)
+    Router::new().fallback(handle).layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT)).with_state(emulator)
 }
 
 fn rpc_error(e: RpcError) -> Response {
@@ -344,7 +348,8 @@ fn acknowledge(emu: &Emulator, sub: &str, body: &Bytes) -> Result<Value, RpcErro
 
 fn modify(emu: &Emulator, sub: &str, body: &Bytes) -> Result<Value, RpcError> {
     let b: AckBody = parse_body(body)?;
-    let secs = b.ack_deadline_seconds.ok_or_else(|| RpcError::invalid("ackDeadlineSeconds is required"))?;
+    // proto3 JSON omits zero: a missing deadline is 0, a nack.
+    let secs = b.ack_deadline_seconds.unwrap_or(0);
     if secs > 600 {
         return Err(RpcError::invalid("Invalid ack deadline given. It must be between 0 and 600 seconds."));
     }
