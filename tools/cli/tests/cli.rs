@@ -1,0 +1,91 @@
+//! The `dualpub` binary as ops and CI use it.
+
+use std::process::Command;
+
+fn dualpub(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dualpub")).args(args).output().expect("run dualpub");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim().lines().last().expect("output")).expect("last line is JSON")
+}
+
+/// GUIDE §4 `v1`, written out again here so the demo is checked against the rule, not the SDK.
+fn v1_in_cohort(id: &str, salt: &str, percentage: f64) -> bool {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{salt}:{}", id.trim_matches(|c: char| c.is_ascii_whitespace()).to_ascii_lowercase()).as_bytes());
+    let bucket = u64::from_be_bytes(digest[..8].try_into().unwrap()) % 10_000;
+    (bucket as f64) < (percentage * 100.0).round()
+}
+
+#[test]
+fn bucket_agrees_with_every_shared_vector() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/bucketing.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let percentages: Vec<f64> = doc["percentages"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    let vectors = doc["vectors"].as_array().unwrap();
+    assert!(vectors.len() >= 200);
+    for (i, v) in vectors.iter().enumerate() {
+        let pct = percentages[i % percentages.len()];
+        let key = doc["percentages"][i % percentages.len()].to_string();
+        let (id, salt, alg) = (v["deviceId"].as_str().unwrap(), v["salt"].as_str().unwrap(), v["algorithm"].as_str().unwrap());
+        let (code, out, err) = dualpub(&["bucket", "--device-id", id, "--salt", salt, "--algorithm", alg, "--percentage", &pct.to_string()]);
+        assert_eq!(code, 0, "{err}");
+        let got = last_json(&out);
+        assert_eq!(got["bucket"], v["bucket"], "bucket of {id:?} ({alg}, {salt})");
+        assert_eq!(got["pubsub"], v["pubsub"][key.as_str()], "cohort of {id:?} at {pct} ({alg}, {salt})");
+    }
+}
+
+#[test]
+fn bucket_without_a_percentage_and_with_a_bad_one() {
+    let (code, out, _) = dualpub(&["bucket", "--device-id", "d-1"]);
+    assert_eq!(code, 0);
+    assert_eq!(last_json(&out), serde_json::json!({"bucket": 648, "pubsub": null}));
+    let (code, _, err) = dualpub(&["bucket", "--device-id", "d-1", "--percentage", "101"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("[0, 100]"), "{err}");
+}
+
+#[test]
+fn the_acceptance_demo_loses_nothing_and_picks_the_guide_cohort() {
+    let (code, out, err) = dualpub(&["demo", "--devices", "200", "--locations-per-device", "20", "--rollout", "25", "--json"]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert!(out.contains("dualpub demo summary"), "a summary table comes before the JSON");
+    let s = last_json(&out);
+    let expected: Vec<String> = (0..200).map(|i| format!("demo-device-{i}")).filter(|id| v1_in_cohort(id, "pubsub-migration", 25.0)).collect();
+    let mut got: Vec<String> = s["pubsub_devices"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    got.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(s["devices"], 200);
+    assert_eq!(s["accepted"], 4000);
+    assert_eq!(s["mqtt_delivered"], 4000);
+    assert_eq!(s["pubsub_delivered"], 20 * expected.len());
+    assert_eq!(s["lost"], 0);
+    assert_eq!(s["duplicates"], 0);
+    assert_eq!(s["unexpected"], 0);
+    assert_eq!(s["same_bytes"], true);
+    assert!(s["elapsed_ms"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_new_salt_reshuffles_the_demo_cohort() {
+    let (code, out, err) = dualpub(&["demo", "--devices", "40", "--locations-per-device", "2", "--rollout", "50", "--salt", "other-salt", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let s = last_json(&out);
+    let got: Vec<&str> = s["pubsub_devices"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let want: Vec<String> = (0..40).map(|i| format!("demo-device-{i}")).filter(|id| v1_in_cohort(id, "other-salt", 50.0)).collect();
+    assert_eq!(got.len(), want.len());
+    assert!(want.iter().all(|w| got.contains(&w.as_str())));
+    assert_eq!(s["lost"], 0);
+}
+
+#[test]
+fn demo_refuses_a_bad_rollout() {
+    let (code, _, err) = dualpub(&["demo", "--rollout", "150"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--rollout"), "{err}");
+}
