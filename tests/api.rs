@@ -100,7 +100,7 @@ fn a_provider_that_panics_is_contained() {
     let id = device("token-panics");
     let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), Some(Arc::new(PanickingTokens))).unwrap();
     p.send_location(location(0)).unwrap();
-    let r = p.flush(1_500).unwrap();
+    let r = p.flush(3_000).unwrap();
     assert_eq!((r.completed, r.pending_mqtt, r.pending_pubsub), (false, 0, 1), "MQTT delivered, Pub/Sub still owed");
     assert!(p.metrics().unwrap().pubsub.retries >= 1);
     // The publisher still works.
@@ -120,13 +120,13 @@ impl TokenProvider for SlowTokens {
 fn a_slow_provider_never_blocks_the_caller_or_mqtt() {
     let emu = emulator();
     let id = device("token-slow");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), Some(Arc::new(SlowTokens(Duration::from_secs(2))))).unwrap();
+    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), Some(Arc::new(SlowTokens(Duration::from_secs(4))))).unwrap();
     let start = std::time::Instant::now();
     for n in 0..100 {
         p.send_location(location(n)).unwrap();
     }
     assert!(start.elapsed() < Duration::from_secs(1), "sendLocation waited for the provider");
-    let early = p.flush(1_000).unwrap();
+    let early = p.flush(2_500).unwrap();
     assert_eq!(early.pending_mqtt, 0, "MQTT is not held up by Pub/Sub's token");
     assert!(p.flush(WAIT.as_millis() as u64).unwrap().completed);
 }
