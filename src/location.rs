@@ -109,6 +109,21 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), ValidationError> 
     Ok(())
 }
 
+/// The location of the GUIDE §3 wire example, for unit tests.
+#[cfg(test)]
+pub(crate) fn guide_example() -> Location {
+    Location {
+        latitude: 52.52,
+        longitude: 13.405,
+        accuracy: Some(5.0),
+        speed: Some(1.2),
+        bearing: Some(90.0),
+        altitude: Some(34.0),
+        timestamp_ms: 1_763_790_000_000,
+        battery: Some(0.82),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,16 +131,7 @@ mod tests {
     const NOW: i64 = 1_763_790_000_000;
 
     fn ok() -> Location {
-        Location {
-            latitude: 52.52,
-            longitude: 13.405,
-            accuracy: Some(5.0),
-            speed: Some(1.2),
-            bearing: Some(90.0),
-            altitude: Some(34.0),
-            timestamp_ms: NOW,
-            battery: Some(0.82),
-        }
+        guide_example()
     }
 
     #[test]

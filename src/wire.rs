@@ -94,16 +94,7 @@ mod tests {
 
     #[test]
     fn encodes_the_guide_example_byte_for_byte() {
-        let loc = Location {
-            latitude: 52.52,
-            longitude: 13.405,
-            accuracy: Some(5.0),
-            speed: Some(1.2),
-            bearing: Some(90.0),
-            altitude: Some(34.0),
-            timestamp_ms: 1763790000000,
-            battery: Some(0.82),
-        };
+        let loc = crate::location::guide_example();
         let json = encode("01936f1e-7c3a-7cc1-9f0a-3b2f6c1d2e4f", "d-1", Some("c-9"), &loc);
         let want = r#"{"eventId":"01936f1e-7c3a-7cc1-9f0a-3b2f6c1d2e4f","deviceId":"d-1","companyId":"c-9","latitude":52.52,"longitude":13.405,"accuracy":5.0,"speed":1.2,"bearing":90.0,"altitude":34.0,"timestamp":1763790000000,"battery":0.82,"schemaVersion":1}"#;
         assert_eq!(String::from_utf8(json).unwrap(), want);

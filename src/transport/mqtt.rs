@@ -125,10 +125,14 @@ async fn session(
     let mut queued: VecDeque<Sent> = VecDeque::new();
     // On the wire, waiting for PUBACK.
     let mut inflight: HashMap<u16, Sent> = HashMap::new();
-    let give_back = |queued: &mut VecDeque<Sent>, inflight: &mut HashMap<u16, Sent>| {
+    // Every row not yet acknowledged goes back to the outbox; `failed` counts them as failed
+    // attempts (a broken connection), not when the SDK is shutting down.
+    let give_back = |queued: &mut VecDeque<Sent>, inflight: &mut HashMap<u16, Sent>, failed: bool| {
         let seqs: Vec<u64> = queued.drain(..).chain(inflight.drain().map(|(_, s)| s)).map(|(s, _)| s).collect();
         if !seqs.is_empty() {
-            shared.metrics.failed(Transport::Mqtt, seqs.len() as u64);
+            if failed {
+                shared.metrics.failed(Transport::Mqtt, seqs.len() as u64);
+            }
             shared.lock().outbox.release(Transport::Mqtt, &seqs);
         }
     };
@@ -158,16 +162,16 @@ async fn session(
         tokio::select! {
             ev = events.recv() => match ev {
                 None => {
-                    give_back(&mut queued, &mut inflight);
+                    give_back(&mut queued, &mut inflight, true);
                     return End::Failed("event loop stopped".into());
                 }
                 Some(Err(e)) => {
-                    give_back(&mut queued, &mut inflight);
+                    give_back(&mut queued, &mut inflight, true);
                     return End::Failed(e);
                 }
                 Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                     if ack.code != ConnectReturnCode::Success {
-                        give_back(&mut queued, &mut inflight);
+                        give_back(&mut queued, &mut inflight, true);
                         return End::Failed(format!("broker refused the connection: {:?}", ack.code));
                     }
                     connected = true;
@@ -188,7 +192,7 @@ async fn session(
             },
             _ = shared.wake_mqtt.notified() => {}
             _ = shutdown.changed() => {
-                give_back(&mut queued, &mut inflight);
+                give_back(&mut queued, &mut inflight, false);
                 return End::Shutdown;
             }
         }

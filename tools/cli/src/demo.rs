@@ -97,8 +97,10 @@ pub fn run(args: DemoArgs) -> i32 {
             Err(e) => return fail(format!("cannot start the Pub/Sub emulator: {e}")),
         },
     };
-    let embedded = args.mqtt_url.is_none() && args.pubsub_endpoint.is_none();
-    let allow_insecure = args.allow_insecure || embedded || (args.mqtt_url.is_none() && endpoint.starts_with("https://"));
+    // Plaintext is allowed without --allow-insecure only towards the servers started here.
+    let mqtt_local_or_tls = args.mqtt_url.is_none() || mqtt_url.starts_with("mqtts://");
+    let pubsub_local_or_tls = args.pubsub_endpoint.is_none() || endpoint.starts_with("https://");
+    let allow_insecure = args.allow_insecure || (mqtt_local_or_tls && pubsub_local_or_tls);
     eprintln!("dualpub demo: MQTT {mqtt_url}, Pub/Sub {endpoint} (project {}, topic {})", args.pubsub_project, args.pubsub_topic);
 
     // Independent verification.
