@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Number of simulated devices (ids demo-device-0 … demo-device-{N-1}).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 200)]
     pub devices: usize,
     /// Locations each device sends.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub locations_per_device: usize,
     /// Pub/Sub rollout percentage (0–100).
     #[arg(long, default_value_t = 25.0)]
