@@ -173,7 +173,14 @@ impl MigrationConfig {
             ("device id", "deviceOverrides", &self.device_overrides),
             ("company id", "companyOverrides", &self.company_overrides),
         ] {
+            let mut seen = std::collections::HashSet::new();
             for (id, o) in map {
+                if !seen.insert(crate::rollout::normalize_id(id)) {
+                    return Err(ConfigError::InvalidValue {
+                        field: format!("{field}[{:?}]", truncate(id)),
+                        reason: "two overrides name the same id (ids match case-insensitively)".into(),
+                    });
+                }
                 validate_id(kind, id).map_err(|e| ConfigError::InvalidValue {
                     field: format!("{field}[{:?}]", truncate(id)),
                     reason: e.to_string(),
@@ -217,6 +224,10 @@ pub struct MqttSettings {
     /// Keep-alive interval in seconds (5–3600).
     #[uniffi(default = 60)]
     pub keep_alive_secs: u32,
+    /// Hang up after MQTT has owed nothing for this many seconds, so the radio can sleep
+    /// (1–3600); the next location reconnects.
+    #[uniffi(default = 30)]
+    pub idle_disconnect_secs: u32,
     /// Topic template; `{deviceId}` is replaced by the device id.
     #[uniffi(default = "device/telemetry/{deviceId}")]
     pub topic_template: String,
@@ -281,6 +292,8 @@ pub struct SdkConfig {
 pub const PUBSUB_MAX_MESSAGES: u32 = 1000;
 /// Pub/Sub's documented request size limit.
 pub const PUBSUB_MAX_BYTES: u64 = 10_000_000;
+/// Longest a location may wait for its Pub/Sub batch to fill.
+pub const MAX_BATCH_LATENCY_MS: u64 = 60_000;
 
 impl SdkConfig {
     /// Checks everything that can be checked without I/O.
@@ -305,6 +318,9 @@ impl SdkConfig {
         }
         if !(5..=3600).contains(&self.mqtt.keep_alive_secs) {
             return Err(InvalidConfig { reason: "mqtt.keepAliveSecs must be 5–3600".into() });
+        }
+        if !(1..=3600).contains(&self.mqtt.idle_disconnect_secs) {
+            return Err(InvalidConfig { reason: "mqtt.idleDisconnectSecs must be 1–3600".into() });
         }
         let topic = crate::wire::mqtt_topic(&self.mqtt.topic_template, &self.device_id);
         if topic.is_empty() || topic.contains(['+', '#', '\0']) {
@@ -333,6 +349,9 @@ impl SdkConfig {
             if let Some(pem) = pem {
                 crate::tls::parse_ca_pem(pem).map_err(|e| InvalidConfig { reason: format!("{field}: {e}") })?;
             }
+        }
+        if self.pubsub.max_batch_latency_ms > MAX_BATCH_LATENCY_MS {
+            return Err(InvalidConfig { reason: format!("pubsub.maxBatchLatencyMs must be 0–{MAX_BATCH_LATENCY_MS}") });
         }
         if self.data_dir.is_empty() {
             return Err(InvalidConfig { reason: "dataDir is empty".into() });
@@ -388,6 +407,7 @@ mod tests {
             r#"{"deviceOverrides": {"a/b": {"pubsubEnabled": true}}}"#,
             r#"{"companyOverrides": {"c": {"pubsubPercentage": 200}}}"#,
             r#"{"deviceOverrides": {"d": {"pubsubEnabled": 1}}}"#,
+            r#"{"deviceOverrides": {"Dev-1": {"pubsubEnabled": true}, "dev-1": {"pubsubEnabled": false}}}"#,
         ] {
             assert!(MigrationConfig::from_json(bad).is_err(), "accepted {bad:?}");
         }

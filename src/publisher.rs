@@ -253,12 +253,13 @@ impl Publisher {
     /// thread: never call it on a UI thread.
     pub fn flush(&self, timeout: Duration) -> FlushReport {
         let start = Instant::now();
+        let mut st = self.shared.lock();
+        // Set under the lock, so the Pub/Sub task cannot clear it before seeing these rows.
         self.shared.urgent.store(true, Ordering::SeqCst);
         self.shared.wake(Transport::Mqtt);
         self.shared.wake(Transport::PubSub);
-        let mut st = self.shared.lock();
         let target = st.next_seq - 1;
-        while !st.outbox.drained_up_to(target) {
+        while !st.outbox.drained_up_to(target) && !st.closed {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;

@@ -29,16 +29,21 @@ pub trait TokenProvider: Send + Sync {
     fn fetch_token(&self) -> Result<AccessToken, TokenError>;
 }
 
+type ProviderCall = tokio::task::JoinHandle<std::thread::Result<Result<AccessToken, TokenError>>>;
+
 /// The SDK's token cache around an optional provider.
 pub struct TokenCache {
     provider: Option<Arc<dyn TokenProvider>>,
     cached: Option<AccessToken>,
+    /// A provider call that outlived its timeout: waited on again rather than started anew, so a
+    /// hanging provider holds at most one blocking thread (DNS lookups share that pool).
+    running: Option<ProviderCall>,
 }
 
 impl TokenCache {
     /// A cache over `provider`; with none, requests carry no `Authorization` header (emulator).
     pub fn new(provider: Option<Arc<dyn TokenProvider>>) -> Self {
-        TokenCache { provider, cached: None }
+        TokenCache { provider, cached: None, running: None }
     }
 
     /// The bearer token to send, fetching a new one when missing or about to expire.
@@ -50,11 +55,17 @@ impl TokenCache {
                 return Ok(Some(t.token.clone()));
             }
         }
-        let call = tokio::task::spawn_blocking(move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| provider.fetch_token()))
-        });
-        let token = match tokio::time::timeout(PROVIDER_TIMEOUT, call).await {
-            Err(_) => return Err("token provider timed out".into()),
+        let mut call = match self.running.take() {
+            Some(call) => call,
+            None => tokio::task::spawn_blocking(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| provider.fetch_token()))
+            }),
+        };
+        let token = match tokio::time::timeout(PROVIDER_TIMEOUT, &mut call).await {
+            Err(_) => {
+                self.running = Some(call);
+                return Err("token provider timed out".into());
+            }
             Ok(Err(e)) => return Err(format!("token provider task failed: {e}")),
             Ok(Ok(Err(_panic))) => return Err("token provider panicked".into()),
             Ok(Ok(Ok(Err(e)))) => return Err(e.to_string()),

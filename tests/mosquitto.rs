@@ -142,3 +142,32 @@ fn plaintext_needs_allow_insecure() {
     let err = DualPublisher::new(c, None).err().unwrap();
     assert!(matches!(err, dualpub::DualPubError::InvalidConfig { ref reason } if reason.contains("http://")), "{err:?}");
 }
+
+#[test]
+fn an_idle_mqtt_connection_hangs_up_and_the_next_location_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), None).unwrap();
+    let proxy = FaultProxy::start(([127, 0, 0, 1], broker.port).into()).unwrap();
+    let emu = emulator();
+    let id = device("mosq-idle");
+    let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
+    let mut c = config(&id, &proxy.mqtt_url(), &emu.url(), mqtt_only());
+    c.mqtt.idle_disconnect_secs = 1;
+    let p = DualPublisher::new(c, None).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(proxy.open_connections(), 0, "no connection before anything is owed");
+    let first = p.send_location(location(0)).unwrap();
+    assert!(p.flush(10_000).unwrap().completed);
+    assert_eq!(proxy.open_connections(), 1);
+    // Owing nothing for longer than idleDisconnectSecs: the SDK hangs up.
+    let start = std::time::Instant::now();
+    while proxy.open_connections() > 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(proxy.open_connections(), 0, "still connected after {:?}", start.elapsed());
+    let second = p.send_location(location(1)).unwrap();
+    assert!(p.flush(10_000).unwrap().completed);
+    assert_eq!(proxy.accepted(), 2, "reconnected for the next location");
+    assert!(wait_for_all(&sub.collected, &[first, second], WAIT));
+    assert_eq!(p.metrics().unwrap().mqtt.failed, 0, "hanging up is not a failure");
+}

@@ -6,7 +6,8 @@
 //! [`WINDOW`] publishes at a time, maps each `Outgoing::Publish(pkid)` to the row it carried
 //! (requests leave the channel in order) and each `PubAck(pkid)` back to that row. When the
 //! connection fails, every unacknowledged row goes back to the outbox and the task reconnects
-//! after a full-jitter backoff. The outbox stays the source of truth.
+//! after a full-jitter backoff. The outbox stays the source of truth. The task connects only
+//! while something is owed to MQTT and hangs up after `idleDisconnectSecs` without work.
 
 use crate::config::SdkConfig;
 use crate::error::DualPubError;
@@ -26,6 +27,7 @@ pub const WINDOW: usize = 64;
 
 /// How long `close` waits for the broker to take the DISCONNECT.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
 
 /// Builds the connection options from the app's settings (validated already).
 pub fn options(config: &SdkConfig) -> Result<MqttOptions, DualPubError> {
@@ -56,6 +58,7 @@ pub fn options(config: &SdkConfig) -> Result<MqttOptions, DualPubError> {
 /// Why a connection ended.
 enum End {
     Shutdown,
+    Idle,
     Failed(String),
 }
 
@@ -79,10 +82,13 @@ pub(crate) async fn run(shared: Arc<Shared>, options: MqttOptions, mut shutdown:
         let poller = tokio::spawn(poll(eventloop, tx));
         let end = session(&shared, &client, &topic, rx, &mut shutdown, &mut backoff).await;
         match end {
-            End::Shutdown => {
+            End::Shutdown | End::Idle => {
                 let _ = client.try_disconnect();
                 let _ = tokio::time::timeout(DISCONNECT_GRACE, poller).await;
-                return;
+                if matches!(end, End::Shutdown) {
+                    return;
+                }
+                log::debug!("dualpub mqtt idle; disconnected");
             }
             End::Failed(why) => {
                 poller.abort();
@@ -108,10 +114,15 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, String>>)
     }
 }
 
-/// A publish handed to rumqttc: its row and when the row was accepted.
-type Sent = (u64, Instant);
+/// A publish handed to rumqttc.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    seq: u64,
+    accepted_at: Instant,
+    handed_at: Instant,
+}
 
-/// One connection, from CONNECT to failure or shutdown.
+/// One connection, from CONNECT to failure, idleness or shutdown.
 async fn session(
     shared: &Shared,
     client: &AsyncClient,
@@ -120,15 +131,21 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> End {
+    let keep_alive = Duration::from_secs(shared.settings.mqtt.keep_alive_secs.into());
+    // A broker that keeps the connection alive but never acknowledges must not stall MQTT.
+    let ack_timeout = (keep_alive * 2).max(Duration::from_secs(30));
+    let idle_disconnect = Duration::from_secs(shared.settings.mqtt.idle_disconnect_secs.into());
     let mut connected = false;
+    let mut acked_in_session = false;
+    let mut idle_since: Option<Instant> = None;
     // Handed to the client, waiting for rumqttc to assign a packet id (in send order).
     let mut queued: VecDeque<Sent> = VecDeque::new();
     // On the wire, waiting for PUBACK.
     let mut inflight: HashMap<u16, Sent> = HashMap::new();
     // Every row not yet acknowledged goes back to the outbox; `failed` counts them as failed
-    // attempts (a broken connection), not when the SDK is shutting down.
+    // attempts (a broken connection), not when the connection is closed on purpose.
     let give_back = |queued: &mut VecDeque<Sent>, inflight: &mut HashMap<u16, Sent>, failed: bool| {
-        let seqs: Vec<u64> = queued.drain(..).chain(inflight.drain().map(|(_, s)| s)).map(|(s, _)| s).collect();
+        let seqs: Vec<u64> = queued.drain(..).chain(inflight.drain().map(|(_, s)| s)).map(|s| s.seq).collect();
         if !seqs.is_empty() {
             if failed {
                 shared.metrics.failed(Transport::Mqtt, seqs.len() as u64);
@@ -137,6 +154,7 @@ async fn session(
         }
     };
     loop {
+        let now = Instant::now();
         if connected {
             let room = WINDOW.saturating_sub(queued.len() + inflight.len());
             if room > 0 {
@@ -146,7 +164,7 @@ async fn session(
                     match client.try_publish(topic, QoS::AtLeastOnce, false, row.payload.to_vec()) {
                         Ok(()) => {
                             shared.metrics.bytes_sent(Transport::Mqtt, row.payload.len() as u64);
-                            queued.push_back((row.seq, row.accepted_at));
+                            queued.push_back(Sent { seq: row.seq, accepted_at: row.accepted_at, handed_at: now });
                         }
                         Err(e) => {
                             let mut back: Vec<u64> = vec![row.seq];
@@ -158,7 +176,28 @@ async fn session(
                     }
                 }
             }
+            // Nothing owed and nothing in flight: hang up after a grace period (radio off).
+            let idle = queued.is_empty() && inflight.is_empty() && shared.lock().outbox.depth(Transport::Mqtt) == 0;
+            idle_since = if idle { idle_since.or(Some(now)) } else { None };
+            if idle_since.is_some_and(|t| now.duration_since(t) >= idle_disconnect) {
+                return End::Idle;
+            }
+            let oldest = queued.iter().chain(inflight.values()).map(|s| s.handed_at).min();
+            if oldest.is_some_and(|t| now.duration_since(t) >= ack_timeout) {
+                give_back(&mut queued, &mut inflight, true);
+                return End::Failed(format!("no PUBACK within {} s", ack_timeout.as_secs()));
+            }
         }
+        // Wake for the next idle or acknowledgement deadline, if any; otherwise only for events.
+        let deadline = idle_since
+            .map(|t| t + idle_disconnect)
+            .or_else(|| queued.iter().chain(inflight.values()).map(|s| s.handed_at + ack_timeout).min());
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ev = events.recv() => match ev {
                 None => {
@@ -175,7 +214,6 @@ async fn session(
                         return End::Failed(format!("broker refused the connection: {:?}", ack.code));
                     }
                     connected = true;
-                    backoff.reset();
                     log::info!("dualpub mqtt connected");
                 }
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
@@ -185,12 +223,19 @@ async fn session(
                 }
                 Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                     if let Some(sent) = inflight.remove(&ack.pkid) {
-                        shared.ack(Transport::Mqtt, &[sent]);
+                        shared.ack(Transport::Mqtt, &[(sent.seq, sent.accepted_at)]);
+                        // Only a connection that delivers resets the backoff: one the broker
+                        // accepts and then drops (a duplicate client id, an ACL) keeps backing off.
+                        if !acked_in_session {
+                            acked_in_session = true;
+                            backoff.reset();
+                        }
                     }
                 }
                 Some(Ok(_)) => {}
             },
             _ = shared.wake_mqtt.notified() => {}
+            _ = timer => {}
             _ = shutdown.changed() => {
                 give_back(&mut queued, &mut inflight, false);
                 return End::Shutdown;

@@ -121,6 +121,13 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client, mut tokens: 
             if batch.is_empty() {
                 continue;
             }
+            // Halves of a split batch: stop if the SDK closes or the config stops owing Pub/Sub.
+            if *shutdown.borrow() || !shared.active().decision.pubsub_enabled {
+                let seqs: Vec<u64> = batch.iter().chain(work.iter().flatten()).map(|r| r.seq).collect();
+                work.clear();
+                release_in_flight(&shared, &seqs);
+                break;
+            }
             let outcome = publish(&shared, &http, &url, &mut tokens, &batch).await;
             match outcome {
                 Outcome::Delivered => {
@@ -180,17 +187,7 @@ async fn fail(
         }
         _ => backoff.next_delay(),
     };
-    {
-        let mut st = shared.lock();
-        st.outbox.release(Transport::PubSub, all_in_flight);
-        // The config may have stopped owing Pub/Sub while this attempt was in flight.
-        if !st.active.decision.pubsub_enabled {
-            let done = st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt);
-            drop(st);
-            shared.completed(&done);
-            shared.wake(Transport::Mqtt);
-        }
-    }
+    release_in_flight(shared, all_in_flight);
     let why = match &outcome {
         Outcome::Retry { why, .. } | Outcome::ConfigError { why } | Outcome::BadRequest { why } => why.clone(),
         Outcome::Unauthorized => "HTTP 401".into(),
@@ -198,6 +195,19 @@ async fn fail(
     };
     log::warn!("dualpub pubsub publish of {} failed ({why}); retrying in {} ms", batch.len(), delay.as_millis());
     sleep_or_shutdown(delay, shutdown).await;
+}
+
+/// Puts in-flight rows back in the Pub/Sub queue; if the config stopped owing Pub/Sub while they
+/// were in flight, hands them to MQTT instead.
+fn release_in_flight(shared: &Shared, seqs: &[u64]) {
+    let mut st = shared.lock();
+    st.outbox.release(Transport::PubSub, seqs);
+    if !st.active.decision.pubsub_enabled {
+        let done = st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt);
+        drop(st);
+        shared.completed(&done);
+        shared.wake(Transport::Mqtt);
+    }
 }
 
 /// Sends `batch` to MQTT too when the config says so; counts each newly owed location.
@@ -294,7 +304,7 @@ async fn wait_for_batch(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -
             {
                 return true;
             } else {
-                st.outbox.oldest_pending(Transport::PubSub).map(|t| t + max_latency)
+                st.outbox.oldest_pending(Transport::PubSub).map(|t| t.checked_add(max_latency).unwrap_or(t))
             }
         };
         match deadline {

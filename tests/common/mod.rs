@@ -63,6 +63,7 @@ pub fn config(device_id: &str, mqtt_url: &str, endpoint: &str, migration: Migrat
             username: None,
             password: None,
             keep_alive_secs: 30,
+            idle_disconnect_secs: 30,
             topic_template: dualpub::wire::DEFAULT_TOPIC_TEMPLATE.into(),
             ca_certificates_pem: None,
         },

@@ -147,7 +147,8 @@ pub fn run(args: DemoArgs) -> i32 {
                 username: None,
                 password: None,
                 keep_alive_secs: 30,
-                topic_template: template.into(),
+                idle_disconnect_secs: 30,
+            topic_template: template.into(),
                 ca_certificates_pem: None,
             },
             pubsub: PubSubSettings {

@@ -14,6 +14,7 @@ struct Control {
     refusing: AtomicBool,
     delay_ms: AtomicU64,
     accepted: AtomicU64,
+    open: AtomicU64,
     /// Bumped to cut every open connection.
     cut: watch::Sender<u64>,
 }
@@ -40,6 +41,7 @@ impl FaultProxy {
             refusing: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            open: AtomicU64::new(0),
             cut: watch::channel(0).0,
         });
         let c = control.clone();
@@ -64,6 +66,7 @@ impl FaultProxy {
                         return;
                     };
                     let mut cut = c.cut.subscribe();
+                    c.open.fetch_add(1, Ordering::SeqCst);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {
@@ -71,6 +74,7 @@ impl FaultProxy {
                             let _ = server.set_linger(Some(Duration::ZERO));
                         }
                     }
+                    c.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -96,6 +100,11 @@ impl FaultProxy {
     /// Delays every new connection by `ms` before it is forwarded.
     pub fn set_connect_delay_ms(&self, ms: u64) {
         self.control.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Connections open right now (through to the upstream).
+    pub fn open_connections(&self) -> u64 {
+        self.control.open.load(Ordering::SeqCst)
     }
 
     /// Connections forwarded so far.
