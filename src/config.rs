@@ -286,6 +286,12 @@ pub struct SdkConfig {
     /// Allow `mqtt://` and `http://` (local development only).
     #[uniffi(default = false)]
     pub allow_insecure: bool,
+    /// Most locations the outbox keeps; beyond it the oldest are dropped (and counted).
+    #[uniffi(default = 100000)]
+    pub max_outbox_rows: u32,
+    /// Oldest location the outbox keeps, in hours; older ones are dropped (and counted).
+    #[uniffi(default = 168)]
+    pub max_outbox_age_hours: u32,
 }
 
 /// Pub/Sub's documented request limits.
@@ -352,6 +358,9 @@ impl SdkConfig {
         }
         if self.pubsub.max_batch_latency_ms > MAX_BATCH_LATENCY_MS {
             return Err(InvalidConfig { reason: format!("pubsub.maxBatchLatencyMs must be 0–{MAX_BATCH_LATENCY_MS}") });
+        }
+        if self.max_outbox_rows == 0 || self.max_outbox_age_hours == 0 {
+            return Err(InvalidConfig { reason: "maxOutboxRows and maxOutboxAgeHours must be at least 1".into() });
         }
         if self.data_dir.is_empty() {
             return Err(InvalidConfig { reason: "dataDir is empty".into() });

@@ -81,6 +81,12 @@ pub enum DualPubError {
         /// Which field and why.
         reason: String,
     },
+    /// The data directory cannot be used (unwritable, or another publisher holds it).
+    #[error("storage error: {reason}")]
+    Storage {
+        /// What failed.
+        reason: String,
+    },
     /// The publisher was closed; create a new one.
     #[error("the publisher is closed")]
     Closed,

@@ -19,6 +19,7 @@ mod publisher;
 pub mod retry;
 pub mod rollout;
 mod runtime;
+pub mod store;
 mod tls;
 pub mod token;
 mod transport;

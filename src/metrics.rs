@@ -77,6 +77,9 @@ pub struct Metrics {
     dropped: Mutex<BTreeMap<String, u64>>,
     dead_letter: AtomicU64,
     http_requests: AtomicU64,
+    storage_errors: AtomicU64,
+    storage_resets: AtomicU64,
+    recovered: AtomicU64,
 }
 
 /// Which transports delivered a location once it left the outbox.
@@ -158,6 +161,18 @@ impl Metrics {
     pub fn dead_letter(&self) {
         self.dead_letter.fetch_add(1, Relaxed);
     }
+    /// A group commit failed (disk full, I/O error).
+    pub fn storage_error(&self) {
+        self.storage_errors.fetch_add(1, Relaxed);
+    }
+    /// A corrupt outbox database was moved aside and a fresh one created.
+    pub fn storage_reset(&self) {
+        self.storage_resets.fetch_add(1, Relaxed);
+    }
+    /// Locations found in the outbox at start-up.
+    pub fn recovered(&self, n: u64) {
+        self.recovered.fetch_add(n, Relaxed);
+    }
     /// One HTTP request was sent.
     pub fn http_request(&self) {
         self.http_requests.fetch_add(1, Relaxed);
@@ -193,6 +208,9 @@ impl Metrics {
             dropped: lock(&self.dropped).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             dead_letter: self.dead_letter.load(Relaxed),
             http_requests: self.http_requests.load(Relaxed),
+            storage_errors: self.storage_errors.load(Relaxed),
+            storage_resets: self.storage_resets.load(Relaxed),
+            recovered: self.recovered.load(Relaxed),
             queue_oldest_age_seconds: g.oldest_age_seconds,
             config_version: g.config_version,
             rollout_bucket: g.rollout_bucket,
@@ -251,6 +269,9 @@ impl Metrics {
             let _ = writeln!(o, "dualpub_circuit_open{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.circuit_open as u8);
         }
         let _ = writeln!(o, "# TYPE dualpub_http_requests_total counter\ndualpub_http_requests_total {}", s.http_requests);
+        let _ = writeln!(o, "# TYPE dualpub_storage_errors_total counter\ndualpub_storage_errors_total {}", s.storage_errors);
+        let _ = writeln!(o, "# TYPE dualpub_storage_resets_total counter\ndualpub_storage_resets_total {}", s.storage_resets);
+        let _ = writeln!(o, "# TYPE dualpub_recovered_total counter\ndualpub_recovered_total {}", s.recovered);
         let _ = writeln!(o, "# TYPE dualpub_bytes_sent_total counter");
         for tm in [&s.mqtt, &s.pubsub] {
             let _ = writeln!(o, "dualpub_bytes_sent_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.bytes_sent);
@@ -326,6 +347,12 @@ pub struct MetricsSnapshot {
     pub dead_letter: u64,
     /// HTTP requests sent.
     pub http_requests: u64,
+    /// Failed group commits (`dualpub_storage_errors_total`).
+    pub storage_errors: u64,
+    /// Corrupt outbox databases moved aside (`dualpub_storage_resets_total`).
+    pub storage_resets: u64,
+    /// Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
+    pub recovered: u64,
     /// Age of the oldest location still owed, seconds.
     pub queue_oldest_age_seconds: f64,
     /// Version of the config in force.

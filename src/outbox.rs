@@ -1,14 +1,18 @@
 //! The outbox: every accepted location with its delivery state per transport. A row leaves
 //! only when every transport that owes it has acknowledged it (GUIDE §5).
 //!
-//! This version keeps rows in memory; the durable SQLite store of the next milestone sits
-//! behind the same methods. All methods are called with the publisher's outbox lock held
-//! and do no I/O.
+//! The outbox lives in memory (the working set the transports take from) and, when it has a
+//! sink, every change is also sent, in order, to the `dualpub-store` thread that persists it
+//! ([`crate::store`]). A new row stays invisible to the transports until the store reports it
+//! durable ([`Outbox::make_visible`]). All methods are called with the publisher's lock held
+//! and do no I/O themselves.
 
 use crate::metrics::DualOutcome;
+use crate::store::{Msg, Op, StoredDeadLetter, StoredRow};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The two transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, uniffi::Enum)]
@@ -63,15 +67,58 @@ pub struct Row {
     pub timestamp_ms: i64,
     /// When `sendLocation` accepted it (for latency and age).
     pub accepted_at: Instant,
+    /// The same, as wall-clock milliseconds (persisted).
+    pub accepted_at_ms: i64,
     mqtt: Delivery,
     pubsub: Delivery,
+    /// Handed to the transports (durable, or the disk has failed).
+    visible: bool,
 }
 
 impl Row {
     /// A new row owed to the transports the decision names.
     pub fn new(seq: u64, event_id: Arc<str>, payload: Arc<[u8]>, timestamp_ms: i64, mqtt: bool, pubsub: bool) -> Row {
         let state = |on| if on { Delivery::Pending } else { Delivery::NotOwed };
-        Row { seq, event_id, payload, timestamp_ms, accepted_at: Instant::now(), mqtt: state(mqtt), pubsub: state(pubsub) }
+        Row {
+            seq,
+            event_id,
+            payload,
+            timestamp_ms,
+            accepted_at: Instant::now(),
+            accepted_at_ms: crate::clock::now_ms(),
+            mqtt: state(mqtt),
+            pubsub: state(pubsub),
+            visible: false,
+        }
+    }
+
+    /// A row read back from the store at start-up.
+    pub fn restored(r: StoredRow) -> Row {
+        let age = Duration::from_millis(crate::clock::now_ms().saturating_sub(r.accepted_at_ms).max(0) as u64);
+        let now = Instant::now();
+        Row {
+            seq: r.seq,
+            event_id: Arc::from(r.event_id),
+            payload: Arc::from(r.payload),
+            timestamp_ms: r.timestamp_ms,
+            accepted_at: now.checked_sub(age).unwrap_or(now),
+            accepted_at_ms: r.accepted_at_ms,
+            mqtt: r.mqtt,
+            pubsub: r.pubsub,
+            visible: false,
+        }
+    }
+
+    fn stored(&self) -> StoredRow {
+        StoredRow {
+            seq: self.seq,
+            event_id: self.event_id.to_string(),
+            payload: self.payload.to_vec(),
+            timestamp_ms: self.timestamp_ms,
+            accepted_at_ms: self.accepted_at_ms,
+            mqtt: self.mqtt,
+            pubsub: self.pubsub,
+        }
     }
 
     /// This row's state with transport `t`.
@@ -112,9 +159,11 @@ pub struct Completed {
     pub outcome: Option<DualOutcome>,
 }
 
-/// A message Pub/Sub refused as invalid (HTTP 400), kept rather than deleted.
+/// A message Pub/Sub refused as invalid (HTTP 400), kept (durably) rather than deleted.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct DeadLetter {
+    /// Id for `retryDeadLetters`.
+    pub id: i64,
     /// The eventId.
     pub event_id: String,
     /// The wire JSON.
@@ -123,9 +172,30 @@ pub struct DeadLetter {
     pub transport: Transport,
     /// What the server said.
     pub error: String,
+    /// The location's timestamp.
+    pub timestamp_ms: i64,
 }
 
-/// The in-memory outbox.
+/// Why rows were evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// The outbox reached its row limit.
+    OutboxFull,
+    /// The row was older than the age limit.
+    TooOld,
+}
+
+impl Eviction {
+    /// The `reason` label of `dualpub_dropped_total`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Eviction::OutboxFull => "outbox_full",
+            Eviction::TooOld => "too_old",
+        }
+    }
+}
+
+/// The outbox.
 #[derive(Debug, Default)]
 pub struct Outbox {
     rows: BTreeMap<u64, Row>,
@@ -134,9 +204,134 @@ pub struct Outbox {
     owed_mqtt: usize,
     owed_pubsub: usize,
     dead_letters: Vec<DeadLetter>,
+    next_dead_letter_id: i64,
+    sink: Option<Sender<Msg>>,
 }
 
 impl Outbox {
+    /// An outbox whose changes are persisted through `sink` (the store writer's channel).
+    pub fn with_sink(sink: Sender<Msg>) -> Outbox {
+        Outbox { sink: Some(sink), ..Outbox::default() }
+    }
+
+    fn persist(&self, op: Op) {
+        if let Some(sink) = &self.sink {
+            // The writer outlives every sender; if it is gone the SDK is closing.
+            let _ = sink.send(Msg::Ops(vec![op]));
+        }
+    }
+
+    /// Persists a row's new state: gone if nothing is owed any more, else its states.
+    fn persist_row(&self, seq: u64) {
+        if self.sink.is_none() {
+            return;
+        }
+        match self.rows.get(&seq) {
+            Some(r) => self.persist(Op::Update { seq, mqtt: r.mqtt, pubsub: r.pubsub }),
+            None => self.persist(Op::Delete(seq)),
+        }
+    }
+
+    /// Loads what the store kept: rows (oldest first, visible at once: they are durable) and
+    /// dead letters.
+    pub fn restore(&mut self, rows: Vec<StoredRow>, dead_letters: Vec<StoredDeadLetter>) {
+        let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+        for r in rows {
+            let row = Row::restored(r);
+            for t in [Transport::Mqtt, Transport::PubSub] {
+                if row.delivery(t).owed() {
+                    *self.owed_count(t) += 1;
+                }
+            }
+            self.rows.insert(row.seq, row);
+        }
+        self.make_visible(&seqs);
+        self.next_dead_letter_id = dead_letters.iter().map(|d| d.id).max().unwrap_or(0);
+        self.dead_letters = dead_letters
+            .into_iter()
+            .map(|d| DeadLetter {
+                id: d.id,
+                event_id: d.event_id,
+                payload: String::from_utf8_lossy(&d.payload).into_owned(),
+                transport: d.transport,
+                error: d.error,
+                timestamp_ms: d.timestamp_ms,
+            })
+            .collect();
+    }
+
+    /// Hands rows to the transports: they are durable now (or the disk failed and holding them
+    /// back would help nobody).
+    pub fn make_visible(&mut self, seqs: &[u64]) {
+        for seq in seqs {
+            let Some(row) = self.rows.get_mut(seq) else { continue };
+            if row.visible {
+                continue;
+            }
+            row.visible = true;
+            let owed: Vec<Transport> = [Transport::Mqtt, Transport::PubSub].into_iter().filter(|t| row.delivery(*t) == Delivery::Pending).collect();
+            for t in owed {
+                self.pending(t).insert(*seq);
+            }
+        }
+    }
+
+    /// Whether every row up to `seq` is visible (durable or given up on).
+    pub fn visible_up_to(&self, seq: u64) -> bool {
+        self.rows.range(..=seq).all(|(_, r)| r.visible)
+    }
+
+    /// Evicts the oldest rows beyond `max_rows` or older than `max_age`; returns how many for
+    /// each reason. Only location rows are counted: metrics and debug data live elsewhere and
+    /// can never evict a location.
+    pub fn evict(&mut self, max_rows: usize, max_age: Duration) -> Vec<(Eviction, u64)> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut too_old = 0;
+        while let Some((&seq, row)) = self.rows.first_key_value() {
+            if now.duration_since(row.accepted_at) <= max_age {
+                break;
+            }
+            self.remove(seq);
+            too_old += 1;
+        }
+        let mut full = 0;
+        while self.rows.len() > max_rows {
+            let Some(&seq) = self.rows.keys().next() else { break };
+            self.remove(seq);
+            full += 1;
+        }
+        if too_old > 0 {
+            out.push((Eviction::TooOld, too_old));
+        }
+        if full > 0 {
+            out.push((Eviction::OutboxFull, full));
+        }
+        out
+    }
+
+    fn remove(&mut self, seq: u64) {
+        if let Some(row) = self.rows.remove(&seq) {
+            for t in [Transport::Mqtt, Transport::PubSub] {
+                if row.delivery(t).owed() {
+                    *self.owed_count(t) -= 1;
+                }
+                self.pending(t).remove(&seq);
+            }
+            self.persist(Op::Delete(seq));
+        }
+    }
+
+    /// Number of rows in the outbox.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the outbox is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     fn pending(&mut self, t: Transport) -> &mut BTreeSet<u64> {
         match t {
             Transport::Mqtt => &mut self.pending_mqtt,
@@ -151,15 +346,22 @@ impl Outbox {
         }
     }
 
-    /// Adds accepted rows (in acceptance order).
+    /// Adds an accepted row (in acceptance order). With a sink, it is persisted and stays
+    /// invisible to the transports until [`Outbox::make_visible`]; without one it is visible at once.
     pub fn insert(&mut self, row: Row) {
+        let seq = row.seq;
         for t in [Transport::Mqtt, Transport::PubSub] {
             if row.delivery(t) == Delivery::Pending {
-                self.pending(t).insert(row.seq);
                 *self.owed_count(t) += 1;
             }
         }
-        self.rows.insert(row.seq, row);
+        if self.sink.is_some() {
+            self.persist(Op::Insert(row.stored()));
+        }
+        self.rows.insert(seq, row);
+        if self.sink.is_none() {
+            self.make_visible(&[seq]);
+        }
     }
 
     /// Takes the oldest rows pending for `t` (at most `max_count`, and at most `max_bytes` as
@@ -231,6 +433,7 @@ impl Outbox {
                 self.rows.remove(seq);
                 done.push(Completed { seq: *seq, outcome });
             }
+            self.persist_row(*seq);
         }
         done
     }
@@ -242,7 +445,10 @@ impl Outbox {
             if let Some(row) = self.rows.get_mut(seq) {
                 if row.delivery(t) == Delivery::InFlight {
                     row.set(t, Delivery::Pending);
-                    self.pending(t).insert(*seq);
+                    let visible = row.visible;
+                    if visible {
+                        self.pending(t).insert(*seq);
+                    }
                 }
             }
         }
@@ -255,8 +461,12 @@ impl Outbox {
             if let Some(row) = self.rows.get_mut(seq) {
                 if row.delivery(t) == Delivery::NotOwed {
                     row.set(t, Delivery::Pending);
-                    self.pending(t).insert(*seq);
+                    let visible = row.visible;
+                    if visible {
+                        self.pending(t).insert(*seq);
+                    }
                     n += 1;
+                    self.persist_row(*seq);
                 }
             }
         }
@@ -281,14 +491,38 @@ impl Outbox {
     /// Moves one in-flight row of `t` to the dead-letter list; returns it if it left the outbox.
     pub fn dead_letter(&mut self, t: Transport, seq: u64, error: String) -> Vec<Completed> {
         if let Some(row) = self.rows.get(&seq) {
-            self.dead_letters.push(DeadLetter {
+            self.next_dead_letter_id += 1;
+            let stored = StoredDeadLetter {
+                id: self.next_dead_letter_id,
                 event_id: row.event_id.to_string(),
+                payload: row.payload.to_vec(),
+                timestamp_ms: row.timestamp_ms,
+                transport: t,
+                error: error.clone(),
+            };
+            self.dead_letters.push(DeadLetter {
+                id: stored.id,
+                event_id: stored.event_id.clone(),
                 payload: String::from_utf8_lossy(&row.payload).into_owned(),
                 transport: t,
                 error,
+                timestamp_ms: row.timestamp_ms,
             });
+            self.persist(Op::DeadLetter(stored));
         }
         self.settle(t, &[seq], Delivery::DeadLettered)
+    }
+
+    /// Takes dead letters out of the list to send them again (all when `ids` is empty); the
+    /// caller queues them as new rows with their original eventId and bytes.
+    pub fn take_dead_letters(&mut self, ids: &[i64]) -> Vec<DeadLetter> {
+        let (taken, kept): (Vec<DeadLetter>, Vec<DeadLetter>) =
+            std::mem::take(&mut self.dead_letters).into_iter().partition(|d| ids.is_empty() || ids.contains(&d.id));
+        self.dead_letters = kept;
+        for d in &taken {
+            self.persist(Op::RemoveDeadLetter(d.id));
+        }
+        taken
     }
 
     /// Rows still owed to `t` (pending or in flight).

@@ -10,7 +10,7 @@ use crate::outbox::{Completed, DeadLetter, Outbox, Row, Transport};
 use crate::rollout::{decide, RolloutDecision};
 use crate::token::{TokenCache, TokenProvider};
 use crate::transport::{mqtt, pubsub};
-use crate::{clock, runtime, wire};
+use crate::{clock, runtime, store, wire};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,6 +41,8 @@ pub(crate) struct Active {
 pub(crate) struct State {
     pub outbox: Outbox,
     pub next_seq: u64,
+    /// Every location with a sequence number up to this one is on disk.
+    pub durable_seq: u64,
     pub active: Arc<Active>,
     pub closed: bool,
 }
@@ -95,6 +97,61 @@ impl Shared {
     pub fn active(&self) -> Arc<Active> {
         self.lock().active.clone()
     }
+
+    /// Applies the outbox caps: the oldest locations beyond them are dropped, counted and logged.
+    pub fn enforce_limits(&self, st: &mut State) {
+        let max_age = Duration::from_secs(u64::from(self.settings.max_outbox_age_hours) * 3600);
+        for (why, n) in st.outbox.evict(self.settings.max_outbox_rows as usize, max_age) {
+            self.metrics.dropped(why.as_str(), n);
+            log::warn!("dualpub dropped {n} location(s): {}", why.as_str());
+        }
+    }
+
+    /// Called by the store thread after each group commit.
+    fn committed(&self, commit: store::Commit) {
+        {
+            let mut st = self.lock();
+            // Durable, or the disk failed: either way the transports may have them now.
+            st.outbox.make_visible(&commit.durable);
+            match &commit.failed {
+                None => {
+                    if let Some(&max) = commit.durable.iter().max() {
+                        st.durable_seq = st.durable_seq.max(max);
+                    }
+                }
+                Some(e) => {
+                    self.metrics.storage_error();
+                    log::error!("dualpub cannot persist the outbox ({e}); delivering from memory and retrying");
+                }
+            }
+        }
+        self.progress.notify_all();
+        if !commit.durable.is_empty() {
+            self.wake(Transport::Mqtt);
+            self.wake(Transport::PubSub);
+        }
+    }
+}
+
+/// Starts the `dualpub-store` thread; the returned receiver fires when it has finished.
+fn start_store_writer(
+    db: store::Store,
+    rx: std::sync::mpsc::Receiver<store::Msg>,
+    shared: std::sync::Weak<Shared>,
+) -> Result<std::sync::mpsc::Receiver<()>, DualPubError> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("dualpub-store".into())
+        .spawn(move || {
+            store::run_writer(db, rx, |commit| {
+                if let Some(shared) = shared.upgrade() {
+                    shared.committed(commit);
+                }
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| DualPubError::Internal { reason: format!("cannot start the store thread: {e}") })?;
+    Ok(done_rx)
 }
 
 /// The SDK core. Cheap to call from any thread; no call blocks on the network or the disk
@@ -102,7 +159,13 @@ impl Shared {
 pub struct Publisher {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
+    /// The store writer's channel (to stop it) and the signal it sends when done.
+    store_tx: std::sync::mpsc::Sender<store::Msg>,
+    store_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
+
+/// How long `close` waits for the last group commit.
+const CLOSE_PERSIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Publisher {
     /// Validates `config`, starts the transport tasks on the SDK runtime and returns at once;
@@ -121,11 +184,29 @@ impl Publisher {
             decision.pubsub_enabled,
             decision.reason.as_str()
         );
+        let rt = runtime::handle()?;
+
+        // The outbox database: opened here (a few ms), written only by the store thread.
+        let (db, report) = store::Store::open(std::path::Path::new(&config.data_dir))
+            .map_err(|e| DualPubError::Storage { reason: e.to_string() })?;
+        let load = |e: rusqlite::Error| DualPubError::Storage { reason: format!("reading the outbox: {e}") };
+        let rows = db.load_rows().map_err(load)?;
+        let dead_letters = db.load_dead_letters().map_err(load)?;
+        let max_seq = db.max_seq().map_err(load)?;
+        let (store_tx, store_rx) = std::sync::mpsc::channel();
+        let mut outbox = Outbox::with_sink(store_tx.clone());
+        let recovered = rows.len();
+        outbox.restore(rows, dead_letters);
+        if recovered > 0 {
+            log::info!("dualpub resumes {recovered} location(s) from the outbox");
+        }
+
         let shared = Arc::new(Shared {
             settings: config,
             state: Mutex::new(State {
-                outbox: Outbox::default(),
-                next_seq: 1,
+                outbox,
+                next_seq: max_seq + 1,
+                durable_seq: max_seq,
                 active: Arc::new(Active { config: migration, decision }),
                 closed: false,
             }),
@@ -135,11 +216,16 @@ impl Publisher {
             wake_pubsub: Notify::new(),
             urgent: AtomicBool::new(false),
         });
+        if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
+            log::error!("dualpub outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display());
+            shared.metrics.storage_reset();
+        }
+        shared.metrics.recovered(recovered as u64);
+        let store_done = start_store_writer(db, store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
-        let rt = runtime::handle()?;
         rt.spawn(mqtt::run(shared.clone(), mqtt_options, rx.clone()));
         rt.spawn(pubsub::run(shared.clone(), http, TokenCache::new(token_provider), rx));
-        Ok(Publisher { shared, shutdown })
+        Ok(Publisher { shared, shutdown, store_tx, store_done: Mutex::new(Some(store_done)) })
     }
 
     /// Validates `location`, gives it an eventId and queues it for every transport the decision
@@ -180,6 +266,7 @@ impl Publisher {
                 st.next_seq += 1;
                 st.outbox.insert(Row::new(seq, id.clone(), payload.clone(), *ts, mqtt, pubsub));
             }
+            self.shared.enforce_limits(&mut st);
             (mqtt, pubsub)
         };
         self.shared.metrics.accepted(encoded.len() as u64);
@@ -241,6 +328,43 @@ impl Publisher {
     /// The decision in force.
     pub fn decision(&self) -> RolloutDecision {
         self.shared.active().decision.clone()
+    }
+
+    /// Waits until every location accepted before this call is on disk (it survives a process
+    /// kill from then on), or `timeout` passes; returns whether it is. Blocks: background threads only.
+    pub fn await_durable(&self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        let mut st = self.shared.lock();
+        let target = st.next_seq - 1;
+        while st.durable_seq < target && !st.closed {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            st = self.shared.progress.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        st.durable_seq >= target
+    }
+
+    /// Queues dead letters again (all of them when `ids` is empty), with their original eventId
+    /// and bytes, for the transport that refused them. Returns how many were queued.
+    pub fn retry_dead_letters(&self, ids: Vec<i64>) -> Result<u32, DualPubError> {
+        let n = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return Err(DualPubError::Closed);
+            }
+            let letters = st.outbox.take_dead_letters(&ids);
+            for d in &letters {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                let (mqtt, pubsub) = (d.transport == Transport::Mqtt, d.transport == Transport::PubSub);
+                st.outbox.insert(Row::new(seq, Arc::from(d.event_id.as_str()), Arc::from(d.payload.as_bytes()), d.timestamp_ms, mqtt, pubsub));
+            }
+            letters.len() as u32
+        };
+        log::info!("dualpub re-queued {n} dead letter(s)");
+        Ok(n)
     }
 
     /// The migration config in force.
@@ -306,13 +430,22 @@ impl Publisher {
         self.shared.lock().closed
     }
 
-    /// Stops accepting, stops the transport tasks (they finish the attempt in progress) and
-    /// disconnects. Returns at once. Call `flush` first to drain the queue.
+    /// Stops accepting, stops the transport tasks (they finish the attempt in progress),
+    /// disconnects, and waits (at most 5 s) until the outbox is on disk. What is still owed is
+    /// delivered by the next publisher on the same data directory.
     pub fn close(&self) {
         let was_closed = std::mem::replace(&mut self.shared.lock().closed, true);
         if !was_closed {
             let _ = self.shutdown.send(true);
             self.shared.progress.notify_all();
+            // Let the store write what is queued, so the next publisher on this directory
+            // finds it; bounded, so a dying disk cannot hang the app.
+            let _ = self.store_tx.send(store::Msg::Stop);
+            if let Some(done) = self.store_done.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if done.recv_timeout(CLOSE_PERSIST_TIMEOUT).is_err() {
+                    log::error!("dualpub store did not finish within {CLOSE_PERSIST_TIMEOUT:?}");
+                }
+            }
             log::info!("dualpub closed");
         }
     }

@@ -121,6 +121,7 @@ fn mqtts_with_the_app_supplied_ca_and_refusal_without_it() {
     // Without the private CA the broker's certificate is not trusted: nothing is sent, nothing lost.
     let mut untrusted = c;
     untrusted.device_id = device("mosq-tls-untrusted");
+    untrusted.data_dir = format!("{}-untrusted", untrusted.data_dir);
     untrusted.mqtt.ca_certificates_pem = None;
     let q = DualPublisher::new(untrusted, None).unwrap();
     q.send_location(location(0)).unwrap();

@@ -91,7 +91,19 @@ impl DualPublisher {
         Ok(self.open()?.dead_letters())
     }
 
-    /// Stops the publisher. Later calls fail with `Closed`. Call `flush` first to drain.
+    /// Waits up to `timeout_ms` until every location accepted so far is on disk (survives a
+    /// process kill); returns whether it is. Blocks: call it from a background thread.
+    pub fn await_durable(&self, timeout_ms: u64) -> Result<bool, DualPubError> {
+        Ok(self.open()?.await_durable(Duration::from_millis(timeout_ms)))
+    }
+
+    /// Queues dead letters again (all when `ids` is empty); returns how many.
+    pub fn retry_dead_letters(&self, ids: Vec<i64>) -> Result<u32, DualPubError> {
+        self.open()?.retry_dead_letters(ids)
+    }
+
+    /// Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail
+    /// with `Closed`; a new publisher on the same data directory resumes delivery.
     pub fn close(&self) {
         self.inner.close()
     }

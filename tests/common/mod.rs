@@ -80,6 +80,8 @@ pub fn config(device_id: &str, mqtt_url: &str, endpoint: &str, migration: Migrat
         data_dir: std::env::temp_dir().join(format!("dualpub-test-{device_id}")).to_string_lossy().into_owned(),
         migration: Some(migration),
         allow_insecure: true,
+        max_outbox_rows: 100_000,
+        max_outbox_age_hours: 168,
     }
 }
 

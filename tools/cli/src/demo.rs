@@ -164,6 +164,8 @@ pub fn run(args: DemoArgs) -> i32 {
             data_dir: data_root.join(&id).to_string_lossy().into_owned(),
             migration: Some(migration.clone()),
             allow_insecure,
+            max_outbox_rows: 100_000,
+            max_outbox_age_hours: 168,
         };
         match DualPublisher::new(config, None) {
             Ok(p) => fleet.push((id, p)),

@@ -1,0 +1,429 @@
+//! The durable half of the outbox: SQLite (bundled) in WAL mode with `synchronous=NORMAL`,
+//! written by one `dualpub-store` thread per publisher with group commit, so no app thread
+//! ever waits on the disk.
+//!
+//! Every change to the in-memory outbox is sent here as an [`Op`], in order, under the outbox
+//! lock; the writer applies whatever has queued up in one transaction and then reports which
+//! new rows are durable. A row becomes visible to the transports only once it is durable (or
+//! once the disk has failed, see [`Commit::failed`]).
+
+use crate::outbox::{Delivery, Transport};
+use rusqlite::{params, Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "outbox.db";
+
+/// A row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    /// Acceptance order.
+    pub seq: u64,
+    /// The eventId.
+    pub event_id: String,
+    /// The wire JSON.
+    pub payload: Vec<u8>,
+    /// The location's timestamp.
+    pub timestamp_ms: i64,
+    /// Wall-clock acceptance time.
+    pub accepted_at_ms: i64,
+    /// MQTT state (`Pending`, `Acked`, `NotOwed` or `DeadLettered`; in flight is stored as pending).
+    pub mqtt: Delivery,
+    /// Pub/Sub state.
+    pub pubsub: Delivery,
+}
+
+/// A stored dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDeadLetter {
+    /// Id, assigned by the outbox (unique per data directory).
+    pub id: i64,
+    /// The eventId.
+    pub event_id: String,
+    /// The wire JSON.
+    pub payload: Vec<u8>,
+    /// The location's timestamp.
+    pub timestamp_ms: i64,
+    /// Which transport refused it.
+    pub transport: Transport,
+    /// What the server said.
+    pub error: String,
+}
+
+/// One change to persist, in the order the outbox made it.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A newly accepted location.
+    Insert(StoredRow),
+    /// New delivery states for a row still owed somewhere.
+    Update {
+        /// The row.
+        seq: u64,
+        /// Its MQTT state.
+        mqtt: Delivery,
+        /// Its Pub/Sub state.
+        pubsub: Delivery,
+    },
+    /// The row left the outbox.
+    Delete(u64),
+    /// A message refused as invalid.
+    DeadLetter(StoredDeadLetter),
+    /// A dead letter was re-queued through the API.
+    RemoveDeadLetter(i64),
+}
+
+/// What the writer reports after each group commit.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Sequence numbers of rows inserted by this commit (now durable).
+    pub durable: Vec<u64>,
+    /// The commit failed (disk full, I/O error): the rows of `durable` are *not* durable; the
+    /// ops are kept and retried.
+    pub failed: Option<String>,
+}
+
+fn code(d: Delivery) -> i64 {
+    match d {
+        Delivery::NotOwed => 0,
+        Delivery::Pending | Delivery::InFlight => 1,
+        Delivery::Acked => 2,
+        Delivery::DeadLettered => 3,
+    }
+}
+
+fn delivery(c: i64) -> Delivery {
+    match c {
+        1 => Delivery::Pending,
+        2 => Delivery::Acked,
+        3 => Delivery::DeadLettered,
+        _ => Delivery::NotOwed,
+    }
+}
+
+fn transport_code(t: Transport) -> i64 {
+    match t {
+        Transport::Mqtt => 0,
+        Transport::PubSub => 1,
+    }
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another publisher (in this or another process) holds the database.
+    #[error("the data directory is in use by another publisher: {0}")]
+    Busy(String),
+    /// The directory cannot be created or written.
+    #[error("cannot use the data directory: {0}")]
+    Io(String),
+    /// SQLite failed.
+    #[error("storage error: {0}")]
+    Sqlite(String),
+}
+
+/// What opening found.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// A corrupt or unreadable database was moved aside to this path and a fresh one created.
+    pub moved_aside: Option<PathBuf>,
+    /// Why it was moved aside.
+    pub reason: Option<String>,
+}
+
+/// The SQLite store.
+pub struct Store {
+    conn: Connection,
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// Only a database SQLite calls corrupt (or not a database at all) is moved aside; a full
+/// disk or a permission problem must never cost the app its queued locations.
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+}
+
+impl Store {
+    /// Opens (or creates) `dir/outbox.db`. A corrupt or unreadable file is moved aside and a
+    /// fresh database created; the report says so. Fails only when the directory is unusable
+    /// or another publisher holds the database.
+    pub fn open(dir: &Path) -> Result<(Store, OpenReport), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(DB_FILE);
+        match Store::open_file(&path) {
+            Ok(store) => Ok((store, OpenReport::default())),
+            Err(e) if is_busy(&e) => Err(StoreError::Busy(path.display().to_string())),
+            Err(e) if !is_corrupt(&e) => Err(StoreError::Sqlite(e.to_string())),
+            Err(e) => {
+                let reason = e.to_string();
+                let aside = dir.join(format!("{DB_FILE}.corrupt-{}", crate::clock::now_ms()));
+                std::fs::rename(&path, &aside).map_err(|e| StoreError::Io(format!("moving the corrupt database aside: {e}")))?;
+                for suffix in ["-wal", "-shm"] {
+                    let side = dir.join(format!("{DB_FILE}{suffix}"));
+                    if side.exists() {
+                        let _ = std::fs::rename(&side, dir.join(format!("{}{suffix}", aside.display())));
+                    }
+                }
+                let store = Store::open_file(&path).map_err(|e| StoreError::Sqlite(e.to_string()))?;
+                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason) }))
+            }
+        }
+    }
+
+    fn open_file(path: &Path) -> rusqlite::Result<Store> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        conn.busy_timeout(Duration::from_millis(200))?;
+        // One publisher per data directory: the exclusive lock is taken by the first write below.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let store = Store { conn };
+        store.migrate()?;
+        // Reads every page of both tables: a corrupt file fails here, not later.
+        let check: String = store.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("quick_check: {check}")),
+            ));
+        }
+        Ok(store)
+    }
+
+    fn migrate(&self) -> rusqlite::Result<()> {
+        let version: i32 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version < 1 {
+            self.conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE IF NOT EXISTS outbox (
+                     seq INTEGER PRIMARY KEY,
+                     event_id TEXT NOT NULL,
+                     payload BLOB NOT NULL,
+                     timestamp_ms INTEGER NOT NULL,
+                     accepted_at_ms INTEGER NOT NULL,
+                     mqtt INTEGER NOT NULL,
+                     pubsub INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS dead_letters (
+                     id INTEGER PRIMARY KEY,
+                     event_id TEXT NOT NULL,
+                     payload BLOB NOT NULL,
+                     timestamp_ms INTEGER NOT NULL,
+                     transport INTEGER NOT NULL,
+                     error TEXT NOT NULL);
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+            )?;
+        } else {
+            // Take the exclusive lock now, so a second publisher on this directory fails at once.
+            self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
+        }
+        if version > SCHEMA_VERSION {
+            log::warn!("dualpub outbox schema {version} is newer than this SDK's {SCHEMA_VERSION}; reading it as {SCHEMA_VERSION}");
+        }
+        Ok(())
+    }
+
+    /// Every stored row, oldest first.
+    pub fn load_rows(&self) -> rusqlite::Result<Vec<StoredRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub FROM outbox ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                event_id: r.get(1)?,
+                payload: r.get(2)?,
+                timestamp_ms: r.get(3)?,
+                accepted_at_ms: r.get(4)?,
+                mqtt: delivery(r.get(5)?),
+                pubsub: delivery(r.get(6)?),
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Every dead letter, oldest first.
+    pub fn load_dead_letters(&self) -> rusqlite::Result<Vec<StoredDeadLetter>> {
+        let mut stmt = self.conn.prepare("SELECT id, event_id, payload, timestamp_ms, transport, error FROM dead_letters ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredDeadLetter {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                payload: r.get(2)?,
+                timestamp_ms: r.get(3)?,
+                transport: if r.get::<_, i64>(4)? == 0 { Transport::Mqtt } else { Transport::PubSub },
+                error: r.get(5)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The highest sequence number ever stored (rows or none).
+    pub fn max_seq(&self) -> rusqlite::Result<u64> {
+        self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|v| v as u64)
+    }
+
+    /// Applies `ops` in one transaction.
+    pub fn apply(&mut self, ops: &[Op]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO outbox (seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut update = tx.prepare_cached("UPDATE outbox SET mqtt = ?2, pubsub = ?3 WHERE seq = ?1")?;
+            let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+            for op in ops {
+                match op {
+                    Op::Insert(r) => {
+                        insert.execute(params![r.seq as i64, r.event_id, r.payload, r.timestamp_ms, r.accepted_at_ms, code(r.mqtt), code(r.pubsub)])?;
+                    }
+                    Op::Update { seq, mqtt, pubsub } => {
+                        update.execute(params![*seq as i64, code(*mqtt), code(*pubsub)])?;
+                    }
+                    Op::Delete(seq) => {
+                        delete.execute(params![*seq as i64])?;
+                    }
+                    Op::DeadLetter(d) => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO dead_letters (id, event_id, payload, timestamp_ms, transport, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![d.id, d.event_id, d.payload, d.timestamp_ms, transport_code(d.transport), d.error],
+                        )?;
+                    }
+                    Op::RemoveDeadLetter(id) => {
+                        tx.execute("DELETE FROM dead_letters WHERE id = ?1", params![*id])?;
+                    }
+                }
+            }
+        }
+        tx.commit()
+    }
+}
+
+/// Messages to the writer thread.
+pub enum Msg {
+    /// Persist these, in order.
+    Ops(Vec<Op>),
+    /// Persist what is queued, then stop.
+    Stop,
+}
+
+/// Runs the writer: waits for ops, gathers everything queued (group commit), applies it in one
+/// transaction and reports through `committed`. A failed commit keeps its ops and retries with
+/// a growing pause, reporting the failure once per attempt. Returns when told to stop (after a
+/// last commit) or when every sender is gone.
+pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut(Commit)) {
+    let mut queued: Vec<Op> = Vec::new();
+    let mut stopping = false;
+    let mut retry = crate::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+    loop {
+        if queued.is_empty() && !stopping {
+            match rx.recv() {
+                Ok(Msg::Ops(ops)) => queued.extend(ops),
+                Ok(Msg::Stop) | Err(_) => stopping = true,
+            }
+        }
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Ops(ops) => queued.extend(ops),
+                Msg::Stop => stopping = true,
+            }
+        }
+        if queued.is_empty() {
+            if stopping {
+                return;
+            }
+            continue;
+        }
+        let durable: Vec<u64> = queued.iter().filter_map(|op| if let Op::Insert(r) = op { Some(r.seq) } else { None }).collect();
+        match store.apply(&queued) {
+            Ok(()) => {
+                retry.reset();
+                log::trace!("dualpub store committed {} ops ({} inserts)", queued.len(), durable.len());
+                queued.clear();
+                committed(Commit { durable, failed: None });
+            }
+            Err(e) => {
+                committed(Commit { durable, failed: Some(e.to_string()) });
+                // Keep the ops; wait (or for more work / a stop) and try again.
+                let pause = retry.next_delay().max(Duration::from_millis(10));
+                match rx.recv_timeout(pause) {
+                    Ok(Msg::Ops(ops)) => queued.extend(ops),
+                    Ok(Msg::Stop) => stopping = true,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => stopping = true,
+                }
+                if stopping && retry.attempt() > 5 {
+                    log::error!("dualpub store gives up persisting {} changes at shutdown: {e}", queued.len());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64) -> StoredRow {
+        StoredRow {
+            seq,
+            event_id: format!("e{seq}"),
+            payload: b"{}".to_vec(),
+            timestamp_ms: 1,
+            accepted_at_ms: 2,
+            mqtt: Delivery::Pending,
+            pubsub: Delivery::NotOwed,
+        }
+    }
+
+    #[test]
+    fn rows_survive_reopening_and_settle_as_told() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, report) = Store::open(dir.path()).unwrap();
+            assert!(report.moved_aside.is_none());
+            let mut ops = vec![
+                Op::Insert(row(1)),
+                Op::Insert(row(2)),
+                Op::Insert(row(3)),
+                Op::Update { seq: 2, mqtt: Delivery::Acked, pubsub: Delivery::Pending },
+                Op::Delete(3),
+                Op::DeadLetter(StoredDeadLetter { id: 7, event_id: "e9".into(), payload: b"x".to_vec(), timestamp_ms: 1, transport: Transport::PubSub, error: "400".into() }),
+            ];
+            s.apply(&ops).unwrap();
+        }
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let rows = s.load_rows().unwrap();
+        assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!((rows[1].mqtt, rows[1].pubsub), (Delivery::Acked, Delivery::Pending));
+        let dl = s.load_dead_letters().unwrap();
+        assert_eq!((dl[0].id, dl[0].event_id.as_str(), dl[0].transport), (7, "e9", Transport::PubSub));
+        assert_eq!(s.max_seq().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), b"this is not a database, just garbage bytes ".repeat(200)).unwrap();
+        let (s, report) = Store::open(dir.path()).unwrap();
+        let aside = report.moved_aside.expect("moved aside");
+        assert!(aside.exists());
+        assert!(report.reason.unwrap().to_lowercase().contains("not a database"));
+        assert!(s.load_rows().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_second_publisher_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_first, _) = Store::open(dir.path()).unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Busy(_))));
+    }
+}
