@@ -292,6 +292,10 @@ pub struct SdkConfig {
     /// Oldest location the outbox keeps, in hours; older ones are dropped (and counted).
     #[uniffi(default = 168)]
     pub max_outbox_age_hours: u32,
+    /// Largest the outbox database may grow, in bytes (`None`: as the disk allows). Beyond it,
+    /// new locations are kept in memory (up to `maxOutboxRows`) exactly as on a full disk.
+    #[uniffi(default = None)]
+    pub max_storage_bytes: Option<u64>,
 }
 
 /// Pub/Sub's documented request limits.

@@ -187,7 +187,7 @@ impl Publisher {
         let rt = runtime::handle()?;
 
         // The outbox database: opened here (a few ms), written only by the store thread.
-        let (db, report) = store::Store::open(std::path::Path::new(&config.data_dir))
+        let (db, report) = store::Store::open(std::path::Path::new(&config.data_dir), config.max_storage_bytes)
             .map_err(|e| DualPubError::Storage { reason: e.to_string() })?;
         let load = |e: rusqlite::Error| DualPubError::Storage { reason: format!("reading the outbox: {e}") };
         let rows = db.load_rows().map_err(load)?;

@@ -154,10 +154,11 @@ impl Store {
     /// Opens (or creates) `dir/outbox.db`. A corrupt or unreadable file is moved aside and a
     /// fresh database created; the report says so. Fails only when the directory is unusable
     /// or another publisher holds the database.
-    pub fn open(dir: &Path) -> Result<(Store, OpenReport), StoreError> {
+    pub fn open(dir: &Path, max_bytes: Option<u64>) -> Result<(Store, OpenReport), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
-        match Store::open_file(&path) {
+        let opened = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s));
+        match opened {
             Ok(store) => Ok((store, OpenReport::default())),
             Err(e) if is_busy(&e) => Err(StoreError::Busy(path.display().to_string())),
             Err(e) if !is_corrupt(&e) => Err(StoreError::Sqlite(e.to_string())),
@@ -171,7 +172,7 @@ impl Store {
                         let _ = std::fs::rename(&side, dir.join(format!("{}{suffix}", aside.display())));
                     }
                 }
-                let store = Store::open_file(&path).map_err(|e| StoreError::Sqlite(e.to_string()))?;
+                let store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s)).map_err(|e| StoreError::Sqlite(e.to_string()))?;
                 Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason) }))
             }
         }
@@ -195,6 +196,17 @@ impl Store {
             ));
         }
         Ok(store)
+    }
+
+    /// Caps the database at `max_bytes` (SQLite then fails writes with SQLITE_FULL, exactly as
+    /// on a full disk).
+    fn limit(&self, max_bytes: Option<u64>) -> rusqlite::Result<()> {
+        if let Some(max) = max_bytes {
+            let page: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = (max as i64 / page.max(512)).max(1);
+            self.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        }
+        Ok(())
     }
 
     fn migrate(&self) -> rusqlite::Result<()> {
@@ -351,6 +363,9 @@ pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut
             }
             Err(e) => {
                 committed(Commit { durable, failed: Some(e.to_string()) });
+                // Rows inserted and already gone again need never reach the disk: a smaller
+                // retry fits where the full one did not (a full disk frees up as rows leave).
+                compact(&mut queued);
                 // Keep the ops; wait (or for more work / a stop) and try again.
                 let pause = retry.next_delay().max(Duration::from_millis(10));
                 match rx.recv_timeout(pause) {
@@ -366,6 +381,21 @@ pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut
             }
         }
     }
+}
+
+/// Drops every op of rows whose insert and delete are both still queued.
+fn compact(ops: &mut Vec<Op>) {
+    use std::collections::HashSet;
+    let inserted: HashSet<u64> = ops.iter().filter_map(|o| if let Op::Insert(r) = o { Some(r.seq) } else { None }).collect();
+    let gone: HashSet<u64> = ops.iter().filter_map(|o| if let Op::Delete(s) = o { Some(*s) } else { None }).filter(|s| inserted.contains(s)).collect();
+    if gone.is_empty() {
+        return;
+    }
+    ops.retain(|o| match o {
+        Op::Insert(r) => !gone.contains(&r.seq),
+        Op::Update { seq, .. } | Op::Delete(seq) => !gone.contains(seq),
+        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) => true,
+    });
 }
 
 #[cfg(test)]
@@ -388,7 +418,7 @@ mod tests {
     fn rows_survive_reopening_and_settle_as_told() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut s, report) = Store::open(dir.path()).unwrap();
+            let (mut s, report) = Store::open(dir.path(), None).unwrap();
             assert!(report.moved_aside.is_none());
             let mut ops = vec![
                 Op::Insert(row(1)),
@@ -400,7 +430,7 @@ mod tests {
             ];
             s.apply(&ops).unwrap();
         }
-        let (s, _) = Store::open(dir.path()).unwrap();
+        let (s, _) = Store::open(dir.path(), None).unwrap();
         let rows = s.load_rows().unwrap();
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!((rows[1].mqtt, rows[1].pubsub), (Delivery::Acked, Delivery::Pending));
@@ -413,7 +443,7 @@ mod tests {
     fn a_corrupt_file_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(DB_FILE), b"this is not a database, just garbage bytes ".repeat(200)).unwrap();
-        let (s, report) = Store::open(dir.path()).unwrap();
+        let (s, report) = Store::open(dir.path(), None).unwrap();
         let aside = report.moved_aside.expect("moved aside");
         assert!(aside.exists());
         assert!(report.reason.unwrap().to_lowercase().contains("not a database"));
@@ -421,9 +451,24 @@ mod tests {
     }
 
     #[test]
+    fn a_full_database_fails_writes_and_compaction_drops_rows_already_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(dir.path(), Some(64 * 1024)).unwrap();
+        let big = |seq| StoredRow { payload: vec![b'x'; 4000], ..row(seq) };
+        let mut ops: Vec<Op> = (1..=40).map(|i| Op::Insert(big(i))).collect();
+        let e = s.apply(&ops).unwrap_err();
+        assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull), "{e}");
+        ops.extend((1..=35).map(Op::Delete));
+        compact(&mut ops);
+        assert_eq!(ops.len(), 5);
+        s.apply(&ops).unwrap();
+        assert_eq!(s.load_rows().unwrap().len(), 5);
+    }
+
+    #[test]
     fn a_second_publisher_on_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (_first, _) = Store::open(dir.path()).unwrap();
-        assert!(matches!(Store::open(dir.path()), Err(StoreError::Busy(_))));
+        let (_first, _) = Store::open(dir.path(), None).unwrap();
+        assert!(matches!(Store::open(dir.path(), None), Err(StoreError::Busy(_))));
     }
 }

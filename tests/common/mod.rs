@@ -82,6 +82,7 @@ pub fn config(device_id: &str, mqtt_url: &str, endpoint: &str, migration: Migrat
         allow_insecure: true,
         max_outbox_rows: 100_000,
         max_outbox_age_hours: 168,
+        max_storage_bytes: None,
     }
 }
 

@@ -166,6 +166,7 @@ pub fn run(args: DemoArgs) -> i32 {
             allow_insecure,
             max_outbox_rows: 100_000,
             max_outbox_age_hours: 168,
+            max_storage_bytes: None,
         };
         match DualPublisher::new(config, None) {
             Ok(p) => fleet.push((id, p)),

@@ -1,0 +1,152 @@
+//! The durable outbox: what survives a close (and a kill: see tools/cli/tests/chaos.rs), a
+//! corrupt database, a full disk, a full outbox, and dead letters across restarts.
+
+mod common;
+
+use common::*;
+use dualpub::{DualPubError, DualPublisher};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn dead_mqtt() -> String {
+    format!("mqtt://127.0.0.1:{}", dualpub_testbed::free_port().unwrap())
+}
+
+#[test]
+fn queued_locations_survive_a_restart_and_resume_in_order() {
+    let emu = emulator();
+    emu.emulator().faults().set(FaultPlan { fail_rate: 1.0, fail_statuses: vec![503], ..FaultPlan::default() });
+    let id = device("resume");
+    let mut offline = config(&id, &dead_mqtt(), &emu.url(), rollout(100.0));
+    offline.migration.as_mut().unwrap().fallback_to_mqtt = false;
+    let p = DualPublisher::new(offline.clone(), None).unwrap();
+    let ids: Vec<String> = (0..200).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(p.await_durable(10_000).unwrap(), "accepted locations reach the disk");
+    let r = p.flush(300).unwrap();
+    assert_eq!((r.pending_mqtt, r.pending_pubsub), (200, 200));
+    p.close();
+    drop(p);
+
+    emu.emulator().faults().clear();
+    let mqtt = mqtt_subscriber(&id);
+    let pubsub = pubsub_subscriber(&emu, "resume");
+    let online = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let q = DualPublisher::new(online, None).unwrap();
+    assert_eq!(q.metrics().unwrap().recovered, 200);
+    let r = q.flush(WAIT.as_millis() as u64).unwrap();
+    assert!(r.completed, "{r:?}");
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT));
+    assert!(wait_for_all(&pubsub.collected, &ids, WAIT));
+    let on_pubsub = event_ids(&pubsub.collected);
+    let first_seen: Vec<&String> = {
+        let mut seen = std::collections::HashSet::new();
+        on_pubsub.iter().filter(|e| seen.insert((*e).clone())).collect()
+    };
+    assert_eq!(first_seen, ids.iter().collect::<Vec<_>>(), "resumed in acceptance order on Pub/Sub");
+    // New locations continue after the resumed ones.
+    let later = q.send_location(location(999)).unwrap();
+    assert!(q.flush(10_000).unwrap().completed);
+    assert!(wait_for_all(&pubsub.collected, &[later.clone()], WAIT));
+    assert_eq!(event_ids(&pubsub.collected).last(), Some(&later));
+}
+
+#[test]
+fn a_corrupt_database_is_moved_aside_counted_and_replaced() {
+    let emu = emulator();
+    let id = device("corrupt");
+    let c = config(&id, &broker().url(), &emu.url(), rollout(0.0));
+    std::fs::create_dir_all(&c.data_dir).unwrap();
+    std::fs::write(std::path::Path::new(&c.data_dir).join("outbox.db"), b"garbage, not SQLite ".repeat(500)).unwrap();
+    let mqtt = mqtt_subscriber(&id);
+    let p = DualPublisher::new(c.clone(), None).unwrap();
+    assert_eq!(p.metrics().unwrap().storage_resets, 1);
+    let aside: Vec<_> = std::fs::read_dir(&c.data_dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("outbox.db.corrupt-")).collect();
+    assert_eq!(aside.len(), 1, "the unreadable file is kept for inspection");
+    let e = p.send_location(location(0)).unwrap();
+    assert!(p.await_durable(10_000).unwrap());
+    assert!(p.flush(10_000).unwrap().completed);
+    assert!(wait_for_all(&mqtt.collected, &[e], WAIT));
+}
+
+#[test]
+fn a_full_outbox_drops_the_oldest_and_counts_them() {
+    let emu = emulator();
+    let id = device("full-outbox");
+    let mut c = config(&id, &dead_mqtt(), &emu.url(), rollout(0.0));
+    c.max_outbox_rows = 50;
+    let p = DualPublisher::new(c.clone(), None).unwrap();
+    let ids: Vec<String> = (0..80).map(|n| p.send_location(location(n)).unwrap()).collect();
+    let m = p.metrics().unwrap();
+    assert_eq!(m.dropped.get("outbox_full"), Some(&30));
+    assert_eq!(m.mqtt.queue_depth, 50);
+    assert!(p.await_durable(10_000).unwrap());
+    p.close();
+    drop(p);
+
+    let mqtt = mqtt_subscriber(&id);
+    let mut online = c;
+    online.mqtt.broker_url = broker().url();
+    let q = DualPublisher::new(online, None).unwrap();
+    assert_eq!(q.metrics().unwrap().recovered, 50, "the evictions were persisted too");
+    assert!(q.flush(WAIT.as_millis() as u64).unwrap().completed);
+    assert!(wait_for_all(&mqtt.collected, &ids[30..], WAIT), "the newest 50 are delivered");
+    let got = event_ids(&mqtt.collected);
+    assert!(ids[..30].iter().all(|e| !got.contains(e)), "the dropped ones were really dropped");
+}
+
+#[test]
+fn a_full_disk_keeps_delivering_from_memory_and_recovers() {
+    let emu = emulator();
+    let id = device("disk-full");
+    let mut c = config(&id, &broker().url(), &emu.url(), rollout(0.0));
+    c.max_storage_bytes = Some(96 * 1024);
+    let mqtt = mqtt_subscriber(&id);
+    let p = DualPublisher::new(c, None).unwrap();
+    // ~300 bytes each: far more than the database may hold at once.
+    let ids = p.send_locations((0..2000).map(location).collect()).unwrap();
+    let r = p.flush(WAIT.as_millis() as u64).unwrap();
+    assert!(r.completed, "{r:?}");
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT), "nothing lost while the disk was full");
+    assert!(p.metrics().unwrap().storage_errors >= 1, "the failures were counted");
+    // Space came back as rows left: new locations are durable again.
+    p.send_location(location(5000)).unwrap();
+    assert!(p.await_durable(10_000).unwrap());
+}
+
+#[test]
+fn two_publishers_cannot_share_a_data_directory() {
+    let emu = emulator();
+    let id = device("shared-dir");
+    let c = config(&id, &broker().url(), &emu.url(), rollout(0.0));
+    let _p = DualPublisher::new(c.clone(), None).unwrap();
+    let e = DualPublisher::new(c, None).err().unwrap();
+    assert!(matches!(&e, DualPubError::Storage { reason } if reason.contains("in use")), "{e:?}");
+}
+
+#[test]
+fn dead_letters_survive_a_restart_and_can_be_retried() {
+    let emu = emulator();
+    emu.emulator().faults().set(FaultPlan { reject_data_containing: Some("4242.5".into()), ..FaultPlan::default() });
+    let id = device("dead-letter-restart");
+    let c = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let p = DualPublisher::new(c.clone(), None).unwrap();
+    let mut poison = location(0);
+    poison.altitude = Some(4242.5);
+    let e = p.send_location(poison).unwrap();
+    assert!(p.flush(10_000).unwrap().completed);
+    assert_eq!(p.dead_letters().unwrap().len(), 1);
+    p.close();
+    drop(p);
+
+    let pubsub = pubsub_subscriber(&emu, "dead-letter-restart");
+    let q = DualPublisher::new(c, None).unwrap();
+    let dl = q.dead_letters().unwrap();
+    assert_eq!(dl.len(), 1, "kept across the restart");
+    assert_eq!(dl[0].event_id, e);
+    emu.emulator().faults().clear();
+    assert_eq!(q.retry_dead_letters(vec![]).unwrap(), 1);
+    assert!(q.flush(10_000).unwrap().completed);
+    assert!(wait_for_all(&pubsub.collected, &[e.clone()], WAIT), "delivered with its original eventId");
+    assert!(q.dead_letters().unwrap().is_empty());
+}
