@@ -9,6 +9,7 @@
 uniffi::setup_scaffolding!();
 
 mod clock;
+pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod ffi;

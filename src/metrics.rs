@@ -55,6 +55,7 @@ impl Histogram {
 /// Per-transport counters.
 #[derive(Debug, Default)]
 struct TransportCounters {
+    circuit_openings: AtomicU64,
     success: AtomicU64,
     failure: AtomicU64,
     retries: AtomicU64,
@@ -140,6 +141,14 @@ impl Metrics {
     pub fn set_circuit_open(&self, t: Transport, open: bool) {
         self.t(t).circuit_open.store(open, Relaxed);
     }
+    /// Whether `t`'s circuit is open now.
+    pub fn circuit_open(&self, t: Transport) -> bool {
+        self.t(t).circuit_open.load(Relaxed)
+    }
+    /// `t`'s circuit opened (once more).
+    pub fn circuit_opened(&self, t: Transport) {
+        self.t(t).circuit_openings.fetch_add(1, Relaxed);
+    }
     /// A location left the outbox.
     pub fn outcome(&self, o: DualOutcome) {
         match o {
@@ -191,6 +200,7 @@ impl Metrics {
                 bytes_sent: c.bytes_sent.load(Relaxed),
                 queue_depth: depth,
                 circuit_open: c.circuit_open.load(Relaxed),
+                circuit_openings: c.circuit_openings.load(Relaxed),
                 latency_p50_ms: h.quantile(0.50),
                 latency_p95_ms: h.quantile(0.95),
                 latency_p99_ms: h.quantile(0.99),
@@ -268,6 +278,10 @@ impl Metrics {
         for tm in [&s.mqtt, &s.pubsub] {
             let _ = writeln!(o, "dualpub_circuit_open{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.circuit_open as u8);
         }
+        let _ = writeln!(o, "# TYPE dualpub_circuit_openings_total counter");
+        for tm in [&s.mqtt, &s.pubsub] {
+            let _ = writeln!(o, "dualpub_circuit_openings_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.circuit_openings);
+        }
         let _ = writeln!(o, "# TYPE dualpub_http_requests_total counter\ndualpub_http_requests_total {}", s.http_requests);
         let _ = writeln!(o, "# TYPE dualpub_storage_errors_total counter\ndualpub_storage_errors_total {}", s.storage_errors);
         let _ = writeln!(o, "# TYPE dualpub_storage_resets_total counter\ndualpub_storage_resets_total {}", s.storage_resets);
@@ -314,6 +328,8 @@ pub struct TransportMetrics {
     pub queue_depth: u64,
     /// The circuit breaker is open.
     pub circuit_open: bool,
+    /// How often the breaker opened (`dualpub_circuit_openings_total`).
+    pub circuit_openings: u64,
     /// Median latency from acceptance to acknowledgement, ms.
     pub latency_p50_ms: f64,
     /// 95th percentile latency, ms.

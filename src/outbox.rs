@@ -525,6 +525,11 @@ impl Outbox {
         taken
     }
 
+    /// Sequence numbers of every row still owed to `t`, oldest first.
+    pub fn owed_seqs(&self, t: Transport) -> Vec<u64> {
+        self.rows.values().filter(|r| r.delivery(t).owed()).map(|r| r.seq).collect()
+    }
+
     /// Rows still owed to `t` (pending or in flight).
     pub fn depth(&self, t: Transport) -> usize {
         match t {

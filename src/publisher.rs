@@ -260,7 +260,12 @@ impl Publisher {
                 return Err(DualPubError::Closed);
             }
             let d = &st.active.decision;
-            let (mqtt, pubsub) = (d.mqtt_enabled, d.pubsub_enabled);
+            // While Pub/Sub's breaker is open, new locations go to MQTT too (fallback).
+            let fallback = d.pubsub_enabled && !d.mqtt_enabled && d.fallback_to_mqtt && self.shared.metrics.circuit_open(Transport::PubSub);
+            let (mqtt, pubsub) = (d.mqtt_enabled || fallback, d.pubsub_enabled);
+            if fallback {
+                self.shared.metrics.fallback(encoded.len() as u64);
+            }
             for (id, payload, ts) in &encoded {
                 let seq = st.next_seq;
                 st.next_seq += 1;
@@ -325,9 +330,12 @@ impl Publisher {
         self.apply_config(config)
     }
 
-    /// The decision in force.
+    /// The decision in force, with the transports' breaker states.
     pub fn decision(&self) -> RolloutDecision {
-        self.shared.active().decision.clone()
+        let mut d = self.shared.active().decision.clone();
+        d.mqtt_circuit_open = self.shared.metrics.circuit_open(Transport::Mqtt);
+        d.pubsub_circuit_open = self.shared.metrics.circuit_open(Transport::PubSub);
+        d
     }
 
     /// Waits until every location accepted before this call is on disk (it survives a process

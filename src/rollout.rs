@@ -81,6 +81,10 @@ pub struct RolloutDecision {
     pub bucket: u32,
     /// The `version` of the config that decided.
     pub config_version: u64,
+    /// MQTT's circuit breaker is open (connections keep failing); filled in by `decision()`.
+    pub mqtt_circuit_open: bool,
+    /// Pub/Sub's circuit breaker is open (locations also go to MQTT when `fallbackToMqtt`).
+    pub pubsub_circuit_open: bool,
 }
 
 /// `v1` normalisation: ASCII whitespace trimmed, ASCII letters lowercased (Kotlin UUIDs are
@@ -160,6 +164,8 @@ pub fn decide(config: &MigrationConfig, device_id: &str, company_id: Option<&str
         reason,
         bucket,
         config_version: config.version,
+        mqtt_circuit_open: false,
+        pubsub_circuit_open: false,
     }
 }
 

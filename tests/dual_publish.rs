@@ -119,9 +119,10 @@ fn emergency_mode_stops_pubsub_for_every_location_accepted_after_the_apply() {
 }
 
 #[test]
-fn pubsub_failures_fall_back_to_mqtt_and_pubsub_still_gets_everything() {
+fn an_open_pubsub_breaker_falls_back_to_mqtt_and_pubsub_still_gets_everything() {
     let emu = emulator();
-    emu.emulator().faults().fail_next(3, 503);
+    // Five failures in a row open the breaker; the probe after its open period succeeds.
+    emu.emulator().faults().fail_next(5, 503);
     let id = device("fallback");
     let mqtt = mqtt_subscriber(&id);
     let pubsub = pubsub_subscriber(&emu, "fallback");
@@ -131,16 +132,41 @@ fn pubsub_failures_fall_back_to_mqtt_and_pubsub_still_gets_everything() {
     let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), migration), None).unwrap();
     assert!(!p.decision().unwrap().mqtt_enabled);
     let ids: Vec<String> = (0..10).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT), "fallback delivered over MQTT while Pub/Sub was failing");
+    let during = p.decision().unwrap();
+    let m = p.metrics().unwrap();
+    assert!(m.pubsub.circuit_open || m.pubsub.published == 10, "{m:?}");
+    // Accepted while the breaker is open: straight to MQTT as well.
+    let late = if during.pubsub_circuit_open { Some(p.send_location(location(10)).unwrap()) } else { None };
     let report = p.flush(30_000).unwrap();
     assert!(report.completed, "{report:?}");
-    assert!(wait_for_all(&mqtt.collected, &ids, WAIT), "fallback delivered over MQTT");
-    assert!(wait_for_all(&pubsub.collected, &ids, WAIT), "Pub/Sub still delivered after it recovered");
+    let all: Vec<String> = ids.iter().cloned().chain(late.clone()).collect();
+    assert!(wait_for_all(&pubsub.collected, &all, WAIT), "Pub/Sub still delivered after it recovered");
+    assert!(wait_for_all(&mqtt.collected, &all, WAIT));
     let m = p.metrics().unwrap();
-    assert_eq!(m.fallback, 10);
-    assert!(m.pubsub.retries >= 3, "{m:?}");
-    assert!(m.pubsub.failed >= 30, "{m:?}");
-    assert_eq!(m.dual_both, 10);
-    assert_eq!(emu.emulator().stats().injected_failures, 3);
+    assert_eq!(m.fallback, all.len() as u64);
+    assert_eq!(m.pubsub.circuit_openings, 1);
+    assert!(!m.pubsub.circuit_open && !p.decision().unwrap().pubsub_circuit_open, "closed after the probe");
+    assert!(m.pubsub.retries >= 5, "{m:?}");
+    assert_eq!(m.dual_both, all.len() as u64);
+    assert_eq!(emu.emulator().stats().injected_failures, 5);
+}
+
+#[test]
+fn a_short_pubsub_blip_retries_without_falling_back() {
+    let emu = emulator();
+    emu.emulator().faults().fail_next(2, 503);
+    let id = device("blip");
+    let pubsub = pubsub_subscriber(&emu, "blip");
+    let mut migration = rollout(100.0);
+    migration.mqtt_enabled = false;
+    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), migration), None).unwrap();
+    let ids: Vec<String> = (0..10).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(p.flush(20_000).unwrap().completed);
+    assert!(wait_for_all(&pubsub.collected, &ids, WAIT));
+    let m = p.metrics().unwrap();
+    assert_eq!((m.fallback, m.pubsub.circuit_openings, m.mqtt.published), (0, 0, 0), "{m:?}");
+    assert_eq!(m.pubsub.retries, 2);
 }
 
 #[test]

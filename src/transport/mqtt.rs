@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, watch};
 /// Publishes in flight at once on one connection.
 pub const WINDOW: usize = 64;
 
+/// Connection attempts in a row without a delivery after which MQTT's circuit counts as open.
+const BREAKER_THRESHOLD: u32 = 5;
+
 /// How long `close` waits for the broker to take the DISCONNECT.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
@@ -93,6 +96,12 @@ pub(crate) async fn run(shared: Arc<Shared>, options: MqttOptions, mut shutdown:
             End::Failed(why) => {
                 poller.abort();
                 shared.metrics.retry(Transport::Mqtt);
+                // The MQTT "breaker" is its reconnect backoff; it reports open after
+                // BREAKER_THRESHOLD connections in a row failed to deliver anything.
+                if backoff.attempt() + 1 == BREAKER_THRESHOLD {
+                    shared.metrics.set_circuit_open(Transport::Mqtt, true);
+                    shared.metrics.circuit_opened(Transport::Mqtt);
+                }
                 let delay = backoff.next_delay();
                 log::warn!("dualpub mqtt connection failed ({why}); retrying in {} ms", delay.as_millis());
                 if !sleep_or_shutdown(delay, &mut shutdown).await {
@@ -229,6 +238,7 @@ async fn session(
                         if !acked_in_session {
                             acked_in_session = true;
                             backoff.reset();
+                            shared.metrics.set_circuit_open(Transport::Mqtt, false);
                         }
                     }
                 }

@@ -4,6 +4,7 @@
 //! One request is in flight at a time per publisher, so one device's locations reach Pub/Sub
 //! in acceptance order (a failed batch is put back in front of later rows).
 
+use crate::breaker::{Breaker, BreakerState};
 use crate::config::SdkConfig;
 use crate::error::DualPubError;
 use crate::outbox::{Row, Transport};
@@ -113,7 +114,16 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client, mut tokens: 
     let max_count = p.max_batch_messages as usize;
     let max_bytes = p.max_batch_bytes as usize;
     let mut backoff = Backoff::pubsub();
+    let mut breaker = Breaker::pubsub();
     while wait_for_batch(&shared, &mut shutdown).await {
+        // An open breaker sends nothing until its period ends; then one batch is the probe.
+        if let BreakerState::Open(until) = breaker.state(Instant::now()) {
+            fall_back_all(&shared);
+            if !sleep_or_shutdown(until.saturating_duration_since(Instant::now()), &mut shutdown).await {
+                break;
+            }
+            continue;
+        }
         let rows = shared.lock().outbox.take(Transport::PubSub, max_count, max_bytes, cost);
         // Batches split after a 400 are sent in order, oldest first.
         let mut work: Vec<Vec<Row>> = vec![rows];
@@ -132,6 +142,10 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client, mut tokens: 
             match outcome {
                 Outcome::Delivered => {
                     backoff.reset();
+                    if breaker.success() {
+                        shared.metrics.set_circuit_open(Transport::PubSub, false);
+                        log::info!("dualpub pubsub circuit closed: the probe was delivered");
+                    }
                     let acked: Vec<(u64, Instant)> = batch.iter().map(|r| (r.seq, r.accepted_at)).collect();
                     shared.ack(Transport::PubSub, &acked);
                 }
@@ -154,7 +168,7 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client, mut tokens: 
                 failure => {
                     let mut rest: Vec<u64> = batch.iter().map(|r| r.seq).collect();
                     rest.extend(work.drain(..).flatten().map(|r| r.seq));
-                    fail(&shared, &batch, &rest, failure, &mut tokens, &mut backoff, &mut shutdown).await;
+                    fail(&shared, &batch, &rest, failure, &mut tokens, &mut backoff, &mut breaker, &mut shutdown).await;
                     break;
                 }
             }
@@ -162,7 +176,9 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client, mut tokens: 
     }
 }
 
-/// After a failed attempt: fall back, put the rows back in order, back off.
+/// After a failed attempt: put the rows back in order, count the failure on the breaker (an
+/// opening breaker sends everything owed to Pub/Sub to MQTT too), back off.
+#[allow(clippy::too_many_arguments)]
 async fn fail(
     shared: &Shared,
     batch: &[Row],
@@ -170,11 +186,16 @@ async fn fail(
     outcome: Outcome,
     tokens: &mut TokenCache,
     backoff: &mut Backoff,
+    breaker: &mut Breaker,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     shared.metrics.failed(Transport::PubSub, batch.len() as u64);
     shared.metrics.retry(Transport::PubSub);
-    fall_back(shared, batch);
+    let now = Instant::now();
+    let opened = match &outcome {
+        Outcome::ConfigError { .. } => breaker.trip(now),
+        _ => breaker.failure(now),
+    };
     let delay = match &outcome {
         Outcome::Unauthorized => {
             tokens.invalidate();
@@ -193,8 +214,23 @@ async fn fail(
         Outcome::Unauthorized => "HTTP 401".into(),
         Outcome::Delivered => String::new(),
     };
+    if opened {
+        shared.metrics.set_circuit_open(Transport::PubSub, true);
+        shared.metrics.circuit_opened(Transport::PubSub);
+        log::warn!("dualpub pubsub circuit open after a failed publish of {} ({why})", batch.len());
+        fall_back_all(shared);
+        // The run loop waits out the open period.
+        return;
+    }
     log::warn!("dualpub pubsub publish of {} failed ({why}); retrying in {} ms", batch.len(), delay.as_millis());
     sleep_or_shutdown(delay, shutdown).await;
+}
+
+/// Pub/Sub cannot deliver (its breaker is open): everything owed to it also goes to MQTT,
+/// when the config allows; it stays owed to Pub/Sub.
+fn fall_back_all(shared: &Shared) {
+    let seqs = shared.lock().outbox.owed_seqs(Transport::PubSub);
+    fall_back_seqs(shared, &seqs);
 }
 
 /// Puts in-flight rows back in the Pub/Sub queue; if the config stopped owing Pub/Sub while they
@@ -212,13 +248,17 @@ fn release_in_flight(shared: &Shared, seqs: &[u64]) {
 
 /// Sends `batch` to MQTT too when the config says so; counts each newly owed location.
 fn fall_back(shared: &Shared, batch: &[Row]) {
+    let seqs: Vec<u64> = batch.iter().map(|r| r.seq).collect();
+    fall_back_seqs(shared, &seqs);
+}
+
+fn fall_back_seqs(shared: &Shared, seqs: &[u64]) {
     let newly = {
         let mut st = shared.lock();
         if !st.active.decision.fallback_to_mqtt {
             return;
         }
-        let seqs: Vec<u64> = batch.iter().map(|r| r.seq).collect();
-        st.outbox.also_owe(Transport::Mqtt, &seqs)
+        st.outbox.also_owe(Transport::Mqtt, seqs)
     };
     if newly > 0 {
         shared.metrics.fallback(newly);

@@ -1,0 +1,124 @@
+//! A circuit breaker per transport (GUIDE §5): after `threshold` consecutive failures it opens
+//! for a period that grows with every re-opening; when the period ends, one probe may pass
+//! (half-open); its success closes the breaker, its failure re-opens it for longer.
+
+use std::time::{Duration, Instant};
+
+/// The breaker's state at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Requests flow.
+    Closed,
+    /// No requests until the instant.
+    Open(Instant),
+    /// One probe may pass.
+    HalfOpen,
+}
+
+/// A consecutive-failure circuit breaker.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    threshold: u32,
+    base: Duration,
+    cap: Duration,
+    consecutive: u32,
+    opens: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    /// Opens after `threshold` consecutive failures for `min(cap, base × 2^reopenings)`.
+    pub fn new(threshold: u32, base: Duration, cap: Duration) -> Self {
+        Breaker { threshold, base, cap, consecutive: 0, opens: 0, open_until: None }
+    }
+
+    /// Pub/Sub: 5 failures, open 2 s, growing to 5 minutes.
+    pub fn pubsub() -> Self {
+        Breaker::new(5, Duration::from_secs(2), Duration::from_secs(300))
+    }
+
+    /// The state at `now`.
+    pub fn state(&self, now: Instant) -> BreakerState {
+        match self.open_until {
+            None => BreakerState::Closed,
+            Some(t) if now < t => BreakerState::Open(t),
+            Some(_) => BreakerState::HalfOpen,
+        }
+    }
+
+    /// Whether the breaker is open or half-open (not yet proven healthy).
+    pub fn is_open(&self) -> bool {
+        self.open_until.is_some()
+    }
+
+    /// A request succeeded: close. Returns whether it had been open.
+    pub fn success(&mut self) -> bool {
+        let was_open = self.open_until.is_some();
+        self.consecutive = 0;
+        self.opens = 0;
+        self.open_until = None;
+        was_open
+    }
+
+    /// A request failed at `now`. Returns whether this failure opened the breaker (a failed
+    /// half-open probe re-opens it, for longer).
+    pub fn failure(&mut self, now: Instant) -> bool {
+        self.consecutive = self.consecutive.saturating_add(1);
+        let probe_failed = matches!(self.state(now), BreakerState::HalfOpen);
+        if probe_failed || (self.open_until.is_none() && self.consecutive >= self.threshold) {
+            self.open(now);
+            return true;
+        }
+        false
+    }
+
+    /// Opens at once (a configuration error such as 403/404 will not heal by retrying).
+    pub fn trip(&mut self, now: Instant) -> bool {
+        let was_open = matches!(self.state(now), BreakerState::Open(_));
+        self.open(now);
+        !was_open
+    }
+
+    fn open(&mut self, now: Instant) {
+        let factor = 1u32.checked_shl(self.opens.min(31)).unwrap_or(u32::MAX);
+        let period = self.base.saturating_mul(factor).min(self.cap);
+        self.opens = self.opens.saturating_add(1);
+        self.open_until = Some(now + period);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_the_threshold_and_probes_once() {
+        let mut b = Breaker::new(3, Duration::from_secs(2), Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert!(!b.failure(t0));
+        assert!(!b.failure(t0));
+        assert!(b.failure(t0), "third consecutive failure opens");
+        assert_eq!(b.state(t0), BreakerState::Open(t0 + Duration::from_secs(2)));
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(b.state(later), BreakerState::HalfOpen);
+        assert!(b.failure(later), "a failed probe re-opens");
+        assert_eq!(b.state(later), BreakerState::Open(later + Duration::from_secs(4)), "for longer");
+        let t2 = later + Duration::from_secs(4);
+        assert!(b.success(), "a good probe closes");
+        assert_eq!(b.state(t2), BreakerState::Closed);
+        assert!(!b.failure(t2), "the count starts again");
+    }
+
+    #[test]
+    fn success_resets_the_count_and_the_period_is_capped() {
+        let mut b = Breaker::new(2, Duration::from_secs(4), Duration::from_secs(10));
+        let t = Instant::now();
+        b.failure(t);
+        b.success();
+        assert!(!b.failure(t), "not consecutive");
+        for _ in 0..10 {
+            b.trip(t);
+        }
+        assert_eq!(b.state(t), BreakerState::Open(t + Duration::from_secs(10)));
+    }
+}
