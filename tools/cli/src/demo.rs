@@ -4,6 +4,7 @@
 use clap::Args;
 use dualpub::{DualPublisher, Location, MigrationConfig, MqttSettings, PubSubSettings, SdkConfig};
 use dualpub_testbed::broker::EmbeddedBroker;
+use dualpub_testbed::proxy::FaultProxy;
 use dualpub_testbed::subscribers::{self, Collected, Subscriber};
 use dualpub_testbed::{EmulatorHandle, EmulatorOptions};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -52,6 +53,20 @@ pub struct DemoArgs {
     /// End with one JSON line on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Append "deviceId eventId" to this file for every location once it is durable (the
+    /// kill test uses it to know what the SDK promised to deliver).
+    #[arg(long)]
+    pub durable_log: Option<PathBuf>,
+    /// Pause between rounds, in ms (spreads a run over time).
+    #[arg(long, default_value_t = 0)]
+    pub round_interval_ms: u64,
+    /// Skip the independent subscribers (when another process verifies delivery).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Inject faults while sending: connection cuts and outages in front of the broker and the
+    /// Pub/Sub endpoint, emulator 429/500/503, latency and dropped responses.
+    #[arg(long)]
+    pub chaos: bool,
 }
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
@@ -105,14 +120,33 @@ pub fn run(args: DemoArgs) -> i32 {
 
     // Independent verification.
     let template = dualpub::wire::DEFAULT_TOPIC_TEMPLATE;
-    let mqtt_sub = match subscribers::mqtt(&mqtt_host, mqtt_port, &template.replace("{deviceId}", "+")) {
-        Ok(s) => s,
-        Err(e) => return fail(format!("verifying MQTT subscriber: {e}")),
+    let verify = if args.no_verify {
+        None
+    } else {
+        let mqtt_sub = match subscribers::mqtt(&mqtt_host, mqtt_port, &template.replace("{deviceId}", "+")) {
+            Ok(s) => s,
+            Err(e) => return fail(format!("verifying MQTT subscriber: {e}")),
+        };
+        let sub_name = format!("dualpub-demo-verify-{}-{}", std::process::id(), started.elapsed().as_nanos() % 1_000_000);
+        let pubsub_sub = match subscribers::pubsub(&endpoint, &args.pubsub_project, &args.pubsub_topic, &sub_name) {
+            Ok(s) => s,
+            Err(e) => return fail(format!("verifying Pub/Sub subscription: {e}")),
+        };
+        Some((mqtt_sub, pubsub_sub))
     };
-    let sub_name = format!("dualpub-demo-verify-{}-{}", std::process::id(), started.elapsed().as_nanos() % 1_000_000);
-    let pubsub_sub = match subscribers::pubsub(&endpoint, &args.pubsub_project, &args.pubsub_topic, &sub_name) {
-        Ok(s) => s,
-        Err(e) => return fail(format!("verifying Pub/Sub subscription: {e}")),
+
+    // Chaos: the SDK talks to both backends through fault proxies.
+    let mut chaos = if args.chaos {
+        match Chaos::start(&mqtt_host, mqtt_port, &endpoint, _emulator.as_ref()) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(format!("chaos setup: {e}")),
+        }
+    } else {
+        None
+    };
+    let (sdk_mqtt_url, sdk_endpoint) = match &chaos {
+        Some(c) => (c.mqtt.mqtt_url(), c.pubsub.http_url()),
+        None => (mqtt_url.clone(), endpoint.clone()),
     };
 
     let tmp;
@@ -142,7 +176,7 @@ pub fn run(args: DemoArgs) -> i32 {
             device_id: id.clone(),
             company_id: None,
             mqtt: MqttSettings {
-                broker_url: mqtt_url.clone(),
+                broker_url: sdk_mqtt_url.clone(),
                 client_id: None,
                 username: None,
                 password: None,
@@ -152,7 +186,7 @@ pub fn run(args: DemoArgs) -> i32 {
                 ca_certificates_pem: None,
             },
             pubsub: PubSubSettings {
-                endpoint: endpoint.clone(),
+                endpoint: sdk_endpoint.clone(),
                 project: args.pubsub_project.clone(),
                 topic: args.pubsub_topic.clone(),
                 ordering_enabled: true,
@@ -195,15 +229,14 @@ pub fn run(args: DemoArgs) -> i32 {
     let done = Arc::new(AtomicBool::new(false));
     let progress = {
         let (accepted, done) = (accepted.clone(), done.clone());
-        let (m, p) = (mqtt_sub.collected.clone(), pubsub_sub.collected.clone());
+        let collected = verify.as_ref().map(|(m, p)| (m.collected.clone(), p.collected.clone()));
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
-                eprint!(
-                    "\r  accepted {:>7}/{total}   mqtt received {:>7}   pubsub received {:>7}",
-                    accepted.load(Ordering::SeqCst),
-                    m.len(),
-                    p.len()
-                );
+                let received = match &collected {
+                    Some((m, p)) => format!("   mqtt received {:>7}   pubsub received {:>7}", m.len(), p.len()),
+                    None => String::new(),
+                };
+                eprint!("\r  accepted {:>7}/{total}{received}", accepted.load(Ordering::SeqCst));
                 let _ = std::io::stderr().flush();
                 std::thread::sleep(Duration::from_millis(250));
             }
@@ -214,8 +247,16 @@ pub fn run(args: DemoArgs) -> i32 {
     let mut expected_mqtt: HashSet<String> = HashSet::new();
     let mut expected_pubsub: HashSet<String> = HashSet::new();
     let mut rejected = 0u64;
+    let mut durable_log = match &args.durable_log {
+        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => Some(f),
+            Err(e) => return fail(format!("{}: {e}", path.display())),
+        },
+        None => None,
+    };
     let now_ms = dualpub_now_ms();
     for round in 0..args.locations_per_device {
+        let mut this_round = Vec::with_capacity(fleet.len());
         for (i, (id, p)) in fleet.iter().enumerate() {
             let loc = simulated_location(i, round, now_ms - ((args.locations_per_device - round) as i64) * 1000);
             match p.send_location(loc) {
@@ -223,8 +264,9 @@ pub fn run(args: DemoArgs) -> i32 {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     expected_mqtt.insert(event_id.clone());
                     if cohort.contains(id.as_str()) {
-                        expected_pubsub.insert(event_id);
+                        expected_pubsub.insert(event_id.clone());
                     }
+                    this_round.push((id.as_str(), event_id));
                 }
                 Err(e) => {
                     rejected += 1;
@@ -232,6 +274,24 @@ pub fn run(args: DemoArgs) -> i32 {
                 }
             }
         }
+        if let Some(log) = durable_log.as_mut() {
+            // Only what the SDK reports durable goes into the log.
+            for (id, p) in &fleet {
+                if !p.await_durable(10_000).unwrap_or(false) {
+                    return fail(format!("{id}: locations not durable within 10 s"));
+                }
+            }
+            let lines: String = this_round.iter().map(|(id, e)| format!("{id} {e}\n")).collect();
+            if let Err(e) = log.write_all(lines.as_bytes()) {
+                return fail(format!("durable log: {e}"));
+            }
+        }
+        if args.round_interval_ms > 0 {
+            std::thread::sleep(Duration::from_millis(args.round_interval_ms));
+        }
+    }
+    if let Some(c) = chaos.as_mut() {
+        c.calm();
     }
 
     // Drain every device in parallel.
@@ -244,14 +304,16 @@ pub fn run(args: DemoArgs) -> i32 {
     let pending_pubsub: u64 = reports.iter().map(|r| r.pending_pubsub).sum();
 
     // Wait for the subscribers to see what the SDK says was acknowledged.
-    let seen_all = |c: &Collected, expected: &HashSet<String>| {
-        let got: HashSet<String> = c.all().into_iter().map(|r| r.event_id).collect();
-        expected.iter().all(|e| got.contains(e))
-    };
-    mqtt_sub.collected.wait_until(Duration::from_secs(30), |c| seen_all(c, &expected_mqtt));
-    pubsub_sub.collected.wait_until(Duration::from_secs(30), |c| seen_all(c, &expected_pubsub));
-    // A short quiet period to catch late duplicates.
-    std::thread::sleep(Duration::from_millis(300));
+    if let Some((mqtt_sub, pubsub_sub)) = &verify {
+        let seen_all = |c: &Collected, expected: &HashSet<String>, pending: u64| {
+            let got: HashSet<String> = c.all().into_iter().map(|r| r.event_id).collect();
+            expected.iter().filter(|e| !got.contains(*e)).count() as u64 <= pending
+        };
+        mqtt_sub.collected.wait_until(Duration::from_secs(30), |c| seen_all(c, &expected_mqtt, pending_mqtt));
+        pubsub_sub.collected.wait_until(Duration::from_secs(30), |c| seen_all(c, &expected_pubsub, pending_pubsub));
+        // A short quiet period to catch late duplicates.
+        std::thread::sleep(Duration::from_millis(300));
+    }
     done.store(true, Ordering::SeqCst);
     let _ = progress.join();
     eprintln!();
@@ -260,10 +322,10 @@ pub fn run(args: DemoArgs) -> i32 {
     for (_, p) in &fleet {
         p.close();
     }
+    let chaos_events = chaos.map(|c| c.stop()).unwrap_or_default();
     let summary = Summary::compute(
         &args,
-        &mqtt_sub,
-        &pubsub_sub,
+        verify.as_ref(),
         &expected_mqtt,
         &expected_pubsub,
         &cohort,
@@ -274,12 +336,13 @@ pub fn run(args: DemoArgs) -> i32 {
         &metrics,
         pubsub_devices,
         started.elapsed(),
+        chaos_events,
     );
     summary.print_table();
     if args.json {
         println!("{}", summary.json());
     }
-    if summary.lost == 0 && summary.unexpected == 0 {
+    if summary.lost.unwrap_or(0) == 0 && summary.unexpected.unwrap_or(0) == 0 {
         0
     } else {
         3
@@ -315,19 +378,27 @@ fn simulated_location(i: usize, round: usize, timestamp_ms: i64) -> Location {
     }
 }
 
+/// What the independent subscribers saw, when they ran.
+struct Verified {
+    mqtt_delivered: usize,
+    pubsub_delivered: usize,
+    lost: usize,
+    duplicates: usize,
+    unexpected: usize,
+    resumed: usize,
+    same_bytes: bool,
+}
+
 struct Summary {
     devices: usize,
     accepted: u64,
     rejected: u64,
-    mqtt_delivered: usize,
-    pubsub_delivered: usize,
     expected_mqtt: usize,
     expected_pubsub: usize,
     pubsub_devices: Vec<String>,
-    lost: usize,
-    duplicates: usize,
-    unexpected: usize,
-    same_bytes: bool,
+    verified: Option<Verified>,
+    lost: Option<usize>,
+    unexpected: Option<usize>,
     pending_mqtt: u64,
     pending_pubsub: u64,
     mqtt_p50: f64,
@@ -336,6 +407,10 @@ struct Summary {
     pubsub_p99: f64,
     fallbacks: u64,
     retries: u64,
+    circuit_openings: u64,
+    recovered: u64,
+    dropped: u64,
+    chaos_events: u64,
     elapsed: Duration,
     rollout: f64,
 }
@@ -348,12 +423,39 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn verify(
+    (mqtt, pubsub): &(Subscriber, Subscriber),
+    expected_mqtt: &HashSet<String>,
+    expected_pubsub: &HashSet<String>,
+    cohort: &HashSet<&str>,
+    pending_mqtt: u64,
+    pending_pubsub: u64,
+) -> Verified {
+    let m = mqtt.collected.all();
+    let p = pubsub.collected.all();
+    let m_ids: HashSet<&str> = m.iter().map(|r| r.event_id.as_str()).collect();
+    let p_ids: HashSet<&str> = p.iter().map(|r| r.event_id.as_str()).collect();
+    let mqtt_delivered = expected_mqtt.iter().filter(|e| m_ids.contains(e.as_str())).count();
+    let pubsub_delivered = expected_pubsub.iter().filter(|e| p_ids.contains(e.as_str())).count();
+    // Not delivered and not still held (durably) by the SDK: lost.
+    let lost = (expected_mqtt.len() - mqtt_delivered).saturating_sub(pending_mqtt as usize)
+        + (expected_pubsub.len() - pubsub_delivered).saturating_sub(pending_pubsub as usize);
+    let duplicates = (m.len() - m_ids.len()) + (p.len() - p_ids.len());
+    // Accepted in this run, yet on Pub/Sub for a device outside the cohort.
+    let unexpected = p.iter().filter(|r| expected_mqtt.contains(&r.event_id) && !cohort.contains(r.device_id.as_str())).count();
+    // Delivered now but accepted by an earlier run on the same data directory.
+    let resumed: HashSet<&str> = m.iter().chain(p.iter()).map(|r| r.event_id.as_str()).filter(|e| !expected_mqtt.contains(*e)).collect();
+    // Both backends must see the same bytes for the same eventId.
+    let by_id: HashMap<&str, &[u8]> = m.iter().map(|r| (r.event_id.as_str(), r.payload.as_slice())).collect();
+    let same_bytes = p.iter().all(|r| by_id.get(r.event_id.as_str()).is_none_or(|b| *b == r.payload.as_slice()));
+    Verified { mqtt_delivered, pubsub_delivered, lost, duplicates, unexpected, resumed: resumed.len(), same_bytes }
+}
+
 impl Summary {
     #[allow(clippy::too_many_arguments)]
     fn compute(
         args: &DemoArgs,
-        mqtt: &Subscriber,
-        pubsub: &Subscriber,
+        subscribers: Option<&(Subscriber, Subscriber)>,
         expected_mqtt: &HashSet<String>,
         expected_pubsub: &HashSet<String>,
         cohort: &HashSet<&str>,
@@ -364,21 +466,9 @@ impl Summary {
         metrics: &[dualpub::MetricsSnapshot],
         pubsub_devices: Vec<String>,
         elapsed: Duration,
+        chaos_events: u64,
     ) -> Summary {
-        let m = mqtt.collected.all();
-        let p = pubsub.collected.all();
-        let m_ids: HashSet<&str> = m.iter().map(|r| r.event_id.as_str()).collect();
-        let p_ids: HashSet<&str> = p.iter().map(|r| r.event_id.as_str()).collect();
-        let mqtt_delivered = expected_mqtt.iter().filter(|e| m_ids.contains(e.as_str())).count();
-        let pubsub_delivered = expected_pubsub.iter().filter(|e| p_ids.contains(e.as_str())).count();
-        let lost = (expected_mqtt.len() - mqtt_delivered) + (expected_pubsub.len() - pubsub_delivered);
-        let duplicates = (m.len() - m_ids.len()) + (p.len() - p_ids.len());
-        // Messages nobody should have received: unknown ids, or Pub/Sub for devices outside the cohort.
-        let unexpected = m.iter().filter(|r| !expected_mqtt.contains(&r.event_id)).count()
-            + p.iter().filter(|r| !expected_pubsub.contains(&r.event_id) || !cohort.contains(r.device_id.as_str())).count();
-        // Both backends must see the same bytes for the same eventId.
-        let by_id: HashMap<&str, &[u8]> = m.iter().map(|r| (r.event_id.as_str(), r.payload.as_slice())).collect();
-        let same_bytes = p.iter().all(|r| by_id.get(r.event_id.as_str()).is_none_or(|b| *b == r.payload.as_slice()));
+        let verified = subscribers.map(|s| verify(s, expected_mqtt, expected_pubsub, cohort, pending_mqtt, pending_pubsub));
         let mqtt_p50 = median(metrics.iter().filter(|s| s.mqtt.published > 0).map(|s| s.mqtt.latency_p50_ms).collect());
         let pubsub_p50 = median(metrics.iter().filter(|s| s.pubsub.published > 0).map(|s| s.pubsub.latency_p50_ms).collect());
         let mqtt_p99 = metrics.iter().map(|s| s.mqtt.latency_p99_ms).fold(0.0, f64::max);
@@ -387,15 +477,12 @@ impl Summary {
             devices: args.devices,
             accepted,
             rejected,
-            mqtt_delivered,
-            pubsub_delivered,
             expected_mqtt: expected_mqtt.len(),
             expected_pubsub: expected_pubsub.len(),
             pubsub_devices: pubsub_devices.into_iter().collect::<BTreeSet<_>>().into_iter().collect(),
-            lost,
-            duplicates,
-            unexpected,
-            same_bytes,
+            lost: verified.as_ref().map(|v| v.lost),
+            unexpected: verified.as_ref().map(|v| v.unexpected),
+            verified,
             pending_mqtt,
             pending_pubsub,
             mqtt_p50,
@@ -404,50 +491,158 @@ impl Summary {
             pubsub_p99,
             fallbacks: metrics.iter().map(|s| s.fallback).sum(),
             retries: metrics.iter().map(|s| s.mqtt.retries + s.pubsub.retries).sum(),
+            circuit_openings: metrics.iter().map(|s| s.mqtt.circuit_openings + s.pubsub.circuit_openings).sum(),
+            recovered: metrics.iter().map(|s| s.recovered).sum(),
+            dropped: metrics.iter().flat_map(|s| s.dropped.values()).sum(),
+            chaos_events,
             elapsed,
             rollout: args.rollout,
         }
     }
 
     fn print_table(&self) {
-        let row = |k: &str, v: String| println!("  {k:<34} {v}");
+        let row = |k: &str, v: String| println!("  {k:<40} {v}");
         println!("dualpub demo summary");
         row("devices", self.devices.to_string());
         row("Pub/Sub cohort", format!("{} devices ({} % rollout)", self.pubsub_devices.len(), self.rollout));
-        row("locations accepted", format!("{} ({} rejected)", self.accepted, self.rejected));
-        row("MQTT delivered (subscriber)", format!("{} of {}", self.mqtt_delivered, self.expected_mqtt));
-        row("Pub/Sub delivered (pull)", format!("{} of {}", self.pubsub_delivered, self.expected_pubsub));
-        row("lost", self.lost.to_string());
-        row("duplicates", self.duplicates.to_string());
-        row("unexpected", self.unexpected.to_string());
-        row("same bytes on both transports", self.same_bytes.to_string());
+        row("locations accepted", format!("{} ({} rejected, {} resumed from the data dir)", self.accepted, self.rejected, self.recovered));
+        match &self.verified {
+            Some(v) => {
+                row("MQTT delivered (subscriber)", format!("{} of {}", v.mqtt_delivered, self.expected_mqtt));
+                row("Pub/Sub delivered (pull)", format!("{} of {}", v.pubsub_delivered, self.expected_pubsub));
+                row("lost", v.lost.to_string());
+                row("duplicates", v.duplicates.to_string());
+                row("outside the cohort on Pub/Sub", v.unexpected.to_string());
+                row("delivered from earlier runs", v.resumed.to_string());
+                row("same bytes on both transports", v.same_bytes.to_string());
+            }
+            None => row("verification", "skipped (--no-verify)".into()),
+        }
         row("still pending after flush", format!("mqtt {} / pubsub {}", self.pending_mqtt, self.pending_pubsub));
         row("SDK latency MQTT p50 / max p99", format!("{:.1} ms / {:.1} ms", self.mqtt_p50, self.mqtt_p99));
         row("SDK latency Pub/Sub p50 / max p99", format!("{:.1} ms / {:.1} ms", self.pubsub_p50, self.pubsub_p99));
-        row("fallbacks / retries", format!("{} / {}", self.fallbacks, self.retries));
+        row("fallbacks / retries / breaker openings", format!("{} / {} / {}", self.fallbacks, self.retries, self.circuit_openings));
+        row("dropped (caps)", self.dropped.to_string());
+        if self.chaos_events > 0 {
+            row("chaos events", self.chaos_events.to_string());
+        }
         row("elapsed", format!("{} ms", self.elapsed.as_millis()));
     }
 
     fn json(&self) -> String {
+        let v = self.verified.as_ref();
         serde_json::json!({
             "devices": self.devices,
             "accepted": self.accepted,
             "rejected": self.rejected,
-            "mqtt_delivered": self.mqtt_delivered,
-            "pubsub_delivered": self.pubsub_delivered,
+            "mqtt_delivered": v.map(|v| v.mqtt_delivered),
+            "pubsub_delivered": v.map(|v| v.pubsub_delivered),
             "pubsub_devices": self.pubsub_devices,
-            "lost": self.lost,
-            "duplicates": self.duplicates,
-            "unexpected": self.unexpected,
-            "same_bytes": self.same_bytes,
+            "lost": v.map(|v| v.lost),
+            "duplicates": v.map(|v| v.duplicates),
+            "unexpected": v.map(|v| v.unexpected),
+            "resumed_delivered": v.map(|v| v.resumed),
+            "same_bytes": v.map(|v| v.same_bytes),
             "pending_mqtt": self.pending_mqtt,
             "pending_pubsub": self.pending_pubsub,
+            "recovered": self.recovered,
+            "dropped": self.dropped,
             "mqtt_latency_p50_ms": self.mqtt_p50,
             "pubsub_latency_p50_ms": self.pubsub_p50,
             "fallbacks": self.fallbacks,
             "retries": self.retries,
+            "circuit_openings": self.circuit_openings,
+            "chaos_events": self.chaos_events,
             "elapsed_ms": self.elapsed.as_millis() as u64,
         })
         .to_string()
+    }
+}
+
+/// `--chaos`: fault proxies in front of the broker and the Pub/Sub endpoint, and a thread that
+/// keeps breaking things until [`Chaos::calm`].
+struct Chaos {
+    mqtt: Arc<FaultProxy>,
+    pubsub: Arc<FaultProxy>,
+    stop: Arc<AtomicBool>,
+    events: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    emulator: Option<Arc<dualpub_emulator::Emulator>>,
+}
+
+impl Chaos {
+    fn start(mqtt_host: &str, mqtt_port: u16, endpoint: &str, emulator: Option<&EmulatorHandle>) -> std::io::Result<Chaos> {
+        use std::net::ToSocketAddrs;
+        let resolve = |host: &str, port: u16| {
+            (host, port).to_socket_addrs()?.next().ok_or_else(|| std::io::Error::other(format!("cannot resolve {host}")))
+        };
+        let mqtt = Arc::new(FaultProxy::start(resolve(mqtt_host, mqtt_port)?)?);
+        let (host, port) = url_host_port(endpoint, 80).map_err(std::io::Error::other)?;
+        let pubsub = Arc::new(FaultProxy::start(resolve(&host, port)?)?);
+        let emulator = emulator.map(|e| e.emulator().clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let events = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (mqtt, pubsub, stop, events, emulator) = (mqtt.clone(), pubsub.clone(), stop.clone(), events.clone(), emulator.clone());
+            std::thread::spawn(move || {
+                use rand::Rng;
+                let mut rng = rand::rng();
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(rng.random_range(200..800)));
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    events.fetch_add(1, Ordering::SeqCst);
+                    match rng.random_range(0..5) {
+                        0 => mqtt.cut_connections(),
+                        1 => {
+                            // A broker restart, as the SDK sees it: connections reset, refused for a while.
+                            mqtt.outage();
+                            std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+                            mqtt.restore();
+                        }
+                        2 => pubsub.cut_connections(),
+                        3 => {
+                            pubsub.outage();
+                            std::thread::sleep(Duration::from_millis(rng.random_range(200..1000)));
+                            pubsub.restore();
+                        }
+                        _ => {
+                            if let Some(e) = &emulator {
+                                e.faults().set(dualpub_testbed::FaultPlan {
+                                    fail_rate: 0.3,
+                                    fail_statuses: vec![429, 500, 503],
+                                    latency_ms: rng.random_range(0..100),
+                                    drop_after_accept_next: rng.random_range(0..3),
+                                    retry_after_secs: None,
+                                    ..Default::default()
+                                });
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Chaos { mqtt, pubsub, stop, events, thread: Some(thread), emulator })
+    }
+
+    /// Stops breaking things (waiting for the fault thread) and repairs everything, so the
+    /// fleet can drain.
+    fn calm(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.mqtt.restore();
+        self.pubsub.restore();
+        if let Some(e) = &self.emulator {
+            e.faults().clear();
+        }
+    }
+
+    /// How many faults were injected.
+    fn stop(mut self) -> u64 {
+        self.calm();
+        self.events.load(Ordering::SeqCst)
     }
 }
