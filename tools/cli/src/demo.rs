@@ -63,6 +63,10 @@ pub struct DemoArgs {
     /// Skip the independent subscribers (when another process verifies delivery).
     #[arg(long)]
     pub no_verify: bool,
+    /// Turn MQTT off in the migration config: Pub/Sub-cohort devices then publish to Pub/Sub
+    /// only (MQTT gets their locations only through fallback); the rest stay on MQTT.
+    #[arg(long)]
+    pub no_mqtt: bool,
     /// Inject faults while sending: connection cuts and outages in front of the broker and the
     /// Pub/Sub endpoint, emulator 429/500/503, latency and dropped responses.
     #[arg(long)]
@@ -167,6 +171,7 @@ pub fn run(args: DemoArgs) -> i32 {
         pubsub_enabled: true,
         pubsub_percentage: args.rollout,
         rollout_salt: args.salt.clone(),
+        mqtt_enabled: !args.no_mqtt,
         ..MigrationConfig::default()
     };
     let mut fleet: Vec<(String, Arc<DualPublisher>)> = Vec::with_capacity(args.devices);
@@ -244,6 +249,7 @@ pub fn run(args: DemoArgs) -> i32 {
     };
 
     // Drive the fleet: round by round, every device moves a little.
+    let mut accepted_ids: HashSet<String> = HashSet::new();
     let mut expected_mqtt: HashSet<String> = HashSet::new();
     let mut expected_pubsub: HashSet<String> = HashSet::new();
     let mut rejected = 0u64;
@@ -262,9 +268,12 @@ pub fn run(args: DemoArgs) -> i32 {
             match p.send_location(loc) {
                 Ok(event_id) => {
                     accepted.fetch_add(1, Ordering::SeqCst);
-                    expected_mqtt.insert(event_id.clone());
+                    accepted_ids.insert(event_id.clone());
                     if cohort.contains(id.as_str()) {
                         expected_pubsub.insert(event_id.clone());
+                    }
+                    if !args.no_mqtt || !cohort.contains(id.as_str()) {
+                        expected_mqtt.insert(event_id.clone());
                     }
                     this_round.push((id.as_str(), event_id));
                 }
@@ -326,6 +335,7 @@ pub fn run(args: DemoArgs) -> i32 {
     let summary = Summary::compute(
         &args,
         verify.as_ref(),
+        &accepted_ids,
         &expected_mqtt,
         &expected_pubsub,
         &cohort,
@@ -425,6 +435,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn verify(
     (mqtt, pubsub): &(Subscriber, Subscriber),
+    accepted: &HashSet<String>,
     expected_mqtt: &HashSet<String>,
     expected_pubsub: &HashSet<String>,
     cohort: &HashSet<&str>,
@@ -442,9 +453,9 @@ fn verify(
         + (expected_pubsub.len() - pubsub_delivered).saturating_sub(pending_pubsub as usize);
     let duplicates = (m.len() - m_ids.len()) + (p.len() - p_ids.len());
     // Accepted in this run, yet on Pub/Sub for a device outside the cohort.
-    let unexpected = p.iter().filter(|r| expected_mqtt.contains(&r.event_id) && !cohort.contains(r.device_id.as_str())).count();
+    let unexpected = p.iter().filter(|r| accepted.contains(&r.event_id) && !cohort.contains(r.device_id.as_str())).count();
     // Delivered now but accepted by an earlier run on the same data directory.
-    let resumed: HashSet<&str> = m.iter().chain(p.iter()).map(|r| r.event_id.as_str()).filter(|e| !expected_mqtt.contains(*e)).collect();
+    let resumed: HashSet<&str> = m.iter().chain(p.iter()).map(|r| r.event_id.as_str()).filter(|e| !accepted.contains(*e)).collect();
     // Both backends must see the same bytes for the same eventId.
     let by_id: HashMap<&str, &[u8]> = m.iter().map(|r| (r.event_id.as_str(), r.payload.as_slice())).collect();
     let same_bytes = p.iter().all(|r| by_id.get(r.event_id.as_str()).is_none_or(|b| *b == r.payload.as_slice()));
@@ -456,6 +467,7 @@ impl Summary {
     fn compute(
         args: &DemoArgs,
         subscribers: Option<&(Subscriber, Subscriber)>,
+        accepted_ids: &HashSet<String>,
         expected_mqtt: &HashSet<String>,
         expected_pubsub: &HashSet<String>,
         cohort: &HashSet<&str>,
@@ -468,7 +480,7 @@ impl Summary {
         elapsed: Duration,
         chaos_events: u64,
     ) -> Summary {
-        let verified = subscribers.map(|s| verify(s, expected_mqtt, expected_pubsub, cohort, pending_mqtt, pending_pubsub));
+        let verified = subscribers.map(|s| verify(s, accepted_ids, expected_mqtt, expected_pubsub, cohort, pending_mqtt, pending_pubsub));
         let mqtt_p50 = median(metrics.iter().filter(|s| s.mqtt.published > 0).map(|s| s.mqtt.latency_p50_ms).collect());
         let pubsub_p50 = median(metrics.iter().filter(|s| s.pubsub.published > 0).map(|s| s.pubsub.latency_p50_ms).collect());
         let mqtt_p99 = metrics.iter().map(|s| s.mqtt.latency_p99_ms).fold(0.0, f64::max);

@@ -1,0 +1,253 @@
+//! Zero loss under process kills, broker restarts, Pub/Sub failures and a long offline spell.
+//! The SDK runs in `dualpub demo` child processes (so it can be SIGKILLed); mosquitto, the
+//! emulator and the verifying subscribers live in this test process and outlive every kill.
+
+use dualpub_testbed::mosquitto::Mosquitto;
+use dualpub_testbed::proxy::FaultProxy;
+use dualpub_testbed::subscribers::{self, Collected, Subscriber};
+use dualpub_testbed::{EmulatorHandle, EmulatorOptions, FaultPlan};
+use rand::Rng;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROJECT: &str = "chaos";
+const TOPIC: &str = "location-updates";
+
+struct Bed {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+    broker: Mosquitto,
+    emulator: EmulatorHandle,
+    mqtt: Subscriber,
+    pubsub: Subscriber,
+}
+
+fn bed(name: &str) -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), None).unwrap();
+    let emulator = EmulatorHandle::spawn(EmulatorOptions::default()).unwrap();
+    subscribers::create_topic(&emulator.url(), PROJECT, TOPIC).unwrap();
+    // A persistent session: mosquitto keeps queueing for the verifier across its own restarts.
+    let mqtt = subscribers::mqtt_with_session("127.0.0.1", broker.port, "device/telemetry/+", Some(&format!("verifier-{name}"))).unwrap();
+    let pubsub = subscribers::pubsub(&emulator.url(), PROJECT, TOPIC, &format!("verifier-{name}")).unwrap();
+    Bed { data: dir.path().join("data"), log: dir.path().join("durable.log"), _dir: dir, broker, emulator, mqtt, pubsub }
+}
+
+fn demo(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dualpub"));
+    c.arg("demo").args(["--pubsub-project", PROJECT, "--pubsub-topic", TOPIC, "--allow-insecure", "--no-verify", "--json"]).args(args);
+    c.env("RUST_LOG", "error");
+    c
+}
+
+/// "deviceId eventId" lines the SDK reported durable.
+fn durable(log: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(d, e)| (d.to_string(), e.to_string())))
+        .collect()
+}
+
+fn cohort(devices: usize, pct: f64) -> HashSet<String> {
+    (0..devices)
+        .map(|i| format!("demo-device-{i}"))
+        .filter(|id| dualpub::rollout::in_rollout(dualpub::RolloutAlgorithm::V1, dualpub::rollout::bucket(dualpub::RolloutAlgorithm::V1, "pubsub-migration", id), pct))
+        .collect()
+}
+
+fn missing(c: &Collected, want: &[&String]) -> usize {
+    let got: HashSet<String> = c.all().into_iter().map(|r| r.event_id).collect();
+    want.iter().filter(|e| !got.contains(**e)).count()
+}
+
+fn wait_missing(c: &Collected, want: &[&String], timeout: Duration) -> usize {
+    c.wait_until(timeout, |c| missing(c, want) == 0);
+    missing(c, want)
+}
+
+fn duplicate_rate(c: &Collected) -> (usize, usize) {
+    let by: HashMap<String, usize> = c.by_event();
+    (by.values().map(|n| n - 1).sum(), by.len())
+}
+
+fn run_to_end(mut cmd: Command) -> serde_json::Value {
+    let out = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap()
+}
+
+fn kill(mut child: Child) {
+    // Child::kill is SIGKILL on Unix: no destructor, no flush, no close.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn sigkill_at_twenty_random_points_loses_nothing_durable() {
+    let b = bed("kill");
+    let (devices, pct) = (5usize, 40.0);
+    let data = b.data.to_str().unwrap().to_string();
+    let log = b.log.to_str().unwrap().to_string();
+    let mqtt_url = b.broker.url();
+    let endpoint = b.emulator.url();
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    // Restart the same data directory until 5,000 locations were reported durable, killing each
+    // run at a random point (at least 20 kills).
+    while kills < 20 || durable(&b.log).len() < 5_000 {
+        let child = demo(&[
+            "--devices", &devices.to_string(), "--locations-per-device", "100", "--rollout", &pct.to_string(),
+            "--round-interval-ms", "3", "--mqtt-url", &mqtt_url, "--pubsub-endpoint", &endpoint,
+            "--data-dir", &data, "--durable-log", &log,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+        kill(child);
+        kills += 1;
+        assert!(kills < 200, "the fleet never reached 5,000 durable locations");
+    }
+    // One last run only drains what the data directory still holds.
+    let summary = run_to_end(demo(&[
+        "--devices", &devices.to_string(), "--locations-per-device", "0", "--rollout", &pct.to_string(),
+        "--mqtt-url", &mqtt_url, "--pubsub-endpoint", &endpoint, "--data-dir", &data, "--flush-timeout-ms", "60000",
+    ]));
+    assert_eq!((summary["pending_mqtt"].as_u64(), summary["pending_pubsub"].as_u64()), (Some(0), Some(0)), "{summary}");
+
+    let promised = durable(&b.log);
+    let cohort = cohort(devices, pct);
+    let all: Vec<&String> = promised.iter().map(|(_, e)| e).collect();
+    let in_cohort: Vec<&String> = promised.iter().filter(|(d, _)| cohort.contains(d)).map(|(_, e)| e).collect();
+    let lost_mqtt = wait_missing(&b.mqtt.collected, &all, Duration::from_secs(30));
+    let lost_pubsub = wait_missing(&b.pubsub.collected, &in_cohort, Duration::from_secs(30));
+    let (dup_m, uniq_m) = duplicate_rate(&b.mqtt.collected);
+    let (dup_p, uniq_p) = duplicate_rate(&b.pubsub.collected);
+    eprintln!(
+        "kill test: {kills} SIGKILLs, {} durable locations ({} for Pub/Sub), lost mqtt {lost_mqtt} pubsub {lost_pubsub}, \
+         duplicates mqtt {dup_m}/{uniq_m} ({:.2} %), pubsub {dup_p}/{uniq_p} ({:.2} %)",
+        all.len(),
+        in_cohort.len(),
+        100.0 * dup_m as f64 / uniq_m.max(1) as f64,
+        100.0 * dup_p as f64 / uniq_p.max(1) as f64
+    );
+    assert_eq!((lost_mqtt, lost_pubsub), (0, 0));
+    assert!(all.len() >= 5_000 && kills >= 20);
+    // Duplicates carry the original eventId: every message parses to one we promised (or one
+    // accepted but killed before it was reported durable).
+    assert!(b.mqtt.collected.all().iter().all(|r| !r.event_id.is_empty()));
+}
+
+#[test]
+fn broker_restarts_and_failing_pubsub_lose_nothing() {
+    let mut b = bed("outage");
+    // 30 % of Pub/Sub requests fail with 429 or 503, all run long.
+    let flaky = FaultPlan { fail_rate: 0.3, fail_statuses: vec![429, 503], ..FaultPlan::default() };
+    b.emulator.emulator().faults().set(flaky.clone());
+    let data = b.data.to_str().unwrap().to_string();
+    let log = b.log.to_str().unwrap().to_string();
+    // MQTT off in the config: the Pub/Sub cohort reaches MQTT only by fallback.
+    let child = demo(&[
+        "--devices", "10", "--locations-per-device", "1000", "--rollout", "50", "--no-mqtt", "--round-interval-ms", "6",
+        "--mqtt-url", &b.broker.url(), "--pubsub-endpoint", &b.emulator.url(), "--data-dir", &data,
+        "--durable-log", &log, "--flush-timeout-ms", "120000",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Five broker restarts while the fleet sends, and one 4 s spell where Pub/Sub fails every
+    // request (long enough for breakers to open).
+    for round in 0..5 {
+        std::thread::sleep(Duration::from_millis(900));
+        b.broker.stop_gracefully();
+        std::thread::sleep(Duration::from_millis(400));
+        b.broker.restart().unwrap();
+        if round == 1 {
+            b.emulator.emulator().faults().set(FaultPlan { fail_rate: 1.0, fail_statuses: vec![503], ..FaultPlan::default() });
+            std::thread::sleep(Duration::from_secs(4));
+            b.emulator.emulator().faults().set(flaky.clone());
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let s: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    let promised = durable(&b.log);
+    let cohort = cohort(10, 50.0);
+    let (on_pubsub, on_mqtt): (Vec<&(String, String)>, Vec<&(String, String)>) = promised.iter().partition(|(d, _)| cohort.contains(d));
+    let on_pubsub: Vec<&String> = on_pubsub.iter().map(|(_, e)| e).collect();
+    let on_mqtt: Vec<&String> = on_mqtt.iter().map(|(_, e)| e).collect();
+    let lost_mqtt = wait_missing(&b.mqtt.collected, &on_mqtt, Duration::from_secs(60));
+    let lost_pubsub = wait_missing(&b.pubsub.collected, &on_pubsub, Duration::from_secs(60));
+    eprintln!(
+        "outage test: {} locations ({} MQTT, {} Pub/Sub), lost mqtt {lost_mqtt} pubsub {lost_pubsub}, retries {}, fallbacks {}, breaker openings {}, emulator {:?}",
+        promised.len(), on_mqtt.len(), on_pubsub.len(), s["retries"], s["fallbacks"], s["circuit_openings"], b.emulator.emulator().stats()
+    );
+    assert_eq!(promised.len(), 10_000);
+    assert_eq!((s["pending_mqtt"].as_u64(), s["pending_pubsub"].as_u64()), (Some(0), Some(0)), "{s}");
+    assert_eq!((lost_mqtt, lost_pubsub), (0, 0));
+    for key in ["retries", "fallbacks", "circuit_openings"] {
+        assert!(s[key].as_u64().unwrap() > 0, "{key}: {s}");
+    }
+}
+
+#[test]
+fn offline_then_killed_then_online_delivers_everything_in_order() {
+    let b = bed("offline");
+    // Both transports unreachable: the SDK talks to proxies that refuse every connection.
+    let mqtt_proxy = FaultProxy::start(([127, 0, 0, 1], b.broker.port).into()).unwrap();
+    let pubsub_proxy = FaultProxy::start(b.emulator.addr()).unwrap();
+    mqtt_proxy.outage();
+    pubsub_proxy.outage();
+    let data = b.data.to_str().unwrap().to_string();
+    let log = b.log.to_str().unwrap().to_string();
+    let child = demo(&[
+        "--devices", "4", "--locations-per-device", "2500", "--rollout", "100", "--mqtt-url", &mqtt_proxy.mqtt_url(),
+        "--pubsub-endpoint", &pubsub_proxy.http_url(), "--data-dir", &data, "--durable-log", &log, "--flush-timeout-ms", "600000",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    while durable(&b.log).len() < 10_000 {
+        assert!(start.elapsed() < Duration::from_secs(120), "only {} durable", durable(&b.log).len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(child);
+    assert!(b.mqtt.collected.is_empty() && b.pubsub.collected.is_empty(), "nothing could have been delivered");
+
+    // Transports back, process restarted on the same data directory.
+    mqtt_proxy.restore();
+    pubsub_proxy.restore();
+    let s = run_to_end(demo(&[
+        "--devices", "4", "--locations-per-device", "0", "--rollout", "100", "--mqtt-url", &mqtt_proxy.mqtt_url(),
+        "--pubsub-endpoint", &pubsub_proxy.http_url(), "--data-dir", &data, "--flush-timeout-ms", "120000",
+    ]));
+    assert_eq!(s["recovered"].as_u64(), Some(10_000), "{s}");
+    let promised = durable(&b.log);
+    let all: Vec<&String> = promised.iter().map(|(_, e)| e).collect();
+    assert_eq!(wait_missing(&b.mqtt.collected, &all, Duration::from_secs(60)), 0);
+    assert_eq!(wait_missing(&b.pubsub.collected, &all, Duration::from_secs(60)), 0);
+    // Per device, Pub/Sub received the locations in acceptance order (first deliveries).
+    let mut seen = HashSet::new();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    for r in b.pubsub.collected.all() {
+        if seen.insert(r.event_id.clone()) {
+            order.entry(r.device_id.clone()).or_default().push(r.event_id);
+        }
+    }
+    for device in 0..4 {
+        let id = format!("demo-device-{device}");
+        let accepted: Vec<String> = promised.iter().filter(|(d, _)| *d == id).map(|(_, e)| e.clone()).collect();
+        assert_eq!(order.get(&id), Some(&accepted), "{id}: Pub/Sub order differs from acceptance order");
+    }
+    eprintln!("offline test: {} locations delivered after restart, {:?}", all.len(), b.emulator.emulator().stats());
+}
