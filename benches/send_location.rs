@@ -1,0 +1,164 @@
+//! `cargo bench --bench send_location`: what `sendLocation` costs the caller and how many
+//! locations per second reach the disk, each next to a baseline measured in the same run
+//! (this machine is shared and noisy: read the ratios, not only the absolute numbers).
+//!
+//! - Caller cost: every `send_location` call timed on its own (p50, p99, max) against the
+//!   baseline of validating and encoding the same location (the CPU work the call cannot avoid).
+//! - Durable rate: locations accepted back to back until `await_durable` confirms them, against
+//!   the baseline of inserting the same rows straight into SQLite in one transaction.
+
+use dualpub::{Location, MigrationConfig, MqttSettings, PubSubSettings, Publisher, SdkConfig};
+use std::time::{Duration, Instant};
+
+const CALLS: usize = 50_000;
+const DURABLE_BATCH: usize = 100_000;
+
+fn location(n: usize) -> Location {
+    Location {
+        latitude: 52.52 + (n % 1000) as f64 * 1e-5,
+        longitude: 13.405,
+        accuracy: Some(5.0),
+        speed: Some(1.2),
+        bearing: Some(90.0),
+        altitude: Some(34.0),
+        timestamp_ms: 1_763_790_000_000 + n as i64,
+        battery: Some(0.82),
+    }
+}
+
+fn publisher(dir: &std::path::Path) -> Publisher {
+    // Nothing is delivered during the benchmark: MQTT points at a closed port (it retries in the
+    // background with backoff) and the config keeps Pub/Sub off, so only the caller's path and the
+    // store are measured.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    Publisher::new(
+        SdkConfig {
+            device_id: "bench-device".into(),
+            company_id: None,
+            mqtt: MqttSettings {
+                broker_url: format!("mqtt://127.0.0.1:{port}"),
+                client_id: None,
+                username: None,
+                password: None,
+                keep_alive_secs: 60,
+                idle_disconnect_secs: 30,
+                topic_template: dualpub::wire::DEFAULT_TOPIC_TEMPLATE.into(),
+                ca_certificates_pem: None,
+            },
+            pubsub: PubSubSettings {
+                endpoint: "http://127.0.0.1:9".into(),
+                project: "bench".into(),
+                topic: "bench".into(),
+                ordering_enabled: true,
+                max_batch_messages: 1000,
+                max_batch_bytes: 1_000_000,
+                max_batch_latency_ms: 500,
+                ca_certificates_pem: None,
+            },
+            data_dir: dir.to_string_lossy().into_owned(),
+            migration: Some(MigrationConfig::default()),
+            allow_insecure: true,
+            max_outbox_rows: 10_000_000,
+            max_outbox_age_hours: 168,
+            max_storage_bytes: None,
+        },
+        None,
+    )
+    .unwrap()
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn caller_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = publisher(dir.path());
+    // Warm up (allocator, runtime, store thread).
+    for n in 0..2_000 {
+        p.send_location(location(n)).unwrap();
+    }
+    let mut calls = Vec::with_capacity(CALLS);
+    let mut baseline = Vec::with_capacity(CALLS);
+    for n in 0..CALLS {
+        let loc = location(n);
+        let t = Instant::now();
+        loc.validate(dualpub_now_ms()).unwrap();
+        let id = dualpub::wire::new_event_id();
+        std::hint::black_box(dualpub::wire::encode(&id, "bench-device", None, &loc));
+        baseline.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(p.send_location(loc).unwrap());
+        calls.push(t.elapsed());
+    }
+    calls.sort();
+    baseline.sort();
+    let (c50, c99, b50, b99) = (percentile(&calls, 0.5), percentile(&calls, 0.99), percentile(&baseline, 0.5), percentile(&baseline, 0.99));
+    println!("sendLocation caller cost over {CALLS} calls:");
+    println!("  sendLocation          p50 {:>7.2} µs   p99 {:>7.2} µs   max {:>8.1} µs", us(c50), us(c99), us(*calls.last().unwrap()));
+    println!("  baseline (validate + eventId + encode) p50 {:>7.2} µs   p99 {:>7.2} µs", us(b50), us(b99));
+    println!("  ratio sendLocation / baseline: p50 {:.2}x, p99 {:.2}x", us(c50) / us(b50), us(c99) / us(b99));
+    println!("  target p99 < 50 µs: {}", if us(c99) < 50.0 { "met" } else { "NOT met" });
+    p.close();
+}
+
+fn durable_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = publisher(dir.path());
+    let locs: Vec<Location> = (0..DURABLE_BATCH).map(location).collect();
+    let start = Instant::now();
+    for loc in locs {
+        p.send_location(loc).unwrap();
+    }
+    let accepted_in = start.elapsed();
+    assert!(p.await_durable(Duration::from_secs(120)), "not durable within 2 minutes");
+    let durable_in = start.elapsed();
+    let rate = DURABLE_BATCH as f64 / durable_in.as_secs_f64();
+    p.close();
+
+    // Baseline: the same rows straight into SQLite (same pragmas), one transaction.
+    let raw_dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(raw_dir.path().join("raw.db")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.execute_batch("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, event_id TEXT, payload BLOB, timestamp_ms INTEGER, accepted_at_ms INTEGER, mqtt INTEGER, pubsub INTEGER)").unwrap();
+    let rows: Vec<(String, Vec<u8>)> = (0..DURABLE_BATCH)
+        .map(|n| {
+            let id = dualpub::wire::new_event_id();
+            let json = dualpub::wire::encode(&id, "bench-device", None, &location(n));
+            (id, json)
+        })
+        .collect();
+    let start = Instant::now();
+    let mut conn = conn;
+    let tx = conn.transaction().unwrap();
+    {
+        let mut stmt = tx.prepare("INSERT INTO outbox VALUES (?1, ?2, ?3, ?4, ?5, 1, 0)").unwrap();
+        for (n, (id, json)) in rows.iter().enumerate() {
+            stmt.execute(rusqlite::params![n as i64, id, json, n as i64, n as i64]).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    let raw = start.elapsed();
+    let raw_rate = DURABLE_BATCH as f64 / raw.as_secs_f64();
+    println!("sustained accepted-and-durable rate, {DURABLE_BATCH} locations:");
+    println!("  accepted in {:.0} ms, durable in {:.0} ms: {rate:.0} locations/s", accepted_in.as_secs_f64() * 1e3, durable_in.as_secs_f64() * 1e3);
+    println!("  baseline (one raw SQLite transaction, no SDK): {raw_rate:.0} rows/s");
+    println!("  ratio SDK / raw SQLite: {:.2}", rate / raw_rate);
+    println!("  target >= 20,000 locations/s: {}", if rate >= 20_000.0 { "met" } else { "NOT met" });
+}
+
+fn dualpub_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful: run either way.
+    println!("dualpub benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    caller_cost();
+    durable_rate();
+}
