@@ -396,6 +396,14 @@ impl Outbox {
         set.first().and_then(|s| self.rows.get(s)).map(|r| r.accepted_at)
     }
 
+    /// Sequence number of the oldest row pending (not in flight) for `t`.
+    pub fn oldest_pending_seq(&self, t: Transport) -> Option<u64> {
+        match t {
+            Transport::Mqtt => self.pending_mqtt.first().copied(),
+            Transport::PubSub => self.pending_pubsub.first().copied(),
+        }
+    }
+
     /// Number of rows pending (not in flight) for `t`.
     pub fn pending_count(&self, t: Transport) -> usize {
         match t {

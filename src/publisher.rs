@@ -11,7 +11,7 @@ use crate::rollout::{decide, RolloutDecision};
 use crate::token::{TokenCache, TokenProvider};
 use crate::transport::{mqtt, pubsub};
 use crate::{clock, runtime, store, wire};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -56,8 +56,9 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub wake_mqtt: Notify,
     pub wake_pubsub: Notify,
-    /// Send Pub/Sub batches now instead of waiting for the latency limit.
-    pub urgent: AtomicBool,
+    /// Pub/Sub sends rows up to this sequence number at once instead of waiting for the
+    /// latency limit (set by `flush`).
+    pub flush_target: AtomicU64,
 }
 
 impl Shared {
@@ -214,7 +215,7 @@ impl Publisher {
             metrics: Metrics::default(),
             wake_mqtt: Notify::new(),
             wake_pubsub: Notify::new(),
-            urgent: AtomicBool::new(false),
+            flush_target: AtomicU64::new(0),
         });
         if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
             log::error!("dualpub outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display());
@@ -386,11 +387,10 @@ impl Publisher {
     pub fn flush(&self, timeout: Duration) -> FlushReport {
         let start = Instant::now();
         let mut st = self.shared.lock();
-        // Set under the lock, so the Pub/Sub task cannot clear it before seeing these rows.
-        self.shared.urgent.store(true, Ordering::SeqCst);
+        let target = st.next_seq - 1;
+        self.shared.flush_target.fetch_max(target, Ordering::SeqCst);
         self.shared.wake(Transport::Mqtt);
         self.shared.wake(Transport::PubSub);
-        let target = st.next_seq - 1;
         while !st.outbox.drained_up_to(target) && !st.closed {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {

@@ -335,11 +335,11 @@ async fn wait_for_batch(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -
         let deadline = {
             let st = shared.lock();
             let n = st.outbox.pending_count(Transport::PubSub);
+            let flushing = st.outbox.oldest_pending_seq(Transport::PubSub).is_some_and(|s| s <= shared.flush_target.load(Ordering::SeqCst));
             if n == 0 {
-                shared.urgent.store(false, Ordering::SeqCst);
                 None
             } else if n >= p.max_batch_messages as usize
-                || shared.urgent.load(Ordering::SeqCst)
+                || flushing
                 || st.outbox.pending_cost(Transport::PubSub, p.max_batch_messages as usize, cost) >= p.max_batch_bytes as usize
             {
                 return true;
