@@ -9,6 +9,9 @@ as_root() {
 ensure_debian_packages() {
     local missing=()
     [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+    command -v java >/dev/null || missing+=(openjdk-17-jdk-headless)
+    command -v mvn >/dev/null || missing+=(maven)
+    command -v npm >/dev/null || missing+=(npm)
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
     if [ ${#missing[@]} -gt 0 ]; then
@@ -31,4 +34,32 @@ ensure_python_env() {
         "$env/bin/pip" install -q --disable-pip-version-check -r "$req"
         echo "$want" > "$stamp"
     fi
+}
+
+# The Kotlin compiler (npm package kotlin-compiler: the full JVM compiler) and the JVM jars
+# (JNA, the JUnit console launcher) from Maven Central, cached under target/tools.
+KOTLIN_VERSION=2.4.20
+JNA_VERSION=5.18.1
+JUNIT_CONSOLE_VERSION=1.13.4
+ensure_kotlin_toolchain() {
+    local tools=target/tools
+    if [ ! -x "$tools/node_modules/kotlin-compiler/bin/kotlinc" ]; then
+        echo "==> installing the Kotlin compiler $KOTLIN_VERSION (npm)"
+        mkdir -p "$tools"
+        npm install --prefix "$tools" --no-audit --no-fund --silent "kotlin-compiler@$KOTLIN_VERSION" >/dev/null
+    fi
+    local jars="$tools/jars"
+    for artifact in "net.java.dev.jna:jna:$JNA_VERSION" "org.junit.platform:junit-platform-console-standalone:$JUNIT_CONSOLE_VERSION"; do
+        local name
+        name="$(echo "$artifact" | cut -d: -f2)-$(echo "$artifact" | cut -d: -f3).jar"
+        if [ ! -f "$jars/$name" ]; then
+            echo "==> fetching $artifact (Maven Central)"
+            mkdir -p "$jars"
+            mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy -Dartifact="$artifact" -DoutputDirectory="$jars" >/dev/null
+        fi
+    done
+    KOTLINC="$tools/node_modules/kotlin-compiler/bin/kotlinc"
+    KOTLIN_STDLIB="$tools/node_modules/kotlin-compiler/lib/kotlin-stdlib.jar"
+    JNA_JAR="$jars/jna-$JNA_VERSION.jar"
+    JUNIT_JAR="$jars/junit-platform-console-standalone-$JUNIT_CONSOLE_VERSION.jar"
 }

@@ -203,8 +203,8 @@ fn bad_ids_and_configs_are_refused_at_construction() {
 fn every_call_after_close_is_a_closed_error() {
     let emu = emulator();
     let p = DualPublisher::new(config(&device("closed"), &broker().url(), &emu.url(), rollout(0.0)), None).unwrap();
-    p.close();
-    p.close();
+    p.shutdown();
+    p.shutdown();
     assert!(matches!(p.send_location(location(0)), Err(DualPubError::Closed)));
     assert!(matches!(p.send_locations(vec![location(0)]), Err(DualPubError::Closed)));
     assert!(matches!(p.apply_config(rollout(5.0)), Err(DualPubError::Closed)));
@@ -226,6 +226,6 @@ fn bucketing_helpers_agree_with_the_decision() {
         let d = p.decision().unwrap();
         assert_eq!(d.bucket, rollout_bucket(id.clone(), "pubsub-migration".into(), RolloutAlgorithm::V1));
         assert_eq!(d.pubsub_enabled, rollout_in_cohort(id, "pubsub-migration".into(), RolloutAlgorithm::V1, 50.0));
-        p.close();
+        p.shutdown();
     }
 }

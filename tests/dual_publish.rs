@@ -52,7 +52,7 @@ fn both_backends_receive_the_same_bytes_event_id_and_attributes() {
     assert_eq!((metrics.mqtt.queue_depth, metrics.pubsub.queue_depth), (0, 0));
     assert!(metrics.pubsub.latency_p50_ms > 0.0 && metrics.pubsub.latency_p99_ms >= metrics.pubsub.latency_p50_ms);
     assert!(metrics.pubsub.bytes_sent > 0 && metrics.http_requests >= 1);
-    p.close();
+    p.shutdown();
 }
 
 #[test]

@@ -25,7 +25,7 @@ fn queued_locations_survive_a_restart_and_resume_in_order() {
     assert!(p.await_durable(10_000).unwrap(), "accepted locations reach the disk");
     let r = p.flush(300).unwrap();
     assert_eq!((r.pending_mqtt, r.pending_pubsub), (200, 200));
-    p.close();
+    p.shutdown();
     drop(p);
 
     emu.emulator().faults().clear();
@@ -81,7 +81,7 @@ fn a_full_outbox_drops_the_oldest_and_counts_them() {
     assert_eq!(m.dropped.get("outbox_full"), Some(&30));
     assert_eq!(m.mqtt.queue_depth, 50);
     assert!(p.await_durable(10_000).unwrap());
-    p.close();
+    p.shutdown();
     drop(p);
 
     let mqtt = mqtt_subscriber(&id);
@@ -136,7 +136,7 @@ fn dead_letters_survive_a_restart_and_can_be_retried() {
     let e = p.send_location(poison).unwrap();
     assert!(p.flush(10_000).unwrap().completed);
     assert_eq!(p.dead_letters().unwrap().len(), 1);
-    p.close();
+    p.shutdown();
     drop(p);
 
     let pubsub = pubsub_subscriber(&emu, "dead-letter-restart");

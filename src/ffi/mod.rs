@@ -103,8 +103,10 @@ impl DualPublisher {
     }
 
     /// Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail
-    /// with `Closed`; a new publisher on the same data directory resumes delivery.
-    pub fn close(&self) {
+    /// with `Closed`; a new publisher on the same data directory resumes delivery. (Named
+    /// `shutdown` because Kotlin's `AutoCloseable.close()` — what `use {}` calls — frees the
+    /// object, which shuts it down too.)
+    pub fn shutdown(&self) {
         self.inner.close()
     }
 }

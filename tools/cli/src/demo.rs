@@ -329,7 +329,7 @@ pub fn run(args: DemoArgs) -> i32 {
 
     let metrics: Vec<dualpub::MetricsSnapshot> = fleet.iter().filter_map(|(_, p)| p.metrics().ok()).collect();
     for (_, p) in &fleet {
-        p.close();
+        p.shutdown();
     }
     let chaos_events = chaos.map(|c| c.stop()).unwrap_or_default();
     let summary = Summary::compute(
