@@ -67,13 +67,15 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records rows that left the outbox and wakes `flush` waiters.
-    pub fn completed(&self, done: &[Completed]) {
+    /// Records rows that left the outbox while the lock `st` is still held (so a `flush` that
+    /// sees them gone also sees them counted), then releases it and wakes `flush` waiters.
+    pub fn completed(&self, st: MutexGuard<'_, State>, done: &[Completed]) {
         for c in done {
             if let Some(o) = c.outcome {
                 self.metrics.outcome(o);
             }
         }
+        drop(st);
         self.progress.notify_all();
     }
 
@@ -81,9 +83,10 @@ impl Shared {
     pub fn ack(&self, t: Transport, acked: &[(u64, Instant)]) {
         let now = Instant::now();
         let seqs: Vec<u64> = acked.iter().map(|(s, _)| *s).collect();
-        let done = self.lock().outbox.ack(t, &seqs);
+        let mut st = self.lock();
+        let done = st.outbox.ack(t, &seqs);
         self.metrics.published(t, acked.iter().map(|(_, at)| now.duration_since(*at).as_secs_f64() * 1000.0));
-        self.completed(&done);
+        self.completed(st, &done);
     }
 
     /// Wakes the task of transport `t`.
@@ -291,22 +294,19 @@ impl Publisher {
         config.validate()?;
         let s = &self.shared.settings;
         let decision = decide(&config, &s.device_id, s.company_id.as_deref());
-        let (old, done) = {
-            let mut st = self.shared.lock();
-            if st.closed {
-                return Err(DualPubError::Closed);
-            }
-            let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone() }));
-            // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
-            // for it; MQTT takes over anything that would otherwise be owed to nobody.
-            let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled {
-                st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt)
-            } else {
-                Vec::new()
-            };
-            (old, done)
+        let mut st = self.shared.lock();
+        if st.closed {
+            return Err(DualPubError::Closed);
+        }
+        let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone() }));
+        // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
+        // for it; MQTT takes over anything that would otherwise be owed to nobody.
+        let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled {
+            st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt)
+        } else {
+            Vec::new()
         };
-        self.shared.completed(&done);
+        self.shared.completed(st, &done);
         if old.decision != decision {
             log::info!(
                 "dualpub decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",

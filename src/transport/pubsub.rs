@@ -162,8 +162,9 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client, mut tokens: 
                     fall_back(&shared, &batch);
                     shared.metrics.dead_letter();
                     shared.metrics.failed(Transport::PubSub, 1);
-                    let done = shared.lock().outbox.dead_letter(Transport::PubSub, row.seq, why);
-                    shared.completed(&done);
+                    let mut st = shared.lock();
+                    let done = st.outbox.dead_letter(Transport::PubSub, row.seq, why);
+                    shared.completed(st, &done);
                 }
                 failure => {
                     let mut rest: Vec<u64> = batch.iter().map(|r| r.seq).collect();
@@ -240,8 +241,7 @@ fn release_in_flight(shared: &Shared, seqs: &[u64]) {
     st.outbox.release(Transport::PubSub, seqs);
     if !st.active.decision.pubsub_enabled {
         let done = st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt);
-        drop(st);
-        shared.completed(&done);
+        shared.completed(st, &done);
         shared.wake(Transport::Mqtt);
     }
 }
