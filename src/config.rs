@@ -160,6 +160,40 @@ impl MigrationConfig {
         Ok(config)
     }
 
+    /// The config as a document of the same shape `from_json` reads.
+    pub fn to_json(&self) -> serde_json::Value {
+        let overrides = |m: &HashMap<String, Override>| -> serde_json::Value {
+            m.iter()
+                .map(|(k, o)| {
+                    let mut v = serde_json::Map::new();
+                    if let Some(b) = o.mqtt_enabled {
+                        v.insert("mqttEnabled".into(), b.into());
+                    }
+                    if let Some(b) = o.pubsub_enabled {
+                        v.insert("pubsubEnabled".into(), b.into());
+                    }
+                    if let Some(p) = o.pubsub_percentage {
+                        v.insert("pubsubPercentage".into(), p.into());
+                    }
+                    (k.clone(), serde_json::Value::Object(v))
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        serde_json::json!({
+            "version": self.version,
+            "mqttEnabled": self.mqtt_enabled,
+            "pubsubEnabled": self.pubsub_enabled,
+            "pubsubPercentage": self.pubsub_percentage,
+            "fallbackToMqtt": self.fallback_to_mqtt,
+            "debugMode": self.debug_mode,
+            "emergencyMode": self.emergency_mode,
+            "rollout": {"salt": self.rollout_salt, "algorithm": self.rollout_algorithm.as_str()},
+            "deviceOverrides": overrides(&self.device_overrides),
+            "companyOverrides": overrides(&self.company_overrides),
+        })
+    }
+
     /// Checks every value; used for parsed documents and for configs the app passes directly.
     pub fn validate(&self) -> Result<(), ConfigError> {
         percentage("pubsubPercentage", self.pubsub_percentage)?;
@@ -394,6 +428,16 @@ mod tests {
         assert_eq!(c.pubsub_percentage, 25.5);
         assert_eq!(c.device_overrides["d-1"].pubsub_enabled, Some(true));
         assert_eq!(c.company_overrides["c-9"].pubsub_percentage, Some(100.0));
+    }
+
+    #[test]
+    fn to_json_round_trips() {
+        let c = MigrationConfig::from_json(
+            r#"{"version": 4, "pubsubEnabled": true, "pubsubPercentage": 12.5, "debugMode": true,
+            "rollout": {"salt": "s", "algorithm": "crc32"}, "deviceOverrides": {"d": {"mqttEnabled": false}}}"#,
+        )
+        .unwrap();
+        assert_eq!(MigrationConfig::from_json(&c.to_json().to_string()).unwrap(), c);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::rollout::{decide, RolloutDecision};
 use crate::token::{TokenCache, TokenProvider};
 use crate::transport::{mqtt, pubsub};
 use crate::{clock, runtime, store, wire};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -59,6 +59,14 @@ pub(crate) struct Shared {
     /// Pub/Sub sends rows up to this sequence number at once instead of waiting for the
     /// latency limit (set by `flush`).
     pub flush_target: AtomicU64,
+    /// Debug mode in force (the config's `debugMode`, unless the app set it locally).
+    pub debug_mode: AtomicBool,
+    /// `setDebugMode` from the app, which wins over the config.
+    pub debug_local: Mutex<Option<bool>>,
+    /// The app opted in to precise coordinates in debug output.
+    pub precise_coordinates: AtomicBool,
+    /// Debug events, listener and recent errors.
+    pub debug: crate::debug::Debug,
 }
 
 impl Shared {
@@ -89,6 +97,26 @@ impl Shared {
         self.completed(st, &done);
     }
 
+    /// Logs an event and, in debug mode, streams it to the app's debug listener.
+    pub fn event(&self, level: log::Level, kind: &str, message: impl FnOnce() -> String) {
+        let debug = self.debug_mode.load(Ordering::Relaxed);
+        if level <= log::max_level() || level <= log::Level::Warn || debug {
+            self.debug.event(debug, level, kind, message());
+        }
+    }
+
+    /// Recomputes debug mode from the config and the app's local switch; takes effect at once
+    /// (log level and event stream).
+    pub fn refresh_debug_mode(&self, config_debug: bool) {
+        let local = *self.debug_local.lock().unwrap_or_else(|p| p.into_inner());
+        let on = local.unwrap_or(config_debug);
+        let was = self.debug_mode.swap(on, Ordering::SeqCst);
+        if was != on {
+            crate::logging::debug_mode_changed(on);
+            self.event(log::Level::Info, "debug", || format!("debug mode {}", if on { "on" } else { "off" }));
+        }
+    }
+
     /// Wakes the task of transport `t`.
     pub fn wake(&self, t: Transport) {
         match t {
@@ -107,7 +135,7 @@ impl Shared {
         let max_age = Duration::from_secs(u64::from(self.settings.max_outbox_age_hours) * 3600);
         for (why, n) in st.outbox.evict(self.settings.max_outbox_rows as usize, max_age) {
             self.metrics.dropped(why.as_str(), n);
-            log::warn!("dualpub dropped {n} location(s): {}", why.as_str());
+            self.event(log::Level::Warn, "dropped", || format!("{n} location(s): {}", why.as_str()));
         }
     }
 
@@ -125,7 +153,7 @@ impl Shared {
                 }
                 Some(e) => {
                     self.metrics.storage_error();
-                    log::error!("dualpub cannot persist the outbox ({e}); delivering from memory and retrying");
+                    self.event(log::Level::Error, "storage", || format!("cannot persist the outbox ({e}); delivering from memory and retrying"));
                 }
             }
         }
@@ -175,6 +203,7 @@ impl Publisher {
     /// Validates `config`, starts the transport tasks on the SDK runtime and returns at once;
     /// connections are made in the background.
     pub fn new(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>) -> Result<Self, DualPubError> {
+        crate::logging::init();
         config.validate()?;
         let mqtt_options = mqtt::options(&config)?;
         let http = pubsub::http_client(&config)?;
@@ -219,12 +248,18 @@ impl Publisher {
             wake_mqtt: Notify::new(),
             wake_pubsub: Notify::new(),
             flush_target: AtomicU64::new(0),
+            debug_mode: AtomicBool::new(false),
+            debug_local: Mutex::new(None),
+            precise_coordinates: AtomicBool::new(false),
+            debug: crate::debug::Debug::default(),
         });
         if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
             log::error!("dualpub outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display());
             shared.metrics.storage_reset();
         }
         shared.metrics.recovered(recovered as u64);
+        let config_debug = shared.active().config.debug_mode;
+        shared.refresh_debug_mode(config_debug);
         let store_done = start_store_writer(db, store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
         rt.spawn(mqtt::run(shared.clone(), mqtt_options, rx.clone()));
@@ -279,6 +314,15 @@ impl Publisher {
             (mqtt, pubsub)
         };
         self.shared.metrics.accepted(encoded.len() as u64);
+        if self.shared.debug_mode.load(Ordering::Relaxed) {
+            let precise = self.shared.precise_coordinates.load(Ordering::Relaxed);
+            for ((id, _, _), loc) in encoded.iter().zip(&locations) {
+                self.shared.event(log::Level::Debug, "accepted", || {
+                    let (lat, lon) = (crate::logging::coordinate(loc.latitude, precise), crate::logging::coordinate(loc.longitude, precise));
+                    format!("{id} at {lat},{lon} for {}", match (mqtt, pubsub) { (true, true) => "mqtt+pubsub", (true, false) => "mqtt", _ => "pubsub" })
+                });
+            }
+        }
         if mqtt {
             self.shared.wake(Transport::Mqtt);
         }
@@ -306,19 +350,23 @@ impl Publisher {
         } else {
             Vec::new()
         };
+        let config_debug = st.active.config.debug_mode;
         self.shared.completed(st, &done);
+        self.shared.refresh_debug_mode(config_debug);
         if old.decision != decision {
-            log::info!(
-                "dualpub decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
-                old.decision.config_version,
-                decision.config_version,
-                old.decision.mqtt_enabled,
-                decision.mqtt_enabled,
-                old.decision.pubsub_enabled,
-                decision.pubsub_enabled,
-                old.decision.reason.as_str(),
-                decision.reason.as_str()
-            );
+            self.shared.event(log::Level::Info, "config", || {
+                format!(
+                    "decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
+                    old.decision.config_version,
+                    decision.config_version,
+                    old.decision.mqtt_enabled,
+                    decision.mqtt_enabled,
+                    old.decision.pubsub_enabled,
+                    decision.pubsub_enabled,
+                    old.decision.reason.as_str(),
+                    decision.reason.as_str()
+                )
+            });
         }
         self.shared.wake(Transport::Mqtt);
         self.shared.wake(Transport::PubSub);
@@ -327,7 +375,8 @@ impl Publisher {
 
     /// Parses and applies a config document (GUIDE §4).
     pub fn apply_config_json(&self, json: &str) -> Result<RolloutDecision, DualPubError> {
-        let config = MigrationConfig::from_json(json).inspect_err(|e| log::warn!("dualpub refused a config: {e}"))?;
+        let config = MigrationConfig::from_json(json)
+            .inspect_err(|e| self.shared.event(log::Level::Warn, "config", || format!("refused a config: {e}")))?;
         self.apply_config(config)
     }
 
@@ -372,8 +421,61 @@ impl Publisher {
             }
             letters.len() as u32
         };
-        log::info!("dualpub re-queued {n} dead letter(s)");
+        self.shared.event(log::Level::Info, "dead_letter", || format!("re-queued {n} dead letter(s)"));
         Ok(n)
+    }
+
+    /// Switches debug mode locally (`Some`), overriding the remote config, or hands it back to
+    /// the config (`None`). Takes effect at once.
+    pub fn set_debug_mode(&self, enabled: Option<bool>) {
+        *self.shared.debug_local.lock().unwrap_or_else(|p| p.into_inner()) = enabled;
+        let config_debug = self.shared.active().config.debug_mode;
+        self.shared.refresh_debug_mode(config_debug);
+    }
+
+    /// Lets debug output show precise coordinates (rounded to about 1 km otherwise).
+    pub fn set_precise_coordinates_in_debug(&self, opt_in: bool) {
+        self.shared.precise_coordinates.store(opt_in, Ordering::SeqCst);
+    }
+
+    /// Registers the app's debug listener (`None` removes it).
+    pub fn set_debug_listener(&self, listener: Option<Arc<dyn crate::debug::DebugListener>>) {
+        self.shared.debug.set_listener(listener);
+    }
+
+    /// A JSON report for support and debug screens: config, decision, queues, breakers, recent
+    /// errors. Never contains tokens, passwords or coordinates.
+    pub fn debug_report(&self) -> String {
+        let m = self.metrics();
+        let d = self.decision();
+        let st = self.shared.lock();
+        let report = serde_json::json!({
+            "sdk": wire::SDK_ID,
+            "deviceId": self.shared.settings.device_id,
+            "debugMode": self.shared.debug_mode.load(Ordering::SeqCst),
+            "preciseCoordinates": self.shared.precise_coordinates.load(Ordering::SeqCst),
+            "config": st.active.config.to_json(),
+            "decision": {
+                "mqttEnabled": d.mqtt_enabled, "pubsubEnabled": d.pubsub_enabled, "fallbackToMqtt": d.fallback_to_mqtt,
+                "reason": d.reason.as_str(), "bucket": d.bucket, "configVersion": d.config_version,
+            },
+            "queue": {
+                "mqtt": m.mqtt.queue_depth, "pubsub": m.pubsub.queue_depth, "rows": st.outbox.len(),
+                "oldestAgeSeconds": m.queue_oldest_age_seconds, "durableSeq": st.durable_seq, "nextSeq": st.next_seq,
+                "deadLetters": st.outbox.dead_letters().len(),
+            },
+            "breakers": {
+                "mqtt": {"open": m.mqtt.circuit_open, "openings": m.mqtt.circuit_openings},
+                "pubsub": {"open": m.pubsub.circuit_open, "openings": m.pubsub.circuit_openings},
+            },
+            "counts": {
+                "accepted": m.accepted, "mqttPublished": m.mqtt.published, "pubsubPublished": m.pubsub.published,
+                "fallback": m.fallback, "retries": m.mqtt.retries + m.pubsub.retries, "storageErrors": m.storage_errors,
+                "debugEventsDropped": self.shared.debug.dropped(),
+            },
+            "recentErrors": self.shared.debug.recent(),
+        });
+        report.to_string()
     }
 
     /// The migration config in force.
@@ -446,6 +548,9 @@ impl Publisher {
         if !was_closed {
             let _ = self.shutdown.send(true);
             self.shared.progress.notify_all();
+            if self.shared.debug_mode.swap(false, Ordering::SeqCst) {
+                crate::logging::debug_mode_changed(false);
+            }
             // Let the store write what is queued, so the next publisher on this directory
             // finds it; bounded, so a dying disk cannot hang the app.
             let _ = self.store_tx.send(store::Msg::Stop);

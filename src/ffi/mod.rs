@@ -2,6 +2,7 @@
 //! Swift see only what is declared here and in the records it uses.
 
 use crate::config::{MigrationConfig, SdkConfig};
+use crate::debug::DebugListener;
 use crate::error::DualPubError;
 use crate::location::Location;
 use crate::metrics::MetricsSnapshot;
@@ -100,6 +101,36 @@ impl DualPublisher {
     /// Queues dead letters again (all when `ids` is empty); returns how many.
     pub fn retry_dead_letters(&self, ids: Vec<i64>) -> Result<u32, DualPubError> {
         self.open()?.retry_dead_letters(ids)
+    }
+
+    /// Switches debug mode on or off here, overriding the remote config's `debugMode` until
+    /// `clearDebugMode`. Takes effect at once (log level and debug events).
+    pub fn set_debug_mode(&self, enabled: bool) -> Result<(), DualPubError> {
+        self.open()?.set_debug_mode(Some(enabled));
+        Ok(())
+    }
+
+    /// Hands debug mode back to the remote config.
+    pub fn clear_debug_mode(&self) -> Result<(), DualPubError> {
+        self.open()?.set_debug_mode(None);
+        Ok(())
+    }
+
+    /// Opt-in: debug output may show precise coordinates (rounded to about 1 km otherwise).
+    pub fn set_precise_coordinates_in_debug(&self, opt_in: bool) -> Result<(), DualPubError> {
+        self.open()?.set_precise_coordinates_in_debug(opt_in);
+        Ok(())
+    }
+
+    /// Registers a listener for debug events (rate-limited; only while debug mode is on).
+    pub fn set_debug_listener(&self, listener: Option<Arc<dyn DebugListener>>) -> Result<(), DualPubError> {
+        self.open()?.set_debug_listener(listener);
+        Ok(())
+    }
+
+    /// A JSON report: config, decision, queue depths, breaker states, recent errors.
+    pub fn debug_report(&self) -> Result<String, DualPubError> {
+        Ok(self.open()?.debug_report())
     }
 
     /// Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail

@@ -91,7 +91,7 @@ pub(crate) async fn run(shared: Arc<Shared>, options: MqttOptions, mut shutdown:
                 if matches!(end, End::Shutdown) {
                     return;
                 }
-                log::debug!("dualpub mqtt idle; disconnected");
+                shared.event(log::Level::Debug, "mqtt", || "idle; disconnected".into());
             }
             End::Failed(why) => {
                 poller.abort();
@@ -103,7 +103,7 @@ pub(crate) async fn run(shared: Arc<Shared>, options: MqttOptions, mut shutdown:
                     shared.metrics.circuit_opened(Transport::Mqtt);
                 }
                 let delay = backoff.next_delay();
-                log::warn!("dualpub mqtt connection failed ({why}); retrying in {} ms", delay.as_millis());
+                shared.event(log::Level::Warn, "mqtt", || format!("connection failed ({why}); retrying in {} ms", delay.as_millis()));
                 if !sleep_or_shutdown(delay, &mut shutdown).await {
                     return;
                 }
@@ -223,7 +223,7 @@ async fn session(
                         return End::Failed(format!("broker refused the connection: {:?}", ack.code));
                     }
                     connected = true;
-                    log::info!("dualpub mqtt connected");
+                    shared.event(log::Level::Info, "mqtt", || "connected".into());
                 }
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
                     if let Some(sent) = queued.pop_front() {

@@ -144,13 +144,13 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client, mut tokens: 
                     backoff.reset();
                     if breaker.success() {
                         shared.metrics.set_circuit_open(Transport::PubSub, false);
-                        log::info!("dualpub pubsub circuit closed: the probe was delivered");
+                        shared.event(log::Level::Info, "pubsub", || "circuit closed: the probe was delivered".into());
                     }
                     let acked: Vec<(u64, Instant)> = batch.iter().map(|r| (r.seq, r.accepted_at)).collect();
                     shared.ack(Transport::PubSub, &acked);
                 }
                 Outcome::BadRequest { why } if batch.len() > 1 => {
-                    log::warn!("dualpub pubsub refused a batch of {} ({why}); splitting it", batch.len());
+                    shared.event(log::Level::Warn, "pubsub", || format!("refused a batch of {} ({why}); splitting it", batch.len()));
                     let mut first = batch;
                     let second = first.split_off(first.len() / 2);
                     work.push(second);
@@ -158,7 +158,7 @@ pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client, mut tokens: 
                 }
                 Outcome::BadRequest { why } => {
                     let row = &batch[0];
-                    log::error!("dualpub pubsub refused event {} as invalid ({why}); dead-lettered", row.event_id);
+                    shared.event(log::Level::Error, "pubsub", || format!("refused event {} as invalid ({why}); dead-lettered", row.event_id));
                     fall_back(&shared, &batch);
                     shared.metrics.dead_letter();
                     shared.metrics.failed(Transport::PubSub, 1);
@@ -218,12 +218,12 @@ async fn fail(
     if opened {
         shared.metrics.set_circuit_open(Transport::PubSub, true);
         shared.metrics.circuit_opened(Transport::PubSub);
-        log::warn!("dualpub pubsub circuit open after a failed publish of {} ({why})", batch.len());
+        shared.event(log::Level::Warn, "pubsub", || format!("circuit open after a failed publish of {} ({why})", batch.len()));
         fall_back_all(shared);
         // The run loop waits out the open period.
         return;
     }
-    log::warn!("dualpub pubsub publish of {} failed ({why}); retrying in {} ms", batch.len(), delay.as_millis());
+    shared.event(log::Level::Warn, "pubsub", || format!("publish of {} failed ({why}); retrying in {} ms", batch.len(), delay.as_millis()));
     sleep_or_shutdown(delay, shutdown).await;
 }
 
@@ -263,7 +263,7 @@ fn fall_back_seqs(shared: &Shared, seqs: &[u64]) {
     if newly > 0 {
         shared.metrics.fallback(newly);
         shared.wake(Transport::Mqtt);
-        log::info!("dualpub fell back to mqtt for {newly} location(s)");
+        shared.event(log::Level::Info, "fallback", || format!("{newly} location(s) also sent to mqtt"));
     }
 }
 

@@ -606,6 +606,218 @@ fileprivate struct FfiConverterString: FfiConverter {
 
 
 /**
+ * Implemented by the app to receive debug events while debug mode is on. Called on an SDK
+ * thread (`dualpub-debug`), never the main thread; must return quickly.
+ */
+public protocol DebugListener: AnyObject, Sendable {
+    
+    /**
+     * One event.
+     */
+    func onDebugEvent(event: DebugEvent) 
+    
+}
+/**
+ * Implemented by the app to receive debug events while debug mode is on. Called on an SDK
+ * thread (`dualpub-debug`), never the main thread; must return quickly.
+ */
+open class DebugListenerImpl: DebugListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_dualpub_fn_clone_debuglistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_dualpub_fn_free_debuglistener(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * One event.
+     */
+open func onDebugEvent(event: DebugEvent)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_debuglistener_on_debug_event(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeDebugEvent_lower(event),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceDebugListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceDebugListener = UniffiVTableCallbackInterfaceDebugListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeDebugListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface DebugListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeDebugListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface DebugListener: handle missing in uniffiClone")
+            }
+        },
+        onDebugEvent: { (
+            uniffiHandle: UInt64,
+            event: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeDebugListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onDebugEvent(
+                     event: try FfiConverterTypeDebugEvent_lift(event)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceDebugListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceDebugListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitDebugListener() {
+    uniffi_dualpub_fn_init_callback_vtable_debuglistener(UniffiCallbackInterfaceDebugListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDebugListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<DebugListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = DebugListener
+
+    public static func lift(_ handle: UInt64) throws -> DebugListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return DebugListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: DebugListener) -> UInt64 {
+         if let rustImpl = value as? DebugListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DebugListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: DebugListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDebugListener_lift(_ handle: UInt64) throws -> DebugListener {
+    return try FfiConverterTypeDebugListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDebugListener_lower(_ value: DebugListener) -> UInt64 {
+    return FfiConverterTypeDebugListener.lower(value)
+}
+
+
+
+
+
+
+/**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
  * decides. Thread-safe; every method returns quickly except `flush`.
  */
@@ -628,6 +840,11 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func awaitDurable(timeoutMs: UInt64) throws  -> Bool
     
     /**
+     * Hands debug mode back to the remote config.
+     */
+    func clearDebugMode() throws 
+    
+    /**
      * The migration config in force.
      */
     func currentConfig() throws  -> MigrationConfig
@@ -636,6 +853,11 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      * Messages Pub/Sub refused as invalid (kept, never deleted).
      */
     func deadLetters() throws  -> [DeadLetter]
+    
+    /**
+     * A JSON report: config, decision, queue depths, breaker states, recent errors.
+     */
+    func debugReport() throws  -> String
     
     /**
      * Where this device publishes now, and why.
@@ -673,6 +895,22 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      * Queues many locations at once (backlog import); all or none. Returns their eventIds.
      */
     func sendLocations(locations: [Location]) throws  -> [String]
+    
+    /**
+     * Registers a listener for debug events (rate-limited; only while debug mode is on).
+     */
+    func setDebugListener(listener: DebugListener?) throws 
+    
+    /**
+     * Switches debug mode on or off here, overriding the remote config's `debugMode` until
+     * `clearDebugMode`. Takes effect at once (log level and debug events).
+     */
+    func setDebugMode(enabled: Bool) throws 
+    
+    /**
+     * Opt-in: debug output may show precise coordinates (rounded to about 1 km otherwise).
+     */
+    func setPreciseCoordinatesInDebug(optIn: Bool) throws 
     
     /**
      * Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail
@@ -796,6 +1034,17 @@ open func awaitDurable(timeoutMs: UInt64)throws  -> Bool  {
 }
     
     /**
+     * Hands debug mode back to the remote config.
+     */
+open func clearDebugMode()throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_clear_debug_mode(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * The migration config in force.
      */
 open func currentConfig()throws  -> MigrationConfig  {
@@ -814,6 +1063,18 @@ open func deadLetters()throws  -> [DeadLetter]  {
     return try  FfiConverterSequenceTypeDeadLetter.lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
         uniffiCallStatus in
     uniffi_dualpub_fn_method_dualpublisher_dead_letters(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A JSON report: config, decision, queue depths, breaker states, recent errors.
+     */
+open func debugReport()throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_debug_report(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -907,6 +1168,43 @@ open func sendLocations(locations: [Location])throws  -> [String]  {
         FfiConverterSequenceTypeLocation.lower(locations),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Registers a listener for debug events (rate-limited; only while debug mode is on).
+     */
+open func setDebugListener(listener: DebugListener?)throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_set_debug_listener(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionTypeDebugListener.lower(listener),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Switches debug mode on or off here, overriding the remote config's `debugMode` until
+     * `clearDebugMode`. Takes effect at once (log level and debug events).
+     */
+open func setDebugMode(enabled: Bool)throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_set_debug_mode(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(enabled),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Opt-in: debug output may show precise coordinates (rounded to about 1 km otherwise).
+     */
+open func setPreciseCoordinatesInDebug(optIn: Bool)throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_set_precise_coordinates_in_debug(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(optIn),uniffiCallStatus
+    )
+}
 }
     
     /**
@@ -1357,6 +1655,95 @@ public func FfiConverterTypeDeadLetter_lift(_ buf: RustBuffer) throws -> DeadLet
 #endif
 public func FfiConverterTypeDeadLetter_lower(_ value: DeadLetter) -> RustBuffer {
     return FfiConverterTypeDeadLetter.lower(value)
+}
+
+
+/**
+ * One thing the SDK did, for an in-app debug screen.
+ */
+public struct DebugEvent: Equatable, Hashable {
+    /**
+     * Wall clock, ms since the epoch.
+     */
+    public var timestampMs: Int64
+    /**
+     * `error`, `warn`, `info` or `debug`.
+     */
+    public var level: String
+    /**
+     * What kind of event: `accepted`, `mqtt`, `pubsub`, `config`, `storage`, …
+     */
+    public var kind: String
+    /**
+     * A human sentence (coordinates rounded unless opted in; never a token or password).
+     */
+    public var message: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Wall clock, ms since the epoch.
+         */timestampMs: Int64, 
+        /**
+         * `error`, `warn`, `info` or `debug`.
+         */level: String, 
+        /**
+         * What kind of event: `accepted`, `mqtt`, `pubsub`, `config`, `storage`, …
+         */kind: String, 
+        /**
+         * A human sentence (coordinates rounded unless opted in; never a token or password).
+         */message: String) {
+        self.timestampMs = timestampMs
+        self.level = level
+        self.kind = kind
+        self.message = message
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DebugEvent: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDebugEvent: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DebugEvent {
+        return
+            try DebugEvent(
+                timestampMs: FfiConverterInt64.read(from: &buf), 
+                level: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterString.read(from: &buf), 
+                message: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DebugEvent, into buf: inout [UInt8]) {
+        FfiConverterInt64.write(value.timestampMs, into: &buf)
+        FfiConverterString.write(value.level, into: &buf)
+        FfiConverterString.write(value.kind, into: &buf)
+        FfiConverterString.write(value.message, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDebugEvent_lift(_ buf: RustBuffer) throws -> DebugEvent {
+    return try FfiConverterTypeDebugEvent.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDebugEvent_lower(_ value: DebugEvent) -> RustBuffer {
+    return FfiConverterTypeDebugEvent.lower(value)
 }
 
 
@@ -3342,6 +3729,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeDebugListener: FfiConverterRustBuffer {
+    typealias SwiftType = DebugListener?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDebugListener.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDebugListener.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeTokenProvider: FfiConverterRustBuffer {
     typealias SwiftType = TokenProvider?
 
@@ -3600,6 +4011,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_func_sdk_version() != 20083) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_debuglistener_on_debug_event() != 50495) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_apply_config() != 55117) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3609,10 +4023,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_await_durable() != 26668) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode() != 51105) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_current_config() != 62367) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters() != 14440) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_debug_report() != 6022) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_decision() != 4033) {
@@ -3636,6 +4056,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_send_locations() != 57978) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener() != 46439) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_mode() != 34906) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_precise_coordinates_in_debug() != 38471) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_shutdown() != 2688) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3646,6 +4075,7 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
 
+    uniffiCallbackInitDebugListener()
     uniffiCallbackInitTokenProvider()
     return InitializationResult.ok
 }()

@@ -243,11 +243,27 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_DEBUG_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_DEBUG_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceDebugListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
 typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, RustBuffer* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DEBUG_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DEBUG_LISTENER
+typedef struct UniffiVTableCallbackInterfaceDebugListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceDebugListenerMethod0 _Nonnull onDebugEvent;
+} UniffiVTableCallbackInterfaceDebugListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
@@ -258,6 +274,26 @@ typedef struct UniffiVTableCallbackInterfaceTokenProvider {
     UniffiCallbackInterfaceTokenProviderMethod0 _Nonnull fetchToken;
 } UniffiVTableCallbackInterfaceTokenProvider;
 
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DEBUGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DEBUGLISTENER
+uint64_t uniffi_dualpub_fn_clone_debuglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DEBUGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DEBUGLISTENER
+void uniffi_dualpub_fn_free_debuglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_DEBUGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_DEBUGLISTENER
+void uniffi_dualpub_fn_init_callback_vtable_debuglistener(const UniffiVTableCallbackInterfaceDebugListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
+void uniffi_dualpub_fn_method_debuglistener_on_debug_event(uint64_t ptr, RustBuffer event, RustCallStatus *_Nonnull out_status
+);
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DUALPUBLISHER
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DUALPUBLISHER
@@ -289,6 +325,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_apply_config_json(uint64_t ptr
 int8_t uniffi_dualpub_fn_method_dualpublisher_await_durable(uint64_t ptr, uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
+void uniffi_dualpub_fn_method_dualpublisher_clear_debug_mode(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CURRENT_CONFIG
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CURRENT_CONFIG
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_current_config(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -297,6 +338,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_current_config(uint64_t ptr, R
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEAD_LETTERS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEAD_LETTERS
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_dead_letters(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEBUG_REPORT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEBUG_REPORT
+RustBuffer uniffi_dualpub_fn_method_dualpublisher_debug_report(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DECISION
@@ -332,6 +378,21 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_send_location(uint64_t ptr, Ru
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SEND_LOCATIONS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SEND_LOCATIONS
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_send_locations(uint64_t ptr, RustBuffer locations, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_DEBUG_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_DEBUG_LISTENER
+void uniffi_dualpub_fn_method_dualpublisher_set_debug_listener(uint64_t ptr, RustBuffer listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_DEBUG_MODE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_DEBUG_MODE
+void uniffi_dualpub_fn_method_dualpublisher_set_debug_mode(uint64_t ptr, int8_t enabled, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_PRECISE_COORDINATES_IN_DEBUG
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_PRECISE_COORDINATES_IN_DEBUG
+void uniffi_dualpub_fn_method_dualpublisher_set_precise_coordinates_in_debug(uint64_t ptr, int8_t opt_in, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SHUTDOWN
@@ -653,6 +714,12 @@ uint16_t uniffi_dualpub_checksum_func_sdk_version(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
+uint16_t uniffi_dualpub_checksum_method_debuglistener_on_debug_event(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_APPLY_CONFIG
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_APPLY_CONFIG
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_apply_config(void
@@ -671,6 +738,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_await_durable(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CURRENT_CONFIG
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CURRENT_CONFIG
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_current_config(void
@@ -680,6 +753,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_current_config(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEAD_LETTERS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEAD_LETTERS
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_dead_letters(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEBUG_REPORT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEBUG_REPORT
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_debug_report(void
     
 );
 #endif
@@ -722,6 +801,24 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_send_location(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SEND_LOCATIONS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SEND_LOCATIONS
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_send_locations(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_DEBUG_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_DEBUG_LISTENER
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_DEBUG_MODE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_DEBUG_MODE
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_debug_mode(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_PRECISE_COORDINATES_IN_DEBUG
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_PRECISE_COORDINATES_IN_DEBUG
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_precise_coordinates_in_debug(void
     
 );
 #endif

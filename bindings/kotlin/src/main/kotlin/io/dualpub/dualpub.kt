@@ -650,8 +650,30 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceDebugListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onDebugEvent")
+internal open class UniffiVTableCallbackInterfaceDebugListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onDebugEvent`: UniffiCallbackInterfaceDebugListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onDebugEvent`: UniffiCallbackInterfaceDebugListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceDebugListener(`uniffiFree`,`uniffiClone`,`onDebugEvent`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceDebugListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onDebugEvent` = other.`onDebugEvent`
+    }
+
 }
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "fetchToken")
 internal open class UniffiVTableCallbackInterfaceTokenProvider(
@@ -702,15 +724,21 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_func_sdk_version(
     ): Int
+    external fun uniffi_dualpub_checksum_method_debuglistener_on_debug_event(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_apply_config(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_apply_config_json(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_await_durable(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_current_config(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_dead_letters(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_debug_report(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_decision(
     ): Int
@@ -725,6 +753,12 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_dualpub_checksum_method_dualpublisher_send_location(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_send_locations(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_set_debug_mode(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_set_precise_coordinates_in_debug(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_shutdown(
     ): Int
@@ -748,11 +782,20 @@ internal object UniffiLib {
 
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "dualpub"))
+        uniffiCallbackInterfaceDebugListener.register(this)
         uniffiCallbackInterfaceTokenProvider.register(this)
         
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_dualpub_fn_clone_debuglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_free_debuglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_init_callback_vtable_debuglistener(`vtable`: UniffiVTableCallbackInterfaceDebugListener,
+    ): Unit
+    external fun uniffi_dualpub_fn_method_debuglistener_on_debug_event(`ptr`: Long,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_dualpub_fn_clone_dualpublisher(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_dualpub_fn_free_dualpublisher(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -765,9 +808,13 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_await_durable(`ptr`: Long,`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
+    external fun uniffi_dualpub_fn_method_dualpublisher_clear_debug_mode(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_current_config(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_dead_letters(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_debug_report(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_decision(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -783,6 +830,12 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_send_locations(`ptr`: Long,`locations`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_set_debug_listener(`ptr`: Long,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_dualpublisher_set_debug_mode(`ptr`: Long,`enabled`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_dualpublisher_set_precise_coordinates_in_debug(`ptr`: Long,`optIn`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_clone_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1372,6 +1425,331 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
 
 
 /**
+ * Implemented by the app to receive debug events while debug mode is on. Called on an SDK
+ * thread (`dualpub-debug`), never the main thread; must return quickly.
+ */
+public interface DebugListener {
+    
+    /**
+     * One event.
+     */
+    fun `onDebugEvent`(`event`: DebugEvent)
+    
+    companion object
+}
+
+/**
+ * Implemented by the app to receive debug events while debug mode is on. Called on an SDK
+ * thread (`dualpub-debug`), never the main thread; must return quickly.
+ */
+open class DebugListenerImpl: Disposable, AutoCloseable, DebugListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_dualpub_fn_free_debuglistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_dualpub_fn_clone_debuglistener(handle, status)
+        }
+    }
+
+    
+    /**
+     * One event.
+     */override fun `onDebugEvent`(`event`: DebugEvent)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_debuglistener_on_debug_event(
+        it,
+        
+        FfiConverterTypeDebugEvent.lower(`event`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceDebugListener {
+    internal object `onDebugEvent`: UniffiCallbackInterfaceDebugListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeDebugListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onDebugEvent`(
+                    FfiConverterTypeDebugEvent.lift(`event`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeDebugListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeDebugListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceDebugListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onDebugEvent`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_dualpub_fn_init_callback_vtable_debuglistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDebugListener: FfiConverter<DebugListener, Long> {
+    internal val handleMap = UniffiHandleMap<DebugListener>()
+
+    override fun lower(value: DebugListener): Long {
+        if (value is DebugListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): DebugListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return DebugListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): DebugListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: DebugListener) = 8UL
+
+    override fun write(value: DebugListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
  * decides. Thread-safe; every method returns quickly except `flush`.
  */
@@ -1394,6 +1772,11 @@ public interface DualPublisherInterface {
     fun `awaitDurable`(`timeoutMs`: kotlin.ULong): kotlin.Boolean
     
     /**
+     * Hands debug mode back to the remote config.
+     */
+    fun `clearDebugMode`()
+    
+    /**
      * The migration config in force.
      */
     fun `currentConfig`(): MigrationConfig
@@ -1402,6 +1785,11 @@ public interface DualPublisherInterface {
      * Messages Pub/Sub refused as invalid (kept, never deleted).
      */
     fun `deadLetters`(): List<DeadLetter>
+    
+    /**
+     * A JSON report: config, decision, queue depths, breaker states, recent errors.
+     */
+    fun `debugReport`(): kotlin.String
     
     /**
      * Where this device publishes now, and why.
@@ -1439,6 +1827,22 @@ public interface DualPublisherInterface {
      * Queues many locations at once (backlog import); all or none. Returns their eventIds.
      */
     fun `sendLocations`(`locations`: List<Location>): List<kotlin.String>
+    
+    /**
+     * Registers a listener for debug events (rate-limited; only while debug mode is on).
+     */
+    fun `setDebugListener`(`listener`: DebugListener?)
+    
+    /**
+     * Switches debug mode on or off here, overriding the remote config's `debugMode` until
+     * `clearDebugMode`. Takes effect at once (log level and debug events).
+     */
+    fun `setDebugMode`(`enabled`: kotlin.Boolean)
+    
+    /**
+     * Opt-in: debug output may show precise coordinates (rounded to about 1 km otherwise).
+     */
+    fun `setPreciseCoordinatesInDebug`(`optIn`: kotlin.Boolean)
     
     /**
      * Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail
@@ -1628,6 +2032,22 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
+     * Hands debug mode back to the remote config.
+     */
+    @Throws(DualPubException::class)override fun `clearDebugMode`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_clear_debug_mode(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
      * The migration config in force.
      */
     @Throws(DualPubException::class)override fun `currentConfig`(): MigrationConfig {
@@ -1652,6 +2072,23 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     callWithHandle {
     uniffiRustCallWithError(DualPubException) { _status ->
     UniffiLib.uniffi_dualpub_fn_method_dualpublisher_dead_letters(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A JSON report: config, decision, queue depths, breaker states, recent errors.
+     */
+    @Throws(DualPubException::class)override fun `debugReport`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_debug_report(
         it,
         _status)
 }
@@ -1783,6 +2220,58 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     }
     )
     }
+    
+
+    
+    /**
+     * Registers a listener for debug events (rate-limited; only while debug mode is on).
+     */
+    @Throws(DualPubException::class)override fun `setDebugListener`(`listener`: DebugListener?)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_set_debug_listener(
+        it,
+        
+        FfiConverterOptionalTypeDebugListener.lower(`listener`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Switches debug mode on or off here, overriding the remote config's `debugMode` until
+     * `clearDebugMode`. Takes effect at once (log level and debug events).
+     */
+    @Throws(DualPubException::class)override fun `setDebugMode`(`enabled`: kotlin.Boolean)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_set_debug_mode(
+        it,
+        
+        FfiConverterBoolean.lower(`enabled`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Opt-in: debug output may show precise coordinates (rounded to about 1 km otherwise).
+     */
+    @Throws(DualPubException::class)override fun `setPreciseCoordinatesInDebug`(`optIn`: kotlin.Boolean)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_set_precise_coordinates_in_debug(
+        it,
+        
+        FfiConverterBoolean.lower(`optIn`),_status)
+}
+    }
+    
     
 
     
@@ -2294,6 +2783,69 @@ public object FfiConverterTypeDeadLetter: FfiConverterRustBuffer<DeadLetter> {
             FfiConverterTypeTransport.write(value.`transport`, buf)
             FfiConverterString.write(value.`error`, buf)
             FfiConverterLong.write(value.`timestampMs`, buf)
+    }
+}
+
+
+
+/**
+ * One thing the SDK did, for an in-app debug screen.
+ */
+data class DebugEvent (
+    /**
+     * Wall clock, ms since the epoch.
+     */
+    var `timestampMs`: kotlin.Long
+    , 
+    /**
+     * `error`, `warn`, `info` or `debug`.
+     */
+    var `level`: kotlin.String
+    , 
+    /**
+     * What kind of event: `accepted`, `mqtt`, `pubsub`, `config`, `storage`, …
+     */
+    var `kind`: kotlin.String
+    , 
+    /**
+     * A human sentence (coordinates rounded unless opted in; never a token or password).
+     */
+    var `message`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDebugEvent: FfiConverterRustBuffer<DebugEvent> {
+    override fun read(buf: ByteBuffer): DebugEvent {
+        return DebugEvent(
+            FfiConverterLong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DebugEvent) = (
+            FfiConverterLong.allocationSize(value.`timestampMs`) +
+            FfiConverterString.allocationSize(value.`level`) +
+            FfiConverterString.allocationSize(value.`kind`) +
+            FfiConverterString.allocationSize(value.`message`)
+    )
+
+    override fun write(value: DebugEvent, buf: ByteBuffer) {
+            FfiConverterLong.write(value.`timestampMs`, buf)
+            FfiConverterString.write(value.`level`, buf)
+            FfiConverterString.write(value.`kind`, buf)
+            FfiConverterString.write(value.`message`, buf)
     }
 }
 
@@ -3853,6 +4405,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
         } else {
             buf.put(1)
             FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeDebugListener: FfiConverterRustBuffer<DebugListener?> {
+    override fun read(buf: ByteBuffer): DebugListener? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDebugListener.read(buf)
+    }
+
+    override fun allocationSize(value: DebugListener?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDebugListener.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DebugListener?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDebugListener.write(value, buf)
         }
     }
 }

@@ -340,6 +340,36 @@ class DualPublisherTest {
     }
 
     @Test
+    fun `a DebugListener receives events on an SDK thread while debug mode is on`() {
+        val events = ConcurrentLinkedQueue<DebugEvent>()
+        val threads = ConcurrentLinkedQueue<String>()
+        val latch = CountDownLatch(1)
+        val listener = object : DebugListener {
+            override fun onDebugEvent(event: DebugEvent) {
+                events += event
+                threads += Thread.currentThread().name
+                if (event.kind == "accepted") latch.countDown()
+            }
+        }
+        publisher("debug").use { p ->
+            p.setDebugListener(listener)
+            p.sendLocation(TestBed.location(0))
+            assertFalse(latch.await(300, TimeUnit.MILLISECONDS), "no events while debug mode is off")
+            p.setDebugMode(true)
+            p.sendLocation(TestBed.location(1).copy(latitude = 52.123456789))
+            assertTrue(latch.await(5, TimeUnit.SECONDS))
+            val accepted = events.first { it.kind == "accepted" }
+            assertTrue(accepted.message.contains("52.12") && !accepted.message.contains("52.1234"), accepted.message)
+            // JNA attaches the SDK's dualpub-debug thread as a JVM thread of its own.
+            val caller = Thread.currentThread().name
+            assertTrue(threads.none { it == caller }, threads.toString())
+            val report = p.debugReport()
+            assertTrue(report.contains("\"debugMode\":true"), report)
+            p.clearDebugMode()
+        }
+    }
+
+    @Test
     fun `metrics come as Prometheus text too`() {
         publisher("prometheus").use { p ->
             p.sendLocation(TestBed.location(0))

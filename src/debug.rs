@@ -1,0 +1,166 @@
+//! Debug mode (seed 000 `debugMode`): switched by the remote config or locally; raises the log
+//! level, streams rate-limited events to a [`DebugListener`] the app may register (for an
+//! in-app debug screen), and keeps the recent warnings and errors for `debugReport()`.
+//! Coordinates are rounded to about 1 km unless the app opts in; tokens and passwords are never
+//! part of any message.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Events per second a listener receives at most (bursts up to [`BURST`]).
+pub const EVENTS_PER_SECOND: f64 = 20.0;
+/// Largest burst of events.
+pub const BURST: f64 = 50.0;
+/// Warnings and errors kept for `debugReport()`.
+pub const RECENT: usize = 20;
+
+/// One thing the SDK did, for an in-app debug screen.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct DebugEvent {
+    /// Wall clock, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// `error`, `warn`, `info` or `debug`.
+    pub level: String,
+    /// What kind of event: `accepted`, `mqtt`, `pubsub`, `config`, `storage`, …
+    pub kind: String,
+    /// A human sentence (coordinates rounded unless opted in; never a token or password).
+    pub message: String,
+}
+
+/// Implemented by the app to receive debug events while debug mode is on. Called on an SDK
+/// thread (`dualpub-debug`), never the main thread; must return quickly.
+#[uniffi::export(foreign)]
+pub trait DebugListener: Send + Sync {
+    /// One event.
+    fn on_debug_event(&self, event: DebugEvent);
+}
+
+/// A token bucket.
+struct RateLimit {
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * EVENTS_PER_SECOND).min(BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The debug side of one publisher.
+pub struct Debug {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    sink: Option<SyncSender<DebugEvent>>,
+    limit: RateLimit,
+    dropped: u64,
+    recent: VecDeque<String>,
+}
+
+impl Default for Debug {
+    fn default() -> Self {
+        Debug { inner: Mutex::new(Inner { sink: None, limit: RateLimit { tokens: BURST, at: Instant::now() }, dropped: 0, recent: VecDeque::new() }) }
+    }
+}
+
+impl Debug {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers (or with `None` removes) the listener; events go to it from a thread of its own.
+    pub fn set_listener(&self, listener: Option<Arc<dyn DebugListener>>) {
+        let sink = listener.and_then(|l| {
+            let (tx, rx) = sync_channel::<DebugEvent>(256);
+            std::thread::Builder::new()
+                .name("dualpub-debug".into())
+                .spawn(move || {
+                    for event in rx {
+                        let l = l.clone();
+                        // An app callback that throws or panics must not take the SDK down.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_debug_event(event)));
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        });
+        self.lock().sink = sink;
+    }
+
+    /// Logs `message` at `level`, keeps warnings and errors for the report, and, in debug mode,
+    /// sends it to the listener (rate-limited; what the limit drops is counted).
+    pub fn event(&self, debug_mode: bool, level: log::Level, kind: &str, message: String) {
+        log::log!(level, "dualpub {kind}: {message}");
+        let mut i = self.lock();
+        if level <= log::Level::Warn {
+            if i.recent.len() == RECENT {
+                i.recent.pop_front();
+            }
+            i.recent.push_back(format!("{} {level} {kind}: {message}", crate::clock::now_ms()));
+        }
+        if !debug_mode || i.sink.is_none() {
+            return;
+        }
+        if !i.limit.allow() {
+            i.dropped += 1;
+            return;
+        }
+        let e = DebugEvent { timestamp_ms: crate::clock::now_ms(), level: level.as_str().to_ascii_lowercase(), kind: kind.into(), message };
+        if let Some(sink) = &i.sink {
+            if let Err(TrySendError::Full(_)) = sink.try_send(e) {
+                i.dropped += 1;
+            }
+        }
+    }
+
+    /// The recent warnings and errors, oldest first.
+    pub fn recent(&self) -> Vec<String> {
+        self.lock().recent.iter().cloned().collect()
+    }
+
+    /// Events the rate limit (or a slow listener) dropped.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Collect(Mutex<Vec<DebugEvent>>);
+    impl DebugListener for Collect {
+        fn on_debug_event(&self, event: DebugEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    #[test]
+    fn events_are_rate_limited_and_recent_errors_kept() {
+        let d = Debug::default();
+        let c = Arc::new(Collect(Mutex::new(Vec::new())));
+        d.set_listener(Some(c.clone()));
+        for n in 0..200 {
+            d.event(true, log::Level::Info, "test", format!("event {n}"));
+        }
+        d.event(false, log::Level::Error, "test", "not streamed outside debug mode".into());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let got = c.0.lock().unwrap().len();
+        assert!((50..=60).contains(&got), "burst of 50 (+ refill), got {got}");
+        assert!(d.dropped() >= 140);
+        assert_eq!(d.recent().len(), 1, "only warnings and errors are kept");
+        assert!(d.recent()[0].contains("not streamed"));
+    }
+}
