@@ -1,0 +1,51 @@
+// The dualpub Android library (AAR): the Rust core built with cargo-ndk for three ABIs, the
+// generated Kotlin bindings from ../bindings/kotlin, the Android helpers in src/main/kotlin,
+// JNA's AAR, and consumer ProGuard rules that keep JNA working under R8.
+//
+// Needs the Android SDK + NDK, `cargo install cargo-ndk`, and the Rust targets
+// aarch64-linux-android, armv7-linux-androideabi and x86_64-linux-android. Build with
+// `gradle assembleRelease` (or `./gradlew` from a wrapper you add).
+plugins {
+    id("com.android.library") version "8.7.3"
+    id("org.jetbrains.kotlin.android") version "2.1.0"
+}
+
+val repoRoot = rootDir.parentFile
+val rustJniLibs = layout.buildDirectory.dir("rustJniLibs")
+
+android {
+    namespace = "io.dualpub"
+    compileSdk = 35
+    defaultConfig {
+        minSdk = 24
+        consumerProguardFiles("consumer-rules.pro")
+    }
+    sourceSets["main"].apply {
+        java.srcDirs(File(repoRoot, "bindings/kotlin/src/main/kotlin"), "src/main/kotlin")
+        jniLibs.srcDirs(rustJniLibs)
+    }
+    compileOptions {
+        sourceCompatibility = JavaVersion.VERSION_17
+        targetCompatibility = JavaVersion.VERSION_17
+    }
+    kotlinOptions {
+        jvmTarget = "17"
+    }
+}
+
+dependencies {
+    // The AAR flavour carries JNA's native stubs for every Android ABI.
+    implementation("net.java.dev.jna:jna:5.18.1@aar")
+}
+
+// The Rust library, size-optimised (Cargo profile.release: opt-level z, LTO, strip).
+val cargoNdk by tasks.registering(Exec::class) {
+    workingDir = repoRoot
+    commandLine(
+        "cargo", "ndk",
+        "-t", "arm64-v8a", "-t", "armeabi-v7a", "-t", "x86_64",
+        "-o", rustJniLibs.get().asFile.path,
+        "build", "--release", "--locked", "-p", "dualpub",
+    )
+}
+tasks.named("preBuild") { dependsOn(cargoNdk) }
