@@ -186,8 +186,10 @@ fn start_store_writer(
     Ok(done_rx)
 }
 
-/// The SDK core. Cheap to call from any thread; no call blocks on the network or the disk
-/// except `flush`, which waits by design.
+/// The SDK core. Cheap to call from any thread: `send_location(s)`, `apply_config*`,
+/// `decision` and `metrics` never touch the network or the disk. `new` opens the outbox
+/// database (a few ms), `flush` and `await_durable` wait by design, and `close` waits for the
+/// last commit: call those off the UI thread.
 pub struct Publisher {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
