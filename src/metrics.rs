@@ -80,6 +80,7 @@ pub struct Metrics {
     http_requests: AtomicU64,
     storage_errors: AtomicU64,
     storage_resets: AtomicU64,
+    decision_changes: AtomicU64,
     recovered: AtomicU64,
 }
 
@@ -174,6 +175,10 @@ impl Metrics {
     pub fn storage_error(&self) {
         self.storage_errors.fetch_add(1, Relaxed);
     }
+    /// The decision in force changed (`dualpub_decision_changes_total`).
+    pub fn decision_changed(&self) {
+        self.decision_changes.fetch_add(1, Relaxed);
+    }
     /// A corrupt outbox database was moved aside and a fresh one created.
     pub fn storage_reset(&self) {
         self.storage_resets.fetch_add(1, Relaxed);
@@ -220,6 +225,7 @@ impl Metrics {
             http_requests: self.http_requests.load(Relaxed),
             storage_errors: self.storage_errors.load(Relaxed),
             storage_resets: self.storage_resets.load(Relaxed),
+            decision_changes: self.decision_changes.load(Relaxed),
             recovered: self.recovered.load(Relaxed),
             queue_oldest_age_seconds: g.oldest_age_seconds,
             config_version: g.config_version,
@@ -285,6 +291,7 @@ impl Metrics {
         let _ = writeln!(o, "# TYPE dualpub_http_requests_total counter\ndualpub_http_requests_total {}", s.http_requests);
         let _ = writeln!(o, "# TYPE dualpub_storage_errors_total counter\ndualpub_storage_errors_total {}", s.storage_errors);
         let _ = writeln!(o, "# TYPE dualpub_storage_resets_total counter\ndualpub_storage_resets_total {}", s.storage_resets);
+        let _ = writeln!(o, "# TYPE dualpub_decision_changes_total counter\ndualpub_decision_changes_total {}", s.decision_changes);
         let _ = writeln!(o, "# TYPE dualpub_recovered_total counter\ndualpub_recovered_total {}", s.recovered);
         let _ = writeln!(o, "# TYPE dualpub_bytes_sent_total counter");
         for tm in [&s.mqtt, &s.pubsub] {
@@ -367,6 +374,8 @@ pub struct MetricsSnapshot {
     pub storage_errors: u64,
     /// Corrupt outbox databases moved aside (`dualpub_storage_resets_total`).
     pub storage_resets: u64,
+    /// Changes of decision since start-up (`dualpub_decision_changes_total`).
+    pub decision_changes: u64,
     /// Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
     pub recovered: u64,
     /// Age of the oldest location still owed, seconds.

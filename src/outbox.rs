@@ -8,7 +8,7 @@
 //! and do no I/O themselves.
 
 use crate::metrics::DualOutcome;
-use crate::store::{Msg, Op, StoredDeadLetter, StoredRow};
+use crate::store::{Msg, Op, StoredConfig, StoredDeadLetter, StoredRow};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -230,6 +230,11 @@ impl Outbox {
             Some(r) => self.persist(Op::Update { seq, mqtt: r.mqtt, pubsub: r.pubsub }),
             None => self.persist(Op::Delete(seq)),
         }
+    }
+
+    /// Persists the migration config now in force.
+    pub fn persist_config(&self, config: StoredConfig) {
+        self.persist(Op::SaveConfig(config));
     }
 
     /// Loads what the store kept: rows (oldest first, visible at once: they are durable) and

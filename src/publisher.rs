@@ -34,6 +34,8 @@ pub struct FlushReport {
 pub(crate) struct Active {
     pub config: MigrationConfig,
     pub decision: RolloutDecision,
+    pub source: crate::remote::ConfigSource,
+    pub applied_at_ms: i64,
 }
 
 /// Everything behind the outbox lock. The decision lives here too, so that a location accepted
@@ -67,6 +69,10 @@ pub(crate) struct Shared {
     pub precise_coordinates: AtomicBool,
     /// Debug events, listener and recent errors.
     pub debug: crate::debug::Debug,
+    /// The app's listener for decision changes.
+    pub config_listener: Mutex<Option<Arc<dyn crate::remote::ConfigListener>>>,
+    /// Config documents or values refused since start-up.
+    pub config_rejected: AtomicU64,
 }
 
 impl Shared {
@@ -209,16 +215,6 @@ impl Publisher {
         config.validate()?;
         let mqtt_options = mqtt::options(&config)?;
         let http = pubsub::http_client(&config)?;
-        let migration = config.migration.clone().unwrap_or_default();
-        let decision = decide(&migration, &config.device_id, config.company_id.as_deref());
-        log::info!(
-            "dualpub starting for device bucket {} (config v{}): mqtt={} pubsub={} reason={}",
-            decision.bucket,
-            decision.config_version,
-            decision.mqtt_enabled,
-            decision.pubsub_enabled,
-            decision.reason.as_str()
-        );
         let rt = runtime::handle()?;
 
         // The outbox database: opened here (a few ms), written only by the store thread.
@@ -228,6 +224,33 @@ impl Publisher {
         let rows = db.load_rows().map_err(load)?;
         let dead_letters = db.load_dead_letters().map_err(load)?;
         let max_seq = db.max_seq().map_err(load)?;
+        // The last known good config wins over the one compiled into the app: an emergency
+        // rollback reaches a phone that starts offline.
+        let persisted = match db.load_config().map_err(load)? {
+            Some(stored) => match MigrationConfig::from_json(&stored.json) {
+                Ok(c) => Some((c, stored.applied_at_ms)),
+                Err(e) => {
+                    log::error!("dualpub ignores its persisted config ({e})");
+                    None
+                }
+            },
+            None => None,
+        };
+        let (migration, source, applied_at_ms) = match (persisted, &config.migration) {
+            (Some((c, at)), _) => (c, crate::remote::ConfigSource::Persisted, at),
+            (None, Some(c)) => (c.clone(), crate::remote::ConfigSource::App, clock::now_ms()),
+            (None, None) => (MigrationConfig::default(), crate::remote::ConfigSource::Defaults, clock::now_ms()),
+        };
+        let decision = decide(&migration, &config.device_id, config.company_id.as_deref());
+        log::info!(
+            "dualpub starting for device bucket {} (config v{} from {}): mqtt={} pubsub={} reason={}",
+            decision.bucket,
+            decision.config_version,
+            source.as_str(),
+            decision.mqtt_enabled,
+            decision.pubsub_enabled,
+            decision.reason.as_str()
+        );
         let (store_tx, store_rx) = std::sync::mpsc::channel();
         let mut outbox = Outbox::with_sink(store_tx.clone());
         let recovered = rows.len();
@@ -242,7 +265,7 @@ impl Publisher {
                 outbox,
                 next_seq: max_seq + 1,
                 durable_seq: max_seq,
-                active: Arc::new(Active { config: migration, decision }),
+                active: Arc::new(Active { config: migration, decision, source, applied_at_ms }),
                 closed: false,
             }),
             progress: Condvar::new(),
@@ -254,6 +277,8 @@ impl Publisher {
             debug_local: Mutex::new(None),
             precise_coordinates: AtomicBool::new(false),
             debug: crate::debug::Debug::default(),
+            config_listener: Mutex::new(None),
+            config_rejected: AtomicU64::new(0),
         });
         if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
             log::error!("dualpub outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display());
@@ -337,14 +362,49 @@ impl Publisher {
     /// Applies a migration config at once; returns the new decision. An invalid config is
     /// refused and the one in force stays.
     pub fn apply_config(&self, config: MigrationConfig) -> Result<RolloutDecision, DualPubError> {
-        config.validate()?;
+        self.apply(config, crate::remote::ConfigSource::App)
+    }
+
+    /// Applies the host app's remote values (Firebase Remote Config keys of seed 000 §3.1) on
+    /// top of the config in force.
+    pub fn apply_remote_values(&self, values: std::collections::HashMap<String, String>) -> Result<RolloutDecision, DualPubError> {
+        let current = self.shared.active().config.clone();
+        let config = crate::remote::from_remote_values(&current, &values).inspect_err(|e| self.rejected(e))?;
+        self.apply(config, crate::remote::ConfigSource::Host)
+    }
+
+    fn rejected(&self, e: &crate::error::ConfigError) {
+        self.shared.config_rejected.fetch_add(1, Ordering::SeqCst);
+        self.shared.event(log::Level::Warn, "config", || format!("refused a config: {e}"));
+    }
+
+    /// What the SDK knows about the config in force.
+    pub fn config_status(&self) -> crate::remote::ConfigStatus {
+        let a = self.shared.active();
+        crate::remote::ConfigStatus {
+            version: a.config.version,
+            source: a.source,
+            applied_at_ms: a.applied_at_ms,
+            rejected: self.shared.config_rejected.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Registers the app's listener for decision changes (`None` removes it).
+    pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::remote::ConfigListener>>) {
+        *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()) = listener;
+    }
+
+    fn apply(&self, config: MigrationConfig, source: crate::remote::ConfigSource) -> Result<RolloutDecision, DualPubError> {
+        config.validate().inspect_err(|e| self.rejected(e))?;
         let s = &self.shared.settings;
         let decision = decide(&config, &s.device_id, s.company_id.as_deref());
         let mut st = self.shared.lock();
         if st.closed {
             return Err(DualPubError::Closed);
         }
-        let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone() }));
+        let applied_at_ms = clock::now_ms();
+        st.outbox.persist_config(store::StoredConfig { json: config.to_json().to_string(), source: source.as_str().into(), applied_at_ms });
+        let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms }));
         // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
         // for it; MQTT takes over anything that would otherwise be owed to nobody.
         let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled {
@@ -356,6 +416,13 @@ impl Publisher {
         self.shared.completed(st, &done);
         self.shared.refresh_debug_mode(config_debug);
         if old.decision != decision {
+            self.shared.metrics.decision_changed();
+            let listener = self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(l) = listener {
+                let (o, n) = (old.decision.clone(), decision.clone());
+                // An app callback that throws or panics must not take the SDK down.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(o, n)));
+            }
             self.shared.event(log::Level::Info, "config", || {
                 format!(
                     "decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
@@ -377,8 +444,7 @@ impl Publisher {
 
     /// Parses and applies a config document (GUIDE §4).
     pub fn apply_config_json(&self, json: &str) -> Result<RolloutDecision, DualPubError> {
-        let config = MigrationConfig::from_json(json)
-            .inspect_err(|e| self.shared.event(log::Level::Warn, "config", || format!("refused a config: {e}")))?;
+        let config = MigrationConfig::from_json(json).inspect_err(|e| self.rejected(e))?;
         self.apply_config(config)
     }
 

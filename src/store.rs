@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "outbox.db";
@@ -75,6 +75,20 @@ pub enum Op {
     DeadLetter(StoredDeadLetter),
     /// A dead letter was re-queued through the API.
     RemoveDeadLetter(i64),
+    /// The migration config now in force (the last known good), applied at the next start
+    /// before any network call.
+    SaveConfig(StoredConfig),
+}
+
+/// The last known good migration config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredConfig {
+    /// The document (`MigrationConfig::to_json`).
+    pub json: String,
+    /// Where it came from (`ConfigSource` label).
+    pub source: String,
+    /// When it was applied.
+    pub applied_at_ms: i64,
 }
 
 /// What the writer reports after each group commit.
@@ -232,10 +246,21 @@ impl Store {
                  PRAGMA user_version = 1;
                  COMMIT;",
             )?;
-        } else {
-            // Take the exclusive lock now, so a second publisher on this directory fails at once.
-            self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
         }
+        if version < 2 {
+            self.conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE IF NOT EXISTS config (
+                     id INTEGER PRIMARY KEY CHECK (id = 1),
+                     json TEXT NOT NULL,
+                     source TEXT NOT NULL,
+                     applied_at_ms INTEGER NOT NULL);
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )?;
+        }
+        // Take the exclusive lock now, so a second publisher on this directory fails at once.
+        self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
         if version > SCHEMA_VERSION {
             log::warn!("dualpub outbox schema {version} is newer than this SDK's {SCHEMA_VERSION}; reading it as {SCHEMA_VERSION}");
         }
@@ -277,6 +302,16 @@ impl Store {
         rows.collect()
     }
 
+    /// The last known good migration config, if one was ever applied.
+    pub fn load_config(&self) -> rusqlite::Result<Option<StoredConfig>> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT json, source, applied_at_ms FROM config WHERE id = 1", [], |r| {
+                Ok(StoredConfig { json: r.get(0)?, source: r.get(1)?, applied_at_ms: r.get(2)? })
+            })
+            .optional()
+    }
+
     /// The highest sequence number ever stored (rows or none).
     pub fn max_seq(&self) -> rusqlite::Result<u64> {
         self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|v| v as u64)
@@ -310,6 +345,12 @@ impl Store {
                     }
                     Op::RemoveDeadLetter(id) => {
                         tx.execute("DELETE FROM dead_letters WHERE id = ?1", params![*id])?;
+                    }
+                    Op::SaveConfig(c) => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO config (id, json, source, applied_at_ms) VALUES (1, ?1, ?2, ?3)",
+                            params![c.json, c.source, c.applied_at_ms],
+                        )?;
                     }
                 }
             }
@@ -394,7 +435,7 @@ fn compact(ops: &mut Vec<Op>) {
     ops.retain(|o| match o {
         Op::Insert(r) => !gone.contains(&r.seq),
         Op::Update { seq, .. } | Op::Delete(seq) => !gone.contains(seq),
-        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) => true,
+        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) | Op::SaveConfig(_) => true,
     });
 }
 
@@ -437,6 +478,21 @@ mod tests {
         let dl = s.load_dead_letters().unwrap();
         assert_eq!((dl[0].id, dl[0].event_id.as_str(), dl[0].transport), (7, "e9", Transport::PubSub));
         assert_eq!(s.max_seq().unwrap(), 2);
+        assert_eq!(s.load_config().unwrap(), None);
+    }
+
+    #[test]
+    fn the_last_config_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut s, _) = Store::open(dir.path(), None).unwrap();
+            for v in 1..=2 {
+                let c = StoredConfig { json: format!("{{\"version\": {v}}}"), source: "app".into(), applied_at_ms: v };
+                s.apply(&[Op::SaveConfig(c)]).unwrap();
+            }
+        }
+        let (s, _) = Store::open(dir.path(), None).unwrap();
+        assert_eq!(s.load_config().unwrap().unwrap().json, "{\"version\": 2}");
     }
 
     #[test]

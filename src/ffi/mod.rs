@@ -61,6 +61,23 @@ impl DualPublisher {
         self.open()?.apply_config_json(&json)
     }
 
+    /// Applies the host app's remote values (Firebase Remote Config keys such as
+    /// `pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>`, `emergency_mode`).
+    pub fn apply_remote_values(&self, values: std::collections::HashMap<String, String>) -> Result<RolloutDecision, DualPubError> {
+        self.open()?.apply_remote_values(values)
+    }
+
+    /// The config in force: version, source, when applied, how many were refused.
+    pub fn config_status(&self) -> Result<crate::remote::ConfigStatus, DualPubError> {
+        Ok(self.open()?.config_status())
+    }
+
+    /// Registers a listener for every change of decision (`None` removes it).
+    pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::remote::ConfigListener>>) -> Result<(), DualPubError> {
+        self.open()?.set_config_listener(listener);
+        Ok(())
+    }
+
     /// Where this device publishes now, and why.
     pub fn decision(&self) -> Result<RolloutDecision, DualPubError> {
         Ok(self.open()?.decision())

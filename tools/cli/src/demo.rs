@@ -208,7 +208,12 @@ pub fn run(args: DemoArgs) -> i32 {
             max_storage_bytes: None,
         };
         match DualPublisher::new(config, None) {
-            Ok(p) => fleet.push((id, p)),
+            // A data directory from an earlier run keeps its last config; the flags of this
+            // run are what the operator asked for, so apply them on top.
+            Ok(p) => match p.apply_config(migration.clone()) {
+                Ok(_) => fleet.push((id, p)),
+                Err(e) => return fail(format!("{id}: {e}")),
+            },
             Err(e) => return fail(format!("{id}: {e}")),
         }
     }

@@ -606,6 +606,223 @@ fileprivate struct FfiConverterString: FfiConverter {
 
 
 /**
+ * Implemented by the app to hear about every change of decision (a rollout step reaching this
+ * device, an emergency rollback). Called on the thread that applied the config; must return
+ * quickly.
+ */
+public protocol ConfigListener: AnyObject, Sendable {
+    
+    /**
+     * The decision changed from `old` to `new`.
+     */
+    func onDecisionChanged(old: RolloutDecision, new: RolloutDecision) 
+    
+}
+/**
+ * Implemented by the app to hear about every change of decision (a rollout step reaching this
+ * device, an emergency rollback). Called on the thread that applied the config; must return
+ * quickly.
+ */
+open class ConfigListenerImpl: ConfigListener, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_dualpub_fn_clone_configlistener(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_dualpub_fn_free_configlistener(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * The decision changed from `old` to `new`.
+     */
+open func onDecisionChanged(old: RolloutDecision, new: RolloutDecision)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_configlistener_on_decision_changed(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeRolloutDecision_lower(old),
+        FfiConverterTypeRolloutDecision_lower(new),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceConfigListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceConfigListener = UniffiVTableCallbackInterfaceConfigListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeConfigListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface ConfigListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeConfigListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface ConfigListener: handle missing in uniffiClone")
+            }
+        },
+        onDecisionChanged: { (
+            uniffiHandle: UInt64,
+            old: RustBuffer,
+            new: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeConfigListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onDecisionChanged(
+                     old: try FfiConverterTypeRolloutDecision_lift(old),
+                     new: try FfiConverterTypeRolloutDecision_lift(new)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceConfigListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceConfigListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitConfigListener() {
+    uniffi_dualpub_fn_init_callback_vtable_configlistener(UniffiCallbackInterfaceConfigListener.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConfigListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<ConfigListener>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = ConfigListener
+
+    public static func lift(_ handle: UInt64) throws -> ConfigListener {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return ConfigListenerImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: ConfigListener) -> UInt64 {
+         if let rustImpl = value as? ConfigListenerImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConfigListener {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: ConfigListener, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConfigListener_lift(_ handle: UInt64) throws -> ConfigListener {
+    return try FfiConverterTypeConfigListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConfigListener_lower(_ value: ConfigListener) -> UInt64 {
+    return FfiConverterTypeConfigListener.lower(value)
+}
+
+
+
+
+
+
+/**
  * Implemented by the app to receive debug events while debug mode is on. Called on an SDK
  * thread (`dualpub-debug`), never the main thread; must return quickly.
  */
@@ -834,6 +1051,12 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func applyConfigJson(json: String) throws  -> RolloutDecision
     
     /**
+     * Applies the host app's remote values (Firebase Remote Config keys such as
+     * `pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>`, `emergency_mode`).
+     */
+    func applyRemoteValues(values: [String: String]) throws  -> RolloutDecision
+    
+    /**
      * Waits up to `timeout_ms` until every location accepted so far is on disk (survives a
      * process kill); returns whether it is. Blocks: call it from a background thread.
      */
@@ -843,6 +1066,11 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      * Hands debug mode back to the remote config.
      */
     func clearDebugMode() throws 
+    
+    /**
+     * The config in force: version, source, when applied, how many were refused.
+     */
+    func configStatus() throws  -> ConfigStatus
     
     /**
      * The migration config in force.
@@ -895,6 +1123,11 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      * Queues many locations at once (backlog import); all or none. Returns their eventIds.
      */
     func sendLocations(locations: [Location]) throws  -> [String]
+    
+    /**
+     * Registers a listener for every change of decision (`None` removes it).
+     */
+    func setConfigListener(listener: ConfigListener?) throws 
     
     /**
      * Registers a listener for debug events (rate-limited; only while debug mode is on).
@@ -1020,6 +1253,20 @@ open func applyConfigJson(json: String)throws  -> RolloutDecision  {
 }
     
     /**
+     * Applies the host app's remote values (Firebase Remote Config keys such as
+     * `pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>`, `emergency_mode`).
+     */
+open func applyRemoteValues(values: [String: String])throws  -> RolloutDecision  {
+    return try  FfiConverterTypeRolloutDecision_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_apply_remote_values(
+            self.uniffiCloneHandle(),
+        FfiConverterDictionaryStringString.lower(values),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Waits up to `timeout_ms` until every location accepted so far is on disk (survives a
      * process kill); returns whether it is. Blocks: call it from a background thread.
      */
@@ -1042,6 +1289,18 @@ open func clearDebugMode()throws   {try rustCallWithError(FfiConverterTypeDualPu
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * The config in force: version, source, when applied, how many were refused.
+     */
+open func configStatus()throws  -> ConfigStatus  {
+    return try  FfiConverterTypeConfigStatus_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_config_status(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -1168,6 +1427,18 @@ open func sendLocations(locations: [Location])throws  -> [String]  {
         FfiConverterSequenceTypeLocation.lower(locations),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Registers a listener for every change of decision (`None` removes it).
+     */
+open func setConfigListener(listener: ConfigListener?)throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_set_config_listener(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionTypeConfigListener.lower(listener),uniffiCallStatus
+    )
+}
 }
     
     /**
@@ -1546,6 +1817,95 @@ public func FfiConverterTypeAccessToken_lift(_ buf: RustBuffer) throws -> Access
 #endif
 public func FfiConverterTypeAccessToken_lower(_ value: AccessToken) -> RustBuffer {
     return FfiConverterTypeAccessToken.lower(value)
+}
+
+
+/**
+ * What the SDK knows about the config in force.
+ */
+public struct ConfigStatus: Equatable, Hashable {
+    /**
+     * `version` of the config in force.
+     */
+    public var version: UInt64
+    /**
+     * Where it came from.
+     */
+    public var source: ConfigSource
+    /**
+     * When it was applied (ms since the epoch; for a persisted config, when it was first applied).
+     */
+    public var appliedAtMs: Int64
+    /**
+     * Config documents or values refused since start-up.
+     */
+    public var rejected: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * `version` of the config in force.
+         */version: UInt64, 
+        /**
+         * Where it came from.
+         */source: ConfigSource, 
+        /**
+         * When it was applied (ms since the epoch; for a persisted config, when it was first applied).
+         */appliedAtMs: Int64, 
+        /**
+         * Config documents or values refused since start-up.
+         */rejected: UInt64) {
+        self.version = version
+        self.source = source
+        self.appliedAtMs = appliedAtMs
+        self.rejected = rejected
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ConfigStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConfigStatus: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConfigStatus {
+        return
+            try ConfigStatus(
+                version: FfiConverterUInt64.read(from: &buf), 
+                source: FfiConverterTypeConfigSource.read(from: &buf), 
+                appliedAtMs: FfiConverterInt64.read(from: &buf), 
+                rejected: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ConfigStatus, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.version, into: &buf)
+        FfiConverterTypeConfigSource.write(value.source, into: &buf)
+        FfiConverterInt64.write(value.appliedAtMs, into: &buf)
+        FfiConverterUInt64.write(value.rejected, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConfigStatus_lift(_ buf: RustBuffer) throws -> ConfigStatus {
+    return try FfiConverterTypeConfigStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConfigStatus_lower(_ value: ConfigStatus) -> RustBuffer {
+    return FfiConverterTypeConfigStatus.lower(value)
 }
 
 
@@ -2022,6 +2382,10 @@ public struct MetricsSnapshot: Equatable, Hashable {
      */
     public var storageResets: UInt64
     /**
+     * Changes of decision since start-up (`dualpub_decision_changes_total`).
+     */
+    public var decisionChanges: UInt64
+    /**
      * Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
      */
     public var recovered: UInt64
@@ -2081,6 +2445,9 @@ public struct MetricsSnapshot: Equatable, Hashable {
          * Corrupt outbox databases moved aside (`dualpub_storage_resets_total`).
          */storageResets: UInt64, 
         /**
+         * Changes of decision since start-up (`dualpub_decision_changes_total`).
+         */decisionChanges: UInt64, 
+        /**
          * Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
          */recovered: UInt64, 
         /**
@@ -2105,6 +2472,7 @@ public struct MetricsSnapshot: Equatable, Hashable {
         self.httpRequests = httpRequests
         self.storageErrors = storageErrors
         self.storageResets = storageResets
+        self.decisionChanges = decisionChanges
         self.recovered = recovered
         self.queueOldestAgeSeconds = queueOldestAgeSeconds
         self.configVersion = configVersion
@@ -2140,6 +2508,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
                 httpRequests: FfiConverterUInt64.read(from: &buf), 
                 storageErrors: FfiConverterUInt64.read(from: &buf), 
                 storageResets: FfiConverterUInt64.read(from: &buf), 
+                decisionChanges: FfiConverterUInt64.read(from: &buf), 
                 recovered: FfiConverterUInt64.read(from: &buf), 
                 queueOldestAgeSeconds: FfiConverterDouble.read(from: &buf), 
                 configVersion: FfiConverterUInt64.read(from: &buf), 
@@ -2161,6 +2530,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.httpRequests, into: &buf)
         FfiConverterUInt64.write(value.storageErrors, into: &buf)
         FfiConverterUInt64.write(value.storageResets, into: &buf)
+        FfiConverterUInt64.write(value.decisionChanges, into: &buf)
         FfiConverterUInt64.write(value.recovered, into: &buf)
         FfiConverterDouble.write(value.queueOldestAgeSeconds, into: &buf)
         FfiConverterUInt64.write(value.configVersion, into: &buf)
@@ -3125,6 +3495,101 @@ public func FfiConverterTypeTransportMetrics_lower(_ value: TransportMetrics) ->
 
 
 /**
+ * Where the config in force came from.
+ */
+
+public enum ConfigSource: Equatable, Hashable {
+    
+    /**
+     * Compiled-in defaults: MQTT only.
+     */
+    case defaults
+    /**
+     * `SdkConfig.migration`, or `applyConfig` / `applyConfigJson` called by the app.
+     */
+    case app
+    /**
+     * The last known good config, read from the data directory at start-up.
+     */
+    case persisted
+    /**
+     * `applyRemoteValues` (the host app's own remote config).
+     */
+    case host
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ConfigSource: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConfigSource: FfiConverterRustBuffer {
+    typealias SwiftType = ConfigSource
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConfigSource {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .defaults
+        
+        case 2: return .app
+        
+        case 3: return .persisted
+        
+        case 4: return .host
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ConfigSource, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .defaults:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .app:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .persisted:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .host:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConfigSource_lift(_ buf: RustBuffer) throws -> ConfigSource {
+    return try FfiConverterTypeConfigSource.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConfigSource_lower(_ value: ConfigSource) -> RustBuffer {
+    return FfiConverterTypeConfigSource.lower(value)
+}
+
+
+
+/**
  * Why a device publishes where it does; visible to the app and in metrics.
  */
 
@@ -3729,6 +4194,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeConfigListener: FfiConverterRustBuffer {
+    typealias SwiftType = ConfigListener?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeConfigListener.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeConfigListener.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeDebugListener: FfiConverterRustBuffer {
     typealias SwiftType = DebugListener?
 
@@ -3927,6 +4416,32 @@ fileprivate struct FfiConverterDictionaryStringUInt64: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterDictionaryStringString: FfiConverterRustBuffer {
+    public static func write(_ value: [String: String], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for (key, value) in value {
+            FfiConverterString.write(key, into: &buf)
+            FfiConverterString.write(value, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: String] {
+        let len: Int32 = try readInt(&buf)
+        var dict = [String: String]()
+        dict.reserveCapacity(Int(len))
+        for _ in 0..<len {
+            let key = try FfiConverterString.read(from: &buf)
+            let value = try FfiConverterString.read(from: &buf)
+            dict[key] = value
+        }
+        return dict
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterDictionaryStringTypeOverride: FfiConverterRustBuffer {
     public static func write(_ value: [String: Override], into buf: inout [UInt8]) {
         let len = Int32(value.count)
@@ -4020,10 +4535,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_apply_config_json() != 51226) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_apply_remote_values() != 37302) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_await_durable() != 26668) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode() != 51105) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_config_status() != 30857) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_current_config() != 62367) {
@@ -4056,6 +4577,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_send_locations() != 57978) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_config_listener() != 40639) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener() != 46439) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4068,6 +4592,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_shutdown() != 2688) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_configlistener_on_decision_changed() != 61234) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_tokenprovider_fetch_token() != 146) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4075,6 +4602,7 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
 
+    uniffiCallbackInitConfigListener()
     uniffiCallbackInitDebugListener()
     uniffiCallbackInitTokenProvider()
     return InitializationResult.ok

@@ -250,6 +250,13 @@ typedef void (*UniffiCallbackInterfaceDebugListenerMethod0)(uint64_t, RustBuffer
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONFIG_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONFIG_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceConfigListenerMethod0)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
 typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, RustBuffer* _Nonnull, 
@@ -264,6 +271,15 @@ typedef struct UniffiVTableCallbackInterfaceDebugListener {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceDebugListenerMethod0 _Nonnull onDebugEvent;
 } UniffiVTableCallbackInterfaceDebugListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CONFIG_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CONFIG_LISTENER
+typedef struct UniffiVTableCallbackInterfaceConfigListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceConfigListenerMethod0 _Nonnull onDecisionChanged;
+} UniffiVTableCallbackInterfaceConfigListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
@@ -320,6 +336,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_apply_config(uint64_t ptr, Rus
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_apply_config_json(uint64_t ptr, RustBuffer json, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_APPLY_REMOTE_VALUES
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_APPLY_REMOTE_VALUES
+RustBuffer uniffi_dualpub_fn_method_dualpublisher_apply_remote_values(uint64_t ptr, RustBuffer values, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_AWAIT_DURABLE
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_AWAIT_DURABLE
 int8_t uniffi_dualpub_fn_method_dualpublisher_await_durable(uint64_t ptr, uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
@@ -328,6 +349,11 @@ int8_t uniffi_dualpub_fn_method_dualpublisher_await_durable(uint64_t ptr, uint64
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
 void uniffi_dualpub_fn_method_dualpublisher_clear_debug_mode(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CONFIG_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CONFIG_STATUS
+RustBuffer uniffi_dualpub_fn_method_dualpublisher_config_status(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CURRENT_CONFIG
@@ -380,6 +406,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_send_location(uint64_t ptr, Ru
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_send_locations(uint64_t ptr, RustBuffer locations, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_CONFIG_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_CONFIG_LISTENER
+void uniffi_dualpub_fn_method_dualpublisher_set_config_listener(uint64_t ptr, RustBuffer listener, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_DEBUG_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_DEBUG_LISTENER
 void uniffi_dualpub_fn_method_dualpublisher_set_debug_listener(uint64_t ptr, RustBuffer listener, RustCallStatus *_Nonnull out_status
@@ -398,6 +429,26 @@ void uniffi_dualpub_fn_method_dualpublisher_set_precise_coordinates_in_debug(uin
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SHUTDOWN
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SHUTDOWN
 void uniffi_dualpub_fn_method_dualpublisher_shutdown(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_CONFIGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_CONFIGLISTENER
+uint64_t uniffi_dualpub_fn_clone_configlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_CONFIGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_CONFIGLISTENER
+void uniffi_dualpub_fn_free_configlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_CONFIGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_CONFIGLISTENER
+void uniffi_dualpub_fn_init_callback_vtable_configlistener(const UniffiVTableCallbackInterfaceConfigListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
+void uniffi_dualpub_fn_method_configlistener_on_decision_changed(uint64_t ptr, RustBuffer old, RustBuffer new, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_TOKENPROVIDER
@@ -732,6 +783,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_apply_config_json(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_APPLY_REMOTE_VALUES
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_APPLY_REMOTE_VALUES
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_apply_remote_values(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_AWAIT_DURABLE
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_AWAIT_DURABLE
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_await_durable(void
@@ -741,6 +798,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_await_durable(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CONFIG_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CONFIG_STATUS
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_config_status(void
     
 );
 #endif
@@ -804,6 +867,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_send_locations(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_CONFIG_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_CONFIG_LISTENER
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_config_listener(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_DEBUG_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_DEBUG_LISTENER
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener(void
@@ -825,6 +894,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_precise_coordinates_in
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SHUTDOWN
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SHUTDOWN
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_shutdown(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
+uint16_t uniffi_dualpub_checksum_method_configlistener_on_decision_changed(void
     
 );
 #endif

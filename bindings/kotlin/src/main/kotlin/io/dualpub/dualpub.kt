@@ -653,6 +653,9 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
 internal interface UniffiCallbackInterfaceDebugListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceConfigListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`old`: RustBuffer.ByValue,`new`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -672,6 +675,25 @@ internal open class UniffiVTableCallbackInterfaceDebugListener(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onDebugEvent` = other.`onDebugEvent`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onDecisionChanged")
+internal open class UniffiVTableCallbackInterfaceConfigListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onDecisionChanged`: UniffiCallbackInterfaceConfigListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onDecisionChanged`: UniffiCallbackInterfaceConfigListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceConfigListener(`uniffiFree`,`uniffiClone`,`onDecisionChanged`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceConfigListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onDecisionChanged` = other.`onDecisionChanged`
     }
 
 }
@@ -730,9 +752,13 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_apply_config_json(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_apply_remote_values(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_await_durable(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_config_status(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_current_config(
     ): Int
@@ -754,6 +780,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_send_locations(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_set_config_listener(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_set_debug_mode(
@@ -761,6 +789,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_dualpub_checksum_method_dualpublisher_set_precise_coordinates_in_debug(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_shutdown(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_configlistener_on_decision_changed(
     ): Int
     external fun uniffi_dualpub_checksum_method_tokenprovider_fetch_token(
     ): Int
@@ -782,6 +812,7 @@ internal object UniffiLib {
 
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "dualpub"))
+        uniffiCallbackInterfaceConfigListener.register(this)
         uniffiCallbackInterfaceDebugListener.register(this)
         uniffiCallbackInterfaceTokenProvider.register(this)
         
@@ -806,10 +837,14 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_apply_config_json(`ptr`: Long,`json`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_apply_remote_values(`ptr`: Long,`values`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_await_durable(`ptr`: Long,`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
     external fun uniffi_dualpub_fn_method_dualpublisher_clear_debug_mode(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_dualpub_fn_method_dualpublisher_config_status(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_current_config(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_dead_letters(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -830,6 +865,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_send_locations(`ptr`: Long,`locations`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_set_config_listener(`ptr`: Long,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_set_debug_listener(`ptr`: Long,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_set_debug_mode(`ptr`: Long,`enabled`: Byte,uniffi_out_err: UniffiRustCallStatus, 
@@ -837,6 +874,14 @@ internal object UniffiLib {
     external fun uniffi_dualpub_fn_method_dualpublisher_set_precise_coordinates_in_debug(`ptr`: Long,`optIn`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_clone_configlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_free_configlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_init_callback_vtable_configlistener(`vtable`: UniffiVTableCallbackInterfaceConfigListener,
+    ): Unit
+    external fun uniffi_dualpub_fn_method_configlistener_on_decision_changed(`ptr`: Long,`old`: RustBuffer.ByValue,`new`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_clone_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1425,6 +1470,335 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
 
 
 /**
+ * Implemented by the app to hear about every change of decision (a rollout step reaching this
+ * device, an emergency rollback). Called on the thread that applied the config; must return
+ * quickly.
+ */
+public interface ConfigListener {
+    
+    /**
+     * The decision changed from `old` to `new`.
+     */
+    fun `onDecisionChanged`(`old`: RolloutDecision, `new`: RolloutDecision)
+    
+    companion object
+}
+
+/**
+ * Implemented by the app to hear about every change of decision (a rollout step reaching this
+ * device, an emergency rollback). Called on the thread that applied the config; must return
+ * quickly.
+ */
+open class ConfigListenerImpl: Disposable, AutoCloseable, ConfigListener
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_dualpub_fn_free_configlistener(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_dualpub_fn_clone_configlistener(handle, status)
+        }
+    }
+
+    
+    /**
+     * The decision changed from `old` to `new`.
+     */override fun `onDecisionChanged`(`old`: RolloutDecision, `new`: RolloutDecision)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_configlistener_on_decision_changed(
+        it,
+        
+        FfiConverterTypeRolloutDecision.lower(`old`),
+        FfiConverterTypeRolloutDecision.lower(`new`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceConfigListener {
+    internal object `onDecisionChanged`: UniffiCallbackInterfaceConfigListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`old`: RustBuffer.ByValue,`new`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeConfigListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onDecisionChanged`(
+                    FfiConverterTypeRolloutDecision.lift(`old`),
+                    FfiConverterTypeRolloutDecision.lift(`new`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeConfigListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeConfigListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceConfigListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onDecisionChanged`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_dualpub_fn_init_callback_vtable_configlistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConfigListener: FfiConverter<ConfigListener, Long> {
+    internal val handleMap = UniffiHandleMap<ConfigListener>()
+
+    override fun lower(value: ConfigListener): Long {
+        if (value is ConfigListenerImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): ConfigListener {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return ConfigListenerImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): ConfigListener {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: ConfigListener) = 8UL
+
+    override fun write(value: ConfigListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * Implemented by the app to receive debug events while debug mode is on. Called on an SDK
  * thread (`dualpub-debug`), never the main thread; must return quickly.
  */
@@ -1766,6 +2140,12 @@ public interface DualPublisherInterface {
     fun `applyConfigJson`(`json`: kotlin.String): RolloutDecision
     
     /**
+     * Applies the host app's remote values (Firebase Remote Config keys such as
+     * `pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>`, `emergency_mode`).
+     */
+    fun `applyRemoteValues`(`values`: Map<kotlin.String, kotlin.String>): RolloutDecision
+    
+    /**
      * Waits up to `timeout_ms` until every location accepted so far is on disk (survives a
      * process kill); returns whether it is. Blocks: call it from a background thread.
      */
@@ -1775,6 +2155,11 @@ public interface DualPublisherInterface {
      * Hands debug mode back to the remote config.
      */
     fun `clearDebugMode`()
+    
+    /**
+     * The config in force: version, source, when applied, how many were refused.
+     */
+    fun `configStatus`(): ConfigStatus
     
     /**
      * The migration config in force.
@@ -1827,6 +2212,11 @@ public interface DualPublisherInterface {
      * Queues many locations at once (backlog import); all or none. Returns their eventIds.
      */
     fun `sendLocations`(`locations`: List<Location>): List<kotlin.String>
+    
+    /**
+     * Registers a listener for every change of decision (`None` removes it).
+     */
+    fun `setConfigListener`(`listener`: ConfigListener?)
     
     /**
      * Registers a listener for debug events (rate-limited; only while debug mode is on).
@@ -2013,6 +2403,25 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
+     * Applies the host app's remote values (Firebase Remote Config keys such as
+     * `pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>`, `emergency_mode`).
+     */
+    @Throws(DualPubException::class)override fun `applyRemoteValues`(`values`: Map<kotlin.String, kotlin.String>): RolloutDecision {
+            return FfiConverterTypeRolloutDecision.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_apply_remote_values(
+        it,
+        
+        FfiConverterMapStringString.lower(`values`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Waits up to `timeout_ms` until every location accepted so far is on disk (survives a
      * process kill); returns whether it is. Blocks: call it from a background thread.
      */
@@ -2044,6 +2453,23 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 }
     }
     
+    
+
+    
+    /**
+     * The config in force: version, source, when applied, how many were refused.
+     */
+    @Throws(DualPubException::class)override fun `configStatus`(): ConfigStatus {
+            return FfiConverterTypeConfigStatus.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_config_status(
+        it,
+        _status)
+}
+    }
+    )
+    }
     
 
     
@@ -2220,6 +2646,23 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     }
     )
     }
+    
+
+    
+    /**
+     * Registers a listener for every change of decision (`None` removes it).
+     */
+    @Throws(DualPubException::class)override fun `setConfigListener`(`listener`: ConfigListener?)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_set_config_listener(
+        it,
+        
+        FfiConverterOptionalTypeConfigListener.lower(`listener`),_status)
+}
+    }
+    
     
 
     
@@ -2710,6 +3153,69 @@ public object FfiConverterTypeAccessToken: FfiConverterRustBuffer<AccessToken> {
 
 
 /**
+ * What the SDK knows about the config in force.
+ */
+data class ConfigStatus (
+    /**
+     * `version` of the config in force.
+     */
+    var `version`: kotlin.ULong
+    , 
+    /**
+     * Where it came from.
+     */
+    var `source`: ConfigSource
+    , 
+    /**
+     * When it was applied (ms since the epoch; for a persisted config, when it was first applied).
+     */
+    var `appliedAtMs`: kotlin.Long
+    , 
+    /**
+     * Config documents or values refused since start-up.
+     */
+    var `rejected`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConfigStatus: FfiConverterRustBuffer<ConfigStatus> {
+    override fun read(buf: ByteBuffer): ConfigStatus {
+        return ConfigStatus(
+            FfiConverterULong.read(buf),
+            FfiConverterTypeConfigSource.read(buf),
+            FfiConverterLong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ConfigStatus) = (
+            FfiConverterULong.allocationSize(value.`version`) +
+            FfiConverterTypeConfigSource.allocationSize(value.`source`) +
+            FfiConverterLong.allocationSize(value.`appliedAtMs`) +
+            FfiConverterULong.allocationSize(value.`rejected`)
+    )
+
+    override fun write(value: ConfigStatus, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`version`, buf)
+            FfiConverterTypeConfigSource.write(value.`source`, buf)
+            FfiConverterLong.write(value.`appliedAtMs`, buf)
+            FfiConverterULong.write(value.`rejected`, buf)
+    }
+}
+
+
+
+/**
  * A message Pub/Sub refused as invalid (HTTP 400), kept (durably) rather than deleted.
  */
 data class DeadLetter (
@@ -3079,6 +3585,11 @@ data class MetricsSnapshot (
     var `storageResets`: kotlin.ULong
     , 
     /**
+     * Changes of decision since start-up (`dualpub_decision_changes_total`).
+     */
+    var `decisionChanges`: kotlin.ULong
+    , 
+    /**
      * Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
      */
     var `recovered`: kotlin.ULong
@@ -3127,6 +3638,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterDouble.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
@@ -3147,6 +3659,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.allocationSize(value.`httpRequests`) +
             FfiConverterULong.allocationSize(value.`storageErrors`) +
             FfiConverterULong.allocationSize(value.`storageResets`) +
+            FfiConverterULong.allocationSize(value.`decisionChanges`) +
             FfiConverterULong.allocationSize(value.`recovered`) +
             FfiConverterDouble.allocationSize(value.`queueOldestAgeSeconds`) +
             FfiConverterULong.allocationSize(value.`configVersion`) +
@@ -3167,6 +3680,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.write(value.`httpRequests`, buf)
             FfiConverterULong.write(value.`storageErrors`, buf)
             FfiConverterULong.write(value.`storageResets`, buf)
+            FfiConverterULong.write(value.`decisionChanges`, buf)
             FfiConverterULong.write(value.`recovered`, buf)
             FfiConverterDouble.write(value.`queueOldestAgeSeconds`, buf)
             FfiConverterULong.write(value.`configVersion`, buf)
@@ -3870,6 +4384,57 @@ public object FfiConverterTypeTransportMetrics: FfiConverterRustBuffer<Transport
 
 
 /**
+ * Where the config in force came from.
+ */
+
+enum class ConfigSource {
+    
+    /**
+     * Compiled-in defaults: MQTT only.
+     */
+    DEFAULTS,
+    /**
+     * `SdkConfig.migration`, or `applyConfig` / `applyConfigJson` called by the app.
+     */
+    APP,
+    /**
+     * The last known good config, read from the data directory at start-up.
+     */
+    PERSISTED,
+    /**
+     * `applyRemoteValues` (the host app's own remote config).
+     */
+    HOST;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConfigSource: FfiConverterRustBuffer<ConfigSource> {
+    override fun read(buf: ByteBuffer) = try {
+        ConfigSource.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ConfigSource) = 4UL
+
+    override fun write(value: ConfigSource, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * Why a device publishes where it does; visible to the app and in metrics.
  */
 
@@ -4415,6 +4980,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeConfigListener: FfiConverterRustBuffer<ConfigListener?> {
+    override fun read(buf: ByteBuffer): ConfigListener? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeConfigListener.read(buf)
+    }
+
+    override fun allocationSize(value: ConfigListener?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeConfigListener.allocationSize(value)
+        }
+    }
+
+    override fun write(value: ConfigListener?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeConfigListener.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeDebugListener: FfiConverterRustBuffer<DebugListener?> {
     override fun read(buf: ByteBuffer): DebugListener? {
         if (buf.get().toInt() == 0) {
@@ -4652,6 +5249,45 @@ public object FfiConverterMapStringULong: FfiConverterRustBuffer<Map<kotlin.Stri
         value.forEach { (k, v) ->
             FfiConverterString.write(k, buf)
             FfiConverterULong.write(v, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.String, kotlin.String>> {
+    override fun read(buf: ByteBuffer): Map<kotlin.String, kotlin.String> {
+        val len = buf.getInt()
+        return buildMap<kotlin.String, kotlin.String>(len) {
+            repeat(len) {
+                val k = FfiConverterString.read(buf)
+                val v = FfiConverterString.read(buf)
+                this[k] = v
+            }
+        }
+    }
+
+    override fun allocationSize(value: Map<kotlin.String, kotlin.String>): ULong {
+        val spaceForMapSize = 4UL
+        val spaceForChildren = value.map { (k, v) ->
+            FfiConverterString.allocationSize(k) +
+            FfiConverterString.allocationSize(v)
+        }.sum()
+        return spaceForMapSize + spaceForChildren
+    }
+
+    override fun write(value: Map<kotlin.String, kotlin.String>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        // The parens on `(k, v)` here ensure we're calling the right method,
+        // which is important for compatibility with older android devices.
+        // Ref https://blog.danlew.net/2017/03/16/kotlin-puzzler-whose-line-is-it-anyways/
+        value.forEach { (k, v) ->
+            FfiConverterString.write(k, buf)
+            FfiConverterString.write(v, buf)
         }
     }
 }

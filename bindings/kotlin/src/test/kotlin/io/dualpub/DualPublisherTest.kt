@@ -370,6 +370,35 @@ class DualPublisherTest {
     }
 
     @Test
+    fun `host remote values and a ConfigListener`() {
+        val changes = ConcurrentLinkedQueue<Pair<DecisionReason, DecisionReason>>()
+        val listener = object : ConfigListener {
+            override fun onDecisionChanged(old: RolloutDecision, new: RolloutDecision) {
+                changes += old.reason to new.reason
+            }
+        }
+        publisher("remote-values", percentage = 0.0).use { p ->
+            p.setConfigListener(listener)
+            val d = p.applyRemoteValues(mapOf("pubsub_rollout_percentage" to "100", "pubsub_enabled" to "true", "config_version" to "8"))
+            assertEquals(DecisionReason.ROLLOUT_IN, d.reason)
+            assertEquals(ConfigSource.HOST, p.configStatus().source)
+            assertEquals(listOf(DecisionReason.ROLLOUT_OUT to DecisionReason.ROLLOUT_IN), changes.toList())
+            assertThrows(DualPubException.InvalidConfig::class.java) { p.applyRemoteValues(mapOf("emergency_mode" to "perhaps")) }
+            assertEquals(1uL, p.configStatus().rejected)
+        }
+    }
+
+    @Test
+    fun `the last config applied wins at the next start`() {
+        val c = TestBed.config(TestBed.deviceId("persisted"))
+        DualPublisher(c, null).use { p -> p.applyConfigJson("""{"version": 9, "emergencyMode": true}""") }
+        DualPublisher(c, null).use { p ->
+            assertEquals(ConfigSource.PERSISTED, p.configStatus().source)
+            assertEquals(DecisionReason.EMERGENCY, p.decision().reason)
+        }
+    }
+
+    @Test
     fun `metrics come as Prometheus text too`() {
         publisher("prometheus").use { p ->
             p.sendLocation(TestBed.location(0))

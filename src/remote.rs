@@ -1,0 +1,145 @@
+//! Where the migration config in force came from, its status, the app's `ConfigListener`, and
+//! the mapping of host-app remote values (Firebase Remote Config keys of seed 000 §3.1).
+
+use crate::config::{MigrationConfig, Override};
+use crate::error::ConfigError;
+use crate::rollout::RolloutDecision;
+use std::collections::HashMap;
+
+/// Where the config in force came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ConfigSource {
+    /// Compiled-in defaults: MQTT only.
+    Defaults,
+    /// `SdkConfig.migration`, or `applyConfig` / `applyConfigJson` called by the app.
+    App,
+    /// The last known good config, read from the data directory at start-up.
+    Persisted,
+    /// `applyRemoteValues` (the host app's own remote config).
+    Host,
+}
+
+impl ConfigSource {
+    /// The label stored with the config and shown in reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConfigSource::Defaults => "defaults",
+            ConfigSource::App => "app",
+            ConfigSource::Persisted => "persisted",
+            ConfigSource::Host => "host",
+        }
+    }
+}
+
+/// What the SDK knows about the config in force.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ConfigStatus {
+    /// `version` of the config in force.
+    pub version: u64,
+    /// Where it came from.
+    pub source: ConfigSource,
+    /// When it was applied (ms since the epoch; for a persisted config, when it was first applied).
+    pub applied_at_ms: i64,
+    /// Config documents or values refused since start-up.
+    pub rejected: u64,
+}
+
+/// Implemented by the app to hear about every change of decision (a rollout step reaching this
+/// device, an emergency rollback). Called on the thread that applied the config; must return
+/// quickly.
+#[uniffi::export(foreign)]
+pub trait ConfigListener: Send + Sync {
+    /// The decision changed from `old` to `new`.
+    fn on_decision_changed(&self, old: RolloutDecision, new: RolloutDecision);
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::InvalidValue { field: key.into(), reason: format!("{:?} is not a boolean", v.chars().take(32).collect::<String>()) }),
+    }
+}
+
+/// Builds the config the host app's remote values describe, on top of `current`: the keys of
+/// seed 000 (`pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>` holding a
+/// JSON override) plus `pubsub_enabled`, `mqtt_enabled`, `fallback_to_mqtt`, `emergency_mode`,
+/// `rollout_salt` and `config_version`. Unknown keys are ignored; a bad value refuses them all.
+pub fn from_remote_values(current: &MigrationConfig, values: &HashMap<String, String>) -> Result<MigrationConfig, ConfigError> {
+    let mut c = current.clone();
+    let mut overrides = HashMap::new();
+    for (key, value) in values {
+        match key.as_str() {
+            "pubsub_rollout_percentage" => {
+                c.pubsub_percentage = value.trim().parse::<f64>().map_err(|_| ConfigError::InvalidValue {
+                    field: key.clone(),
+                    reason: format!("{:?} is not a number", value.chars().take(32).collect::<String>()),
+                })?
+            }
+            "debug_mode" => c.debug_mode = parse_bool(key, value)?,
+            "pubsub_enabled" => c.pubsub_enabled = parse_bool(key, value)?,
+            "mqtt_enabled" => c.mqtt_enabled = parse_bool(key, value)?,
+            "fallback_to_mqtt" => c.fallback_to_mqtt = parse_bool(key, value)?,
+            "emergency_mode" => c.emergency_mode = parse_bool(key, value)?,
+            "rollout_salt" => c.rollout_salt = value.clone(),
+            "config_version" => {
+                c.version = value.trim().parse().map_err(|_| ConfigError::InvalidValue { field: key.clone(), reason: "not a version number".into() })?
+            }
+            k if k.starts_with("migration_override_") => {
+                let device = &k["migration_override_".len()..];
+                if value.trim().is_empty() {
+                    continue;
+                }
+                let doc = format!(r#"{{"deviceOverrides": {{{}: {value}}}}}"#, serde_json::to_string(device).unwrap_or_default());
+                let parsed = MigrationConfig::from_json(&doc).map_err(|e| ConfigError::InvalidValue { field: key.to_string(), reason: e.to_string() })?;
+                overrides.extend(parsed.device_overrides);
+            }
+            _ => {}
+        }
+    }
+    let mut merged: HashMap<String, Override> = c.device_overrides.clone();
+    merged.extend(overrides);
+    c.device_overrides = merged;
+    c.validate()?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(kv: &[(&str, &str)]) -> HashMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn maps_the_seed_keys() {
+        let c = from_remote_values(
+            &MigrationConfig::default(),
+            &values(&[
+                ("pubsub_rollout_percentage", "25.5"),
+                ("pubsub_enabled", "true"),
+                ("debug_mode", "1"),
+                ("migration_override_d-1", r#"{"pubsubEnabled": true}"#),
+                ("config_version", "12"),
+                ("unrelated_key", "whatever"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.pubsub_percentage, c.pubsub_enabled, c.debug_mode, c.version), (25.5, true, true, 12));
+        assert_eq!(c.device_overrides["d-1"].pubsub_enabled, Some(true));
+    }
+
+    #[test]
+    fn a_bad_value_refuses_them_all() {
+        for bad in [
+            ("pubsub_rollout_percentage", "fifty"),
+            ("pubsub_rollout_percentage", "150"),
+            ("emergency_mode", "maybe"),
+            ("migration_override_d-1", "{not json"),
+            ("migration_override_a/b", r#"{"pubsubEnabled": true}"#),
+        ] {
+            assert!(from_remote_values(&MigrationConfig::default(), &values(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+}
