@@ -107,15 +107,104 @@ struct RawConfig {
     debug_mode: Option<bool>,
     emergency_mode: Option<bool>,
     rollout: Option<RawRollout>,
-    device_overrides: Option<HashMap<String, RawOverride>>,
-    company_overrides: Option<HashMap<String, RawOverride>>,
+    device_overrides: Option<serde_json::Map<String, serde_json::Value>>,
+    company_overrides: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Largest config document accepted, in bytes (a hostile megabyte string is refused unread).
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+/// Keys a remote config may not use: endpoints, credentials and storage are the app's alone.
+pub const FORBIDDEN_KEYS: &[&str] = &[
+    "mqtt", "pubsub", "endpoint", "brokerUrl", "mqttUrl", "pubsubEndpoint", "project", "topic", "username",
+    "password", "token", "credentials", "clientId", "caCertificatesPem", "dataDir", "remoteConfigUrl", "allowInsecure",
+];
+
+/// A parsed document: the config, plus what was skipped or ignored in it (each with a reason).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedConfig {
+    /// The config to apply.
+    pub config: MigrationConfig,
+    /// Overrides left out because they were invalid (the rest of the document applies).
+    pub skipped: Vec<String>,
+    /// Fields ignored because a remote config may not set them.
+    pub ignored: Vec<String>,
+}
+
+/// Walks a JSON document and fails on a key repeated within one object (serde_json would
+/// silently keep the last one).
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NoDuplicateKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<NoDuplicateKeys, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<NoDuplicateKeys, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<NoDuplicateKeys, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<NoDuplicateKeys, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<NoDuplicateKeys, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_unit<E>(self) -> Result<NoDuplicateKeys, E> {
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<NoDuplicateKeys, A::Error> {
+                while a.next_element::<NoDuplicateKeys>()?.is_some() {}
+                Ok(NoDuplicateKeys)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<NoDuplicateKeys, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    if !seen.insert(k.clone()) {
+                        return Err(serde::de::Error::custom(format!("duplicate key {:?}", truncate(&k))));
+                    }
+                    a.next_value::<NoDuplicateKeys>()?;
+                }
+                Ok(NoDuplicateKeys)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl MigrationConfig {
-    /// Parses a config document (GUIDE §4). Unknown fields are ignored, missing ones take the
-    /// compiled-in defaults, and any invalid value rejects the whole document.
+    /// Parses a config document (GUIDE §4); see [`MigrationConfig::parse`].
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = serde_json::from_str(json).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+        Self::parse(json).map(|p| p.config)
+    }
+
+    /// Parses a config document (GUIDE §4). Unknown fields are ignored and missing ones take
+    /// the compiled-in defaults. A document that is not JSON, too large, has a repeated key, or
+    /// an invalid global value is refused whole; an invalid override is skipped and reported,
+    /// the rest applied; fields that try to set endpoints, credentials or storage are ignored
+    /// and reported.
+    pub fn parse(json: &str) -> Result<ParsedConfig, ConfigError> {
+        if json.len() > MAX_DOCUMENT_BYTES {
+            return Err(ConfigError::TooLarge(json.len()));
+        }
+        serde_json::from_str::<NoDuplicateKeys>(json).map_err(|e| {
+            if e.to_string().contains("duplicate key") {
+                ConfigError::DuplicateKey(e.to_string())
+            } else {
+                ConfigError::Malformed(e.to_string())
+            }
+        })?;
+        let top: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+        let ignored: Vec<String> = FORBIDDEN_KEYS.iter().filter(|k| top.contains_key(**k)).map(|k| format!("{k}: a remote config cannot change it")).collect();
+        let raw: RawConfig = serde_json::from_value(serde_json::Value::Object(top)).map_err(|e| ConfigError::Malformed(e.to_string()))?;
         let d = MigrationConfig::default();
         let (salt, algorithm) = match raw.rollout {
             Some(r) => {
@@ -130,19 +219,34 @@ impl MigrationConfig {
             }
             None => (d.rollout_salt, d.rollout_algorithm),
         };
-        let convert = |m: Option<HashMap<String, RawOverride>>| -> HashMap<String, Override> {
-            m.unwrap_or_default()
-                .into_iter()
-                .map(|(k, o)| {
-                    let o = Override {
-                        mqtt_enabled: o.mqtt_enabled,
-                        pubsub_enabled: o.pubsub_enabled,
-                        pubsub_percentage: o.pubsub_percentage,
-                    };
-                    (k, o)
-                })
-                .collect()
+        let mut skipped = Vec::new();
+        let mut convert = |field: &str, kind: &'static str, m: Option<serde_json::Map<String, serde_json::Value>>| -> HashMap<String, Override> {
+            let mut out: HashMap<String, Override> = HashMap::new();
+            let mut normalized = std::collections::HashSet::new();
+            for (k, v) in m.unwrap_or_default() {
+                let parsed = serde_json::from_value::<RawOverride>(v)
+                    .map_err(|e| e.to_string())
+                    .and_then(|o| {
+                        validate_id(kind, &k).map_err(|e| e.to_string())?;
+                        if !normalized.insert(crate::rollout::normalize_id(&k)) {
+                            return Err("another override names the same id (ids match case-insensitively)".into());
+                        }
+                        if let Some(p) = o.pubsub_percentage {
+                            percentage("pubsubPercentage", p).map_err(|e| e.to_string())?;
+                        }
+                        Ok(Override { mqtt_enabled: o.mqtt_enabled, pubsub_enabled: o.pubsub_enabled, pubsub_percentage: o.pubsub_percentage })
+                    });
+                match parsed {
+                    Ok(o) => {
+                        out.insert(k, o);
+                    }
+                    Err(why) => skipped.push(format!("{field}[{:?}]: {why}", truncate(&k))),
+                }
+            }
+            out
         };
+        let device_overrides = convert("deviceOverrides", "device id", raw.device_overrides);
+        let company_overrides = convert("companyOverrides", "company id", raw.company_overrides);
         let config = MigrationConfig {
             version: raw.version.unwrap_or(d.version),
             mqtt_enabled: raw.mqtt_enabled.unwrap_or(d.mqtt_enabled),
@@ -153,11 +257,11 @@ impl MigrationConfig {
             emergency_mode: raw.emergency_mode.unwrap_or(d.emergency_mode),
             rollout_salt: salt,
             rollout_algorithm: algorithm,
-            device_overrides: convert(raw.device_overrides),
-            company_overrides: convert(raw.company_overrides),
+            device_overrides,
+            company_overrides,
         };
         config.validate()?;
-        Ok(config)
+        Ok(ParsedConfig { config, skipped, ignored })
     }
 
     /// The config as a document of the same shape `from_json` reads.
@@ -431,6 +535,24 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_override_is_skipped_and_forbidden_fields_ignored() {
+        let p = MigrationConfig::parse(
+            r#"{"version": 3, "pubsubEnabled": true, "brokerUrl": "mqtt://evil", "password": "x",
+            "deviceOverrides": {"a/b": {"pubsubEnabled": true}, "ok-1": {"pubsubEnabled": true}, "d": {"pubsubEnabled": 1},
+                                "Dev-2": {"mqttEnabled": false}, "dev-2": {"mqttEnabled": true}},
+            "companyOverrides": {"c": {"pubsubPercentage": 200}, "c-9": {"pubsubPercentage": 50}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.config.version, 3);
+        assert!(p.config.device_overrides.contains_key("ok-1"));
+        assert!(p.config.company_overrides.contains_key("c-9"));
+        assert_eq!(p.config.device_overrides.len() + p.config.company_overrides.len(), 3, "{p:?}");
+        assert_eq!(p.skipped.len(), 4, "{:?}", p.skipped);
+        assert_eq!(p.ignored.len(), 2, "{:?}", p.ignored);
+        assert!(matches!(MigrationConfig::parse(&format!(r#"{{"rollout": {{"salt": "{}"}}}}"#, "x".repeat(300_000))), Err(ConfigError::TooLarge(_))));
+    }
+
+    #[test]
     fn to_json_round_trips() {
         let c = MigrationConfig::from_json(
             r#"{"version": 4, "pubsubEnabled": true, "pubsubPercentage": 12.5, "debugMode": true,
@@ -461,10 +583,8 @@ mod tests {
             r#"{"version": -1}"#,
             r#"{"rollout": {"algorithm": "md5"}}"#,
             r#"{"rollout": {"salt": ""}}"#,
-            r#"{"deviceOverrides": {"a/b": {"pubsubEnabled": true}}}"#,
-            r#"{"companyOverrides": {"c": {"pubsubPercentage": 200}}}"#,
-            r#"{"deviceOverrides": {"d": {"pubsubEnabled": 1}}}"#,
-            r#"{"deviceOverrides": {"Dev-1": {"pubsubEnabled": true}, "dev-1": {"pubsubEnabled": false}}}"#,
+            r#"{"version": 1, "version": 2}"#,
+            r#"{"deviceOverrides": {"d": {"pubsubEnabled": true, "pubsubEnabled": false}}}"#,
         ] {
             assert!(MigrationConfig::from_json(bad).is_err(), "accepted {bad:?}");
         }

@@ -49,6 +49,12 @@ pub enum ConfigError {
     /// The document is not JSON, or a field has the wrong JSON type.
     #[error("malformed config: {0}")]
     Malformed(String),
+    /// The document is larger than any real config.
+    #[error("config document too large ({0} bytes)")]
+    TooLarge(usize),
+    /// An object names the same key twice.
+    #[error("malformed config: {0}")]
+    DuplicateKey(String),
     /// A field has a value outside its range (for example a percentage of 101 or NaN).
     #[error("invalid value for {field}: {reason}")]
     InvalidValue {
@@ -103,6 +109,18 @@ impl From<ValidationError> for DualPubError {
         match e {
             ValidationError::BadId { .. } => DualPubError::InvalidId { reason: e.to_string() },
             _ => DualPubError::InvalidLocation { reason: e.to_string() },
+        }
+    }
+}
+
+impl ConfigError {
+    /// The `reason` label of `dualpub_config_rejected_total`.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            ConfigError::Malformed(_) => "malformed",
+            ConfigError::TooLarge(_) => "too_large",
+            ConfigError::DuplicateKey(_) => "duplicate_key",
+            ConfigError::InvalidValue { .. } => "invalid_value",
         }
     }
 }

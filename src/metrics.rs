@@ -81,6 +81,7 @@ pub struct Metrics {
     storage_errors: AtomicU64,
     storage_resets: AtomicU64,
     decision_changes: AtomicU64,
+    config_rejected: Mutex<BTreeMap<String, u64>>,
     recovered: AtomicU64,
 }
 
@@ -175,6 +176,10 @@ impl Metrics {
     pub fn storage_error(&self) {
         self.storage_errors.fetch_add(1, Relaxed);
     }
+    /// A config document (or part of one) was refused or ignored for `reason`.
+    pub fn config_rejected(&self, reason: &str, n: u64) {
+        *lock(&self.config_rejected).entry(reason.to_string()).or_default() += n;
+    }
     /// The decision in force changed (`dualpub_decision_changes_total`).
     pub fn decision_changed(&self) {
         self.decision_changes.fetch_add(1, Relaxed);
@@ -226,6 +231,7 @@ impl Metrics {
             storage_errors: self.storage_errors.load(Relaxed),
             storage_resets: self.storage_resets.load(Relaxed),
             decision_changes: self.decision_changes.load(Relaxed),
+            config_rejected: lock(&self.config_rejected).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             recovered: self.recovered.load(Relaxed),
             queue_oldest_age_seconds: g.oldest_age_seconds,
             config_version: g.config_version,
@@ -291,6 +297,10 @@ impl Metrics {
         let _ = writeln!(o, "# TYPE dualpub_http_requests_total counter\ndualpub_http_requests_total {}", s.http_requests);
         let _ = writeln!(o, "# TYPE dualpub_storage_errors_total counter\ndualpub_storage_errors_total {}", s.storage_errors);
         let _ = writeln!(o, "# TYPE dualpub_storage_resets_total counter\ndualpub_storage_resets_total {}", s.storage_resets);
+        let _ = writeln!(o, "# TYPE dualpub_config_rejected_total counter");
+        for (r, v) in &s.config_rejected {
+            let _ = writeln!(o, "dualpub_config_rejected_total{{reason=\"{r}\"}} {v}");
+        }
         let _ = writeln!(o, "# TYPE dualpub_decision_changes_total counter\ndualpub_decision_changes_total {}", s.decision_changes);
         let _ = writeln!(o, "# TYPE dualpub_recovered_total counter\ndualpub_recovered_total {}", s.recovered);
         let _ = writeln!(o, "# TYPE dualpub_bytes_sent_total counter");
@@ -374,6 +384,9 @@ pub struct MetricsSnapshot {
     pub storage_errors: u64,
     /// Corrupt outbox databases moved aside (`dualpub_storage_resets_total`).
     pub storage_resets: u64,
+    /// Config documents refused, overrides skipped and fields ignored, by reason
+    /// (`dualpub_config_rejected_total{reason}`).
+    pub config_rejected: HashMap<String, u64>,
     /// Changes of decision since start-up (`dualpub_decision_changes_total`).
     pub decision_changes: u64,
     /// Locations resumed from the outbox at start-up (`dualpub_recovered_total`).

@@ -375,6 +375,7 @@ impl Publisher {
 
     fn rejected(&self, e: &crate::error::ConfigError) {
         self.shared.config_rejected.fetch_add(1, Ordering::SeqCst);
+        self.shared.metrics.config_rejected(e.metric_reason(), 1);
         self.shared.event(log::Level::Warn, "config", || format!("refused a config: {e}"));
     }
 
@@ -444,8 +445,16 @@ impl Publisher {
 
     /// Parses and applies a config document (GUIDE §4).
     pub fn apply_config_json(&self, json: &str) -> Result<RolloutDecision, DualPubError> {
-        let config = MigrationConfig::from_json(json).inspect_err(|e| self.rejected(e))?;
-        self.apply_config(config)
+        let parsed = MigrationConfig::parse(json).inspect_err(|e| self.rejected(e))?;
+        for why in &parsed.skipped {
+            self.shared.metrics.config_rejected("invalid_override", 1);
+            self.shared.event(log::Level::Warn, "config", || format!("skipped an invalid override: {why}"));
+        }
+        for why in &parsed.ignored {
+            self.shared.metrics.config_rejected("ignored_field", 1);
+            self.shared.event(log::Level::Warn, "config", || format!("ignored {why}"));
+        }
+        self.apply_config(parsed.config)
     }
 
     /// The decision in force, with the transports' breaker states.

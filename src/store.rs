@@ -461,7 +461,7 @@ mod tests {
         {
             let (mut s, report) = Store::open(dir.path(), None).unwrap();
             assert!(report.moved_aside.is_none());
-            let mut ops = vec![
+            let ops = vec![
                 Op::Insert(row(1)),
                 Op::Insert(row(2)),
                 Op::Insert(row(3)),

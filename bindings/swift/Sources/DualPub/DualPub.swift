@@ -2382,6 +2382,11 @@ public struct MetricsSnapshot: Equatable, Hashable {
      */
     public var storageResets: UInt64
     /**
+     * Config documents refused, overrides skipped and fields ignored, by reason
+     * (`dualpub_config_rejected_total{reason}`).
+     */
+    public var configRejected: [String: UInt64]
+    /**
      * Changes of decision since start-up (`dualpub_decision_changes_total`).
      */
     public var decisionChanges: UInt64
@@ -2445,6 +2450,10 @@ public struct MetricsSnapshot: Equatable, Hashable {
          * Corrupt outbox databases moved aside (`dualpub_storage_resets_total`).
          */storageResets: UInt64, 
         /**
+         * Config documents refused, overrides skipped and fields ignored, by reason
+         * (`dualpub_config_rejected_total{reason}`).
+         */configRejected: [String: UInt64], 
+        /**
          * Changes of decision since start-up (`dualpub_decision_changes_total`).
          */decisionChanges: UInt64, 
         /**
@@ -2472,6 +2481,7 @@ public struct MetricsSnapshot: Equatable, Hashable {
         self.httpRequests = httpRequests
         self.storageErrors = storageErrors
         self.storageResets = storageResets
+        self.configRejected = configRejected
         self.decisionChanges = decisionChanges
         self.recovered = recovered
         self.queueOldestAgeSeconds = queueOldestAgeSeconds
@@ -2508,6 +2518,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
                 httpRequests: FfiConverterUInt64.read(from: &buf), 
                 storageErrors: FfiConverterUInt64.read(from: &buf), 
                 storageResets: FfiConverterUInt64.read(from: &buf), 
+                configRejected: FfiConverterDictionaryStringUInt64.read(from: &buf), 
                 decisionChanges: FfiConverterUInt64.read(from: &buf), 
                 recovered: FfiConverterUInt64.read(from: &buf), 
                 queueOldestAgeSeconds: FfiConverterDouble.read(from: &buf), 
@@ -2530,6 +2541,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.httpRequests, into: &buf)
         FfiConverterUInt64.write(value.storageErrors, into: &buf)
         FfiConverterUInt64.write(value.storageResets, into: &buf)
+        FfiConverterDictionaryStringUInt64.write(value.configRejected, into: &buf)
         FfiConverterUInt64.write(value.decisionChanges, into: &buf)
         FfiConverterUInt64.write(value.recovered, into: &buf)
         FfiConverterDouble.write(value.queueOldestAgeSeconds, into: &buf)

@@ -3585,6 +3585,12 @@ data class MetricsSnapshot (
     var `storageResets`: kotlin.ULong
     , 
     /**
+     * Config documents refused, overrides skipped and fields ignored, by reason
+     * (`dualpub_config_rejected_total{reason}`).
+     */
+    var `configRejected`: Map<kotlin.String, kotlin.ULong>
+    , 
+    /**
      * Changes of decision since start-up (`dualpub_decision_changes_total`).
      */
     var `decisionChanges`: kotlin.ULong
@@ -3637,6 +3643,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterMapStringULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterDouble.read(buf),
@@ -3659,6 +3666,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.allocationSize(value.`httpRequests`) +
             FfiConverterULong.allocationSize(value.`storageErrors`) +
             FfiConverterULong.allocationSize(value.`storageResets`) +
+            FfiConverterMapStringULong.allocationSize(value.`configRejected`) +
             FfiConverterULong.allocationSize(value.`decisionChanges`) +
             FfiConverterULong.allocationSize(value.`recovered`) +
             FfiConverterDouble.allocationSize(value.`queueOldestAgeSeconds`) +
@@ -3680,6 +3688,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.write(value.`httpRequests`, buf)
             FfiConverterULong.write(value.`storageErrors`, buf)
             FfiConverterULong.write(value.`storageResets`, buf)
+            FfiConverterMapStringULong.write(value.`configRejected`, buf)
             FfiConverterULong.write(value.`decisionChanges`, buf)
             FfiConverterULong.write(value.`recovered`, buf)
             FfiConverterDouble.write(value.`queueOldestAgeSeconds`, buf)
