@@ -91,8 +91,12 @@ pub fn from_remote_values(current: &MigrationConfig, values: &HashMap<String, St
                     continue;
                 }
                 let doc = format!(r#"{{"deviceOverrides": {{{}: {value}}}}}"#, serde_json::to_string(device).unwrap_or_default());
-                let parsed = MigrationConfig::from_json(&doc).map_err(|e| ConfigError::InvalidValue { field: key.to_string(), reason: e.to_string() })?;
-                overrides.extend(parsed.device_overrides);
+                let invalid = |reason: String| ConfigError::InvalidValue { field: key.to_string(), reason };
+                let parsed = MigrationConfig::parse(&doc).map_err(|e| invalid(e.to_string()))?;
+                if let Some(why) = parsed.skipped.first() {
+                    return Err(invalid(why.clone()));
+                }
+                overrides.extend(parsed.config.device_overrides);
             }
             _ => {}
         }
