@@ -337,6 +337,13 @@ impl Outbox {
         self.rows.is_empty()
     }
 
+    fn pending_set(&self, t: Transport) -> &BTreeSet<u64> {
+        match t {
+            Transport::Mqtt => &self.pending_mqtt,
+            Transport::PubSub => &self.pending_pubsub,
+        }
+    }
+
     fn pending(&mut self, t: Transport) -> &mut BTreeSet<u64> {
         match t {
             Transport::Mqtt => &mut self.pending_mqtt,
@@ -394,36 +401,22 @@ impl Outbox {
 
     /// Oldest acceptance time among rows pending (not in flight) for `t`.
     pub fn oldest_pending(&self, t: Transport) -> Option<Instant> {
-        let set = match t {
-            Transport::Mqtt => &self.pending_mqtt,
-            Transport::PubSub => &self.pending_pubsub,
-        };
-        set.first().and_then(|s| self.rows.get(s)).map(|r| r.accepted_at)
+        self.pending_set(t).first().and_then(|s| self.rows.get(s)).map(|r| r.accepted_at)
     }
 
     /// Sequence number of the oldest row pending (not in flight) for `t`.
     pub fn oldest_pending_seq(&self, t: Transport) -> Option<u64> {
-        match t {
-            Transport::Mqtt => self.pending_mqtt.first().copied(),
-            Transport::PubSub => self.pending_pubsub.first().copied(),
-        }
+        self.pending_set(t).first().copied()
     }
 
     /// Number of rows pending (not in flight) for `t`.
     pub fn pending_count(&self, t: Transport) -> usize {
-        match t {
-            Transport::Mqtt => self.pending_mqtt.len(),
-            Transport::PubSub => self.pending_pubsub.len(),
-        }
+        self.pending_set(t).len()
     }
 
     /// Sum of `cost` over the oldest `max_count` rows pending for `t` (a batch's size).
     pub fn pending_cost(&self, t: Transport, max_count: usize, cost: impl Fn(&Row) -> usize) -> usize {
-        let set = match t {
-            Transport::Mqtt => &self.pending_mqtt,
-            Transport::PubSub => &self.pending_pubsub,
-        };
-        set.iter().take(max_count).filter_map(|s| self.rows.get(s)).map(cost).sum()
+        self.pending_set(t).iter().take(max_count).filter_map(|s| self.rows.get(s)).map(cost).sum()
     }
 
     /// Marks rows acknowledged by `t`; returns those that left the outbox.
