@@ -61,6 +61,8 @@ fn publisher(dir: &std::path::Path) -> Publisher {
             max_outbox_rows: 10_000_000,
             max_outbox_age_hours: 168,
             max_storage_bytes: None,
+            remote_config_url: None,
+            config_fetch_interval_secs: dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
         },
         None,
     )

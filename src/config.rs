@@ -434,7 +434,19 @@ pub struct SdkConfig {
     /// new locations are kept in memory (up to `maxOutboxRows`) exactly as on a full disk.
     #[uniffi(default = None)]
     pub max_storage_bytes: Option<u64>,
+    /// Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
+    /// with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
+    /// PKI roots plus `pubsub.caCertificatesPem`.
+    #[uniffi(default = None)]
+    pub remote_config_url: Option<String>,
+    /// Least time between two scheduled fetches, in seconds (60–604800; default 15 minutes).
+    /// `refreshConfig` ignores it; a backoff after failures is added to it.
+    #[uniffi(default = 900)]
+    pub config_fetch_interval_secs: u32,
 }
+
+/// Default least time between two scheduled config fetches (15 minutes).
+pub const DEFAULT_CONFIG_FETCH_INTERVAL_SECS: u32 = 900;
 
 /// Pub/Sub's documented request limits.
 pub const PUBSUB_MAX_MESSAGES: u32 = 1000;
@@ -509,6 +521,21 @@ impl SdkConfig {
         }
         if let Some(m) = &self.migration {
             m.validate()?;
+        }
+        if let Some(u) = &self.remote_config_url {
+            let url = url::Url::parse(u).map_err(|e| InvalidConfig { reason: format!("remoteConfigUrl: {e}") })?;
+            match url.scheme() {
+                "https" => {}
+                "http" if self.allow_insecure => {}
+                "http" => return Err(InvalidConfig { reason: "remoteConfigUrl: plaintext http:// needs allowInsecure".into() }),
+                s => return Err(InvalidConfig { reason: format!("remoteConfigUrl: unsupported scheme {s:?}") }),
+            }
+            if url.host_str().is_none() {
+                return Err(InvalidConfig { reason: "remoteConfigUrl: no host".into() });
+            }
+        }
+        if !(60..=604_800).contains(&self.config_fetch_interval_secs) {
+            return Err(InvalidConfig { reason: "configFetchIntervalSecs must be 60–604800".into() });
         }
         Ok(())
     }

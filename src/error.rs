@@ -63,6 +63,15 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A fetched document is older than one already fetched (a stale cache answering): a
+    /// rollback must never be undone by an old copy.
+    #[error("stale config: version {version} is older than version {newest} fetched before")]
+    StaleVersion {
+        /// The document's version.
+        version: u64,
+        /// The newest version fetched so far.
+        newest: u64,
+    },
 }
 
 /// The error every exported call returns. Kotlin sees `DualPubException.<Variant>`, Swift
@@ -121,6 +130,7 @@ impl ConfigError {
             ConfigError::TooLarge(_) => "too_large",
             ConfigError::DuplicateKey(_) => "duplicate_key",
             ConfigError::InvalidValue { .. } => "invalid_value",
+            ConfigError::StaleVersion { .. } => "stale_version",
         }
     }
 }

@@ -8,11 +8,12 @@
 
 uniffi::setup_scaffolding!();
 
-mod clock;
 pub mod breaker;
+pub mod clock;
 pub mod config;
 pub mod debug;
 pub mod error;
+pub mod fetch;
 pub mod ffi;
 pub mod location;
 pub mod logging;
@@ -38,5 +39,6 @@ pub use metrics::{MetricsSnapshot, TransportMetrics};
 pub use outbox::{DeadLetter, Transport};
 pub use publisher::{FlushReport, Publisher};
 pub use rollout::{DecisionReason, RolloutAlgorithm, RolloutDecision};
+pub use fetch::FetchResult;
 pub use remote::{ConfigListener, ConfigSource, ConfigStatus};
 pub use token::{AccessToken, TokenProvider};

@@ -82,6 +82,7 @@ pub struct Metrics {
     storage_resets: AtomicU64,
     decision_changes: AtomicU64,
     config_rejected: Mutex<BTreeMap<String, u64>>,
+    config_fetches: Mutex<BTreeMap<String, u64>>,
     recovered: AtomicU64,
 }
 
@@ -180,6 +181,10 @@ impl Metrics {
     pub fn config_rejected(&self, reason: &str, n: u64) {
         *lock(&self.config_rejected).entry(reason.to_string()).or_default() += n;
     }
+    /// A config fetch ended (`dualpub_config_fetches_total{result}`).
+    pub fn config_fetched(&self, result: &str) {
+        *lock(&self.config_fetches).entry(result.to_string()).or_default() += 1;
+    }
     /// The decision in force changed (`dualpub_decision_changes_total`).
     pub fn decision_changed(&self) {
         self.decision_changes.fetch_add(1, Relaxed);
@@ -232,6 +237,7 @@ impl Metrics {
             storage_resets: self.storage_resets.load(Relaxed),
             decision_changes: self.decision_changes.load(Relaxed),
             config_rejected: lock(&self.config_rejected).iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            config_fetches: lock(&self.config_fetches).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             recovered: self.recovered.load(Relaxed),
             queue_oldest_age_seconds: g.oldest_age_seconds,
             config_version: g.config_version,
@@ -300,6 +306,10 @@ impl Metrics {
         let _ = writeln!(o, "# TYPE dualpub_config_rejected_total counter");
         for (r, v) in &s.config_rejected {
             let _ = writeln!(o, "dualpub_config_rejected_total{{reason=\"{r}\"}} {v}");
+        }
+        let _ = writeln!(o, "# TYPE dualpub_config_fetches_total counter");
+        for (r, v) in &s.config_fetches {
+            let _ = writeln!(o, "dualpub_config_fetches_total{{result=\"{r}\"}} {v}");
         }
         let _ = writeln!(o, "# TYPE dualpub_decision_changes_total counter\ndualpub_decision_changes_total {}", s.decision_changes);
         let _ = writeln!(o, "# TYPE dualpub_recovered_total counter\ndualpub_recovered_total {}", s.recovered);
@@ -387,6 +397,9 @@ pub struct MetricsSnapshot {
     /// Config documents refused, overrides skipped and fields ignored, by reason
     /// (`dualpub_config_rejected_total{reason}`).
     pub config_rejected: HashMap<String, u64>,
+    /// Config fetches by result: applied, not_modified, rejected, failed
+    /// (`dualpub_config_fetches_total{result}`).
+    pub config_fetches: HashMap<String, u64>,
     /// Changes of decision since start-up (`dualpub_decision_changes_total`).
     pub decision_changes: u64,
     /// Locations resumed from the outbox at start-up (`dualpub_recovered_total`).

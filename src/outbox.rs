@@ -237,6 +237,11 @@ impl Outbox {
         self.persist(Op::SaveConfig(config));
     }
 
+    /// Persists the config fetcher's state (JSON), in order with everything else.
+    pub fn persist_fetch_state(&self, json: String) {
+        self.persist(Op::SaveFetchState(json));
+    }
+
     /// Loads what the store kept: rows (oldest first, visible at once: they are durable) and
     /// dead letters.
     pub fn restore(&mut self, rows: Vec<StoredRow>, dead_letters: Vec<StoredDeadLetter>) {

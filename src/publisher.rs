@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     pub config_listener: Mutex<Option<Arc<dyn crate::remote::ConfigListener>>>,
     /// Config documents or values refused since start-up.
     pub config_rejected: AtomicU64,
+    /// Fetches the migration config from `remoteConfigUrl`.
+    pub fetcher: crate::fetch::Fetcher,
 }
 
 impl Shared {
@@ -145,6 +147,78 @@ impl Shared {
         }
     }
 
+    /// Counts and logs a refused config.
+    pub fn config_refused(&self, e: &crate::error::ConfigError) {
+        self.config_rejected.fetch_add(1, Ordering::SeqCst);
+        self.metrics.config_rejected(e.metric_reason(), 1);
+        self.event(log::Level::Warn, "config", || format!("refused a config: {e}"));
+    }
+
+    /// Parses a config document (GUIDE §4): refused whole (and counted) if malformed; invalid
+    /// overrides and forbidden fields are left out, counted and logged.
+    pub fn parse_document(&self, json: &str) -> Result<MigrationConfig, crate::error::ConfigError> {
+        let parsed = MigrationConfig::parse(json).inspect_err(|e| self.config_refused(e))?;
+        for why in &parsed.skipped {
+            self.metrics.config_rejected("invalid_override", 1);
+            self.event(log::Level::Warn, "config", || format!("skipped an invalid override: {why}"));
+        }
+        for why in &parsed.ignored {
+            self.metrics.config_rejected("ignored_field", 1);
+            self.event(log::Level::Warn, "config", || format!("ignored {why}"));
+        }
+        Ok(parsed.config)
+    }
+
+    /// Applies `config` at once (from `source`); returns the new decision. An invalid config is
+    /// refused and counted, and the one in force stays.
+    pub fn apply(&self, config: MigrationConfig, source: crate::remote::ConfigSource) -> Result<RolloutDecision, DualPubError> {
+        config.validate().inspect_err(|e| self.config_refused(e))?;
+        let s = &self.settings;
+        let decision = decide(&config, &s.device_id, s.company_id.as_deref());
+        let mut st = self.lock();
+        if st.closed {
+            return Err(DualPubError::Closed);
+        }
+        let applied_at_ms = clock::now_ms();
+        st.outbox.persist_config(store::StoredConfig { json: config.to_json().to_string(), source: source.as_str().into(), applied_at_ms });
+        let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms }));
+        // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
+        // for it; MQTT takes over anything that would otherwise be owed to nobody.
+        let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled {
+            st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt)
+        } else {
+            Vec::new()
+        };
+        let config_debug = st.active.config.debug_mode;
+        self.completed(st, &done);
+        self.refresh_debug_mode(config_debug);
+        if old.decision != decision {
+            self.metrics.decision_changed();
+            let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(l) = listener {
+                let (o, n) = (old.decision.clone(), decision.clone());
+                // An app callback that throws or panics must not take the SDK down.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(o, n)));
+            }
+            self.event(log::Level::Info, "config", || {
+                format!(
+                    "decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
+                    old.decision.config_version,
+                    decision.config_version,
+                    old.decision.mqtt_enabled,
+                    decision.mqtt_enabled,
+                    old.decision.pubsub_enabled,
+                    decision.pubsub_enabled,
+                    old.decision.reason.as_str(),
+                    decision.reason.as_str()
+                )
+            });
+        }
+        self.wake(Transport::Mqtt);
+        self.wake(Transport::PubSub);
+        Ok(decision)
+    }
+
     /// Called by the store thread after each group commit.
     fn committed(&self, commit: store::Commit) {
         {
@@ -211,6 +285,12 @@ impl Publisher {
     /// Validates `config`, starts the transport tasks on the SDK runtime and returns at once;
     /// connections are made in the background.
     pub fn new(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>) -> Result<Self, DualPubError> {
+        Self::with_clock(config, token_provider, Arc::new(crate::clock::SystemClock))
+    }
+
+    /// As [`Publisher::new`], with the clock the config fetcher schedules by (a
+    /// [`crate::clock::ManualClock`] lets a test or simulation move time at will).
+    pub fn with_clock(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, DualPubError> {
         crate::logging::init();
         config.validate()?;
         let mqtt_options = mqtt::options(&config)?;
@@ -236,6 +316,22 @@ impl Publisher {
             },
             None => None,
         };
+        let mut fetch_state: crate::fetch::FetchState = match db.load_fetch_state().map_err(load)? {
+            Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
+                log::error!("dualpub ignores its saved config-fetch state ({e})");
+                Default::default()
+            }),
+            None => Default::default(),
+        };
+        if persisted.is_none() {
+            // A 304 must not confirm a document this device no longer has.
+            fetch_state.etag = None;
+        }
+        let config_url = match &config.remote_config_url {
+            Some(u) => Some(reqwest::Url::parse(u).map_err(|e| DualPubError::InvalidConfig { reason: format!("remoteConfigUrl: {e}") })?),
+            None => None,
+        };
+        let fetcher = crate::fetch::Fetcher::new(config_url, config.config_fetch_interval_secs, http.clone(), clock, fetch_state);
         let (migration, source, applied_at_ms) = match (persisted, &config.migration) {
             (Some((c, at)), _) => (c, crate::remote::ConfigSource::Persisted, at),
             (None, Some(c)) => (c.clone(), crate::remote::ConfigSource::App, clock::now_ms()),
@@ -279,6 +375,7 @@ impl Publisher {
             debug: crate::debug::Debug::default(),
             config_listener: Mutex::new(None),
             config_rejected: AtomicU64::new(0),
+            fetcher,
         });
         if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
             log::error!("dualpub outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display());
@@ -290,7 +387,8 @@ impl Publisher {
         let store_done = start_store_writer(db, store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
         rt.spawn(mqtt::run(shared.clone(), mqtt_options, rx.clone()));
-        rt.spawn(pubsub::run(shared.clone(), http, TokenCache::new(token_provider), rx));
+        rt.spawn(pubsub::run(shared.clone(), http, TokenCache::new(token_provider), rx.clone()));
+        rt.spawn(crate::fetch::run(shared.clone(), rx));
         Ok(Publisher { shared, shutdown, store_tx, store_done: Mutex::new(Some(store_done)) })
     }
 
@@ -362,32 +460,67 @@ impl Publisher {
     /// Applies a migration config at once; returns the new decision. An invalid config is
     /// refused and the one in force stays.
     pub fn apply_config(&self, config: MigrationConfig) -> Result<RolloutDecision, DualPubError> {
-        self.apply(config, crate::remote::ConfigSource::App)
+        self.shared.apply(config, crate::remote::ConfigSource::App)
     }
 
     /// Applies the host app's remote values (Firebase Remote Config keys of seed 000 §3.1) on
     /// top of the config in force.
     pub fn apply_remote_values(&self, values: std::collections::HashMap<String, String>) -> Result<RolloutDecision, DualPubError> {
         let current = self.shared.active().config.clone();
-        let config = crate::remote::from_remote_values(&current, &values).inspect_err(|e| self.rejected(e))?;
-        self.apply(config, crate::remote::ConfigSource::Host)
+        let config = crate::remote::from_remote_values(&current, &values).inspect_err(|e| self.shared.config_refused(e))?;
+        self.shared.apply(config, crate::remote::ConfigSource::Host)
     }
 
-    fn rejected(&self, e: &crate::error::ConfigError) {
-        self.shared.config_rejected.fetch_add(1, Ordering::SeqCst);
-        self.shared.metrics.config_rejected(e.metric_reason(), 1);
-        self.shared.event(log::Level::Warn, "config", || format!("refused a config: {e}"));
-    }
-
-    /// What the SDK knows about the config in force.
+    /// What the SDK knows about the config in force and about fetching it.
     pub fn config_status(&self) -> crate::remote::ConfigStatus {
         let a = self.shared.active();
+        let f = self.shared.fetcher.snapshot();
         crate::remote::ConfigStatus {
             version: a.config.version,
             source: a.source,
             applied_at_ms: a.applied_at_ms,
             rejected: self.shared.config_rejected.load(Ordering::SeqCst),
+            last_fetch_at_ms: f.last_attempt_ms,
+            last_fetch_result: f.last_result.clone(),
+            etag: f.etag.clone(),
+            backoff_until_ms: f.backoff_until(self.shared.fetcher.now_ms()),
+            consecutive_fetch_failures: f.failures,
+            next_fetch_at_ms: if self.shared.fetcher.foreground() { self.shared.fetcher.next_due_ms() } else { None },
         }
+    }
+
+    /// Fetches the config from `remoteConfigUrl` now (a silent push said it changed), unless an
+    /// earlier failure's backoff is in force, and applies it. Blocks until the fetch ends (at
+    /// most [`crate::fetch::FETCH_TIMEOUT`]): background threads only.
+    pub fn refresh_config(&self) -> Result<crate::fetch::FetchResult, DualPubError> {
+        self.run_fetch(crate::fetch::Trigger::Refresh).map(|r| r.unwrap_or(crate::fetch::FetchResult::NotConfigured))
+    }
+
+    /// Runs the fetch schedule once, now, as the background task does when its timer fires:
+    /// fetches only if due, in the foreground and not in backoff. `None` when it made no attempt.
+    /// Blocks like [`Publisher::refresh_config`]. For tests and simulations with a `ManualClock`.
+    pub fn poll_config(&self) -> Result<Option<crate::fetch::FetchResult>, DualPubError> {
+        self.run_fetch(crate::fetch::Trigger::Schedule)
+    }
+
+    fn run_fetch(&self, trigger: crate::fetch::Trigger) -> Result<Option<crate::fetch::FetchResult>, DualPubError> {
+        if self.is_closed() {
+            return Err(DualPubError::Closed);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = self.shared.clone();
+        runtime::handle()?.spawn(async move {
+            let _ = tx.send(shared.fetcher.attempt(&shared, trigger).await);
+        });
+        // The attempt is bounded by FETCH_TIMEOUT; it may first wait for a scheduled one.
+        rx.recv_timeout(crate::fetch::FETCH_TIMEOUT * 2 + Duration::from_secs(5))
+            .map_err(|_| DualPubError::Internal { reason: "the config fetch did not finish".into() })
+    }
+
+    /// Tells the SDK whether the app is in the foreground. Scheduled config fetches happen only
+    /// in the foreground (the default); coming back fetches at once if one is due.
+    pub fn set_app_foreground(&self, foreground: bool) {
+        self.shared.fetcher.set_foreground(foreground);
     }
 
     /// Registers the app's listener for decision changes (`None` removes it).
@@ -395,66 +528,10 @@ impl Publisher {
         *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()) = listener;
     }
 
-    fn apply(&self, config: MigrationConfig, source: crate::remote::ConfigSource) -> Result<RolloutDecision, DualPubError> {
-        config.validate().inspect_err(|e| self.rejected(e))?;
-        let s = &self.shared.settings;
-        let decision = decide(&config, &s.device_id, s.company_id.as_deref());
-        let mut st = self.shared.lock();
-        if st.closed {
-            return Err(DualPubError::Closed);
-        }
-        let applied_at_ms = clock::now_ms();
-        st.outbox.persist_config(store::StoredConfig { json: config.to_json().to_string(), source: source.as_str().into(), applied_at_ms });
-        let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms }));
-        // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
-        // for it; MQTT takes over anything that would otherwise be owed to nobody.
-        let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled {
-            st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt)
-        } else {
-            Vec::new()
-        };
-        let config_debug = st.active.config.debug_mode;
-        self.shared.completed(st, &done);
-        self.shared.refresh_debug_mode(config_debug);
-        if old.decision != decision {
-            self.shared.metrics.decision_changed();
-            let listener = self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(l) = listener {
-                let (o, n) = (old.decision.clone(), decision.clone());
-                // An app callback that throws or panics must not take the SDK down.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(o, n)));
-            }
-            self.shared.event(log::Level::Info, "config", || {
-                format!(
-                    "decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
-                    old.decision.config_version,
-                    decision.config_version,
-                    old.decision.mqtt_enabled,
-                    decision.mqtt_enabled,
-                    old.decision.pubsub_enabled,
-                    decision.pubsub_enabled,
-                    old.decision.reason.as_str(),
-                    decision.reason.as_str()
-                )
-            });
-        }
-        self.shared.wake(Transport::Mqtt);
-        self.shared.wake(Transport::PubSub);
-        Ok(decision)
-    }
-
     /// Parses and applies a config document (GUIDE §4).
     pub fn apply_config_json(&self, json: &str) -> Result<RolloutDecision, DualPubError> {
-        let parsed = MigrationConfig::parse(json).inspect_err(|e| self.rejected(e))?;
-        for why in &parsed.skipped {
-            self.shared.metrics.config_rejected("invalid_override", 1);
-            self.shared.event(log::Level::Warn, "config", || format!("skipped an invalid override: {why}"));
-        }
-        for why in &parsed.ignored {
-            self.shared.metrics.config_rejected("ignored_field", 1);
-            self.shared.event(log::Level::Warn, "config", || format!("ignored {why}"));
-        }
-        self.apply_config(parsed.config)
+        let config = self.shared.parse_document(json)?;
+        self.apply_config(config)
     }
 
     /// The decision in force, with the transports' breaker states.
@@ -549,6 +626,12 @@ impl Publisher {
                 "accepted": m.accepted, "mqttPublished": m.mqtt.published, "pubsubPublished": m.pubsub.published,
                 "fallback": m.fallback, "retries": m.mqtt.retries + m.pubsub.retries, "storageErrors": m.storage_errors,
                 "debugEventsDropped": self.shared.debug.dropped(),
+            },
+            "configFetch": {
+                "url": self.shared.settings.remote_config_url.is_some(),
+                "foreground": self.shared.fetcher.foreground(),
+                "state": self.shared.fetcher.snapshot(),
+                "nextFetchAtMs": self.shared.fetcher.next_due_ms(),
             },
             "recentErrors": self.shared.debug.recent(),
         });

@@ -17,6 +17,8 @@ pub enum ConfigSource {
     Persisted,
     /// `applyRemoteValues` (the host app's own remote config).
     Host,
+    /// Fetched from `SdkConfig.remoteConfigUrl`.
+    Fetched,
 }
 
 impl ConfigSource {
@@ -27,6 +29,7 @@ impl ConfigSource {
             ConfigSource::App => "app",
             ConfigSource::Persisted => "persisted",
             ConfigSource::Host => "host",
+            ConfigSource::Fetched => "fetched",
         }
     }
 }
@@ -42,6 +45,18 @@ pub struct ConfigStatus {
     pub applied_at_ms: i64,
     /// Config documents or values refused since start-up.
     pub rejected: u64,
+    /// When the last fetch from `remoteConfigUrl` started (ms since the epoch), if ever.
+    pub last_fetch_at_ms: Option<i64>,
+    /// How the last fetch ended, if there was one.
+    pub last_fetch_result: Option<crate::fetch::FetchResult>,
+    /// The ETag of the document fetched last.
+    pub etag: Option<String>,
+    /// No fetch is made before this time (a backoff after failures), if set.
+    pub backoff_until_ms: Option<i64>,
+    /// Failed fetches in a row.
+    pub consecutive_fetch_failures: u32,
+    /// When the next scheduled fetch is due (none without a URL or while in the background).
+    pub next_fetch_at_ms: Option<i64>,
 }
 
 /// Implemented by the app to hear about every change of decision (a rollout step reaching this

@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "outbox.db";
@@ -78,6 +78,9 @@ pub enum Op {
     /// The migration config now in force (the last known good), applied at the next start
     /// before any network call.
     SaveConfig(StoredConfig),
+    /// The config fetcher's state (ETag, last attempt, backoff) as JSON, so a restart neither
+    /// refetches too early nor forgets a backoff.
+    SaveFetchState(String),
 }
 
 /// The last known good migration config.
@@ -259,6 +262,16 @@ impl Store {
                  COMMIT;",
             )?;
         }
+        if version < 3 {
+            self.conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE IF NOT EXISTS fetch_state (
+                     id INTEGER PRIMARY KEY CHECK (id = 1),
+                     json TEXT NOT NULL);
+                 PRAGMA user_version = 3;
+                 COMMIT;",
+            )?;
+        }
         // Take the exclusive lock now, so a second publisher on this directory fails at once.
         self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
         if version > SCHEMA_VERSION {
@@ -312,6 +325,12 @@ impl Store {
             .optional()
     }
 
+    /// The config fetcher's saved state (JSON), if it ever saved one.
+    pub fn load_fetch_state(&self) -> rusqlite::Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        self.conn.query_row("SELECT json FROM fetch_state WHERE id = 1", [], |r| r.get(0)).optional()
+    }
+
     /// The highest sequence number ever stored (rows or none).
     pub fn max_seq(&self) -> rusqlite::Result<u64> {
         self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|v| v as u64)
@@ -351,6 +370,9 @@ impl Store {
                             "INSERT OR REPLACE INTO config (id, json, source, applied_at_ms) VALUES (1, ?1, ?2, ?3)",
                             params![c.json, c.source, c.applied_at_ms],
                         )?;
+                    }
+                    Op::SaveFetchState(json) => {
+                        tx.execute("INSERT OR REPLACE INTO fetch_state (id, json) VALUES (1, ?1)", params![json])?;
                     }
                 }
             }
@@ -435,7 +457,7 @@ fn compact(ops: &mut Vec<Op>) {
     ops.retain(|o| match o {
         Op::Insert(r) => !gone.contains(&r.seq),
         Op::Update { seq, .. } | Op::Delete(seq) => !gone.contains(seq),
-        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) | Op::SaveConfig(_) => true,
+        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) | Op::SaveConfig(_) | Op::SaveFetchState(_) => true,
     });
 }
 
@@ -491,8 +513,14 @@ mod tests {
                 s.apply(&[Op::SaveConfig(c)]).unwrap();
             }
         }
+        {
+            let (mut s, _) = Store::open(dir.path(), None).unwrap();
+            assert_eq!(s.load_fetch_state().unwrap(), None);
+            s.apply(&[Op::SaveFetchState("{\"etag\":\"a\"}".into()), Op::SaveFetchState("{\"etag\":\"b\"}".into())]).unwrap();
+        }
         let (s, _) = Store::open(dir.path(), None).unwrap();
         assert_eq!(s.load_config().unwrap().unwrap().json, "{\"version\": 2}");
+        assert_eq!(s.load_fetch_state().unwrap().as_deref(), Some("{\"etag\":\"b\"}"));
     }
 
     #[test]

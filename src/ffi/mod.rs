@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
-/// decides. Thread-safe; every method returns quickly except `flush`.
+/// decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
+/// `refreshConfig`, which wait by design.
 #[derive(uniffi::Object)]
 pub struct DualPublisher {
     inner: Publisher,
@@ -67,9 +68,24 @@ impl DualPublisher {
         self.open()?.apply_remote_values(values)
     }
 
-    /// The config in force: version, source, when applied, how many were refused.
+    /// The config in force (version, source, when applied, how many were refused) and the
+    /// state of fetching it (last fetch and result, ETag, backoff, next fetch).
     pub fn config_status(&self) -> Result<crate::remote::ConfigStatus, DualPubError> {
         Ok(self.open()?.config_status())
+    }
+
+    /// Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
+    /// unless a backoff is in force, and applies it; returns what happened. Blocks until the
+    /// fetch ends (at most about 30 s): never call it on the UI thread.
+    pub fn refresh_config(&self) -> Result<crate::fetch::FetchResult, DualPubError> {
+        self.open()?.refresh_config()
+    }
+
+    /// Tells the SDK whether the app is in the foreground (the default). Scheduled config
+    /// fetches happen only in the foreground.
+    pub fn set_app_foreground(&self, foreground: bool) -> Result<(), DualPubError> {
+        self.open()?.set_app_foreground(foreground);
+        Ok(())
     }
 
     /// Registers a listener for every change of decision (`None` removes it).

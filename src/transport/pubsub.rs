@@ -28,7 +28,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// a batch against `maxBatchBytes`.
 const MESSAGE_OVERHEAD: usize = 512;
 
-/// The HTTP client: rustls with the SDK's TLS config, HTTP/1.1, timeouts.
+/// The HTTP client (Pub/Sub and the config fetch): rustls with the SDK's TLS config, HTTP/1.1,
+/// timeouts.
 pub fn http_client(config: &SdkConfig) -> Result<reqwest::Client, DualPubError> {
     let tls = tls::client_config(config.pubsub.ca_certificates_pem.as_deref(), &[b"http/1.1"])
         .map_err(|e| DualPubError::InvalidConfig { reason: format!("pubsub: {e}") })?;
@@ -37,6 +38,16 @@ pub fn http_client(config: &SdkConfig) -> Result<reqwest::Client, DualPubError> 
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(10))
         .user_agent(wire::SDK_ID)
+        // Pub/Sub never redirects; a config host may (a CDN), but never from TLS to plaintext.
+        .redirect(reqwest::redirect::Policy::custom(|a| {
+            if a.previous().len() > 5 {
+                a.error("too many redirects")
+            } else if a.url().scheme() != "https" && a.previous().iter().any(|u| u.scheme() == "https") {
+                a.error("redirect from https to plaintext refused")
+            } else {
+                a.follow()
+            }
+        }))
         .build()
         .map_err(|e| DualPubError::Internal { reason: format!("cannot build the HTTP client: {e}") })
 }
@@ -300,7 +311,8 @@ async fn publish(shared: &Shared, http: &reqwest::Client, url: &str, tokens: &mu
     }
 }
 
-fn without_url(e: &reqwest::Error) -> String {
+/// A reqwest error's text with its causes, the URL replaced by `<endpoint>`.
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(u) = e.url() {
         s = s.replace(u.as_str(), "<endpoint>");

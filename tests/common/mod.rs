@@ -83,6 +83,8 @@ pub fn config(device_id: &str, mqtt_url: &str, endpoint: &str, migration: Migrat
         max_outbox_rows: 100_000,
         max_outbox_age_hours: 168,
         max_storage_bytes: None,
+        remote_config_url: None,
+        config_fetch_interval_secs: dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
     }
 }
 

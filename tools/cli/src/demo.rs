@@ -206,6 +206,8 @@ pub fn run(args: DemoArgs) -> i32 {
             max_outbox_rows: 100_000,
             max_outbox_age_hours: 168,
             max_storage_bytes: None,
+            remote_config_url: None,
+            config_fetch_interval_secs: dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
         };
         match DualPublisher::new(config, None) {
             // A data directory from an earlier run keeps its last config; the flags of this

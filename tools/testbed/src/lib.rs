@@ -1,8 +1,10 @@
 //! The test bed shared by the integration tests and the demo (dev-only): an embedded MQTT
 //! broker (rumqttd), a mosquitto launcher, and two independent subscribers that count what
-//! really reached each backend — an MQTT subscription and a Pub/Sub pull subscription.
+//! really reached each backend — an MQTT subscription and a Pub/Sub pull subscription — and a
+//! local remote-config server.
 
 pub mod broker;
+pub mod config_server;
 pub mod mosquitto;
 pub mod proxy;
 pub mod subscribers;
