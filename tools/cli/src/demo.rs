@@ -71,6 +71,11 @@ pub struct DemoArgs {
     /// Pub/Sub endpoint, emulator 429/500/503, latency and dropped responses.
     #[arg(long)]
     pub chaos: bool,
+    /// Fetch the migration config from this URL (e.g. `dualpub config-server`) instead of
+    /// using --rollout/--salt/--no-mqtt: every device fetches it before it starts sending, and
+    /// with --data-dir keeps it (and its ETag) for the next run.
+    #[arg(long)]
+    pub config_url: Option<String>,
 }
 
 fn fail(msg: impl std::fmt::Display) -> i32 {
@@ -119,7 +124,10 @@ pub fn run(args: DemoArgs) -> i32 {
     // Plaintext is allowed without --allow-insecure only towards the servers started here.
     let mqtt_local_or_tls = args.mqtt_url.is_none() || mqtt_url.starts_with("mqtts://");
     let pubsub_local_or_tls = args.pubsub_endpoint.is_none() || endpoint.starts_with("https://");
-    let allow_insecure = args.allow_insecure || (mqtt_local_or_tls && pubsub_local_or_tls);
+    let config_local_or_tls = args.config_url.as_deref().is_none_or(|u| {
+        u.starts_with("https://") || u.starts_with("http://127.0.0.1") || u.starts_with("http://localhost") || u.starts_with("http://[::1]")
+    });
+    let allow_insecure = args.allow_insecure || (mqtt_local_or_tls && pubsub_local_or_tls && config_local_or_tls);
     eprintln!("dualpub demo: MQTT {mqtt_url}, Pub/Sub {endpoint} (project {}, topic {})", args.pubsub_project, args.pubsub_topic);
 
     // Independent verification.
@@ -201,15 +209,17 @@ pub fn run(args: DemoArgs) -> i32 {
                 ca_certificates_pem: None,
             },
             data_dir: data_root.join(&id).to_string_lossy().into_owned(),
-            migration: Some(migration.clone()),
+            // With a config URL the fetched document decides (MQTT only until it arrives).
+            migration: if args.config_url.is_some() { None } else { Some(migration.clone()) },
             allow_insecure,
             max_outbox_rows: 100_000,
             max_outbox_age_hours: 168,
             max_storage_bytes: None,
-            remote_config_url: None,
+            remote_config_url: args.config_url.clone(),
             config_fetch_interval_secs: dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
         };
         match DualPublisher::new(config, None) {
+            Ok(p) if args.config_url.is_some() => fleet.push((id, p)),
             // A data directory from an earlier run keeps its last config; the flags of this
             // run are what the operator asked for, so apply them on top.
             Ok(p) => match p.apply_config(migration.clone()) {
@@ -219,19 +229,22 @@ pub fn run(args: DemoArgs) -> i32 {
             Err(e) => return fail(format!("{id}: {e}")),
         }
     }
-    let pubsub_devices: Vec<String> = fleet
-        .iter()
-        .filter(|(_, p)| p.decision().map(|d| d.pubsub_enabled).unwrap_or(false))
-        .map(|(id, _)| id.clone())
-        .collect();
+    // As an app that wants the fresh config at launch: fetch before sending.
+    let config_report = args.config_url.as_ref().map(|url| fetch_configs(&fleet, url));
+    let decisions: HashMap<String, dualpub::RolloutDecision> =
+        fleet.iter().filter_map(|(id, p)| p.decision().ok().map(|d| (id.clone(), d))).collect();
+    let pubsub_devices: Vec<String> = fleet.iter().filter(|(id, _)| decisions.get(id).is_some_and(|d| d.pubsub_enabled)).map(|(id, _)| id.clone()).collect();
     let cohort_owned: Vec<String> = pubsub_devices.clone();
     let cohort: HashSet<&str> = cohort_owned.iter().map(String::as_str).collect();
+    let mqtt_devices: HashSet<&str> = decisions.iter().filter(|(_, d)| d.mqtt_enabled).map(|(id, _)| id.as_str()).collect();
+    let rule = match &config_report {
+        Some(r) => format!("by the fetched config ({})", r.describe()),
+        None => format!("at {} % (salt {:?})", args.rollout, args.salt),
+    };
     eprintln!(
-        "dualpub demo: {} devices, {} in the Pub/Sub cohort at {} % (salt {:?}), {} locations each",
+        "dualpub demo: {} devices, {} in the Pub/Sub cohort {rule}, {} locations each",
         args.devices,
         pubsub_devices.len(),
-        args.rollout,
-        args.salt,
         args.locations_per_device
     );
 
@@ -279,7 +292,7 @@ pub fn run(args: DemoArgs) -> i32 {
                     if cohort.contains(id.as_str()) {
                         expected_pubsub.insert(event_id.clone());
                     }
-                    if !args.no_mqtt || !cohort.contains(id.as_str()) {
+                    if mqtt_devices.contains(id.as_str()) {
                         expected_mqtt.insert(event_id.clone());
                     }
                     this_round.push((id.as_str(), event_id));
@@ -354,6 +367,7 @@ pub fn run(args: DemoArgs) -> i32 {
         pubsub_devices,
         started.elapsed(),
         chaos_events,
+        config_report,
     );
     summary.print_table();
     if args.json {
@@ -364,6 +378,72 @@ pub fn run(args: DemoArgs) -> i32 {
     } else {
         3
     }
+}
+
+/// How the fleet's config fetch at launch went.
+struct ConfigReport {
+    /// Fetches per result (`applied`, `not_modified`, `failed`, …) since the devices started:
+    /// the SDK's own fetch at start-up (when one is due) and the demo's refresh.
+    results: std::collections::BTreeMap<String, usize>,
+    /// Devices per config version in force after the fetch.
+    versions: std::collections::BTreeMap<u64, usize>,
+    /// Devices per config source in force (`fetched`, `persisted`, `defaults`).
+    sources: std::collections::BTreeMap<String, usize>,
+}
+
+impl ConfigReport {
+    fn describe(&self) -> String {
+        let list = |m: Vec<(String, usize)>| m.into_iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ");
+        format!(
+            "versions: {}; sources: {}; fetch: {}",
+            list(self.versions.iter().map(|(v, n)| (format!("at v{v}"), *n)).collect()),
+            list(self.sources.iter().map(|(k, n)| (k.clone(), *n)).collect()),
+            list(self.results.iter().map(|(k, n)| (k.clone(), *n)).collect()),
+        )
+    }
+}
+
+/// Every device fetches the config now (in parallel), as an app that wants the fresh config at
+/// launch would; what failed leaves the device on its persisted config or the defaults.
+fn fetch_configs(fleet: &[(String, Arc<DualPublisher>)], url: &str) -> ConfigReport {
+    eprintln!("dualpub demo: fetching the migration config from {url}");
+    let chunk = fleet.len().div_ceil(16).max(1);
+    let refreshed: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = fleet
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(id, p)| match p.refresh_config() {
+                            Ok(r) => {
+                                if let dualpub::FetchResult::Rejected { reason } | dualpub::FetchResult::Failed { reason } = &r {
+                                    log::warn!("{id}: config fetch: {reason}");
+                                }
+                                r.label().to_string()
+                            }
+                            Err(e) => format!("error: {e}"),
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let mut report = ConfigReport { results: Default::default(), versions: Default::default(), sources: Default::default() };
+    for error in refreshed.iter().filter(|r| r.starts_with("error")) {
+        *report.results.entry(error.clone()).or_default() += 1;
+    }
+    for (_, p) in fleet {
+        for (result, n) in p.metrics().map(|m| m.config_fetches).unwrap_or_default() {
+            *report.results.entry(result).or_default() += n as usize;
+        }
+        if let Ok(status) = p.config_status() {
+            *report.versions.entry(status.version).or_default() += 1;
+            *report.sources.entry(format!("{:?}", status.source).to_lowercase()).or_default() += 1;
+        }
+    }
+    eprintln!("dualpub demo: config {}", report.describe());
+    report
 }
 
 fn url_host_port(url: &str, default_port: u16) -> Result<(String, u16), String> {
@@ -430,6 +510,7 @@ struct Summary {
     chaos_events: u64,
     elapsed: Duration,
     rollout: f64,
+    config: Option<ConfigReport>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -486,6 +567,7 @@ impl Summary {
         pubsub_devices: Vec<String>,
         elapsed: Duration,
         chaos_events: u64,
+        config: Option<ConfigReport>,
     ) -> Summary {
         let verified = subscribers.map(|s| verify(s, accepted_ids, expected_mqtt, expected_pubsub, cohort, pending_mqtt, pending_pubsub));
         let mqtt_p50 = median(metrics.iter().filter(|s| s.mqtt.published > 0).map(|s| s.mqtt.latency_p50_ms).collect());
@@ -516,6 +598,7 @@ impl Summary {
             chaos_events,
             elapsed,
             rollout: args.rollout,
+            config,
         }
     }
 
@@ -523,7 +606,13 @@ impl Summary {
         let row = |k: &str, v: String| println!("  {k:<40} {v}");
         println!("dualpub demo summary");
         row("devices", self.devices.to_string());
-        row("Pub/Sub cohort", format!("{} devices ({} % rollout)", self.pubsub_devices.len(), self.rollout));
+        match &self.config {
+            Some(c) => {
+                row("Pub/Sub cohort", format!("{} devices (fetched config)", self.pubsub_devices.len()));
+                row("migration config", c.describe());
+            }
+            None => row("Pub/Sub cohort", format!("{} devices ({} % rollout)", self.pubsub_devices.len(), self.rollout)),
+        }
         row("locations accepted", format!("{} ({} rejected, {} resumed from the data dir)", self.accepted, self.rejected, self.recovered));
         match &self.verified {
             Some(v) => {
@@ -572,6 +661,9 @@ impl Summary {
             "retries": self.retries,
             "circuit_openings": self.circuit_openings,
             "chaos_events": self.chaos_events,
+            "config": self.config.as_ref().map(|c| serde_json::json!({
+                "fetch_results": c.results, "versions": c.versions, "sources": c.sources,
+            })),
             "elapsed_ms": self.elapsed.as_millis() as u64,
         })
         .to_string()

@@ -4,6 +4,8 @@
 //!   independent subscribers.
 //! - `dualpub bucket --device-id ID …` answers "is this device in the Pub/Sub cohort?".
 //! - `dualpub emulator [--port P]` runs the local Pub/Sub emulator.
+//! - `dualpub config-server --file F [--port P]` serves a migration config document (with ETag
+//!   and 304; `POST /_control/mode` makes it answer 304/429/500/slowly/garbage).
 
 mod demo;
 
@@ -51,6 +53,16 @@ enum Command {
         #[arg(long)]
         bearer_token: Option<String>,
     },
+    /// Serve a migration config file (re-read at every request) until killed, for
+    /// `demo --config-url` and apps under test.
+    ConfigServer {
+        /// The JSON document to serve.
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Port on 127.0.0.1 (0 = any free port).
+        #[arg(long, default_value_t = 8086)]
+        port: u16,
+    },
 }
 
 fn main() {
@@ -59,6 +71,7 @@ fn main() {
         Command::Demo(args) => demo::run(args),
         Command::Bucket { device_id, salt, algorithm, percentage } => bucket(&device_id, &salt, algorithm, percentage),
         Command::Emulator { port, bearer_token } => emulator(port, bearer_token),
+        Command::ConfigServer { file, port } => config_server(file, port),
     };
     std::process::exit(code);
 }
@@ -112,4 +125,28 @@ fn emulator(port: u16, bearer_token: Option<String>) -> i32 {
             }
         }
     })
+}
+
+fn config_server(file: std::path::PathBuf, port: u16) -> i32 {
+    if !file.is_file() {
+        eprintln!("dualpub config-server: {} is not a file", file.display());
+        return 2;
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dualpub config-server: {e}");
+            return 1;
+        }
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match rt.block_on(dualpub_testbed::config_server::serve_until(file, port, stop)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("dualpub config-server: cannot serve on 127.0.0.1:{port}: {e}");
+            1
+        }
+    }
 }

@@ -89,3 +89,85 @@ fn demo_refuses_a_bad_rollout() {
     assert_ne!(code, 0);
     assert!(err.contains("--rollout"), "{err}");
 }
+
+/// `demo --config-url`: the fleet fetches the served document before sending; a second run on
+/// the same data directory starts from what the first persisted, even with the server gone.
+#[test]
+fn the_demo_follows_the_served_config_and_a_second_run_keeps_it_offline() {
+    use dualpub_testbed::config_server::ConfigServer;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("config.json");
+    std::fs::write(&file, r#"{"version": 12, "pubsubEnabled": true, "pubsubPercentage": 25.5, "rollout": {"salt": "ramp"}}"#).unwrap();
+    let server = ConfigServer::start(&file, 0).unwrap();
+    let data = tmp.path().join("fleet");
+    let run = |url: &str| {
+        let args = ["demo", "--devices", "60", "--locations-per-device", "3", "--config-url", url, "--data-dir", data.to_str().unwrap(), "--json"];
+        let (code, out, err) = dualpub(&args);
+        assert_eq!(code, 0, "{err}\n{out}");
+        last_json(&out)
+    };
+    let want: Vec<String> = (0..60).map(|i| format!("demo-device-{i}")).filter(|id| v1_in_cohort(id, "ramp", 25.5)).collect();
+    let cohort = |s: &serde_json::Value| {
+        let mut got: Vec<String> = s["pubsub_devices"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        got.sort();
+        got
+    };
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+
+    let first = run(&server.url());
+    assert_eq!(cohort(&first), want_sorted, "the cohort of the served 25.5 %, not the --rollout default");
+    assert_eq!(first["config"]["versions"], serde_json::json!({"12": 60}));
+    assert_eq!(first["config"]["sources"], serde_json::json!({"fetched": 60}));
+    // Nothing was ever fetched: each device applied the document once (its SDK's start-up
+    // fetch or the demo's refresh, whichever came first; the other one, if any, got a 304).
+    assert_eq!(first["config"]["fetch_results"]["applied"], 60);
+    assert_eq!(first["config"]["fetch_results"].as_object().unwrap().len(), first["config"]["fetch_results"]["not_modified"].as_u64().map_or(1, |_| 2));
+    assert_eq!(first["lost"], 0);
+    assert_eq!(first["pubsub_delivered"], 3 * want.len());
+
+    // Second run: within the fetch interval the SDK does not fetch at start-up; the demo's
+    // refresh sends the persisted ETag and gets a 304.
+    let second = run(&server.url());
+    assert_eq!(cohort(&second), want_sorted);
+    assert_eq!(second["config"]["fetch_results"], serde_json::json!({"not_modified": 60}));
+    assert!(server.stats().not_modified >= 60, "{:?}", server.stats());
+
+    // Third run: the server is gone; every device keeps the persisted v12.
+    let url = server.url();
+    drop(server);
+    let third = run(&url);
+    assert_eq!(cohort(&third), want_sorted);
+    assert_eq!(third["config"]["fetch_results"], serde_json::json!({"failed": 60}));
+    assert_eq!(third["config"]["sources"], serde_json::json!({"persisted": 60}));
+    assert_eq!(third["lost"], 0);
+}
+
+#[test]
+fn config_server_serves_the_file_with_an_etag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("c.json");
+    std::fs::write(&file, r#"{"version": 1}"#).unwrap();
+    let port = dualpub_testbed::free_port().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dualpub"))
+        .args(["config-server", "--file", file.to_str().unwrap(), "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(dualpub_testbed::wait_for_port(port, std::time::Duration::from_secs(10)));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, etag, body) = rt.block_on(async {
+        let r = dualpub_testbed::http_client().get(format!("http://127.0.0.1:{port}/dualpub/config.json")).send().await.unwrap();
+        let etag = r.headers()["etag"].to_str().unwrap().to_string();
+        (r.status().as_u16(), etag, r.text().await.unwrap())
+    });
+    assert_eq!((status, body.as_str()), (200, r#"{"version": 1}"#));
+    let status = rt.block_on(async {
+        let c = dualpub_testbed::http_client();
+        let r = c.get(format!("http://127.0.0.1:{port}/x")).header("if-none-match", &etag).send().await.unwrap();
+        r.status().as_u16()
+    });
+    assert_eq!(status, 304);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -221,5 +221,7 @@ pub async fn serve_until(file: PathBuf, port: u16, stop: impl std::future::Futur
     let inner = Inner::new(file);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("dualpub config server listening on http://{}/dualpub/config.json", listener.local_addr()?);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
     axum::serve(listener, router(inner)).with_graceful_shutdown(stop).await
 }
