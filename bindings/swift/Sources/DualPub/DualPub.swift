@@ -1036,7 +1036,8 @@ public func FfiConverterTypeDebugListener_lower(_ value: DebugListener) -> UInt6
 
 /**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
- * decides. Thread-safe; every method returns quickly except `flush`.
+ * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
+ * `refreshConfig`, which wait by design.
  */
 public protocol DualPublisherProtocol: AnyObject, Sendable {
     
@@ -1068,7 +1069,8 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func clearDebugMode() throws 
     
     /**
-     * The config in force: version, source, when applied, how many were refused.
+     * The config in force (version, source, when applied, how many were refused) and the
+     * state of fetching it (last fetch and result, ETag, backoff, next fetch).
      */
     func configStatus() throws  -> ConfigStatus
     
@@ -1109,6 +1111,13 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func metricsPrometheus() throws  -> String
     
     /**
+     * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
+     * unless a backoff is in force, and applies it; returns what happened. Blocks until the
+     * fetch ends (at most about 30 s): never call it on the UI thread.
+     */
+    func refreshConfig() throws  -> FetchResult
+    
+    /**
      * Queues dead letters again (all when `ids` is empty); returns how many.
      */
     func retryDeadLetters(ids: [Int64]) throws  -> UInt32
@@ -1123,6 +1132,12 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      * Queues many locations at once (backlog import); all or none. Returns their eventIds.
      */
     func sendLocations(locations: [Location]) throws  -> [String]
+    
+    /**
+     * Tells the SDK whether the app is in the foreground (the default). Scheduled config
+     * fetches happen only in the foreground.
+     */
+    func setAppForeground(foreground: Bool) throws 
     
     /**
      * Registers a listener for every change of decision (`None` removes it).
@@ -1156,7 +1171,8 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
 }
 /**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
- * decides. Thread-safe; every method returns quickly except `flush`.
+ * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
+ * `refreshConfig`, which wait by design.
  */
 open class DualPublisher: DualPublisherProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1292,7 +1308,8 @@ open func clearDebugMode()throws   {try rustCallWithError(FfiConverterTypeDualPu
 }
     
     /**
-     * The config in force: version, source, when applied, how many were refused.
+     * The config in force (version, source, when applied, how many were refused) and the
+     * state of fetching it (last fetch and result, ETag, backoff, next fetch).
      */
 open func configStatus()throws  -> ConfigStatus  {
     return try  FfiConverterTypeConfigStatus_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
@@ -1390,6 +1407,20 @@ open func metricsPrometheus()throws  -> String  {
 }
     
     /**
+     * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
+     * unless a backoff is in force, and applies it; returns what happened. Blocks until the
+     * fetch ends (at most about 30 s): never call it on the UI thread.
+     */
+open func refreshConfig()throws  -> FetchResult  {
+    return try  FfiConverterTypeFetchResult_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_refresh_config(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Queues dead letters again (all when `ids` is empty); returns how many.
      */
 open func retryDeadLetters(ids: [Int64])throws  -> UInt32  {
@@ -1427,6 +1458,19 @@ open func sendLocations(locations: [Location])throws  -> [String]  {
         FfiConverterSequenceTypeLocation.lower(locations),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Tells the SDK whether the app is in the foreground (the default). Scheduled config
+     * fetches happen only in the foreground.
+     */
+open func setAppForeground(foreground: Bool)throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_set_app_foreground(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(foreground),uniffiCallStatus
+    )
+}
 }
     
     /**
@@ -1840,6 +1884,30 @@ public struct ConfigStatus: Equatable, Hashable {
      * Config documents or values refused since start-up.
      */
     public var rejected: UInt64
+    /**
+     * When the last fetch from `remoteConfigUrl` started (ms since the epoch), if ever.
+     */
+    public var lastFetchAtMs: Int64?
+    /**
+     * How the last fetch ended, if there was one.
+     */
+    public var lastFetchResult: FetchResult?
+    /**
+     * The ETag of the document fetched last.
+     */
+    public var etag: String?
+    /**
+     * No fetch is made before this time (a backoff after failures), if set.
+     */
+    public var backoffUntilMs: Int64?
+    /**
+     * Failed fetches in a row.
+     */
+    public var consecutiveFetchFailures: UInt32
+    /**
+     * When the next scheduled fetch is due (none without a URL or while in the background).
+     */
+    public var nextFetchAtMs: Int64?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1855,11 +1923,35 @@ public struct ConfigStatus: Equatable, Hashable {
          */appliedAtMs: Int64, 
         /**
          * Config documents or values refused since start-up.
-         */rejected: UInt64) {
+         */rejected: UInt64, 
+        /**
+         * When the last fetch from `remoteConfigUrl` started (ms since the epoch), if ever.
+         */lastFetchAtMs: Int64?, 
+        /**
+         * How the last fetch ended, if there was one.
+         */lastFetchResult: FetchResult?, 
+        /**
+         * The ETag of the document fetched last.
+         */etag: String?, 
+        /**
+         * No fetch is made before this time (a backoff after failures), if set.
+         */backoffUntilMs: Int64?, 
+        /**
+         * Failed fetches in a row.
+         */consecutiveFetchFailures: UInt32, 
+        /**
+         * When the next scheduled fetch is due (none without a URL or while in the background).
+         */nextFetchAtMs: Int64?) {
         self.version = version
         self.source = source
         self.appliedAtMs = appliedAtMs
         self.rejected = rejected
+        self.lastFetchAtMs = lastFetchAtMs
+        self.lastFetchResult = lastFetchResult
+        self.etag = etag
+        self.backoffUntilMs = backoffUntilMs
+        self.consecutiveFetchFailures = consecutiveFetchFailures
+        self.nextFetchAtMs = nextFetchAtMs
     }
 
     
@@ -1881,7 +1973,13 @@ public struct FfiConverterTypeConfigStatus: FfiConverterRustBuffer {
                 version: FfiConverterUInt64.read(from: &buf), 
                 source: FfiConverterTypeConfigSource.read(from: &buf), 
                 appliedAtMs: FfiConverterInt64.read(from: &buf), 
-                rejected: FfiConverterUInt64.read(from: &buf)
+                rejected: FfiConverterUInt64.read(from: &buf), 
+                lastFetchAtMs: FfiConverterOptionInt64.read(from: &buf), 
+                lastFetchResult: FfiConverterOptionTypeFetchResult.read(from: &buf), 
+                etag: FfiConverterOptionString.read(from: &buf), 
+                backoffUntilMs: FfiConverterOptionInt64.read(from: &buf), 
+                consecutiveFetchFailures: FfiConverterUInt32.read(from: &buf), 
+                nextFetchAtMs: FfiConverterOptionInt64.read(from: &buf)
         )
     }
 
@@ -1890,6 +1988,12 @@ public struct FfiConverterTypeConfigStatus: FfiConverterRustBuffer {
         FfiConverterTypeConfigSource.write(value.source, into: &buf)
         FfiConverterInt64.write(value.appliedAtMs, into: &buf)
         FfiConverterUInt64.write(value.rejected, into: &buf)
+        FfiConverterOptionInt64.write(value.lastFetchAtMs, into: &buf)
+        FfiConverterOptionTypeFetchResult.write(value.lastFetchResult, into: &buf)
+        FfiConverterOptionString.write(value.etag, into: &buf)
+        FfiConverterOptionInt64.write(value.backoffUntilMs, into: &buf)
+        FfiConverterUInt32.write(value.consecutiveFetchFailures, into: &buf)
+        FfiConverterOptionInt64.write(value.nextFetchAtMs, into: &buf)
     }
 }
 
@@ -2387,6 +2491,11 @@ public struct MetricsSnapshot: Equatable, Hashable {
      */
     public var configRejected: [String: UInt64]
     /**
+     * Config fetches by result: applied, not_modified, rejected, failed
+     * (`dualpub_config_fetches_total{result}`).
+     */
+    public var configFetches: [String: UInt64]
+    /**
      * Changes of decision since start-up (`dualpub_decision_changes_total`).
      */
     public var decisionChanges: UInt64
@@ -2454,6 +2563,10 @@ public struct MetricsSnapshot: Equatable, Hashable {
          * (`dualpub_config_rejected_total{reason}`).
          */configRejected: [String: UInt64], 
         /**
+         * Config fetches by result: applied, not_modified, rejected, failed
+         * (`dualpub_config_fetches_total{result}`).
+         */configFetches: [String: UInt64], 
+        /**
          * Changes of decision since start-up (`dualpub_decision_changes_total`).
          */decisionChanges: UInt64, 
         /**
@@ -2482,6 +2595,7 @@ public struct MetricsSnapshot: Equatable, Hashable {
         self.storageErrors = storageErrors
         self.storageResets = storageResets
         self.configRejected = configRejected
+        self.configFetches = configFetches
         self.decisionChanges = decisionChanges
         self.recovered = recovered
         self.queueOldestAgeSeconds = queueOldestAgeSeconds
@@ -2519,6 +2633,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
                 storageErrors: FfiConverterUInt64.read(from: &buf), 
                 storageResets: FfiConverterUInt64.read(from: &buf), 
                 configRejected: FfiConverterDictionaryStringUInt64.read(from: &buf), 
+                configFetches: FfiConverterDictionaryStringUInt64.read(from: &buf), 
                 decisionChanges: FfiConverterUInt64.read(from: &buf), 
                 recovered: FfiConverterUInt64.read(from: &buf), 
                 queueOldestAgeSeconds: FfiConverterDouble.read(from: &buf), 
@@ -2542,6 +2657,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.storageErrors, into: &buf)
         FfiConverterUInt64.write(value.storageResets, into: &buf)
         FfiConverterDictionaryStringUInt64.write(value.configRejected, into: &buf)
+        FfiConverterDictionaryStringUInt64.write(value.configFetches, into: &buf)
         FfiConverterUInt64.write(value.decisionChanges, into: &buf)
         FfiConverterUInt64.write(value.recovered, into: &buf)
         FfiConverterDouble.write(value.queueOldestAgeSeconds, into: &buf)
@@ -3241,6 +3357,17 @@ public struct SdkConfig: Equatable, Hashable {
      * new locations are kept in memory (up to `maxOutboxRows`) exactly as on a full disk.
      */
     public var maxStorageBytes: UInt64?
+    /**
+     * Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
+     * with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
+     * PKI roots plus `pubsub.caCertificatesPem`.
+     */
+    public var remoteConfigUrl: String?
+    /**
+     * Least time between two scheduled fetches, in seconds (60–604800; default 15 minutes).
+     * `refreshConfig` ignores it; a backoff after failures is added to it.
+     */
+    public var configFetchIntervalSecs: UInt32
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3275,7 +3402,16 @@ public struct SdkConfig: Equatable, Hashable {
         /**
          * Largest the outbox database may grow, in bytes (`None`: as the disk allows). Beyond it,
          * new locations are kept in memory (up to `maxOutboxRows`) exactly as on a full disk.
-         */maxStorageBytes: UInt64? = nil) {
+         */maxStorageBytes: UInt64? = nil, 
+        /**
+         * Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
+         * with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
+         * PKI roots plus `pubsub.caCertificatesPem`.
+         */remoteConfigUrl: String? = nil, 
+        /**
+         * Least time between two scheduled fetches, in seconds (60–604800; default 15 minutes).
+         * `refreshConfig` ignores it; a backoff after failures is added to it.
+         */configFetchIntervalSecs: UInt32 = UInt32(900)) {
         self.deviceId = deviceId
         self.companyId = companyId
         self.mqtt = mqtt
@@ -3286,6 +3422,8 @@ public struct SdkConfig: Equatable, Hashable {
         self.maxOutboxRows = maxOutboxRows
         self.maxOutboxAgeHours = maxOutboxAgeHours
         self.maxStorageBytes = maxStorageBytes
+        self.remoteConfigUrl = remoteConfigUrl
+        self.configFetchIntervalSecs = configFetchIntervalSecs
     }
 
     
@@ -3313,7 +3451,9 @@ public struct FfiConverterTypeSdkConfig: FfiConverterRustBuffer {
                 allowInsecure: FfiConverterBool.read(from: &buf), 
                 maxOutboxRows: FfiConverterUInt32.read(from: &buf), 
                 maxOutboxAgeHours: FfiConverterUInt32.read(from: &buf), 
-                maxStorageBytes: FfiConverterOptionUInt64.read(from: &buf)
+                maxStorageBytes: FfiConverterOptionUInt64.read(from: &buf), 
+                remoteConfigUrl: FfiConverterOptionString.read(from: &buf), 
+                configFetchIntervalSecs: FfiConverterUInt32.read(from: &buf)
         )
     }
 
@@ -3328,6 +3468,8 @@ public struct FfiConverterTypeSdkConfig: FfiConverterRustBuffer {
         FfiConverterUInt32.write(value.maxOutboxRows, into: &buf)
         FfiConverterUInt32.write(value.maxOutboxAgeHours, into: &buf)
         FfiConverterOptionUInt64.write(value.maxStorageBytes, into: &buf)
+        FfiConverterOptionString.write(value.remoteConfigUrl, into: &buf)
+        FfiConverterUInt32.write(value.configFetchIntervalSecs, into: &buf)
     }
 }
 
@@ -3528,6 +3670,10 @@ public enum ConfigSource: Equatable, Hashable {
      * `applyRemoteValues` (the host app's own remote config).
      */
     case host
+    /**
+     * Fetched from `SdkConfig.remoteConfigUrl`.
+     */
+    case fetched
 
 
 
@@ -3557,6 +3703,8 @@ public struct FfiConverterTypeConfigSource: FfiConverterRustBuffer {
         
         case 4: return .host
         
+        case 5: return .fetched
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -3579,6 +3727,10 @@ public struct FfiConverterTypeConfigSource: FfiConverterRustBuffer {
         
         case .host:
             writeInt(&buf, Int32(4))
+        
+        
+        case .fetched:
+            writeInt(&buf, Int32(5))
         
         }
     }
@@ -3875,6 +4027,147 @@ public func FfiConverterTypeDualPubError_lower(_ value: DualPubError) -> RustBuf
 
 
 /**
+ * What one fetch did.
+ */
+
+public enum FetchResult: Equatable, Hashable {
+    
+    /**
+     * A new document was applied: this is its version.
+     */
+    case applied(
+        /**
+         * The document's `version`.
+         */version: UInt64
+    )
+    /**
+     * The document in force is the server's (HTTP 304, or the same document again).
+     */
+    case notModified
+    /**
+     * The server answered with a document the SDK refused (malformed, too large, older than
+     * one fetched before); the last known good stays in force. Retried after a backoff.
+     */
+    case rejected(
+        /**
+         * Why.
+         */reason: String
+    )
+    /**
+     * No usable answer: network error, timeout, HTTP 429, 5xx or another unexpected status.
+     * Retried after a backoff.
+     */
+    case failed(
+        /**
+         * Why (no URL, no credentials).
+         */reason: String
+    )
+    /**
+     * No attempt was made: an earlier failure's backoff lasts until `until_ms`.
+     */
+    case inBackoff(
+        /**
+         * End of the backoff, ms since the epoch.
+         */untilMs: Int64
+    )
+    /**
+     * `SdkConfig.remoteConfigUrl` is not set.
+     */
+    case notConfigured
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension FetchResult: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFetchResult: FfiConverterRustBuffer {
+    typealias SwiftType = FetchResult
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> FetchResult {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .applied(version: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        case 2: return .notModified
+        
+        case 3: return .rejected(reason: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 4: return .failed(reason: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 5: return .inBackoff(untilMs: try FfiConverterInt64.read(from: &buf)
+        )
+        
+        case 6: return .notConfigured
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: FetchResult, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .applied(version):
+            writeInt(&buf, Int32(1))
+            FfiConverterUInt64.write(version, into: &buf)
+            
+        
+        case .notModified:
+            writeInt(&buf, Int32(2))
+        
+        
+        case let .rejected(reason):
+            writeInt(&buf, Int32(3))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .failed(reason):
+            writeInt(&buf, Int32(4))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .inBackoff(untilMs):
+            writeInt(&buf, Int32(5))
+            FfiConverterInt64.write(untilMs, into: &buf)
+            
+        
+        case .notConfigured:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFetchResult_lift(_ buf: RustBuffer) throws -> FetchResult {
+    return try FfiConverterTypeFetchResult.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFetchResult_lower(_ value: FetchResult) -> RustBuffer {
+    return FfiConverterTypeFetchResult.lower(value)
+}
+
+
+
+/**
  * Which hash puts a device in a bucket.
  */
 
@@ -4134,6 +4427,30 @@ fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
+    typealias SwiftType = Int64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionDouble: FfiConverterRustBuffer {
     typealias SwiftType = Double?
 
@@ -4294,6 +4611,30 @@ fileprivate struct FfiConverterOptionTypeMigrationConfig: FfiConverterRustBuffer
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeMigrationConfig.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeFetchResult: FfiConverterRustBuffer {
+    typealias SwiftType = FetchResult?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeFetchResult.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeFetchResult.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4556,7 +4897,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode() != 51105) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_config_status() != 30857) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_config_status() != 22675) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_current_config() != 62367) {
@@ -4580,6 +4921,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_metrics_prometheus() != 6197) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_refresh_config() != 21766) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_retry_dead_letters() != 14122) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4587,6 +4931,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_send_locations() != 57978) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_app_foreground() != 22107) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_set_config_listener() != 40639) {

@@ -391,6 +391,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_metrics(uint64_t ptr, RustCall
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_metrics_prometheus(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_REFRESH_CONFIG
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_REFRESH_CONFIG
+RustBuffer uniffi_dualpub_fn_method_dualpublisher_refresh_config(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_RETRY_DEAD_LETTERS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_RETRY_DEAD_LETTERS
 uint32_t uniffi_dualpub_fn_method_dualpublisher_retry_dead_letters(uint64_t ptr, RustBuffer ids, RustCallStatus *_Nonnull out_status
@@ -404,6 +409,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_send_location(uint64_t ptr, Ru
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SEND_LOCATIONS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SEND_LOCATIONS
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_send_locations(uint64_t ptr, RustBuffer locations, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_APP_FOREGROUND
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_APP_FOREGROUND
+void uniffi_dualpub_fn_method_dualpublisher_set_app_foreground(uint64_t ptr, int8_t foreground, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_CONFIG_LISTENER
@@ -849,6 +859,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_metrics_prometheus(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_REFRESH_CONFIG
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_REFRESH_CONFIG
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_refresh_config(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_RETRY_DEAD_LETTERS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_RETRY_DEAD_LETTERS
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_retry_dead_letters(void
@@ -864,6 +880,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_send_location(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SEND_LOCATIONS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SEND_LOCATIONS
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_send_locations(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_APP_FOREGROUND
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_APP_FOREGROUND
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_app_foreground(void
     
 );
 #endif

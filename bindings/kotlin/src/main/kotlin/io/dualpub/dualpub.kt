@@ -774,11 +774,15 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_metrics_prometheus(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_refresh_config(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_retry_dead_letters(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_send_location(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_send_locations(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_set_app_foreground(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_set_config_listener(
     ): Int
@@ -859,12 +863,16 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_metrics_prometheus(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_refresh_config(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_retry_dead_letters(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Int
     external fun uniffi_dualpub_fn_method_dualpublisher_send_location(`ptr`: Long,`location`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_send_locations(`ptr`: Long,`locations`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_set_app_foreground(`ptr`: Long,`foreground`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_set_config_listener(`ptr`: Long,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_set_debug_listener(`ptr`: Long,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -2125,7 +2133,8 @@ public object FfiConverterTypeDebugListener: FfiConverter<DebugListener, Long> {
 
 /**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
- * decides. Thread-safe; every method returns quickly except `flush`.
+ * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
+ * `refreshConfig`, which wait by design.
  */
 public interface DualPublisherInterface {
     
@@ -2157,7 +2166,8 @@ public interface DualPublisherInterface {
     fun `clearDebugMode`()
     
     /**
-     * The config in force: version, source, when applied, how many were refused.
+     * The config in force (version, source, when applied, how many were refused) and the
+     * state of fetching it (last fetch and result, ETag, backoff, next fetch).
      */
     fun `configStatus`(): ConfigStatus
     
@@ -2198,6 +2208,13 @@ public interface DualPublisherInterface {
     fun `metricsPrometheus`(): kotlin.String
     
     /**
+     * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
+     * unless a backoff is in force, and applies it; returns what happened. Blocks until the
+     * fetch ends (at most about 30 s): never call it on the UI thread.
+     */
+    fun `refreshConfig`(): FetchResult
+    
+    /**
      * Queues dead letters again (all when `ids` is empty); returns how many.
      */
     fun `retryDeadLetters`(`ids`: List<kotlin.Long>): kotlin.UInt
@@ -2212,6 +2229,12 @@ public interface DualPublisherInterface {
      * Queues many locations at once (backlog import); all or none. Returns their eventIds.
      */
     fun `sendLocations`(`locations`: List<Location>): List<kotlin.String>
+    
+    /**
+     * Tells the SDK whether the app is in the foreground (the default). Scheduled config
+     * fetches happen only in the foreground.
+     */
+    fun `setAppForeground`(`foreground`: kotlin.Boolean)
     
     /**
      * Registers a listener for every change of decision (`None` removes it).
@@ -2247,7 +2270,8 @@ public interface DualPublisherInterface {
 
 /**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
- * decides. Thread-safe; every method returns quickly except `flush`.
+ * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
+ * `refreshConfig`, which wait by design.
  */
 open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 {
@@ -2457,7 +2481,8 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
-     * The config in force: version, source, when applied, how many were refused.
+     * The config in force (version, source, when applied, how many were refused) and the
+     * state of fetching it (last fetch and result, ETag, backoff, next fetch).
      */
     @Throws(DualPubException::class)override fun `configStatus`(): ConfigStatus {
             return FfiConverterTypeConfigStatus.lift(
@@ -2595,6 +2620,25 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
+     * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
+     * unless a backoff is in force, and applies it; returns what happened. Blocks until the
+     * fetch ends (at most about 30 s): never call it on the UI thread.
+     */
+    @Throws(DualPubException::class)override fun `refreshConfig`(): FetchResult {
+            return FfiConverterTypeFetchResult.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_refresh_config(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Queues dead letters again (all when `ids` is empty); returns how many.
      */
     @Throws(DualPubException::class)override fun `retryDeadLetters`(`ids`: List<kotlin.Long>): kotlin.UInt {
@@ -2646,6 +2690,24 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     }
     )
     }
+    
+
+    
+    /**
+     * Tells the SDK whether the app is in the foreground (the default). Scheduled config
+     * fetches happen only in the foreground.
+     */
+    @Throws(DualPubException::class)override fun `setAppForeground`(`foreground`: kotlin.Boolean)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_set_app_foreground(
+        it,
+        
+        FfiConverterBoolean.lower(`foreground`),_status)
+}
+    }
+    
     
 
     
@@ -3175,6 +3237,36 @@ data class ConfigStatus (
      * Config documents or values refused since start-up.
      */
     var `rejected`: kotlin.ULong
+    , 
+    /**
+     * When the last fetch from `remoteConfigUrl` started (ms since the epoch), if ever.
+     */
+    var `lastFetchAtMs`: kotlin.Long?
+    , 
+    /**
+     * How the last fetch ended, if there was one.
+     */
+    var `lastFetchResult`: FetchResult?
+    , 
+    /**
+     * The ETag of the document fetched last.
+     */
+    var `etag`: kotlin.String?
+    , 
+    /**
+     * No fetch is made before this time (a backoff after failures), if set.
+     */
+    var `backoffUntilMs`: kotlin.Long?
+    , 
+    /**
+     * Failed fetches in a row.
+     */
+    var `consecutiveFetchFailures`: kotlin.UInt
+    , 
+    /**
+     * When the next scheduled fetch is due (none without a URL or while in the background).
+     */
+    var `nextFetchAtMs`: kotlin.Long?
     
 ){
     
@@ -3195,6 +3287,12 @@ public object FfiConverterTypeConfigStatus: FfiConverterRustBuffer<ConfigStatus>
             FfiConverterTypeConfigSource.read(buf),
             FfiConverterLong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalLong.read(buf),
+            FfiConverterOptionalTypeFetchResult.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalLong.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterOptionalLong.read(buf),
         )
     }
 
@@ -3202,7 +3300,13 @@ public object FfiConverterTypeConfigStatus: FfiConverterRustBuffer<ConfigStatus>
             FfiConverterULong.allocationSize(value.`version`) +
             FfiConverterTypeConfigSource.allocationSize(value.`source`) +
             FfiConverterLong.allocationSize(value.`appliedAtMs`) +
-            FfiConverterULong.allocationSize(value.`rejected`)
+            FfiConverterULong.allocationSize(value.`rejected`) +
+            FfiConverterOptionalLong.allocationSize(value.`lastFetchAtMs`) +
+            FfiConverterOptionalTypeFetchResult.allocationSize(value.`lastFetchResult`) +
+            FfiConverterOptionalString.allocationSize(value.`etag`) +
+            FfiConverterOptionalLong.allocationSize(value.`backoffUntilMs`) +
+            FfiConverterUInt.allocationSize(value.`consecutiveFetchFailures`) +
+            FfiConverterOptionalLong.allocationSize(value.`nextFetchAtMs`)
     )
 
     override fun write(value: ConfigStatus, buf: ByteBuffer) {
@@ -3210,6 +3314,12 @@ public object FfiConverterTypeConfigStatus: FfiConverterRustBuffer<ConfigStatus>
             FfiConverterTypeConfigSource.write(value.`source`, buf)
             FfiConverterLong.write(value.`appliedAtMs`, buf)
             FfiConverterULong.write(value.`rejected`, buf)
+            FfiConverterOptionalLong.write(value.`lastFetchAtMs`, buf)
+            FfiConverterOptionalTypeFetchResult.write(value.`lastFetchResult`, buf)
+            FfiConverterOptionalString.write(value.`etag`, buf)
+            FfiConverterOptionalLong.write(value.`backoffUntilMs`, buf)
+            FfiConverterUInt.write(value.`consecutiveFetchFailures`, buf)
+            FfiConverterOptionalLong.write(value.`nextFetchAtMs`, buf)
     }
 }
 
@@ -3591,6 +3701,12 @@ data class MetricsSnapshot (
     var `configRejected`: Map<kotlin.String, kotlin.ULong>
     , 
     /**
+     * Config fetches by result: applied, not_modified, rejected, failed
+     * (`dualpub_config_fetches_total{result}`).
+     */
+    var `configFetches`: Map<kotlin.String, kotlin.ULong>
+    , 
+    /**
      * Changes of decision since start-up (`dualpub_decision_changes_total`).
      */
     var `decisionChanges`: kotlin.ULong
@@ -3644,6 +3760,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterMapStringULong.read(buf),
+            FfiConverterMapStringULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterDouble.read(buf),
@@ -3667,6 +3784,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.allocationSize(value.`storageErrors`) +
             FfiConverterULong.allocationSize(value.`storageResets`) +
             FfiConverterMapStringULong.allocationSize(value.`configRejected`) +
+            FfiConverterMapStringULong.allocationSize(value.`configFetches`) +
             FfiConverterULong.allocationSize(value.`decisionChanges`) +
             FfiConverterULong.allocationSize(value.`recovered`) +
             FfiConverterDouble.allocationSize(value.`queueOldestAgeSeconds`) +
@@ -3689,6 +3807,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.write(value.`storageErrors`, buf)
             FfiConverterULong.write(value.`storageResets`, buf)
             FfiConverterMapStringULong.write(value.`configRejected`, buf)
+            FfiConverterMapStringULong.write(value.`configFetches`, buf)
             FfiConverterULong.write(value.`decisionChanges`, buf)
             FfiConverterULong.write(value.`recovered`, buf)
             FfiConverterDouble.write(value.`queueOldestAgeSeconds`, buf)
@@ -4215,6 +4334,19 @@ data class SdkConfig (
      * new locations are kept in memory (up to `maxOutboxRows`) exactly as on a full disk.
      */
     var `maxStorageBytes`: kotlin.ULong? = null 
+    , 
+    /**
+     * Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
+     * with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
+     * PKI roots plus `pubsub.caCertificatesPem`.
+     */
+    var `remoteConfigUrl`: kotlin.String? = null 
+    , 
+    /**
+     * Least time between two scheduled fetches, in seconds (60–604800; default 15 minutes).
+     * `refreshConfig` ignores it; a backoff after failures is added to it.
+     */
+    var `configFetchIntervalSecs`: kotlin.UInt = 900u 
     
 ){
     
@@ -4241,6 +4373,8 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterUInt.read(buf),
         )
     }
 
@@ -4254,7 +4388,9 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterBoolean.allocationSize(value.`allowInsecure`) +
             FfiConverterUInt.allocationSize(value.`maxOutboxRows`) +
             FfiConverterUInt.allocationSize(value.`maxOutboxAgeHours`) +
-            FfiConverterOptionalULong.allocationSize(value.`maxStorageBytes`)
+            FfiConverterOptionalULong.allocationSize(value.`maxStorageBytes`) +
+            FfiConverterOptionalString.allocationSize(value.`remoteConfigUrl`) +
+            FfiConverterUInt.allocationSize(value.`configFetchIntervalSecs`)
     )
 
     override fun write(value: SdkConfig, buf: ByteBuffer) {
@@ -4268,6 +4404,8 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterUInt.write(value.`maxOutboxRows`, buf)
             FfiConverterUInt.write(value.`maxOutboxAgeHours`, buf)
             FfiConverterOptionalULong.write(value.`maxStorageBytes`, buf)
+            FfiConverterOptionalString.write(value.`remoteConfigUrl`, buf)
+            FfiConverterUInt.write(value.`configFetchIntervalSecs`, buf)
     }
 }
 
@@ -4413,7 +4551,11 @@ enum class ConfigSource {
     /**
      * `applyRemoteValues` (the host app's own remote config).
      */
-    HOST;
+    HOST,
+    /**
+     * Fetched from `SdkConfig.remoteConfigUrl`.
+     */
+    FETCHED;
 
     
 
@@ -4701,6 +4843,200 @@ public object FfiConverterTypeDualPubError : FfiConverterRustBuffer<DualPubExcep
 
 
 /**
+ * What one fetch did.
+ */
+sealed class FetchResult {
+    
+    /**
+     * A new document was applied: this is its version.
+     */
+    data class Applied(
+        /**
+         * The document's `version`.
+         */
+        val `version`: kotlin.ULong) : FetchResult()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The document in force is the server's (HTTP 304, or the same document again).
+     */
+    object NotModified : FetchResult()
+    
+    
+    /**
+     * The server answered with a document the SDK refused (malformed, too large, older than
+     * one fetched before); the last known good stays in force. Retried after a backoff.
+     */
+    data class Rejected(
+        /**
+         * Why.
+         */
+        val `reason`: kotlin.String) : FetchResult()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * No usable answer: network error, timeout, HTTP 429, 5xx or another unexpected status.
+     * Retried after a backoff.
+     */
+    data class Failed(
+        /**
+         * Why (no URL, no credentials).
+         */
+        val `reason`: kotlin.String) : FetchResult()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * No attempt was made: an earlier failure's backoff lasts until `until_ms`.
+     */
+    data class InBackoff(
+        /**
+         * End of the backoff, ms since the epoch.
+         */
+        val `untilMs`: kotlin.Long) : FetchResult()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * `SdkConfig.remoteConfigUrl` is not set.
+     */
+    object NotConfigured : FetchResult()
+    
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeFetchResult : FfiConverterRustBuffer<FetchResult>{
+    override fun read(buf: ByteBuffer): FetchResult {
+        return when(buf.getInt()) {
+            1 -> FetchResult.Applied(
+                FfiConverterULong.read(buf),
+                )
+            2 -> FetchResult.NotModified
+            3 -> FetchResult.Rejected(
+                FfiConverterString.read(buf),
+                )
+            4 -> FetchResult.Failed(
+                FfiConverterString.read(buf),
+                )
+            5 -> FetchResult.InBackoff(
+                FfiConverterLong.read(buf),
+                )
+            6 -> FetchResult.NotConfigured
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: FetchResult): ULong = when(value) {
+        is FetchResult.Applied -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`version`)
+            )
+        }
+        is FetchResult.NotModified -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is FetchResult.Rejected -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+        }
+        is FetchResult.Failed -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+        }
+        is FetchResult.InBackoff -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterLong.allocationSize(value.`untilMs`)
+            )
+        }
+        is FetchResult.NotConfigured -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: FetchResult, buf: ByteBuffer) {
+        when(value) {
+            is FetchResult.Applied -> {
+                buf.putInt(1)
+                FfiConverterULong.write(value.`version`, buf)
+                Unit
+            }
+            is FetchResult.NotModified -> {
+                buf.putInt(2)
+                Unit
+            }
+            is FetchResult.Rejected -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FetchResult.Failed -> {
+                buf.putInt(4)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FetchResult.InBackoff -> {
+                buf.putInt(5)
+                FfiConverterLong.write(value.`untilMs`, buf)
+                Unit
+            }
+            is FetchResult.NotConfigured -> {
+                buf.putInt(6)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
  * Which hash puts a device in a bucket.
  */
 
@@ -4883,6 +5219,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
         } else {
             buf.put(1)
             FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
+    override fun read(buf: ByteBuffer): kotlin.Long? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterLong.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Long?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterLong.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Long?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterLong.write(value, buf)
         }
     }
 }
@@ -5107,6 +5475,38 @@ public object FfiConverterOptionalTypeMigrationConfig: FfiConverterRustBuffer<Mi
         } else {
             buf.put(1)
             FfiConverterTypeMigrationConfig.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeFetchResult: FfiConverterRustBuffer<FetchResult?> {
+    override fun read(buf: ByteBuffer): FetchResult? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeFetchResult.read(buf)
+    }
+
+    override fun allocationSize(value: FetchResult?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeFetchResult.allocationSize(value)
+        }
+    }
+
+    override fun write(value: FetchResult?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeFetchResult.write(value, buf)
         }
     }
 }

@@ -9,6 +9,7 @@ import java.util.concurrent.atomic.AtomicInteger
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertNotEquals
+import org.junit.jupiter.api.Assertions.assertNotNull
 import org.junit.jupiter.api.Assertions.assertThrows
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Test
@@ -405,6 +406,38 @@ class DualPublisherTest {
             val text = p.metricsPrometheus()
             assertTrue(text.contains("dualpub_locations_accepted_total 1"), text)
             assertTrue(text.contains("dualpub_rollout_bucket"), text)
+        }
+    }
+
+    @Test
+    fun `the config is fetched from remoteConfigUrl, refreshed on demand, and failures back off`() {
+        TestBed.serveConfig("""{"version": 21, "pubsubEnabled": true, "pubsubPercentage": 100, "emergencyMode": true}""")
+        val c = TestBed.config(TestBed.deviceId("fetch")).copy(migration = null, remoteConfigUrl = TestBed.configUrl)
+        DualPublisher(c, null).use { p ->
+            // The SDK's own start-up fetch may have applied it already; then the refresh gets a 304.
+            val first = p.refreshConfig()
+            assertTrue(first == FetchResult.Applied(21uL) || first == FetchResult.NotModified, first.toString())
+            val status = p.configStatus()
+            assertEquals(ConfigSource.FETCHED, status.source)
+            assertEquals(21uL, status.version)
+            assertNotNull(status.etag)
+            assertEquals(DecisionReason.EMERGENCY, p.decision().reason)
+
+            p.setAppForeground(false) // a silent push still refreshes in the background
+            TestBed.serveConfig("""{"version": 22, "pubsubEnabled": true, "pubsubPercentage": 100}""")
+            assertEquals(FetchResult.Applied(22uL), p.refreshConfig())
+            assertEquals(DecisionReason.ROLLOUT_IN, p.decision().reason)
+
+            TestBed.configServerMode("server_error")
+            try {
+                assertEquals(FetchResult.Failed("HTTP 500"), p.refreshConfig())
+                val until = p.configStatus().backoffUntilMs
+                assertNotNull(until)
+                assertEquals(FetchResult.InBackoff(until!!), p.refreshConfig())
+                assertEquals(22uL, p.configStatus().version, "the last known good stays")
+            } finally {
+                TestBed.configServerMode("ok")
+            }
         }
     }
 }

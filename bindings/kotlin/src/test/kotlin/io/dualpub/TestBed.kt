@@ -16,6 +16,9 @@ object TestBed {
     val mqttUrl: String = env("DUALPUB_MQTT_URL")
     val pubsubUrl: String = env("DUALPUB_PUBSUB_URL")
     val vectors: Path = Path.of(env("DUALPUB_VECTORS"))
+    /** `dualpub config-server`, serving [configFile]. */
+    val configUrl: String = env("DUALPUB_CONFIG_URL")
+    val configFile: Path = Path.of(env("DUALPUB_CONFIG_FILE"))
     private val dataRoot: Path = Files.createTempDirectory("dualpub-kotlin")
     private val counter = AtomicInteger()
     private val http = HttpClient.newHttpClient()
@@ -50,6 +53,16 @@ object TestBed {
         ),
         allowInsecure = true,
     )
+
+    /** Makes the config server serve [json]. */
+    fun serveConfig(json: String) {
+        Files.writeString(configFile, json)
+    }
+
+    /** Makes the config server answer in [mode] (ok, server_error, too_many_requests, ...). */
+    fun configServerMode(mode: String) {
+        post(configUrl.substringBefore("/dualpub/") + "/_control/mode", "{\"mode\": \"$mode\"}")
+    }
 
     /** The [n]th location of a test track. */
     fun location(n: Int): Location = Location(
