@@ -36,6 +36,8 @@ android {
 dependencies {
     // The AAR flavour carries JNA's native stubs for every Android ABI.
     implementation("net.java.dev.jna:jna:5.18.1@aar")
+    // ProcessLifecycleOwner for DualPub.followProcessLifecycle (foreground-only config fetches).
+    implementation("androidx.lifecycle:lifecycle-process:2.8.7")
 }
 
 // The Rust library, size-optimised (Cargo profile.release: opt-level z, LTO, strip).

@@ -1,6 +1,9 @@
 package io.dualpub.android
 
 import android.content.Context
+import androidx.lifecycle.DefaultLifecycleObserver
+import androidx.lifecycle.LifecycleOwner
+import androidx.lifecycle.ProcessLifecycleOwner
 import io.dualpub.DualPublisher
 import io.dualpub.MigrationConfig
 import io.dualpub.MqttSettings
@@ -26,6 +29,7 @@ object DualPub {
         companyId: String? = null,
         migration: MigrationConfig? = null,
         tokenProvider: TokenProvider? = null,
+        remoteConfigUrl: String? = null,
     ): DualPublisher {
         val dataDir = File(context.applicationContext.noBackupFilesDir, "dualpub")
         return DualPublisher(
@@ -36,8 +40,25 @@ object DualPub {
                 pubsub = pubsub,
                 dataDir = dataDir.path,
                 migration = migration,
+                remoteConfigUrl = remoteConfigUrl,
             ),
             tokenProvider,
         )
+    }
+
+    /**
+     * Tells [publisher] when the app moves between foreground and background, so scheduled
+     * config fetches happen only in the foreground. Call on the main thread (lifecycle rule);
+     * returns the observer so it can be removed.
+     */
+    @JvmStatic
+    fun followProcessLifecycle(publisher: DualPublisher): DefaultLifecycleObserver {
+        val observer = object : DefaultLifecycleObserver {
+            // A publisher already shut down throws Closed: nothing to tell it any more.
+            override fun onStart(owner: LifecycleOwner) { runCatching { publisher.setAppForeground(true) } }
+            override fun onStop(owner: LifecycleOwner) { runCatching { publisher.setAppForeground(false) } }
+        }
+        ProcessLifecycleOwner.get().lifecycle.addObserver(observer)
+        return observer
     }
 }

@@ -15,7 +15,7 @@ fun startPublishing(deviceId: String, filesDir: File, auth: PubSubAuth): DualPub
             mqtt = MqttSettings(brokerUrl = "mqtts://mqtt.example.com:8883", username = "device", password = auth.mqttPassword()),
             pubsub = PubSubSettings(project = "tracking-prod"),        // topic "location-updates"
             dataDir = File(filesDir, "dualpub").path,
-            migration = MigrationConfig(rolloutAlgorithm = RolloutAlgorithm.V1),
+            remoteConfigUrl = "https://config.example.com/dualpub/migration.json",  // fetched by the SDK
         ),
         tokenProvider = object : TokenProvider {                        // called on an SDK thread
             override fun fetchToken() = AccessToken(token = auth.pubsubToken(), expiresAtMs = auth.expiryMs())
@@ -30,8 +30,12 @@ fun report(publisher: DualPublisher, lat: Double, lon: Double, accuracy: Float, 
         null                                                            // e.message: which field, why
     }
 
-/** A rollout step or a rollback, applied at once; says where this device publishes now. */
-fun onRemoteConfig(publisher: DualPublisher, json: String): RolloutDecision = publisher.applyConfigJson(json)
+/** A silent push said the config changed (a rollout step, a rollback): fetched and applied now.
+ *  Blocks up to 30 s, so call it from the push service's thread, never the UI thread. */
+fun onConfigPush(publisher: DualPublisher): FetchResult = publisher.refreshConfig()
+
+/** From the app's lifecycle observer: scheduled config fetches only run in the foreground. */
+fun onForegroundChanged(publisher: DualPublisher, foreground: Boolean) = publisher.setAppForeground(foreground)
 // README-END
 
 /** What the app's own auth code provides (not part of dualpub). */
