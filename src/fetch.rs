@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::publisher::Shared;
 use crate::remote::ConfigSource;
+use crate::rollout::RolloutDecision;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,8 +25,11 @@ pub const BACKOFF_BASE_MS: i64 = 30_000;
 pub const BACKOFF_FLOOR_MS: i64 = 10_000;
 /// The longest backoff, `Retry-After` included: a server cannot lock a device out for longer.
 pub const BACKOFF_CAP_MS: i64 = 3_600_000;
-/// How long one fetch may take, connection included.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one HTTP request may take, connection included.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `refreshConfig` may take in all, waiting for a fetch in progress included (an iOS
+/// silent push gets about 30 s).
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(25);
 /// The scheduler re-reads the clock at least this often (the wall clock may jump).
 const RECHECK: Duration = Duration::from_secs(300);
 
@@ -83,6 +87,8 @@ impl FetchResult {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct FetchState {
+    /// The URL this state belongs to: a new `remoteConfigUrl` starts afresh.
+    pub url: Option<String>,
     /// The ETag of the document fetched last, sent as `If-None-Match`.
     pub etag: Option<String>,
     /// The newest document version fetched so far (older ones are refused as stale).
@@ -119,8 +125,8 @@ impl FetchState {
         }
     }
 
-    /// Records the end of an attempt made at `now_ms`: a success clears the backoff, a failure
-    /// draws the next one (see [`backoff_delay_ms`]).
+    /// Records an attempt that ended at `now_ms`: a success clears the backoff, a failure draws
+    /// the next one (see [`backoff_delay_ms`]), counted from the end so a slow failure still waits.
     pub fn record(&mut self, now_ms: i64, result: FetchResult, retry_after_ms: Option<i64>, rng: &mut impl Rng) {
         if result.is_failure() {
             self.failures = self.failures.saturating_add(1);
@@ -142,14 +148,14 @@ pub fn backoff_ceiling_ms(failures: u32) -> i64 {
 }
 
 /// The backoff after `failures` consecutive failures: full jitter between the floor and the
-/// ceiling, so a fleet that failed together does not come back together; a `Retry-After`
-/// lengthens it, up to the cap.
+/// ceiling, so a fleet that failed together does not come back together. A `Retry-After` is
+/// honoured, plus up to a fifth more so the fleet does not return in step; all up to the cap.
 pub fn backoff_delay_ms(failures: u32, retry_after_ms: Option<i64>, rng: &mut impl Rng) -> i64 {
     let ceiling = backoff_ceiling_ms(failures).max(BACKOFF_FLOOR_MS);
     let jittered = rng.random_range(BACKOFF_FLOOR_MS..=ceiling);
     match retry_after_ms {
-        Some(ra) => ra.max(jittered).min(BACKOFF_CAP_MS),
-        None => jittered,
+        Some(ra) if ra > jittered => (ra + rng.random_range(0..=ra / 5)).min(BACKOFF_CAP_MS),
+        _ => jittered,
     }
 }
 
@@ -174,12 +180,26 @@ pub(crate) struct Fetcher {
     snapshot: Mutex<FetchState>,
     foreground: AtomicBool,
     wake: Notify,
+    /// Attempts started so far (lets a waiting `refreshConfig` use a fetch that began after it).
+    started: std::sync::atomic::AtomicU64,
 }
 
 impl Fetcher {
-    /// A fetcher for `url` (none: every attempt says `NotConfigured`) resuming from `state`.
+    /// A fetcher for `url` (none: every attempt says `NotConfigured`) resuming from `state`, or
+    /// starting afresh if `state` belongs to another URL (ETag, versions and backoff are the old
+    /// server's).
     pub fn new(url: Option<reqwest::Url>, interval_secs: u32, http: reqwest::Client, clock: Arc<dyn Clock>, state: FetchState) -> Self {
+        let url_text = url.as_ref().map(|u| u.to_string());
+        let state = if state.url == url_text {
+            state
+        } else {
+            if state != FetchState::default() {
+                log::info!("dualpub remoteConfigUrl changed: the fetch state starts afresh");
+            }
+            FetchState { url: url_text, ..FetchState::default() }
+        };
         Fetcher {
+            started: std::sync::atomic::AtomicU64::new(0),
             url,
             interval_ms: i64::from(interval_secs) * 1000,
             http,
@@ -221,39 +241,54 @@ impl Fetcher {
     }
 
     /// One attempt. `None` when the schedule did not call for one (not due, in the background
-    /// or in backoff); with [`Trigger::Refresh`] always `Some`.
+    /// or in backoff); with [`Trigger::Refresh`] always `Some`. A refresh that had to wait for
+    /// the lock while another attempt started and ended returns that attempt's result.
     pub async fn attempt(&self, shared: &Shared, trigger: Trigger) -> Option<FetchResult> {
         let Some(url) = &self.url else {
             return (trigger == Trigger::Refresh).then_some(FetchResult::NotConfigured);
         };
-        let mut state = self.state.lock().await;
-        let now = self.clock.now_ms();
-        match trigger {
-            Trigger::Schedule if !self.foreground() || state.next_due_ms(now, self.interval_ms) > now => return None,
-            _ => {}
-        }
-        if let Some(until_ms) = state.backoff_until(now) {
-            return Some(FetchResult::InBackoff { until_ms });
-        }
-        state.last_attempt_ms = Some(now);
-        let answer = self.fetch(shared, url, &state).await;
-        let result = answer.result;
-        state.record(now, result.clone(), answer.retry_after_ms, &mut rand::rng());
-        if let Some(etag) = answer.etag {
-            state.etag = Some(etag);
-        }
-        if let Some(v) = answer.version {
-            state.newest_version = Some(state.newest_version.unwrap_or(0).max(v));
-        }
-        shared.metrics.config_fetched(result.label());
-        let level = if result.is_failure() { log::Level::Warn } else { log::Level::Info };
-        shared.event(level, "config_fetch", || match state.backoff_until_ms {
-            Some(until) if result.is_failure() => format!("{result:?}; next attempt in {} s", (until - now) / 1000),
-            _ => format!("{result:?}"),
-        });
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
-        if let Ok(json) = serde_json::to_string(&*state) {
-            shared.lock().outbox.persist_fetch_state(json);
+        let asked = self.started.load(Ordering::SeqCst);
+        let (result, change) = {
+            let mut state = self.state.lock().await;
+            let now = self.clock.now_ms();
+            match trigger {
+                Trigger::Schedule if !self.foreground() || state.next_due_ms(now, self.interval_ms) > now => return None,
+                Trigger::Refresh if self.started.load(Ordering::SeqCst) != asked => return state.last_result.clone(),
+                _ => {}
+            }
+            if let Some(until_ms) = state.backoff_until(now) {
+                return Some(FetchResult::InBackoff { until_ms });
+            }
+            self.started.fetch_add(1, Ordering::SeqCst);
+            state.last_attempt_ms = Some(now);
+            let answer = self.fetch(shared, url, &state).await;
+            if shared.lock().closed {
+                // Closed meanwhile: nothing to record, nobody to tell.
+                return Some(FetchResult::Failed { reason: "the publisher is closed".into() });
+            }
+            let result = answer.result;
+            let ended = self.clock.now_ms();
+            state.record(ended, result.clone(), answer.retry_after_ms, &mut rand::rng());
+            if let Some(v) = answer.version {
+                // An accepted document: its ETag (or none) is the one to send from now on.
+                state.etag = answer.etag;
+                state.newest_version = Some(state.newest_version.unwrap_or(0).max(v));
+            }
+            shared.metrics.config_fetched(result.label());
+            let level = if result.is_failure() { log::Level::Warn } else { log::Level::Info };
+            shared.event(level, "config_fetch", || match state.backoff_until_ms {
+                Some(until) if result.is_failure() => format!("{result:?}; next attempt in {} s", (until - ended) / 1000),
+                _ => format!("{result:?}"),
+            });
+            *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
+            if let Ok(json) = serde_json::to_string(&*state) {
+                shared.lock().outbox.persist_fetch_state(json);
+            }
+            (result, answer.change)
+        };
+        // The listener hears of a change once no fetcher lock is held (it may call refreshConfig).
+        if let Some((old, new)) = change {
+            shared.tell_listener(old, new);
         }
         Some(result)
     }
@@ -279,6 +314,7 @@ impl Fetcher {
         let retry_after_ms = header(RETRY_AFTER).as_deref().and_then(crate::retry::parse_retry_after).map(|d| d.as_millis() as i64);
         let etag = header(ETAG).filter(|e| e.len() <= 256);
         match status {
+            304 if state.etag.is_none() => return failed("HTTP 304 to a request without If-None-Match".into()),
             304 => return Answer::only(FetchResult::NotModified),
             200 => {}
             _ => return Answer { retry_after_ms, ..failed(format!("HTTP {status}")) },
@@ -301,30 +337,32 @@ impl Fetcher {
             return refused(ConfigError::Malformed("the document is not UTF-8".into()));
         };
         match apply(shared, &text, state.newest_version) {
-            Ok((result, version)) => Answer { result, retry_after_ms: None, etag, version: Some(version) },
+            Ok((result, version, change)) => Answer { result, retry_after_ms: None, etag, version: Some(version), change },
             Err(e) => Answer::only(FetchResult::Rejected { reason: e.to_string() }),
         }
     }
 }
 
 /// How a fetch ended: the result, the server's `Retry-After` (ms), and for an accepted document
-/// its ETag and version.
+/// its ETag, its version and the change of decision it made.
 struct Answer {
     result: FetchResult,
     retry_after_ms: Option<i64>,
     etag: Option<String>,
     version: Option<u64>,
+    change: Option<(RolloutDecision, RolloutDecision)>,
 }
 
 impl Answer {
     fn only(result: FetchResult) -> Self {
-        Answer { result, retry_after_ms: None, etag: None, version: None }
+        Answer { result, retry_after_ms: None, etag: None, version: None, change: None }
     }
 }
 
 /// Parses and applies a fetched document; refused (and counted) if it is older than one fetched
-/// before. Returns the result and the document's version.
-fn apply(shared: &Shared, text: &str, newest: Option<u64>) -> Result<(FetchResult, u64), crate::DualPubError> {
+/// before. Returns the result, the document's version and the change of decision, if any.
+type Applied = (FetchResult, u64, Option<(RolloutDecision, RolloutDecision)>);
+fn apply(shared: &Shared, text: &str, newest: Option<u64>) -> Result<Applied, crate::DualPubError> {
     let config = shared.parse_document(text)?;
     let version = config.version;
     if let Some(newest) = newest.filter(|&n| version < n) {
@@ -333,10 +371,10 @@ fn apply(shared: &Shared, text: &str, newest: Option<u64>) -> Result<(FetchResul
         return Err(e.into());
     }
     if shared.active().config == config {
-        return Ok((FetchResult::NotModified, version));
+        return Ok((FetchResult::NotModified, version, None));
     }
-    shared.apply(config, ConfigSource::Fetched)?;
-    Ok((FetchResult::Applied { version }, version))
+    let (_, change) = shared.apply_quietly(config, ConfigSource::Fetched)?;
+    Ok((FetchResult::Applied { version }, version, change))
 }
 
 /// The scheduled fetches of one publisher, on the SDK runtime, until shutdown.
@@ -387,8 +425,11 @@ mod tests {
             }
             assert!(seen.len() > 100, "full jitter spreads the fleet: {}", seen.len());
         }
-        // Retry-After lengthens the wait, within the cap.
-        assert!(backoff_delay_ms(1, Some(120_000), &mut rng) == 120_000);
+        // Retry-After lengthens the wait (plus up to a fifth, spread), within the cap.
+        for _ in 0..100 {
+            assert!((120_000..=144_000).contains(&backoff_delay_ms(1, Some(120_000), &mut rng)));
+            assert!((BACKOFF_FLOOR_MS..=backoff_ceiling_ms(1)).contains(&backoff_delay_ms(1, Some(1_000), &mut rng)));
+        }
         assert_eq!(backoff_delay_ms(1, Some(86_400_000), &mut rng), BACKOFF_CAP_MS);
     }
 
@@ -421,6 +462,7 @@ mod tests {
     #[test]
     fn the_state_survives_a_json_round_trip() {
         let s = FetchState {
+            url: Some("https://c.example/x.json".into()),
             etag: Some("\"abc\"".into()),
             newest_version: Some(4),
             last_attempt_ms: Some(5),

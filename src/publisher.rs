@@ -170,8 +170,32 @@ impl Shared {
     }
 
     /// Applies `config` at once (from `source`); returns the new decision. An invalid config is
-    /// refused and counted, and the one in force stays.
+    /// refused and counted, and the one in force stays. The app's `ConfigListener` hears of a
+    /// change before this returns, on this thread.
     pub fn apply(&self, config: MigrationConfig, source: crate::remote::ConfigSource) -> Result<RolloutDecision, DualPubError> {
+        let (decision, change) = self.apply_quietly(config, source)?;
+        if let Some((old, new)) = change {
+            self.tell_listener(old, new);
+        }
+        Ok(decision)
+    }
+
+    /// Tells the app's `ConfigListener` (if any) that the decision changed; whatever it throws
+    /// or panics with stays here.
+    pub fn tell_listener(&self, old: RolloutDecision, new: RolloutDecision) {
+        let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(l) = listener {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(old, new)));
+        }
+    }
+
+    /// As [`Shared::apply`], leaving the listener to the caller: returns the new decision and,
+    /// if it changed, (old, new) to tell the listener once the caller holds no lock.
+    pub fn apply_quietly(
+        &self,
+        config: MigrationConfig,
+        source: crate::remote::ConfigSource,
+    ) -> Result<(RolloutDecision, Option<(RolloutDecision, RolloutDecision)>), DualPubError> {
         config.validate().inspect_err(|e| self.config_refused(e))?;
         let s = &self.settings;
         let decision = decide(&config, &s.device_id, s.company_id.as_deref());
@@ -192,14 +216,9 @@ impl Shared {
         let config_debug = st.active.config.debug_mode;
         self.completed(st, &done);
         self.refresh_debug_mode(config_debug);
-        if old.decision != decision {
+        let change = (old.decision != decision).then(|| (old.decision.clone(), decision.clone()));
+        if change.is_some() {
             self.metrics.decision_changed();
-            let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(l) = listener {
-                let (o, n) = (old.decision.clone(), decision.clone());
-                // An app callback that throws or panics must not take the SDK down.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(o, n)));
-            }
             self.event(log::Level::Info, "config", || {
                 format!(
                     "decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
@@ -216,7 +235,7 @@ impl Shared {
         }
         self.wake(Transport::Mqtt);
         self.wake(Transport::PubSub);
-        Ok(decision)
+        Ok((decision, change))
     }
 
     /// Called by the store thread after each group commit.
@@ -490,8 +509,9 @@ impl Publisher {
     }
 
     /// Fetches the config from `remoteConfigUrl` now (a silent push said it changed), unless an
-    /// earlier failure's backoff is in force, and applies it. Blocks until the fetch ends (at
-    /// most [`crate::fetch::FETCH_TIMEOUT`]): background threads only.
+    /// earlier failure's backoff is in force, and applies it. A fetch that starts while this call
+    /// waits for one in progress answers for it too. Blocks at most
+    /// [`crate::fetch::REFRESH_TIMEOUT`]: background threads only (an async task gets `Internal`).
     pub fn refresh_config(&self) -> Result<crate::fetch::FetchResult, DualPubError> {
         self.run_fetch(crate::fetch::Trigger::Refresh).map(|r| r.unwrap_or(crate::fetch::FetchResult::NotConfigured))
     }
@@ -504,17 +524,28 @@ impl Publisher {
     }
 
     fn run_fetch(&self, trigger: crate::fetch::Trigger) -> Result<Option<crate::fetch::FetchResult>, DualPubError> {
+        use crate::fetch::{FetchResult, REFRESH_TIMEOUT};
         if self.is_closed() {
             return Err(DualPubError::Closed);
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking here would hold an async worker (perhaps one the fetch itself needs).
+            return Err(DualPubError::Internal { reason: "refreshConfig blocks: call it from a background thread, not an async task".into() });
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let shared = self.shared.clone();
         runtime::handle()?.spawn(async move {
-            let _ = tx.send(shared.fetcher.attempt(&shared, trigger).await);
+            // One deadline for waiting on a fetch in progress and for our own.
+            let r = tokio::time::timeout(REFRESH_TIMEOUT, shared.fetcher.attempt(&shared, trigger)).await;
+            let _ = tx.send(r.unwrap_or_else(|_| Some(FetchResult::Failed { reason: format!("no answer within {} s", REFRESH_TIMEOUT.as_secs()) })));
         });
-        // The attempt is bounded by FETCH_TIMEOUT; it may first wait for a scheduled one.
-        rx.recv_timeout(crate::fetch::FETCH_TIMEOUT * 2 + Duration::from_secs(5))
-            .map_err(|_| DualPubError::Internal { reason: "the config fetch did not finish".into() })
+        let result = rx
+            .recv_timeout(REFRESH_TIMEOUT + Duration::from_secs(5))
+            .map_err(|_| DualPubError::Internal { reason: "the config fetch did not finish".into() })?;
+        if self.is_closed() {
+            return Err(DualPubError::Closed);
+        }
+        Ok(result)
     }
 
     /// Tells the SDK whether the app is in the foreground. Scheduled config fetches happen only

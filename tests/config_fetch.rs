@@ -21,8 +21,9 @@ fn server(dir: &Path, doc: &str) -> ConfigServer {
     ConfigServer::start(file, 0).unwrap()
 }
 
-fn serve(dir: &Path, doc: &str) {
-    std::fs::write(dir.join("config.json"), doc).unwrap();
+/// Serves `doc` from now on (the file is replaced atomically).
+fn serve(dir: &Path, doc: impl AsRef<[u8]>) {
+    dualpub_testbed::config_server::write_atomically(&dir.join("config.json"), doc.as_ref()).unwrap();
 }
 
 /// An SDK config fetching from `url`, with nothing compiled in (defaults: MQTT only).
@@ -107,11 +108,12 @@ fn failures_back_off_and_the_backoff_survives_a_restart() {
     clock.set_ms(until);
     srv.set_mode(Mode::TooManyRequests { retry_after_secs: 900 });
     assert_eq!(p.refresh_config().unwrap(), FetchResult::Failed { reason: "HTTP 429".into() });
-    assert_eq!(p.config_status().backoff_until_ms, Some(until + 900_000));
+    let until = p.config_status().backoff_until_ms.unwrap() - until;
+    assert!((900_000..=1_080_000).contains(&until), "Retry-After 900 s plus up to a fifth: {until}");
     assert_eq!(p.config_status().consecutive_fetch_failures, 2);
 
     // Back to normal after the backoff: the config in force was never touched.
-    clock.set_ms(until + 900_000);
+    clock.set_ms(p.config_status().backoff_until_ms.unwrap());
     srv.set_mode(Mode::Ok);
     serve(tmp.path(), r#"{"version": 2, "pubsubEnabled": true, "pubsubPercentage": 100, "debugMode": true}"#);
     assert_eq!(p.poll_config().unwrap(), Some(FetchResult::Applied { version: 2 }));
@@ -135,7 +137,7 @@ fn hostile_answers_are_refused_and_the_last_known_good_stays() {
         ("NaN percentage", Box::new(|| serve(tmp.path(), r#"{"version": 6, "pubsubPercentage": NaN}"#))),
         ("a percentage of 101", Box::new(|| serve(tmp.path(), r#"{"version": 6, "pubsubPercentage": 101}"#))),
         ("an older version (a stale cache)", Box::new(|| serve(tmp.path(), r#"{"version": 4, "pubsubEnabled": false}"#))),
-        ("a document that is not UTF-8", Box::new(|| std::fs::write(tmp.path().join("config.json"), b"{\"version\": 6, \"x\": \"\xff\xfe\"}").unwrap())),
+        ("a document that is not UTF-8", Box::new(|| serve(tmp.path(), b"{\"version\": 6, \"x\": \"\xff\xfe\"}"))),
     ];
     for (what, make) in &hostile {
         srv.set_mode(Mode::Ok);
@@ -275,4 +277,63 @@ fn wait(mut f: impl FnMut() -> bool) -> bool {
 
 fn dualpub_now() -> i64 {
     dualpub::clock::now_ms()
+}
+
+#[test]
+fn a_new_url_starts_afresh_and_a_304_without_a_validator_proves_nothing() {
+    let (tmp, emu) = (tempfile::tempdir().unwrap(), emulator());
+    let staging_dir = tmp.path().join("staging");
+    std::fs::create_dir_all(&staging_dir).unwrap();
+    let staging = server(&staging_dir, r#"{"version": 1000, "pubsubEnabled": true, "pubsubPercentage": 100}"#);
+    let mut c = fetching("fetch-new-url", &emu, &staging.url(), tmp.path());
+    let p = Publisher::new(c.clone(), None).unwrap();
+    assert!(wait(|| p.config_status().version == 1000));
+    p.close();
+    drop(p);
+
+    // Production numbers its versions from 12: at a new URL that is not "stale".
+    let production = server(tmp.path(), r#"{"version": 12, "pubsubEnabled": false}"#);
+    c.remote_config_url = Some(production.url());
+    let p = Publisher::new(c, None).unwrap();
+    assert!(wait(|| p.config_status().version == 12), "{:?}", p.config_status());
+    assert_eq!(p.config_status().source, ConfigSource::Fetched);
+
+    // A device without an ETag that gets a 304 (a proxy, a portal) learnt nothing: a failure.
+    let (tmp2, emu2) = (tempfile::tempdir().unwrap(), emulator());
+    let odd = server(tmp2.path(), V1);
+    odd.set_mode(Mode::NotModified);
+    let q = Publisher::new(fetching("fetch-odd-304", &emu2, &odd.url(), tmp2.path()), None).unwrap();
+    assert!(wait(|| q.config_status().last_fetch_result.is_some()));
+    assert!(matches!(q.config_status().last_fetch_result, Some(FetchResult::Failed { .. })), "{:?}", q.config_status());
+    assert_eq!(q.config_status().source, ConfigSource::Defaults);
+}
+
+/// A ConfigListener that calls back into the SDK from a fetched change must not hang it.
+#[test]
+fn a_listener_that_refreshes_from_a_fetched_change_does_not_hang_the_sdk() {
+    struct Refresher(std::sync::Mutex<Option<Arc<Publisher>>>, std::sync::Mutex<Vec<String>>);
+    impl dualpub::ConfigListener for Refresher {
+        fn on_decision_changed(&self, _old: dualpub::RolloutDecision, new: dualpub::RolloutDecision) {
+            let p = self.0.lock().unwrap().clone();
+            if let Some(p) = p {
+                let started = Instant::now();
+                let r = p.refresh_config();
+                self.1.lock().unwrap().push(format!("v{} {r:?} in {} ms", new.config_version, started.elapsed().as_millis()));
+            }
+        }
+    }
+    let (tmp, emu) = (tempfile::tempdir().unwrap(), emulator());
+    let srv = server(tmp.path(), V1);
+    let p = Arc::new(Publisher::new(fetching("fetch-listener", &emu, &srv.url(), tmp.path()), None).unwrap());
+    assert!(wait(|| p.config_status().version == 1));
+    let listener = Arc::new(Refresher(std::sync::Mutex::new(Some(p.clone())), Default::default()));
+    p.set_config_listener(Some(listener.clone()));
+    serve(tmp.path(), r#"{"version": 2, "pubsubEnabled": false}"#);
+    assert_eq!(p.refresh_config().unwrap(), FetchResult::Applied { version: 2 }, "told the listener and returned");
+    let heard = listener.1.lock().unwrap().clone();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    // The listener ran on an SDK worker: refreshConfig refuses to block it, at once.
+    assert!(heard[0].starts_with("v2 Err(Internal") && heard[0].contains("background thread"), "{heard:?}");
+    *listener.0.lock().unwrap() = None; // break the cycle
+    p.close();
 }

@@ -76,7 +76,7 @@ impl DualPublisher {
 
     /// Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
     /// unless a backoff is in force, and applies it; returns what happened. Blocks until the
-    /// fetch ends (at most about 30 s): never call it on the UI thread.
+    /// fetch ends (at most 25 s): never call it on the UI thread.
     pub fn refresh_config(&self) -> Result<crate::fetch::FetchResult, DualPubError> {
         self.open()?.refresh_config()
     }

@@ -85,6 +85,14 @@ pub struct ConfigServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Replaces `path` with `body` through a temporary file and a rename, so that a concurrent
+/// reader sees the old or the new content, never a mix.
+pub fn write_atomically(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The strong ETag of a document: its SHA-256, shortened.
 pub fn etag_of(body: &[u8]) -> String {
     let digest = Sha256::digest(body);
@@ -117,6 +125,12 @@ impl ConfigServer {
     /// The URL devices fetch.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/dualpub/config.json", self.port)
+    }
+
+    /// Serves `body` from now on: written to the served file atomically (a request never sees it
+    /// half written).
+    pub fn serve(&self, body: impl AsRef<[u8]>) -> std::io::Result<()> {
+        write_atomically(&self.inner.file, body.as_ref())
     }
 
     /// Changes how the server answers.

@@ -1113,7 +1113,7 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     /**
      * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
      * unless a backoff is in force, and applies it; returns what happened. Blocks until the
-     * fetch ends (at most about 30 s): never call it on the UI thread.
+     * fetch ends (at most 25 s): never call it on the UI thread.
      */
     func refreshConfig() throws  -> FetchResult
     
@@ -1409,7 +1409,7 @@ open func metricsPrometheus()throws  -> String  {
     /**
      * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
      * unless a backoff is in force, and applies it; returns what happened. Blocks until the
-     * fetch ends (at most about 30 s): never call it on the UI thread.
+     * fetch ends (at most 25 s): never call it on the UI thread.
      */
 open func refreshConfig()throws  -> FetchResult  {
     return try  FfiConverterTypeFetchResult_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
@@ -4921,7 +4921,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_metrics_prometheus() != 6197) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_refresh_config() != 21766) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_refresh_config() != 45844) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_retry_dead_letters() != 14122) {

@@ -2210,7 +2210,7 @@ public interface DualPublisherInterface {
     /**
      * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
      * unless a backoff is in force, and applies it; returns what happened. Blocks until the
-     * fetch ends (at most about 30 s): never call it on the UI thread.
+     * fetch ends (at most 25 s): never call it on the UI thread.
      */
     fun `refreshConfig`(): FetchResult
     
@@ -2622,7 +2622,7 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     /**
      * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
      * unless a backoff is in force, and applies it; returns what happened. Blocks until the
-     * fetch ends (at most about 30 s): never call it on the UI thread.
+     * fetch ends (at most 25 s): never call it on the UI thread.
      */
     @Throws(DualPubException::class)override fun `refreshConfig`(): FetchResult {
             return FfiConverterTypeFetchResult.lift(

@@ -31,7 +31,7 @@ fun report(publisher: DualPublisher, lat: Double, lon: Double, accuracy: Float, 
     }
 
 /** A silent push said the config changed (a rollout step, a rollback): fetched and applied now.
- *  Blocks up to 30 s, so call it from the push service's thread, never the UI thread. */
+ *  Blocks up to 25 s, so call it from the push service's thread, never the UI thread. */
 fun onConfigPush(publisher: DualPublisher): FetchResult = publisher.refreshConfig()
 
 /** From the app's lifecycle observer: scheduled config fetches only run in the foreground. */
