@@ -4,24 +4,33 @@
 mod common;
 
 use common::*;
-use dualpub::{ConfigListener, ConfigSource, DecisionReason, DualPubError, DualPublisher, RolloutDecision};
+use dualpub::{ConfigListener, ConfigSource, DecisionReason, DualPubError, DualPublisher, FetchResult, RolloutDecision};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[test]
 fn a_persisted_emergency_wins_at_a_cold_start_offline() {
-    let emu = emulator();
+    let (tmp, emu) = (tempfile::tempdir().unwrap(), emulator());
+    let file = tmp.path().join("config.json");
+    std::fs::write(&file, r#"{"version": 7, "pubsubEnabled": true, "pubsubPercentage": 100, "emergencyMode": true}"#).unwrap();
+    let server = dualpub_testbed::config_server::ConfigServer::start(&file, 0).unwrap();
     let id = device("cold-emergency");
-    let c = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let mut c = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    c.remote_config_url = Some(server.url());
     let p = DualPublisher::new(c.clone(), None).unwrap();
-    assert_eq!(p.config_status().unwrap().source, ConfigSource::App);
-    let d = p.apply_config_json(r#"{"version": 7, "pubsubEnabled": true, "pubsubPercentage": 100, "emergencyMode": true}"#.into()).unwrap();
-    assert_eq!(d.reason, DecisionReason::Emergency);
+    // Applied by this refresh, or already by the SDK's start-up fetch (then this one is a 304).
+    let r = p.refresh_config().unwrap();
+    assert!(r == FetchResult::Applied { version: 7 } || r == FetchResult::NotModified, "{r:?}");
+    let status = p.config_status().unwrap();
+    assert_eq!((status.source, status.version), (ConfigSource::Fetched, 7));
+    assert_eq!(p.decision().unwrap().reason, DecisionReason::Emergency);
     p.shutdown();
     drop(p);
 
-    // The app still ships a 100 % config, and nothing can be fetched: the last known good wins.
+    // The app still ships a 100 % config and the config server is unreachable: the persisted
+    // emergency wins before any network call.
+    drop(server);
     let mqtt = mqtt_subscriber(&id);
     let q = DualPublisher::new(c, None).unwrap();
     let status = q.config_status().unwrap();
@@ -32,6 +41,8 @@ fn a_persisted_emergency_wins_at_a_cold_start_offline() {
     assert!(q.flush(10_000).unwrap().completed);
     assert!(wait_for_all(&mqtt.collected, &[first], Duration::from_secs(10)));
     assert_eq!(emu.emulator().stats().publish_requests, 0, "the first location went over MQTT only");
+    assert!(matches!(q.refresh_config().unwrap(), FetchResult::Failed { .. } | FetchResult::InBackoff { .. }), "the server is gone");
+    assert_eq!(q.config_status().unwrap().version, 7, "and the last known good stays");
 }
 
 #[test]
