@@ -238,7 +238,7 @@ pub fn run(args: DemoArgs) -> i32 {
     let cohort: HashSet<&str> = cohort_owned.iter().map(String::as_str).collect();
     let mqtt_devices: HashSet<&str> = decisions.iter().filter(|(_, d)| d.mqtt_enabled).map(|(id, _)| id.as_str()).collect();
     let rule = match &config_report {
-        Some(r) => format!("by the fetched config ({})", r.describe()),
+        Some(r) => format!("by the config in force ({})", r.describe()),
         None => format!("at {} % (salt {:?})", args.rollout, args.salt),
     };
     eprintln!(
@@ -608,7 +608,7 @@ impl Summary {
         row("devices", self.devices.to_string());
         match &self.config {
             Some(c) => {
-                row("Pub/Sub cohort", format!("{} devices (fetched config)", self.pubsub_devices.len()));
+                row("Pub/Sub cohort", format!("{} devices (by the config in force)", self.pubsub_devices.len()));
                 row("migration config", c.describe());
             }
             None => row("Pub/Sub cohort", format!("{} devices ({} % rollout)", self.pubsub_devices.len(), self.rollout)),
