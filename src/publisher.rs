@@ -659,9 +659,10 @@ impl Publisher {
                 "debugEventsDropped": self.shared.debug.dropped(),
             },
             "configFetch": {
-                "url": self.shared.settings.remote_config_url.is_some(),
+                "configured": self.shared.settings.remote_config_url.is_some(),
                 "foreground": self.shared.fetcher.foreground(),
-                "state": self.shared.fetcher.snapshot(),
+                // Without the URL: it may carry a key in its query.
+                "state": crate::fetch::FetchState { url: None, ..self.shared.fetcher.snapshot() },
                 "nextFetchAtMs": self.shared.fetcher.next_due_ms(),
             },
             "recentErrors": self.shared.debug.recent(),

@@ -50,9 +50,11 @@ impl TokenProvider for SecretToken {
 
 const PASSWORD: &str = "hunter2-SECRET";
 const LATITUDE: f64 = 52.123_456_789;
+/// A key in the config URL's query (as a signed CDN URL would carry).
+const CONFIG_KEY: &str = "cfgkey-SECRET-99";
 
 fn secrets_in(lines: &[String]) -> Vec<String> {
-    lines.iter().filter(|l| l.contains("52.1234") || l.contains("tok-SECRET") || l.contains(PASSWORD)).cloned().collect()
+    lines.iter().filter(|l| l.contains("52.1234") || l.contains("tok-SECRET") || l.contains(PASSWORD) || l.contains(CONFIG_KEY)).cloned().collect()
 }
 
 #[test]
@@ -67,6 +69,8 @@ fn nothing_sensitive_reaches_logs_or_debug_events_unless_opted_in() {
     c.mqtt.username = Some("device".into());
     c.mqtt.password = Some(PASSWORD.into());
     c.migration.as_mut().unwrap().debug_mode = true;
+    // Nothing listens there: the start-up fetch fails and is logged, without the URL.
+    c.remote_config_url = Some(format!("http://127.0.0.1:{}/config.json?key={CONFIG_KEY}", dualpub_testbed::free_port().unwrap()));
     let p = DualPublisher::new(c, Some(Arc::new(SecretToken))).unwrap();
     let events = Arc::new(Events(Mutex::new(Vec::new())));
     p.set_debug_listener(Some(events.clone())).unwrap();
@@ -94,6 +98,9 @@ fn nothing_sensitive_reaches_logs_or_debug_events_unless_opted_in() {
     assert_eq!(r["debugMode"], true);
     assert!(!r["recentErrors"].as_array().unwrap().is_empty(), "{report}");
     assert_eq!(r["decision"]["reason"], "rollout_in");
+    assert!(lines.iter().any(|l| l.contains("config_fetch") && l.contains("network error")), "the failed fetch was logged");
+    assert_eq!(r["configFetch"]["configured"], true);
+    assert_eq!(r["configFetch"]["state"]["failures"], 1, "{report}");
 
     // With the explicit opt-in, debug output shows precise coordinates.
     p.set_precise_coordinates_in_debug(true).unwrap();
