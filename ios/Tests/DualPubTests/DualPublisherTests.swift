@@ -1,6 +1,8 @@
 // The Swift mirror of bindings/kotlin/src/test/kotlin/io/dualpub/DualPublisherTest.kt, for a Mac:
 // run ios/build-xcframework.sh, start mosquitto and `dualpub emulator`, then
 //   DUALPUB_MQTT_URL=mqtt://127.0.0.1:1883 DUALPUB_PUBSUB_URL=http://127.0.0.1:8085 swift test
+// (and for the config fetch test `dualpub config-server --file F --port 8086` with
+// DUALPUB_CONFIG_URL=http://127.0.0.1:8086/dualpub/config.json DUALPUB_CONFIG_FILE=F)
 // (The project's own build machine has no Swift toolchain; there, scripts/swift-check verifies
 // the generated header and the exported symbols instead.)
 import CoreLocation
@@ -184,5 +186,28 @@ final class DualPublisherTests: XCTestCase {
         }
         XCTAssertTrue(try p.flush(timeoutMs: 30_000).completed)
         XCTAssertEqual(try p.metrics().accepted, 2000)
+    }
+
+    func testConfigIsFetchedAndRefreshedOnDemand() throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let url = env["DUALPUB_CONFIG_URL"], let file = env["DUALPUB_CONFIG_FILE"] else {
+            throw XCTSkip("DUALPUB_CONFIG_URL / DUALPUB_CONFIG_FILE not set (run dualpub config-server)")
+        }
+        try Data(#"{"version": 31, "pubsubEnabled": true, "pubsubPercentage": 100, "emergencyMode": true}"#.utf8)
+            .write(to: URL(fileURLWithPath: file), options: .atomic)
+        var c = config(deviceId("fetch"))
+        c.migration = nil
+        c.remoteConfigUrl = url
+        let p = try DualPublisher(config: c, tokenProvider: nil)
+        defer { p.shutdown() }
+        let first = try p.refreshConfig()   // the SDK's start-up fetch may have applied it already
+        XCTAssertTrue(first == .applied(version: 31) || first == .notModified, "\(first)")
+        XCTAssertEqual(try p.configStatus().source, .fetched)
+        XCTAssertEqual(try p.decision().reason, .emergency)
+        try p.setAppForeground(foreground: false)
+        try Data(#"{"version": 32, "pubsubEnabled": true, "pubsubPercentage": 100}"#.utf8)
+            .write(to: URL(fileURLWithPath: file), options: .atomic)
+        XCTAssertEqual(try p.refreshConfig(), .applied(version: 32))
+        XCTAssertEqual(try p.decision().reason, .rolloutIn)
     }
 }
