@@ -486,14 +486,7 @@ impl SdkConfig {
         if topic.is_empty() || topic.contains(['+', '#', '\0']) {
             return Err(InvalidConfig { reason: "mqtt.topicTemplate must give a topic without wildcards".into() });
         }
-        let endpoint = url::Url::parse(&self.pubsub.endpoint)
-            .map_err(|e| InvalidConfig { reason: format!("pubsub.endpoint: {e}") })?;
-        match endpoint.scheme() {
-            "https" => {}
-            "http" if self.allow_insecure => {}
-            "http" => return Err(InvalidConfig { reason: "pubsub.endpoint: plaintext http:// needs allowInsecure".into() }),
-            s => return Err(InvalidConfig { reason: format!("pubsub.endpoint: unsupported scheme {s:?}") }),
-        }
+        https_url("pubsub.endpoint", &self.pubsub.endpoint, self.allow_insecure)?;
         for (field, v) in [("pubsub.project", &self.pubsub.project), ("pubsub.topic", &self.pubsub.topic)] {
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~%+".contains(c)) {
                 return Err(InvalidConfig { reason: format!("{field} {v:?} is not a valid resource id") });
@@ -523,16 +516,7 @@ impl SdkConfig {
             m.validate()?;
         }
         if let Some(u) = &self.remote_config_url {
-            let url = url::Url::parse(u).map_err(|e| InvalidConfig { reason: format!("remoteConfigUrl: {e}") })?;
-            match url.scheme() {
-                "https" => {}
-                "http" if self.allow_insecure => {}
-                "http" => return Err(InvalidConfig { reason: "remoteConfigUrl: plaintext http:// needs allowInsecure".into() }),
-                s => return Err(InvalidConfig { reason: format!("remoteConfigUrl: unsupported scheme {s:?}") }),
-            }
-            if url.host_str().is_none() {
-                return Err(InvalidConfig { reason: "remoteConfigUrl: no host".into() });
-            }
+            https_url("remoteConfigUrl", u, self.allow_insecure)?;
         }
         if !(60..=604_800).contains(&self.config_fetch_interval_secs) {
             return Err(InvalidConfig { reason: "configFetchIntervalSecs must be 60–604800".into() });
@@ -541,9 +525,32 @@ impl SdkConfig {
     }
 }
 
+/// Parses an HTTP endpoint of the app's settings: `https://`, or `http://` with `allowInsecure`
+/// (an http(s) URL always has a host: the parser refuses one without).
+pub(crate) fn https_url(field: &str, value: &str, allow_insecure: bool) -> Result<url::Url, crate::DualPubError> {
+    use crate::DualPubError::InvalidConfig;
+    let url = url::Url::parse(value).map_err(|e| InvalidConfig { reason: format!("{field}: {e}") })?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if allow_insecure => Ok(url),
+        "http" => Err(InvalidConfig { reason: format!("{field}: plaintext http:// needs allowInsecure") }),
+        s => Err(InvalidConfig { reason: format!("{field}: unsupported scheme {s:?}") }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_need_tls_unless_insecure_is_allowed() {
+        assert!(https_url("f", "https://c.example/x.json", false).is_ok());
+        assert!(https_url("f", "http://127.0.0.1:8086/x", true).is_ok());
+        for (bad, insecure) in [("http://127.0.0.1/x", false), ("https://", true), ("http://", true), ("ftp://c.example/x", true), ("c.example", true)] {
+            let e = https_url("remoteConfigUrl", bad, insecure).expect_err(bad);
+            assert!(e.to_string().contains("remoteConfigUrl"), "{e}");
+        }
+    }
 
     #[test]
     fn parses_the_guide_document() {

@@ -347,7 +347,7 @@ impl Publisher {
             fetch_state.etag = None;
         }
         let config_url = match &config.remote_config_url {
-            Some(u) => Some(reqwest::Url::parse(u).map_err(|e| DualPubError::InvalidConfig { reason: format!("remoteConfigUrl: {e}") })?),
+            Some(u) => Some(crate::config::https_url("remoteConfigUrl", u, config.allow_insecure)?),
             None => None,
         };
         let fetcher = crate::fetch::Fetcher::new(config_url, config.config_fetch_interval_secs, http.clone(), clock, fetch_state);
