@@ -393,7 +393,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
                 _ = shutdown.changed() => return,
             }
             let now = fetcher.now_ms();
-            let due = fetcher.snapshot().next_due_ms(now, fetcher.interval_ms);
+            let due = fetcher.next_due_ms().unwrap_or(now);
             Some(Duration::from_millis(due.saturating_sub(now).max(1000) as u64).min(RECHECK))
         } else {
             None // in the background only a wake (foreground, shutdown) starts anything
