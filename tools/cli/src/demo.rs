@@ -407,31 +407,27 @@ impl ConfigReport {
 /// launch would; what failed leaves the device on its persisted config or the defaults.
 fn fetch_configs(fleet: &[(String, Arc<DualPublisher>)], url: &str) -> ConfigReport {
     eprintln!("dualpub demo: fetching the migration config from {url}");
-    let chunk = fleet.len().div_ceil(16).max(1);
-    let refreshed: Vec<String> = std::thread::scope(|s| {
+    // In parallel, a thread per device, as the drain at the end.
+    let errors: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = fleet
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(id, p)| match p.refresh_config() {
-                            Ok(r) => {
-                                if let dualpub::FetchResult::Rejected { reason } | dualpub::FetchResult::Failed { reason } = &r {
-                                    log::warn!("{id}: config fetch: {reason}");
-                                }
-                                r.label().to_string()
-                            }
-                            Err(e) => format!("error: {e}"),
-                        })
-                        .collect::<Vec<_>>()
+            .iter()
+            .map(|(id, p)| {
+                s.spawn(move || match p.refresh_config() {
+                    Ok(dualpub::FetchResult::Rejected { reason } | dualpub::FetchResult::Failed { reason }) => {
+                        log::warn!("{id}: config fetch: {reason}");
+                        None
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(format!("error: {e}")),
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles.into_iter().filter_map(|h| h.join().ok().flatten()).collect()
     });
+    // The fetch results themselves come from the SDK's own count (its start-up fetch included).
     let mut report = ConfigReport { results: Default::default(), versions: Default::default(), sources: Default::default() };
-    for error in refreshed.iter().filter(|r| r.starts_with("error")) {
-        *report.results.entry(error.clone()).or_default() += 1;
+    for error in errors {
+        *report.results.entry(error).or_default() += 1;
     }
     for (_, p) in fleet {
         for (result, n) in p.metrics().map(|m| m.config_fetches).unwrap_or_default() {
@@ -439,7 +435,7 @@ fn fetch_configs(fleet: &[(String, Arc<DualPublisher>)], url: &str) -> ConfigRep
         }
         if let Ok(status) = p.config_status() {
             *report.versions.entry(status.version).or_default() += 1;
-            *report.sources.entry(format!("{:?}", status.source).to_lowercase()).or_default() += 1;
+            *report.sources.entry(status.source.as_str().to_string()).or_default() += 1;
         }
     }
     eprintln!("dualpub demo: config {}", report.describe());
