@@ -35,6 +35,15 @@ fn fetching(name: &str, emu: &EmulatorHandle, url: &str, dir: &Path) -> SdkConfi
     c
 }
 
+/// A publisher on a clock the test moves, once its start-up fetch (nothing was ever fetched, so
+/// the scheduler fetches at once) has ended.
+fn started_on_a_manual_clock(c: SdkConfig) -> (Arc<ManualClock>, Publisher) {
+    let clock = Arc::new(ManualClock::new(dualpub_now()));
+    let p = Publisher::with_clock(c, None, clock.clone()).unwrap();
+    assert!(wait(|| p.config_status().last_fetch_result.is_some()), "the start-up fetch ended");
+    (clock, p)
+}
+
 const V1: &str = r#"{"version": 1, "pubsubEnabled": true, "pubsubPercentage": 100}"#;
 
 #[test]
@@ -80,10 +89,9 @@ fn a_fetched_config_applies_at_once_and_an_unchanged_one_costs_a_304() {
 fn failures_back_off_and_the_backoff_survives_a_restart() {
     let (tmp, emu) = (tempfile::tempdir().unwrap(), emulator());
     let srv = server(tmp.path(), V1);
-    let clock = Arc::new(ManualClock::new(dualpub_now()));
     let c = fetching("fetch-backoff", &emu, &srv.url(), tmp.path());
-    let p = Publisher::with_clock(c.clone(), None, clock.clone()).unwrap();
-    assert!(wait(|| p.config_status().last_fetch_result == Some(FetchResult::Applied { version: 1 })));
+    let (clock, p) = started_on_a_manual_clock(c.clone());
+    assert_eq!(p.config_status().last_fetch_result, Some(FetchResult::Applied { version: 1 }));
 
     srv.set_mode(Mode::ServerError);
     let t0 = clock.now_ms();
@@ -126,9 +134,8 @@ fn failures_back_off_and_the_backoff_survives_a_restart() {
 fn hostile_answers_are_refused_and_the_last_known_good_stays() {
     let (tmp, emu) = (tempfile::tempdir().unwrap(), emulator());
     let srv = server(tmp.path(), r#"{"version": 5, "pubsubEnabled": true, "pubsubPercentage": 100}"#);
-    let clock = Arc::new(ManualClock::new(dualpub_now()));
-    let p = Publisher::with_clock(fetching("fetch-hostile", &emu, &srv.url(), tmp.path()), None, clock.clone()).unwrap();
-    assert!(wait(|| p.config_status().last_fetch_result == Some(FetchResult::Applied { version: 5 })));
+    let (clock, p) = started_on_a_manual_clock(fetching("fetch-hostile", &emu, &srv.url(), tmp.path()));
+    assert_eq!(p.config_status().last_fetch_result, Some(FetchResult::Applied { version: 5 }));
 
     let huge = format!(r#"{{"version": 6, "rollout": {{"salt": "{}"}}}}"#, "x".repeat(300_000));
     let hostile: Vec<(&str, Box<dyn Fn()>)> = vec![
@@ -169,12 +176,10 @@ fn hostile_answers_are_refused_and_the_last_known_good_stays() {
 fn nothing_is_fetched_on_schedule_while_the_app_is_in_the_background() {
     let (tmp, emu) = (tempfile::tempdir().unwrap(), emulator());
     let srv = server(tmp.path(), V1);
-    let clock = Arc::new(ManualClock::new(dualpub_now()));
     let mut c = fetching("fetch-background", &emu, &srv.url(), tmp.path());
     c.config_fetch_interval_secs = 60;
-    let p = Publisher::with_clock(c, None, clock.clone()).unwrap();
-    // The scheduler fetches at start-up (nothing was ever fetched).
-    assert!(wait(|| p.config_status().last_fetch_result == Some(FetchResult::Applied { version: 1 })));
+    let (clock, p) = started_on_a_manual_clock(c);
+    assert_eq!(p.config_status().last_fetch_result, Some(FetchResult::Applied { version: 1 }));
     p.set_app_foreground(false);
     assert_eq!(p.config_status().next_fetch_at_ms, None);
     let requests = srv.stats().requests;
@@ -203,11 +208,10 @@ fn nothing_is_fetched_on_schedule_while_the_app_is_in_the_background() {
 fn a_five_minute_outage_costs_a_few_attempts_on_the_backoff_schedule() {
     let (tmp, emu) = (tempfile::tempdir().unwrap(), emulator());
     let srv = server(tmp.path(), V1);
-    let clock = Arc::new(ManualClock::new(dualpub_now()));
     let mut c = fetching("fetch-outage", &emu, &srv.url(), tmp.path());
     c.config_fetch_interval_secs = 60; // the shortest schedule: the backoff alone limits it
-    let p = Publisher::with_clock(c, None, clock.clone()).unwrap();
-    assert!(wait(|| p.config_status().last_fetch_result == Some(FetchResult::Applied { version: 1 })));
+    let (clock, p) = started_on_a_manual_clock(c);
+    assert_eq!(p.config_status().last_fetch_result, Some(FetchResult::Applied { version: 1 }));
 
     srv.set_mode(Mode::ServerError);
     let start = clock.now_ms();
