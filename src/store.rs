@@ -13,8 +13,39 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
+/// The schema steps, oldest first: step `n` (from 1) takes `PRAGMA user_version` from `n − 1`
+/// to `n`, in one transaction. Never edit a step that shipped; append one.
+const MIGRATIONS: [&str; 3] = [
+    // 1: the outbox and the dead letters.
+    "CREATE TABLE IF NOT EXISTS outbox (
+         seq INTEGER PRIMARY KEY,
+         event_id TEXT NOT NULL,
+         payload BLOB NOT NULL,
+         timestamp_ms INTEGER NOT NULL,
+         accepted_at_ms INTEGER NOT NULL,
+         mqtt INTEGER NOT NULL,
+         pubsub INTEGER NOT NULL);
+     CREATE TABLE IF NOT EXISTS dead_letters (
+         id INTEGER PRIMARY KEY,
+         event_id TEXT NOT NULL,
+         payload BLOB NOT NULL,
+         timestamp_ms INTEGER NOT NULL,
+         transport INTEGER NOT NULL,
+         error TEXT NOT NULL);",
+    // 2: the last known good migration config.
+    "CREATE TABLE IF NOT EXISTS config (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         json TEXT NOT NULL,
+         source TEXT NOT NULL,
+         applied_at_ms INTEGER NOT NULL);",
+    // 3: the config fetcher's state.
+    "CREATE TABLE IF NOT EXISTS fetch_state (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         json TEXT NOT NULL);",
+];
+
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "outbox.db";
@@ -228,49 +259,11 @@ impl Store {
 
     fn migrate(&self) -> rusqlite::Result<()> {
         let version: i32 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version < 1 {
-            self.conn.execute_batch(
-                "BEGIN IMMEDIATE;
-                 CREATE TABLE IF NOT EXISTS outbox (
-                     seq INTEGER PRIMARY KEY,
-                     event_id TEXT NOT NULL,
-                     payload BLOB NOT NULL,
-                     timestamp_ms INTEGER NOT NULL,
-                     accepted_at_ms INTEGER NOT NULL,
-                     mqtt INTEGER NOT NULL,
-                     pubsub INTEGER NOT NULL);
-                 CREATE TABLE IF NOT EXISTS dead_letters (
-                     id INTEGER PRIMARY KEY,
-                     event_id TEXT NOT NULL,
-                     payload BLOB NOT NULL,
-                     timestamp_ms INTEGER NOT NULL,
-                     transport INTEGER NOT NULL,
-                     error TEXT NOT NULL);
-                 PRAGMA user_version = 1;
-                 COMMIT;",
-            )?;
-        }
-        if version < 2 {
-            self.conn.execute_batch(
-                "BEGIN IMMEDIATE;
-                 CREATE TABLE IF NOT EXISTS config (
-                     id INTEGER PRIMARY KEY CHECK (id = 1),
-                     json TEXT NOT NULL,
-                     source TEXT NOT NULL,
-                     applied_at_ms INTEGER NOT NULL);
-                 PRAGMA user_version = 2;
-                 COMMIT;",
-            )?;
-        }
-        if version < 3 {
-            self.conn.execute_batch(
-                "BEGIN IMMEDIATE;
-                 CREATE TABLE IF NOT EXISTS fetch_state (
-                     id INTEGER PRIMARY KEY CHECK (id = 1),
-                     json TEXT NOT NULL);
-                 PRAGMA user_version = 3;
-                 COMMIT;",
-            )?;
+        for (step, ddl) in MIGRATIONS.iter().enumerate() {
+            let to = step as i32 + 1;
+            if version < to {
+                self.conn.execute_batch(&format!("BEGIN IMMEDIATE; {ddl} PRAGMA user_version = {to}; COMMIT;"))?;
+            }
         }
         // Take the exclusive lock now, so a second publisher on this directory fails at once.
         self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
@@ -521,6 +514,25 @@ mod tests {
         let (s, _) = Store::open(dir.path(), None).unwrap();
         assert_eq!(s.load_config().unwrap().unwrap().json, "{\"version\": 2}");
         assert_eq!(s.load_fetch_state().unwrap().as_deref(), Some("{\"etag\":\"b\"}"));
+    }
+
+    #[test]
+    fn an_older_schema_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A data directory written by a build with schema 2.
+            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            for ddl in &MIGRATIONS[..2] {
+                c.execute_batch(ddl).unwrap();
+            }
+            c.execute_batch("PRAGMA user_version = 2; INSERT INTO config VALUES (1, '{\"version\": 9}', 'fetched', 5);").unwrap();
+        }
+        let (mut s, report) = Store::open(dir.path(), None).unwrap();
+        assert_eq!(report.moved_aside, None);
+        assert_eq!(s.conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i32>(0)).unwrap(), SCHEMA_VERSION);
+        assert_eq!(s.load_config().unwrap().unwrap().json, "{\"version\": 9}");
+        s.apply(&[Op::SaveFetchState("{}".into())]).unwrap();
+        assert_eq!(s.load_fetch_state().unwrap().as_deref(), Some("{}"));
     }
 
     #[test]
