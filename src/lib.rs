@@ -11,6 +11,7 @@ uniffi::setup_scaffolding!();
 pub mod breaker;
 pub mod clock;
 pub mod config;
+mod config_builder;
 pub mod debug;
 pub mod error;
 pub mod fetch;
@@ -32,6 +33,7 @@ pub mod wire;
 
 pub use debug::{DebugEvent, DebugListener};
 pub use config::{MigrationConfig, MqttSettings, Override, PubSubSettings, SdkConfig};
+pub use config_builder::SdkConfigBuilder;
 pub use error::{DualPubError, TokenError};
 pub use ffi::DualPublisher;
 pub use location::Location;
