@@ -1,4 +1,4 @@
-//! A circuit breaker per transport (GUIDE §5): after `threshold` consecutive failures it opens
+//! A circuit breaker per transport (docs/CONTRACT.md#delivery-guarantees): after `threshold` consecutive failures it opens
 //! for a period that grows with every re-opening; when the period ends, one probe may pass
 //! (half-open); its success closes the breaker, its failure re-opens it for longer.
 
@@ -45,11 +45,6 @@ impl Breaker {
             Some(t) if now < t => BreakerState::Open(t),
             Some(_) => BreakerState::HalfOpen,
         }
-    }
-
-    /// Whether the breaker is open or half-open (not yet proven healthy).
-    pub fn is_open(&self) -> bool {
-        self.open_until.is_some()
     }
 
     /// A request succeeded: close. Returns whether it had been open.

@@ -1,7 +1,7 @@
 //! Configuration: the app's [`SdkConfig`] (fixed at construction: endpoints, credentials,
-//! storage) and the remote [`MigrationConfig`] (flags and percentages only, GUIDE §4).
+//! storage) and the remote [`MigrationConfig`] (flags and percentages only, docs/CONTRACT.md#migration-config).
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Error};
 use crate::location::validate_id;
 use crate::rollout::RolloutAlgorithm;
 use serde::Deserialize;
@@ -27,7 +27,7 @@ pub struct Override {
     pub pubsub_percentage: Option<f64>,
 }
 
-/// The migration config of GUIDE §4. `Default` is the compiled-in config: MQTT only.
+/// The migration config (docs/CONTRACT.md#migration-config). `Default` is the compiled-in config: MQTT only.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct MigrationConfig {
     /// Monotonic version of the document, reported in decisions and metrics.
@@ -132,61 +132,81 @@ pub struct ParsedConfig {
 }
 
 /// Walks a JSON document and fails on a key repeated within one object (serde_json would
-/// silently keep the last one).
-struct NoDuplicateKeys;
+/// silently keep the last one), recording the key in `found` so the caller can tell a
+/// duplicate from malformed JSON by type, not by message text.
+struct NoDuplicateKeys<'a> {
+    found: &'a std::cell::RefCell<Option<String>>,
+}
 
-impl<'de> Deserialize<'de> for NoDuplicateKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = NoDuplicateKeys;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
+impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicateKeys<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        while a.next_element_seed(NoDuplicateKeys { found: self.found })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(k) = a.next_key::<String>()? {
+            if !seen.insert(k.clone()) {
+                let key = truncate(&k);
+                *self.found.borrow_mut() = Some(key.clone());
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
             }
-            fn visit_bool<E>(self, _: bool) -> Result<NoDuplicateKeys, E> {
-                Ok(NoDuplicateKeys)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<NoDuplicateKeys, E> {
-                Ok(NoDuplicateKeys)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<NoDuplicateKeys, E> {
-                Ok(NoDuplicateKeys)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<NoDuplicateKeys, E> {
-                Ok(NoDuplicateKeys)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<NoDuplicateKeys, E> {
-                Ok(NoDuplicateKeys)
-            }
-            fn visit_unit<E>(self) -> Result<NoDuplicateKeys, E> {
-                Ok(NoDuplicateKeys)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<NoDuplicateKeys, A::Error> {
-                while a.next_element::<NoDuplicateKeys>()?.is_some() {}
-                Ok(NoDuplicateKeys)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<NoDuplicateKeys, A::Error> {
-                let mut seen = std::collections::HashSet::new();
-                while let Some(k) = a.next_key::<String>()? {
-                    if !seen.insert(k.clone()) {
-                        return Err(serde::de::Error::custom(format!("duplicate key {:?}", truncate(&k))));
-                    }
-                    a.next_value::<NoDuplicateKeys>()?;
-                }
-                Ok(NoDuplicateKeys)
-            }
+            a.next_value_seed(NoDuplicateKeys { found: self.found })?;
         }
-        d.deserialize_any(V)
+        Ok(())
+    }
+}
+
+/// Checks `json` for a repeated key in any object.
+fn check_duplicate_keys(json: &str) -> Result<(), ConfigError> {
+    use serde::de::DeserializeSeed;
+    let found = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_str(json);
+    let walked = NoDuplicateKeys { found: &found }.deserialize(&mut de).and_then(|()| de.end());
+    match (walked, found.into_inner()) {
+        (Ok(()), _) => Ok(()),
+        (Err(e), Some(_)) => Err(ConfigError::DuplicateKey(e.to_string())),
+        (Err(e), None) => Err(ConfigError::Malformed(e.to_string())),
     }
 }
 
 impl MigrationConfig {
-    /// Parses a config document (GUIDE §4); see [`MigrationConfig::parse`].
+    /// Parses a config document; see [`MigrationConfig::parse`].
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
         Self::parse(json).map(|p| p.config)
     }
 
-    /// Parses a config document (GUIDE §4). Unknown fields are ignored and missing ones take
+    /// Parses a config document (docs/CONTRACT.md#migration-config). Unknown fields are ignored and missing ones take
     /// the compiled-in defaults. A document that is not JSON, too large, has a repeated key, or
     /// an invalid global value is refused whole; an invalid override is skipped and reported,
     /// the rest applied; fields that try to set endpoints, credentials or storage are ignored
@@ -195,13 +215,7 @@ impl MigrationConfig {
         if json.len() > MAX_DOCUMENT_BYTES {
             return Err(ConfigError::TooLarge(json.len()));
         }
-        serde_json::from_str::<NoDuplicateKeys>(json).map_err(|e| {
-            if e.to_string().contains("duplicate key") {
-                ConfigError::DuplicateKey(e.to_string())
-            } else {
-                ConfigError::Malformed(e.to_string())
-            }
-        })?;
+        check_duplicate_keys(json)?;
         let top: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| ConfigError::Malformed(e.to_string()))?;
         let ignored: Vec<String> = FORBIDDEN_KEYS.iter().filter(|k| top.contains_key(**k)).map(|k| format!("{k}: a remote config cannot change it")).collect();
         let raw: RawConfig = serde_json::from_value(serde_json::Value::Object(top)).map_err(|e| ConfigError::Malformed(e.to_string()))?;
@@ -407,7 +421,7 @@ pub struct PubSubSettings {
 /// remote config can never change them.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct SdkConfig {
-    /// This device's id (GUIDE §3 rules).
+    /// This device's id (docs/CONTRACT.md#validation).
     pub device_id: String,
     /// The company (fleet) the device belongs to, for company overrides.
     #[uniffi(default = None)]
@@ -434,7 +448,7 @@ pub struct SdkConfig {
     /// new locations are kept in memory (up to `maxOutboxRows`) exactly as on a full disk.
     #[uniffi(default = None)]
     pub max_storage_bytes: Option<u64>,
-    /// Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
+    /// Where to fetch the migration config document (docs/CONTRACT.md#migration-config) from, `https://` (or `http://`
     /// with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
     /// PKI roots plus `pubsub.caCertificatesPem`.
     #[uniffi(default = None)]
@@ -458,59 +472,60 @@ pub const MAX_BATCH_LATENCY_MS: u64 = 60_000;
 impl SdkConfig {
     /// Checks everything that can be checked without I/O.
     pub fn validate(&self) -> Result<(), crate::DualPubError> {
-        use crate::DualPubError::InvalidConfig;
+        self.check().map_err(Into::into)
+    }
+
+    /// [`SdkConfig::validate`], with the internal error.
+    pub(crate) fn check(&self) -> Result<(), Error> {
         validate_id("device id", &self.device_id)?;
         if let Some(c) = &self.company_id {
             validate_id("company id", c)?;
         }
-        let url = url::Url::parse(&self.mqtt.broker_url)
-            .map_err(|e| InvalidConfig { reason: format!("mqtt.brokerUrl: {e}") })?;
+        let url = url::Url::parse(&self.mqtt.broker_url).map_err(|source| Error::Url { field: "mqtt.brokerUrl", source })?;
         match url.scheme() {
             "mqtts" | "ssl" => {}
             "mqtt" | "tcp" if self.allow_insecure => {}
-            "mqtt" | "tcp" => {
-                return Err(InvalidConfig { reason: "mqtt.brokerUrl: plaintext mqtt:// needs allowInsecure".into() })
-            }
-            s => return Err(InvalidConfig { reason: format!("mqtt.brokerUrl: unsupported scheme {s:?}") }),
+            "mqtt" | "tcp" => return Err(Error::setting("mqtt.brokerUrl", "plaintext mqtt:// needs allowInsecure")),
+            s => return Err(Error::setting("mqtt.brokerUrl", format!("unsupported scheme {s:?}"))),
         }
         if url.host_str().is_none() {
-            return Err(InvalidConfig { reason: "mqtt.brokerUrl: no host".into() });
+            return Err(Error::setting("mqtt.brokerUrl", "no host"));
         }
         if !(5..=3600).contains(&self.mqtt.keep_alive_secs) {
-            return Err(InvalidConfig { reason: "mqtt.keepAliveSecs must be 5–3600".into() });
+            return Err(Error::setting("mqtt.keepAliveSecs", "must be 5–3600"));
         }
         if !(1..=3600).contains(&self.mqtt.idle_disconnect_secs) {
-            return Err(InvalidConfig { reason: "mqtt.idleDisconnectSecs must be 1–3600".into() });
+            return Err(Error::setting("mqtt.idleDisconnectSecs", "must be 1–3600"));
         }
         let topic = crate::wire::mqtt_topic(&self.mqtt.topic_template, &self.device_id);
         if topic.is_empty() || topic.contains(['+', '#', '\0']) {
-            return Err(InvalidConfig { reason: "mqtt.topicTemplate must give a topic without wildcards".into() });
+            return Err(Error::setting("mqtt.topicTemplate", "must give a topic without wildcards"));
         }
         https_url("pubsub.endpoint", &self.pubsub.endpoint, self.allow_insecure)?;
         for (field, v) in [("pubsub.project", &self.pubsub.project), ("pubsub.topic", &self.pubsub.topic)] {
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~%+".contains(c)) {
-                return Err(InvalidConfig { reason: format!("{field} {v:?} is not a valid resource id") });
+                return Err(Error::setting(field, format!("{v:?} is not a valid resource id")));
             }
         }
         if !(1..=PUBSUB_MAX_MESSAGES).contains(&self.pubsub.max_batch_messages) {
-            return Err(InvalidConfig { reason: format!("pubsub.maxBatchMessages must be 1–{PUBSUB_MAX_MESSAGES}") });
+            return Err(Error::setting("pubsub.maxBatchMessages", format!("must be 1–{PUBSUB_MAX_MESSAGES}")));
         }
         if !(1_000..=PUBSUB_MAX_BYTES).contains(&self.pubsub.max_batch_bytes) {
-            return Err(InvalidConfig { reason: format!("pubsub.maxBatchBytes must be 1000–{PUBSUB_MAX_BYTES}") });
+            return Err(Error::setting("pubsub.maxBatchBytes", format!("must be 1000–{PUBSUB_MAX_BYTES}")));
         }
         for (field, pem) in [("mqtt.caCertificatesPem", &self.mqtt.ca_certificates_pem), ("pubsub.caCertificatesPem", &self.pubsub.ca_certificates_pem)] {
             if let Some(pem) = pem {
-                crate::tls::parse_ca_pem(pem).map_err(|e| InvalidConfig { reason: format!("{field}: {e}") })?;
+                crate::tls::parse_ca_pem(pem).map_err(|source| Error::Tls { field, source })?;
             }
         }
         if self.pubsub.max_batch_latency_ms > MAX_BATCH_LATENCY_MS {
-            return Err(InvalidConfig { reason: format!("pubsub.maxBatchLatencyMs must be 0–{MAX_BATCH_LATENCY_MS}") });
+            return Err(Error::setting("pubsub.maxBatchLatencyMs", format!("must be 0–{MAX_BATCH_LATENCY_MS}")));
         }
         if self.max_outbox_rows == 0 || self.max_outbox_age_hours == 0 {
-            return Err(InvalidConfig { reason: "maxOutboxRows and maxOutboxAgeHours must be at least 1".into() });
+            return Err(Error::setting("maxOutboxRows and maxOutboxAgeHours", "must be at least 1"));
         }
         if self.data_dir.is_empty() {
-            return Err(InvalidConfig { reason: "dataDir is empty".into() });
+            return Err(Error::setting("dataDir", "is empty"));
         }
         if let Some(m) = &self.migration {
             m.validate()?;
@@ -519,7 +534,7 @@ impl SdkConfig {
             https_url("remoteConfigUrl", u, self.allow_insecure)?;
         }
         if !(60..=604_800).contains(&self.config_fetch_interval_secs) {
-            return Err(InvalidConfig { reason: "configFetchIntervalSecs must be 60–604800".into() });
+            return Err(Error::setting("configFetchIntervalSecs", "must be 60–604800"));
         }
         Ok(())
     }
@@ -527,14 +542,13 @@ impl SdkConfig {
 
 /// Parses an HTTP endpoint of the app's settings: `https://`, or `http://` with `allowInsecure`
 /// (an http(s) URL always has a host: the parser refuses one without).
-pub(crate) fn https_url(field: &str, value: &str, allow_insecure: bool) -> Result<url::Url, crate::DualPubError> {
-    use crate::DualPubError::InvalidConfig;
-    let url = url::Url::parse(value).map_err(|e| InvalidConfig { reason: format!("{field}: {e}") })?;
+pub(crate) fn https_url(field: &'static str, value: &str, allow_insecure: bool) -> Result<url::Url, Error> {
+    let url = url::Url::parse(value).map_err(|source| Error::Url { field, source })?;
     match url.scheme() {
         "https" => Ok(url),
         "http" if allow_insecure => Ok(url),
-        "http" => Err(InvalidConfig { reason: format!("{field}: plaintext http:// needs allowInsecure") }),
-        s => Err(InvalidConfig { reason: format!("{field}: unsupported scheme {s:?}") }),
+        "http" => Err(Error::setting(field, "plaintext http:// needs allowInsecure")),
+        s => Err(Error::setting(field, format!("unsupported scheme {s:?}"))),
     }
 }
 
@@ -553,7 +567,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_the_guide_document() {
+    fn parses_the_contract_example_document() {
         let c = MigrationConfig::from_json(
             r#"{"version": 42, "mqttEnabled": true, "pubsubEnabled": true, "pubsubPercentage": 25.5,
             "fallbackToMqtt": true, "debugMode": false, "emergencyMode": false,

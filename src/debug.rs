@@ -1,6 +1,10 @@
-//! Debug mode (seed 000 `debugMode`): switched by the remote config or locally; raises the log
-//! level, streams rate-limited events to a [`DebugListener`] the app may register (for an
-//! in-app debug screen), and keeps the recent warnings and errors for `debugReport()`.
+//! Debug mode (the migration config's `debugMode`, docs/CONTRACT.md#migration-config):
+//! switched by the remote config or locally; raises the log level, streams rate-limited events
+//! to a [`DebugListener`] the app may register (for an in-app debug screen), and keeps the recent
+//! warnings and errors for `debugReport()`.
+//!
+//! [`Events`] is the one funnel every log line of a publisher goes through: it logs, keeps what
+//! `debugReport()` shows and feeds the debug listener.
 //! Coordinates are rounded to about 1 km unless the app opts in; tokens and passwords are never
 //! part of any message.
 
@@ -133,6 +137,51 @@ impl Debug {
     /// Events the rate limit (or a slow listener) dropped.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
+    }
+}
+
+/// The one funnel for a publisher's log lines: the platform log, `debugReport()`'s recent
+/// errors, and (in debug mode) the app's [`DebugListener`].
+#[derive(Default)]
+pub(crate) struct Events {
+    debug: Debug,
+    /// Debug mode in force (the config's `debugMode`, unless the app set it locally).
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl Events {
+    /// Logs an event and, in debug mode, streams it to the app's debug listener. `message` is
+    /// only formatted when someone will see it.
+    pub fn event(&self, level: log::Level, kind: &str, message: impl FnOnce() -> String) {
+        let debug = self.debug_mode();
+        if level <= log::max_level() || level <= log::Level::Warn || debug {
+            self.debug.event(debug, level, kind, message());
+        }
+    }
+
+    /// Whether debug mode is on.
+    pub fn debug_mode(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Switches debug mode; returns whether it changed.
+    pub fn set_debug_mode(&self, on: bool) -> bool {
+        self.on.swap(on, std::sync::atomic::Ordering::SeqCst) != on
+    }
+
+    /// Registers (or with `None` removes) the app's listener.
+    pub fn set_listener(&self, listener: Option<Arc<dyn DebugListener>>) {
+        self.debug.set_listener(listener);
+    }
+
+    /// The recent warnings and errors, oldest first.
+    pub fn recent(&self) -> Vec<String> {
+        self.debug.recent()
+    }
+
+    /// Events the rate limit (or a slow listener) dropped.
+    pub fn dropped(&self) -> u64 {
+        self.debug.dropped()
     }
 }
 

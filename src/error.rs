@@ -1,5 +1,7 @@
-//! Errors: a detailed internal error per concern, mapped to one small public error per API
-//! (the pattern of mozilla/application-services). Nothing here ever panics across the FFI.
+//! Errors. Inside the SDK every failure is an [`Error`], which keeps its cause (SQLite, URL,
+//! TLS, storage, token provider). It becomes the small public [`DualPubError`] in one place,
+//! [`Error::report`], which also decides what is logged (and so what `debugReport()` shows).
+//! Nothing here ever panics across the FFI.
 
 /// Why a location or an id was refused. Carried inside [`DualPubError`] and counted in
 /// `dualpub_locations_rejected_total{reason}` under [`ValidationError::metric_reason`].
@@ -20,7 +22,7 @@ pub enum ValidationError {
     /// The timestamp lies more than 24 h in the future.
     #[error("timestamp is more than 24 h in the future")]
     TimestampInFuture,
-    /// A device or company id broke the id rules of GUIDE §3.
+    /// A device or company id broke the id rules (docs/CONTRACT.md#validation).
     #[error("invalid {kind}: {reason}")]
     BadId {
         /// "device id" or "company id".
@@ -155,5 +157,151 @@ pub enum TokenError {
 impl From<uniffi::UnexpectedUniFFICallbackError> for TokenError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
         TokenError::Unavailable { reason: format!("token provider failed: {}", e.reason) }
+    }
+}
+
+/// Every failure inside the SDK, with its cause. Public calls turn it into a [`DualPubError`]
+/// through [`Error::report`] (or `From` where no publisher exists yet).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// A location or id was refused.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// A migration config was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A setting of the app's `SdkConfig` is invalid.
+    #[error("{field}: {reason}")]
+    Setting {
+        /// The setting, as README names it (`mqtt.brokerUrl`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A URL setting does not parse.
+    #[error("{field}: {source}")]
+    Url {
+        /// The setting.
+        field: &'static str,
+        /// The parser's complaint.
+        source: url::ParseError,
+    },
+    /// A TLS setting is unusable.
+    #[error("{field}: {source}")]
+    Tls {
+        /// The setting.
+        field: &'static str,
+        /// Why.
+        source: crate::tls::TlsError,
+    },
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Reading the outbox failed.
+    #[error("reading the outbox: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// An SDK thread or the runtime could not be started.
+    #[error("cannot start {what}: {source}")]
+    Start {
+        /// What: the runtime, the store thread.
+        what: &'static str,
+        /// The operating system's answer.
+        source: std::io::Error,
+    },
+    /// A blocking call was made where it would hold an SDK thread.
+    #[error("{0} blocks: call it from a background thread, not an async task or an SDK callback")]
+    WouldBlock(&'static str),
+    /// A background operation the caller waited for never answered.
+    #[error("{0} did not finish")]
+    Lost(&'static str),
+    /// The publisher was closed.
+    #[error("the publisher is closed")]
+    Closed,
+}
+
+impl Error {
+    /// An invalid `SdkConfig` setting.
+    pub fn setting(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Setting { field, reason: reason.into() }
+    }
+
+    /// The level to log this failure at when a public call returns it: the SDK's own failures
+    /// (storage, internal) are logged; the caller's mistakes are counted and returned, not logged.
+    pub fn log_level(&self) -> Option<log::Level> {
+        match self {
+            Error::Validation(_) | Error::Closed => None,
+            Error::Config(_) | Error::Setting { .. } | Error::Url { .. } | Error::Tls { .. } => Some(log::Level::Warn),
+            Error::Store(_) | Error::Sqlite(_) | Error::Http(_) | Error::Start { .. } | Error::Lost(_) => Some(log::Level::Error),
+            Error::WouldBlock(_) => Some(log::Level::Warn),
+        }
+    }
+
+    /// The event kind it is logged under.
+    fn kind(&self) -> &'static str {
+        match self {
+            Error::Validation(_) => "location",
+            Error::Config(_) | Error::Setting { .. } | Error::Url { .. } | Error::Tls { .. } => "config",
+            Error::Store(_) | Error::Sqlite(_) => "storage",
+            _ => "internal",
+        }
+    }
+
+    /// Logs the failure through the publisher's funnel (so `debugReport()` shows it) when
+    /// [`Error::log_level`] says so, and returns the public error.
+    pub fn report(self, events: &crate::debug::Events) -> DualPubError {
+        if let Some(level) = self.log_level() {
+            events.event(level, self.kind(), || self.to_string());
+        }
+        self.into()
+    }
+}
+
+impl From<Error> for DualPubError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Validation(v) => v.into(),
+            Error::Config(c) => c.into(),
+            Error::Setting { .. } | Error::Url { .. } | Error::Tls { .. } => DualPubError::InvalidConfig { reason: e.to_string() },
+            Error::Store(_) | Error::Sqlite(_) => DualPubError::Storage { reason: e.to_string() },
+            Error::Closed => DualPubError::Closed,
+            Error::Http(_) | Error::Start { .. } | Error::WouldBlock(_) | Error::Lost(_) => DualPubError::Internal { reason: e.to_string() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_internal_error_maps_to_one_public_kind() {
+        let cases: Vec<(Error, fn(&DualPubError) -> bool)> = vec![
+            (Error::setting("mqtt.keepAliveSecs", "must be 5–3600"), |e| matches!(e, DualPubError::InvalidConfig { .. })),
+            (Error::Config(ConfigError::TooLarge(9)), |e| matches!(e, DualPubError::InvalidConfig { .. })),
+            (Error::Validation(ValidationError::TimestampInFuture), |e| matches!(e, DualPubError::InvalidLocation { .. })),
+            (Error::Validation(ValidationError::BadId { kind: "device id", reason: "x".into() }), |e| matches!(e, DualPubError::InvalidId { .. })),
+            (Error::Sqlite(rusqlite::Error::InvalidQuery), |e| matches!(e, DualPubError::Storage { .. })),
+            (Error::WouldBlock("refreshConfig"), |e| matches!(e, DualPubError::Internal { .. })),
+            (Error::Closed, |e| matches!(e, DualPubError::Closed)),
+        ];
+        for (internal, is) in cases {
+            let text = internal.to_string();
+            let public = DualPubError::from(internal);
+            assert!(is(&public), "{text} became {public:?}");
+            assert!(public.to_string().contains(&text), "the public message keeps the cause: {public} / {text}");
+        }
+    }
+
+    #[test]
+    fn the_sdks_own_failures_are_logged_and_reach_the_debug_report() {
+        let events = crate::debug::Events::default();
+        let _ = Error::Sqlite(rusqlite::Error::InvalidQuery).report(&events);
+        let _ = Error::Validation(ValidationError::TimestampInFuture).report(&events);
+        let recent = events.recent();
+        assert_eq!(recent.len(), 1, "{recent:?}");
+        assert!(recent[0].contains("storage") && recent[0].contains("reading the outbox"), "{recent:?}");
     }
 }

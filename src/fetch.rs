@@ -3,35 +3,34 @@
 //! honours `Retry-After`, no scheduled fetch while the app is in the background, and the whole
 //! state persisted so a restart neither refetches early nor forgets a backoff.
 //!
-//! One `dualpub-worker` task ([`run`]) polls on schedule; `refreshConfig` (a silent push) asks
-//! for a fetch now. Both go through [`Fetcher::attempt`], which holds the state's lock for the
-//! whole attempt, so two fetches never overlap.
+//! This module fetches; it does not apply. An attempt is [`Fetcher::begin`] (which holds the
+//! state's lock, so two attempts never overlap), [`Attempt::get`] (the HTTP request, answering a
+//! [`Response`]: a document, not modified, or a failure) and [`Attempt::finish`] (records the
+//! result and draws the backoff). Parsing the document, the stale-version rule and applying it
+//! are the publisher's. One `dualpub-worker` task ([`run`]) polls on schedule; `refreshConfig` (a
+//! silent push) asks for an attempt now.
 
 use crate::clock::Clock;
 use crate::error::ConfigError;
-use crate::publisher::Shared;
-use crate::remote::ConfigSource;
-use crate::rollout::RolloutDecision;
+use crate::http::without_url;
+use crate::retry::Policy;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
-/// The first backoff ceiling after a failed fetch; it doubles with every further failure.
-pub const BACKOFF_BASE_MS: i64 = 30_000;
-/// The shortest backoff: even an unlucky draw waits this long.
-pub const BACKOFF_FLOOR_MS: i64 = 10_000;
-/// The longest backoff, `Retry-After` included: a server cannot lock a device out for longer.
-pub const BACKOFF_CAP_MS: i64 = 3_600_000;
-/// How long one HTTP request may take, connection included.
+/// How one HTTP request may take, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `refreshConfig` may take in all, waiting for a fetch in progress included (an iOS
 /// silent push gets about 30 s).
 pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(25);
 /// The scheduler re-reads the clock at least this often (the wall clock may jump).
 const RECHECK: Duration = Duration::from_secs(300);
+/// The longest backoff, `Retry-After` included: a server cannot lock a device out for longer.
+pub const BACKOFF_CAP_MS: i64 = Policy::CONFIG_FETCH.cap.as_millis() as i64;
 
 /// What one fetch did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, uniffi::Enum)]
@@ -126,36 +125,19 @@ impl FetchState {
     }
 
     /// Records an attempt that ended at `now_ms`: a success clears the backoff, a failure draws
-    /// the next one (see [`backoff_delay_ms`]), counted from the end so a slow failure still waits.
+    /// the next one ([`Policy::CONFIG_FETCH`]), counted from the end so a slow failure still waits.
     pub fn record(&mut self, now_ms: i64, result: FetchResult, retry_after_ms: Option<i64>, rng: &mut impl Rng) {
         if result.is_failure() {
             self.failures = self.failures.saturating_add(1);
-            self.backoff_until_ms = Some(now_ms + backoff_delay_ms(self.failures, retry_after_ms, rng));
+            let retry_after = retry_after_ms.map(|ms| Duration::from_millis(ms.max(0) as u64));
+            let delay = Policy::CONFIG_FETCH.delay(self.failures, retry_after, rng);
+            self.backoff_until_ms = Some(now_ms + delay.as_millis() as i64);
         } else {
             self.failures = 0;
             self.backoff_until_ms = None;
             self.last_success_ms = Some(now_ms);
         }
         self.last_result = Some(result);
-    }
-}
-
-/// The ceiling of the backoff after `failures` consecutive failures (≥ 1):
-/// `min(cap, base × 2^(failures − 1))` = 30 s, 60 s, 2 min, … 1 h.
-pub fn backoff_ceiling_ms(failures: u32) -> i64 {
-    let doublings = failures.saturating_sub(1).min(20);
-    (BACKOFF_BASE_MS << doublings).min(BACKOFF_CAP_MS)
-}
-
-/// The backoff after `failures` consecutive failures: full jitter between the floor and the
-/// ceiling, so a fleet that failed together does not come back together. A `Retry-After` is
-/// honoured, plus up to a fifth more so the fleet does not return in step; all up to the cap.
-pub fn backoff_delay_ms(failures: u32, retry_after_ms: Option<i64>, rng: &mut impl Rng) -> i64 {
-    let ceiling = backoff_ceiling_ms(failures).max(BACKOFF_FLOOR_MS);
-    let jittered = rng.random_range(BACKOFF_FLOOR_MS..=ceiling);
-    match retry_after_ms {
-        Some(ra) if ra > jittered => (ra + rng.random_range(0..=ra / 5)).min(BACKOFF_CAP_MS),
-        _ => jittered,
     }
 }
 
@@ -181,25 +163,19 @@ pub(crate) struct Fetcher {
     foreground: AtomicBool,
     wake: Notify,
     /// Attempts started so far (lets a waiting `refreshConfig` use a fetch that began after it).
-    started: std::sync::atomic::AtomicU64,
+    started: AtomicU64,
 }
 
 impl Fetcher {
     /// A fetcher for `url` (none: every attempt says `NotConfigured`) resuming from `state`, or
     /// starting afresh if `state` belongs to another URL (ETag, versions and backoff are the old
-    /// server's).
-    pub fn new(url: Option<reqwest::Url>, interval_secs: u32, http: reqwest::Client, clock: Arc<dyn Clock>, state: FetchState) -> Self {
+    /// server's). The flag says whether a saved state was dropped that way.
+    pub fn new(url: Option<reqwest::Url>, interval_secs: u32, http: reqwest::Client, clock: Arc<dyn Clock>, state: FetchState) -> (Self, bool) {
         let url_text = url.as_ref().map(|u| u.to_string());
-        let state = if state.url == url_text {
-            state
-        } else {
-            if state != FetchState::default() {
-                log::info!("dualpub remoteConfigUrl changed: the fetch state starts afresh");
-            }
-            FetchState { url: url_text, ..FetchState::default() }
-        };
-        Fetcher {
-            started: std::sync::atomic::AtomicU64::new(0),
+        let afresh = state.url != url_text && state != FetchState::default();
+        let state = if state.url == url_text { state } else { FetchState { url: url_text, ..FetchState::default() } };
+        let fetcher = Fetcher {
+            started: AtomicU64::new(0),
             url,
             interval_ms: i64::from(interval_secs) * 1000,
             http,
@@ -208,7 +184,8 @@ impl Fetcher {
             state: tokio::sync::Mutex::new(state),
             foreground: AtomicBool::new(true),
             wake: Notify::new(),
-        }
+        };
+        (fetcher, afresh)
     }
 
     /// The state as of the last finished attempt.
@@ -240,84 +217,88 @@ impl Fetcher {
         self.foreground.load(Ordering::SeqCst)
     }
 
-    /// One attempt. `None` when the schedule did not call for one (not due, in the background
-    /// or in backoff); with [`Trigger::Refresh`] always `Some`. A refresh that had to wait for
-    /// the lock while another attempt started and ended returns that attempt's result.
-    pub async fn attempt(&self, shared: &Shared, trigger: Trigger) -> Option<FetchResult> {
+    /// Starts an attempt: `Err` with the answer when none is made (`None`: the schedule did not
+    /// call for one — not due, in the background or in backoff; with [`Trigger::Refresh`] always
+    /// `Some`). A refresh that had to wait for the lock while another attempt started and ended
+    /// gets that attempt's result. The attempt holds the fetcher's lock until it is finished.
+    pub async fn begin(&self, trigger: Trigger) -> Result<Attempt<'_>, Option<FetchResult>> {
         let Some(url) = &self.url else {
-            return (trigger == Trigger::Refresh).then_some(FetchResult::NotConfigured);
+            return Err((trigger == Trigger::Refresh).then_some(FetchResult::NotConfigured));
         };
         let asked = self.started.load(Ordering::SeqCst);
-        let (result, change) = {
-            let mut state = self.state.lock().await;
-            let now = self.clock.now_ms();
-            match trigger {
-                Trigger::Schedule if !self.foreground() || state.next_due_ms(now, self.interval_ms) > now => return None,
-                Trigger::Refresh if self.started.load(Ordering::SeqCst) != asked => return state.last_result.clone(),
-                _ => {}
-            }
-            if let Some(until_ms) = state.backoff_until(now) {
-                return Some(FetchResult::InBackoff { until_ms });
-            }
-            self.started.fetch_add(1, Ordering::SeqCst);
-            state.last_attempt_ms = Some(now);
-            let answer = self.fetch(shared, url, &state).await;
-            if shared.lock().closed {
-                // Closed meanwhile: nothing to record, nobody to tell.
-                return Some(FetchResult::Failed { reason: "the publisher is closed".into() });
-            }
-            let result = answer.result;
-            let ended = self.clock.now_ms();
-            state.record(ended, result.clone(), answer.retry_after_ms, &mut rand::rng());
-            if let Some(v) = answer.version {
-                // An accepted document: its ETag (or none) is the one to send from now on.
-                state.etag = answer.etag;
-                state.newest_version = Some(state.newest_version.unwrap_or(0).max(v));
-            }
-            shared.metrics.config_fetched(result.label());
-            let level = if result.is_failure() { log::Level::Warn } else { log::Level::Info };
-            shared.event(level, "config_fetch", || match state.backoff_until_ms {
-                Some(until) if result.is_failure() => format!("{result:?}; next attempt in {} s", (until - ended) / 1000),
-                _ => format!("{result:?}"),
-            });
-            *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
-            if let Ok(json) = serde_json::to_string(&*state) {
-                shared.lock().outbox.persist_fetch_state(json);
-            }
-            (result, answer.change)
-        };
-        // The listener hears of a change once no fetcher lock is held (it may call refreshConfig).
-        if let Some((old, new)) = change {
-            shared.tell_listener(old, new);
+        let mut state = self.state.lock().await;
+        let now = self.clock.now_ms();
+        match trigger {
+            Trigger::Schedule if !self.foreground() || state.next_due_ms(now, self.interval_ms) > now => return Err(None),
+            Trigger::Refresh if self.started.load(Ordering::SeqCst) != asked => return Err(state.last_result.clone()),
+            _ => {}
         }
-        Some(result)
+        if let Some(until_ms) = state.backoff_until(now) {
+            return Err(Some(FetchResult::InBackoff { until_ms }));
+        }
+        self.started.fetch_add(1, Ordering::SeqCst);
+        state.last_attempt_ms = Some(now);
+        Ok(Attempt { fetcher: self, url, state })
+    }
+}
+
+/// What the config server answered.
+#[derive(Debug)]
+pub(crate) enum Response {
+    /// HTTP 200 with a body of at most [`crate::config::MAX_DOCUMENT_BYTES`] UTF-8 bytes.
+    Document {
+        /// The body.
+        text: String,
+        /// Its ETag (at most 256 bytes), to send as `If-None-Match` once it is accepted.
+        etag: Option<String>,
+    },
+    /// HTTP 304: the document in force is the server's.
+    NotModified,
+    /// A body the SDK refuses before parsing it (too large, not UTF-8).
+    Refused(ConfigError),
+    /// No usable answer (network error, timeout, 429, 5xx, another status).
+    Failed {
+        /// Why (no URL: it may carry a key).
+        reason: String,
+        /// The server's `Retry-After`, in ms.
+        retry_after_ms: Option<i64>,
+    },
+}
+
+/// One attempt in progress; holds the fetcher's lock.
+pub(crate) struct Attempt<'a> {
+    fetcher: &'a Fetcher,
+    url: &'a reqwest::Url,
+    state: tokio::sync::MutexGuard<'a, FetchState>,
+}
+
+impl Attempt<'_> {
+    /// The newest document version fetched before (an older one must be refused as stale).
+    pub fn newest_version(&self) -> Option<u64> {
+        self.state.newest_version
     }
 
-    /// The GET itself and what follows from its answer.
-    async fn fetch(&self, shared: &Shared, url: &reqwest::Url, state: &FetchState) -> Answer {
+    /// The GET, conditional on the ETag of the document in force.
+    pub async fn get(&self) -> Response {
         use reqwest::header::{ACCEPT, ETAG, IF_NONE_MATCH, RETRY_AFTER};
-        let mut req = self.http.get(url.clone()).timeout(FETCH_TIMEOUT).header(ACCEPT, "application/json");
-        if let Some(etag) = &state.etag {
+        let mut req = self.fetcher.http.get(self.url.clone()).timeout(FETCH_TIMEOUT).header(ACCEPT, "application/json");
+        if let Some(etag) = &self.state.etag {
             req = req.header(IF_NONE_MATCH, etag.as_str());
         }
-        let failed = |reason: String| Answer::only(FetchResult::Failed { reason });
-        let refused = |e: ConfigError| {
-            shared.config_refused(&e);
-            Answer::only(FetchResult::Rejected { reason: e.to_string() })
-        };
+        let failed = |reason: String| Response::Failed { reason, retry_after_ms: None };
         let mut resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return failed(format!("network error: {}", crate::transport::pubsub::without_url(&e))),
+            Err(e) => return failed(format!("network error: {}", without_url(&e))),
         };
         let status = resp.status().as_u16();
         let header = |name| resp.headers().get(name).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok()).map(str::to_owned);
         let retry_after_ms = header(RETRY_AFTER).as_deref().and_then(crate::retry::parse_retry_after).map(|d| d.as_millis() as i64);
         let etag = header(ETAG).filter(|e| e.len() <= 256);
         match status {
-            304 if state.etag.is_none() => return failed("HTTP 304 to a request without If-None-Match".into()),
-            304 => return Answer::only(FetchResult::NotModified),
+            304 if self.state.etag.is_none() => return failed("HTTP 304 to a request without If-None-Match".into()),
+            304 => return Response::NotModified,
             200 => {}
-            _ => return Answer { retry_after_ms, ..failed(format!("HTTP {status}")) },
+            _ => return Response::Failed { reason: format!("HTTP {status}"), retry_after_ms },
         }
         // Read at most one byte more than a document may have.
         let mut body = Vec::new();
@@ -326,60 +307,42 @@ impl Fetcher {
                 Ok(Some(chunk)) => {
                     body.extend_from_slice(&chunk);
                     if body.len() > crate::config::MAX_DOCUMENT_BYTES {
-                        return refused(ConfigError::TooLarge(body.len()));
+                        return Response::Refused(ConfigError::TooLarge(body.len()));
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return failed(format!("network error reading the document: {}", crate::transport::pubsub::without_url(&e))),
+                Err(e) => return failed(format!("network error reading the document: {}", without_url(&e))),
             }
         }
-        let Ok(text) = String::from_utf8(body) else {
-            return refused(ConfigError::Malformed("the document is not UTF-8".into()));
-        };
-        match apply(shared, &text, state.newest_version) {
-            Ok((result, version, change)) => Answer { result, retry_after_ms: None, etag, version: Some(version), change },
-            Err(e) => Answer::only(FetchResult::Rejected { reason: e.to_string() }),
+        match String::from_utf8(body) {
+            Ok(text) => Response::Document { text, etag },
+            Err(_) => Response::Refused(ConfigError::Malformed("the document is not UTF-8".into())),
         }
     }
-}
 
-/// How a fetch ended: the result, the server's `Retry-After` (ms), and for an accepted document
-/// its ETag, its version and the change of decision it made.
-struct Answer {
-    result: FetchResult,
-    retry_after_ms: Option<i64>,
-    etag: Option<String>,
-    version: Option<u64>,
-    change: Option<(RolloutDecision, RolloutDecision)>,
-}
-
-impl Answer {
-    fn only(result: FetchResult) -> Self {
-        Answer { result, retry_after_ms: None, etag: None, version: None, change: None }
+    /// Records how the attempt ended (`accepted`: the version and ETag of a document the
+    /// publisher accepted); returns the state to show and persist. The lock is released when
+    /// the attempt is dropped.
+    pub fn finish(&mut self, result: FetchResult, retry_after_ms: Option<i64>, accepted: Option<(u64, Option<String>)>) -> FetchState {
+        let ended = self.fetcher.clock.now_ms();
+        self.state.record(ended, result, retry_after_ms, &mut rand::rng());
+        if let Some((version, etag)) = accepted {
+            // An accepted document: its ETag (or none) is the one to send from now on.
+            self.state.etag = etag;
+            self.state.newest_version = Some(self.state.newest_version.unwrap_or(0).max(version));
+        }
+        *self.fetcher.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = self.state.clone();
+        self.state.clone()
     }
 }
 
-/// Parses and applies a fetched document; refused (and counted) if it is older than one fetched
-/// before. Returns the result, the document's version and the change of decision, if any.
-type Applied = (FetchResult, u64, Option<(RolloutDecision, RolloutDecision)>);
-fn apply(shared: &Shared, text: &str, newest: Option<u64>) -> Result<Applied, crate::DualPubError> {
-    let config = shared.parse_document(text)?;
-    let version = config.version;
-    if let Some(newest) = newest.filter(|&n| version < n) {
-        let e = ConfigError::StaleVersion { version, newest };
-        shared.config_refused(&e);
-        return Err(e.into());
-    }
-    if shared.active().config == config {
-        return Ok((FetchResult::NotModified, version, None));
-    }
-    let (_, change) = shared.apply_quietly(config, ConfigSource::Fetched)?;
-    Ok((FetchResult::Applied { version }, version, change))
-}
-
-/// The scheduled fetches of one publisher, on the SDK runtime, until shutdown.
-pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let fetcher = &shared.fetcher;
+/// The scheduled fetches of one publisher, on the SDK runtime, until shutdown: `attempt` runs
+/// one scheduled attempt (the publisher's fetch-and-apply).
+pub(crate) async fn run<F, Fut>(fetcher: &Fetcher, mut attempt: F, mut shutdown: watch::Receiver<bool>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<FetchResult>>,
+{
     if fetcher.url.is_none() {
         return;
     }
@@ -389,7 +352,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
         }
         let wait = if fetcher.foreground() {
             tokio::select! {
-                _ = fetcher.attempt(&shared, Trigger::Schedule) => {}
+                _ = attempt() => {}
                 _ = shutdown.changed() => return,
             }
             let now = fetcher.now_ms();
@@ -410,28 +373,6 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
 mod tests {
     use super::*;
     use rand::SeedableRng;
-
-    #[test]
-    fn the_backoff_doubles_from_30_s_to_an_hour_with_jitter_above_the_floor() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let ceilings: Vec<i64> = (1..=9).map(backoff_ceiling_ms).collect();
-        assert_eq!(ceilings, [30_000, 60_000, 120_000, 240_000, 480_000, 960_000, 1_920_000, 3_600_000, 3_600_000]);
-        for failures in 1..40 {
-            let mut seen = std::collections::BTreeSet::new();
-            for _ in 0..200 {
-                let d = backoff_delay_ms(failures, None, &mut rng);
-                assert!((BACKOFF_FLOOR_MS..=backoff_ceiling_ms(failures)).contains(&d), "{failures}: {d}");
-                seen.insert(d);
-            }
-            assert!(seen.len() > 100, "full jitter spreads the fleet: {}", seen.len());
-        }
-        // Retry-After lengthens the wait (plus up to a fifth, spread), within the cap.
-        for _ in 0..100 {
-            assert!((120_000..=144_000).contains(&backoff_delay_ms(1, Some(120_000), &mut rng)));
-            assert!((BACKOFF_FLOOR_MS..=backoff_ceiling_ms(1)).contains(&backoff_delay_ms(1, Some(1_000), &mut rng)));
-        }
-        assert_eq!(backoff_delay_ms(1, Some(86_400_000), &mut rng), BACKOFF_CAP_MS);
-    }
 
     #[test]
     fn the_schedule_waits_for_the_interval_and_the_backoff() {

@@ -1,46 +1,51 @@
 //! dualpub: publish device locations to MQTT and Google Pub/Sub at once while a location
-//! backend migrates from one to the other. See README.md and ARCHITECTURE.md.
+//! backend migrates from one to the other. See README.md, docs/CONTRACT.md and ARCHITECTURE.md.
 //!
 //! The pure-Rust core ([`Publisher`]) is usable directly; [`ffi`] exports it to Kotlin and
-//! Swift through UniFFI.
+//! Swift through UniFFI. The public Rust surface is what README.md documents: the types
+//! re-exported here and the modules `clock`, `config`, `location`, `logging`, `metrics`,
+//! `rollout` and `wire`; everything else is internal.
 
 #![warn(missing_docs)]
 
 uniffi::setup_scaffolding!();
 
-pub mod breaker;
+pub(crate) mod breaker;
 pub mod clock;
 pub mod config;
 mod config_builder;
-pub mod debug;
+pub(crate) mod debug;
 pub mod error;
-pub mod fetch;
+pub(crate) mod fetch;
 pub mod ffi;
+pub(crate) mod http;
+pub(crate) mod hub;
 pub mod location;
 pub mod logging;
 pub mod metrics;
-pub mod outbox;
+pub(crate) mod outbox;
 mod publisher;
-pub mod remote;
-pub mod retry;
+pub(crate) mod remote;
+pub(crate) mod retry;
 pub mod rollout;
 mod runtime;
-pub mod store;
+mod startup;
+pub(crate) mod store;
 mod tls;
-pub mod token;
+pub(crate) mod token;
 mod transport;
 pub mod wire;
 
-pub use debug::{DebugEvent, DebugListener};
 pub use config::{MigrationConfig, MqttSettings, Override, PubSubSettings, SdkConfig};
 pub use config_builder::SdkConfigBuilder;
+pub use debug::{DebugEvent, DebugListener};
 pub use error::{DualPubError, TokenError};
-pub use ffi::DualPublisher;
+pub use fetch::FetchResult;
+pub use ffi::{sdk_version, DualPublisher};
 pub use location::Location;
 pub use metrics::{MetricsSnapshot, TransportMetrics};
 pub use outbox::{DeadLetter, Transport};
 pub use publisher::{FlushReport, Publisher};
-pub use rollout::{DecisionReason, RolloutAlgorithm, RolloutDecision};
-pub use fetch::FetchResult;
 pub use remote::{ConfigListener, ConfigSource, ConfigStatus};
+pub use rollout::{DecisionReason, RolloutAlgorithm, RolloutDecision};
 pub use token::{AccessToken, TokenProvider};

@@ -1,4 +1,4 @@
-//! The location an app hands to the SDK, and the validation rules of GUIDE §3.
+//! The location an app hands to the SDK, and the validation rules (docs/CONTRACT.md#validation).
 
 use crate::error::ValidationError;
 
@@ -36,7 +36,7 @@ pub struct Location {
 }
 
 impl Location {
-    /// Checks every field against GUIDE §3; `now_ms` is the wall clock used for the future bound.
+    /// Checks every field against docs/CONTRACT.md#validation; `now_ms` is the wall clock used for the future bound.
     pub fn validate(&self, now_ms: i64) -> Result<(), ValidationError> {
         finite("latitude", self.latitude)?;
         finite("longitude", self.longitude)?;
@@ -109,9 +109,9 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), ValidationError> 
     Ok(())
 }
 
-/// The location of the GUIDE §3 wire example, for unit tests.
+/// The location of the contract's wire example (docs/CONTRACT.md#wire-format), for unit tests.
 #[cfg(test)]
-pub(crate) fn guide_example() -> Location {
+pub(crate) fn contract_example() -> Location {
     Location {
         latitude: 52.52,
         longitude: 13.405,
@@ -131,7 +131,7 @@ mod tests {
     const NOW: i64 = 1_763_790_000_000;
 
     fn ok() -> Location {
-        guide_example()
+        contract_example()
     }
 
     #[test]

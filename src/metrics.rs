@@ -1,4 +1,4 @@
-//! Migration metrics (GUIDE §6): lock-free counters on the hot path, a snapshot record for the
+//! Migration metrics (names in docs/CONTRACT.md#metrics): lock-free counters on the hot path, a snapshot record for the
 //! app and Prometheus text for tools. Metrics live in memory and can never evict locations.
 
 use crate::outbox::Transport;
@@ -69,8 +69,8 @@ struct TransportCounters {
 pub struct Metrics {
     accepted: AtomicU64,
     rejected: Mutex<BTreeMap<String, u64>>,
-    mqtt: TransportCounters,
-    pubsub: TransportCounters,
+    /// Per transport, indexed by [`Transport::index`].
+    transports: [TransportCounters; 2],
     dual_both: AtomicU64,
     dual_mqtt_only: AtomicU64,
     dual_pubsub_only: AtomicU64,
@@ -104,10 +104,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Metrics {
     fn t(&self, t: Transport) -> &TransportCounters {
-        match t {
-            Transport::Mqtt => &self.mqtt,
-            Transport::PubSub => &self.pubsub,
-        }
+        &self.transports[t.index()]
     }
     /// A location was accepted.
     pub fn accepted(&self, n: u64) {
@@ -224,8 +221,8 @@ impl Metrics {
         MetricsSnapshot {
             accepted: self.accepted.load(Relaxed),
             rejected: lock(&self.rejected).iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            mqtt: t(Transport::Mqtt, g.depth_mqtt),
-            pubsub: t(Transport::PubSub, g.depth_pubsub),
+            mqtt: t(Transport::Mqtt, g.depth[Transport::Mqtt.index()]),
+            pubsub: t(Transport::PubSub, g.depth[Transport::PubSub.index()]),
             dual_both: self.dual_both.load(Relaxed),
             dual_mqtt_only: self.dual_mqtt_only.load(Relaxed),
             dual_pubsub_only: self.dual_pubsub_only.load(Relaxed),
@@ -245,7 +242,7 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric of GUIDE §6.
+    /// The Prometheus text exposition of every metric (docs/CONTRACT.md#metrics).
     pub fn prometheus(&self, g: &Gauges) -> String {
         use std::fmt::Write;
         let s = self.snapshot(g);
@@ -262,7 +259,7 @@ impl Metrics {
             let _ = writeln!(o, "dualpub_publish_total{{transport=\"{n}\",result=\"failure\"}} {}", tm.failed);
         }
         let _ = writeln!(o, "# TYPE dualpub_publish_latency_seconds histogram");
-        for t in [Transport::Mqtt, Transport::PubSub] {
+        for t in Transport::ALL {
             let h = lock(&self.t(t).latency).clone();
             let mut cum = 0;
             for (i, b) in bucket_bounds().iter().enumerate() {
@@ -326,10 +323,8 @@ impl Metrics {
 /// Values read from the outbox and the decision at snapshot time.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
-    /// Locations still owed to MQTT.
-    pub depth_mqtt: u64,
-    /// Locations still owed to Pub/Sub.
-    pub depth_pubsub: u64,
+    /// Locations still owed to each transport, indexed by [`Transport::index`].
+    pub depth: [u64; 2],
     /// Age of the oldest location in the outbox.
     pub oldest_age_seconds: f64,
     /// Version of the config in force.
@@ -365,7 +360,7 @@ pub struct TransportMetrics {
     pub latency_p99_ms: f64,
 }
 
-/// Every migration metric of GUIDE §6 at one moment.
+/// Every migration metric (docs/CONTRACT.md#metrics) at one moment.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct MetricsSnapshot {
     /// Locations accepted by `sendLocation(s)`.

@@ -1,5 +1,5 @@
 //! The outbox: every accepted location with its delivery state per transport. A row leaves
-//! only when every transport that owes it has acknowledged it (GUIDE §5).
+//! only when every transport that owes it has acknowledged it (docs/CONTRACT.md#delivery-guarantees).
 //!
 //! The outbox lives in memory (the working set the transports take from) and, when it has a
 //! sink, every change is also sent, in order, to the `dualpub-store` thread that persists it
@@ -24,6 +24,17 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Both transports, in index order.
+    pub const ALL: [Transport; 2] = [Transport::Mqtt, Transport::PubSub];
+
+    /// This transport's slot in per-transport arrays (`[mqtt, pubsub]`).
+    pub const fn index(self) -> usize {
+        match self {
+            Transport::Mqtt => 0,
+            Transport::PubSub => 1,
+        }
+    }
+
     /// The label used in metrics and logs.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -69,8 +80,8 @@ pub struct Row {
     pub accepted_at: Instant,
     /// The same, as wall-clock milliseconds (persisted).
     pub accepted_at_ms: i64,
-    mqtt: Delivery,
-    pubsub: Delivery,
+    /// The state per transport, indexed by [`Transport::index`].
+    delivery: [Delivery; 2],
     /// Handed to the transports (durable, or the disk has failed).
     visible: bool,
 }
@@ -86,8 +97,7 @@ impl Row {
             timestamp_ms,
             accepted_at: Instant::now(),
             accepted_at_ms: crate::clock::now_ms(),
-            mqtt: state(mqtt),
-            pubsub: state(pubsub),
+            delivery: [state(mqtt), state(pubsub)],
             visible: false,
         }
     }
@@ -103,8 +113,7 @@ impl Row {
             timestamp_ms: r.timestamp_ms,
             accepted_at: now.checked_sub(age).unwrap_or(now),
             accepted_at_ms: r.accepted_at_ms,
-            mqtt: r.mqtt,
-            pubsub: r.pubsub,
+            delivery: [r.mqtt, r.pubsub],
             visible: false,
         }
     }
@@ -116,32 +125,26 @@ impl Row {
             payload: self.payload.to_vec(),
             timestamp_ms: self.timestamp_ms,
             accepted_at_ms: self.accepted_at_ms,
-            mqtt: self.mqtt,
-            pubsub: self.pubsub,
+            mqtt: self.delivery(Transport::Mqtt),
+            pubsub: self.delivery(Transport::PubSub),
         }
     }
 
     /// This row's state with transport `t`.
     pub fn delivery(&self, t: Transport) -> Delivery {
-        match t {
-            Transport::Mqtt => self.mqtt,
-            Transport::PubSub => self.pubsub,
-        }
+        self.delivery[t.index()]
     }
 
     fn set(&mut self, t: Transport, d: Delivery) {
-        match t {
-            Transport::Mqtt => self.mqtt = d,
-            Transport::PubSub => self.pubsub = d,
-        }
+        self.delivery[t.index()] = d;
     }
 
     fn done(&self) -> bool {
-        !self.mqtt.owed() && !self.pubsub.owed()
+        !self.delivery.iter().any(|d| d.owed())
     }
 
     fn outcome(&self) -> Option<DualOutcome> {
-        match (self.mqtt == Delivery::Acked, self.pubsub == Delivery::Acked) {
+        match (self.delivery(Transport::Mqtt) == Delivery::Acked, self.delivery(Transport::PubSub) == Delivery::Acked) {
             (true, true) => Some(DualOutcome::Both),
             (true, false) => Some(DualOutcome::MqttOnly),
             (false, true) => Some(DualOutcome::PubSubOnly),
@@ -153,8 +156,6 @@ impl Row {
 /// A row that left the outbox, with which transports delivered it.
 #[derive(Debug, Clone)]
 pub struct Completed {
-    /// The row's sequence number.
-    pub seq: u64,
     /// `None` when no transport delivered it (dead-lettered with nothing else owed).
     pub outcome: Option<DualOutcome>,
 }
@@ -199,10 +200,10 @@ impl Eviction {
 #[derive(Debug, Default)]
 pub struct Outbox {
     rows: BTreeMap<u64, Row>,
-    pending_mqtt: BTreeSet<u64>,
-    pending_pubsub: BTreeSet<u64>,
-    owed_mqtt: usize,
-    owed_pubsub: usize,
+    /// Per transport: visible rows waiting to be sent, by acceptance order.
+    pending: [BTreeSet<u64>; 2],
+    /// Per transport: rows owed (pending or in flight).
+    owed: [usize; 2],
     dead_letters: Vec<DeadLetter>,
     next_dead_letter_id: i64,
     sink: Option<Sender<Msg>>,
@@ -227,7 +228,7 @@ impl Outbox {
             return;
         }
         match self.rows.get(&seq) {
-            Some(r) => self.persist(Op::Update { seq, mqtt: r.mqtt, pubsub: r.pubsub }),
+            Some(r) => self.persist(Op::Update { seq, mqtt: r.delivery(Transport::Mqtt), pubsub: r.delivery(Transport::PubSub) }),
             None => self.persist(Op::Delete(seq)),
         }
     }
@@ -248,7 +249,7 @@ impl Outbox {
         let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
         for r in rows {
             let row = Row::restored(r);
-            for t in [Transport::Mqtt, Transport::PubSub] {
+            for t in Transport::ALL {
                 if row.delivery(t).owed() {
                     *self.owed_count(t) += 1;
                 }
@@ -279,16 +280,11 @@ impl Outbox {
                 continue;
             }
             row.visible = true;
-            let owed: Vec<Transport> = [Transport::Mqtt, Transport::PubSub].into_iter().filter(|t| row.delivery(*t) == Delivery::Pending).collect();
+            let owed: Vec<Transport> = Transport::ALL.into_iter().filter(|t| row.delivery(*t) == Delivery::Pending).collect();
             for t in owed {
                 self.pending(t).insert(*seq);
             }
         }
-    }
-
-    /// Whether every row up to `seq` is visible (durable or given up on).
-    pub fn visible_up_to(&self, seq: u64) -> bool {
-        self.rows.range(..=seq).all(|(_, r)| r.visible)
     }
 
     /// Evicts the oldest rows beyond `max_rows` or older than `max_age`; returns how many for
@@ -322,7 +318,7 @@ impl Outbox {
 
     fn remove(&mut self, seq: u64) {
         if let Some(row) = self.rows.remove(&seq) {
-            for t in [Transport::Mqtt, Transport::PubSub] {
+            for t in Transport::ALL {
                 if row.delivery(t).owed() {
                     *self.owed_count(t) -= 1;
                 }
@@ -338,36 +334,28 @@ impl Outbox {
     }
 
     /// Whether the outbox is empty.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
     fn pending_set(&self, t: Transport) -> &BTreeSet<u64> {
-        match t {
-            Transport::Mqtt => &self.pending_mqtt,
-            Transport::PubSub => &self.pending_pubsub,
-        }
+        &self.pending[t.index()]
     }
 
     fn pending(&mut self, t: Transport) -> &mut BTreeSet<u64> {
-        match t {
-            Transport::Mqtt => &mut self.pending_mqtt,
-            Transport::PubSub => &mut self.pending_pubsub,
-        }
+        &mut self.pending[t.index()]
     }
 
     fn owed_count(&mut self, t: Transport) -> &mut usize {
-        match t {
-            Transport::Mqtt => &mut self.owed_mqtt,
-            Transport::PubSub => &mut self.owed_pubsub,
-        }
+        &mut self.owed[t.index()]
     }
 
     /// Adds an accepted row (in acceptance order). With a sink, it is persisted and stays
     /// invisible to the transports until [`Outbox::make_visible`]; without one it is visible at once.
     pub fn insert(&mut self, row: Row) {
         let seq = row.seq;
-        for t in [Transport::Mqtt, Transport::PubSub] {
+        for t in Transport::ALL {
             if row.delivery(t) == Delivery::Pending {
                 *self.owed_count(t) += 1;
             }
@@ -442,7 +430,7 @@ impl Outbox {
             *self.owed_count(t) -= 1;
             if let Some(outcome) = finished {
                 self.rows.remove(seq);
-                done.push(Completed { seq: *seq, outcome });
+                done.push(Completed { outcome });
             }
             self.persist_row(*seq);
         }
@@ -543,10 +531,7 @@ impl Outbox {
 
     /// Rows still owed to `t` (pending or in flight).
     pub fn depth(&self, t: Transport) -> usize {
-        match t {
-            Transport::Mqtt => self.owed_mqtt,
-            Transport::PubSub => self.owed_pubsub,
-        }
+        self.owed[t.index()]
     }
 
     /// How many rows accepted at or before `seq` are still owed to each transport.
@@ -554,8 +539,8 @@ impl Outbox {
         let mut m = 0;
         let mut p = 0;
         for row in self.rows.range(..=seq).map(|(_, r)| r) {
-            m += row.mqtt.owed() as u64;
-            p += row.pubsub.owed() as u64;
+            m += row.delivery(Transport::Mqtt).owed() as u64;
+            p += row.delivery(Transport::PubSub).owed() as u64;
         }
         (m, p)
     }

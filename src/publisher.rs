@@ -1,20 +1,24 @@
 //! The pure-Rust core behind the exported `DualPublisher`: accepts locations, keeps the
-//! decision in force, and hands work to the two transport tasks. See ARCHITECTURE.md for the
-//! flow of one location and the threads.
+//! decision in force, applies configs (the app's or fetched ones), and owns the tasks that
+//! deliver. See ARCHITECTURE.md for the flow of one location and the threads.
 
 use crate::config::{MigrationConfig, SdkConfig};
-use crate::error::DualPubError;
+use crate::error::{DualPubError, Error};
+use crate::fetch::{FetchResult, Fetcher, Response, Trigger};
+use crate::hub::{Active, Hub, State};
 use crate::location::Location;
-use crate::metrics::{Gauges, Metrics, MetricsSnapshot};
-use crate::outbox::{Completed, DeadLetter, Outbox, Row, Transport};
+use crate::metrics::{Gauges, MetricsSnapshot};
+use crate::outbox::{DeadLetter, Row, Transport};
+use crate::remote::{ConfigListener, ConfigSource};
 use crate::rollout::{decide, RolloutDecision};
 use crate::token::{TokenCache, TokenProvider};
-use crate::transport::{mqtt, pubsub};
+use crate::transport::{mqtt, pubsub, Lane};
 use crate::{clock, runtime, store, wire};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// What `flush` achieved.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
@@ -29,141 +33,71 @@ pub struct FlushReport {
     pub elapsed_ms: u64,
 }
 
-/// The config in force and the decision it gives this device.
-#[derive(Debug, Clone)]
-pub(crate) struct Active {
-    pub config: MigrationConfig,
-    pub decision: RolloutDecision,
-    pub source: crate::remote::ConfigSource,
-    pub applied_at_ms: i64,
-}
-
-/// Everything behind the outbox lock. The decision lives here too, so that a location accepted
-/// after `apply_config` returns is routed by the new decision, never the old one.
-pub(crate) struct State {
-    pub outbox: Outbox,
-    pub next_seq: u64,
-    /// Every location with a sequence number up to this one is on disk.
-    pub durable_seq: u64,
-    pub active: Arc<Active>,
-    pub closed: bool,
-}
-
-/// State shared by the API and the transport tasks.
+/// What the API, the store thread and the config fetch share: the hub (outbox, signals,
+/// metrics, log funnel), the app's settings, and the config side (listener, fetcher, debug
+/// switches). The transport tasks never see it: they get a [`Lane`].
 pub(crate) struct Shared {
-    pub settings: SdkConfig,
-    pub state: Mutex<State>,
-    /// Signalled whenever rows leave the outbox (for `flush`).
-    pub progress: Condvar,
-    pub metrics: Metrics,
-    pub wake_mqtt: Notify,
-    pub wake_pubsub: Notify,
-    /// Pub/Sub sends rows up to this sequence number at once instead of waiting for the
-    /// latency limit (set by `flush`).
-    pub flush_target: AtomicU64,
-    /// Debug mode in force (the config's `debugMode`, unless the app set it locally).
-    pub debug_mode: AtomicBool,
+    settings: SdkConfig,
+    hub: Arc<Hub>,
     /// `setDebugMode` from the app, which wins over the config.
-    pub debug_local: Mutex<Option<bool>>,
+    debug_local: Mutex<Option<bool>>,
     /// The app opted in to precise coordinates in debug output.
-    pub precise_coordinates: AtomicBool,
-    /// Debug events, listener and recent errors.
-    pub debug: crate::debug::Debug,
+    precise_coordinates: AtomicBool,
     /// The app's listener for decision changes.
-    pub config_listener: Mutex<Option<Arc<dyn crate::remote::ConfigListener>>>,
+    config_listener: Mutex<Option<Arc<dyn ConfigListener>>>,
     /// Config documents or values refused since start-up.
-    pub config_rejected: AtomicU64,
+    config_rejected: AtomicU64,
     /// Fetches the migration config from `remoteConfigUrl`.
-    pub fetcher: crate::fetch::Fetcher,
+    fetcher: Fetcher,
 }
+
+/// A change of decision to tell the app's listener about: (old, new).
+type Change = (RolloutDecision, RolloutDecision);
 
 impl Shared {
-    /// Locks the state; a poisoned lock (a panic elsewhere) is recovered, never propagated.
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Locks the state; a poisoned lock is recovered, never propagated.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.hub.lock()
     }
 
-    /// Records rows that left the outbox while the lock `st` is still held (so a `flush` that
-    /// sees them gone also sees them counted), then releases it and wakes `flush` waiters.
-    pub fn completed(&self, st: MutexGuard<'_, State>, done: &[Completed]) {
-        for c in done {
-            if let Some(o) = c.outcome {
-                self.metrics.outcome(o);
-            }
-        }
-        drop(st);
-        self.progress.notify_all();
+    /// Logs an event through the funnel.
+    fn event(&self, level: log::Level, kind: &str, message: impl FnOnce() -> String) {
+        self.hub.event(level, kind, message);
     }
 
-    /// Acknowledges rows for `t`, recording latency from acceptance.
-    pub fn ack(&self, t: Transport, acked: &[(u64, Instant)]) {
-        let now = Instant::now();
-        let seqs: Vec<u64> = acked.iter().map(|(s, _)| *s).collect();
-        let mut st = self.lock();
-        let done = st.outbox.ack(t, &seqs);
-        self.metrics.published(t, acked.iter().map(|(_, at)| now.duration_since(*at).as_secs_f64() * 1000.0));
-        self.completed(st, &done);
-    }
-
-    /// Logs an event and, in debug mode, streams it to the app's debug listener.
-    pub fn event(&self, level: log::Level, kind: &str, message: impl FnOnce() -> String) {
-        let debug = self.debug_mode.load(Ordering::Relaxed);
-        if level <= log::max_level() || level <= log::Level::Warn || debug {
-            self.debug.event(debug, level, kind, message());
-        }
+    /// The decision in force.
+    fn active(&self) -> Arc<Active> {
+        self.lock().active.clone()
     }
 
     /// Recomputes debug mode from the config and the app's local switch; takes effect at once
     /// (log level and event stream).
-    pub fn refresh_debug_mode(&self, config_debug: bool) {
+    fn refresh_debug_mode(&self, config_debug: bool) {
         let local = *self.debug_local.lock().unwrap_or_else(|p| p.into_inner());
         let on = local.unwrap_or(config_debug);
-        let was = self.debug_mode.swap(on, Ordering::SeqCst);
-        if was != on {
+        if self.hub.events.set_debug_mode(on) {
             crate::logging::debug_mode_changed(on);
             self.event(log::Level::Info, "debug", || format!("debug mode {}", if on { "on" } else { "off" }));
         }
     }
 
-    /// Wakes the task of transport `t`.
-    pub fn wake(&self, t: Transport) {
-        match t {
-            Transport::Mqtt => self.wake_mqtt.notify_one(),
-            Transport::PubSub => self.wake_pubsub.notify_one(),
-        }
-    }
-
-    /// The decision in force.
-    pub fn active(&self) -> Arc<Active> {
-        self.lock().active.clone()
-    }
-
-    /// Applies the outbox caps: the oldest locations beyond them are dropped, counted and logged.
-    pub fn enforce_limits(&self, st: &mut State) {
-        let max_age = Duration::from_secs(u64::from(self.settings.max_outbox_age_hours) * 3600);
-        for (why, n) in st.outbox.evict(self.settings.max_outbox_rows as usize, max_age) {
-            self.metrics.dropped(why.as_str(), n);
-            self.event(log::Level::Warn, "dropped", || format!("{n} location(s): {}", why.as_str()));
-        }
-    }
-
     /// Counts and logs a refused config.
-    pub fn config_refused(&self, e: &crate::error::ConfigError) {
+    fn config_refused(&self, e: &crate::error::ConfigError) {
         self.config_rejected.fetch_add(1, Ordering::SeqCst);
-        self.metrics.config_rejected(e.metric_reason(), 1);
+        self.hub.metrics.config_rejected(e.metric_reason(), 1);
         self.event(log::Level::Warn, "config", || format!("refused a config: {e}"));
     }
 
-    /// Parses a config document (GUIDE §4): refused whole (and counted) if malformed; invalid
-    /// overrides and forbidden fields are left out, counted and logged.
-    pub fn parse_document(&self, json: &str) -> Result<MigrationConfig, crate::error::ConfigError> {
+    /// Parses a config document (docs/CONTRACT.md#migration-config): refused whole (and
+    /// counted) if malformed; invalid overrides and forbidden fields are left out, counted and logged.
+    fn parse_document(&self, json: &str) -> Result<MigrationConfig, crate::error::ConfigError> {
         let parsed = MigrationConfig::parse(json).inspect_err(|e| self.config_refused(e))?;
         for why in &parsed.skipped {
-            self.metrics.config_rejected("invalid_override", 1);
+            self.hub.metrics.config_rejected("invalid_override", 1);
             self.event(log::Level::Warn, "config", || format!("skipped an invalid override: {why}"));
         }
         for why in &parsed.ignored {
-            self.metrics.config_rejected("ignored_field", 1);
+            self.hub.metrics.config_rejected("ignored_field", 1);
             self.event(log::Level::Warn, "config", || format!("ignored {why}"));
         }
         Ok(parsed.config)
@@ -172,7 +106,7 @@ impl Shared {
     /// Applies `config` at once (from `source`); returns the new decision. An invalid config is
     /// refused and counted, and the one in force stays. The app's `ConfigListener` hears of a
     /// change before this returns, on this thread.
-    pub fn apply(&self, config: MigrationConfig, source: crate::remote::ConfigSource) -> Result<RolloutDecision, DualPubError> {
+    fn apply(&self, config: MigrationConfig, source: ConfigSource) -> Result<RolloutDecision, DualPubError> {
         let (decision, change) = self.apply_quietly(config, source)?;
         if let Some((old, new)) = change {
             self.tell_listener(old, new);
@@ -182,7 +116,7 @@ impl Shared {
 
     /// Tells the app's `ConfigListener` (if any) that the decision changed; whatever it throws
     /// or panics with stays here.
-    pub fn tell_listener(&self, old: RolloutDecision, new: RolloutDecision) {
+    fn tell_listener(&self, old: RolloutDecision, new: RolloutDecision) {
         let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(l) = listener {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(old, new)));
@@ -191,11 +125,7 @@ impl Shared {
 
     /// As [`Shared::apply`], leaving the listener to the caller: returns the new decision and,
     /// if it changed, (old, new) to tell the listener once the caller holds no lock.
-    pub fn apply_quietly(
-        &self,
-        config: MigrationConfig,
-        source: crate::remote::ConfigSource,
-    ) -> Result<(RolloutDecision, Option<(RolloutDecision, RolloutDecision)>), DualPubError> {
+    fn apply_quietly(&self, config: MigrationConfig, source: ConfigSource) -> Result<(RolloutDecision, Option<Change>), DualPubError> {
         config.validate().inspect_err(|e| self.config_refused(e))?;
         let s = &self.settings;
         let decision = decide(&config, &s.device_id, s.company_id.as_deref());
@@ -214,28 +144,89 @@ impl Shared {
             Vec::new()
         };
         let config_debug = st.active.config.debug_mode;
-        self.completed(st, &done);
+        self.hub.completed(st, &done);
         self.refresh_debug_mode(config_debug);
         let change = (old.decision != decision).then(|| (old.decision.clone(), decision.clone()));
         if change.is_some() {
-            self.metrics.decision_changed();
+            self.hub.metrics.decision_changed();
             self.event(log::Level::Info, "config", || {
+                let (o, n) = (&old.decision, &decision);
                 format!(
                     "decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
-                    old.decision.config_version,
-                    decision.config_version,
-                    old.decision.mqtt_enabled,
-                    decision.mqtt_enabled,
-                    old.decision.pubsub_enabled,
-                    decision.pubsub_enabled,
-                    old.decision.reason.as_str(),
-                    decision.reason.as_str()
+                    o.config_version,
+                    n.config_version,
+                    o.mqtt_enabled,
+                    n.mqtt_enabled,
+                    o.pubsub_enabled,
+                    n.pubsub_enabled,
+                    o.reason.as_str(),
+                    n.reason.as_str()
                 )
             });
         }
-        self.wake(Transport::Mqtt);
-        self.wake(Transport::PubSub);
+        self.hub.wake_all();
         Ok((decision, change))
+    }
+
+    /// One config fetch, start to end: asks the fetcher for the document, applies what it
+    /// answered, records the result (persisted with the fetch state), and then tells the
+    /// listener. `None` when the schedule did not call for an attempt.
+    async fn fetch_config(&self, trigger: Trigger) -> Option<FetchResult> {
+        let mut attempt = match self.fetcher.begin(trigger).await {
+            Ok(a) => a,
+            Err(answer) => return answer,
+        };
+        let response = attempt.get().await;
+        if self.lock().closed {
+            // Closed meanwhile: nothing to record, nobody to tell.
+            return Some(FetchResult::Failed { reason: "the publisher is closed".into() });
+        }
+        let (result, retry_after_ms, accepted, change) = match response {
+            Response::Document { text, etag } => match self.apply_fetched(&text, attempt.newest_version()) {
+                Ok((result, version, change)) => (result, None, Some((version, etag)), change),
+                Err(e) => (FetchResult::Rejected { reason: e.to_string() }, None, None, None),
+            },
+            Response::NotModified => (FetchResult::NotModified, None, None, None),
+            Response::Refused(e) => {
+                self.config_refused(&e);
+                (FetchResult::Rejected { reason: e.to_string() }, None, None, None)
+            }
+            Response::Failed { reason, retry_after_ms } => (FetchResult::Failed { reason }, retry_after_ms, None, None),
+        };
+        let state = attempt.finish(result.clone(), retry_after_ms, accepted);
+        self.hub.metrics.config_fetched(result.label());
+        let level = if result.is_failure() { log::Level::Warn } else { log::Level::Info };
+        let ended = self.fetcher.now_ms();
+        self.event(level, "config_fetch", || match state.backoff_until_ms {
+            Some(until) if result.is_failure() => format!("{result:?}; next attempt in {} s", (until - ended) / 1000),
+            _ => format!("{result:?}"),
+        });
+        if let Ok(json) = serde_json::to_string(&state) {
+            self.lock().outbox.persist_fetch_state(json);
+        }
+        // The listener hears of a change once no fetcher lock is held (it may call refreshConfig).
+        drop(attempt);
+        if let Some((old, new)) = change {
+            self.tell_listener(old, new);
+        }
+        Some(result)
+    }
+
+    /// Parses and applies a fetched document; refused (and counted) if it is older than one
+    /// fetched before. Returns the result, the document's version and the change of decision.
+    fn apply_fetched(&self, text: &str, newest: Option<u64>) -> Result<(FetchResult, u64, Option<Change>), DualPubError> {
+        let config = self.parse_document(text)?;
+        let version = config.version;
+        if let Some(newest) = newest.filter(|&n| version < n) {
+            let e = crate::error::ConfigError::StaleVersion { version, newest };
+            self.config_refused(&e);
+            return Err(e.into());
+        }
+        if self.active().config == config {
+            return Ok((FetchResult::NotModified, version, None));
+        }
+        let (_, change) = self.apply_quietly(config, ConfigSource::Fetched)?;
+        Ok((FetchResult::Applied { version }, version, change))
     }
 
     /// Called by the store thread after each group commit.
@@ -251,25 +242,23 @@ impl Shared {
                     }
                 }
                 Some(e) => {
-                    self.metrics.storage_error();
+                    self.hub.metrics.storage_error();
                     self.event(log::Level::Error, "storage", || format!("cannot persist the outbox ({e}); delivering from memory and retrying"));
                 }
             }
         }
-        self.progress.notify_all();
+        if commit.abandoned > 0 {
+            self.event(log::Level::Error, "storage", || format!("gave up persisting {} change(s) at shutdown", commit.abandoned));
+        }
+        self.hub.progress.notify_all();
         if !commit.durable.is_empty() {
-            self.wake(Transport::Mqtt);
-            self.wake(Transport::PubSub);
+            self.hub.wake_all();
         }
     }
 }
 
 /// Starts the `dualpub-store` thread; the returned receiver fires when it has finished.
-fn start_store_writer(
-    db: store::Store,
-    rx: std::sync::mpsc::Receiver<store::Msg>,
-    shared: std::sync::Weak<Shared>,
-) -> Result<std::sync::mpsc::Receiver<()>, DualPubError> {
+fn start_store_writer(db: store::Store, rx: std::sync::mpsc::Receiver<store::Msg>, shared: std::sync::Weak<Shared>) -> Result<std::sync::mpsc::Receiver<()>, Error> {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("dualpub-store".into())
@@ -281,17 +270,55 @@ fn start_store_writer(
             });
             let _ = done_tx.send(());
         })
-        .map_err(|e| DualPubError::Internal { reason: format!("cannot start the store thread: {e}") })?;
+        .map_err(|source| Error::Start { what: "the store thread", source })?;
     Ok(done_rx)
+}
+
+/// How long `close` waits for the transport and fetch tasks to finish.
+pub const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The publisher's tasks on the SDK runtime: awaited at `close`, aborted if they overrun.
+struct Tasks(Mutex<Vec<JoinHandle<()>>>);
+
+impl Tasks {
+    /// Waits (at most [`TASK_STOP_TIMEOUT`]) for every task to end after shutdown was signalled;
+    /// aborts those that do not. From inside the runtime (a drop on an SDK thread) it cannot
+    /// block: the tasks end on their own.
+    fn stop(&self) {
+        let tasks = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        if tasks.is_empty() || tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        let Ok(rt) = runtime::handle() else { return };
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        // The timer is made inside the block, where the runtime's context is entered.
+        if rt.block_on(async { tokio::time::timeout(TASK_STOP_TIMEOUT, all).await }).is_err() {
+            aborts.iter().for_each(|a| a.abort());
+        }
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            t.abort();
+        }
+    }
 }
 
 /// The SDK core. Cheap to call from any thread: `send_location(s)`, `apply_config*`,
 /// `decision` and `metrics` never touch the network or the disk. `new` opens the outbox
 /// database (a few ms), `flush` and `await_durable` wait by design, and `close` waits for the
-/// last commit: call those off the UI thread.
+/// tasks and the last commit: call those off the UI thread.
 pub struct Publisher {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
+    tasks: Tasks,
     /// The store writer's channel (to stop it) and the signal it sends when done.
     store_tx: std::sync::mpsc::Sender<store::Msg>,
     store_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -311,104 +338,46 @@ impl Publisher {
     /// [`crate::clock::ManualClock`] lets a test or simulation move time at will).
     pub fn with_clock(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, DualPubError> {
         crate::logging::init();
-        config.validate()?;
-        let mqtt_options = mqtt::options(&config)?;
-        let http = pubsub::http_client(&config)?;
+        // No publisher, so no debug report yet: a failure here is logged and returned.
+        Self::start(config, token_provider, clock).map_err(|e| e.report(&crate::debug::Events::default()))
+    }
+
+    fn start(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
+        config.check()?;
+        let mqtt_settings = mqtt::settings(&config)?;
+        let http = crate::http::client(&config)?;
         let rt = runtime::handle()?;
-
-        // The outbox database: opened here (a few ms), written only by the store thread.
-        let (db, report) = store::Store::open(std::path::Path::new(&config.data_dir), config.max_storage_bytes)
-            .map_err(|e| DualPubError::Storage { reason: e.to_string() })?;
-        let load = |e: rusqlite::Error| DualPubError::Storage { reason: format!("reading the outbox: {e}") };
-        let rows = db.load_rows().map_err(load)?;
-        let dead_letters = db.load_dead_letters().map_err(load)?;
-        let max_seq = db.max_seq().map_err(load)?;
-        // The last known good config wins over the one compiled into the app: an emergency
-        // rollback reaches a phone that starts offline.
-        let persisted = match db.load_config().map_err(load)? {
-            Some(stored) => match MigrationConfig::from_json(&stored.json) {
-                Ok(c) => Some((c, stored.applied_at_ms)),
-                Err(e) => {
-                    log::error!("dualpub ignores its persisted config ({e})");
-                    None
-                }
-            },
-            None => None,
-        };
-        let mut fetch_state: crate::fetch::FetchState = match db.load_fetch_state().map_err(load)? {
-            Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
-                log::error!("dualpub ignores its saved config-fetch state ({e})");
-                Default::default()
-            }),
-            None => Default::default(),
-        };
-        if persisted.is_none() {
-            // A 304 must not confirm a document this device no longer has.
-            fetch_state.etag = None;
+        let r = crate::startup::restore(&config, http.clone(), clock)?;
+        let hub = Arc::new(Hub::new(r.outbox, r.active, r.max_seq, crate::debug::Events::default()));
+        for (level, kind, message) in r.notes {
+            hub.event(level, kind, || message);
         }
-        let config_url = match &config.remote_config_url {
-            Some(u) => Some(crate::config::https_url("remoteConfigUrl", u, config.allow_insecure)?),
-            None => None,
-        };
-        let fetcher = crate::fetch::Fetcher::new(config_url, config.config_fetch_interval_secs, http.clone(), clock, fetch_state);
-        let (migration, source, applied_at_ms) = match (persisted, &config.migration) {
-            (Some((c, at)), _) => (c, crate::remote::ConfigSource::Persisted, at),
-            (None, Some(c)) => (c.clone(), crate::remote::ConfigSource::App, clock::now_ms()),
-            (None, None) => (MigrationConfig::default(), crate::remote::ConfigSource::Defaults, clock::now_ms()),
-        };
-        let decision = decide(&migration, &config.device_id, config.company_id.as_deref());
-        log::info!(
-            "dualpub starting for device bucket {} (config v{} from {}): mqtt={} pubsub={} reason={}",
-            decision.bucket,
-            decision.config_version,
-            source.as_str(),
-            decision.mqtt_enabled,
-            decision.pubsub_enabled,
-            decision.reason.as_str()
-        );
-        let (store_tx, store_rx) = std::sync::mpsc::channel();
-        let mut outbox = Outbox::with_sink(store_tx.clone());
-        let recovered = rows.len();
-        outbox.restore(rows, dead_letters);
-        if recovered > 0 {
-            log::info!("dualpub resumes {recovered} location(s) from the outbox");
+        if r.reset {
+            hub.metrics.storage_reset();
         }
-
+        hub.metrics.recovered(r.recovered);
+        let pubsub_settings = pubsub::Settings::from_config(&config);
         let shared = Arc::new(Shared {
             settings: config,
-            state: Mutex::new(State {
-                outbox,
-                next_seq: max_seq + 1,
-                durable_seq: max_seq,
-                active: Arc::new(Active { config: migration, decision, source, applied_at_ms }),
-                closed: false,
-            }),
-            progress: Condvar::new(),
-            metrics: Metrics::default(),
-            wake_mqtt: Notify::new(),
-            wake_pubsub: Notify::new(),
-            flush_target: AtomicU64::new(0),
-            debug_mode: AtomicBool::new(false),
+            hub: hub.clone(),
             debug_local: Mutex::new(None),
             precise_coordinates: AtomicBool::new(false),
-            debug: crate::debug::Debug::default(),
             config_listener: Mutex::new(None),
             config_rejected: AtomicU64::new(0),
-            fetcher,
+            fetcher: r.fetcher,
         });
-        if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
-            log::error!("dualpub outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display());
-            shared.metrics.storage_reset();
-        }
-        shared.metrics.recovered(recovered as u64);
-        let config_debug = shared.active().config.debug_mode;
-        shared.refresh_debug_mode(config_debug);
-        let store_done = start_store_writer(db, store_rx, Arc::downgrade(&shared))?;
+        shared.refresh_debug_mode(shared.active().config.debug_mode);
+        let store_done = start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
-        rt.spawn(mqtt::run(shared.clone(), mqtt_options, rx.clone()));
-        rt.spawn(pubsub::run(shared.clone(), http, TokenCache::new(token_provider), rx.clone()));
-        rt.spawn(crate::fetch::run(shared.clone(), rx));
-        Ok(Publisher { shared, shutdown, store_tx, store_done: Mutex::new(Some(store_done)) })
+        let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(token_provider));
+        let fetching = shared.clone();
+        let fetch_rx = rx.clone();
+        let tasks = vec![
+            rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
+            rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
+            rt.spawn(async move { crate::fetch::run(&fetching.fetcher, || fetching.fetch_config(Trigger::Schedule), fetch_rx).await }),
+        ];
+        Ok(Publisher { shared, shutdown, tasks: Tasks(Mutex::new(tasks)), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
     }
 
     /// Validates `location`, gives it an eventId and queues it for every transport the decision
@@ -420,15 +389,15 @@ impl Publisher {
     /// Queues several locations at once (backlog import), in order. All are validated first:
     /// if one is invalid, none is queued and the error names its index.
     pub fn send_locations(&self, locations: Vec<Location>) -> Result<Vec<String>, DualPubError> {
+        let (hub, s) = (&self.shared.hub, &self.shared.settings);
         let now = clock::now_ms();
         for (i, loc) in locations.iter().enumerate() {
             if let Err(e) = loc.validate(now) {
-                self.shared.metrics.rejected(e.metric_reason());
+                hub.metrics.rejected(e.metric_reason());
                 let reason = if locations.len() > 1 { format!("location {i}: {e}") } else { e.to_string() };
                 return Err(DualPubError::InvalidLocation { reason });
             }
         }
-        let s = &self.shared.settings;
         let encoded: Vec<(Arc<str>, Arc<[u8]>, i64)> = locations
             .iter()
             .map(|loc| {
@@ -444,34 +413,35 @@ impl Publisher {
             }
             let d = &st.active.decision;
             // While Pub/Sub's breaker is open, new locations go to MQTT too (fallback).
-            let fallback = d.pubsub_enabled && !d.mqtt_enabled && d.fallback_to_mqtt && self.shared.metrics.circuit_open(Transport::PubSub);
+            let fallback = d.pubsub_enabled && !d.mqtt_enabled && d.fallback_to_mqtt && hub.metrics.circuit_open(Transport::PubSub);
             let (mqtt, pubsub) = (d.mqtt_enabled || fallback, d.pubsub_enabled);
             if fallback {
-                self.shared.metrics.fallback(encoded.len() as u64);
+                hub.metrics.fallback(encoded.len() as u64);
             }
             for (id, payload, ts) in &encoded {
                 let seq = st.next_seq;
                 st.next_seq += 1;
                 st.outbox.insert(Row::new(seq, id.clone(), payload.clone(), *ts, mqtt, pubsub));
             }
-            self.shared.enforce_limits(&mut st);
+            let max_age = Duration::from_secs(u64::from(s.max_outbox_age_hours) * 3600);
+            hub.enforce_limits(&mut st, s.max_outbox_rows as usize, max_age);
             (mqtt, pubsub)
         };
-        self.shared.metrics.accepted(encoded.len() as u64);
-        if self.shared.debug_mode.load(Ordering::Relaxed) {
+        hub.metrics.accepted(encoded.len() as u64);
+        if hub.events.debug_mode() {
             let precise = self.shared.precise_coordinates.load(Ordering::Relaxed);
             for ((id, _, _), loc) in encoded.iter().zip(&locations) {
-                self.shared.event(log::Level::Debug, "accepted", || {
+                hub.event(log::Level::Debug, "accepted", || {
                     let (lat, lon) = (crate::logging::coordinate(loc.latitude, precise), crate::logging::coordinate(loc.longitude, precise));
                     format!("{id} at {lat},{lon} for {}", match (mqtt, pubsub) { (true, true) => "mqtt+pubsub", (true, false) => "mqtt", _ => "pubsub" })
                 });
             }
         }
         if mqtt {
-            self.shared.wake(Transport::Mqtt);
+            hub.wake(Transport::Mqtt);
         }
         if pubsub {
-            self.shared.wake(Transport::PubSub);
+            hub.wake(Transport::PubSub);
         }
         Ok(encoded.into_iter().map(|(id, _, _)| id.to_string()).collect())
     }
@@ -482,7 +452,7 @@ impl Publisher {
         self.shared.apply(config, crate::remote::ConfigSource::App)
     }
 
-    /// Applies the host app's remote values (Firebase Remote Config keys of seed 000 §3.1) on
+    /// Applies the host app's remote values (Firebase Remote Config keys, README "The migration config") on
     /// top of the config in force.
     pub fn apply_remote_values(&self, values: std::collections::HashMap<String, String>) -> Result<RolloutDecision, DualPubError> {
         let current = self.shared.active().config.clone();
@@ -525,25 +495,24 @@ impl Publisher {
 
     fn run_fetch(&self, trigger: crate::fetch::Trigger) -> Result<Option<crate::fetch::FetchResult>, DualPubError> {
         use crate::fetch::{FetchResult, REFRESH_TIMEOUT};
+        let events = &self.shared.hub.events;
         if self.is_closed() {
-            return Err(DualPubError::Closed);
+            return Err(Error::Closed.report(events));
         }
         if tokio::runtime::Handle::try_current().is_ok() {
             // Blocking here would hold an async worker (perhaps one the fetch itself needs).
-            return Err(DualPubError::Internal { reason: "refreshConfig blocks: call it from a background thread, not an async task".into() });
+            return Err(Error::WouldBlock("refreshConfig").report(events));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let shared = self.shared.clone();
-        runtime::handle()?.spawn(async move {
+        runtime::handle().map_err(|e| e.report(events))?.spawn(async move {
             // One deadline for waiting on a fetch in progress and for our own.
-            let r = tokio::time::timeout(REFRESH_TIMEOUT, shared.fetcher.attempt(&shared, trigger)).await;
+            let r = tokio::time::timeout(REFRESH_TIMEOUT, shared.fetch_config(trigger)).await;
             let _ = tx.send(r.unwrap_or_else(|_| Some(FetchResult::Failed { reason: format!("no answer within {} s", REFRESH_TIMEOUT.as_secs()) })));
         });
-        let result = rx
-            .recv_timeout(REFRESH_TIMEOUT + Duration::from_secs(5))
-            .map_err(|_| DualPubError::Internal { reason: "the config fetch did not finish".into() })?;
+        let result = rx.recv_timeout(REFRESH_TIMEOUT + Duration::from_secs(5)).map_err(|_| Error::Lost("the config fetch").report(events))?;
         if self.is_closed() {
-            return Err(DualPubError::Closed);
+            return Err(Error::Closed.report(events));
         }
         Ok(result)
     }
@@ -559,7 +528,7 @@ impl Publisher {
         *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()) = listener;
     }
 
-    /// Parses and applies a config document (GUIDE §4).
+    /// Parses and applies a config document (docs/CONTRACT.md#migration-config).
     pub fn apply_config_json(&self, json: &str) -> Result<RolloutDecision, DualPubError> {
         let config = self.shared.parse_document(json)?;
         self.apply_config(config)
@@ -568,8 +537,8 @@ impl Publisher {
     /// The decision in force, with the transports' breaker states.
     pub fn decision(&self) -> RolloutDecision {
         let mut d = self.shared.active().decision.clone();
-        d.mqtt_circuit_open = self.shared.metrics.circuit_open(Transport::Mqtt);
-        d.pubsub_circuit_open = self.shared.metrics.circuit_open(Transport::PubSub);
+        d.mqtt_circuit_open = self.shared.hub.metrics.circuit_open(Transport::Mqtt);
+        d.pubsub_circuit_open = self.shared.hub.metrics.circuit_open(Transport::PubSub);
         d
     }
 
@@ -584,7 +553,7 @@ impl Publisher {
             if left.is_zero() {
                 break;
             }
-            st = self.shared.progress.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+            st = self.shared.hub.wait(st, left);
         }
         st.durable_seq >= target
     }
@@ -595,7 +564,7 @@ impl Publisher {
         let n = {
             let mut st = self.shared.lock();
             if st.closed {
-                return Err(DualPubError::Closed);
+                return Err(Error::Closed.into());
             }
             let letters = st.outbox.take_dead_letters(&ids);
             for d in &letters {
@@ -625,7 +594,7 @@ impl Publisher {
 
     /// Registers the app's debug listener (`None` removes it).
     pub fn set_debug_listener(&self, listener: Option<Arc<dyn crate::debug::DebugListener>>) {
-        self.shared.debug.set_listener(listener);
+        self.shared.hub.events.set_listener(listener);
     }
 
     /// A JSON report for support and debug screens: config, decision, queues, breakers, recent
@@ -637,7 +606,7 @@ impl Publisher {
         let report = serde_json::json!({
             "sdk": wire::SDK_ID,
             "deviceId": self.shared.settings.device_id,
-            "debugMode": self.shared.debug_mode.load(Ordering::SeqCst),
+            "debugMode": self.shared.hub.events.debug_mode(),
             "preciseCoordinates": self.shared.precise_coordinates.load(Ordering::SeqCst),
             "config": st.active.config.to_json(),
             "decision": {
@@ -656,7 +625,7 @@ impl Publisher {
             "counts": {
                 "accepted": m.accepted, "mqttPublished": m.mqtt.published, "pubsubPublished": m.pubsub.published,
                 "fallback": m.fallback, "retries": m.mqtt.retries + m.pubsub.retries, "storageErrors": m.storage_errors,
-                "debugEventsDropped": self.shared.debug.dropped(),
+                "debugEventsDropped": self.shared.hub.events.dropped(),
             },
             "configFetch": {
                 "configured": self.shared.settings.remote_config_url.is_some(),
@@ -665,7 +634,7 @@ impl Publisher {
                 "state": crate::fetch::FetchState { url: None, ..self.shared.fetcher.snapshot() },
                 "nextFetchAtMs": self.shared.fetcher.next_due_ms(),
             },
-            "recentErrors": self.shared.debug.recent(),
+            "recentErrors": self.shared.hub.events.recent(),
         });
         report.to_string()
     }
@@ -682,15 +651,14 @@ impl Publisher {
         let start = Instant::now();
         let mut st = self.shared.lock();
         let target = st.next_seq - 1;
-        self.shared.flush_target.fetch_max(target, Ordering::SeqCst);
-        self.shared.wake(Transport::Mqtt);
-        self.shared.wake(Transport::PubSub);
+        self.shared.hub.flush_target.fetch_max(target, Ordering::SeqCst);
+        self.shared.hub.wake_all();
         while !st.outbox.drained_up_to(target) && !st.closed {
             let left = timeout.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;
             }
-            st = self.shared.progress.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+            st = self.shared.hub.wait(st, left);
         }
         let (pending_mqtt, pending_pubsub) = st.outbox.owed_up_to(target);
         FlushReport {
@@ -704,8 +672,7 @@ impl Publisher {
     fn gauges(&self) -> Gauges {
         let st = self.shared.lock();
         Gauges {
-            depth_mqtt: st.outbox.depth(Transport::Mqtt) as u64,
-            depth_pubsub: st.outbox.depth(Transport::PubSub) as u64,
+            depth: Transport::ALL.map(|t| st.outbox.depth(t) as u64),
             oldest_age_seconds: st.outbox.oldest().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
             config_version: st.active.decision.config_version,
             rollout_bucket: st.active.decision.bucket,
@@ -714,12 +681,12 @@ impl Publisher {
 
     /// A snapshot of the migration metrics.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.shared.metrics.snapshot(&self.gauges())
+        self.shared.hub.metrics.snapshot(&self.gauges())
     }
 
-    /// The metrics as Prometheus text (GUIDE §6 names).
+    /// The metrics as Prometheus text (names in docs/CONTRACT.md#metrics).
     pub fn metrics_prometheus(&self) -> String {
-        self.shared.metrics.prometheus(&self.gauges())
+        self.shared.hub.metrics.prometheus(&self.gauges())
     }
 
     /// Messages Pub/Sub refused as invalid; kept, never deleted.
@@ -732,27 +699,29 @@ impl Publisher {
         self.shared.lock().closed
     }
 
-    /// Stops accepting, stops the transport tasks (they finish the attempt in progress),
-    /// disconnects, and waits (at most 5 s) until the outbox is on disk. What is still owed is
-    /// delivered by the next publisher on the same data directory.
+    /// Stops accepting, stops the transport tasks (they finish the attempt in progress, at most
+    /// [`TASK_STOP_TIMEOUT`]), disconnects, and waits (at most 5 s) until the outbox is on disk.
+    /// What is still owed is delivered by the next publisher on the same data directory.
     pub fn close(&self) {
         let was_closed = std::mem::replace(&mut self.shared.lock().closed, true);
-        if !was_closed {
-            let _ = self.shutdown.send(true);
-            self.shared.progress.notify_all();
-            if self.shared.debug_mode.swap(false, Ordering::SeqCst) {
-                crate::logging::debug_mode_changed(false);
-            }
-            // Let the store write what is queued, so the next publisher on this directory
-            // finds it; bounded, so a dying disk cannot hang the app.
-            let _ = self.store_tx.send(store::Msg::Stop);
-            if let Some(done) = self.store_done.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                if done.recv_timeout(CLOSE_PERSIST_TIMEOUT).is_err() {
-                    log::error!("dualpub store did not finish within {CLOSE_PERSIST_TIMEOUT:?}");
-                }
-            }
-            log::info!("dualpub closed");
+        if was_closed {
+            return;
         }
+        let _ = self.shutdown.send(true);
+        self.shared.hub.progress.notify_all();
+        if self.shared.hub.events.set_debug_mode(false) {
+            crate::logging::debug_mode_changed(false);
+        }
+        self.tasks.stop();
+        // Let the store write what is queued, so the next publisher on this directory finds it;
+        // bounded, so a dying disk cannot hang the app.
+        let _ = self.store_tx.send(store::Msg::Stop);
+        if let Some(done) = self.store_done.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            if done.recv_timeout(CLOSE_PERSIST_TIMEOUT).is_err() {
+                self.shared.event(log::Level::Error, "storage", || format!("the store did not finish within {CLOSE_PERSIST_TIMEOUT:?}"));
+            }
+        }
+        self.shared.event(log::Level::Info, "lifecycle", || "closed".into());
     }
 }
 

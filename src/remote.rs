@@ -1,5 +1,5 @@
 //! Where the migration config in force came from, its status, the app's `ConfigListener`, and
-//! the mapping of host-app remote values (Firebase Remote Config keys of seed 000 §3.1).
+//! the mapping of host-app remote values (Firebase Remote Config keys, README "The migration config").
 
 use crate::config::{MigrationConfig, Override};
 use crate::error::ConfigError;
@@ -77,7 +77,7 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
 }
 
 /// Builds the config the host app's remote values describe, on top of `current`: the keys of
-/// seed 000 (`pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>` holding a
+/// the migration plan (`pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>` holding a
 /// JSON override) plus `pubsub_enabled`, `mqtt_enabled`, `fallback_to_mqtt`, `emergency_mode`,
 /// `rollout_salt` and `config_version`. Unknown keys are ignored; a bad value refuses them all.
 pub fn from_remote_values(current: &MigrationConfig, values: &HashMap<String, String>) -> Result<MigrationConfig, ConfigError> {
@@ -132,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn maps_the_seed_keys() {
+    fn maps_the_remote_config_keys() {
         let c = from_remote_values(
             &MigrationConfig::default(),
             &values(&[

@@ -1,64 +1,108 @@
-//! Retry timing: exponential backoff with full jitter (GUIDE §5) and `Retry-After`.
+//! Retry timing, one type for every retry in the SDK (MQTT reconnects, Pub/Sub requests, the
+//! config fetch, the store's commit retries): a [`Policy`] says how a backoff grows, a
+//! [`Backoff`] counts the failures. Delays are drawn with full jitter,
+//! `random(floor, min(cap, base × 2^(failures − 1)))`, and a server's `Retry-After` is honoured
+//! (plus, where the policy says so, a spread so a fleet does not come back in step).
 
 use rand::Rng;
 use std::time::Duration;
 
-/// Full-jitter exponential backoff: `sleep = random(0, min(cap, base × 2^attempt))`.
+/// How a backoff grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// The shortest delay: even an unlucky draw waits this long.
+    pub floor: Duration,
+    /// The ceiling after the first failure; it doubles with each further one.
+    pub base: Duration,
+    /// The longest delay, `Retry-After` included.
+    pub cap: Duration,
+    /// A `Retry-After` is lengthened by up to `1/retry_after_spread` of itself (0: not at all).
+    pub retry_after_spread: u32,
+}
+
+impl Policy {
+    /// MQTT reconnects: base 1 s, cap 120 s.
+    pub const MQTT: Policy = Policy { floor: Duration::ZERO, base: Duration::from_secs(1), cap: Duration::from_secs(120), retry_after_spread: 0 };
+    /// Pub/Sub requests: base 100 ms, cap 60 s.
+    pub const PUBSUB: Policy = Policy { floor: Duration::ZERO, base: Duration::from_millis(100), cap: Duration::from_secs(60), retry_after_spread: 0 };
+    /// Config fetches: at least 10 s, base 30 s, cap 1 h; a `Retry-After` plus up to a fifth.
+    pub const CONFIG_FETCH: Policy = Policy { floor: Duration::from_secs(10), base: Duration::from_secs(30), cap: Duration::from_secs(3600), retry_after_spread: 5 };
+    /// The store writer's commit retries: base 50 ms, cap 5 s.
+    pub const STORE: Policy = Policy { floor: Duration::ZERO, base: Duration::from_millis(50), cap: Duration::from_secs(5), retry_after_spread: 0 };
+
+    /// The ceiling after `failures` consecutive failures (≥ 1): `min(cap, base × 2^(failures − 1))`,
+    /// never below the floor.
+    pub fn ceiling(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.base.saturating_mul(1u32 << doublings).min(self.cap).max(self.floor)
+    }
+
+    /// The delay after `failures` consecutive failures: full jitter between the floor and the
+    /// ceiling; a longer `Retry-After` wins (plus the policy's spread), all up to the cap.
+    pub fn delay(&self, failures: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
+        let (floor, ceiling) = (self.floor.as_millis() as u64, self.ceiling(failures).as_millis() as u64);
+        let jittered = Duration::from_millis(rng.random_range(floor..=ceiling.max(floor)));
+        match retry_after {
+            Some(ra) if ra > jittered => {
+                let spread = match self.retry_after_spread {
+                    0 => Duration::ZERO,
+                    n => Duration::from_millis(rng.random_range(0..=(ra.as_millis() as u64) / u64::from(n))),
+                };
+                ra.saturating_add(spread).min(self.cap)
+            }
+            _ => jittered,
+        }
+    }
+}
+
+/// A backoff in progress: a policy and the failures counted so far.
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
+    policy: Policy,
+    failures: u32,
 }
 
 impl Backoff {
-    /// MQTT reconnects: base 1 s, cap 120 s.
+    /// A backoff with no failure yet.
+    pub fn new(policy: Policy) -> Self {
+        Backoff { policy, failures: 0 }
+    }
+
+    /// MQTT reconnects ([`Policy::MQTT`]).
     pub fn mqtt() -> Self {
-        Backoff::new(Duration::from_secs(1), Duration::from_secs(120))
+        Backoff::new(Policy::MQTT)
     }
 
-    /// Pub/Sub requests: base 100 ms, cap 60 s.
+    /// Pub/Sub requests ([`Policy::PUBSUB`]).
     pub fn pubsub() -> Self {
-        Backoff::new(Duration::from_millis(100), Duration::from_secs(60))
+        Backoff::new(Policy::PUBSUB)
     }
 
-    /// A backoff with the given base and cap.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff { base, cap, attempt: 0 }
-    }
-
-    /// The ceiling of the next delay, `min(cap, base × 2^attempt)`.
+    /// The ceiling of the next delay.
+    #[cfg(test)]
     pub fn ceiling(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
+        self.policy.ceiling(self.failures.saturating_add(1))
     }
 
-    /// The next delay (full jitter), counting one more failed attempt.
+    /// The next delay (full jitter), counting one more failure.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        self.attempt = self.attempt.saturating_add(1);
-        let ms = ceiling.as_millis() as u64;
-        Duration::from_millis(if ms == 0 { 0 } else { rand::rng().random_range(0..=ms) })
+        self.next_delay_with(None)
     }
 
-    /// The delay after a failure that came with a `Retry-After`: the server's wish, but never
-    /// less than our own jittered delay and never more than the cap.
+    /// The delay after a failure that may have come with a `Retry-After`.
     pub fn next_delay_with(&mut self, retry_after: Option<Duration>) -> Duration {
-        let own = self.next_delay();
-        match retry_after {
-            Some(ra) => ra.max(own).min(self.cap),
-            None => own,
-        }
+        self.failures = self.failures.saturating_add(1);
+        self.policy.delay(self.failures, retry_after, &mut rand::rng())
     }
 
-    /// Failed attempts so far.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
+    /// Failures counted so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
     }
 
     /// Success: start again from `base`.
     pub fn reset(&mut self) {
-        self.attempt = 0;
+        self.failures = 0;
     }
 }
 
@@ -71,6 +115,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn delays_stay_under_the_growing_ceiling_and_the_cap() {
@@ -106,5 +151,29 @@ mod tests {
         assert_eq!(b.next_delay_with(Some(Duration::from_secs(3600))), Duration::from_secs(60));
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn the_config_fetch_backoff_doubles_from_30_s_to_an_hour_with_jitter_above_the_floor() {
+        let p = Policy::CONFIG_FETCH;
+        let ms = |d: Duration| d.as_millis() as i64;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let ceilings: Vec<i64> = (1..=9).map(|f| ms(p.ceiling(f))).collect();
+        assert_eq!(ceilings, [30_000, 60_000, 120_000, 240_000, 480_000, 960_000, 1_920_000, 3_600_000, 3_600_000]);
+        for failures in 1..40 {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..200 {
+                let d = ms(p.delay(failures, None, &mut rng));
+                assert!((10_000..=ms(p.ceiling(failures))).contains(&d), "{failures}: {d}");
+                seen.insert(d);
+            }
+            assert!(seen.len() > 100, "full jitter spreads the fleet: {}", seen.len());
+        }
+        // Retry-After lengthens the wait (plus up to a fifth, spread), within the cap.
+        for _ in 0..100 {
+            assert!((120_000..=144_000).contains(&ms(p.delay(1, Some(Duration::from_secs(120)), &mut rng))));
+            assert!((10_000..=30_000).contains(&ms(p.delay(1, Some(Duration::from_secs(1)), &mut rng))));
+        }
+        assert_eq!(p.delay(1, Some(Duration::from_secs(86_400)), &mut rng), Duration::from_secs(3600));
     }
 }

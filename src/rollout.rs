@@ -1,4 +1,4 @@
-//! Who gets Pub/Sub: the stable bucketing of GUIDE §4 and the per-device decision.
+//! Who gets Pub/Sub: the stable bucketing (docs/CONTRACT.md#bucketing) and the per-device decision.
 //! Computed here, once, in Rust — never re-implemented in Kotlin or Swift.
 
 use crate::config::{MigrationConfig, Override};
@@ -12,7 +12,7 @@ pub const V1_BUCKETS: u64 = 10_000;
 pub enum RolloutAlgorithm {
     /// `SHA-256(salt + ":" + normalized id)`, first 8 bytes big-endian, mod 10 000 (the default).
     V1,
-    /// `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway of seed 000 §4.3.
+    /// `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway's percentage routing (docs/CONTRACT.md#bucketing).
     Crc32,
 }
 
@@ -124,7 +124,7 @@ pub fn in_rollout(algorithm: RolloutAlgorithm, bucket: u32, percentage: f64) -> 
     }
 }
 
-/// The decision for one device, in GUIDE §4's order: emergency, device override, company
+/// The decision for one device, in the order of docs/CONTRACT.md#decision: emergency, device override, company
 /// override, `pubsubEnabled == false`, bucket rule. At least one transport is always on.
 pub fn decide(config: &MigrationConfig, device_id: &str, company_id: Option<&str>) -> RolloutDecision {
     let algorithm = config.rollout_algorithm;
@@ -227,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn precedence_follows_the_guide() {
+    fn precedence_follows_the_contract() {
         let mut c = cfg(0.0);
         c.device_overrides.insert("d-1".into(), Override { pubsub_enabled: Some(true), ..Default::default() });
         c.company_overrides.insert("c-9".into(), Override { pubsub_percentage: Some(100.0), ..Default::default() });

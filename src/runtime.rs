@@ -1,17 +1,17 @@
 //! The SDK's one tokio runtime, shared by every publisher in the process: two worker threads
 //! named `dualpub-worker`, started on first use. The app's threads only ever enqueue work.
 
-use crate::error::DualPubError;
+use crate::error::Error;
 use std::sync::OnceLock;
 use tokio::runtime::{Handle, Runtime};
 
 /// Worker threads: enough for two transports' I/O, small enough for a phone.
 pub const WORKER_THREADS: usize = 2;
 
-static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+static RUNTIME: OnceLock<Result<Runtime, (std::io::ErrorKind, String)>> = OnceLock::new();
 
 /// The runtime handle, starting the runtime on first call.
-pub fn handle() -> Result<Handle, DualPubError> {
+pub(crate) fn handle() -> Result<Handle, Error> {
     RUNTIME
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
@@ -20,9 +20,9 @@ pub fn handle() -> Result<Handle, DualPubError> {
                 .thread_name("dualpub-worker")
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start the SDK runtime: {e}"))
+                .map_err(|e| (e.kind(), e.to_string()))
         })
         .as_ref()
         .map(|rt| rt.handle().clone())
-        .map_err(|e| DualPubError::Internal { reason: e.clone() })
+        .map_err(|(kind, text)| Error::Start { what: "the SDK runtime", source: std::io::Error::new(*kind, text.clone()) })
 }

@@ -132,7 +132,9 @@ pub struct Commit {
     pub durable: Vec<u64>,
     /// The commit failed (disk full, I/O error): the rows of `durable` are *not* durable; the
     /// ops are kept and retried.
-    pub failed: Option<String>,
+    pub failed: Option<rusqlite::Error>,
+    /// The writer gives up at shutdown: this many changes could not be persisted.
+    pub abandoned: usize,
 }
 
 fn code(d: Delivery) -> i64 {
@@ -164,14 +166,19 @@ fn transport_code(t: Transport) -> i64 {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another publisher (in this or another process) holds the database.
-    #[error("the data directory is in use by another publisher: {0}")]
-    Busy(String),
+    #[error("the data directory is in use by another publisher: {}", .0.display())]
+    Busy(PathBuf),
     /// The directory cannot be created or written.
-    #[error("cannot use the data directory: {0}")]
-    Io(String),
+    #[error("cannot use the data directory ({what}): {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The operating system's answer.
+        source: std::io::Error,
+    },
     /// SQLite failed.
     #[error("storage error: {0}")]
-    Sqlite(String),
+    Sqlite(#[from] rusqlite::Error),
 }
 
 /// What opening found.
@@ -181,11 +188,15 @@ pub struct OpenReport {
     pub moved_aside: Option<PathBuf>,
     /// Why it was moved aside.
     pub reason: Option<String>,
+    /// The file was written by a newer SDK (this schema version); it is read as this build's.
+    pub newer_schema: Option<i32>,
 }
 
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
+    /// The schema version the file had when opened.
+    found_schema: i32,
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -203,25 +214,28 @@ impl Store {
     /// fresh database created; the report says so. Fails only when the directory is unusable
     /// or another publisher holds the database.
     pub fn open(dir: &Path, max_bytes: Option<u64>) -> Result<(Store, OpenReport), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { what: dir.display().to_string(), source })?;
         let path = dir.join(DB_FILE);
         let opened = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s));
         match opened {
-            Ok(store) => Ok((store, OpenReport::default())),
-            Err(e) if is_busy(&e) => Err(StoreError::Busy(path.display().to_string())),
-            Err(e) if !is_corrupt(&e) => Err(StoreError::Sqlite(e.to_string())),
+            Ok(store) => {
+                let newer_schema = (store.found_schema > SCHEMA_VERSION).then_some(store.found_schema);
+                Ok((store, OpenReport { newer_schema, ..OpenReport::default() }))
+            }
+            Err(e) if is_busy(&e) => Err(StoreError::Busy(path)),
+            Err(e) if !is_corrupt(&e) => Err(StoreError::Sqlite(e)),
             Err(e) => {
                 let reason = e.to_string();
                 let aside = dir.join(format!("{DB_FILE}.corrupt-{}", crate::clock::now_ms()));
-                std::fs::rename(&path, &aside).map_err(|e| StoreError::Io(format!("moving the corrupt database aside: {e}")))?;
+                std::fs::rename(&path, &aside).map_err(|source| StoreError::Io { what: "moving the corrupt database aside".into(), source })?;
                 for suffix in ["-wal", "-shm"] {
                     let side = dir.join(format!("{DB_FILE}{suffix}"));
                     if side.exists() {
                         let _ = std::fs::rename(&side, dir.join(format!("{}{suffix}", aside.display())));
                     }
                 }
-                let store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s)).map_err(|e| StoreError::Sqlite(e.to_string()))?;
-                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason) }))
+                let store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
+                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), newer_schema: None }))
             }
         }
     }
@@ -233,8 +247,8 @@ impl Store {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let store = Store { conn };
-        store.migrate()?;
+        let mut store = Store { conn, found_schema: 0 };
+        store.found_schema = store.migrate()?;
         // Reads every page of both tables: a corrupt file fails here, not later.
         let check: String = store.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
@@ -257,7 +271,8 @@ impl Store {
         Ok(())
     }
 
-    fn migrate(&self) -> rusqlite::Result<()> {
+    /// Brings the schema up to [`SCHEMA_VERSION`]; returns the version found.
+    fn migrate(&self) -> rusqlite::Result<i32> {
         let version: i32 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         for (step, ddl) in MIGRATIONS.iter().enumerate() {
             let to = step as i32 + 1;
@@ -267,10 +282,7 @@ impl Store {
         }
         // Take the exclusive lock now, so a second publisher on this directory fails at once.
         self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
-        if version > SCHEMA_VERSION {
-            log::warn!("dualpub outbox schema {version} is newer than this SDK's {SCHEMA_VERSION}; reading it as {SCHEMA_VERSION}");
-        }
-        Ok(())
+        Ok(version)
     }
 
     /// Every stored row, oldest first.
@@ -387,9 +399,9 @@ pub enum Msg {
 /// a growing pause, reporting the failure once per attempt. Returns when told to stop (after a
 /// last commit) or when every sender is gone.
 pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut(Commit)) {
+    let mut retry = crate::retry::Backoff::new(crate::retry::Policy::STORE);
     let mut queued: Vec<Op> = Vec::new();
     let mut stopping = false;
-    let mut retry = crate::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         if queued.is_empty() && !stopping {
             match rx.recv() {
@@ -413,12 +425,11 @@ pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut
         match store.apply(&queued) {
             Ok(()) => {
                 retry.reset();
-                log::trace!("dualpub store committed {} ops ({} inserts)", queued.len(), durable.len());
                 queued.clear();
-                committed(Commit { durable, failed: None });
+                committed(Commit { durable, failed: None, abandoned: 0 });
             }
             Err(e) => {
-                committed(Commit { durable, failed: Some(e.to_string()) });
+                committed(Commit { durable, failed: Some(e), abandoned: 0 });
                 // Rows inserted and already gone again need never reach the disk: a smaller
                 // retry fits where the full one did not (a full disk frees up as rows leave).
                 compact(&mut queued);
@@ -430,8 +441,8 @@ pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => stopping = true,
                 }
-                if stopping && retry.attempt() > 5 {
-                    log::error!("dualpub store gives up persisting {} changes at shutdown: {e}", queued.len());
+                if stopping && retry.failures() > 5 {
+                    committed(Commit { durable: Vec::new(), failed: None, abandoned: queued.len() });
                     return;
                 }
             }

@@ -29,6 +29,26 @@ pub trait TokenProvider: Send + Sync {
     fn fetch_token(&self) -> Result<AccessToken, TokenError>;
 }
 
+/// Why no token could be had; the Pub/Sub task backs off and asks again.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFailure {
+    /// The provider did not answer within [`PROVIDER_TIMEOUT`].
+    #[error("token provider timed out")]
+    TimedOut,
+    /// The blocking task running the provider failed.
+    #[error("token provider task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The provider panicked (caught).
+    #[error("token provider panicked")]
+    Panicked,
+    /// The provider threw.
+    #[error(transparent)]
+    Refused(#[from] TokenError),
+    /// The provider returned an empty token.
+    #[error("token provider returned an empty token")]
+    Empty,
+}
+
 type ProviderCall = tokio::task::JoinHandle<std::thread::Result<Result<AccessToken, TokenError>>>;
 
 /// The SDK's token cache around an optional provider.
@@ -47,7 +67,7 @@ impl TokenCache {
     }
 
     /// The bearer token to send, fetching a new one when missing or about to expire.
-    pub async fn bearer(&mut self) -> Result<Option<String>, String> {
+    pub async fn bearer(&mut self) -> Result<Option<String>, TokenFailure> {
         let Some(provider) = self.provider.clone() else { return Ok(None) };
         let now = crate::clock::now_ms();
         if let Some(t) = &self.cached {
@@ -64,15 +84,15 @@ impl TokenCache {
         let token = match tokio::time::timeout(PROVIDER_TIMEOUT, &mut call).await {
             Err(_) => {
                 self.running = Some(call);
-                return Err("token provider timed out".into());
+                return Err(TokenFailure::TimedOut);
             }
-            Ok(Err(e)) => return Err(format!("token provider task failed: {e}")),
-            Ok(Ok(Err(_panic))) => return Err("token provider panicked".into()),
-            Ok(Ok(Ok(Err(e)))) => return Err(e.to_string()),
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(Err(_panic))) => return Err(TokenFailure::Panicked),
+            Ok(Ok(Ok(Err(e)))) => return Err(e.into()),
             Ok(Ok(Ok(Ok(t)))) => t,
         };
         if token.token.is_empty() {
-            return Err("token provider returned an empty token".into());
+            return Err(TokenFailure::Empty);
         }
         self.cached = Some(token.clone());
         Ok(Some(token.token))

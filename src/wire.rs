@@ -1,4 +1,4 @@
-//! The wire contract of GUIDE §3: the JSON bytes both transports carry, the MQTT topic and the
+//! The wire contract (docs/CONTRACT.md#wire-format): the JSON bytes both transports carry, the MQTT topic and the
 //! Pub/Sub attributes. One encoding, done once per location, so both backends see the same bytes.
 
 use crate::location::Location;
@@ -68,7 +68,7 @@ pub fn mqtt_topic(template: &str, device_id: &str) -> String {
     template.replace("{deviceId}", device_id)
 }
 
-/// The Pub/Sub attributes of one message (GUIDE §3).
+/// The Pub/Sub attributes of one message (docs/CONTRACT.md#pubsub).
 pub fn pubsub_attributes(
     device_id: &str,
     company_id: Option<&str>,
@@ -93,8 +93,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encodes_the_guide_example_byte_for_byte() {
-        let loc = crate::location::guide_example();
+    fn encodes_the_contract_example_byte_for_byte() {
+        let loc = crate::location::contract_example();
         let json = encode("01936f1e-7c3a-7cc1-9f0a-3b2f6c1d2e4f", "d-1", Some("c-9"), &loc);
         let want = r#"{"eventId":"01936f1e-7c3a-7cc1-9f0a-3b2f6c1d2e4f","deviceId":"d-1","companyId":"c-9","latitude":52.52,"longitude":13.405,"accuracy":5.0,"speed":1.2,"bearing":90.0,"altitude":34.0,"timestamp":1763790000000,"battery":0.82,"schemaVersion":1}"#;
         assert_eq!(String::from_utf8(json).unwrap(), want);

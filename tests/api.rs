@@ -45,7 +45,7 @@ fn the_token_is_cached_sent_and_refreshed_after_a_401() {
     let tokens = ScriptedTokens::new(vec![Ok("token-1"), Ok("token-2")]);
     let id = device("token-refresh");
     let pubsub = pubsub_subscriber_with_token(&emu, "token-refresh", "token-1");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), Some(tokens.clone())).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).tokens(tokens.clone()).start();
     let first: Vec<String> = (0..5).map(|n| p.send_location(location(n)).unwrap()).collect();
     assert!(p.flush(WAIT.as_millis() as u64).unwrap().completed);
     let second: Vec<String> = (5..10).map(|n| p.send_location(location(n)).unwrap()).collect();
@@ -78,7 +78,7 @@ fn a_provider_that_throws_delays_pubsub_but_crashes_nothing() {
     let tokens = ScriptedTokens::new(vec![Err("offline"), Err("still offline"), Ok("t")]);
     let id = device("token-throws");
     let mqtt = mqtt_subscriber(&id);
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), Some(tokens.clone())).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).tokens(tokens.clone()).start();
     let ids: Vec<String> = (0..3).map(|n| p.send_location(location(n)).unwrap()).collect();
     let r = p.flush(WAIT.as_millis() as u64).unwrap();
     assert!(r.completed, "{r:?}");
@@ -98,7 +98,7 @@ impl TokenProvider for PanickingTokens {
 fn a_provider_that_panics_is_contained() {
     let emu = emulator();
     let id = device("token-panics");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), Some(Arc::new(PanickingTokens))).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).tokens(Arc::new(PanickingTokens)).start();
     p.send_location(location(0)).unwrap();
     let r = p.flush(3_000).unwrap();
     assert_eq!((r.completed, r.pending_mqtt, r.pending_pubsub), (false, 0, 1), "MQTT delivered, Pub/Sub still owed");
@@ -120,7 +120,7 @@ impl TokenProvider for SlowTokens {
 fn a_slow_provider_never_blocks_the_caller_or_mqtt() {
     let emu = emulator();
     let id = device("token-slow");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), Some(Arc::new(SlowTokens(Duration::from_secs(4))))).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).tokens(Arc::new(SlowTokens(Duration::from_secs(4)))).start();
     let start = std::time::Instant::now();
     for n in 0..100 {
         p.send_location(location(n)).unwrap();
@@ -135,7 +135,7 @@ fn a_slow_provider_never_blocks_the_caller_or_mqtt() {
 fn bad_locations_are_typed_errors_counted_by_reason_and_queue_nothing() {
     let emu = emulator();
     let id = device("bad-input");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
     let cases: Vec<(Location, &str)> = vec![
         (Location { latitude: f64::NAN, ..location(0) }, "invalid_latitude"),
         (Location { latitude: 91.0, ..location(0) }, "invalid_latitude"),
@@ -168,10 +168,10 @@ fn bad_locations_are_typed_errors_counted_by_reason_and_queue_nothing() {
 fn bad_ids_and_configs_are_refused_at_construction() {
     let emu = emulator();
     for bad in ["", "a/b", "fleet/+", "x#", "tab\tid", &"x".repeat(129)] {
-        let e = DualPublisher::new(config(bad, &broker().url(), &emu.url(), rollout(0.0)), None).err().unwrap();
+        let e = TestDevice::new(bad, &emu).try_start().err().unwrap();
         assert!(matches!(e, DualPubError::InvalidId { .. }), "{bad:?}: {e:?}");
     }
-    let mut c = config(&device("bad-config"), &broker().url(), &emu.url(), rollout(0.0));
+    let mut c = TestDevice::new(&device("bad-config"), &emu).config();
     c.company_id = Some("c/1".into());
     assert!(matches!(DualPublisher::new(c.clone(), None).err().unwrap(), DualPubError::InvalidId { .. }));
     c.company_id = None;
@@ -202,7 +202,7 @@ fn bad_ids_and_configs_are_refused_at_construction() {
 #[test]
 fn every_call_after_close_is_a_closed_error() {
     let emu = emulator();
-    let p = DualPublisher::new(config(&device("closed"), &broker().url(), &emu.url(), rollout(0.0)), None).unwrap();
+    let p = TestDevice::new(&device("closed"), &emu).start();
     p.shutdown();
     p.shutdown();
     assert!(matches!(p.send_location(location(0)), Err(DualPubError::Closed)));
@@ -222,7 +222,7 @@ fn bucketing_helpers_agree_with_the_decision() {
     let emu = emulator();
     for n in 0..20 {
         let id = format!("cohort-{n}");
-        let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(50.0)), None).unwrap();
+        let p = TestDevice::new(&id, &emu).rollout(50.0).start();
         let d = p.decision().unwrap();
         assert_eq!(d.bucket, rollout_bucket(id.clone(), "pubsub-migration".into(), RolloutAlgorithm::V1));
         assert_eq!(d.pubsub_enabled, rollout_in_cohort(id, "pubsub-migration".into(), RolloutAlgorithm::V1, 50.0));

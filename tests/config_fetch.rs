@@ -7,7 +7,14 @@ mod common;
 
 use common::*;
 use dualpub::clock::{Clock, ManualClock};
-use dualpub::fetch::{backoff_ceiling_ms, FetchResult, BACKOFF_FLOOR_MS};
+use dualpub::FetchResult;
+
+/// The documented fetch backoff (README, "Fetching it"): at least 10 s, a ceiling of 30 s
+/// doubling with each failure up to an hour.
+const BACKOFF_FLOOR_MS: i64 = 10_000;
+fn backoff_ceiling_ms(failures: u32) -> i64 {
+    (30_000i64 << failures.saturating_sub(1).min(20)).min(3_600_000)
+}
 use dualpub::{ConfigSource, DecisionReason, DualPublisher, Publisher, SdkConfig};
 use dualpub_testbed::config_server::{ConfigServer, Mode};
 use std::path::Path;
@@ -28,7 +35,7 @@ fn serve(dir: &Path, doc: impl AsRef<[u8]>) {
 
 /// An SDK config fetching from `url`, with nothing compiled in (defaults: MQTT only).
 fn fetching(name: &str, emu: &EmulatorHandle, url: &str, dir: &Path) -> SdkConfig {
-    let mut c = config(&device(name), &broker().url(), &emu.url(), rollout(0.0));
+    let mut c = TestDevice::new(&device(name), &emu).config();
     c.migration = None;
     c.remote_config_url = Some(url.into());
     c.data_dir = dir.join("device").to_string_lossy().into_owned();
@@ -254,9 +261,9 @@ fn a_five_minute_outage_costs_a_few_attempts_on_the_backoff_schedule() {
 #[test]
 fn without_a_url_refresh_says_so_and_an_insecure_url_is_refused() {
     let emu = emulator();
-    let p = DualPublisher::new(config(&device("fetch-none"), &broker().url(), &emu.url(), rollout(0.0)), None).unwrap();
+    let p = TestDevice::new(&device("fetch-none"), &emu).start();
     assert_eq!(p.refresh_config().unwrap(), FetchResult::NotConfigured);
-    let mut c = config(&device("fetch-insecure"), &broker().url(), &emu.url(), rollout(0.0));
+    let mut c = TestDevice::new(&device("fetch-insecure"), &emu).config();
     c.remote_config_url = Some("http://127.0.0.1:1/config.json".into());
     c.allow_insecure = false;
     c.mqtt.broker_url = "mqtts://127.0.0.1:1".into();

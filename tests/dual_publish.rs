@@ -18,7 +18,7 @@ fn both_backends_receive_the_same_bytes_event_id_and_attributes() {
     let id = device("same-bytes");
     let mqtt = mqtt_subscriber(&id);
     let pubsub = pubsub_subscriber(&emu, "same-bytes");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
     let ids: Vec<String> = (0..50).map(|n| p.send_location(location(n)).unwrap()).collect();
     let report = p.flush(20_000).unwrap();
     assert!(report.completed, "{report:?}");
@@ -60,7 +60,7 @@ fn a_device_outside_the_cohort_never_touches_pubsub() {
     let emu = emulator();
     let id = device("mqtt-only");
     let mqtt = mqtt_subscriber(&id);
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(0.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).start();
     let d = p.decision().unwrap();
     assert_eq!((d.mqtt_enabled, d.pubsub_enabled, d.reason), (true, false, DecisionReason::RolloutOut));
     let ids: Vec<String> = (0..20).map(|n| p.send_location(location(n)).unwrap()).collect();
@@ -76,7 +76,7 @@ fn emergency_mode_stops_pubsub_for_every_location_accepted_after_the_apply() {
     let id = device("emergency");
     let mqtt = mqtt_subscriber(&id);
     let pubsub = pubsub_subscriber(&emu, "emergency");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
     let stop = Arc::new(AtomicBool::new(false));
     let after_apply = Arc::new(AtomicBool::new(false));
     let sender = {
@@ -129,7 +129,7 @@ fn an_open_pubsub_breaker_falls_back_to_mqtt_and_pubsub_still_gets_everything() 
     // MQTT is off for this device: only the fallback can send there.
     let mut migration = rollout(100.0);
     migration.mqtt_enabled = false;
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), migration), None).unwrap();
+    let p = TestDevice::new(&id, &emu).migration(migration).start();
     assert!(!p.decision().unwrap().mqtt_enabled);
     let ids: Vec<String> = (0..10).map(|n| p.send_location(location(n)).unwrap()).collect();
     assert!(wait_for_all(&mqtt.collected, &ids, WAIT), "fallback delivered over MQTT while Pub/Sub was failing");
@@ -160,7 +160,7 @@ fn a_short_pubsub_blip_retries_without_falling_back() {
     let pubsub = pubsub_subscriber(&emu, "blip");
     let mut migration = rollout(100.0);
     migration.mqtt_enabled = false;
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), migration), None).unwrap();
+    let p = TestDevice::new(&id, &emu).migration(migration).start();
     let ids: Vec<String> = (0..10).map(|n| p.send_location(location(n)).unwrap()).collect();
     assert!(p.flush(20_000).unwrap().completed);
     assert!(wait_for_all(&pubsub.collected, &ids, WAIT));
@@ -177,7 +177,7 @@ fn a_bad_message_is_isolated_by_splitting_and_dead_lettered() {
     let id = device("dead-letter");
     let mqtt = mqtt_subscriber(&id);
     let pubsub = pubsub_subscriber(&emu, "dead-letter");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
     let mut locs: Vec<_> = (0..10).map(location).collect();
     locs[6].altitude = Some(12345.678);
     let ids = p.send_locations(locs).unwrap();
@@ -199,7 +199,7 @@ fn a_bad_message_is_isolated_by_splitting_and_dead_lettered() {
 fn batches_respect_the_count_limit() {
     let emu = emulator();
     let id = device("batching");
-    let mut c = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
     c.pubsub.max_batch_messages = 10;
     c.pubsub.max_batch_latency_ms = 60_000;
     let p = DualPublisher::new(c, None).unwrap();
@@ -214,7 +214,7 @@ fn batches_respect_the_count_limit() {
 fn batches_respect_the_byte_limit() {
     let emu = emulator();
     let id = device("batch-bytes");
-    let mut c = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
     // One message costs its base64 payload plus room for attributes: ~900 bytes.
     c.pubsub.max_batch_bytes = 1_000;
     let p = DualPublisher::new(c, None).unwrap();
@@ -227,7 +227,7 @@ fn batches_respect_the_byte_limit() {
 fn a_batch_waits_for_the_latency_limit_unless_flushed() {
     let emu = emulator();
     let id = device("batch-latency");
-    let mut c = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
     c.pubsub.max_batch_latency_ms = 1_500;
     let p = DualPublisher::new(c, None).unwrap();
     p.send_location(location(0)).unwrap();
@@ -245,7 +245,7 @@ fn retry_after_is_honoured() {
     let emu = emulator();
     emu.emulator().faults().set(FaultPlan { fail_next: vec![429], retry_after_secs: Some(2), ..FaultPlan::default() });
     let id = device("retry-after");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
     p.send_location(location(0)).unwrap();
     let report = p.flush(20_000).unwrap();
     assert!(report.completed);
@@ -259,7 +259,7 @@ fn many_threads_can_send_at_once() {
     let id = device("threads");
     let mqtt = mqtt_subscriber(&id);
     let pubsub = pubsub_subscriber(&emu, "threads");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(100.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
     let ids: Vec<String> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..8).map(|t| {
             let p = p.clone();
@@ -278,7 +278,7 @@ fn many_threads_can_send_at_once() {
 fn config_documents_apply_at_once_and_bad_ones_change_nothing() {
     let emu = emulator();
     let id = device("config-json");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(0.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).start();
     assert!(!p.decision().unwrap().pubsub_enabled);
     let d = p
         .apply_config_json(format!(r#"{{"version": 7, "pubsubEnabled": true, "deviceOverrides": {{"{id}": {{"pubsubEnabled": true}}}}}}"#))
@@ -298,7 +298,7 @@ fn flush_reports_what_is_still_pending_when_a_backend_is_down() {
     let emu = emulator();
     let dead_port = dualpub_testbed::free_port().unwrap();
     let id = device("pending");
-    let p = DualPublisher::new(config(&id, &format!("mqtt://127.0.0.1:{dead_port}"), &emu.url(), rollout(100.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).mqtt(&format!("mqtt://127.0.0.1:{dead_port}")).rollout(100.0).start();
     p.send_locations((0..5).map(location).collect()).unwrap();
     let r = p.flush(1_500).unwrap();
     assert!(!r.completed);

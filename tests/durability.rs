@@ -18,7 +18,7 @@ fn queued_locations_survive_a_restart_and_resume_in_order() {
     let emu = emulator();
     emu.emulator().faults().set(FaultPlan { fail_rate: 1.0, fail_statuses: vec![503], ..FaultPlan::default() });
     let id = device("resume");
-    let mut offline = config(&id, &dead_mqtt(), &emu.url(), rollout(100.0));
+    let mut offline = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).rollout(100.0).config();
     offline.migration.as_mut().unwrap().fallback_to_mqtt = false;
     let p = DualPublisher::new(offline.clone(), None).unwrap();
     let ids: Vec<String> = (0..200).map(|n| p.send_location(location(n)).unwrap()).collect();
@@ -31,7 +31,7 @@ fn queued_locations_survive_a_restart_and_resume_in_order() {
     emu.emulator().faults().clear();
     let mqtt = mqtt_subscriber(&id);
     let pubsub = pubsub_subscriber(&emu, "resume");
-    let online = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let online = TestDevice::new(&id, &emu).rollout(100.0).config();
     let q = DualPublisher::new(online, None).unwrap();
     assert_eq!(q.metrics().unwrap().recovered, 200);
     let r = q.flush(WAIT.as_millis() as u64).unwrap();
@@ -55,7 +55,7 @@ fn queued_locations_survive_a_restart_and_resume_in_order() {
 fn a_corrupt_database_is_moved_aside_counted_and_replaced() {
     let emu = emulator();
     let id = device("corrupt");
-    let c = config(&id, &broker().url(), &emu.url(), rollout(0.0));
+    let c = TestDevice::new(&id, &emu).config();
     std::fs::create_dir_all(&c.data_dir).unwrap();
     std::fs::write(std::path::Path::new(&c.data_dir).join("outbox.db"), b"garbage, not SQLite ".repeat(500)).unwrap();
     let mqtt = mqtt_subscriber(&id);
@@ -73,7 +73,7 @@ fn a_corrupt_database_is_moved_aside_counted_and_replaced() {
 fn a_full_outbox_drops_the_oldest_and_counts_them() {
     let emu = emulator();
     let id = device("full-outbox");
-    let mut c = config(&id, &dead_mqtt(), &emu.url(), rollout(0.0));
+    let mut c = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).config();
     c.max_outbox_rows = 50;
     let p = DualPublisher::new(c.clone(), None).unwrap();
     let ids: Vec<String> = (0..80).map(|n| p.send_location(location(n)).unwrap()).collect();
@@ -99,7 +99,7 @@ fn a_full_outbox_drops_the_oldest_and_counts_them() {
 fn a_full_disk_keeps_delivering_from_memory_and_recovers() {
     let emu = emulator();
     let id = device("disk-full");
-    let mut c = config(&id, &broker().url(), &emu.url(), rollout(0.0));
+    let mut c = TestDevice::new(&id, &emu).config();
     c.max_storage_bytes = Some(96 * 1024);
     let mqtt = mqtt_subscriber(&id);
     let p = DualPublisher::new(c, None).unwrap();
@@ -118,7 +118,7 @@ fn a_full_disk_keeps_delivering_from_memory_and_recovers() {
 fn two_publishers_cannot_share_a_data_directory() {
     let emu = emulator();
     let id = device("shared-dir");
-    let c = config(&id, &broker().url(), &emu.url(), rollout(0.0));
+    let c = TestDevice::new(&id, &emu).config();
     let _p = DualPublisher::new(c.clone(), None).unwrap();
     let e = DualPublisher::new(c, None).err().unwrap();
     assert!(matches!(&e, DualPubError::Storage { reason } if reason.contains("in use")), "{e:?}");
@@ -129,7 +129,7 @@ fn dead_letters_survive_a_restart_and_can_be_retried() {
     let emu = emulator();
     emu.emulator().faults().set(FaultPlan { reject_data_containing: Some("4242.5".into()), ..FaultPlan::default() });
     let id = device("dead-letter-restart");
-    let c = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let c = TestDevice::new(&id, &emu).rollout(100.0).config();
     let p = DualPublisher::new(c.clone(), None).unwrap();
     let mut poison = location(0);
     poison.altitude = Some(4242.5);

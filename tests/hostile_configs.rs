@@ -57,7 +57,7 @@ fn partly_applied() -> Vec<(&'static str, usize, usize)> {
 #[test]
 fn hostile_documents_are_refused_or_defused_and_the_last_good_config_stays() {
     let emu = emulator();
-    let p = DualPublisher::new(config(&device("hostile"), &broker().url(), &emu.url(), rollout(25.0)), None).unwrap();
+    let p = TestDevice::new(&device("hostile"), &emu).rollout(25.0).start();
     let good = p.decision().unwrap();
     let refused = refused();
     let partly = partly_applied();

@@ -65,7 +65,7 @@ fn nothing_sensitive_reaches_logs_or_debug_events_unless_opted_in() {
     // The emulator wants a different token at first: 401s and retries get logged too.
     emu.emulator().set_bearer_token(Some("another".into()));
     let id = device("secrets");
-    let mut c = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
     c.mqtt.username = Some("device".into());
     c.mqtt.password = Some(PASSWORD.into());
     c.migration.as_mut().unwrap().debug_mode = true;
@@ -117,7 +117,7 @@ fn debug_mode_from_a_config_apply_changes_the_level_within_the_apply() {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     capture();
     let emu = emulator();
-    let p = DualPublisher::new(config(&device("level"), &broker().url(), &emu.url(), rollout(0.0)), None).unwrap();
+    let p = TestDevice::new(&device("level"), &emu).start();
     let base = dualpub::logging::level();
     assert_eq!(base, dualpub::logging::QUIET, "quiet by default");
     p.apply_config_json(r#"{"version": 2, "debugMode": true}"#.into()).unwrap();

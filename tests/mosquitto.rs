@@ -23,7 +23,7 @@ fn delivers_through_mosquitto_and_survives_a_broker_restart() {
     let id = device("mosq-restart");
     // A persistent session, so the broker queues for the verifier across its own restart.
     let sub = subscribers::mqtt_with_session("127.0.0.1", broker.port, &format!("device/telemetry/{id}"), Some("verifier-restart")).unwrap();
-    let p = DualPublisher::new(config(&id, &broker.url(), &emu.url(), mqtt_only()), None).unwrap();
+    let p = TestDevice::new(&id, &emu).mqtt(&broker.url()).migration(mqtt_only()).start();
 
     let mut ids: Vec<String> = (0..200).map(|n| p.send_location(location(n)).unwrap()).collect();
     assert!(p.flush(20_000).unwrap().completed);
@@ -55,7 +55,7 @@ fn cut_connections_lose_nothing_and_duplicates_keep_their_event_id() {
     let emu = emulator();
     let id = device("mosq-cut");
     let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
-    let p = DualPublisher::new(config(&id, &proxy.mqtt_url(), &emu.url(), mqtt_only()), None).unwrap();
+    let p = TestDevice::new(&id, &emu).mqtt(&proxy.mqtt_url()).migration(mqtt_only()).start();
     let mut ids = Vec::new();
     for round in 0..5 {
         let connections = proxy.accepted();
@@ -109,7 +109,7 @@ fn mqtts_with_the_app_supplied_ca_and_refusal_without_it() {
     let id = device("mosq-tls");
     let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
 
-    let mut c = config(&id, &format!("mqtts://localhost:{tls_port}"), &emu.url(), mqtt_only());
+    let mut c = TestDevice::new(&id, &emu).mqtt(&format!("mqtts://localhost:{tls_port}")).migration(mqtt_only()).config();
     c.allow_insecure = false;
     c.pubsub.endpoint = "https://pubsub.googleapis.com".into();
     c.mqtt.ca_certificates_pem = Some(ca_pem);
@@ -133,7 +133,7 @@ fn mqtts_with_the_app_supplied_ca_and_refusal_without_it() {
 #[test]
 fn plaintext_needs_allow_insecure() {
     let emu = emulator();
-    let mut c = config(&device("insecure"), "mqtt://127.0.0.1:1883", &emu.url(), mqtt_only());
+    let mut c = TestDevice::new(&device("insecure"), &emu).mqtt("mqtt://127.0.0.1:1883").migration(mqtt_only()).config();
     c.allow_insecure = false;
     c.pubsub.endpoint = "https://pubsub.googleapis.com".into();
     let err = DualPublisher::new(c.clone(), None).err().unwrap();
@@ -152,7 +152,7 @@ fn an_idle_mqtt_connection_hangs_up_and_the_next_location_reconnects() {
     let emu = emulator();
     let id = device("mosq-idle");
     let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
-    let mut c = config(&id, &proxy.mqtt_url(), &emu.url(), mqtt_only());
+    let mut c = TestDevice::new(&id, &emu).mqtt(&proxy.mqtt_url()).migration(mqtt_only()).config();
     c.mqtt.idle_disconnect_secs = 1;
     let p = DualPublisher::new(c, None).unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -16,7 +16,7 @@ fn a_persisted_emergency_wins_at_a_cold_start_offline() {
     std::fs::write(&file, r#"{"version": 7, "pubsubEnabled": true, "pubsubPercentage": 100, "emergencyMode": true}"#).unwrap();
     let server = dualpub_testbed::config_server::ConfigServer::start(&file, 0).unwrap();
     let id = device("cold-emergency");
-    let mut c = config(&id, &broker().url(), &emu.url(), rollout(100.0));
+    let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
     c.remote_config_url = Some(server.url());
     let p = DualPublisher::new(c.clone(), None).unwrap();
     // Applied by this refresh, or already by the SDK's start-up fetch (then this one is a 304).
@@ -49,7 +49,7 @@ fn a_persisted_emergency_wins_at_a_cold_start_offline() {
 fn host_remote_values_apply_and_bad_ones_are_refused_and_counted() {
     let emu = emulator();
     let id = device("remote-values");
-    let p = DualPublisher::new(config(&id, &broker().url(), &emu.url(), rollout(0.0)), None).unwrap();
+    let p = TestDevice::new(&id, &emu).start();
     let values: HashMap<String, String> = [
         ("pubsub_rollout_percentage", "100"),
         ("pubsub_enabled", "true"),
@@ -91,7 +91,7 @@ impl ConfigListener for Panics {
 #[test]
 fn the_config_listener_hears_every_change_of_decision_and_nothing_else() {
     let emu = emulator();
-    let p = DualPublisher::new(config(&device("listener"), &broker().url(), &emu.url(), rollout(0.0)), None).unwrap();
+    let p = TestDevice::new(&device("listener"), &emu).start();
     let changes = Arc::new(Changes(Mutex::new(Vec::new())));
     p.set_config_listener(Some(changes.clone())).unwrap();
     p.apply_config_json(r#"{"version": 2, "pubsubEnabled": true, "pubsubPercentage": 100}"#.into()).unwrap();

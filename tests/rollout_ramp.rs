@@ -65,7 +65,7 @@ fn a_thousand_devices_follow_the_rollout_and_the_rollback_exactly() {
     let fleet: Vec<(String, Publisher)> = (0..FLEET)
         .map(|i| {
             let id = format!("{prefix}-{i}");
-            let mut c = config(&id, &broker().url(), &emu.url(), rollout(0.0));
+            let mut c = TestDevice::new(&id, &emu).config();
             c.company_id = None;
             c.migration = None;
             c.remote_config_url = Some(server.url());

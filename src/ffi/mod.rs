@@ -57,7 +57,7 @@ impl DualPublisher {
         self.open()?.apply_config(config)
     }
 
-    /// Parses and applies a migration config document (JSON, GUIDE §4).
+    /// Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
     pub fn apply_config_json(&self, json: String) -> Result<RolloutDecision, DualPubError> {
         self.open()?.apply_config_json(&json)
     }

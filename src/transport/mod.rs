@@ -1,8 +1,11 @@
-//! The two transports. Each runs as one task on the SDK runtime, takes rows owed to it from
-//! the outbox, and reports acknowledgements back; neither keeps anything the outbox does not.
+//! The two transports. Each runs as one task on the SDK runtime, takes rows owed to it through
+//! its [`Lane`], and reports acknowledgements back; neither keeps anything the outbox does not.
 
-pub mod mqtt;
-pub mod pubsub;
+pub(crate) mod lane;
+pub(crate) mod mqtt;
+pub(crate) mod pubsub;
+
+pub(crate) use lane::Lane;
 
 use std::time::Duration;
 use tokio::sync::watch;

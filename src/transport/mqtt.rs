@@ -1,24 +1,26 @@
 //! MQTT over rumqttc: QoS 1, retain false, acknowledgement tracked per publish.
 //!
 //! rumqttc keeps nothing durable, drops queued and in-flight publishes on a clean-session
-//! reconnect and reconnects with no backoff (GUIDE §5). So this task owns the connection
-//! lifecycle: it builds a fresh client and event loop for every connection, sends at most
-//! [`WINDOW`] publishes at a time, maps each `Outgoing::Publish(pkid)` to the row it carried
-//! (requests leave the channel in order) and each `PubAck(pkid)` back to that row. When the
-//! connection fails, every unacknowledged row goes back to the outbox and the task reconnects
-//! after a full-jitter backoff. The outbox stays the source of truth. The task connects only
-//! while something is owed to MQTT and hangs up after `idleDisconnectSecs` without work.
+//! reconnect and reconnects with no backoff (ARCHITECTURE.md, "Why the MQTT task recreates its
+//! client"). So this task owns the connection lifecycle: it builds a fresh client and event
+//! loop for every connection, sends at most [`WINDOW`] publishes at a time, maps each
+//! `Outgoing::Publish(pkid)` to the row it carried (requests leave the channel in order) and
+//! each `PubAck(pkid)` back to that row. When the connection fails, every unacknowledged row goes
+//! back to the outbox and the task reconnects after a full-jitter backoff. The outbox stays the
+//! source of truth. The task connects only while something is owed to MQTT and hangs up after
+//! `idleDisconnectSecs` without work.
+//!
+//! The bookkeeping of one connection is the [`Session`] state machine, which knows nothing of
+//! the network; [`run`] and `connection` feed it rumqttc's events.
 
 use crate::config::SdkConfig;
-use crate::error::DualPubError;
-use crate::outbox::Transport;
-use crate::publisher::Shared;
+use crate::error::Error;
+use crate::outbox::{Row, Transport};
 use crate::retry::Backoff;
-use crate::transport::sleep_or_shutdown;
-use crate::{tls, wire};
+use crate::tls;
+use crate::transport::{sleep_or_shutdown, Lane};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -31,19 +33,31 @@ const BREAKER_THRESHOLD: u32 = 5;
 /// How long `close` waits for the broker to take the DISCONNECT.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
+/// What the MQTT task needs from the app's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// rumqttc's connection options.
+    pub options: MqttOptions,
+    /// The device's topic.
+    pub topic: String,
+    /// A publish not acknowledged within this long fails the connection.
+    pub ack_timeout: Duration,
+    /// Hang up after this long without work.
+    pub idle_disconnect: Duration,
+}
 
-/// Builds the connection options from the app's settings (validated already).
-pub fn options(config: &SdkConfig) -> Result<MqttOptions, DualPubError> {
+/// Builds the MQTT task's settings from the app's (validated already).
+pub(crate) fn settings(config: &SdkConfig) -> Result<Settings, Error> {
     let m = &config.mqtt;
-    let invalid = |reason: String| DualPubError::InvalidConfig { reason };
-    let url = url::Url::parse(&m.broker_url).map_err(|e| invalid(format!("mqtt.brokerUrl: {e}")))?;
+    let url = url::Url::parse(&m.broker_url).map_err(|source| Error::Url { field: "mqtt.brokerUrl", source })?;
     let secure = matches!(url.scheme(), "mqtts" | "ssl");
-    let host = url.host_str().ok_or_else(|| invalid("mqtt.brokerUrl: no host".into()))?;
+    let host = url.host_str().ok_or_else(|| Error::setting("mqtt.brokerUrl", "no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
     let port = url.port().unwrap_or(if secure { 8883 } else { 1883 });
     let client_id = m.client_id.clone().unwrap_or_else(|| format!("dualpub-{}", config.device_id));
+    let keep_alive = Duration::from_secs(m.keep_alive_secs.into());
     let mut o = MqttOptions::new(client_id, host, port);
-    o.set_keep_alive(Duration::from_secs(m.keep_alive_secs.into()));
+    o.set_keep_alive(keep_alive);
     o.set_clean_session(true);
     o.set_inflight(WINDOW as u16);
     o.set_request_channel_capacity(WINDOW * 2);
@@ -52,58 +66,189 @@ pub fn options(config: &SdkConfig) -> Result<MqttOptions, DualPubError> {
         o.set_credentials(user.clone(), m.password.clone().unwrap_or_default());
     }
     if secure {
-        let tls = tls::client_config(m.ca_certificates_pem.as_deref(), &[]).map_err(|e| invalid(format!("mqtt: {e}")))?;
+        let tls = tls::client_config(m.ca_certificates_pem.as_deref(), &[]).map_err(|source| Error::Tls { field: "mqtt.caCertificatesPem", source })?;
         o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
     }
-    Ok(o)
+    Ok(Settings {
+        options: o,
+        topic: crate::wire::mqtt_topic(&m.topic_template, &config.device_id),
+        // A broker that keeps the connection alive but never acknowledges must not stall MQTT.
+        ack_timeout: (keep_alive * 2).max(Duration::from_secs(30)),
+        idle_disconnect: Duration::from_secs(m.idle_disconnect_secs.into()),
+    })
 }
 
 /// Why a connection ended.
-enum End {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum End {
+    /// The publisher is closing.
     Shutdown,
+    /// Nothing was owed for `idleDisconnectSecs`.
     Idle,
+    /// The connection failed (the reason is logged).
     Failed(String),
 }
 
+/// A publish handed to rumqttc.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sent {
+    /// The row's sequence number.
+    pub seq: u64,
+    /// When the row was accepted (for latency).
+    pub accepted_at: Instant,
+    /// When it was handed to the client (for the acknowledgement timeout).
+    pub handed_at: Instant,
+}
+
+/// The bookkeeping of one connection, from CONNECT to its end: the publish window, the pkid →
+/// row mapping, what to give back on failure, and when to hang up.
+#[derive(Debug)]
+pub(crate) struct Session {
+    window: usize,
+    ack_timeout: Duration,
+    idle_disconnect: Duration,
+    connected: bool,
+    delivered: bool,
+    idle_since: Option<Instant>,
+    /// Handed to the client, waiting for rumqttc to assign a packet id (in send order).
+    queued: VecDeque<Sent>,
+    /// On the wire, waiting for PUBACK.
+    inflight: HashMap<u16, Sent>,
+}
+
+impl Session {
+    /// A connection not yet acknowledged by the broker.
+    pub fn new(window: usize, ack_timeout: Duration, idle_disconnect: Duration) -> Self {
+        Session { window, ack_timeout, idle_disconnect, connected: false, delivered: false, idle_since: None, queued: VecDeque::new(), inflight: HashMap::new() }
+    }
+
+    /// The broker answered CONNECT; an error if it refused.
+    pub fn on_connack(&mut self, code: ConnectReturnCode) -> Result<(), End> {
+        if code != ConnectReturnCode::Success {
+            return Err(End::Failed(format!("broker refused the connection: {code:?}")));
+        }
+        self.connected = true;
+        Ok(())
+    }
+
+    /// How many more publishes may be handed over now (none before CONNACK).
+    pub fn room(&self) -> usize {
+        if self.connected {
+            self.window.saturating_sub(self.queued.len() + self.inflight.len())
+        } else {
+            0
+        }
+    }
+
+    /// A row was handed to the client at `now`.
+    pub fn handed(&mut self, row: &Row, now: Instant) {
+        self.queued.push_back(Sent { seq: row.seq, accepted_at: row.accepted_at, handed_at: now });
+    }
+
+    /// Fills the window from `lane`: `publish` hands one row to the client (false: the client
+    /// refused it, and it and the rest go back). Returns how many were handed.
+    pub fn fill(&mut self, lane: &Lane, now: Instant, mut publish: impl FnMut(&Row) -> bool) -> usize {
+        let room = self.room();
+        if room == 0 {
+            return 0;
+        }
+        let rows = lane.take(room, usize::MAX, |r| r.payload.len());
+        let mut handed = 0;
+        for (i, row) in rows.iter().enumerate() {
+            if !publish(row) {
+                lane.release(&rows[i..].iter().map(|r| r.seq).collect::<Vec<_>>());
+                break;
+            }
+            self.handed(row, now);
+            handed += 1;
+        }
+        handed
+    }
+
+    /// rumqttc put the oldest handed publish on the wire as `pkid`.
+    pub fn on_outgoing_publish(&mut self, pkid: u16) {
+        if let Some(sent) = self.queued.pop_front() {
+            self.inflight.insert(pkid, sent);
+        }
+    }
+
+    /// The broker acknowledged `pkid`: the publish it carried, and whether it is the first
+    /// delivery on this connection (which proves the connection and resets the backoff).
+    pub fn on_puback(&mut self, pkid: u16) -> Option<(Sent, bool)> {
+        let sent = self.inflight.remove(&pkid)?;
+        let first = !std::mem::replace(&mut self.delivered, true);
+        Some((sent, first))
+    }
+
+    /// Every row not yet acknowledged, to go back to the outbox.
+    pub fn give_back(&mut self) -> Vec<u64> {
+        self.queued.drain(..).chain(self.inflight.drain().map(|(_, s)| s)).map(|s| s.seq).collect()
+    }
+
+    /// Whether the connection should end at `now`: idle for too long with `owed` rows owed to
+    /// MQTT (nothing in flight), or a publish unacknowledged for too long.
+    pub fn check(&mut self, now: Instant, owed: usize) -> Option<End> {
+        if !self.connected {
+            return None;
+        }
+        let idle = self.queued.is_empty() && self.inflight.is_empty() && owed == 0;
+        self.idle_since = if idle { self.idle_since.or(Some(now)) } else { None };
+        if self.idle_since.is_some_and(|t| now.duration_since(t) >= self.idle_disconnect) {
+            return Some(End::Idle);
+        }
+        let oldest = self.queued.iter().chain(self.inflight.values()).map(|s| s.handed_at).min();
+        if oldest.is_some_and(|t| now.duration_since(t) >= self.ack_timeout) {
+            return Some(End::Failed(format!("no PUBACK within {} s", self.ack_timeout.as_secs())));
+        }
+        None
+    }
+
+    /// The next moment [`Session::check`] may end the connection, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.idle_since
+            .map(|t| t + self.idle_disconnect)
+            .or_else(|| self.queued.iter().chain(self.inflight.values()).map(|s| s.handed_at + self.ack_timeout).min())
+    }
+}
+
 /// The MQTT task: connect when something is owed, publish, track acks, reconnect with backoff.
-pub(crate) async fn run(shared: Arc<Shared>, options: MqttOptions, mut shutdown: watch::Receiver<bool>) {
-    let topic = wire::mqtt_topic(&shared.settings.mqtt.topic_template, &shared.settings.device_id);
+pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Backoff::mqtt();
     loop {
         // Stay off the radio until there is something to send.
-        while shared.lock().outbox.depth(Transport::Mqtt) == 0 {
+        while lane.depth() == 0 {
             tokio::select! {
-                _ = shared.wake_mqtt.notified() => {}
+                _ = lane.work_arrives() => {}
                 _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
                 return;
             }
         }
-        let (client, eventloop) = AsyncClient::new(options.clone(), WINDOW * 2);
+        let (client, eventloop) = AsyncClient::new(settings.options.clone(), WINDOW * 2);
         let (tx, rx) = mpsc::channel(WINDOW * 4);
         let poller = tokio::spawn(poll(eventloop, tx));
-        let end = session(&shared, &client, &topic, rx, &mut shutdown, &mut backoff).await;
+        let end = connection(&lane, &settings, &client, rx, &mut shutdown, &mut backoff).await;
         match end {
             End::Shutdown | End::Idle => {
                 let _ = client.try_disconnect();
                 let _ = tokio::time::timeout(DISCONNECT_GRACE, poller).await;
-                if matches!(end, End::Shutdown) {
+                if end == End::Shutdown {
                     return;
                 }
-                shared.event(log::Level::Debug, "mqtt", || "idle; disconnected".into());
+                lane.event(log::Level::Debug, || "idle; disconnected".into());
             }
             End::Failed(why) => {
                 poller.abort();
-                shared.metrics.retry(Transport::Mqtt);
+                lane.metrics().retry(Transport::Mqtt);
                 // The MQTT "breaker" is its reconnect backoff; it reports open after
                 // BREAKER_THRESHOLD connections in a row failed to deliver anything.
-                if backoff.attempt() + 1 == BREAKER_THRESHOLD {
-                    shared.metrics.set_circuit_open(Transport::Mqtt, true);
-                    shared.metrics.circuit_opened(Transport::Mqtt);
+                if backoff.failures() + 1 == BREAKER_THRESHOLD {
+                    lane.metrics().set_circuit_open(Transport::Mqtt, true);
+                    lane.metrics().circuit_opened(Transport::Mqtt);
                 }
                 let delay = backoff.next_delay();
-                shared.event(log::Level::Warn, "mqtt", || format!("connection failed ({why}); retrying in {} ms", delay.as_millis()));
+                lane.event(log::Level::Warn, || format!("connection failed ({why}); retrying in {} ms", delay.as_millis()));
                 if !sleep_or_shutdown(delay, &mut shutdown).await {
                     return;
                 }
@@ -123,84 +268,43 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, String>>)
     }
 }
 
-/// A publish handed to rumqttc.
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    seq: u64,
-    accepted_at: Instant,
-    handed_at: Instant,
-}
-
 /// One connection, from CONNECT to failure, idleness or shutdown.
-async fn session(
-    shared: &Shared,
+async fn connection(
+    lane: &Lane,
+    settings: &Settings,
     client: &AsyncClient,
-    topic: &str,
     mut events: mpsc::Receiver<Result<Event, String>>,
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> End {
-    let keep_alive = Duration::from_secs(shared.settings.mqtt.keep_alive_secs.into());
-    // A broker that keeps the connection alive but never acknowledges must not stall MQTT.
-    let ack_timeout = (keep_alive * 2).max(Duration::from_secs(30));
-    let idle_disconnect = Duration::from_secs(shared.settings.mqtt.idle_disconnect_secs.into());
-    let mut connected = false;
-    let mut acked_in_session = false;
-    let mut idle_since: Option<Instant> = None;
-    // Handed to the client, waiting for rumqttc to assign a packet id (in send order).
-    let mut queued: VecDeque<Sent> = VecDeque::new();
-    // On the wire, waiting for PUBACK.
-    let mut inflight: HashMap<u16, Sent> = HashMap::new();
-    // Every row not yet acknowledged goes back to the outbox; `failed` counts them as failed
-    // attempts (a broken connection), not when the connection is closed on purpose.
-    let give_back = |queued: &mut VecDeque<Sent>, inflight: &mut HashMap<u16, Sent>, failed: bool| {
-        let seqs: Vec<u64> = queued.drain(..).chain(inflight.drain().map(|(_, s)| s)).map(|s| s.seq).collect();
-        if !seqs.is_empty() {
-            if failed {
-                shared.metrics.failed(Transport::Mqtt, seqs.len() as u64);
-            }
-            shared.lock().outbox.release(Transport::Mqtt, &seqs);
+    let mut session = Session::new(WINDOW, settings.ack_timeout, settings.idle_disconnect);
+    // Every row not yet acknowledged goes back to the outbox; a broken connection counts them
+    // as failed attempts, a connection closed on purpose does not.
+    let end = |session: &mut Session, end: End| {
+        let seqs = session.give_back();
+        if matches!(end, End::Failed(_)) && !seqs.is_empty() {
+            lane.metrics().failed(Transport::Mqtt, seqs.len() as u64);
         }
+        lane.release(&seqs);
+        end
     };
     loop {
         let now = Instant::now();
-        if connected {
-            let room = WINDOW.saturating_sub(queued.len() + inflight.len());
-            if room > 0 {
-                let rows = shared.lock().outbox.take(Transport::Mqtt, room, usize::MAX, |r| r.payload.len());
-                let mut rows = rows.into_iter();
-                while let Some(row) = rows.next() {
-                    match client.try_publish(topic, QoS::AtLeastOnce, false, row.payload.to_vec()) {
-                        Ok(()) => {
-                            shared.metrics.bytes_sent(Transport::Mqtt, row.payload.len() as u64);
-                            queued.push_back(Sent { seq: row.seq, accepted_at: row.accepted_at, handed_at: now });
-                        }
-                        Err(e) => {
-                            let mut back: Vec<u64> = vec![row.seq];
-                            back.extend(rows.map(|r| r.seq));
-                            shared.lock().outbox.release(Transport::Mqtt, &back);
-                            log::debug!("dualpub mqtt request channel refused a publish: {e}");
-                            break;
-                        }
-                    }
-                }
+        session.fill(lane, now, |row| match client.try_publish(&settings.topic, QoS::AtLeastOnce, false, row.payload.to_vec()) {
+            Ok(()) => {
+                lane.metrics().bytes_sent(Transport::Mqtt, row.payload.len() as u64);
+                true
             }
-            // Nothing owed and nothing in flight: hang up after a grace period (radio off).
-            let idle = queued.is_empty() && inflight.is_empty() && shared.lock().outbox.depth(Transport::Mqtt) == 0;
-            idle_since = if idle { idle_since.or(Some(now)) } else { None };
-            if idle_since.is_some_and(|t| now.duration_since(t) >= idle_disconnect) {
-                return End::Idle;
+            Err(e) => {
+                lane.event(log::Level::Debug, || format!("the request channel refused a publish: {e}"));
+                false
             }
-            let oldest = queued.iter().chain(inflight.values()).map(|s| s.handed_at).min();
-            if oldest.is_some_and(|t| now.duration_since(t) >= ack_timeout) {
-                give_back(&mut queued, &mut inflight, true);
-                return End::Failed(format!("no PUBACK within {} s", ack_timeout.as_secs()));
-            }
+        });
+        if let Some(e) = session.check(now, lane.depth()) {
+            return end(&mut session, e);
         }
         // Wake for the next idle or acknowledgement deadline, if any; otherwise only for events.
-        let deadline = idle_since
-            .map(|t| t + idle_disconnect)
-            .or_else(|| queued.iter().chain(inflight.values()).map(|s| s.handed_at + ack_timeout).min());
+        let deadline = session.deadline();
         let timer = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -209,47 +313,165 @@ async fn session(
         };
         tokio::select! {
             ev = events.recv() => match ev {
-                None => {
-                    give_back(&mut queued, &mut inflight, true);
-                    return End::Failed("event loop stopped".into());
-                }
-                Some(Err(e)) => {
-                    give_back(&mut queued, &mut inflight, true);
-                    return End::Failed(e);
-                }
+                None => return end(&mut session, End::Failed("event loop stopped".into())),
+                Some(Err(e)) => return end(&mut session, End::Failed(e)),
                 Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                    if ack.code != ConnectReturnCode::Success {
-                        give_back(&mut queued, &mut inflight, true);
-                        return End::Failed(format!("broker refused the connection: {:?}", ack.code));
+                    if let Err(e) = session.on_connack(ack.code) {
+                        return end(&mut session, e);
                     }
-                    connected = true;
-                    shared.event(log::Level::Info, "mqtt", || "connected".into());
+                    lane.event(log::Level::Info, || "connected".into());
                 }
-                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                    if let Some(sent) = queued.pop_front() {
-                        inflight.insert(pkid, sent);
-                    }
-                }
+                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
                 Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                    if let Some(sent) = inflight.remove(&ack.pkid) {
-                        shared.ack(Transport::Mqtt, &[(sent.seq, sent.accepted_at)]);
+                    if let Some((sent, first)) = session.on_puback(ack.pkid) {
+                        lane.ack(&[(sent.seq, sent.accepted_at)]);
                         // Only a connection that delivers resets the backoff: one the broker
                         // accepts and then drops (a duplicate client id, an ACL) keeps backing off.
-                        if !acked_in_session {
-                            acked_in_session = true;
+                        if first {
                             backoff.reset();
-                            shared.metrics.set_circuit_open(Transport::Mqtt, false);
+                            lane.metrics().set_circuit_open(Transport::Mqtt, false);
                         }
                     }
                 }
                 Some(Ok(_)) => {}
             },
-            _ = shared.wake_mqtt.notified() => {}
+            _ = lane.work_arrives() => {}
             _ = timer => {}
-            _ = shutdown.changed() => {
-                give_back(&mut queued, &mut inflight, false);
-                return End::Shutdown;
-            }
+            _ = shutdown.changed() => return end(&mut session, End::Shutdown),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::test_support::{hub, queue};
+    use crate::MigrationConfig;
+
+    const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+    const IDLE: Duration = Duration::from_secs(30);
+
+    fn connected() -> Session {
+        let mut s = Session::new(WINDOW, ACK_TIMEOUT, IDLE);
+        s.on_connack(ConnectReturnCode::Success).unwrap();
+        s
+    }
+
+    #[test]
+    fn nothing_is_handed_over_before_the_broker_accepts() {
+        let h = hub(MigrationConfig::default());
+        queue(&h, 3, true, false);
+        let lane = Lane::new(h.clone(), Transport::Mqtt);
+        let mut s = Session::new(WINDOW, ACK_TIMEOUT, IDLE);
+        assert_eq!(s.fill(&lane, Instant::now(), |_| true), 0);
+        assert_eq!(s.on_connack(ConnectReturnCode::NotAuthorized), Err(End::Failed("broker refused the connection: NotAuthorized".into())));
+        assert_eq!(s.room(), 0);
+    }
+
+    #[test]
+    fn the_window_fills_to_its_size_and_no_further() {
+        let h = hub(MigrationConfig::default());
+        queue(&h, 100, true, false);
+        let lane = Lane::new(h.clone(), Transport::Mqtt);
+        let mut s = connected();
+        let mut handed = Vec::new();
+        assert_eq!(s.fill(&lane, Instant::now(), |r| { handed.push(r.seq); true }), WINDOW);
+        assert_eq!(handed, (1..=WINDOW as u64).collect::<Vec<_>>(), "oldest first");
+        assert_eq!(s.room(), 0);
+        assert_eq!(s.fill(&lane, Instant::now(), |_| true), 0, "a full window takes nothing");
+        assert_eq!(h.lock().outbox.pending_count(Transport::Mqtt), 100 - WINDOW, "the rest stays pending");
+    }
+
+    #[test]
+    fn a_refused_publish_and_the_rest_go_back_in_order() {
+        let h = hub(MigrationConfig::default());
+        queue(&h, 5, true, false);
+        let lane = Lane::new(h.clone(), Transport::Mqtt);
+        let mut s = connected();
+        assert_eq!(s.fill(&lane, Instant::now(), |r| r.seq <= 2), 2);
+        assert_eq!(h.lock().outbox.oldest_pending_seq(Transport::Mqtt), Some(3));
+        assert_eq!(h.lock().outbox.pending_count(Transport::Mqtt), 3);
+    }
+
+    #[test]
+    fn acks_find_their_row_by_pkid_in_any_order() {
+        let h = hub(MigrationConfig::default());
+        queue(&h, 3, true, false);
+        let lane = Lane::new(h.clone(), Transport::Mqtt);
+        let mut s = connected();
+        s.fill(&lane, Instant::now(), |_| true);
+        for pkid in [7, 8, 9] {
+            s.on_outgoing_publish(pkid);
+        }
+        let (third, first) = s.on_puback(9).unwrap();
+        assert_eq!((third.seq, first), (3, true), "pkid 9 carried the third row; the first delivery on this connection");
+        assert_eq!(s.on_puback(7).map(|(x, f)| (x.seq, f)), Some((1, false)));
+        assert_eq!(s.on_puback(7), None, "a repeated PUBACK acknowledges nothing");
+        assert_eq!(s.on_puback(42), None, "an unknown pkid acknowledges nothing");
+        assert_eq!(s.room(), WINDOW - 1);
+    }
+
+    #[test]
+    fn a_failed_connection_gives_back_everything_unacknowledged() {
+        let h = hub(MigrationConfig::default());
+        queue(&h, 4, true, false);
+        let lane = Lane::new(h.clone(), Transport::Mqtt);
+        let mut s = connected();
+        s.fill(&lane, Instant::now(), |_| true);
+        s.on_outgoing_publish(1);
+        s.on_outgoing_publish(2);
+        let (acked, _) = s.on_puback(1).unwrap();
+        lane.ack(&[(acked.seq, acked.accepted_at)]);
+        let mut back = s.give_back();
+        back.sort();
+        assert_eq!(back, vec![2, 3, 4], "in flight (pkid 2) and still queued in the client (3, 4)");
+        lane.release(&back);
+        assert_eq!(h.lock().outbox.pending_count(Transport::Mqtt), 3);
+        assert_eq!(h.lock().outbox.depth(Transport::Mqtt), 3);
+        assert!(s.give_back().is_empty());
+    }
+
+    #[test]
+    fn an_idle_connection_hangs_up_after_the_grace_period() {
+        let mut s = connected();
+        let t0 = Instant::now();
+        assert_eq!(s.check(t0, 0), None, "idle starts now");
+        assert_eq!(s.deadline(), Some(t0 + IDLE));
+        assert_eq!(s.check(t0 + IDLE - Duration::from_millis(1), 0), None);
+        assert_eq!(s.check(t0 + IDLE, 0), Some(End::Idle));
+    }
+
+    #[test]
+    fn work_owed_keeps_the_connection_up() {
+        let mut s = connected();
+        let t0 = Instant::now();
+        s.check(t0, 0);
+        assert_eq!(s.check(t0 + IDLE, 5), None, "rows owed to MQTT (pending) are not idleness");
+        assert_eq!(s.check(t0 + IDLE * 3, 0), None, "idleness starts again from when the work was gone");
+        assert_eq!(s.check(t0 + IDLE * 4, 0), Some(End::Idle));
+    }
+
+    #[test]
+    fn a_publish_never_acknowledged_fails_the_connection() {
+        let h = hub(MigrationConfig::default());
+        queue(&h, 1, true, false);
+        let lane = Lane::new(h.clone(), Transport::Mqtt);
+        let mut s = connected();
+        let t0 = Instant::now();
+        s.fill(&lane, t0, |_| true);
+        s.on_outgoing_publish(1);
+        assert_eq!(s.deadline(), Some(t0 + ACK_TIMEOUT));
+        assert_eq!(s.check(t0 + ACK_TIMEOUT - Duration::from_secs(1), 0), None);
+        assert_eq!(s.check(t0 + ACK_TIMEOUT, 0), Some(End::Failed("no PUBACK within 60 s".into())));
+    }
+
+    #[test]
+    fn settings_come_from_the_app_config() {
+        let c = SdkConfig::builder("d-1", "mqtt://127.0.0.1:1884", "p", "/tmp/x").allow_insecure(true).mqtt_keep_alive_secs(10).mqtt_idle_disconnect_secs(7).build().unwrap();
+        let s = settings(&c).unwrap();
+        assert_eq!(s.topic, "device/telemetry/d-1");
+        assert_eq!((s.ack_timeout, s.idle_disconnect), (Duration::from_secs(30), Duration::from_secs(7)), "ack timeout at least 30 s");
+        assert_eq!(s.options.broker_address(), ("127.0.0.1".to_string(), 1884));
+        assert_eq!(s.options.client_id(), "dualpub-d-1");
     }
 }

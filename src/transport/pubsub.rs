@@ -1,56 +1,30 @@
 //! Google Pub/Sub over REST (reqwest + rustls): batching, response classification, token
-//! refresh and fallback to MQTT (GUIDE §5).
+//! refresh and fallback to MQTT (docs/CONTRACT.md#delivery-guarantees).
 //!
 //! One request is in flight at a time per publisher, so one device's locations reach Pub/Sub
 //! in acceptance order (a failed batch is put back in front of later rows).
+//!
+//! What follows an answer (acknowledge, split after a 400 down to one dead letter, retry with
+//! backoff, open the breaker and fall back to MQTT) is the [`Machine`] state machine, which
+//! knows nothing of the network; [`run`] feeds it the answers of [`Rest::publish`].
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::SdkConfig;
-use crate::error::DualPubError;
+use crate::http::without_url;
 use crate::outbox::{Row, Transport};
-use crate::publisher::Shared;
 use crate::retry::{parse_retry_after, Backoff};
 use crate::token::TokenCache;
-use crate::transport::sleep_or_shutdown;
-use crate::{tls, wire};
+use crate::transport::{sleep_or_shutdown, Lane};
+use crate::wire;
 use base64::Engine;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// Per-request timeout.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Room per message for attributes and JSON framing, on top of the base64 data, when sizing
 /// a batch against `maxBatchBytes`.
 const MESSAGE_OVERHEAD: usize = 512;
-
-/// The HTTP client (Pub/Sub and the config fetch): rustls with the SDK's TLS config, HTTP/1.1,
-/// timeouts.
-pub fn http_client(config: &SdkConfig) -> Result<reqwest::Client, DualPubError> {
-    let tls = tls::client_config(config.pubsub.ca_certificates_pem.as_deref(), &[b"http/1.1"])
-        .map_err(|e| DualPubError::InvalidConfig { reason: format!("pubsub: {e}") })?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured((*tls).clone())
-        .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(wire::SDK_ID)
-        // Pub/Sub never redirects; a config host may (a CDN), but never from TLS to plaintext.
-        .redirect(reqwest::redirect::Policy::custom(|a| {
-            if a.previous().len() > 5 {
-                a.error("too many redirects")
-            } else if a.url().scheme() != "https" && a.previous().iter().any(|u| u.scheme() == "https") {
-                a.error("redirect from https to plaintext refused")
-            } else {
-                a.follow()
-            }
-        }))
-        .build()
-        .map_err(|e| DualPubError::Internal { reason: format!("cannot build the HTTP client: {e}") })
-}
 
 /// How one publish attempt ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +41,7 @@ pub enum Outcome {
     ConfigError { why: String },
 }
 
-/// Classifies an HTTP status as GUIDE §5 says.
+/// Classifies an HTTP status (docs/CONTRACT.md#delivery-guarantees).
 pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Outcome {
     let why = format!("HTTP {status}: {}", short(body));
     match status {
@@ -99,10 +73,10 @@ struct PublishRequest<'a> {
     messages: Vec<PubsubMessage<'a>>,
 }
 
-/// The request body for a batch (GUIDE §3).
-pub(crate) fn request_body(settings: &SdkConfig, rows: &[Row]) -> Vec<u8> {
+/// The request body for a batch (docs/CONTRACT.md#pubsub).
+pub(crate) fn request_body(settings: &Settings, rows: &[Row]) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let ordering_key = settings.pubsub.ordering_enabled.then_some(settings.device_id.as_str());
+    let ordering_key = settings.ordering.then_some(settings.device_id.as_str());
     let messages = rows
         .iter()
         .map(|r| PubsubMessage {
@@ -118,181 +92,227 @@ fn cost(r: &Row) -> usize {
     r.payload.len().div_ceil(3) * 4 + MESSAGE_OVERHEAD
 }
 
-/// The Pub/Sub task: wait for a batch, publish it, classify, retry, fall back.
-pub(crate) async fn run(shared: Arc<Shared>, http: reqwest::Client, mut tokens: TokenCache, mut shutdown: watch::Receiver<bool>) {
-    let p = &shared.settings.pubsub;
-    let url = format!("{}/v1/projects/{}/topics/{}:publish", p.endpoint.trim_end_matches('/'), p.project, p.topic);
-    let max_count = p.max_batch_messages as usize;
-    let max_bytes = p.max_batch_bytes as usize;
-    let mut backoff = Backoff::pubsub();
-    let mut breaker = Breaker::pubsub();
-    while wait_for_batch(&shared, &mut shutdown).await {
+/// What the Pub/Sub task needs from the app's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// `…/v1/projects/{project}/topics/{topic}:publish`.
+    pub url: String,
+    /// The device (attribute and ordering key) and its company.
+    pub device_id: String,
+    /// The company, for the attribute.
+    pub company_id: Option<String>,
+    /// Send `orderingKey = deviceId`.
+    pub ordering: bool,
+    /// Batch limits.
+    pub max_count: usize,
+    /// Batch limit in request bytes (base64 counted).
+    pub max_bytes: usize,
+    /// Longest a location waits for its batch to fill.
+    pub max_latency: Duration,
+}
+
+impl Settings {
+    /// The Pub/Sub task's settings from the app's (validated already).
+    pub fn from_config(c: &SdkConfig) -> Self {
+        let p = &c.pubsub;
+        Settings {
+            url: format!("{}/v1/projects/{}/topics/{}:publish", p.endpoint.trim_end_matches('/'), p.project, p.topic),
+            device_id: c.device_id.clone(),
+            company_id: c.company_id.clone(),
+            ordering: p.ordering_enabled,
+            max_count: p.max_batch_messages as usize,
+            max_bytes: p.max_batch_bytes as usize,
+            max_latency: Duration::from_millis(p.max_batch_latency_ms),
+        }
+    }
+}
+
+/// What the task does after an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Next {
+    /// Send the next batch of the work list (a half of a split batch, or nothing left).
+    Continue,
+    /// The attempt failed: everything in flight went back; wait this long before the next one,
+    /// having asked for a new token first if `refresh_token`.
+    Wait {
+        /// The backoff.
+        delay: Duration,
+        /// The server refused the token (401).
+        refresh_token: bool,
+    },
+    /// The breaker opened: everything owed went to MQTT too (if allowed); the task waits out
+    /// the open period.
+    Opened,
+}
+
+/// The Pub/Sub delivery state machine: what each answer does to the outbox, the backoff and
+/// the breaker.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    backoff: Backoff,
+    breaker: Breaker,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine { backoff: Backoff::pubsub(), breaker: Breaker::pubsub() }
+    }
+}
+
+impl Machine {
+    /// The breaker's state at `now`.
+    pub fn breaker(&self, now: Instant) -> BreakerState {
+        self.breaker.state(now)
+    }
+
+    /// Handles the answer to `batch`; `work` holds the batches still to send after it (the
+    /// halves of earlier splits, oldest last-in-first-out).
+    pub fn on_answer(&mut self, lane: &Lane, batch: Vec<Row>, work: &mut Vec<Vec<Row>>, outcome: Outcome, now: Instant) -> Next {
+        match outcome {
+            Outcome::Delivered => {
+                self.backoff.reset();
+                if self.breaker.success() {
+                    lane.metrics().set_circuit_open(Transport::PubSub, false);
+                    lane.event(log::Level::Info, || "circuit closed: the probe was delivered".into());
+                }
+                lane.ack(&batch.iter().map(|r| (r.seq, r.accepted_at)).collect::<Vec<_>>());
+                Next::Continue
+            }
+            Outcome::BadRequest { why } if batch.len() > 1 => {
+                lane.event(log::Level::Warn, || format!("refused a batch of {} ({why}); splitting it", batch.len()));
+                let mut first = batch;
+                let second = first.split_off(first.len() / 2);
+                work.push(second);
+                work.push(first);
+                Next::Continue
+            }
+            Outcome::BadRequest { why } => {
+                let row = &batch[0];
+                lane.event(log::Level::Error, || format!("refused event {} as invalid ({why}); dead-lettered", row.event_id));
+                lane.fall_back(&[row.seq]);
+                lane.dead_letter(row.seq, why);
+                Next::Continue
+            }
+            failure => {
+                let mut in_flight: Vec<u64> = batch.iter().map(|r| r.seq).collect();
+                in_flight.extend(work.drain(..).flatten().map(|r| r.seq));
+                self.on_failure(lane, batch.len(), &in_flight, failure, now)
+            }
+        }
+    }
+
+    /// After a failed attempt: put the rows back in order, count the failure on the breaker (an
+    /// opening breaker sends everything owed to Pub/Sub to MQTT too), draw the backoff.
+    fn on_failure(&mut self, lane: &Lane, batch_len: usize, in_flight: &[u64], outcome: Outcome, now: Instant) -> Next {
+        lane.metrics().failed(Transport::PubSub, batch_len as u64);
+        lane.metrics().retry(Transport::PubSub);
+        let opened = match &outcome {
+            Outcome::ConfigError { .. } => self.breaker.trip(now),
+            _ => self.breaker.failure(now),
+        };
+        let delay = match &outcome {
+            Outcome::Retry { retry_after, .. } => self.backoff.next_delay_with(*retry_after),
+            // Misconfiguration will not heal by itself quickly: wait the longest.
+            Outcome::ConfigError { .. } => self.backoff.next_delay_with(Some(Duration::MAX)),
+            _ => self.backoff.next_delay(),
+        };
+        lane.release_or_hand_over(in_flight);
+        let why = match &outcome {
+            Outcome::Retry { why, .. } | Outcome::ConfigError { why } | Outcome::BadRequest { why } => why.clone(),
+            Outcome::Unauthorized => "HTTP 401".into(),
+            Outcome::Delivered => String::new(),
+        };
+        if opened {
+            lane.metrics().set_circuit_open(Transport::PubSub, true);
+            lane.metrics().circuit_opened(Transport::PubSub);
+            lane.event(log::Level::Warn, || format!("circuit open after a failed publish of {batch_len} ({why})"));
+            lane.fall_back_all();
+            return Next::Opened;
+        }
+        lane.event(log::Level::Warn, || format!("publish of {batch_len} failed ({why}); retrying in {} ms", delay.as_millis()));
+        Next::Wait { delay, refresh_token: outcome == Outcome::Unauthorized }
+    }
+}
+
+/// The Pub/Sub task: wait for a batch, publish it, let the [`Machine`] decide what follows.
+pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receiver<bool>) {
+    let mut machine = Machine::default();
+    let (max_count, max_bytes) = (rest.settings.max_count, rest.settings.max_bytes);
+    while wait_for_batch(&lane, &rest.settings, &mut shutdown).await {
         // An open breaker sends nothing until its period ends; then one batch is the probe.
-        if let BreakerState::Open(until) = breaker.state(Instant::now()) {
-            fall_back_all(&shared);
+        if let BreakerState::Open(until) = machine.breaker(Instant::now()) {
+            lane.fall_back_all();
             if !sleep_or_shutdown(until.saturating_duration_since(Instant::now()), &mut shutdown).await {
                 break;
             }
             continue;
         }
-        let rows = shared.lock().outbox.take(Transport::PubSub, max_count, max_bytes, cost);
         // Batches split after a 400 are sent in order, oldest first.
-        let mut work: Vec<Vec<Row>> = vec![rows];
+        let mut work: Vec<Vec<Row>> = vec![lane.take(max_count, max_bytes, cost)];
         while let Some(batch) = work.pop() {
             if batch.is_empty() {
                 continue;
             }
             // Halves of a split batch: stop if the SDK closes or the config stops owing Pub/Sub.
-            if *shutdown.borrow() || !shared.active().decision.pubsub_enabled {
+            if *shutdown.borrow() || !lane.owed_by_config() {
                 let seqs: Vec<u64> = batch.iter().chain(work.iter().flatten()).map(|r| r.seq).collect();
                 work.clear();
-                release_in_flight(&shared, &seqs);
+                lane.release_or_hand_over(&seqs);
                 break;
             }
-            let outcome = publish(&shared, &http, &url, &mut tokens, &batch).await;
-            match outcome {
-                Outcome::Delivered => {
-                    backoff.reset();
-                    if breaker.success() {
-                        shared.metrics.set_circuit_open(Transport::PubSub, false);
-                        shared.event(log::Level::Info, "pubsub", || "circuit closed: the probe was delivered".into());
+            let outcome = rest.publish(&lane, &batch).await;
+            match machine.on_answer(&lane, batch, &mut work, outcome, Instant::now()) {
+                Next::Continue => {}
+                Next::Wait { delay, refresh_token } => {
+                    if refresh_token {
+                        rest.tokens.invalidate();
                     }
-                    let acked: Vec<(u64, Instant)> = batch.iter().map(|r| (r.seq, r.accepted_at)).collect();
-                    shared.ack(Transport::PubSub, &acked);
-                }
-                Outcome::BadRequest { why } if batch.len() > 1 => {
-                    shared.event(log::Level::Warn, "pubsub", || format!("refused a batch of {} ({why}); splitting it", batch.len()));
-                    let mut first = batch;
-                    let second = first.split_off(first.len() / 2);
-                    work.push(second);
-                    work.push(first);
-                }
-                Outcome::BadRequest { why } => {
-                    let row = &batch[0];
-                    shared.event(log::Level::Error, "pubsub", || format!("refused event {} as invalid ({why}); dead-lettered", row.event_id));
-                    fall_back(&shared, &batch);
-                    shared.metrics.dead_letter();
-                    shared.metrics.failed(Transport::PubSub, 1);
-                    let mut st = shared.lock();
-                    let done = st.outbox.dead_letter(Transport::PubSub, row.seq, why);
-                    shared.completed(st, &done);
-                }
-                failure => {
-                    let mut rest: Vec<u64> = batch.iter().map(|r| r.seq).collect();
-                    rest.extend(work.drain(..).flatten().map(|r| r.seq));
-                    fail(&shared, &batch, &rest, failure, &mut tokens, &mut backoff, &mut breaker, &mut shutdown).await;
+                    sleep_or_shutdown(delay, &mut shutdown).await;
                     break;
                 }
+                // The run loop waits out the open period.
+                Next::Opened => break,
             }
         }
     }
 }
 
-/// After a failed attempt: put the rows back in order, count the failure on the breaker (an
-/// opening breaker sends everything owed to Pub/Sub to MQTT too), back off.
-#[allow(clippy::too_many_arguments)]
-async fn fail(
-    shared: &Shared,
-    batch: &[Row],
-    all_in_flight: &[u64],
-    outcome: Outcome,
-    tokens: &mut TokenCache,
-    backoff: &mut Backoff,
-    breaker: &mut Breaker,
-    shutdown: &mut watch::Receiver<bool>,
-) {
-    shared.metrics.failed(Transport::PubSub, batch.len() as u64);
-    shared.metrics.retry(Transport::PubSub);
-    let now = Instant::now();
-    let opened = match &outcome {
-        Outcome::ConfigError { .. } => breaker.trip(now),
-        _ => breaker.failure(now),
-    };
-    let delay = match &outcome {
-        Outcome::Unauthorized => {
-            tokens.invalidate();
-            backoff.next_delay()
+/// The Pub/Sub REST client of one publisher: HTTP client, settings and token cache.
+pub(crate) struct Rest {
+    /// The publish settings.
+    pub settings: Settings,
+    http: reqwest::Client,
+    /// The app's tokens, cached.
+    pub tokens: TokenCache,
+}
+
+impl Rest {
+    /// A client for `settings` over `http`, authorised by `tokens`.
+    pub fn new(settings: Settings, http: reqwest::Client, tokens: TokenCache) -> Self {
+        Rest { settings, http, tokens }
+    }
+
+    /// One publish request; its answer classified.
+    pub async fn publish(&mut self, lane: &Lane, batch: &[Row]) -> Outcome {
+        let bearer = match self.tokens.bearer().await {
+            Ok(b) => b,
+            Err(e) => return Outcome::Retry { why: e.to_string(), retry_after: None },
+        };
+        let body = request_body(&self.settings, batch);
+        let len = body.len() as u64;
+        let mut req = self.http.post(&self.settings.url).header("content-type", "application/json").body(body);
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
         }
-        Outcome::Retry { retry_after, .. } => backoff.next_delay_with(*retry_after),
-        Outcome::ConfigError { .. } => {
-            // Misconfiguration will not heal by itself quickly: wait the longest.
-            backoff.next_delay_with(Some(Duration::MAX))
-        }
-        _ => backoff.next_delay(),
-    };
-    release_in_flight(shared, all_in_flight);
-    let why = match &outcome {
-        Outcome::Retry { why, .. } | Outcome::ConfigError { why } | Outcome::BadRequest { why } => why.clone(),
-        Outcome::Unauthorized => "HTTP 401".into(),
-        Outcome::Delivered => String::new(),
-    };
-    if opened {
-        shared.metrics.set_circuit_open(Transport::PubSub, true);
-        shared.metrics.circuit_opened(Transport::PubSub);
-        shared.event(log::Level::Warn, "pubsub", || format!("circuit open after a failed publish of {} ({why})", batch.len()));
-        fall_back_all(shared);
-        // The run loop waits out the open period.
-        return;
-    }
-    shared.event(log::Level::Warn, "pubsub", || format!("publish of {} failed ({why}); retrying in {} ms", batch.len(), delay.as_millis()));
-    sleep_or_shutdown(delay, shutdown).await;
-}
-
-/// Pub/Sub cannot deliver (its breaker is open): everything owed to it also goes to MQTT,
-/// when the config allows; it stays owed to Pub/Sub.
-fn fall_back_all(shared: &Shared) {
-    let seqs = shared.lock().outbox.owed_seqs(Transport::PubSub);
-    fall_back_seqs(shared, &seqs);
-}
-
-/// Puts in-flight rows back in the Pub/Sub queue; if the config stopped owing Pub/Sub while they
-/// were in flight, hands them to MQTT instead.
-fn release_in_flight(shared: &Shared, seqs: &[u64]) {
-    let mut st = shared.lock();
-    st.outbox.release(Transport::PubSub, seqs);
-    if !st.active.decision.pubsub_enabled {
-        let done = st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt);
-        shared.completed(st, &done);
-        shared.wake(Transport::Mqtt);
+        lane.metrics().http_request();
+        lane.metrics().bytes_sent(Transport::PubSub, len);
+        answer(req.send().await, batch.len()).await
     }
 }
 
-/// Sends `batch` to MQTT too when the config says so; counts each newly owed location.
-fn fall_back(shared: &Shared, batch: &[Row]) {
-    let seqs: Vec<u64> = batch.iter().map(|r| r.seq).collect();
-    fall_back_seqs(shared, &seqs);
-}
-
-fn fall_back_seqs(shared: &Shared, seqs: &[u64]) {
-    let newly = {
-        let mut st = shared.lock();
-        if !st.active.decision.fallback_to_mqtt {
-            return;
-        }
-        st.outbox.also_owe(Transport::Mqtt, seqs)
-    };
-    if newly > 0 {
-        shared.metrics.fallback(newly);
-        shared.wake(Transport::Mqtt);
-        shared.event(log::Level::Info, "fallback", || format!("{newly} location(s) also sent to mqtt"));
-    }
-}
-
-/// One publish request.
-async fn publish(shared: &Shared, http: &reqwest::Client, url: &str, tokens: &mut TokenCache, batch: &[Row]) -> Outcome {
-    let bearer = match tokens.bearer().await {
-        Ok(b) => b,
-        Err(why) => return Outcome::Retry { why, retry_after: None },
-    };
-    let body = request_body(&shared.settings, batch);
-    let len = body.len() as u64;
-    let mut req = http.post(url).header("content-type", "application/json").body(body);
-    if let Some(token) = bearer {
-        req = req.bearer_auth(token);
-    }
-    shared.metrics.http_request();
-    shared.metrics.bytes_sent(Transport::PubSub, len);
-    let resp = match req.send().await {
+/// Classifies the answer to a request of `expected` messages.
+async fn answer(sent: Result<reqwest::Response, reqwest::Error>, expected: usize) -> Outcome {
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => return Outcome::Retry { why: format!("transport error: {}", without_url(&e)), retry_after: None },
     };
@@ -304,26 +324,11 @@ async fn publish(shared: &Shared, http: &reqwest::Client, url: &str, tokens: &mu
     };
     match classify(status, &text, retry_after) {
         Outcome::Delivered => match message_ids(&text) {
-            Some(n) if n == batch.len() => Outcome::Delivered,
-            other => Outcome::Retry { why: format!("expected {} messageIds, got {other:?}", batch.len()), retry_after: None },
+            Some(n) if n == expected => Outcome::Delivered,
+            other => Outcome::Retry { why: format!("expected {expected} messageIds, got {other:?}"), retry_after: None },
         },
         other => other,
     }
-}
-
-/// A reqwest error's text with its causes, the URL replaced by `<endpoint>`.
-pub(crate) fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(u) = e.url() {
-        s = s.replace(u.as_str(), "<endpoint>");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 fn message_ids(body: &str) -> Option<usize> {
@@ -337,40 +342,31 @@ fn message_ids(body: &str) -> Option<usize> {
 
 /// Waits until a batch should go: the count or byte limit is reached, the oldest pending
 /// location has waited `maxBatchLatencyMs`, or a flush asks for it. False on shutdown.
-async fn wait_for_batch(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -> bool {
-    let p = &shared.settings.pubsub;
-    let max_latency = Duration::from_millis(p.max_batch_latency_ms);
+async fn wait_for_batch(lane: &Lane, settings: &Settings, shutdown: &mut watch::Receiver<bool>) -> bool {
     loop {
         if *shutdown.borrow() {
             return false;
         }
-        let deadline = {
-            let st = shared.lock();
-            let n = st.outbox.pending_count(Transport::PubSub);
-            let flushing = st.outbox.oldest_pending_seq(Transport::PubSub).is_some_and(|s| s <= shared.flush_target.load(Ordering::SeqCst));
-            if n == 0 {
-                None
-            } else if n >= p.max_batch_messages as usize
-                || flushing
-                || st.outbox.pending_cost(Transport::PubSub, p.max_batch_messages as usize, cost) >= p.max_batch_bytes as usize
-            {
-                return true;
-            } else {
-                st.outbox.oldest_pending(Transport::PubSub).map(|t| t.checked_add(max_latency).unwrap_or(t))
-            }
+        let b = lane.batch_status(settings.max_count, cost);
+        let deadline = if b.pending == 0 {
+            None
+        } else if b.pending >= settings.max_count || b.flushing || b.cost >= settings.max_bytes {
+            return true;
+        } else {
+            b.oldest.map(|t| t.checked_add(settings.max_latency).unwrap_or(t))
         };
         match deadline {
             Some(at) if at <= Instant::now() => return true,
             Some(at) => {
                 tokio::select! {
                     _ = tokio::time::sleep_until(at.into()) => {}
-                    _ = shared.wake_pubsub.notified() => {}
+                    _ = lane.work_arrives() => {}
                     _ = shutdown.changed() => {}
                 }
             }
             None => {
                 tokio::select! {
-                    _ = shared.wake_pubsub.notified() => {}
+                    _ = lane.work_arrives() => {}
                     _ = shutdown.changed() => {}
                 }
             }
@@ -381,9 +377,43 @@ async fn wait_for_batch(shared: &Shared, shutdown: &mut watch::Receiver<bool>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::test_support::{hub, queue};
+    use crate::hub::Hub;
+    use crate::MigrationConfig;
+    use std::sync::Arc;
+
+    /// Pub/Sub only (MQTT off), fallback allowed.
+    fn pubsub_only() -> (Arc<Hub>, Lane) {
+        let h = hub(MigrationConfig { version: 1, mqtt_enabled: false, pubsub_enabled: true, pubsub_percentage: 100.0, ..MigrationConfig::default() });
+        let lane = Lane::new(h.clone(), Transport::PubSub);
+        (h, lane)
+    }
+
+    fn retry(retry_after: Option<Duration>) -> Outcome {
+        Outcome::Retry { why: "HTTP 503: ".into(), retry_after }
+    }
+
+    /// Sends everything pending the way [`run`] does, answering each request with `answer`;
+    /// returns the sizes of the requests made and how it ended.
+    fn drive(m: &mut Machine, lane: &Lane, answer: impl Fn(&[Row]) -> Outcome) -> (Vec<usize>, Next) {
+        let mut requests = Vec::new();
+        let mut work = vec![lane.take(1000, usize::MAX, cost)];
+        while let Some(batch) = work.pop() {
+            if batch.is_empty() {
+                continue;
+            }
+            requests.push(batch.len());
+            let outcome = answer(&batch);
+            match m.on_answer(lane, batch, &mut work, outcome, Instant::now()) {
+                Next::Continue => {}
+                other => return (requests, other),
+            }
+        }
+        (requests, Next::Continue)
+    }
 
     #[test]
-    fn statuses_are_classified_as_the_guide_says() {
+    fn statuses_are_classified_as_the_contract_says() {
         for s in [409, 429, 499, 500, 502, 503, 504] {
             assert!(matches!(classify(s, "", None), Outcome::Retry { .. }), "{s}");
         }
@@ -394,5 +424,135 @@ mod tests {
         assert_eq!(classify(200, "", None), Outcome::Delivered);
         let ra = Some(Duration::from_secs(3));
         assert_eq!(classify(429, "", ra), Outcome::Retry { why: "HTTP 429: ".into(), retry_after: ra });
+    }
+
+    #[test]
+    fn success_acknowledges_the_whole_batch() {
+        let (h, lane) = pubsub_only();
+        queue(&h, 10, false, true);
+        let mut m = Machine::default();
+        assert_eq!(drive(&mut m, &lane, |_| Outcome::Delivered), (vec![10], Next::Continue));
+        assert!(h.lock().outbox.is_empty());
+        assert_eq!(h.metrics.snapshot(&Default::default()).pubsub.published, 10);
+    }
+
+    #[test]
+    fn a_400_splits_the_batch_down_to_one_dead_letter() {
+        let (h, lane) = pubsub_only();
+        queue(&h, 8, false, true);
+        let mut m = Machine::default();
+        let poisoned = 6;
+        let (requests, next) = drive(&mut m, &lane, |b| {
+            if b.iter().any(|r| r.seq == poisoned) {
+                Outcome::BadRequest { why: "HTTP 400: invalid".into() }
+            } else {
+                Outcome::Delivered
+            }
+        });
+        assert_eq!(next, Next::Continue);
+        // 1–4 ok; 5–8 split: 5–6 split: 5 ok, 6 dead-lettered; then 7–8 ok (oldest first throughout).
+        assert_eq!(requests, vec![8, 4, 4, 2, 1, 1, 2], "halves, oldest first, down to the one bad message");
+        let st = h.lock();
+        assert_eq!(st.outbox.dead_letters().len(), 1);
+        assert_eq!(st.outbox.dead_letters()[0].event_id, format!("e{poisoned}"));
+        assert_eq!(st.outbox.depth(Transport::PubSub), 0, "the seven good ones were delivered");
+        assert_eq!(st.outbox.depth(Transport::Mqtt), 1, "the dead letter also went to MQTT (fallback)");
+        drop(st);
+        let snap = h.metrics.snapshot(&Default::default());
+        assert_eq!((snap.dead_letter, snap.pubsub.published, snap.fallback), (1, 7, 1));
+    }
+
+    #[test]
+    fn a_401_asks_for_a_new_token_and_puts_the_rows_back() {
+        let (h, lane) = pubsub_only();
+        queue(&h, 3, false, true);
+        let mut m = Machine::default();
+        let (_, next) = drive(&mut m, &lane, |_| Outcome::Unauthorized);
+        assert!(matches!(next, Next::Wait { refresh_token: true, delay } if delay <= Duration::from_millis(100)), "{next:?}");
+        assert_eq!(h.lock().outbox.pending_count(Transport::PubSub), 3, "back in the queue");
+        assert_eq!(h.lock().outbox.oldest_pending_seq(Transport::PubSub), Some(1), "in order");
+    }
+
+    #[test]
+    fn a_429_waits_as_long_as_retry_after_says() {
+        let (h, lane) = pubsub_only();
+        queue(&h, 2, false, true);
+        let mut m = Machine::default();
+        let (_, next) = drive(&mut m, &lane, |_| retry(Some(Duration::from_secs(5))));
+        assert_eq!(next, Next::Wait { delay: Duration::from_secs(5), refresh_token: false });
+        let (_, next) = drive(&mut m, &lane, |_| retry(Some(Duration::from_secs(3600))));
+        assert_eq!(next, Next::Wait { delay: Duration::from_secs(60), refresh_token: false }, "never past the cap");
+        assert_eq!(h.metrics.snapshot(&Default::default()).pubsub.retries, 2);
+    }
+
+    #[test]
+    fn the_breaker_opens_after_five_failures_and_everything_owed_falls_back() {
+        let (h, lane) = pubsub_only();
+        queue(&h, 4, false, true);
+        let mut m = Machine::default();
+        for attempt in 1..=4 {
+            let (_, next) = drive(&mut m, &lane, |_| retry(None));
+            assert!(matches!(next, Next::Wait { .. }), "attempt {attempt}: {next:?}");
+            assert_eq!(h.lock().outbox.depth(Transport::Mqtt), 0, "no fallback before the breaker opens");
+        }
+        let (_, next) = drive(&mut m, &lane, |_| retry(None));
+        assert_eq!(next, Next::Opened);
+        assert!(matches!(m.breaker(Instant::now()), BreakerState::Open(_)));
+        assert!(h.metrics.circuit_open(Transport::PubSub));
+        let st = h.lock();
+        assert_eq!((st.outbox.depth(Transport::Mqtt), st.outbox.depth(Transport::PubSub)), (4, 4), "MQTT owes them too; Pub/Sub still does");
+        drop(st);
+        assert_eq!(h.metrics.snapshot(&Default::default()).fallback, 4);
+    }
+
+    #[test]
+    fn a_403_opens_the_breaker_at_once() {
+        let (h, lane) = pubsub_only();
+        queue(&h, 2, false, true);
+        let mut m = Machine::default();
+        let (_, next) = drive(&mut m, &lane, |_| Outcome::ConfigError { why: "HTTP 403: denied".into() });
+        assert_eq!(next, Next::Opened);
+        assert_eq!(h.lock().outbox.depth(Transport::Mqtt), 2);
+    }
+
+    #[test]
+    fn a_good_probe_closes_the_breaker() {
+        let (h, lane) = pubsub_only();
+        queue(&h, 2, false, true);
+        let mut m = Machine::default();
+        drive(&mut m, &lane, |_| Outcome::ConfigError { why: "HTTP 404".into() });
+        assert!(h.metrics.circuit_open(Transport::PubSub));
+        drive(&mut m, &lane, |_| Outcome::Delivered);
+        assert!(!h.metrics.circuit_open(Transport::PubSub));
+        assert_eq!(m.breaker(Instant::now()), BreakerState::Closed);
+    }
+
+    #[test]
+    fn without_fallback_an_open_breaker_leaves_mqtt_alone() {
+        let h = hub(MigrationConfig { version: 1, mqtt_enabled: false, pubsub_enabled: true, pubsub_percentage: 100.0, fallback_to_mqtt: false, ..MigrationConfig::default() });
+        let lane = Lane::new(h.clone(), Transport::PubSub);
+        queue(&h, 2, false, true);
+        let mut m = Machine::default();
+        assert_eq!(drive(&mut m, &lane, |_| Outcome::ConfigError { why: "HTTP 403".into() }).1, Next::Opened);
+        assert_eq!(h.lock().outbox.depth(Transport::Mqtt), 0);
+        assert_eq!(h.lock().outbox.depth(Transport::PubSub), 2, "still owed to Pub/Sub");
+    }
+
+    #[test]
+    fn rows_in_flight_when_the_config_stops_pubsub_go_to_mqtt() {
+        let (h, lane) = pubsub_only();
+        queue(&h, 3, false, true);
+        let batch = lane.take(10, usize::MAX, cost);
+        {
+            let mut st = h.lock();
+            let config = MigrationConfig { emergency_mode: true, ..MigrationConfig::default() };
+            let decision = crate::rollout::decide(&config, "d-1", None);
+            st.active = Arc::new(crate::hub::Active { config, decision, source: crate::remote::ConfigSource::App, applied_at_ms: 0 });
+        }
+        assert!(!lane.owed_by_config());
+        lane.release_or_hand_over(&batch.iter().map(|r| r.seq).collect::<Vec<_>>());
+        let st = h.lock();
+        assert_eq!((st.outbox.depth(Transport::PubSub), st.outbox.depth(Transport::Mqtt)), (0, 3));
+        assert_eq!(st.outbox.owed_seqs(Transport::Mqtt), vec![1, 2, 3]);
     }
 }

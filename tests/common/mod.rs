@@ -1,12 +1,12 @@
 //! Shared helpers of the integration tests: configs, locations, and the test bed.
 #![allow(dead_code, unused_imports)]
 
-use dualpub::{Location, MigrationConfig, MqttSettings, PubSubSettings, SdkConfig};
+use dualpub::{DualPublisher, Location, MigrationConfig, SdkConfig, TokenProvider};
 pub use dualpub_testbed::broker::EmbeddedBroker;
 pub use dualpub_testbed::subscribers::{self, Collected, Subscriber};
 pub use dualpub_testbed::{EmulatorHandle, EmulatorOptions, FaultPlan};
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub const PROJECT: &str = "test-project";
@@ -54,37 +54,74 @@ pub fn rollout(percentage: f64) -> MigrationConfig {
 
 /// An SDK config for the local test bed.
 pub fn config(device_id: &str, mqtt_url: &str, endpoint: &str, migration: MigrationConfig) -> SdkConfig {
-    SdkConfig {
-        device_id: device_id.into(),
-        company_id: Some("c-9".into()),
-        mqtt: MqttSettings {
-            broker_url: mqtt_url.into(),
-            client_id: None,
-            username: None,
-            password: None,
-            keep_alive_secs: 30,
-            idle_disconnect_secs: 30,
-            topic_template: dualpub::wire::DEFAULT_TOPIC_TEMPLATE.into(),
-            ca_certificates_pem: None,
-        },
-        pubsub: PubSubSettings {
-            endpoint: endpoint.into(),
-            project: PROJECT.into(),
-            topic: TOPIC.into(),
-            ordering_enabled: true,
-            max_batch_messages: 100,
-            max_batch_bytes: 1_000_000,
-            max_batch_latency_ms: 50,
-            ca_certificates_pem: None,
-        },
-        data_dir: std::env::temp_dir().join(format!("dualpub-test-{device_id}")).to_string_lossy().into_owned(),
-        migration: Some(migration),
-        allow_insecure: true,
-        max_outbox_rows: 100_000,
-        max_outbox_age_hours: 168,
-        max_storage_bytes: None,
-        remote_config_url: None,
-        config_fetch_interval_secs: dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
+    SdkConfig::builder(device_id, mqtt_url, PROJECT, std::env::temp_dir().join(format!("dualpub-test-{device_id}")).to_string_lossy())
+        .company_id("c-9")
+        .pubsub_endpoint(endpoint)
+        .pubsub_topic(TOPIC)
+        .pubsub_batch(100, 1_000_000, 50)
+        .mqtt_keep_alive_secs(30)
+        .migration(migration)
+        .allow_insecure(true)
+        .into_unchecked()
+}
+
+/// A test device on the local test bed: `TestDevice::new(&id, &emu).rollout(100.0).start()`.
+/// Defaults: the embedded broker, company `c-9`, Pub/Sub at 0 %, batches of 100 within 50 ms,
+/// a data directory of its own under the temp dir, no token provider.
+pub struct TestDevice {
+    config: SdkConfig,
+    tokens: Option<Arc<dyn TokenProvider>>,
+}
+
+impl TestDevice {
+    /// Device `id` (used as given) publishing to the embedded broker and `emu`.
+    pub fn new(id: &str, emu: &EmulatorHandle) -> Self {
+        TestDevice { config: config(id, &broker().url(), &emu.url(), rollout(0.0)), tokens: None }
+    }
+
+    /// Pub/Sub at `percentage` (config version 1).
+    pub fn rollout(self, percentage: f64) -> Self {
+        self.migration(rollout(percentage))
+    }
+
+    /// This migration config at start-up.
+    pub fn migration(mut self, m: MigrationConfig) -> Self {
+        self.config.migration = Some(m);
+        self
+    }
+
+    /// Another MQTT broker URL.
+    pub fn mqtt(mut self, url: &str) -> Self {
+        self.config.mqtt.broker_url = url.into();
+        self
+    }
+
+    /// A token provider for Pub/Sub.
+    pub fn tokens(mut self, tokens: Arc<dyn TokenProvider>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Any other setting.
+    pub fn with(mut self, change: impl FnOnce(&mut SdkConfig)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// The config, to start a publisher some other way.
+    pub fn config(self) -> SdkConfig {
+        self.config
+    }
+
+    /// Starts the publisher (`DualPublisher`, as an app would).
+    pub fn try_start(self) -> Result<Arc<DualPublisher>, dualpub::DualPubError> {
+        DualPublisher::new(self.config, self.tokens)
+    }
+
+    /// Starts the publisher; panics (the test fails) if it refuses.
+    pub fn start(self) -> Arc<DualPublisher> {
+        let id = self.config.device_id.clone();
+        self.try_start().unwrap_or_else(|e| panic!("publisher for {id} refused to start: {e}"))
     }
 }
 

@@ -1,0 +1,132 @@
+//! What a publisher finds when it starts: the outbox database opened (a corrupt file moved
+//! aside), the rows still owed and the dead letters, the last known good migration config (which
+//! wins over the one compiled into the app, so a rollback reaches a phone that starts offline),
+//! and the config fetcher's saved state. Everything worth telling is returned as [`Note`]s, for
+//! the publisher to log through its funnel once it exists.
+
+use crate::clock::Clock;
+use crate::config::{MigrationConfig, SdkConfig};
+use crate::error::Error;
+use crate::fetch::{FetchState, Fetcher};
+use crate::hub::Active;
+use crate::outbox::Outbox;
+use crate::remote::ConfigSource;
+use crate::rollout::decide;
+use crate::store::{Msg, Store};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+/// Something to log once the publisher's funnel exists: level, kind, message.
+pub(crate) type Note = (log::Level, &'static str, String);
+
+/// The restored state of a publisher.
+pub(crate) struct Restored {
+    /// The database, for the store thread.
+    pub db: Store,
+    /// The store thread's channel: the outbox sends on `store_tx`, the thread reads `store_rx`.
+    pub store_tx: Sender<Msg>,
+    /// See `store_tx`.
+    pub store_rx: Receiver<Msg>,
+    /// The outbox with the rows still owed and the dead letters.
+    pub outbox: Outbox,
+    /// The highest sequence number stored.
+    pub max_seq: u64,
+    /// Locations found still owed.
+    pub recovered: u64,
+    /// A corrupt database was moved aside.
+    pub reset: bool,
+    /// The config in force and the decision it gives this device.
+    pub active: Active,
+    /// The config fetcher, resuming its saved state.
+    pub fetcher: Fetcher,
+    /// What to log.
+    pub notes: Vec<Note>,
+}
+
+/// Opens and reads the data directory of `config` (validated already).
+pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn Clock>) -> Result<Restored, Error> {
+    let mut notes: Vec<Note> = Vec::new();
+    let (db, report) = Store::open(std::path::Path::new(&config.data_dir), config.max_storage_bytes)?;
+    if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
+        notes.push((log::Level::Error, "storage", format!("the outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display())));
+    }
+    if let Some(v) = report.newer_schema {
+        notes.push((log::Level::Warn, "storage", format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::store::SCHEMA_VERSION)));
+    }
+    let rows = db.load_rows()?;
+    let dead_letters = db.load_dead_letters()?;
+    let max_seq = db.max_seq()?;
+    let persisted = match db.load_config()? {
+        Some(stored) => match MigrationConfig::from_json(&stored.json) {
+            Ok(c) => Some((c, stored.applied_at_ms)),
+            Err(e) => {
+                notes.push((log::Level::Error, "config", format!("ignores its persisted config ({e})")));
+                None
+            }
+        },
+        None => None,
+    };
+    let fetcher = fetcher(config, &db, persisted.is_some(), http, clock, &mut notes)?;
+    let (migration, source, applied_at_ms) = match (persisted, &config.migration) {
+        (Some((c, at)), _) => (c, ConfigSource::Persisted, at),
+        (None, Some(c)) => (c.clone(), ConfigSource::App, crate::clock::now_ms()),
+        (None, None) => (MigrationConfig::default(), ConfigSource::Defaults, crate::clock::now_ms()),
+    };
+    let decision = decide(&migration, &config.device_id, config.company_id.as_deref());
+    notes.push((
+        log::Level::Info,
+        "config",
+        format!(
+            "starting for device bucket {} (config v{} from {}): mqtt={} pubsub={} reason={}",
+            decision.bucket,
+            decision.config_version,
+            source.as_str(),
+            decision.mqtt_enabled,
+            decision.pubsub_enabled,
+            decision.reason.as_str()
+        ),
+    ));
+    let (store_tx, store_rx) = std::sync::mpsc::channel();
+    let mut outbox = Outbox::with_sink(store_tx.clone());
+    let recovered = rows.len() as u64;
+    outbox.restore(rows, dead_letters);
+    if recovered > 0 {
+        notes.push((log::Level::Info, "storage", format!("resumes {recovered} location(s) from the outbox")));
+    }
+    Ok(Restored {
+        db,
+        store_tx,
+        store_rx,
+        outbox,
+        max_seq,
+        recovered,
+        reset: report.moved_aside.is_some(),
+        active: Active { config: migration, decision, source, applied_at_ms },
+        fetcher,
+        notes,
+    })
+}
+
+/// The config fetcher, resuming the saved state unless it is unreadable or belongs to another URL.
+fn fetcher(config: &SdkConfig, db: &Store, have_config: bool, http: reqwest::Client, clock: Arc<dyn Clock>, notes: &mut Vec<Note>) -> Result<Fetcher, Error> {
+    let mut state: FetchState = match db.load_fetch_state()? {
+        Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
+            notes.push((log::Level::Error, "config_fetch", format!("ignores its saved config-fetch state ({e})")));
+            FetchState::default()
+        }),
+        None => FetchState::default(),
+    };
+    if !have_config {
+        // A 304 must not confirm a document this device no longer has.
+        state.etag = None;
+    }
+    let url = match &config.remote_config_url {
+        Some(u) => Some(crate::config::https_url("remoteConfigUrl", u, config.allow_insecure)?),
+        None => None,
+    };
+    let (fetcher, afresh) = Fetcher::new(url, config.config_fetch_interval_secs, http, clock, state);
+    if afresh {
+        notes.push((log::Level::Info, "config_fetch", "remoteConfigUrl changed: the fetch state starts afresh".into()));
+    }
+    Ok(fetcher)
+}

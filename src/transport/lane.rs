@@ -1,0 +1,144 @@
+//! A transport's narrow view of the outbox: take up to a window, acknowledge, put back, fall
+//! back to MQTT, dead-letter, wait for work, and its own counters. The transport tasks see
+//! nothing else of the publisher.
+
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::outbox::{Row, Transport};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the Pub/Sub task needs to know to decide whether a batch should go now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BatchStatus {
+    /// Rows pending (not in flight).
+    pub pending: usize,
+    /// The oldest pending row was accepted before a `flush` that is waiting.
+    pub flushing: bool,
+    /// The cost of the next batch (at most `max_count` rows).
+    pub cost: usize,
+    /// When the oldest pending row was accepted.
+    pub oldest: Option<Instant>,
+}
+
+/// One transport's handle on the outbox.
+#[derive(Clone)]
+pub(crate) struct Lane {
+    t: Transport,
+    hub: Arc<Hub>,
+}
+
+impl Lane {
+    /// The lane of transport `t`.
+    pub fn new(hub: Arc<Hub>, t: Transport) -> Self {
+        Lane { t, hub }
+    }
+
+    /// This lane's counters (and the shared ones it reports to).
+    pub fn metrics(&self) -> &Metrics {
+        &self.hub.metrics
+    }
+
+    /// Logs an event through the publisher's funnel.
+    pub fn event(&self, level: log::Level, message: impl FnOnce() -> String) {
+        self.hub.event(level, self.t.as_str(), message);
+    }
+
+    /// Resolves when there may be new work (or a config change) for this transport.
+    pub async fn work_arrives(&self) {
+        self.hub.woken(self.t).await;
+    }
+
+    /// Rows still owed to this transport (pending or in flight).
+    pub fn depth(&self) -> usize {
+        self.hub.lock().outbox.depth(self.t)
+    }
+
+    /// Takes the oldest pending rows (at most `max_count`, at most `max_bytes` by `cost`, at
+    /// least one) and marks them in flight.
+    pub fn take(&self, max_count: usize, max_bytes: usize, cost: impl Fn(&Row) -> usize) -> Vec<Row> {
+        self.hub.lock().outbox.take(self.t, max_count, max_bytes, cost)
+    }
+
+    /// Acknowledges rows, with their acceptance times for the latency histogram.
+    pub fn ack(&self, acked: &[(u64, Instant)]) {
+        self.hub.ack(self.t, acked);
+    }
+
+    /// Puts in-flight rows back in the queue, in acceptance order.
+    pub fn release(&self, seqs: &[u64]) {
+        if !seqs.is_empty() {
+            self.hub.lock().outbox.release(self.t, seqs);
+        }
+    }
+
+    /// As [`Lane::release`]; and if the config stopped owing this transport while they were in
+    /// flight, MQTT takes over whatever would otherwise be owed to nobody.
+    pub fn release_or_hand_over(&self, seqs: &[u64]) {
+        let mut st = self.hub.lock();
+        st.outbox.release(self.t, seqs);
+        if !self.owed_by(&st.active.decision) {
+            let done = st.outbox.stop_owing(self.t, Transport::Mqtt);
+            self.hub.completed(st, &done);
+            self.hub.wake(Transport::Mqtt);
+        }
+    }
+
+    fn owed_by(&self, d: &crate::rollout::RolloutDecision) -> bool {
+        match self.t {
+            Transport::Mqtt => true,
+            Transport::PubSub => d.pubsub_enabled,
+        }
+    }
+
+    /// Whether the decision in force still sends new work to this transport.
+    pub fn owed_by_config(&self) -> bool {
+        self.owed_by(&self.hub.lock().active.decision)
+    }
+
+    /// Makes MQTT owe `seqs` too, when the config allows fallback; they stay owed here. Returns
+    /// how many were newly owed to MQTT (counted as fallbacks and logged).
+    pub fn fall_back(&self, seqs: &[u64]) -> u64 {
+        let newly = {
+            let mut st = self.hub.lock();
+            if !st.active.decision.fallback_to_mqtt {
+                return 0;
+            }
+            st.outbox.also_owe(Transport::Mqtt, seqs)
+        };
+        if newly > 0 {
+            self.hub.metrics.fallback(newly);
+            self.hub.wake(Transport::Mqtt);
+            self.hub.event(log::Level::Info, "fallback", || format!("{newly} location(s) also sent to mqtt"));
+        }
+        newly
+    }
+
+    /// [`Lane::fall_back`] for everything this transport owes.
+    pub fn fall_back_all(&self) -> u64 {
+        let seqs = self.hub.lock().outbox.owed_seqs(self.t);
+        self.fall_back(&seqs)
+    }
+
+    /// Moves one in-flight row to the dead-letter list (kept, counted, exportable).
+    pub fn dead_letter(&self, seq: u64, why: String) {
+        self.hub.metrics.dead_letter();
+        self.hub.metrics.failed(self.t, 1);
+        let mut st = self.hub.lock();
+        let done = st.outbox.dead_letter(self.t, seq, why);
+        self.hub.completed(st, &done);
+    }
+
+    /// Where the pending rows stand, for batching.
+    pub fn batch_status(&self, max_count: usize, cost: impl Fn(&Row) -> usize) -> BatchStatus {
+        let st = self.hub.lock();
+        let flush_target = self.hub.flush_target.load(Ordering::SeqCst);
+        BatchStatus {
+            pending: st.outbox.pending_count(self.t),
+            flushing: st.outbox.oldest_pending_seq(self.t).is_some_and(|s| s <= flush_target),
+            cost: st.outbox.pending_cost(self.t, max_count, cost),
+            oldest: st.outbox.oldest_pending(self.t),
+        }
+    }
+}
