@@ -7,7 +7,7 @@
 //! - Durable rate: locations accepted back to back until `await_durable` confirms them, against
 //!   the baseline of inserting the same rows straight into SQLite in one transaction.
 
-use dualpub::{Location, MigrationConfig, MqttSettings, PubSubSettings, Publisher, SdkConfig};
+use dualpub::{Location, MigrationConfig, Publisher, SdkConfig};
 use std::time::{Duration, Instant};
 
 const CALLS: usize = 50_000;
@@ -31,42 +31,15 @@ fn publisher(dir: &std::path::Path) -> Publisher {
     // background with backoff) and the config keeps Pub/Sub off, so only the caller's path and the
     // store are measured.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    Publisher::new(
-        SdkConfig {
-            device_id: "bench-device".into(),
-            company_id: None,
-            mqtt: MqttSettings {
-                broker_url: format!("mqtt://127.0.0.1:{port}"),
-                client_id: None,
-                username: None,
-                password: None,
-                keep_alive_secs: 60,
-                idle_disconnect_secs: 30,
-                topic_template: dualpub::wire::DEFAULT_TOPIC_TEMPLATE.into(),
-                ca_certificates_pem: None,
-            },
-            pubsub: PubSubSettings {
-                endpoint: "http://127.0.0.1:9".into(),
-                project: "bench".into(),
-                topic: "bench".into(),
-                ordering_enabled: true,
-                max_batch_messages: 1000,
-                max_batch_bytes: 1_000_000,
-                max_batch_latency_ms: 500,
-                ca_certificates_pem: None,
-            },
-            data_dir: dir.to_string_lossy().into_owned(),
-            migration: Some(MigrationConfig::default()),
-            allow_insecure: true,
-            max_outbox_rows: 10_000_000,
-            max_outbox_age_hours: 168,
-            max_storage_bytes: None,
-            remote_config_url: None,
-            config_fetch_interval_secs: dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
-        },
-        None,
-    )
-    .unwrap()
+    let config = SdkConfig::builder("bench-device", format!("mqtt://127.0.0.1:{port}"), "bench", dir.to_string_lossy())
+        .pubsub_endpoint("http://127.0.0.1:9")
+        .pubsub_topic("bench")
+        .migration(MigrationConfig::default())
+        .allow_insecure(true)
+        .outbox_limits(10_000_000, 168)
+        .build()
+        .unwrap();
+    Publisher::new(config, None).unwrap()
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -89,7 +62,7 @@ fn caller_cost() {
     for n in 0..CALLS {
         let loc = location(n);
         let t = Instant::now();
-        loc.validate(dualpub_now_ms()).unwrap();
+        loc.validate(dualpub::clock::now_ms()).unwrap();
         let id = dualpub::wire::new_event_id();
         std::hint::black_box(dualpub::wire::encode(&id, "bench-device", None, &loc));
         baseline.push(t.elapsed());
@@ -154,9 +127,6 @@ fn durable_rate() {
     println!("  target >= 20,000 locations/s: {}", if rate >= 20_000.0 { "met" } else { "NOT met" });
 }
 
-fn dualpub_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful: run either way.

@@ -21,6 +21,18 @@ ensure_debian_packages() {
     fi
 }
 
+# rustfmt and clippy come with the Rust toolchain's default profile; add them if a minimal
+# install left them out.
+ensure_rust_components() {
+    local missing=()
+    cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+    cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "==> adding Rust components: ${missing[*]}"
+        rustup component add "${missing[@]}" || { echo "cannot install ${missing[*]}: the fmt and lint gates need them" >&2; return 1; }
+    fi
+}
+
 # A virtualenv under target/ with the pinned Python clients; rebuilt when requirements change.
 ensure_python_env() {
     local env=target/pyenv req=tests/python/requirements.txt

@@ -1,4 +1,4 @@
-//! A circuit breaker per transport (docs/CONTRACT.md#delivery-guarantees): after `threshold` consecutive failures it opens
+//! A circuit breaker per transport (docs/CONTRACT.md#circuit-breaker): after `threshold` consecutive failures it opens
 //! for a period that grows with every re-opening; when the period ends, one probe may pass
 //! (half-open); its success closes the breaker, its failure re-opens it for longer.
 

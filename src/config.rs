@@ -421,7 +421,7 @@ pub struct PubSubSettings {
 /// remote config can never change them.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct SdkConfig {
-    /// This device's id (docs/CONTRACT.md#validation).
+    /// This device's id (docs/CONTRACT.md#device-and-company-ids).
     pub device_id: String,
     /// The company (fleet) the device belongs to, for company overrides.
     #[uniffi(default = None)]
@@ -448,7 +448,7 @@ pub struct SdkConfig {
     /// new locations are kept in memory (up to `maxOutboxRows`) exactly as on a full disk.
     #[uniffi(default = None)]
     pub max_storage_bytes: Option<u64>,
-    /// Where to fetch the migration config document (docs/CONTRACT.md#migration-config) from, `https://` (or `http://`
+    /// Where to fetch the migration config document (docs/CONTRACT.md#fetched-documents) from, `https://` (or `http://`
     /// with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
     /// PKI roots plus `pubsub.caCertificatesPem`.
     #[uniffi(default = None)]

@@ -1,4 +1,4 @@
-//! Debug mode (the migration config's `debugMode`, docs/CONTRACT.md#migration-config):
+//! Debug mode (the migration config's `debugMode`, docs/CONTRACT.md#config-fields):
 //! switched by the remote config or locally; raises the log level, streams rate-limited events
 //! to a [`DebugListener`] the app may register (for an in-app debug screen), and keeps the recent
 //! warnings and errors for `debugReport()`.

@@ -22,7 +22,7 @@ pub enum ValidationError {
     /// The timestamp lies more than 24 h in the future.
     #[error("timestamp is more than 24 h in the future")]
     TimestampInFuture,
-    /// A device or company id broke the id rules (docs/CONTRACT.md#validation).
+    /// A device or company id broke the id rules (docs/CONTRACT.md#device-and-company-ids).
     #[error("invalid {kind}: {reason}")]
     BadId {
         /// "device id" or "company id".
@@ -278,7 +278,8 @@ mod tests {
 
     #[test]
     fn each_internal_error_maps_to_one_public_kind() {
-        let cases: Vec<(Error, fn(&DualPubError) -> bool)> = vec![
+        type Is = fn(&DualPubError) -> bool;
+        let cases: Vec<(Error, Is)> = vec![
             (Error::setting("mqtt.keepAliveSecs", "must be 5–3600"), |e| matches!(e, DualPubError::InvalidConfig { .. })),
             (Error::Config(ConfigError::TooLarge(9)), |e| matches!(e, DualPubError::InvalidConfig { .. })),
             (Error::Validation(ValidationError::TimestampInFuture), |e| matches!(e, DualPubError::InvalidLocation { .. })),

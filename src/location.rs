@@ -1,4 +1,4 @@
-//! The location an app hands to the SDK, and the validation rules (docs/CONTRACT.md#validation).
+//! The location an app hands to the SDK, and the validation rules (docs/CONTRACT.md#location-validation).
 
 use crate::error::ValidationError;
 
@@ -36,7 +36,7 @@ pub struct Location {
 }
 
 impl Location {
-    /// Checks every field against docs/CONTRACT.md#validation; `now_ms` is the wall clock used for the future bound.
+    /// Checks every field against docs/CONTRACT.md#location-validation; `now_ms` is the wall clock used for the future bound.
     pub fn validate(&self, now_ms: i64) -> Result<(), ValidationError> {
         finite("latitude", self.latitude)?;
         finite("longitude", self.longitude)?;
@@ -109,7 +109,7 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), ValidationError> 
     Ok(())
 }
 
-/// The location of the contract's wire example (docs/CONTRACT.md#wire-format), for unit tests.
+/// The location of the contract's wire example (docs/CONTRACT.md#example-bytes), for unit tests.
 #[cfg(test)]
 pub(crate) fn contract_example() -> Location {
     Location {

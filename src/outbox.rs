@@ -1,5 +1,5 @@
 //! The outbox: every accepted location with its delivery state per transport. A row leaves
-//! only when every transport that owes it has acknowledged it (docs/CONTRACT.md#delivery-guarantees).
+//! only when every transport that owes it has acknowledged it (docs/CONTRACT.md#per-transport-state).
 //!
 //! The outbox lives in memory (the working set the transports take from) and, when it has a
 //! sink, every change is also sent, in order, to the `dualpub-store` thread that persists it

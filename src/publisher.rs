@@ -88,7 +88,7 @@ impl Shared {
         self.event(log::Level::Warn, "config", || format!("refused a config: {e}"));
     }
 
-    /// Parses a config document (docs/CONTRACT.md#migration-config): refused whole (and
+    /// Parses a config document (docs/CONTRACT.md#refused-skipped-or-ignored): refused whole (and
     /// counted) if malformed; invalid overrides and forbidden fields are left out, counted and logged.
     fn parse_document(&self, json: &str) -> Result<MigrationConfig, crate::error::ConfigError> {
         let parsed = MigrationConfig::parse(json).inspect_err(|e| self.config_refused(e))?;
@@ -452,7 +452,7 @@ impl Publisher {
         self.shared.apply(config, crate::remote::ConfigSource::App)
     }
 
-    /// Applies the host app's remote values (Firebase Remote Config keys, README "The migration config") on
+    /// Applies the host app's remote values (Firebase Remote Config keys, docs/CONTRACT.md#host-remote-values) on
     /// top of the config in force.
     pub fn apply_remote_values(&self, values: std::collections::HashMap<String, String>) -> Result<RolloutDecision, DualPubError> {
         let current = self.shared.active().config.clone();

@@ -1,5 +1,5 @@
 //! Where the migration config in force came from, its status, the app's `ConfigListener`, and
-//! the mapping of host-app remote values (Firebase Remote Config keys, README "The migration config").
+//! the mapping of host-app remote values (Firebase Remote Config keys, docs/CONTRACT.md#host-remote-values).
 
 use crate::config::{MigrationConfig, Override};
 use crate::error::ConfigError;

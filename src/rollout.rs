@@ -12,7 +12,7 @@ pub const V1_BUCKETS: u64 = 10_000;
 pub enum RolloutAlgorithm {
     /// `SHA-256(salt + ":" + normalized id)`, first 8 bytes big-endian, mod 10 000 (the default).
     V1,
-    /// `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway's percentage routing (docs/CONTRACT.md#bucketing).
+    /// `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway's percentage routing (docs/CONTRACT.md#crc32).
     Crc32,
 }
 

@@ -68,7 +68,7 @@ pub fn mqtt_topic(template: &str, device_id: &str) -> String {
     template.replace("{deviceId}", device_id)
 }
 
-/// The Pub/Sub attributes of one message (docs/CONTRACT.md#pubsub).
+/// The Pub/Sub attributes of one message (docs/CONTRACT.md#pubsub-attributes).
 pub fn pubsub_attributes(
     device_id: &str,
     company_id: Option<&str>,

@@ -12,7 +12,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn far_future_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 + 3_600_000
+    dualpub::clock::now_ms() + 3_600_000
 }
 
 /// Hands out the tokens of a script, one per call; an empty script throws.

@@ -35,7 +35,7 @@ fn serve(dir: &Path, doc: impl AsRef<[u8]>) {
 
 /// An SDK config fetching from `url`, with nothing compiled in (defaults: MQTT only).
 fn fetching(name: &str, emu: &EmulatorHandle, url: &str, dir: &Path) -> SdkConfig {
-    let mut c = TestDevice::new(&device(name), &emu).config();
+    let mut c = TestDevice::new(&device(name), emu).config();
     c.migration = None;
     c.remote_config_url = Some(url.into());
     c.data_dir = dir.join("device").to_string_lossy().into_owned();
@@ -145,7 +145,8 @@ fn hostile_answers_are_refused_and_the_last_known_good_stays() {
     assert_eq!(p.config_status().last_fetch_result, Some(FetchResult::Applied { version: 5 }));
 
     let huge = format!(r#"{{"version": 6, "rollout": {{"salt": "{}"}}}}"#, "x".repeat(300_000));
-    let hostile: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Setup<'a> = Box<dyn Fn() + 'a>;
+    let hostile: Vec<(&str, Setup)> = vec![
         ("a captive portal's HTML", Box::new(|| srv.set_mode(Mode::Garbage))),
         ("a 300 KB document", Box::new(|| serve(tmp.path(), &huge))),
         ("NaN percentage", Box::new(|| serve(tmp.path(), r#"{"version": 6, "pubsubPercentage": NaN}"#))),

@@ -47,7 +47,7 @@ fn queued_locations_survive_a_restart_and_resume_in_order() {
     // New locations continue after the resumed ones.
     let later = q.send_location(location(999)).unwrap();
     assert!(q.flush(10_000).unwrap().completed);
-    assert!(wait_for_all(&pubsub.collected, &[later.clone()], WAIT));
+    assert!(wait_for_all(&pubsub.collected, std::slice::from_ref(&later), WAIT));
     assert_eq!(event_ids(&pubsub.collected).last(), Some(&later));
 }
 
@@ -147,6 +147,6 @@ fn dead_letters_survive_a_restart_and_can_be_retried() {
     emu.emulator().faults().clear();
     assert_eq!(q.retry_dead_letters(vec![]).unwrap(), 1);
     assert!(q.flush(10_000).unwrap().completed);
-    assert!(wait_for_all(&pubsub.collected, &[e.clone()], WAIT), "delivered with its original eventId");
+    assert!(wait_for_all(&pubsub.collected, std::slice::from_ref(&e), WAIT), "delivered with its original eventId");
     assert!(q.dead_letters().unwrap().is_empty());
 }

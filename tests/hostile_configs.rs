@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use dualpub::{DualPubError, DualPublisher, MigrationConfig};
+use dualpub::{DualPubError, MigrationConfig};
 use rand::{Rng, SeedableRng};
 
 /// Documents refused whole.

@@ -93,7 +93,7 @@ fn nothing_sensitive_reaches_logs_or_debug_events_unless_opted_in() {
     assert!(texts.iter().any(|t| t.contains("accepted")), "{texts:?}");
     assert!(texts.iter().any(|t| t.contains("pubsub")), "the 401s were streamed: {texts:?}");
     assert_eq!(secrets_in(&texts), Vec::<String>::new());
-    assert_eq!(secrets_in(&[report.clone()]), Vec::<String>::new());
+    assert_eq!(secrets_in(std::slice::from_ref(&report)), Vec::<String>::new());
     let r: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(r["debugMode"], true);
     assert!(!r["recentErrors"].as_array().unwrap().is_empty(), "{report}");

@@ -1,5 +1,5 @@
 //! Google Pub/Sub over REST (reqwest + rustls): batching, response classification, token
-//! refresh and fallback to MQTT (docs/CONTRACT.md#delivery-guarantees).
+//! refresh and fallback to MQTT (docs/CONTRACT.md#pubsub-delivery and docs/CONTRACT.md#fallback).
 //!
 //! One request is in flight at a time per publisher, so one device's locations reach Pub/Sub
 //! in acceptance order (a failed batch is put back in front of later rows).
@@ -41,7 +41,7 @@ pub enum Outcome {
     ConfigError { why: String },
 }
 
-/// Classifies an HTTP status (docs/CONTRACT.md#delivery-guarantees).
+/// Classifies an HTTP status (docs/CONTRACT.md#pubsub-delivery).
 pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Outcome {
     let why = format!("HTTP {status}: {}", short(body));
     match status {
