@@ -1,7 +1,7 @@
 //! Configuration: the app's [`SdkConfig`] (fixed at construction: endpoints, credentials,
 //! storage) and the remote [`MigrationConfig`] (flags and percentages only, docs/CONTRACT.md#migration-config).
 
-use crate::error::{ConfigError, Error};
+use crate::error::{bounded, ConfigError, Error};
 use crate::location::validate_id;
 use crate::rollout::RolloutAlgorithm;
 use serde::Deserialize;
@@ -195,8 +195,8 @@ fn check_duplicate_keys(json: &str) -> Result<(), ConfigError> {
     let walked = NoDuplicateKeys { found: &found }.deserialize(&mut de).and_then(|()| de.end());
     match (walked, found.into_inner()) {
         (Ok(()), _) => Ok(()),
-        (Err(e), Some(_)) => Err(ConfigError::DuplicateKey(e.to_string())),
-        (Err(e), None) => Err(ConfigError::Malformed(e.to_string())),
+        (Err(e), Some(_)) => Err(ConfigError::DuplicateKey(bounded(e))),
+        (Err(e), None) => Err(ConfigError::Malformed(bounded(e))),
     }
 }
 
@@ -216,9 +216,9 @@ impl MigrationConfig {
             return Err(ConfigError::TooLarge(json.len()));
         }
         check_duplicate_keys(json)?;
-        let top: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+        let top: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| ConfigError::Malformed(bounded(e)))?;
         let ignored: Vec<String> = FORBIDDEN_KEYS.iter().filter(|k| top.contains_key(**k)).map(|k| format!("{k}: a remote config cannot change it")).collect();
-        let raw: RawConfig = serde_json::from_value(serde_json::Value::Object(top)).map_err(|e| ConfigError::Malformed(e.to_string()))?;
+        let raw: RawConfig = serde_json::from_value(serde_json::Value::Object(top)).map_err(|e| ConfigError::Malformed(bounded(e)))?;
         let d = MigrationConfig::default();
         let (salt, algorithm) = match raw.rollout {
             Some(r) => {
@@ -239,7 +239,7 @@ impl MigrationConfig {
             let mut normalized = std::collections::HashSet::new();
             for (k, v) in m.unwrap_or_default() {
                 let parsed = serde_json::from_value::<RawOverride>(v)
-                    .map_err(|e| e.to_string())
+                    .map_err(bounded)
                     .and_then(|o| {
                         validate_id(kind, &k).map_err(|e| e.to_string())?;
                         if !normalized.insert(crate::rollout::normalize_id(&k)) {

@@ -155,7 +155,8 @@ impl Events {
     pub fn event(&self, level: log::Level, kind: &str, message: impl FnOnce() -> String) {
         let debug = self.debug_mode();
         if level <= log::max_level() || level <= log::Level::Warn || debug {
-            self.debug.event(debug, level, kind, message());
+            // Bounded: a hostile value quoted in a message must not flood logs or the report.
+            self.debug.event(debug, level, kind, crate::error::bounded_log(message()));
         }
     }
 

@@ -160,6 +160,30 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for TokenError {
     }
 }
 
+/// The longest error text the SDK keeps, logs or returns, in characters: a parser quoting a
+/// hostile 200 KB value must not turn into a 200 KB log line, debug report or persisted state.
+pub const MAX_ERROR_CHARS: usize = 300;
+
+/// `text`, cut to [`MAX_ERROR_CHARS`] characters (with "…" where it was cut).
+pub(crate) fn bounded(text: impl std::fmt::Display) -> String {
+    let text = text.to_string();
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// The longest log line or debug event message the SDK emits, in characters.
+pub const MAX_LOG_CHARS: usize = 1000;
+
+/// A log message cut to [`MAX_LOG_CHARS`] characters.
+pub(crate) fn bounded_log(text: String) -> String {
+    match text.char_indices().nth(MAX_LOG_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 /// Every failure inside the SDK, with its cause. Public calls turn it into a [`DualPubError`]
 /// through [`Error::report`] (or `From` where no publisher exists yet).
 #[derive(Debug, thiserror::Error)]

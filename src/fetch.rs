@@ -286,7 +286,7 @@ impl Attempt<'_> {
             req = req.header(IF_NONE_MATCH, etag.as_str());
         }
         let failed = |reason: String| Response::Failed { reason, retry_after_ms: None };
-        let mut resp = match req.send().await {
+        let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return failed(format!("network error: {}", without_url(&e))),
         };
@@ -300,20 +300,12 @@ impl Attempt<'_> {
             200 => {}
             _ => return Response::Failed { reason: format!("HTTP {status}"), retry_after_ms },
         }
-        // Read at most one byte more than a document may have.
-        let mut body = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > crate::config::MAX_DOCUMENT_BYTES {
-                        return Response::Refused(ConfigError::TooLarge(body.len()));
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return failed(format!("network error reading the document: {}", without_url(&e))),
-            }
-        }
+        // Read no more than a document may have.
+        let body = match crate::http::body_up_to(resp, crate::config::MAX_DOCUMENT_BYTES).await {
+            Ok(Some(body)) => body,
+            Ok(None) => return Response::Refused(ConfigError::TooLarge(crate::config::MAX_DOCUMENT_BYTES + 1)),
+            Err(e) => return failed(format!("network error reading the document: {}", without_url(&e))),
+        };
         match String::from_utf8(body) {
             Ok(text) => Response::Document { text, etag },
             Err(_) => Response::Refused(ConfigError::Malformed("the document is not UTF-8".into())),

@@ -1,6 +1,8 @@
-//! The one HTTP client (reqwest + rustls) a publisher uses for Pub/Sub and for the config
-//! fetch: the SDK's TLS config (web PKI roots plus `pubsub.caCertificatesPem`), HTTP/1.1,
-//! timeouts, and redirects that never go from TLS to plaintext.
+//! The HTTP clients (reqwest + rustls) of a publisher, one for Pub/Sub and one for the config
+//! fetch, built the same way: the SDK's TLS config (web PKI roots plus
+//! `pubsub.caCertificatesPem`), HTTP/1.1, timeouts, no `Referer` header (a config URL may carry
+//! a key). They differ in redirects: a Pub/Sub publish never follows one (locations must not be
+//! re-posted elsewhere); a config fetch may follow a few (a CDN), never from TLS to plaintext.
 
 use crate::config::SdkConfig;
 use crate::error::Error;
@@ -13,8 +15,20 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connection timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds the client from the app's settings (validated already).
-pub(crate) fn client(config: &SdkConfig) -> Result<reqwest::Client, Error> {
+/// Which redirects a client follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Redirects {
+    /// None: a redirect is an answer like any other (Pub/Sub publishes).
+    Never,
+    /// Up to five, never from `https` to plaintext (config fetches).
+    Safe,
+}
+
+/// The largest response body the SDK reads from Pub/Sub (message ids need a few KiB).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Builds a client from the app's settings (validated already).
+pub(crate) fn client(config: &SdkConfig, redirects: Redirects) -> Result<reqwest::Client, Error> {
     let tls = tls::client_config(config.pubsub.ca_certificates_pem.as_deref(), &[b"http/1.1"])
         .map_err(|source| Error::Tls { field: "pubsub.caCertificatesPem", source })?;
     Ok(reqwest::Client::builder()
@@ -22,17 +36,32 @@ pub(crate) fn client(config: &SdkConfig) -> Result<reqwest::Client, Error> {
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(wire::SDK_ID)
-        // Pub/Sub never redirects; a config host may (a CDN), but never from TLS to plaintext.
-        .redirect(reqwest::redirect::Policy::custom(|a| {
-            if a.previous().len() > 5 {
-                a.error("too many redirects")
-            } else if a.url().scheme() != "https" && a.previous().iter().any(|u| u.scheme() == "https") {
-                a.error("redirect from https to plaintext refused")
-            } else {
-                a.follow()
-            }
-        }))
+        .referer(false)
+        .redirect(match redirects {
+            Redirects::Never => reqwest::redirect::Policy::none(),
+            Redirects::Safe => reqwest::redirect::Policy::custom(|a| {
+                if a.previous().len() > 5 {
+                    a.error("too many redirects")
+                } else if a.url().scheme() != "https" && a.previous().iter().any(|u| u.scheme() == "https") {
+                    a.error("redirect from https to plaintext refused")
+                } else {
+                    a.follow()
+                }
+            }),
+        })
         .build()?)
+}
+
+/// Reads a response body up to `limit` bytes; `None` if it is longer (the rest is not read).
+pub(crate) async fn body_up_to(mut resp: reqwest::Response, limit: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > limit {
+            return Ok(None);
+        }
+    }
+    Ok(Some(body))
 }
 
 /// A reqwest error's text with its causes, the URL replaced by `<endpoint>` (a config URL may

@@ -345,9 +345,9 @@ impl Publisher {
     fn start(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
         config.check()?;
         let mqtt_settings = mqtt::settings(&config)?;
-        let http = crate::http::client(&config)?;
+        let http = crate::http::client(&config, crate::http::Redirects::Never)?;
         let rt = runtime::handle()?;
-        let r = crate::startup::restore(&config, http.clone(), clock)?;
+        let r = crate::startup::restore(&config, crate::http::client(&config, crate::http::Redirects::Safe)?, clock)?;
         let hub = Arc::new(Hub::new(r.outbox, r.active, r.max_seq, crate::debug::Events::default()));
         for (level, kind, message) in r.notes {
             hub.event(level, kind, || message);

@@ -106,10 +106,19 @@ impl Backoff {
     }
 }
 
-/// Parses a `Retry-After` value given in delta-seconds. HTTP dates are not honoured (Pub/Sub
-/// sends seconds); the jittered backoff applies instead.
+/// The longest `Retry-After` taken as given; every policy's cap is shorter anyway, and a clamp
+/// here keeps absurd values (`9223372036854775`) from overflowing any arithmetic downstream.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// Parses a `Retry-After` value given in delta-seconds, clamped to [`MAX_RETRY_AFTER`]. HTTP dates
+/// are not honoured (Pub/Sub sends seconds); the jittered backoff applies instead.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // More digits than a u64 holds is still "very long", not "absent".
+    Some(digits.parse::<u64>().map_or(MAX_RETRY_AFTER, Duration::from_secs).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -151,6 +160,18 @@ mod tests {
         assert_eq!(b.next_delay_with(Some(Duration::from_secs(3600))), Duration::from_secs(60));
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-5"), None);
+    }
+
+    #[test]
+    fn absurd_retry_after_values_are_clamped_not_overflowed() {
+        for huge in ["9223372036854775", "7700000000000000", "99999999999999999999999"] {
+            assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
+            let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+            for p in [Policy::CONFIG_FETCH, Policy::PUBSUB, Policy::MQTT] {
+                assert_eq!(p.delay(1, parse_retry_after(huge), &mut rng), p.cap);
+            }
+        }
     }
 
     #[test]

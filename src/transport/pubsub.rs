@@ -10,7 +10,7 @@
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::SdkConfig;
-use crate::http::without_url;
+use crate::http::{without_url, MAX_RESPONSE_BYTES};
 use crate::outbox::{Row, Transport};
 use crate::retry::{parse_retry_after, Backoff};
 use crate::token::TokenCache;
@@ -318,8 +318,13 @@ async fn answer(sent: Result<reqwest::Response, reqwest::Error>, expected: usize
     };
     let status = resp.status().as_u16();
     let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-    let text = match resp.text().await {
-        Ok(t) => t,
+    // Message ids need a few KiB: a larger body (a proxy's error page, a hostile server) is not read.
+    let text = match crate::http::body_up_to(resp, MAX_RESPONSE_BYTES).await {
+        Ok(Some(body)) => String::from_utf8_lossy(&body).into_owned(),
+        Ok(None) if (200..300).contains(&status) => {
+            return Outcome::Retry { why: format!("HTTP {status} with a body over {MAX_RESPONSE_BYTES} bytes"), retry_after }
+        }
+        Ok(None) => format!("(a body over {MAX_RESPONSE_BYTES} bytes)"),
         Err(e) => return Outcome::Retry { why: format!("reading the response: {}", without_url(&e)), retry_after },
     };
     match classify(status, &text, retry_after) {

@@ -79,6 +79,12 @@ impl TestDevice {
         TestDevice { config: config(id, &broker().url(), &emu.url(), rollout(0.0)), tokens: None }
     }
 
+    /// Device `id` on the embedded broker, publishing to the Pub/Sub REST endpoint `endpoint`
+    /// (a hostile test server rather than the emulator).
+    pub fn with_endpoint(id: &str, endpoint: &str) -> Self {
+        TestDevice { config: config(id, &broker().url(), endpoint, rollout(0.0)), tokens: None }
+    }
+
     /// Pub/Sub at `percentage` (config version 1).
     pub fn rollout(self, percentage: f64) -> Self {
         self.migration(rollout(percentage))
