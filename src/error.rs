@@ -107,6 +107,15 @@ pub enum DualPubError {
     /// The publisher was closed; create a new one.
     #[error("the publisher is closed")]
     Closed,
+    /// A `sendLocations` batch larger than one call accepts (at most 10,000 locations and at
+    /// most `maxOutboxRows`); nothing was queued. Split it.
+    #[error("a batch of {size} locations is larger than {limit}: nothing was queued, split it")]
+    BatchTooLarge {
+        /// Locations in the batch.
+        size: u64,
+        /// The most one call accepts with this config.
+        limit: u64,
+    },
     /// Something inside the SDK failed that the caller cannot fix; details are logged.
     #[error("internal error: {reason}")]
     Internal {

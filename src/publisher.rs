@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     precise_coordinates: AtomicBool,
     /// The app's listener for decision changes.
     config_listener: Mutex<Option<Arc<dyn ConfigListener>>>,
+    /// Decision changes not yet told to the listener (see [`Shared::tell_listener`]).
+    untold: Mutex<std::collections::VecDeque<Change>>,
     /// Config documents or values refused since start-up.
     config_rejected: AtomicU64,
     /// Fetches the migration config from `remoteConfigUrl`.
@@ -75,8 +77,15 @@ impl Shared {
     fn refresh_debug_mode(&self, config_debug: bool) {
         let local = *self.debug_local.lock().unwrap_or_else(|p| p.into_inner());
         let on = local.unwrap_or(config_debug);
-        if self.hub.events.set_debug_mode(on) {
+        // Under the state lock, so a closed publisher (which left debug mode for good) never
+        // raises the process-wide log level again.
+        let st = self.lock();
+        let changed = !st.closed && self.hub.events.set_debug_mode(on);
+        if changed {
             crate::logging::debug_mode_changed(on);
+        }
+        drop(st);
+        if changed {
             self.event(log::Level::Info, "debug", || format!("debug mode {}", if on { "on" } else { "off" }));
         }
     }
@@ -115,12 +124,26 @@ impl Shared {
     }
 
     /// Tells the app's `ConfigListener` (if any) that the decision changed; whatever it throws
-    /// or panics with stays here.
+    /// or panics with stays here. A change made by the listener itself (it applied a config) is
+    /// queued and told by the outermost call once the listener returns, in order: a listener
+    /// that applies configs back and forth loops, it never recurses into a stack overflow.
     fn tell_listener(&self, old: RolloutDecision, new: RolloutDecision) {
-        let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(l) = listener {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(old, new)));
+        thread_local! {
+            static TELLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
         }
+        self.untold.lock().unwrap_or_else(|p| p.into_inner()).push_back((old, new));
+        if TELLING.with(|t| t.replace(true)) {
+            return; // inside a listener call on this thread: the loop below tells it
+        }
+        loop {
+            let next = self.untold.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            let Some((old, new)) = next else { break };
+            let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(l) = listener {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(old, new)));
+            }
+        }
+        TELLING.with(|t| t.set(false));
     }
 
     /// As [`Shared::apply`], leaving the listener to the caller: returns the new decision and,
@@ -274,6 +297,10 @@ fn start_store_writer(db: store::Store, rx: std::sync::mpsc::Receiver<store::Msg
     Ok(done_rx)
 }
 
+/// The most locations one `sendLocations` call accepts: the lock that inserts them is held for
+/// a few milliseconds at most, and the memory of one call stays bounded.
+pub const MAX_LOCATIONS_PER_CALL: usize = 10_000;
+
 /// How long `close` waits for the transport and fetch tasks to finish.
 pub const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -363,6 +390,7 @@ impl Publisher {
             debug_local: Mutex::new(None),
             precise_coordinates: AtomicBool::new(false),
             config_listener: Mutex::new(None),
+            untold: Mutex::new(Default::default()),
             config_rejected: AtomicU64::new(0),
             fetcher: r.fetcher,
         });
@@ -386,10 +414,16 @@ impl Publisher {
         Ok(self.send_locations(vec![location])?.remove(0))
     }
 
-    /// Queues several locations at once (backlog import), in order. All are validated first:
-    /// if one is invalid, none is queued and the error names its index.
+    /// Queues several locations at once (backlog import), in order, all or none: at most
+    /// [`MAX_LOCATIONS_PER_CALL`] and at most `maxOutboxRows` (a larger batch is refused whole
+    /// with `BatchTooLarge`, so the caps can never evict part of the batch being inserted). All
+    /// are validated first: if one is invalid, none is queued and the error names its index.
     pub fn send_locations(&self, locations: Vec<Location>) -> Result<Vec<String>, DualPubError> {
         let (hub, s) = (&self.shared.hub, &self.shared.settings);
+        let limit = MAX_LOCATIONS_PER_CALL.min(s.max_outbox_rows as usize);
+        if locations.len() > limit {
+            return Err(DualPubError::BatchTooLarge { size: locations.len() as u64, limit: limit as u64 });
+        }
         let now = clock::now_ms();
         for (i, loc) in locations.iter().enumerate() {
             if let Err(e) = loc.validate(now) {
@@ -525,7 +559,9 @@ impl Publisher {
 
     /// Registers the app's listener for decision changes (`None` removes it).
     pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::remote::ConfigListener>>) {
-        *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()) = listener;
+        let st = self.shared.lock();
+        // After close nothing is kept: a listener holding its publisher would never be freed.
+        *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()) = if st.closed { None } else { listener };
     }
 
     /// Parses and applies a config document (docs/CONTRACT.md#migration-config).
@@ -594,7 +630,8 @@ impl Publisher {
 
     /// Registers the app's debug listener (`None` removes it).
     pub fn set_debug_listener(&self, listener: Option<Arc<dyn crate::debug::DebugListener>>) {
-        self.shared.hub.events.set_listener(listener);
+        let st = self.shared.lock();
+        self.shared.hub.events.set_listener(if st.closed { None } else { listener });
     }
 
     /// A JSON report for support and debug screens: config, decision, queues, breakers, recent
@@ -712,6 +749,10 @@ impl Publisher {
         if self.shared.hub.events.set_debug_mode(false) {
             crate::logging::debug_mode_changed(false);
         }
+        // Drop the app's listeners (a listener that holds its publisher forms a cycle across
+        // the FFI) and end the `dualpub-debug` thread now, not when the object is freed.
+        self.set_config_listener(None);
+        self.shared.hub.events.set_listener(None);
         self.tasks.stop();
         // Let the store write what is queued, so the next publisher on this directory finds it;
         // bounded, so a dying disk cannot hang the app.

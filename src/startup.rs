@@ -50,6 +50,11 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
         notes.push((log::Level::Error, "storage", format!("the outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display())));
     }
+    let keep_ms = i64::from(config.max_outbox_age_hours) * 3_600_000;
+    let pruned = crate::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);
+    if pruned > 0 {
+        notes.push((log::Level::Info, "storage", format!("deleted {pruned} corrupt database copy(ies) older than maxOutboxAgeHours")));
+    }
     if let Some(v) = report.newer_schema {
         notes.push((log::Level::Warn, "storage", format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::store::SCHEMA_VERSION)));
     }

@@ -199,6 +199,60 @@ pub struct Store {
     found_schema: i32,
 }
 
+/// Creates `dir` (and its parents) and makes it private to the app (0700 on Unix): the outbox
+/// holds locations.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Makes the database file private to the app (0600 on Unix) before SQLite opens it, creating
+/// it empty if it does not exist; SQLite gives its `-wal` and `-shm` files the same permissions.
+/// An existing file is only chmod-ed by path, never opened: closing any descriptor of a file
+/// releases the POSIX locks this process holds on it, which would let a second publisher in.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if !path.exists() {
+            match std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {} // created meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+/// Deletes copies of corrupt databases (`outbox.db.corrupt-<ms>*`) moved aside more than
+/// `keep_ms` before `now_ms`: they hold locations, and the outbox's own age cap applies to them.
+pub fn prune_corrupt_copies(dir: &Path, now_ms: i64, keep_ms: i64) -> usize {
+    let prefix = format!("{DB_FILE}.corrupt-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else { continue };
+        let stamp: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if stamp.parse::<i64>().is_ok_and(|at| now_ms.saturating_sub(at) > keep_ms) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
@@ -214,8 +268,9 @@ impl Store {
     /// fresh database created; the report says so. Fails only when the directory is unusable
     /// or another publisher holds the database.
     pub fn open(dir: &Path, max_bytes: Option<u64>) -> Result<(Store, OpenReport), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { what: dir.display().to_string(), source })?;
+        private_dir(dir).map_err(|source| StoreError::Io { what: dir.display().to_string(), source })?;
         let path = dir.join(DB_FILE);
+        private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
         let opened = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s));
         match opened {
             Ok(store) => {
@@ -234,6 +289,7 @@ impl Store {
                         let _ = std::fs::rename(&side, dir.join(format!("{}{suffix}", aside.display())));
                     }
                 }
+                private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
                 let store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
                 Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), newer_schema: None }))
             }

@@ -1047,7 +1047,7 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func applyConfig(config: MigrationConfig) throws  -> RolloutDecision
     
     /**
-     * Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
+     * Parses and applies a migration config document (JSON, GUIDE §4).
      */
     func applyConfigJson(json: String) throws  -> RolloutDecision
     
@@ -1256,7 +1256,7 @@ open func applyConfig(config: MigrationConfig)throws  -> RolloutDecision  {
 }
     
     /**
-     * Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
+     * Parses and applies a migration config document (JSON, GUIDE §4).
      */
 open func applyConfigJson(json: String)throws  -> RolloutDecision  {
     return try  FfiConverterTypeRolloutDecision_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
@@ -2430,7 +2430,7 @@ public func FfiConverterTypeLocation_lower(_ value: Location) -> RustBuffer {
 
 
 /**
- * Every migration metric (docs/CONTRACT.md#metrics) at one moment.
+ * Every migration metric of GUIDE §6 at one moment.
  */
 public struct MetricsSnapshot: Equatable, Hashable {
     /**
@@ -2683,7 +2683,7 @@ public func FfiConverterTypeMetricsSnapshot_lower(_ value: MetricsSnapshot) -> R
 
 
 /**
- * The migration config (docs/CONTRACT.md#migration-config). `Default` is the compiled-in config: MQTT only.
+ * The migration config of GUIDE §4. `Default` is the compiled-in config: MQTT only.
  */
 public struct MigrationConfig: Equatable, Hashable {
     /**
@@ -3317,7 +3317,7 @@ public func FfiConverterTypeRolloutDecision_lower(_ value: RolloutDecision) -> R
  */
 public struct SdkConfig: Equatable, Hashable {
     /**
-     * This device's id (docs/CONTRACT.md#device-and-company-ids).
+     * This device's id (GUIDE §3 rules).
      */
     public var deviceId: String
     /**
@@ -3358,7 +3358,7 @@ public struct SdkConfig: Equatable, Hashable {
      */
     public var maxStorageBytes: UInt64?
     /**
-     * Where to fetch the migration config document (docs/CONTRACT.md#fetched-documents) from, `https://` (or `http://`
+     * Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
      * with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
      * PKI roots plus `pubsub.caCertificatesPem`.
      */
@@ -3373,7 +3373,7 @@ public struct SdkConfig: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * This device's id (docs/CONTRACT.md#device-and-company-ids).
+         * This device's id (GUIDE §3 rules).
          */deviceId: String, 
         /**
          * The company (fleet) the device belongs to, for company overrides.
@@ -3404,7 +3404,7 @@ public struct SdkConfig: Equatable, Hashable {
          * new locations are kept in memory (up to `maxOutboxRows`) exactly as on a full disk.
          */maxStorageBytes: UInt64? = nil, 
         /**
-         * Where to fetch the migration config document (docs/CONTRACT.md#fetched-documents) from, `https://` (or `http://`
+         * Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
          * with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
          * PKI roots plus `pubsub.caCertificatesPem`.
          */remoteConfigUrl: String? = nil, 
@@ -4178,7 +4178,7 @@ public enum RolloutAlgorithm: Equatable, Hashable {
      */
     case v1
     /**
-     * `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway's percentage routing (docs/CONTRACT.md#crc32).
+     * `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway of seed 000 §4.3.
      */
     case crc32
 
@@ -4885,7 +4885,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_apply_config() != 55117) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config_json() != 55556) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config_json() != 51226) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_apply_remote_values() != 37302) {

@@ -2144,7 +2144,7 @@ public interface DualPublisherInterface {
     fun `applyConfig`(`config`: MigrationConfig): RolloutDecision
     
     /**
-     * Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
+     * Parses and applies a migration config document (JSON, GUIDE §4).
      */
     fun `applyConfigJson`(`json`: kotlin.String): RolloutDecision
     
@@ -2409,7 +2409,7 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
-     * Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
+     * Parses and applies a migration config document (JSON, GUIDE §4).
      */
     @Throws(DualPubException::class)override fun `applyConfigJson`(`json`: kotlin.String): RolloutDecision {
             return FfiConverterTypeRolloutDecision.lift(
@@ -3626,7 +3626,7 @@ public object FfiConverterTypeLocation: FfiConverterRustBuffer<Location> {
 
 
 /**
- * Every migration metric (docs/CONTRACT.md#metrics) at one moment.
+ * Every migration metric of GUIDE §6 at one moment.
  */
 data class MetricsSnapshot (
     /**
@@ -3819,7 +3819,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
 
 
 /**
- * The migration config (docs/CONTRACT.md#migration-config). `Default` is the compiled-in config: MQTT only.
+ * The migration config of GUIDE §4. `Default` is the compiled-in config: MQTT only.
  */
 data class MigrationConfig (
     /**
@@ -4285,7 +4285,7 @@ public object FfiConverterTypeRolloutDecision: FfiConverterRustBuffer<RolloutDec
  */
 data class SdkConfig (
     /**
-     * This device's id (docs/CONTRACT.md#device-and-company-ids).
+     * This device's id (GUIDE §3 rules).
      */
     var `deviceId`: kotlin.String
     , 
@@ -4336,7 +4336,7 @@ data class SdkConfig (
     var `maxStorageBytes`: kotlin.ULong? = null 
     , 
     /**
-     * Where to fetch the migration config document (docs/CONTRACT.md#fetched-documents) from, `https://` (or `http://`
+     * Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
      * with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
      * PKI roots plus `pubsub.caCertificatesPem`.
      */
@@ -5047,7 +5047,7 @@ enum class RolloutAlgorithm {
      */
     V1,
     /**
-     * `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway's percentage routing (docs/CONTRACT.md#crc32).
+     * `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway of seed 000 §4.3.
      */
     CRC32;
 

@@ -1,0 +1,101 @@
+//! A buggy host app: huge batches, listeners that loop, files others could read.
+
+mod common;
+
+use common::*;
+use dualpub::{ConfigListener, DualPubError, DualPublisher, MigrationConfig, RolloutDecision};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[test]
+fn a_batch_that_cannot_fit_is_refused_whole_and_never_evicts_itself() {
+    let emu = emulator();
+    let id = device("batch-limit");
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").with(|c| c.max_outbox_rows = 100).start();
+    p.send_locations((0..80).map(location).collect()).unwrap();
+    let e = p.send_locations((0..101).map(location).collect()).unwrap_err();
+    assert!(matches!(e, DualPubError::BatchTooLarge { size: 101, limit: 100 }), "{e:?}");
+    let m = p.metrics().unwrap();
+    assert_eq!((m.accepted, m.dropped.values().sum::<u64>()), (80, 0), "nothing of the refused batch was accepted or evicted");
+    let ids = p.send_locations((0..100).map(location).collect()).unwrap();
+    let m = p.metrics().unwrap();
+    assert_eq!(m.dropped.get("outbox_full"), Some(&80), "the older rows made room");
+    assert_eq!((ids.len() as u64, m.mqtt.queue_depth), (100, 100), "the whole batch is queued");
+
+    let big = TestDevice::new(&device("batch-cap"), &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let e = big.send_locations((0..10_001).map(location).collect()).unwrap_err();
+    assert!(matches!(e, DualPubError::BatchTooLarge { size: 10_001, limit: 10_000 }), "{e:?}");
+    assert_eq!(big.send_locations((0..10_000).map(location).collect()).unwrap().len(), 10_000);
+}
+
+/// Applies the opposite config every time it is told of a change, `left` times.
+struct FlipFlop {
+    publisher: Mutex<Option<Arc<DualPublisher>>>,
+    told: AtomicUsize,
+    left: AtomicUsize,
+}
+
+impl ConfigListener for FlipFlop {
+    fn on_decision_changed(&self, _old: RolloutDecision, new: RolloutDecision) {
+        self.told.fetch_add(1, Ordering::SeqCst);
+        if self.left.fetch_sub(1, Ordering::SeqCst) == 0 {
+            self.left.store(0, Ordering::SeqCst);
+            return;
+        }
+        let p = self.publisher.lock().unwrap().clone();
+        if let Some(p) = p {
+            let next = MigrationConfig { version: 2, pubsub_enabled: !new.pubsub_enabled, pubsub_percentage: 100.0, ..MigrationConfig::default() };
+            p.apply_config(next).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_listener_that_applies_configs_back_and_forth_loops_without_recursing() {
+    let emu = emulator();
+    let p = TestDevice::new(&device("flip-flop"), &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let l = Arc::new(FlipFlop { publisher: Mutex::new(Some(p.clone())), told: AtomicUsize::new(0), left: AtomicUsize::new(5_000) });
+    p.set_config_listener(Some(l.clone())).unwrap();
+    // Each change is told after the apply that made it returns: 5,000 flips, stack depth one.
+    p.apply_config(rollout(100.0)).unwrap();
+    assert_eq!(l.told.load(Ordering::SeqCst), 5_001);
+    *l.publisher.lock().unwrap() = None;
+    let d = p.decision().unwrap();
+    assert!(d.pubsub_enabled, "on, then 5,000 flips: on again: {d:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_outbox_is_readable_by_the_app_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let emu = emulator();
+    let id = device("private-files");
+    let dir = std::env::temp_dir().join(format!("dualpub-test-{id}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    p.send_location(location(1)).unwrap();
+    assert!(p.await_durable(5_000).unwrap());
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    for f in ["outbox.db", "outbox.db-wal"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+}
+
+#[test]
+fn corrupt_copies_older_than_the_age_cap_are_deleted() {
+    let emu = emulator();
+    let id = device("corrupt-copies");
+    let dir = std::env::temp_dir().join(format!("dualpub-test-{id}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = dualpub::clock::now_ms();
+    let old = dir.join(format!("outbox.db.corrupt-{}", now - 200 * 3_600_000));
+    let recent = dir.join(format!("outbox.db.corrupt-{}", now - 3_600_000));
+    for f in [&old, &recent] {
+        std::fs::write(f, b"locations of long ago").unwrap();
+    }
+    let _p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    assert!(!old.exists(), "a copy older than maxOutboxAgeHours (168 h) is deleted");
+    assert!(recent.exists(), "a recent copy is kept");
+}
