@@ -11,6 +11,7 @@
 uniffi::setup_scaffolding!();
 
 pub(crate) mod breaker;
+pub(crate) mod callback;
 pub mod clock;
 pub mod config;
 mod config_builder;

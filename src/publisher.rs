@@ -192,17 +192,18 @@ impl Shared {
     }
 
     /// One config fetch, start to end: asks the fetcher for the document, applies what it
-    /// answered, records the result (persisted with the fetch state), and then tells the
-    /// listener. `None` when the schedule did not call for an attempt.
-    async fn fetch_config(&self, trigger: Trigger) -> Option<FetchResult> {
+    /// answered and records the result (persisted with the fetch state). Returns the result
+    /// (`None` when the schedule did not call for an attempt) and the change of decision, which
+    /// the caller tells the listener off the runtime (a listener may block, e.g. in `flush`).
+    async fn fetch_config(&self, trigger: Trigger) -> (Option<FetchResult>, Option<Change>) {
         let mut attempt = match self.fetcher.begin(trigger).await {
             Ok(a) => a,
-            Err(answer) => return answer,
+            Err(answer) => return (answer, None),
         };
         let response = attempt.get().await;
         if self.lock().closed {
             // Closed meanwhile: nothing to record, nobody to tell.
-            return Some(FetchResult::Failed { reason: "the publisher is closed".into() });
+            return (Some(FetchResult::Failed { reason: "the publisher is closed".into() }), None);
         }
         let (result, retry_after_ms, accepted, change) = match response {
             Response::Document { text, etag } => match self.apply_fetched(&text, attempt.newest_version()) {
@@ -227,12 +228,20 @@ impl Shared {
         if let Ok(json) = serde_json::to_string(&state) {
             self.lock().outbox.persist_fetch_state(json);
         }
-        // The listener hears of a change once no fetcher lock is held (it may call refreshConfig).
-        drop(attempt);
+        (Some(result), change)
+    }
+
+    /// A scheduled fetch (the fetch task, on the runtime): a change of decision is told to the
+    /// listener on an SDK callback thread, never on a runtime worker.
+    async fn scheduled_fetch(self: &Arc<Self>) -> Option<FetchResult> {
+        let (result, change) = self.fetch_config(Trigger::Schedule).await;
         if let Some((old, new)) = change {
-            self.tell_listener(old, new);
+            let shared = self.clone();
+            if crate::callback::spawn(move || shared.tell_listener(old, new)).is_none() {
+                self.event(log::Level::Error, "config", || "ConfigListener not told of a change: too many app callbacks are stuck".into());
+            }
         }
-        Some(result)
+        result
     }
 
     /// Parses and applies a fetched document; refused (and counted) if it is older than one
@@ -403,7 +412,7 @@ impl Publisher {
         let tasks = vec![
             rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
-            rt.spawn(async move { crate::fetch::run(&fetching.fetcher, || fetching.fetch_config(Trigger::Schedule), fetch_rx).await }),
+            rt.spawn(async move { crate::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
         ];
         Ok(Publisher { shared, shutdown, tasks: Tasks(Mutex::new(tasks)), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
     }
@@ -542,11 +551,16 @@ impl Publisher {
         runtime::handle().map_err(|e| e.report(events))?.spawn(async move {
             // One deadline for waiting on a fetch in progress and for our own.
             let r = tokio::time::timeout(REFRESH_TIMEOUT, shared.fetch_config(trigger)).await;
-            let _ = tx.send(r.unwrap_or_else(|_| Some(FetchResult::Failed { reason: format!("no answer within {} s", REFRESH_TIMEOUT.as_secs()) })));
+            let timed_out = || (Some(FetchResult::Failed { reason: format!("no answer within {} s", REFRESH_TIMEOUT.as_secs()) }), None);
+            let _ = tx.send(r.unwrap_or_else(|_| timed_out()));
         });
-        let result = rx.recv_timeout(REFRESH_TIMEOUT + Duration::from_secs(5)).map_err(|_| Error::Lost("the config fetch").report(events))?;
+        let (result, change) = rx.recv_timeout(REFRESH_TIMEOUT + Duration::from_secs(5)).map_err(|_| Error::Lost("the config fetch").report(events))?;
         if self.is_closed() {
             return Err(Error::Closed.report(events));
+        }
+        // The listener hears of the change on this (the app's) thread, before the call returns.
+        if let Some((old, new)) = change {
+            self.shared.tell_listener(old, new);
         }
         Ok(result)
     }
@@ -581,6 +595,7 @@ impl Publisher {
     /// Waits until every location accepted before this call is on disk (it survives a process
     /// kill from then on), or `timeout` passes; returns whether it is. Blocks: background threads only.
     pub fn await_durable(&self, timeout: Duration) -> bool {
+        let timeout = self.blocking_allowed("awaitDurable", timeout);
         let start = Instant::now();
         let mut st = self.shared.lock();
         let target = st.next_seq - 1;
@@ -663,6 +678,7 @@ impl Publisher {
                 "accepted": m.accepted, "mqttPublished": m.mqtt.published, "pubsubPublished": m.pubsub.published,
                 "fallback": m.fallback, "retries": m.mqtt.retries + m.pubsub.retries, "storageErrors": m.storage_errors,
                 "debugEventsDropped": self.shared.hub.events.dropped(),
+                "appCallbacksRunning": crate::callback::running(),
             },
             "configFetch": {
                 "configured": self.shared.settings.remote_config_url.is_some(),
@@ -685,6 +701,7 @@ impl Publisher {
     /// acknowledged by every transport owing it, or `timeout` passes. Blocks the calling
     /// thread: never call it on a UI thread.
     pub fn flush(&self, timeout: Duration) -> FlushReport {
+        let timeout = self.blocking_allowed("flush", timeout);
         let start = Instant::now();
         let mut st = self.shared.lock();
         let target = st.next_seq - 1;
@@ -729,6 +746,18 @@ impl Publisher {
     /// Messages Pub/Sub refused as invalid; kept, never deleted.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.shared.lock().outbox.dead_letters().to_vec()
+    }
+
+    /// How long a blocking call may wait here: on a runtime worker (an SDK task, or an app
+    /// callback that somehow runs there) not at all, since the work it would wait for needs
+    /// that worker; it answers at once and the misuse is logged.
+    fn blocking_allowed(&self, call: &'static str, timeout: Duration) -> Duration {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.shared.event(log::Level::Warn, "internal", || Error::WouldBlock(call).to_string());
+            Duration::ZERO
+        } else {
+            timeout
+        }
     }
 
     /// Whether `close` was called.

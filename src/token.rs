@@ -1,6 +1,6 @@
 //! Access tokens for Pub/Sub: the app implements [`TokenProvider`]; the SDK caches the token,
 //! refreshes it before expiry and after a 401, and survives a provider that throws, panics or
-//! hangs.
+//! hangs. The provider runs on an SDK callback thread ([`crate::callback`]).
 
 use crate::error::TokenError;
 use std::sync::Arc;
@@ -35,9 +35,12 @@ pub enum TokenFailure {
     /// The provider did not answer within [`PROVIDER_TIMEOUT`].
     #[error("token provider timed out")]
     TimedOut,
-    /// The blocking task running the provider failed.
-    #[error("token provider task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    /// Too many app callbacks are stuck in the process to start another.
+    #[error("token provider not called: {} app callbacks are stuck", crate::callback::MAX_RUNNING)]
+    Busy,
+    /// The thread running the provider ended without an answer.
+    #[error("token provider thread ended without an answer")]
+    Lost,
     /// The provider panicked (caught).
     #[error("token provider panicked")]
     Panicked,
@@ -49,14 +52,14 @@ pub enum TokenFailure {
     Empty,
 }
 
-type ProviderCall = tokio::task::JoinHandle<std::thread::Result<Result<AccessToken, TokenError>>>;
+type ProviderCall = tokio::sync::oneshot::Receiver<std::thread::Result<Result<AccessToken, TokenError>>>;
 
 /// The SDK's token cache around an optional provider.
 pub struct TokenCache {
     provider: Option<Arc<dyn TokenProvider>>,
     cached: Option<AccessToken>,
     /// A provider call that outlived its timeout: waited on again rather than started anew, so a
-    /// hanging provider holds at most one blocking thread (DNS lookups share that pool).
+    /// hanging provider holds at most one thread per publisher.
     running: Option<ProviderCall>,
 }
 
@@ -77,16 +80,14 @@ impl TokenCache {
         }
         let mut call = match self.running.take() {
             Some(call) => call,
-            None => tokio::task::spawn_blocking(move || {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| provider.fetch_token()))
-            }),
+            None => crate::callback::spawn(move || provider.fetch_token()).ok_or(TokenFailure::Busy)?,
         };
         let token = match tokio::time::timeout(PROVIDER_TIMEOUT, &mut call).await {
             Err(_) => {
                 self.running = Some(call);
                 return Err(TokenFailure::TimedOut);
             }
-            Ok(Err(e)) => return Err(e.into()),
+            Ok(Err(_)) => return Err(TokenFailure::Lost),
             Ok(Ok(Err(_panic))) => return Err(TokenFailure::Panicked),
             Ok(Ok(Ok(Err(e)))) => return Err(e.into()),
             Ok(Ok(Ok(Ok(t)))) => t,
