@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     config_rejected: AtomicU64,
     /// Fetches the migration config from `remoteConfigUrl`.
     fetcher: Fetcher,
+    /// The disk had no room for the outbox database: it lives in memory for this run.
+    memory_only: bool,
 }
 
 /// A change of decision to tell the app's listener about: (old, new).
@@ -391,6 +393,9 @@ impl Publisher {
         if r.reset {
             hub.metrics.storage_reset();
         }
+        if r.memory_only {
+            hub.metrics.storage_error();
+        }
         hub.metrics.recovered(r.recovered);
         let pubsub_settings = pubsub::Settings::from_config(&config);
         let shared = Arc::new(Shared {
@@ -402,6 +407,7 @@ impl Publisher {
             untold: Mutex::new(Default::default()),
             config_rejected: AtomicU64::new(0),
             fetcher: r.fetcher,
+            memory_only: r.memory_only,
         });
         shared.refresh_debug_mode(shared.active().config.debug_mode);
         let store_done = start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
@@ -665,6 +671,7 @@ impl Publisher {
                 "mqttEnabled": d.mqtt_enabled, "pubsubEnabled": d.pubsub_enabled, "fallbackToMqtt": d.fallback_to_mqtt,
                 "reason": d.reason.as_str(), "bucket": d.bucket, "configVersion": d.config_version,
             },
+            "storage": {"memoryOnly": self.shared.memory_only},
             "queue": {
                 "mqtt": m.mqtt.queue_depth, "pubsub": m.pubsub.queue_depth, "rows": st.outbox.len(),
                 "oldestAgeSeconds": m.queue_oldest_age_seconds, "durableSeq": st.durable_seq, "nextSeq": st.next_seq,

@@ -35,6 +35,8 @@ pub(crate) struct Restored {
     pub recovered: u64,
     /// A corrupt database was moved aside.
     pub reset: bool,
+    /// The outbox lives in memory only (no room on the disk).
+    pub memory_only: bool,
     /// The config in force and the decision it gives this device.
     pub active: Active,
     /// The config fetcher, resuming its saved state.
@@ -54,6 +56,9 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     let pruned = crate::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);
     if pruned > 0 {
         notes.push((log::Level::Info, "storage", format!("deleted {pruned} corrupt database copy(ies) older than maxOutboxAgeHours")));
+    }
+    if let Some(why) = &report.memory_only {
+        notes.push((log::Level::Error, "storage", format!("cannot create the outbox database ({why}): locations are kept in memory for this run, and lost if the app is killed")));
     }
     if let Some(v) = report.newer_schema {
         notes.push((log::Level::Warn, "storage", format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::store::SCHEMA_VERSION)));
@@ -106,6 +111,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         max_seq,
         recovered,
         reset: report.moved_aside.is_some(),
+        memory_only: report.memory_only.is_some(),
         active: Active { config: migration, decision, source, applied_at_ms },
         fetcher,
         notes,

@@ -190,6 +190,9 @@ pub struct OpenReport {
     pub reason: Option<String>,
     /// The file was written by a newer SDK (this schema version); it is read as this build's.
     pub newer_schema: Option<i32>,
+    /// No database could be created (the disk is full, this says why): the outbox lives in an
+    /// in-memory database for this run.
+    pub memory_only: Option<String>,
 }
 
 /// The SQLite store.
@@ -253,6 +256,10 @@ pub fn prune_corrupt_copies(dir: &Path, now_ms: i64, keep_ms: i64) -> usize {
     removed
 }
 
+fn is_full(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
+}
+
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
@@ -278,6 +285,12 @@ impl Store {
                 Ok((store, OpenReport { newer_schema, ..OpenReport::default() }))
             }
             Err(e) if is_busy(&e) => Err(StoreError::Busy(path)),
+            // A full disk (or quota) leaves no room for even a fresh database: keep the outbox in
+            // memory for this run rather than refuse the app (a kill loses what is queued).
+            Err(e) if is_full(&e) => {
+                let store = Store::in_memory()?;
+                Ok((store, OpenReport { memory_only: Some(e.to_string()), ..OpenReport::default() }))
+            }
             Err(e) if !is_corrupt(&e) => Err(StoreError::Sqlite(e)),
             Err(e) => {
                 let reason = e.to_string();
@@ -291,9 +304,16 @@ impl Store {
                 }
                 private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
                 let store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
-                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), newer_schema: None }))
+                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), ..OpenReport::default() }))
             }
         }
+    }
+
+    /// An outbox database in memory (nothing survives the process), for a disk with no room.
+    fn in_memory() -> rusqlite::Result<Store> {
+        let mut store = Store { conn: Connection::open_in_memory()?, found_schema: 0 };
+        store.found_schema = store.migrate()?;
+        Ok(store)
     }
 
     fn open_file(path: &Path) -> rusqlite::Result<Store> {

@@ -99,3 +99,55 @@ fn corrupt_copies_older_than_the_age_cap_are_deleted() {
     assert!(!old.exists(), "a copy older than maxOutboxAgeHours (168 h) is deleted");
     assert!(recent.exists(), "a recent copy is kept");
 }
+
+/// A tmpfs of 256 KiB, filled to the last byte, unmounted when dropped.
+#[cfg(target_os = "linux")]
+struct FullDisk(std::path::PathBuf);
+
+#[cfg(target_os = "linux")]
+impl FullDisk {
+    fn mount(name: &str) -> Option<FullDisk> {
+        let dir = std::env::temp_dir().join(format!("dualpub-full-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"]).arg(&dir).status().ok()?.success();
+        if !ok {
+            return None;
+        }
+        let disk = FullDisk(dir);
+        std::fs::create_dir_all(disk.0.join("device")).ok()?;
+        let mut filler = std::fs::File::create(disk.0.join("filler")).ok()?;
+        use std::io::Write;
+        while filler.write_all(&[0u8; 4096]).is_ok() {}
+        Some(disk)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_at_the_first_start_keeps_the_outbox_in_memory() {
+    let Some(disk) = FullDisk::mount("first-start") else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    };
+    let emu = emulator();
+    let data_dir = disk.0.join("device").to_string_lossy().into_owned();
+    let p = TestDevice::new(&device("full-disk"), &emu).rollout(100.0).with(|c| c.data_dir = data_dir).try_start();
+    let p = p.expect("a full disk is not a reason to refuse the app: the outbox goes to memory");
+    let ids = p.send_locations((0..5).map(location).collect()).unwrap();
+    let r = p.flush(10_000).unwrap();
+    assert!(r.completed, "{r:?}");
+    assert_eq!(ids.len(), 5);
+    let m = p.metrics().unwrap();
+    assert_eq!((m.mqtt.published, m.pubsub.published), (5, 5));
+    assert!(m.storage_errors >= 1, "counted");
+    let report = p.debug_report().unwrap();
+    assert!(report.contains(r#""memoryOnly":true"#) && report.contains("cannot create the outbox database"), "{report}");
+    p.shutdown();
+}
