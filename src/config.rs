@@ -215,6 +215,18 @@ impl MigrationConfig {
         if json.len() > MAX_DOCUMENT_BYTES {
             return Err(ConfigError::TooLarge(json.len()));
         }
+        let parsed = Self::parse_any_size(json)?;
+        parsed.config.check_size()?;
+        Ok(parsed)
+    }
+
+    /// Reads back the last known good copy the SDK persisted itself. Never refused for its size:
+    /// an emergency rollback must survive an offline restart whatever a host app merged into it.
+    pub(crate) fn from_persisted(json: &str) -> Result<Self, ConfigError> {
+        Self::parse_any_size(json).map(|p| p.config)
+    }
+
+    fn parse_any_size(json: &str) -> Result<ParsedConfig, ConfigError> {
         check_duplicate_keys(json)?;
         let top: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| ConfigError::Malformed(bounded(e)))?;
         let ignored: Vec<String> = FORBIDDEN_KEYS.iter().filter(|k| top.contains_key(**k)).map(|k| format!("{k}: a remote config cannot change it")).collect();
@@ -274,7 +286,7 @@ impl MigrationConfig {
             device_overrides,
             company_overrides,
         };
-        config.validate()?;
+        config.validate_values()?;
         Ok(ParsedConfig { config, skipped, ignored })
     }
 
@@ -312,8 +324,24 @@ impl MigrationConfig {
         })
     }
 
-    /// Checks every value; used for parsed documents and for configs the app passes directly.
+    /// Checks every value and the size ([`MAX_DOCUMENT_BYTES`] as JSON): every config applied,
+    /// whatever its source, passes here, so whatever is persisted reads back.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_values()?;
+        self.check_size()
+    }
+
+    /// The config as JSON is at most [`MAX_DOCUMENT_BYTES`].
+    fn check_size(&self) -> Result<(), ConfigError> {
+        let size = self.to_json().to_string().len();
+        if size > MAX_DOCUMENT_BYTES {
+            return Err(ConfigError::TooLarge(size));
+        }
+        Ok(())
+    }
+
+    /// Checks every value (not the size).
+    fn validate_values(&self) -> Result<(), ConfigError> {
         percentage("pubsubPercentage", self.pubsub_percentage)?;
         if self.rollout_salt.is_empty() || self.rollout_salt.len() > MAX_SALT_BYTES {
             return Err(ConfigError::InvalidValue {

@@ -22,6 +22,9 @@ pub(crate) struct Active {
     pub decision: RolloutDecision,
     pub source: ConfigSource,
     pub applied_at_ms: i64,
+    /// Device overrides the host app's remote values set (`migration_override_<id>`): the next
+    /// remote values without that key remove it.
+    pub host_overrides: std::collections::BTreeSet<String>,
 }
 
 /// Everything behind the publisher's one lock.
@@ -133,7 +136,7 @@ pub(crate) mod test_support {
     /// A hub in force with `config` for device `d-1`.
     pub fn hub(config: MigrationConfig) -> Arc<Hub> {
         let decision = crate::rollout::decide(&config, "d-1", None);
-        Arc::new(Hub::new(Outbox::default(), Active { config, decision, source: ConfigSource::App, applied_at_ms: 0 }, 0, Events::default()))
+        Arc::new(Hub::new(Outbox::default(), Active { config, decision, source: ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() }, 0, Events::default()))
     }
 
     /// Queues `n` locations owed to the transports named.

@@ -58,6 +58,9 @@ pub(crate) struct Shared {
 /// A change of decision to tell the app's listener about: (old, new).
 type Change = (RolloutDecision, RolloutDecision);
 
+/// Ids of the device overrides the host app's remote values set.
+type HostOverrides = std::collections::BTreeSet<String>;
+
 impl Shared {
     /// Locks the state; a poisoned lock is recovered, never propagated.
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -117,8 +120,8 @@ impl Shared {
     /// Applies `config` at once (from `source`); returns the new decision. An invalid config is
     /// refused and counted, and the one in force stays. The app's `ConfigListener` hears of a
     /// change before this returns, on this thread.
-    fn apply(&self, config: MigrationConfig, source: ConfigSource) -> Result<RolloutDecision, DualPubError> {
-        let (decision, change) = self.apply_quietly(config, source)?;
+    fn apply(&self, config: MigrationConfig, source: ConfigSource, host_overrides: HostOverrides) -> Result<RolloutDecision, DualPubError> {
+        let (decision, change) = self.apply_quietly(config, source, host_overrides)?;
         if let Some((old, new)) = change {
             self.tell_listener(old, new);
         }
@@ -150,7 +153,7 @@ impl Shared {
 
     /// As [`Shared::apply`], leaving the listener to the caller: returns the new decision and,
     /// if it changed, (old, new) to tell the listener once the caller holds no lock.
-    fn apply_quietly(&self, config: MigrationConfig, source: ConfigSource) -> Result<(RolloutDecision, Option<Change>), DualPubError> {
+    fn apply_quietly(&self, config: MigrationConfig, source: ConfigSource, host_overrides: HostOverrides) -> Result<(RolloutDecision, Option<Change>), DualPubError> {
         config.validate().inspect_err(|e| self.config_refused(e))?;
         let s = &self.settings;
         let decision = decide(&config, &s.device_id, s.company_id.as_deref());
@@ -159,8 +162,12 @@ impl Shared {
             return Err(DualPubError::Closed);
         }
         let applied_at_ms = clock::now_ms();
-        st.outbox.persist_config(store::StoredConfig { json: config.to_json().to_string(), source: source.as_str().into(), applied_at_ms });
-        let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms }));
+        let mut json = config.to_json();
+        if !host_overrides.is_empty() {
+            json[crate::remote::HOST_OVERRIDES_KEY] = serde_json::json!(host_overrides);
+        }
+        st.outbox.persist_config(store::StoredConfig { json: json.to_string(), source: source.as_str().into(), applied_at_ms });
+        let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms, host_overrides }));
         // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
         // for it; MQTT takes over anything that would otherwise be owed to nobody.
         let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled {
@@ -259,7 +266,7 @@ impl Shared {
         if self.active().config == config {
             return Ok((FetchResult::NotModified, version, None));
         }
-        let (_, change) = self.apply_quietly(config, ConfigSource::Fetched)?;
+        let (_, change) = self.apply_quietly(config, ConfigSource::Fetched, HostOverrides::new())?;
         Ok((FetchResult::Applied { version }, version, change))
     }
 
@@ -498,15 +505,16 @@ impl Publisher {
     /// Applies a migration config at once; returns the new decision. An invalid config is
     /// refused and the one in force stays.
     pub fn apply_config(&self, config: MigrationConfig) -> Result<RolloutDecision, DualPubError> {
-        self.shared.apply(config, crate::remote::ConfigSource::App)
+        self.shared.apply(config, crate::remote::ConfigSource::App, HostOverrides::new())
     }
 
     /// Applies the host app's remote values (Firebase Remote Config keys, docs/CONTRACT.md#host-remote-values) on
     /// top of the config in force.
     pub fn apply_remote_values(&self, values: std::collections::HashMap<String, String>) -> Result<RolloutDecision, DualPubError> {
-        let current = self.shared.active().config.clone();
-        let config = crate::remote::from_remote_values(&current, &values).inspect_err(|e| self.shared.config_refused(e))?;
-        self.shared.apply(config, crate::remote::ConfigSource::Host)
+        let current = self.shared.active();
+        let (config, host_overrides) =
+            crate::remote::from_remote_values(&current.config, &current.host_overrides, &values).inspect_err(|e| self.shared.config_refused(e))?;
+        self.shared.apply(config, crate::remote::ConfigSource::Host, host_overrides)
     }
 
     /// What the SDK knows about the config in force and about fetching it.

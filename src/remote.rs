@@ -1,7 +1,7 @@
 //! Where the migration config in force came from, its status, the app's `ConfigListener`, and
 //! the mapping of host-app remote values (Firebase Remote Config keys, docs/CONTRACT.md#host-remote-values).
 
-use crate::config::{MigrationConfig, Override};
+use crate::config::MigrationConfig;
 use crate::error::ConfigError;
 use crate::rollout::RolloutDecision;
 use std::collections::HashMap;
@@ -76,11 +76,21 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// The key under which the persisted config lists the device overrides set by remote values.
+pub(crate) const HOST_OVERRIDES_KEY: &str = "hostOverrideIds";
+
 /// Builds the config the host app's remote values describe, on top of `current`: the keys of
 /// the migration plan (`pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>` holding a
 /// JSON override) plus `pubsub_enabled`, `mqtt_enabled`, `fallback_to_mqtt`, `emergency_mode`,
 /// `rollout_salt` and `config_version`. Unknown keys are ignored; a bad value refuses them all.
-pub fn from_remote_values(current: &MigrationConfig, values: &HashMap<String, String>) -> Result<MigrationConfig, ConfigError> {
+/// The values are the host's whole set: a device override an earlier set made (`host_ids`) and
+/// this one no longer names (or names with an empty value) is removed. Returns the config and
+/// the ids of the overrides the values set.
+pub fn from_remote_values(
+    current: &MigrationConfig,
+    host_ids: &std::collections::BTreeSet<String>,
+    values: &HashMap<String, String>,
+) -> Result<(MigrationConfig, std::collections::BTreeSet<String>), ConfigError> {
     let mut c = current.clone();
     let mut overrides = HashMap::new();
     for (key, value) in values {
@@ -116,16 +126,17 @@ pub fn from_remote_values(current: &MigrationConfig, values: &HashMap<String, St
             _ => {}
         }
     }
-    let mut merged: HashMap<String, Override> = c.device_overrides.clone();
-    merged.extend(overrides);
-    c.device_overrides = merged;
+    let ids = overrides.keys().cloned().collect();
+    c.device_overrides.retain(|id, _| !host_ids.contains(id));
+    c.device_overrides.extend(overrides);
     c.validate()?;
-    Ok(c)
+    Ok((c, ids))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Override;
 
     fn values(kv: &[(&str, &str)]) -> HashMap<String, String> {
         kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -133,8 +144,9 @@ mod tests {
 
     #[test]
     fn maps_the_remote_config_keys() {
-        let c = from_remote_values(
+        let (c, ids) = from_remote_values(
             &MigrationConfig::default(),
+            &Default::default(),
             &values(&[
                 ("pubsub_rollout_percentage", "25.5"),
                 ("pubsub_enabled", "true"),
@@ -147,6 +159,22 @@ mod tests {
         .unwrap();
         assert_eq!((c.pubsub_percentage, c.pubsub_enabled, c.debug_mode, c.version), (25.5, true, true, 12));
         assert_eq!(c.device_overrides["d-1"].pubsub_enabled, Some(true));
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), vec!["d-1".to_string()]);
+    }
+
+    #[test]
+    fn an_override_the_host_no_longer_names_is_removed_and_others_stay() {
+        let mut current = MigrationConfig::default();
+        current.device_overrides.insert("from-a-document".into(), Override { pubsub_enabled: Some(false), ..Default::default() });
+        let (c, ids) = from_remote_values(&current, &Default::default(), &values(&[("migration_override_d-1", r#"{"pubsubEnabled": true}"#)])).unwrap();
+        assert!(c.device_overrides.contains_key("d-1") && c.device_overrides.contains_key("from-a-document"));
+        let (c, ids) = from_remote_values(&c, &ids, &values(&[("pubsub_enabled", "true")])).unwrap();
+        assert!(!c.device_overrides.contains_key("d-1"), "the key is gone, so is its override");
+        assert!(c.device_overrides.contains_key("from-a-document"), "an override the host did not set stays");
+        assert!(ids.is_empty());
+        let (c, ids) = from_remote_values(&c, &ids, &values(&[("migration_override_d-2", r#"{"mqttEnabled": false}"#)])).unwrap();
+        let (c, _) = from_remote_values(&c, &ids, &values(&[("migration_override_d-2", "")])).unwrap();
+        assert!(!c.device_overrides.contains_key("d-2"), "an empty value removes it too");
     }
 
     #[test]
@@ -158,7 +186,7 @@ mod tests {
             ("migration_override_d-1", "{not json"),
             ("migration_override_a/b", r#"{"pubsubEnabled": true}"#),
         ] {
-            assert!(from_remote_values(&MigrationConfig::default(), &values(&[bad])).is_err(), "{bad:?}");
+            assert!(from_remote_values(&MigrationConfig::default(), &Default::default(), &values(&[bad])).is_err(), "{bad:?}");
         }
     }
 }

@@ -67,8 +67,8 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     let dead_letters = db.load_dead_letters()?;
     let max_seq = db.max_seq()?;
     let persisted = match db.load_config()? {
-        Some(stored) => match MigrationConfig::from_json(&stored.json) {
-            Ok(c) => Some((c, stored.applied_at_ms)),
+        Some(stored) => match MigrationConfig::from_persisted(&stored.json) {
+            Ok(c) => Some((c, stored.applied_at_ms, host_overrides(&stored.json))),
             Err(e) => {
                 notes.push((log::Level::Error, "config", format!("ignores its persisted config ({e})")));
                 None
@@ -77,10 +77,10 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         None => None,
     };
     let fetcher = fetcher(config, &db, persisted.is_some(), http, clock, &mut notes)?;
-    let (migration, source, applied_at_ms) = match (persisted, &config.migration) {
-        (Some((c, at)), _) => (c, ConfigSource::Persisted, at),
-        (None, Some(c)) => (c.clone(), ConfigSource::App, crate::clock::now_ms()),
-        (None, None) => (MigrationConfig::default(), ConfigSource::Defaults, crate::clock::now_ms()),
+    let (migration, source, applied_at_ms, host_overrides) = match (persisted, &config.migration) {
+        (Some((c, at, host)), _) => (c, ConfigSource::Persisted, at, host),
+        (None, Some(c)) => (c.clone(), ConfigSource::App, crate::clock::now_ms(), Default::default()),
+        (None, None) => (MigrationConfig::default(), ConfigSource::Defaults, crate::clock::now_ms(), Default::default()),
     };
     let decision = decide(&migration, &config.device_id, config.company_id.as_deref());
     notes.push((
@@ -112,10 +112,18 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         recovered,
         reset: report.moved_aside.is_some(),
         memory_only: report.memory_only.is_some(),
-        active: Active { config: migration, decision, source, applied_at_ms },
+        active: Active { config: migration, decision, source, applied_at_ms, host_overrides },
         fetcher,
         notes,
     })
+}
+
+/// The ids of the device overrides the host app set, as persisted with the config.
+fn host_overrides(json: &str) -> std::collections::BTreeSet<String> {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| serde_json::from_value(v.get(crate::remote::HOST_OVERRIDES_KEY)?.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// The config fetcher, resuming the saved state unless it is unreadable or belongs to another URL.

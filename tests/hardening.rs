@@ -151,3 +151,47 @@ fn a_full_disk_at_the_first_start_keeps_the_outbox_in_memory() {
     assert!(report.contains(r#""memoryOnly":true"#) && report.contains("cannot create the outbox database"), "{report}");
     p.shutdown();
 }
+
+#[test]
+fn every_apply_has_one_size_limit_and_the_persisted_copy_is_never_refused_for_size() {
+    use std::collections::HashMap;
+    let emu = emulator();
+    let id = device("config-size");
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").rollout(100.0).start();
+    // The host app merges 10,000 overrides and an emergency: more than a document may hold.
+    let mut values: HashMap<String, String> = (0..10_000).map(|i| (format!("migration_override_dev-{i:05}"), r#"{"pubsubEnabled": true}"#.into())).collect();
+    values.insert("emergency_mode".into(), "true".into());
+    let e = p.apply_remote_values(values).unwrap_err();
+    assert!(matches!(&e, DualPubError::InvalidConfig { reason } if reason.contains("too large")), "refused at apply, where the app hears of it: {e:?}");
+    assert!(p.decision().unwrap().pubsub_enabled, "the config in force stays");
+    p.shutdown();
+    drop(p);
+
+    // A last known good copy larger than that (written by an earlier build) still wins at an
+    // offline cold start: here an emergency.
+    let db = std::env::temp_dir().join(format!("dualpub-test-{id}")).join("outbox.db");
+    let overrides: serde_json::Map<String, serde_json::Value> = (0..10_000).map(|i| (format!("dev-{i:05}"), serde_json::json!({"pubsubEnabled": true}))).collect();
+    let big = serde_json::json!({"version": 9, "emergencyMode": true, "pubsubEnabled": true, "pubsubPercentage": 100, "deviceOverrides": overrides}).to_string();
+    assert!(big.len() > 256 * 1024);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("INSERT OR REPLACE INTO config (id, json, source, applied_at_ms) VALUES (1, ?1, 'fetched', 1)", [&big]).unwrap();
+    drop(conn);
+    let q = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").rollout(100.0).start();
+    let status = q.config_status().unwrap();
+    assert_eq!((status.source, status.version), (dualpub::ConfigSource::Persisted, 9));
+    let d = q.decision().unwrap();
+    assert!(!d.pubsub_enabled && d.reason == dualpub::DecisionReason::Emergency, "{d:?}");
+}
+
+#[test]
+fn a_removed_override_key_removes_the_override() {
+    use std::collections::HashMap;
+    let emu = emulator();
+    let id = device("override-removal");
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let key = format!("migration_override_{id}");
+    let on = p.apply_remote_values(HashMap::from([(key, r#"{"pubsubEnabled": true}"#.to_string())])).unwrap();
+    assert!(on.pubsub_enabled && on.reason == dualpub::DecisionReason::DeviceOverride);
+    let off = p.apply_remote_values(HashMap::from([("pubsub_enabled".to_string(), "true".to_string())])).unwrap();
+    assert!(!off.pubsub_enabled && off.reason == dualpub::DecisionReason::RolloutOut, "the override outlived its key: {off:?}");
+}

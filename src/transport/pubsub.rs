@@ -552,7 +552,7 @@ mod tests {
             let mut st = h.lock();
             let config = MigrationConfig { emergency_mode: true, ..MigrationConfig::default() };
             let decision = crate::rollout::decide(&config, "d-1", None);
-            st.active = Arc::new(crate::hub::Active { config, decision, source: crate::remote::ConfigSource::App, applied_at_ms: 0 });
+            st.active = Arc::new(crate::hub::Active { config, decision, source: crate::remote::ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() });
         }
         assert!(!lane.owed_by_config());
         lane.release_or_hand_over(&batch.iter().map(|r| r.seq).collect::<Vec<_>>());
