@@ -118,9 +118,10 @@ impl Hub {
         self.events.event(level, kind, message);
     }
 
-    /// Applies the outbox caps: the oldest locations beyond them are dropped, counted and logged.
-    pub fn enforce_limits(&self, st: &mut State, max_rows: usize, max_age: Duration) {
-        for (why, n) in st.outbox.evict(max_rows, max_age) {
+    /// Applies the outbox caps: the oldest locations (and dead letters) beyond them are dropped,
+    /// counted and logged.
+    pub fn enforce_limits(&self, st: &mut State) {
+        for (why, n) in st.outbox.evict() {
             self.metrics.dropped(why.as_str(), n);
             self.event(log::Level::Warn, "dropped", || format!("{n} location(s): {}", why.as_str()));
         }

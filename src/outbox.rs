@@ -177,13 +177,38 @@ pub struct DeadLetter {
     pub timestamp_ms: i64,
 }
 
-/// Why rows were evicted.
+/// Why rows (or dead letters) were evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Eviction {
     /// The outbox reached its row limit.
     OutboxFull,
     /// The row was older than the age limit.
     TooOld,
+    /// The dead-letter list reached [`MAX_DEAD_LETTERS`] or [`MAX_DEAD_LETTER_BYTES`].
+    DeadLettersFull,
+    /// The dead letter's location was older than the age limit.
+    DeadLetterTooOld,
+}
+
+/// Most dead letters kept; beyond it the oldest are dropped (counted as `dead_letters_full`).
+pub const MAX_DEAD_LETTERS: usize = 10_000;
+
+/// Most payload bytes the dead letters keep in all.
+pub const MAX_DEAD_LETTER_BYTES: usize = 16 << 20;
+
+/// The outbox's caps.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most locations kept.
+    pub max_rows: usize,
+    /// Oldest location (and dead letter, by its location's timestamp) kept.
+    pub max_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_rows: usize::MAX, max_age: Duration::MAX }
+    }
 }
 
 impl Eviction {
@@ -192,6 +217,8 @@ impl Eviction {
         match self {
             Eviction::OutboxFull => "outbox_full",
             Eviction::TooOld => "too_old",
+            Eviction::DeadLettersFull => "dead_letters_full",
+            Eviction::DeadLetterTooOld => "dead_letter_too_old",
         }
     }
 }
@@ -204,15 +231,21 @@ pub struct Outbox {
     pending: [BTreeSet<u64>; 2],
     /// Per transport: rows owed (pending or in flight).
     owed: [usize; 2],
-    dead_letters: Vec<DeadLetter>,
+    /// Oldest first (by id).
+    dead_letters: std::collections::VecDeque<DeadLetter>,
+    /// Payload bytes of the dead letters.
+    dead_letter_bytes: usize,
     next_dead_letter_id: i64,
+    limits: Limits,
+    /// When the dead letters were last checked for age.
+    last_age_sweep: Option<Instant>,
     sink: Option<Sender<Msg>>,
 }
 
 impl Outbox {
     /// An outbox whose changes are persisted through `sink` (the store writer's channel).
-    pub fn with_sink(sink: Sender<Msg>) -> Outbox {
-        Outbox { sink: Some(sink), ..Outbox::default() }
+    pub fn with_sink(sink: Sender<Msg>, limits: Limits) -> Outbox {
+        Outbox { sink: Some(sink), limits, ..Outbox::default() }
     }
 
     fn persist(&self, op: Op) {
@@ -257,7 +290,8 @@ impl Outbox {
             self.rows.insert(row.seq, row);
         }
         self.make_visible(&seqs);
-        self.next_dead_letter_id = dead_letters.iter().map(|d| d.id).max().unwrap_or(0);
+        self.next_dead_letter_id = self.next_dead_letter_id.max(dead_letters.iter().map(|d| d.id).max().unwrap_or(0));
+        self.dead_letter_bytes = dead_letters.iter().map(|d| d.payload.len()).sum();
         self.dead_letters = dead_letters
             .into_iter()
             .map(|d| DeadLetter {
@@ -287,10 +321,11 @@ impl Outbox {
         }
     }
 
-    /// Evicts the oldest rows beyond `max_rows` or older than `max_age`; returns how many for
-    /// each reason. Only location rows are counted: metrics and debug data live elsewhere and
-    /// can never evict a location.
-    pub fn evict(&mut self, max_rows: usize, max_age: Duration) -> Vec<(Eviction, u64)> {
+    /// Evicts the oldest rows beyond the row limit or older than the age limit, and the oldest
+    /// dead letters beyond theirs; returns how many for each reason. Only locations count:
+    /// metrics and debug data live elsewhere and can never evict a location.
+    pub fn evict(&mut self) -> Vec<(Eviction, u64)> {
+        let Limits { max_rows, max_age } = self.limits;
         let now = Instant::now();
         let mut out = Vec::new();
         let mut too_old = 0;
@@ -313,7 +348,42 @@ impl Outbox {
         if full > 0 {
             out.push((Eviction::OutboxFull, full));
         }
+        out.extend(self.cap_dead_letters());
         out
+    }
+
+    /// Drops the dead letters whose location is older than the age limit (looked for at most
+    /// once a minute: the list may hold thousands), then the oldest beyond [`MAX_DEAD_LETTERS`]
+    /// or [`MAX_DEAD_LETTER_BYTES`].
+    fn cap_dead_letters(&mut self) -> Vec<(Eviction, u64)> {
+        let mut too_old = 0;
+        if self.last_age_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            self.last_age_sweep = Some(Instant::now());
+            let max_age_ms = i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX);
+            let oldest_kept = crate::clock::now_ms().saturating_sub(max_age_ms);
+            let (old, kept): (Vec<DeadLetter>, Vec<DeadLetter>) =
+                std::mem::take(&mut self.dead_letters).into_iter().partition(|d| d.timestamp_ms < oldest_kept);
+            self.dead_letters = kept.into();
+            for d in &old {
+                self.dead_letter_bytes -= d.payload.len();
+                self.persist(Op::RemoveDeadLetter(d.id));
+            }
+            too_old = old.len() as u64;
+        }
+        let mut full = 0;
+        while self.dead_letters.len() > MAX_DEAD_LETTERS || self.dead_letter_bytes > MAX_DEAD_LETTER_BYTES {
+            let Some(id) = self.dead_letters.front().map(|d| d.id) else { break };
+            self.remove_dead_letter_front();
+            self.persist(Op::RemoveDeadLetter(id));
+            full += 1;
+        }
+        [(Eviction::DeadLetterTooOld, too_old), (Eviction::DeadLettersFull, full)].into_iter().filter(|(_, n)| *n > 0).collect()
+    }
+
+    fn remove_dead_letter_front(&mut self) {
+        if let Some(d) = self.dead_letters.pop_front() {
+            self.dead_letter_bytes -= d.payload.len();
+        }
     }
 
     fn remove(&mut self, seq: u64) {
@@ -499,7 +569,8 @@ impl Outbox {
                 transport: t,
                 error: error.clone(),
             };
-            self.dead_letters.push(DeadLetter {
+            self.dead_letter_bytes += row.payload.len();
+            self.dead_letters.push_back(DeadLetter {
                 id: stored.id,
                 event_id: stored.event_id.clone(),
                 payload: String::from_utf8_lossy(&row.payload).into_owned(),
@@ -515,9 +586,11 @@ impl Outbox {
     /// Takes dead letters out of the list to send them again (all when `ids` is empty); the
     /// caller queues them as new rows with their original eventId and bytes.
     pub fn take_dead_letters(&mut self, ids: &[i64]) -> Vec<DeadLetter> {
+        let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
         let (taken, kept): (Vec<DeadLetter>, Vec<DeadLetter>) =
-            std::mem::take(&mut self.dead_letters).into_iter().partition(|d| ids.is_empty() || ids.contains(&d.id));
-        self.dead_letters = kept;
+            std::mem::take(&mut self.dead_letters).into_iter().partition(|d| wanted.is_empty() || wanted.contains(&d.id));
+        self.dead_letters = kept.into();
+        self.dead_letter_bytes = self.dead_letters.iter().map(|d| d.payload.len()).sum();
         for d in &taken {
             self.persist(Op::RemoveDeadLetter(d.id));
         }
@@ -555,9 +628,15 @@ impl Outbox {
         self.rows.values().next().map(|r| r.accepted_at)
     }
 
-    /// The dead-letter list.
-    pub fn dead_letters(&self) -> &[DeadLetter] {
-        &self.dead_letters
+    /// The dead letters, oldest first: at most `limit` after id `after_id` (a page).
+    pub fn dead_letters(&self, after_id: i64, limit: usize) -> Vec<DeadLetter> {
+        let start = self.dead_letters.partition_point(|d| d.id <= after_id);
+        self.dead_letters.range(start..).take(limit).cloned().collect()
+    }
+
+    /// How many dead letters are kept.
+    pub fn dead_letter_count(&self) -> usize {
+        self.dead_letters.len()
     }
 }
 
@@ -635,12 +714,35 @@ mod tests {
     }
 
     #[test]
+    fn dead_letters_are_capped_oldest_first_and_paged() {
+        let mut o = Outbox::default();
+        let n = MAX_DEAD_LETTERS as u64 + 5;
+        for s in 1..=n {
+            o.insert(row(s, false, true));
+        }
+        o.take(Transport::PubSub, usize::MAX, usize::MAX, len);
+        for s in 1..=n {
+            o.dead_letter(Transport::PubSub, s, "400".into());
+        }
+        assert_eq!(o.evict(), vec![(Eviction::DeadLettersFull, 5)]);
+        assert_eq!(o.dead_letter_count(), MAX_DEAD_LETTERS);
+        let first = o.dead_letters(0, 3);
+        assert_eq!(first.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["e6", "e7", "e8"], "the oldest went first");
+        let next = o.dead_letters(first[2].id, 2);
+        assert_eq!(next.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["e9", "e10"]);
+        // Retrying 30,000 ids is linear: every id is looked up in a set.
+        let ids: Vec<i64> = (0..30_000).collect();
+        assert_eq!(o.take_dead_letters(&ids).len(), MAX_DEAD_LETTERS);
+        assert_eq!(o.dead_letter_count(), 0);
+    }
+
+    #[test]
     fn dead_letters_are_kept() {
         let mut o = Outbox::default();
         o.insert(row(1, false, true));
         o.take(Transport::PubSub, 1, 1 << 20, len);
         let done = o.dead_letter(Transport::PubSub, 1, "400 bad".into());
         assert_eq!(done[0].outcome, None);
-        assert_eq!(o.dead_letters()[0].event_id, "e1");
+        assert_eq!(o.dead_letters(0, 10)[0].event_id, "e1");
     }
 }

@@ -403,6 +403,11 @@ impl Publisher {
         if r.memory_only {
             hub.metrics.storage_error();
         }
+        // Caps apply to what was restored too (dead letters past their age, for one).
+        hub.enforce_limits(&mut hub.lock());
+        if r.dead_letters_dropped > 0 {
+            hub.metrics.dropped(crate::outbox::Eviction::DeadLettersFull.as_str(), r.dead_letters_dropped);
+        }
         hub.metrics.recovered(r.recovered);
         let pubsub_settings = pubsub::Settings::from_config(&config);
         let shared = Arc::new(Shared {
@@ -479,8 +484,7 @@ impl Publisher {
                 st.next_seq += 1;
                 st.outbox.insert(Row::new(seq, id.clone(), payload.clone(), *ts, mqtt, pubsub));
             }
-            let max_age = Duration::from_secs(u64::from(s.max_outbox_age_hours) * 3600);
-            hub.enforce_limits(&mut st, s.max_outbox_rows as usize, max_age);
+            hub.enforce_limits(&mut st);
             (mqtt, pubsub)
         };
         hub.metrics.accepted(encoded.len() as u64);
@@ -683,7 +687,7 @@ impl Publisher {
             "queue": {
                 "mqtt": m.mqtt.queue_depth, "pubsub": m.pubsub.queue_depth, "rows": st.outbox.len(),
                 "oldestAgeSeconds": m.queue_oldest_age_seconds, "durableSeq": st.durable_seq, "nextSeq": st.next_seq,
-                "deadLetters": st.outbox.dead_letters().len(),
+                "deadLetters": st.outbox.dead_letter_count(),
             },
             "breakers": {
                 "mqtt": {"open": m.mqtt.circuit_open, "openings": m.mqtt.circuit_openings},
@@ -758,9 +762,16 @@ impl Publisher {
         self.shared.hub.metrics.prometheus(&self.gauges())
     }
 
-    /// Messages Pub/Sub refused as invalid; kept, never deleted.
+    /// Messages Pub/Sub refused as invalid, oldest first (at most
+    /// [`crate::outbox::MAX_DEAD_LETTERS`]; beyond that, and past `maxOutboxAgeHours`, the oldest
+    /// are dropped and counted).
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.shared.lock().outbox.dead_letters().to_vec()
+        self.dead_letters_page(0, u32::MAX)
+    }
+
+    /// A page of [`Publisher::dead_letters`]: at most `limit` with an id above `after_id`.
+    pub fn dead_letters_page(&self, after_id: i64, limit: u32) -> Vec<DeadLetter> {
+        self.shared.lock().outbox.dead_letters(after_id, limit as usize)
     }
 
     /// How long a blocking call may wait here: on a runtime worker (an SDK task, or an app

@@ -35,6 +35,8 @@ pub(crate) struct Restored {
     pub recovered: u64,
     /// A corrupt database was moved aside.
     pub reset: bool,
+    /// Dead letters beyond the cap, deleted as the outbox was opened.
+    pub dead_letters_dropped: u64,
     /// The outbox lives in memory only (no room on the disk).
     pub memory_only: bool,
     /// The config in force and the decision it gives this device.
@@ -64,7 +66,10 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         notes.push((log::Level::Warn, "storage", format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::store::SCHEMA_VERSION)));
     }
     let rows = db.load_rows()?;
-    let dead_letters = db.load_dead_letters()?;
+    let (dead_letters, dead_letters_dropped) = db.load_dead_letters(crate::outbox::MAX_DEAD_LETTERS)?;
+    if dead_letters_dropped > 0 {
+        notes.push((log::Level::Warn, "dropped", format!("{dead_letters_dropped} dead letter(s): dead_letters_full")));
+    }
     let max_seq = db.max_seq()?;
     let persisted = match db.load_config()? {
         Some(stored) => match MigrationConfig::from_persisted(&stored.json) {
@@ -97,7 +102,11 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         ),
     ));
     let (store_tx, store_rx) = std::sync::mpsc::channel();
-    let mut outbox = Outbox::with_sink(store_tx.clone());
+    let limits = crate::outbox::Limits {
+        max_rows: config.max_outbox_rows as usize,
+        max_age: std::time::Duration::from_secs(u64::from(config.max_outbox_age_hours) * 3600),
+    };
+    let mut outbox = Outbox::with_sink(store_tx.clone(), limits);
     let recovered = rows.len() as u64;
     outbox.restore(rows, dead_letters);
     if recovered > 0 {
@@ -111,6 +120,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         max_seq,
         recovered,
         reset: report.moved_aside.is_some(),
+        dead_letters_dropped,
         memory_only: report.memory_only.is_some(),
         active: Active { config: migration, decision, source, applied_at_ms, host_overrides },
         fetcher,

@@ -381,7 +381,14 @@ impl Store {
     }
 
     /// Every dead letter, oldest first.
-    pub fn load_dead_letters(&self) -> rusqlite::Result<Vec<StoredDeadLetter>> {
+    /// The newest `keep` dead letters, oldest first; older ones are deleted. Returns them and how
+    /// many were deleted (so a list grown by an earlier build never has to fit in memory).
+    pub fn load_dead_letters(&self, keep: usize) -> rusqlite::Result<(Vec<StoredDeadLetter>, u64)> {
+        let total: i64 = self.conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
+        let excess = (total as u64).saturating_sub(keep as u64);
+        if excess > 0 {
+            self.conn.execute("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?1)", params![excess as i64])?;
+        }
         let mut stmt = self.conn.prepare("SELECT id, event_id, payload, timestamp_ms, transport, error FROM dead_letters ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredDeadLetter {
@@ -393,7 +400,7 @@ impl Store {
                 error: r.get(5)?,
             })
         })?;
-        rows.collect()
+        Ok((rows.collect::<rusqlite::Result<_>>()?, excess))
     }
 
     /// The last known good migration config, if one was ever applied.
@@ -577,7 +584,7 @@ mod tests {
         let rows = s.load_rows().unwrap();
         assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!((rows[1].mqtt, rows[1].pubsub), (Delivery::Acked, Delivery::Pending));
-        let dl = s.load_dead_letters().unwrap();
+        let (dl, _) = s.load_dead_letters(usize::MAX).unwrap();
         assert_eq!((dl[0].id, dl[0].event_id.as_str(), dl[0].transport), (7, "e9", Transport::PubSub));
         assert_eq!(s.max_seq().unwrap(), 2);
         assert_eq!(s.load_config().unwrap(), None);

@@ -195,3 +195,41 @@ fn a_removed_override_key_removes_the_override() {
     let off = p.apply_remote_values(HashMap::from([("pubsub_enabled".to_string(), "true".to_string())])).unwrap();
     assert!(!off.pubsub_enabled && off.reason == dualpub::DecisionReason::RolloutOut, "the override outlived its key: {off:?}");
 }
+
+#[test]
+fn dead_letters_are_capped_by_count_and_age_and_paged() {
+    let emu = emulator();
+    let id = device("dead-letter-cap");
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    p.shutdown();
+    drop(p);
+    // A topic that refused everything for a long while: 10,050 dead letters, 20 of them (ids
+    // 100–119) of locations older than the age cap (168 h).
+    let db = std::env::temp_dir().join(format!("dualpub-test-{id}")).join("outbox.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let now = dualpub::clock::now_ms();
+    conn.execute_batch("BEGIN").unwrap();
+    for i in 1..=10_050i64 {
+        let ts = if (100..120).contains(&i) { now - 200 * 3_600_000 } else { now - 1_000 };
+        conn.execute(
+            "INSERT INTO dead_letters (id, event_id, payload, timestamp_ms, transport, error) VALUES (?1, ?2, ?3, ?4, 1, 'HTTP 400')",
+            rusqlite::params![i, format!("e{i}"), br#"{"latitude":52.5}"#.to_vec(), ts],
+        )
+        .unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    drop(conn);
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let letters = p.dead_letters().unwrap();
+    assert_eq!(letters.len(), 9_980, "at most 10,000 are kept, and none past the age cap");
+    assert_eq!(letters[0].event_id, "e51", "the oldest were dropped");
+    assert!(letters.iter().all(|d| d.timestamp_ms > now - 168 * 3_600_000));
+    let m = p.metrics().unwrap();
+    assert_eq!(m.dropped.get("dead_letters_full"), Some(&50), "{:?}", m.dropped);
+    assert_eq!(m.dropped.get("dead_letter_too_old"), Some(&20), "{:?}", m.dropped);
+    let page = p.dead_letters_page(letters[9_977].id, 10).unwrap();
+    assert_eq!(page.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["e10049", "e10050"]);
+    let ids: Vec<i64> = (1..=30_000).collect();
+    assert_eq!(p.retry_dead_letters(ids).unwrap(), 9_980, "a long id list is handled whole");
+    assert!(p.dead_letters().unwrap().is_empty());
+}

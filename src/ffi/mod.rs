@@ -125,6 +125,12 @@ impl DualPublisher {
         Ok(self.open()?.dead_letters())
     }
 
+    /// A page of the dead letters, oldest first: at most `limit` with an id above `afterId`
+    /// (0 for the first page).
+    pub fn dead_letters_page(&self, after_id: i64, limit: u32) -> Result<Vec<DeadLetter>, DualPubError> {
+        Ok(self.open()?.dead_letters_page(after_id, limit))
+    }
+
     /// Waits up to `timeout_ms` until every location accepted so far is on disk (survives a
     /// process kill); returns whether it is. Blocks: call it from a background thread.
     pub fn await_durable(&self, timeout_ms: u64) -> Result<bool, DualPubError> {

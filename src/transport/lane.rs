@@ -127,6 +127,7 @@ impl Lane {
         self.hub.metrics.failed(self.t, 1);
         let mut st = self.hub.lock();
         let done = st.outbox.dead_letter(self.t, seq, why);
+        self.hub.enforce_limits(&mut st);
         self.hub.completed(st, &done);
     }
 

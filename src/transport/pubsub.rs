@@ -458,8 +458,8 @@ mod tests {
         // 1–4 ok; 5–8 split: 5–6 split: 5 ok, 6 dead-lettered; then 7–8 ok (oldest first throughout).
         assert_eq!(requests, vec![8, 4, 4, 2, 1, 1, 2], "halves, oldest first, down to the one bad message");
         let st = h.lock();
-        assert_eq!(st.outbox.dead_letters().len(), 1);
-        assert_eq!(st.outbox.dead_letters()[0].event_id, format!("e{poisoned}"));
+        assert_eq!(st.outbox.dead_letter_count(), 1);
+        assert_eq!(st.outbox.dead_letters(0, 10)[0].event_id, format!("e{poisoned}"));
         assert_eq!(st.outbox.depth(Transport::PubSub), 0, "the seven good ones were delivered");
         assert_eq!(st.outbox.depth(Transport::Mqtt), 1, "the dead letter also went to MQTT (fallback)");
         drop(st);

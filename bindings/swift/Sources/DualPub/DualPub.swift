@@ -1047,7 +1047,7 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func applyConfig(config: MigrationConfig) throws  -> RolloutDecision
     
     /**
-     * Parses and applies a migration config document (JSON, GUIDE §4).
+     * Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
      */
     func applyConfigJson(json: String) throws  -> RolloutDecision
     
@@ -1083,6 +1083,12 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      * Messages Pub/Sub refused as invalid (kept, never deleted).
      */
     func deadLetters() throws  -> [DeadLetter]
+    
+    /**
+     * A page of the dead letters, oldest first: at most `limit` with an id above `afterId`
+     * (0 for the first page).
+     */
+    func deadLettersPage(afterId: Int64, limit: UInt32) throws  -> [DeadLetter]
     
     /**
      * A JSON report: config, decision, queue depths, breaker states, recent errors.
@@ -1256,7 +1262,7 @@ open func applyConfig(config: MigrationConfig)throws  -> RolloutDecision  {
 }
     
     /**
-     * Parses and applies a migration config document (JSON, GUIDE §4).
+     * Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
      */
 open func applyConfigJson(json: String)throws  -> RolloutDecision  {
     return try  FfiConverterTypeRolloutDecision_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
@@ -1340,6 +1346,21 @@ open func deadLetters()throws  -> [DeadLetter]  {
         uniffiCallStatus in
     uniffi_dualpub_fn_method_dualpublisher_dead_letters(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A page of the dead letters, oldest first: at most `limit` with an id above `afterId`
+     * (0 for the first page).
+     */
+open func deadLettersPage(afterId: Int64, limit: UInt32)throws  -> [DeadLetter]  {
+    return try  FfiConverterSequenceTypeDeadLetter.lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_dead_letters_page(
+            self.uniffiCloneHandle(),
+        FfiConverterInt64.lower(afterId),
+        FfiConverterUInt32.lower(limit),uniffiCallStatus
     )
 })
 }
@@ -2430,7 +2451,7 @@ public func FfiConverterTypeLocation_lower(_ value: Location) -> RustBuffer {
 
 
 /**
- * Every migration metric of GUIDE §6 at one moment.
+ * Every migration metric (docs/CONTRACT.md#metrics) at one moment.
  */
 public struct MetricsSnapshot: Equatable, Hashable {
     /**
@@ -2683,7 +2704,7 @@ public func FfiConverterTypeMetricsSnapshot_lower(_ value: MetricsSnapshot) -> R
 
 
 /**
- * The migration config of GUIDE §4. `Default` is the compiled-in config: MQTT only.
+ * The migration config (docs/CONTRACT.md#migration-config). `Default` is the compiled-in config: MQTT only.
  */
 public struct MigrationConfig: Equatable, Hashable {
     /**
@@ -3317,7 +3338,7 @@ public func FfiConverterTypeRolloutDecision_lower(_ value: RolloutDecision) -> R
  */
 public struct SdkConfig: Equatable, Hashable {
     /**
-     * This device's id (GUIDE §3 rules).
+     * This device's id (docs/CONTRACT.md#device-and-company-ids).
      */
     public var deviceId: String
     /**
@@ -3358,7 +3379,7 @@ public struct SdkConfig: Equatable, Hashable {
      */
     public var maxStorageBytes: UInt64?
     /**
-     * Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
+     * Where to fetch the migration config document (docs/CONTRACT.md#fetched-documents) from, `https://` (or `http://`
      * with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
      * PKI roots plus `pubsub.caCertificatesPem`.
      */
@@ -3373,7 +3394,7 @@ public struct SdkConfig: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * This device's id (GUIDE §3 rules).
+         * This device's id (docs/CONTRACT.md#device-and-company-ids).
          */deviceId: String, 
         /**
          * The company (fleet) the device belongs to, for company overrides.
@@ -3404,7 +3425,7 @@ public struct SdkConfig: Equatable, Hashable {
          * new locations are kept in memory (up to `maxOutboxRows`) exactly as on a full disk.
          */maxStorageBytes: UInt64? = nil, 
         /**
-         * Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
+         * Where to fetch the migration config document (docs/CONTRACT.md#fetched-documents) from, `https://` (or `http://`
          * with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
          * PKI roots plus `pubsub.caCertificatesPem`.
          */remoteConfigUrl: String? = nil, 
@@ -3914,6 +3935,18 @@ enum DualPubError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      */
     case Closed
     /**
+     * A `sendLocations` batch larger than one call accepts (at most 10,000 locations and at
+     * most `maxOutboxRows`); nothing was queued. Split it.
+     */
+    case BatchTooLarge(
+        /**
+         * Locations in the batch.
+         */size: UInt64, 
+        /**
+         * The most one call accepts with this config.
+         */limit: UInt64
+    )
+    /**
      * Something inside the SDK failed that the caller cannot fix; details are logged.
      */
     case Internal(
@@ -3963,7 +3996,11 @@ public struct FfiConverterTypeDualPubError: FfiConverterRustBuffer {
             reason: try FfiConverterString.read(from: &buf)
             )
         case 5: return .Closed
-        case 6: return .Internal(
+        case 6: return .BatchTooLarge(
+            size: try FfiConverterUInt64.read(from: &buf), 
+            limit: try FfiConverterUInt64.read(from: &buf)
+            )
+        case 7: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -4002,8 +4039,14 @@ public struct FfiConverterTypeDualPubError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(5))
         
         
-        case let .Internal(reason):
+        case let .BatchTooLarge(size,limit):
             writeInt(&buf, Int32(6))
+            FfiConverterUInt64.write(size, into: &buf)
+            FfiConverterUInt64.write(limit, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(7))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -4178,7 +4221,7 @@ public enum RolloutAlgorithm: Equatable, Hashable {
      */
     case v1
     /**
-     * `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway of seed 000 §4.3.
+     * `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway's percentage routing (docs/CONTRACT.md#crc32).
      */
     case crc32
 
@@ -4885,7 +4928,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_apply_config() != 55117) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config_json() != 51226) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config_json() != 55556) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_apply_remote_values() != 37302) {
@@ -4904,6 +4947,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters() != 14440) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page() != 12849) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_debug_report() != 6022) {

@@ -366,6 +366,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_current_config(uint64_t ptr, R
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_dead_letters(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEAD_LETTERS_PAGE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEAD_LETTERS_PAGE
+RustBuffer uniffi_dualpub_fn_method_dualpublisher_dead_letters_page(uint64_t ptr, int64_t after_id, uint32_t limit, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEBUG_REPORT
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEBUG_REPORT
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_debug_report(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -826,6 +831,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_current_config(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEAD_LETTERS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEAD_LETTERS
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_dead_letters(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEAD_LETTERS_PAGE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEAD_LETTERS_PAGE
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page(void
     
 );
 #endif

@@ -764,6 +764,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_dead_letters(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_debug_report(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_decision(
@@ -852,6 +854,8 @@ internal object UniffiLib {
     external fun uniffi_dualpub_fn_method_dualpublisher_current_config(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_dead_letters(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_dead_letters_page(`ptr`: Long,`afterId`: Long,`limit`: Int,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_debug_report(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -2144,7 +2148,7 @@ public interface DualPublisherInterface {
     fun `applyConfig`(`config`: MigrationConfig): RolloutDecision
     
     /**
-     * Parses and applies a migration config document (JSON, GUIDE §4).
+     * Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
      */
     fun `applyConfigJson`(`json`: kotlin.String): RolloutDecision
     
@@ -2180,6 +2184,12 @@ public interface DualPublisherInterface {
      * Messages Pub/Sub refused as invalid (kept, never deleted).
      */
     fun `deadLetters`(): List<DeadLetter>
+    
+    /**
+     * A page of the dead letters, oldest first: at most `limit` with an id above `afterId`
+     * (0 for the first page).
+     */
+    fun `deadLettersPage`(`afterId`: kotlin.Long, `limit`: kotlin.UInt): List<DeadLetter>
     
     /**
      * A JSON report: config, decision, queue depths, breaker states, recent errors.
@@ -2409,7 +2419,7 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
-     * Parses and applies a migration config document (JSON, GUIDE §4).
+     * Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
      */
     @Throws(DualPubException::class)override fun `applyConfigJson`(`json`: kotlin.String): RolloutDecision {
             return FfiConverterTypeRolloutDecision.lift(
@@ -2525,6 +2535,26 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     UniffiLib.uniffi_dualpub_fn_method_dualpublisher_dead_letters(
         it,
         _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A page of the dead letters, oldest first: at most `limit` with an id above `afterId`
+     * (0 for the first page).
+     */
+    @Throws(DualPubException::class)override fun `deadLettersPage`(`afterId`: kotlin.Long, `limit`: kotlin.UInt): List<DeadLetter> {
+            return FfiConverterSequenceTypeDeadLetter.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_dead_letters_page(
+        it,
+        
+        FfiConverterLong.lower(`afterId`),
+        FfiConverterUInt.lower(`limit`),_status)
 }
     }
     )
@@ -3626,7 +3656,7 @@ public object FfiConverterTypeLocation: FfiConverterRustBuffer<Location> {
 
 
 /**
- * Every migration metric of GUIDE §6 at one moment.
+ * Every migration metric (docs/CONTRACT.md#metrics) at one moment.
  */
 data class MetricsSnapshot (
     /**
@@ -3819,7 +3849,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
 
 
 /**
- * The migration config of GUIDE §4. `Default` is the compiled-in config: MQTT only.
+ * The migration config (docs/CONTRACT.md#migration-config). `Default` is the compiled-in config: MQTT only.
  */
 data class MigrationConfig (
     /**
@@ -4285,7 +4315,7 @@ public object FfiConverterTypeRolloutDecision: FfiConverterRustBuffer<RolloutDec
  */
 data class SdkConfig (
     /**
-     * This device's id (GUIDE §3 rules).
+     * This device's id (docs/CONTRACT.md#device-and-company-ids).
      */
     var `deviceId`: kotlin.String
     , 
@@ -4336,7 +4366,7 @@ data class SdkConfig (
     var `maxStorageBytes`: kotlin.ULong? = null 
     , 
     /**
-     * Where to fetch the migration config document (GUIDE §4) from, `https://` (or `http://`
+     * Where to fetch the migration config document (docs/CONTRACT.md#fetched-documents) from, `https://` (or `http://`
      * with `allowInsecure`). `None`: the app applies configs itself. Verified against the web
      * PKI roots plus `pubsub.caCertificatesPem`.
      */
@@ -4718,6 +4748,26 @@ sealed class DualPubException: kotlin.Exception() {
     }
     
     /**
+     * A `sendLocations` batch larger than one call accepts (at most 10,000 locations and at
+     * most `maxOutboxRows`); nothing was queued. Split it.
+     */
+    class BatchTooLarge(
+        
+        /**
+         * Locations in the batch.
+         */
+        val `size`: kotlin.ULong, 
+        
+        /**
+         * The most one call accepts with this config.
+         */
+        val `limit`: kotlin.ULong
+        ) : DualPubException() {
+        override val message
+            get() = "size=${ `size` }, limit=${ `limit` }"
+    }
+    
+    /**
      * Something inside the SDK failed that the caller cannot fix; details are logged.
      */
     class Internal(
@@ -4763,7 +4813,11 @@ public object FfiConverterTypeDualPubError : FfiConverterRustBuffer<DualPubExcep
                 FfiConverterString.read(buf),
                 )
             5 -> DualPubException.Closed()
-            6 -> DualPubException.Internal(
+            6 -> DualPubException.BatchTooLarge(
+                FfiConverterULong.read(buf),
+                FfiConverterULong.read(buf),
+                )
+            7 -> DualPubException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -4795,6 +4849,12 @@ public object FfiConverterTypeDualPubError : FfiConverterRustBuffer<DualPubExcep
             is DualPubException.Closed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
+            )
+            is DualPubException.BatchTooLarge -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterULong.allocationSize(value.`size`)
+                + FfiConverterULong.allocationSize(value.`limit`)
             )
             is DualPubException.Internal -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -4830,8 +4890,14 @@ public object FfiConverterTypeDualPubError : FfiConverterRustBuffer<DualPubExcep
                 buf.putInt(5)
                 Unit
             }
-            is DualPubException.Internal -> {
+            is DualPubException.BatchTooLarge -> {
                 buf.putInt(6)
+                FfiConverterULong.write(value.`size`, buf)
+                FfiConverterULong.write(value.`limit`, buf)
+                Unit
+            }
+            is DualPubException.Internal -> {
+                buf.putInt(7)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -5047,7 +5113,7 @@ enum class RolloutAlgorithm {
      */
     V1,
     /**
-     * `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway of seed 000 §4.3.
+     * `crc32_ieee(raw id bytes) % 100`, compatible with the backend gateway's percentage routing (docs/CONTRACT.md#crc32).
      */
     CRC32;
 
