@@ -9,6 +9,45 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// The time the SDK has observed running on this data directory, across runs: what the outbox's
+/// age cap counts. It continues from the total persisted by the last run (`base_ms`) on the
+/// monotonic clock, so a wall clock set forward (or back) ages nothing, and neither do the
+/// hours the app was not running or the device slept (the monotonic clock stops in deep sleep).
+#[derive(Debug, Clone, Copy)]
+pub struct RunClock {
+    start: std::time::Instant,
+    base_ms: i64,
+}
+
+impl RunClock {
+    /// A run clock continuing from `base_ms` observed by earlier runs.
+    pub fn resume(base_ms: i64) -> Self {
+        RunClock { start: std::time::Instant::now(), base_ms: base_ms.max(0) }
+    }
+
+    /// The observed time now, in ms.
+    pub fn now_ms(&self) -> i64 {
+        self.at(std::time::Instant::now())
+    }
+
+    /// The observed time at `instant` (of this run), in ms.
+    pub fn at(&self, instant: std::time::Instant) -> i64 {
+        let since = instant.saturating_duration_since(self.start).as_millis();
+        self.base_ms.saturating_add(i64::try_from(since).unwrap_or(i64::MAX))
+    }
+
+    /// The observed time this run started at, in ms.
+    pub fn base_ms(&self) -> i64 {
+        self.base_ms
+    }
+}
+
+impl Default for RunClock {
+    fn default() -> Self {
+        RunClock::resume(0)
+    }
+}
+
 /// A source of wall-clock time in ms since the epoch.
 pub trait Clock: Send + Sync {
     /// Now, in ms since the epoch.

@@ -80,6 +80,8 @@ pub struct Row {
     pub accepted_at: Instant,
     /// The same, as wall-clock milliseconds (persisted).
     pub accepted_at_ms: i64,
+    /// The same on the run clock (persisted; what a restored row's age is measured by).
+    observed_at_ms: i64,
     /// The state per transport, indexed by [`Transport::index`].
     delivery: [Delivery; 2],
     /// Handed to the transports (durable, or the disk has failed).
@@ -97,14 +99,19 @@ impl Row {
             timestamp_ms,
             accepted_at: Instant::now(),
             accepted_at_ms: crate::clock::now_ms(),
+            observed_at_ms: 0,
             delivery: [state(mqtt), state(pubsub)],
             visible: false,
         }
     }
 
-    /// A row read back from the store at start-up.
-    pub fn restored(r: StoredRow) -> Row {
-        let age = Duration::from_millis(crate::clock::now_ms().saturating_sub(r.accepted_at_ms).max(0) as u64);
+    /// A row read back from the store at start-up. Its age is the time the SDK observed since it
+    /// was accepted (`clock`), never a wall-clock difference: a clock set forward while the app
+    /// was off must not age a durable backlog into eviction. A row from before the run clock
+    /// existed counts as new.
+    pub fn restored(r: StoredRow, clock: &crate::clock::RunClock) -> Row {
+        let observed_at_ms = r.observed_at_ms.unwrap_or(clock.base_ms()).min(clock.base_ms());
+        let age = Duration::from_millis((clock.base_ms() - observed_at_ms) as u64);
         let now = Instant::now();
         Row {
             seq: r.seq,
@@ -113,6 +120,7 @@ impl Row {
             timestamp_ms: r.timestamp_ms,
             accepted_at: now.checked_sub(age).unwrap_or(now),
             accepted_at_ms: r.accepted_at_ms,
+            observed_at_ms,
             delivery: [r.mqtt, r.pubsub],
             visible: false,
         }
@@ -125,6 +133,7 @@ impl Row {
             payload: self.payload.to_vec(),
             timestamp_ms: self.timestamp_ms,
             accepted_at_ms: self.accepted_at_ms,
+            observed_at_ms: Some(self.observed_at_ms),
             mqtt: self.delivery(Transport::Mqtt),
             pubsub: self.delivery(Transport::PubSub),
         }
@@ -237,6 +246,8 @@ pub struct Outbox {
     dead_letter_bytes: usize,
     next_dead_letter_id: i64,
     limits: Limits,
+    /// The SDK's run clock (rows record their acceptance on it).
+    run_clock: crate::clock::RunClock,
     /// When the dead letters were last checked for age.
     last_age_sweep: Option<Instant>,
     sink: Option<Sender<Msg>>,
@@ -244,8 +255,8 @@ pub struct Outbox {
 
 impl Outbox {
     /// An outbox whose changes are persisted through `sink` (the store writer's channel).
-    pub fn with_sink(sink: Sender<Msg>, limits: Limits) -> Outbox {
-        Outbox { sink: Some(sink), limits, ..Outbox::default() }
+    pub fn with_sink(sink: Sender<Msg>, limits: Limits, run_clock: crate::clock::RunClock) -> Outbox {
+        Outbox { sink: Some(sink), limits, run_clock, ..Outbox::default() }
     }
 
     fn persist(&self, op: Op) {
@@ -281,7 +292,7 @@ impl Outbox {
     pub fn restore(&mut self, rows: Vec<StoredRow>, dead_letters: Vec<StoredDeadLetter>) {
         let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
         for r in rows {
-            let row = Row::restored(r);
+            let row = Row::restored(r, &self.run_clock);
             for t in Transport::ALL {
                 if row.delivery(t).owed() {
                     *self.owed_count(t) += 1;
@@ -423,7 +434,8 @@ impl Outbox {
 
     /// Adds an accepted row (in acceptance order). With a sink, it is persisted and stays
     /// invisible to the transports until [`Outbox::make_visible`]; without one it is visible at once.
-    pub fn insert(&mut self, row: Row) {
+    pub fn insert(&mut self, mut row: Row) {
+        row.observed_at_ms = self.run_clock.at(row.accepted_at);
         let seq = row.seq;
         for t in Transport::ALL {
             if row.delivery(t) == Delivery::Pending {
@@ -734,6 +746,28 @@ mod tests {
         let ids: Vec<i64> = (0..30_000).collect();
         assert_eq!(o.take_dead_letters(&ids).len(), MAX_DEAD_LETTERS);
         assert_eq!(o.dead_letter_count(), 0);
+    }
+
+    #[test]
+    fn restored_rows_age_by_the_run_clock() {
+        let stored = |seq, observed_at_ms| StoredRow {
+            seq,
+            event_id: format!("e{seq}"),
+            payload: b"{}".to_vec(),
+            timestamp_ms: 1,
+            accepted_at_ms: 0, // a wall clock from long ago: ignored
+            observed_at_ms,
+            mqtt: Delivery::Pending,
+            pubsub: Delivery::NotOwed,
+        };
+        let hour = 3_600_000;
+        let limits = Limits { max_rows: 100, max_age: Duration::from_secs(168 * 3600) };
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut o = Outbox::with_sink(tx, limits, crate::clock::RunClock::resume(200 * hour));
+        // Observed 169 h and 1 h before the end of the last run; one from before the run clock.
+        o.restore(vec![stored(1, Some(31 * hour)), stored(2, Some(199 * hour)), stored(3, None)], vec![]);
+        assert_eq!(o.evict(), vec![(Eviction::TooOld, 1)]);
+        assert_eq!(o.depth(Transport::Mqtt), 2);
     }
 
     #[test]

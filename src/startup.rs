@@ -50,7 +50,9 @@ pub(crate) struct Restored {
 /// Opens and reads the data directory of `config` (validated already).
 pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn Clock>) -> Result<Restored, Error> {
     let mut notes: Vec<Note> = Vec::new();
-    let (db, report) = Store::open(std::path::Path::new(&config.data_dir), config.max_storage_bytes)?;
+    let (mut db, report) = Store::open(std::path::Path::new(&config.data_dir), config.max_storage_bytes)?;
+    let run_clock = crate::clock::RunClock::resume(db.load_observed_ms()?);
+    db.record_run_clock(run_clock);
     if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
         notes.push((log::Level::Error, "storage", format!("the outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display())));
     }
@@ -106,7 +108,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         max_rows: config.max_outbox_rows as usize,
         max_age: std::time::Duration::from_secs(u64::from(config.max_outbox_age_hours) * 3600),
     };
-    let mut outbox = Outbox::with_sink(store_tx.clone(), limits);
+    let mut outbox = Outbox::with_sink(store_tx.clone(), limits, run_clock);
     let recovered = rows.len() as u64;
     outbox.restore(rows, dead_letters);
     if recovered > 0 {

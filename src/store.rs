@@ -8,14 +8,14 @@
 //! once the disk has failed, see [`Commit::failed`]).
 
 use crate::outbox::{Delivery, Transport};
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 /// The schema steps, oldest first: step `n` (from 1) takes `PRAGMA user_version` from `n − 1`
 /// to `n`, in one transaction. Never edit a step that shipped; append one.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 1: the outbox and the dead letters.
     "CREATE TABLE IF NOT EXISTS outbox (
          seq INTEGER PRIMARY KEY,
@@ -42,6 +42,12 @@ const MIGRATIONS: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS fetch_state (
          id INTEGER PRIMARY KEY CHECK (id = 1),
          json TEXT NOT NULL);",
+    // 4: the SDK's run clock (crate::clock::RunClock): the time observed across runs, and each
+    // row's place on it, so rows age by time the SDK saw, never by a wall-clock difference.
+    "ALTER TABLE outbox ADD COLUMN observed_at_ms INTEGER;
+     CREATE TABLE IF NOT EXISTS meta (
+         key TEXT PRIMARY KEY,
+         value INTEGER NOT NULL);",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -63,6 +69,8 @@ pub struct StoredRow {
     pub timestamp_ms: i64,
     /// Wall-clock acceptance time.
     pub accepted_at_ms: i64,
+    /// The run clock at acceptance (`None`: written before the run clock existed).
+    pub observed_at_ms: Option<i64>,
     /// MQTT state (`Pending`, `Acked`, `NotOwed` or `DeadLettered`; in flight is stored as pending).
     pub mqtt: Delivery,
     /// Pub/Sub state.
@@ -198,6 +206,8 @@ pub struct OpenReport {
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
+    /// Recorded with every commit, when set.
+    run_clock: Option<crate::clock::RunClock>,
     /// The schema version the file had when opened.
     found_schema: i32,
 }
@@ -311,7 +321,7 @@ impl Store {
 
     /// An outbox database in memory (nothing survives the process), for a disk with no room.
     fn in_memory() -> rusqlite::Result<Store> {
-        let mut store = Store { conn: Connection::open_in_memory()?, found_schema: 0 };
+        let mut store = Store { conn: Connection::open_in_memory()?, run_clock: None, found_schema: 0 };
         store.found_schema = store.migrate()?;
         Ok(store)
     }
@@ -323,7 +333,7 @@ impl Store {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let mut store = Store { conn, found_schema: 0 };
+        let mut store = Store { conn, run_clock: None, found_schema: 0 };
         store.found_schema = store.migrate()?;
         // Reads every page of both tables: a corrupt file fails here, not later.
         let check: String = store.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
@@ -364,7 +374,7 @@ impl Store {
     /// Every stored row, oldest first.
     pub fn load_rows(&self) -> rusqlite::Result<Vec<StoredRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub FROM outbox ORDER BY seq",
+            "SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms FROM outbox ORDER BY seq",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredRow {
@@ -375,9 +385,21 @@ impl Store {
                 accepted_at_ms: r.get(4)?,
                 mqtt: delivery(r.get(5)?),
                 pubsub: delivery(r.get(6)?),
+                observed_at_ms: r.get(7)?,
             })
         })?;
         rows.collect()
+    }
+
+    /// The time the SDK observed on this directory in earlier runs (see `RunClock`).
+    pub fn load_observed_ms(&self) -> rusqlite::Result<i64> {
+        let v: Option<i64> = self.conn.query_row("SELECT value FROM meta WHERE key = 'observed_ms'", [], |r| r.get(0)).optional()?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// From now on every commit also records the run clock's time.
+    pub fn record_run_clock(&mut self, clock: crate::clock::RunClock) {
+        self.run_clock = Some(clock);
     }
 
     /// Every dead letter, oldest first.
@@ -429,14 +451,23 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO outbox (seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO outbox (seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut update = tx.prepare_cached("UPDATE outbox SET mqtt = ?2, pubsub = ?3 WHERE seq = ?1")?;
             let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
             for op in ops {
                 match op {
                     Op::Insert(r) => {
-                        insert.execute(params![r.seq as i64, r.event_id, r.payload, r.timestamp_ms, r.accepted_at_ms, code(r.mqtt), code(r.pubsub)])?;
+                        insert.execute(params![
+                            r.seq as i64,
+                            r.event_id,
+                            r.payload,
+                            r.timestamp_ms,
+                            r.accepted_at_ms,
+                            code(r.mqtt),
+                            code(r.pubsub),
+                            r.observed_at_ms
+                        ])?;
                     }
                     Op::Update { seq, mqtt, pubsub } => {
                         update.execute(params![*seq as i64, code(*mqtt), code(*pubsub)])?;
@@ -463,6 +494,9 @@ impl Store {
                         tx.execute("INSERT OR REPLACE INTO fetch_state (id, json) VALUES (1, ?1)", params![json])?;
                     }
                 }
+            }
+            if let Some(clock) = &self.run_clock {
+                tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_ms', ?1)", params![clock.now_ms()])?;
             }
         }
         tx.commit()
@@ -561,6 +595,7 @@ mod tests {
             accepted_at_ms: 2,
             mqtt: Delivery::Pending,
             pubsub: Delivery::NotOwed,
+            observed_at_ms: Some(3),
         }
     }
 

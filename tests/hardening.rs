@@ -233,3 +233,25 @@ fn dead_letters_are_capped_by_count_and_age_and_paged() {
     assert_eq!(p.retry_dead_letters(ids).unwrap(), 9_980, "a long id list is handled whole");
     assert!(p.dead_letters().unwrap().is_empty());
 }
+
+#[test]
+fn a_clock_set_forward_while_the_app_was_off_ages_no_durable_row() {
+    let emu = emulator();
+    let id = device("clock-jump");
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    p.send_locations((0..100).map(location).collect()).unwrap();
+    assert!(p.await_durable(5_000).unwrap());
+    p.shutdown();
+    drop(p);
+    // The wall clock moved 170 h ahead before the next start (past the 168 h age cap): as far
+    // as wall-clock differences go, every stored row is now a week old.
+    let db = std::env::temp_dir().join(format!("dualpub-test-{id}")).join("outbox.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    assert_eq!(conn.execute("UPDATE outbox SET accepted_at_ms = accepted_at_ms - 170 * 3600 * 1000", []).unwrap(), 100);
+    drop(conn);
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    p.send_location(location(100)).unwrap();
+    let m = p.metrics().unwrap();
+    assert_eq!(m.dropped.get("too_old"), None, "{:?}", m.dropped);
+    assert_eq!((m.recovered, m.mqtt.queue_depth), (100, 101));
+}
