@@ -6,6 +6,8 @@
 //!   baseline of validating and encoding the same location (the CPU work the call cannot avoid).
 //! - Durable rate: locations accepted back to back until `await_durable` confirms them, against
 //!   the baseline of inserting the same rows straight into SQLite in one transaction.
+//! - Start-up with a backlog: `Publisher::new` on a data directory holding those 100,000
+//!   undelivered locations, against the same on an empty directory.
 
 use dualpub::{Location, MigrationConfig, Publisher, SdkConfig};
 use std::time::{Duration, Instant};
@@ -81,7 +83,7 @@ fn caller_cost() {
     p.close();
 }
 
-fn durable_rate() {
+fn durable_rate() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = publisher(dir.path());
     let locs: Vec<Location> = (0..DURABLE_BATCH).map(location).collect();
@@ -125,6 +127,32 @@ fn durable_rate() {
     println!("  baseline (one raw SQLite transaction, no SDK): {raw_rate:.0} rows/s");
     println!("  ratio SDK / raw SQLite: {:.2}", rate / raw_rate);
     println!("  target >= 20,000 locations/s: {}", if rate >= 20_000.0 { "met" } else { "NOT met" });
+    dir
+}
+
+/// `Publisher::new` (the caller's wait) on `dir`, median of 5.
+fn open_time(dir: &std::path::Path) -> Duration {
+    let mut times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            let p = publisher(dir);
+            let t = start.elapsed();
+            p.close();
+            t
+        })
+        .collect();
+    times.sort();
+    times[2]
+}
+
+fn open_with_backlog(backlog: &std::path::Path) {
+    let empty = tempfile::tempdir().unwrap();
+    let base = open_time(empty.path());
+    let full = open_time(backlog);
+    println!("start-up (Publisher::new on the caller's thread), median of 5:");
+    println!("  with {DURABLE_BATCH} undelivered locations: {:.1} ms", full.as_secs_f64() * 1e3);
+    println!("  baseline (empty data directory): {:.1} ms", base.as_secs_f64() * 1e3);
+    println!("  ratio: {:.0}x", full.as_secs_f64() / base.as_secs_f64().max(1e-9));
 }
 
 
@@ -132,5 +160,6 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful: run either way.
     println!("dualpub benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     caller_cost();
-    durable_rate();
+    let backlog = durable_rate();
+    open_with_backlog(backlog.path());
 }

@@ -87,24 +87,50 @@ fn finite(field: &'static str, v: f64) -> Result<(), ValidationError> {
     }
 }
 
-/// Checks a device or company id: 1–128 bytes of UTF-8, no control characters and none of
-/// `/ + #`, which would let one device publish into another device's MQTT topic. Rejected,
-/// never escaped.
+/// Characters that look like `/` or `+` or `#` but that NFKC does not map to them.
+const LOOKALIKES: &[char] = &['\u{2215}', '\u{2044}', '\u{29F8}', '\u{2795}', '\u{266F}'];
+
+/// Why one character cannot be in an id, if it cannot.
+fn forbidden(c: char) -> Option<&'static str> {
+    use icu_properties::props::GeneralCategory;
+    let u = c as u32;
+    if c.is_control() {
+        Some("a control character")
+    } else if matches!(c, '/' | '+' | '#') || LOOKALIKES.contains(&c) {
+        Some("an MQTT topic separator or wildcard (or a character that looks like one)")
+    } else if (0xFDD0..=0xFDEF).contains(&u) || u & 0xFFFE == 0xFFFE {
+        Some("a noncharacter")
+    } else if icu_properties::CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format {
+        Some("an invisible format character (zero-width, bidi control)")
+    } else {
+        None
+    }
+}
+
+/// Checks a device or company id: 1–128 bytes of UTF-8 in Unicode normalization form C, not
+/// starting with `$` (MQTT's system topics), with no control, format (zero-width, bidi) or
+/// noncharacter code points and none of `/ + #` or their lookalikes, which would let one device
+/// publish into another device's MQTT topic or pass for another id. Rejected, never escaped or
+/// normalised: an id the app sends is the id both backends see and the one bucketed.
 pub fn validate_id(kind: &'static str, id: &str) -> Result<(), ValidationError> {
+    let bad = |reason: String| Err(ValidationError::BadId { kind, reason });
     if id.is_empty() {
-        return Err(ValidationError::BadId { kind, reason: "empty".into() });
+        return bad("empty".into());
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(ValidationError::BadId {
-            kind,
-            reason: format!("{} bytes, at most {MAX_ID_BYTES} allowed", id.len()),
-        });
+        return bad(format!("{} bytes, at most {MAX_ID_BYTES} allowed", id.len()));
     }
-    if let Some(c) = id.chars().find(|c| c.is_control() || matches!(c, '/' | '+' | '#')) {
-        return Err(ValidationError::BadId {
-            kind,
-            reason: format!("contains forbidden character U+{:04X}", c as u32),
-        });
+    if id.starts_with('$') {
+        return bad("starts with $ (reserved for MQTT system topics)".into());
+    }
+    if let Some((c, why)) = id.chars().find_map(|c| forbidden(c).map(|why| (c, why))) {
+        return bad(format!("contains U+{:04X}, {why}", c as u32));
+    }
+    if !icu_normalizer::ComposingNormalizerBorrowed::new_nfc().is_normalized(id) {
+        return bad("not in Unicode normalization form C (NFC): the same text could name two devices".into());
+    }
+    if icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(id).contains(['/', '+', '#']) {
+        return bad("contains a character compatible with / + or # (a full-width or small form)".into());
     }
     Ok(())
 }

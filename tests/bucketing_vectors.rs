@@ -160,3 +160,22 @@ fn known_values_are_in_the_vectors() {
     assert_eq!(find(RolloutAlgorithm::V1, "pubsub-migration", "demo-device-0"), 8856);
     assert_eq!(find(RolloutAlgorithm::Crc32, "pubsub-migration", "d-1"), 43);
 }
+
+#[test]
+fn the_device_id_rules_agree_with_the_independent_implementation() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/bucketing.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut seen = BTreeSet::new();
+    let mut failures = Vec::new();
+    for v in doc["vectors"].as_array().unwrap() {
+        let id = v["deviceId"].as_str().unwrap();
+        let valid = v["validDeviceId"].as_bool().unwrap_or_else(|| panic!("{id:?}: no validDeviceId"));
+        if seen.insert(id.to_string()) && dualpub::location::validate_id("device id", id).is_ok() != valid {
+            failures.push(format!("{id:?}: vectors say valid={valid}, the SDK {:?}", dualpub::location::validate_id("device id", id)));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // NFC and NFD spellings of one name would be two devices in two buckets: only NFC passes.
+    assert!(dualpub::location::validate_id("device id", "caf\u{e9}").is_ok());
+    assert!(dualpub::location::validate_id("device id", "cafe\u{301}").is_err());
+}

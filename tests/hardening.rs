@@ -255,3 +255,14 @@ fn a_clock_set_forward_while_the_app_was_off_ages_no_durable_row() {
     assert_eq!(m.dropped.get("too_old"), None, "{:?}", m.dropped);
     assert_eq!((m.recovered, m.mqtt.queue_depth), (100, 101));
 }
+
+#[test]
+fn ids_that_pass_for_other_ids_or_topics_are_refused() {
+    let emu = emulator();
+    for bad in ["d\u{2215}evil", "d\u{ff0b}x", "d\u{ff03}x", "\u{202e}live-d", "d-1\u{200b}", "d-\u{fdd0}", "$SYS-1", "cafe\u{301}"] {
+        let e = TestDevice::new(bad, &emu).mqtt("mqtt://127.0.0.1:9").try_start().err();
+        assert!(matches!(e, Some(DualPubError::InvalidId { .. })), "{bad:?} was accepted as a device id: {e:?}");
+    }
+    let ok = TestDevice::new(&device("caf\u{e9}"), &emu).mqtt("mqtt://127.0.0.1:9").try_start();
+    assert!(ok.is_ok(), "an NFC id with an accent is fine: {:?}", ok.err());
+}

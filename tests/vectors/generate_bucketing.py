@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import sys
+import unicodedata
 import uuid
 import zlib
 from pathlib import Path
@@ -51,7 +52,11 @@ DESCRIPTION = (
     "(salt ignored, no normalisation); pubsub on iff bucket * 100 < threshold. "
     "threshold = round(percentage * 100) with halves rounded away from zero, "
     "clamped to 0..10000. "
-    "Keys of 'pubsub' are the entries of 'percentages' written as strings."
+    "Keys of 'pubsub' are the entries of 'percentages' written as strings. "
+    "validDeviceId: whether the SDK accepts the id as a device id (docs/CONTRACT.md#device-and-company-ids): "
+    "1-128 UTF-8 bytes, in NFC, not starting with '$', no control (Cc), format (Cf) or noncharacter code "
+    "points, none of / + # or their lookalikes (U+2215, U+2044, U+29F8, U+2795, U+266F), and no NFKC form "
+    "containing / + #. Vectors with an invalid id still check the bucketing functions, which take any string."
 )
 
 
@@ -184,6 +189,15 @@ def device_ids() -> list[str]:
         "\u0130stanbul-1",  # LATIN CAPITAL I WITH DOT ABOVE
         "\u017f-long-s",  # LATIN SMALL LONG S
         "e\u0301-combining",
+        # Refused as device ids (the vectors say so): they pass for other ids or topics.
+        "\u00e9-precomposed",
+        "d\u2215evil",  # DIVISION SLASH
+        "d\uff0bplus",  # FULLWIDTH PLUS SIGN
+        "d\uff03hash",  # FULLWIDTH NUMBER SIGN
+        "\u202eevil",  # RIGHT-TO-LEFT OVERRIDE
+        "d-1\u200b",  # ZERO WIDTH SPACE
+        "d-\ufdd0",  # a noncharacter
+        "$SYS-1",
     ]
     # 128 bytes: the longest valid id.
     ids += [
@@ -206,10 +220,29 @@ def device_ids() -> list[str]:
 CRC32_SALT_SAMPLES = ["d-1", "d-2", "demo-device-0", "Gerät-7", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"]
 
 
+LOOKALIKES = "\u2215\u2044\u29f8\u2795\u266f"
+
+
+def valid_device_id(device_id: str) -> bool:
+    """The SDK's id rules, written again from the contract with Python's unicodedata."""
+    if not device_id or len(device_id.encode("utf-8")) > 128 or device_id.startswith("$"):
+        return False
+    for c in device_id:
+        u = ord(c)
+        if c in "/+#" or c in LOOKALIKES or unicodedata.category(c) in ("Cc", "Cf"):
+            return False
+        if 0xFDD0 <= u <= 0xFDEF or (u & 0xFFFE) == 0xFFFE:
+            return False
+    if unicodedata.normalize("NFC", device_id) != device_id:
+        return False
+    return not any(c in unicodedata.normalize("NFKC", device_id) for c in "/+#")
+
+
 def vector(device_id: str, salt: str, algorithm: str) -> dict:
     b = bucket(algorithm, salt, device_id)
     return {
         "deviceId": device_id,
+        "validDeviceId": valid_device_id(device_id),
         "salt": salt,
         "algorithm": algorithm,
         "bucket": b,
@@ -253,6 +286,8 @@ def self_check(vectors: list[dict]) -> None:
         assert on == sorted(on), f"not monotonic: {v}"  # raising the percentage only adds
         assert on[0] is False and on[-1] is True, v
     assert len(vectors) >= 240, len(vectors)
+    assert valid_device_id("d-1") and valid_device_id("caf\u00e9") and not valid_device_id("cafe\u0301")
+    assert not valid_device_id("$SYS") and not valid_device_id("a\u200db") and not valid_device_id("a\uff0fb")
 
 
 def render(doc: dict) -> str:
