@@ -7,10 +7,10 @@ use dualpub_testbed::broker::EmbeddedBroker;
 use dualpub_testbed::proxy::FaultProxy;
 use dualpub_testbed::subscribers::{self, Collected, Received, Subscriber};
 use dualpub_testbed::{EmulatorHandle, EmulatorOptions};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +77,10 @@ pub struct DemoArgs {
     /// with --data-dir keeps it (and its ETag) for the next run.
     #[arg(long)]
     pub config_url: Option<String>,
+    /// After verification, write every message the independent subscribers received to FILE,
+    /// one JSON object per line (JSON Lines), duplicates included; not with --no-verify.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_verify")]
+    pub capture: Option<PathBuf>,
 }
 
 /// Prints `dualpub demo: {msg}` on stderr and gives the exit code of a failed run.
@@ -98,6 +102,7 @@ pub fn run(args: DemoArgs) -> i32 {
 
 /// The demo's steps in order; an `Err` is a setup or I/O failure (exit code 1).
 fn run_steps(args: &DemoArgs) -> Result<i32, String> {
+    let capture = args.capture.as_deref().map(open_capture).transpose()?;
     let mut run = Run::start(args)?;
     let progress = Progress::start(
         (args.devices * args.locations_per_device) as u64,
@@ -110,6 +115,9 @@ fn run_steps(args: &DemoArgs) -> Result<i32, String> {
     progress.finish();
     let outcome = run.collect(pending);
     let summary = Summary::compute(&run, &sent, &outcome);
+    if let (Some((path, file)), Some(deliveries)) = (capture, &outcome.deliveries) {
+        write_capture(path, file, deliveries)?;
+    }
     summary.print_table();
     if args.json {
         println!("{}", summary.json());
@@ -662,6 +670,80 @@ struct Outcome {
 struct Deliveries {
     mqtt: Vec<Received>,
     pubsub: Vec<Received>,
+}
+
+/// One line of the `--capture` file.
+#[derive(serde::Serialize)]
+#[serde(tag = "pipeline", rename_all = "lowercase")]
+enum CaptureLine<'a> {
+    /// `{"pipeline":"mqtt","topic":…,"payload":…}`
+    Mqtt { topic: &'a str, payload: &'a str },
+    /// `{"pipeline":"pubsub","attributes":{…},"orderingKey":…,"payload":…}` (payload: the decoded data)
+    #[serde(rename_all = "camelCase")]
+    Pubsub {
+        attributes: &'a BTreeMap<String, String>,
+        ordering_key: &'a str,
+        payload: &'a str,
+    },
+}
+
+impl<'a> CaptureLine<'a> {
+    /// An MQTT message as the broker delivered it.
+    fn mqtt(r: &'a Received) -> Result<Self, String> {
+        Ok(CaptureLine::Mqtt {
+            topic: &r.topic_or_key,
+            payload: utf8(r)?,
+        })
+    }
+
+    /// A Pub/Sub message as pulled, its data decoded.
+    fn pubsub(r: &'a Received) -> Result<Self, String> {
+        Ok(CaptureLine::Pubsub {
+            attributes: &r.attributes,
+            ordering_key: &r.topic_or_key,
+            payload: utf8(r)?,
+        })
+    }
+}
+
+/// A message's bytes as text: the capture holds them exactly, so they must be UTF-8.
+fn utf8(r: &Received) -> Result<&str, String> {
+    std::str::from_utf8(&r.payload).map_err(|e| {
+        format!(
+            "--capture: a message on {} is not UTF-8: {e}",
+            r.topic_or_key
+        )
+    })
+}
+
+/// Creates (or truncates) the `--capture` file before the run, so a bad path fails at once.
+fn open_capture(path: &Path) -> Result<(&Path, File), String> {
+    File::create(path)
+        .map(|f| (path, f))
+        .map_err(|e| format!("--capture {}: {e}", path.display()))
+}
+
+/// Writes every received message to the `--capture` file, MQTT then Pub/Sub, each in arrival order.
+fn write_capture(path: &Path, file: File, d: &Deliveries) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("--capture {}: {e}", path.display());
+    let mut out = BufWriter::new(file);
+    for line in d
+        .mqtt
+        .iter()
+        .map(CaptureLine::mqtt)
+        .chain(d.pubsub.iter().map(CaptureLine::pubsub))
+    {
+        let json = serde_json::to_string(&line?).map_err(|e| e.to_string())?;
+        writeln!(out, "{json}").map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    eprintln!(
+        "dualpub demo: captured {} MQTT and {} Pub/Sub messages in {}",
+        d.mqtt.len(),
+        d.pubsub.len(),
+        path.display()
+    );
+    Ok(())
 }
 
 /// How the fleet's config fetch at launch went.
