@@ -2,14 +2,15 @@
 //! `DualPublisher`, verified by independent subscribers on the broker and the Pub/Sub topic.
 
 use clap::Args;
-use dualpub::{DualPublisher, Location, MigrationConfig, MqttSettings, PubSubSettings, SdkConfig};
+use dualpub::{DualPublisher, Location, MetricsSnapshot, MigrationConfig, SdkConfig, TransportMetrics};
 use dualpub_testbed::broker::EmbeddedBroker;
 use dualpub_testbed::proxy::FaultProxy;
-use dualpub_testbed::subscribers::{self, Collected, Subscriber};
+use dualpub_testbed::subscribers::{self, Collected, Received, Subscriber};
 use dualpub_testbed::{EmulatorHandle, EmulatorOptions};
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::Write;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,8 +77,13 @@ pub struct DemoArgs {
     /// with --data-dir keeps it (and its ETag) for the next run.
     #[arg(long)]
     pub config_url: Option<String>,
+    /// After verification, write every message the independent subscribers received to FILE,
+    /// one JSON object per line (JSON Lines), duplicates included; not with --no-verify.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_verify")]
+    pub capture: Option<PathBuf>,
 }
 
+/// Prints `dualpub demo: {msg}` on stderr and gives the exit code of a failed run.
 fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("dualpub demo: {msg}");
     1
@@ -86,301 +92,662 @@ fn fail(msg: impl std::fmt::Display) -> i32 {
 /// Runs the demo; returns the process exit code (0 only if nothing was lost).
 pub fn run(args: DemoArgs) -> i32 {
     if !(args.rollout.is_finite() && (0.0..=100.0).contains(&args.rollout)) {
-        return fail(format!("--rollout must be in [0, 100], got {}", args.rollout));
+        return fail(format!(
+            "--rollout must be in [0, 100], got {}",
+            args.rollout
+        ));
     }
-    let started = Instant::now();
+    run_steps(&args).unwrap_or_else(fail)
+}
 
-    // Backends: embedded unless URLs are given.
-    let mut _broker = None;
-    let (mqtt_url, mqtt_host, mqtt_port) = match &args.mqtt_url {
-        Some(u) => match url_host_port(u, 1883) {
-            Ok((h, p)) => (u.clone(), h, p),
-            Err(e) => return fail(e),
-        },
-        None => match EmbeddedBroker::start() {
-            Ok(b) => {
-                let r = (b.url(), "127.0.0.1".to_string(), b.port);
-                _broker = Some(b);
-                r
-            }
-            Err(e) => return fail(format!("cannot start the embedded MQTT broker: {e}")),
-        },
-    };
-    let mut _emulator = None;
-    let endpoint = match &args.pubsub_endpoint {
-        Some(e) => e.trim_end_matches('/').to_string(),
-        None => match EmulatorHandle::spawn(EmulatorOptions::default()) {
-            Ok(h) => {
-                let url = h.url();
-                if let Err(e) = subscribers::create_topic(&url, &args.pubsub_project, &args.pubsub_topic) {
-                    return fail(e);
-                }
-                _emulator = Some(h);
-                url
-            }
-            Err(e) => return fail(format!("cannot start the Pub/Sub emulator: {e}")),
-        },
-    };
-    // Plaintext is allowed without --allow-insecure only towards the servers started here.
-    let mqtt_local_or_tls = args.mqtt_url.is_none() || mqtt_url.starts_with("mqtts://");
-    let pubsub_local_or_tls = args.pubsub_endpoint.is_none() || endpoint.starts_with("https://");
-    let config_local_or_tls = args.config_url.as_deref().is_none_or(|u| {
-        u.starts_with("https://") || u.starts_with("http://127.0.0.1") || u.starts_with("http://localhost") || u.starts_with("http://[::1]")
-    });
-    let allow_insecure = args.allow_insecure || (mqtt_local_or_tls && pubsub_local_or_tls && config_local_or_tls);
-    eprintln!("dualpub demo: MQTT {mqtt_url}, Pub/Sub {endpoint} (project {}, topic {})", args.pubsub_project, args.pubsub_topic);
-
-    // Independent verification.
-    let template = dualpub::wire::DEFAULT_TOPIC_TEMPLATE;
-    let verify = if args.no_verify {
-        None
-    } else {
-        let mqtt_sub = match subscribers::mqtt(&mqtt_host, mqtt_port, &template.replace("{deviceId}", "+")) {
-            Ok(s) => s,
-            Err(e) => return fail(format!("verifying MQTT subscriber: {e}")),
-        };
-        let sub_name = format!("dualpub-demo-verify-{}-{}", std::process::id(), started.elapsed().as_nanos() % 1_000_000);
-        let pubsub_sub = match subscribers::pubsub(&endpoint, &args.pubsub_project, &args.pubsub_topic, &sub_name) {
-            Ok(s) => s,
-            Err(e) => return fail(format!("verifying Pub/Sub subscription: {e}")),
-        };
-        Some((mqtt_sub, pubsub_sub))
-    };
-
-    // Chaos: the SDK talks to both backends through fault proxies.
-    let mut chaos = if args.chaos {
-        match Chaos::start(&mqtt_host, mqtt_port, &endpoint, _emulator.as_ref()) {
-            Ok(c) => Some(c),
-            Err(e) => return fail(format!("chaos setup: {e}")),
-        }
-    } else {
-        None
-    };
-    let (sdk_mqtt_url, sdk_endpoint) = match &chaos {
-        Some(c) => (c.mqtt.mqtt_url(), c.pubsub.http_url()),
-        None => (mqtt_url.clone(), endpoint.clone()),
-    };
-
-    let tmp;
-    let data_root = match &args.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = match tempfile::tempdir() {
-                Ok(t) => t,
-                Err(e) => return fail(e),
-            };
-            tmp.path().to_path_buf()
-        }
-    };
-
-    // The fleet.
-    let migration = MigrationConfig {
-        version: 1,
-        pubsub_enabled: true,
-        pubsub_percentage: args.rollout,
-        rollout_salt: args.salt.clone(),
-        mqtt_enabled: !args.no_mqtt,
-        ..MigrationConfig::default()
-    };
-    let mut fleet: Vec<(String, Arc<DualPublisher>)> = Vec::with_capacity(args.devices);
-    for i in 0..args.devices {
-        let id = format!("demo-device-{i}");
-        let config = SdkConfig {
-            device_id: id.clone(),
-            company_id: None,
-            mqtt: MqttSettings {
-                broker_url: sdk_mqtt_url.clone(),
-                client_id: None,
-                username: None,
-                password: None,
-                keep_alive_secs: 30,
-                idle_disconnect_secs: 30,
-            topic_template: template.into(),
-                ca_certificates_pem: None,
-            },
-            pubsub: PubSubSettings {
-                endpoint: sdk_endpoint.clone(),
-                project: args.pubsub_project.clone(),
-                topic: args.pubsub_topic.clone(),
-                ordering_enabled: true,
-                max_batch_messages: 1000,
-                max_batch_bytes: 1_000_000,
-                max_batch_latency_ms: 200,
-                ca_certificates_pem: None,
-            },
-            data_dir: data_root.join(&id).to_string_lossy().into_owned(),
-            // With a config URL the fetched document decides (MQTT only until it arrives).
-            migration: if args.config_url.is_some() { None } else { Some(migration.clone()) },
-            allow_insecure,
-            max_outbox_rows: 100_000,
-            max_outbox_age_hours: 168,
-            max_storage_bytes: None,
-            remote_config_url: args.config_url.clone(),
-            config_fetch_interval_secs: dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
-        };
-        match DualPublisher::new(config, None) {
-            Ok(p) if args.config_url.is_some() => fleet.push((id, p)),
-            // A data directory from an earlier run keeps its last config; the flags of this
-            // run are what the operator asked for, so apply them on top.
-            Ok(p) => match p.apply_config(migration.clone()) {
-                Ok(_) => fleet.push((id, p)),
-                Err(e) => return fail(format!("{id}: {e}")),
-            },
-            Err(e) => return fail(format!("{id}: {e}")),
-        }
-    }
-    // As an app that wants the fresh config at launch: fetch before sending.
-    let config_report = args.config_url.as_ref().map(|url| fetch_configs(&fleet, url));
-    let decisions: HashMap<String, dualpub::RolloutDecision> =
-        fleet.iter().filter_map(|(id, p)| p.decision().ok().map(|d| (id.clone(), d))).collect();
-    let pubsub_devices: Vec<String> = fleet.iter().filter(|(id, _)| decisions.get(id).is_some_and(|d| d.pubsub_enabled)).map(|(id, _)| id.clone()).collect();
-    let cohort_owned: Vec<String> = pubsub_devices.clone();
-    let cohort: HashSet<&str> = cohort_owned.iter().map(String::as_str).collect();
-    let mqtt_devices: HashSet<&str> = decisions.iter().filter(|(_, d)| d.mqtt_enabled).map(|(id, _)| id.as_str()).collect();
-    let rule = match &config_report {
-        Some(r) => format!("by the config in force ({})", r.describe()),
-        None => format!("at {} % (salt {:?})", args.rollout, args.salt),
-    };
-    eprintln!(
-        "dualpub demo: {} devices, {} in the Pub/Sub cohort {rule}, {} locations each",
-        args.devices,
-        pubsub_devices.len(),
-        args.locations_per_device
+/// The demo's steps in order; an `Err` is a setup or I/O failure (exit code 1).
+fn run_steps(args: &DemoArgs) -> Result<i32, String> {
+    let capture = args.capture.as_deref().map(open_capture).transpose()?;
+    let mut run = Run::start(args)?;
+    let progress = Progress::start(
+        (args.devices * args.locations_per_device) as u64,
+        run.subscribers.as_ref(),
     );
-
-    // Progress while it runs.
-    let accepted = Arc::new(AtomicU64::new(0));
-    let total = (args.devices * args.locations_per_device) as u64;
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = {
-        let (accepted, done) = (accepted.clone(), done.clone());
-        let collected = verify.as_ref().map(|(m, p)| (m.collected.clone(), p.collected.clone()));
-        std::thread::spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                let received = match &collected {
-                    Some((m, p)) => format!("   mqtt received {:>7}   pubsub received {:>7}", m.len(), p.len()),
-                    None => String::new(),
-                };
-                eprint!("\r  accepted {:>7}/{total}{received}", accepted.load(Ordering::SeqCst));
-                let _ = std::io::stderr().flush();
-                std::thread::sleep(Duration::from_millis(250));
-            }
-        })
-    };
-
-    // Drive the fleet: round by round, every device moves a little.
-    let mut accepted_ids: HashSet<String> = HashSet::new();
-    let mut expected_mqtt: HashSet<String> = HashSet::new();
-    let mut expected_pubsub: HashSet<String> = HashSet::new();
-    let mut rejected = 0u64;
-    let mut durable_log = match &args.durable_log {
-        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            Ok(f) => Some(f),
-            Err(e) => return fail(format!("{}: {e}", path.display())),
-        },
-        None => None,
-    };
-    let now_ms = dualpub_now_ms();
-    for round in 0..args.locations_per_device {
-        let mut this_round = Vec::with_capacity(fleet.len());
-        for (i, (id, p)) in fleet.iter().enumerate() {
-            let loc = simulated_location(i, round, now_ms - ((args.locations_per_device - round) as i64) * 1000);
-            match p.send_location(loc) {
-                Ok(event_id) => {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    accepted_ids.insert(event_id.clone());
-                    if cohort.contains(id.as_str()) {
-                        expected_pubsub.insert(event_id.clone());
-                    }
-                    if mqtt_devices.contains(id.as_str()) {
-                        expected_mqtt.insert(event_id.clone());
-                    }
-                    this_round.push((id.as_str(), event_id));
-                }
-                Err(e) => {
-                    rejected += 1;
-                    eprintln!("\n{id}: {e}");
-                }
-            }
-        }
-        if let Some(log) = durable_log.as_mut() {
-            // Only what the SDK reports durable goes into the log.
-            for (id, p) in &fleet {
-                if !p.await_durable(10_000).unwrap_or(false) {
-                    return fail(format!("{id}: locations not durable within 10 s"));
-                }
-            }
-            let lines: String = this_round.iter().map(|(id, e)| format!("{id} {e}\n")).collect();
-            if let Err(e) = log.write_all(lines.as_bytes()) {
-                return fail(format!("durable log: {e}"));
-            }
-        }
-        if args.round_interval_ms > 0 {
-            std::thread::sleep(Duration::from_millis(args.round_interval_ms));
-        }
+    let sent = run.send_rounds(&progress.accepted)?;
+    run.calm_chaos();
+    let pending = run.drain();
+    run.await_subscribers(&sent, pending);
+    progress.finish();
+    let outcome = run.collect(pending);
+    let summary = Summary::compute(&run, &sent, &outcome);
+    if let (Some((path, file)), Some(deliveries)) = (capture, &outcome.deliveries) {
+        write_capture(path, file, deliveries)?;
     }
-    if let Some(c) = chaos.as_mut() {
-        c.calm();
-    }
-
-    // Drain every device in parallel.
-    let timeout = args.flush_timeout_ms;
-    let reports: Vec<dualpub::FlushReport> = std::thread::scope(|s| {
-        let handles: Vec<_> = fleet.iter().map(|(_, p)| s.spawn(move || p.flush(timeout))).collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).filter_map(Result::ok).collect()
-    });
-    let pending_mqtt: u64 = reports.iter().map(|r| r.pending_mqtt).sum();
-    let pending_pubsub: u64 = reports.iter().map(|r| r.pending_pubsub).sum();
-
-    // Wait for the subscribers to see what the SDK says was acknowledged.
-    if let Some((mqtt_sub, pubsub_sub)) = &verify {
-        let seen_all = |c: &Collected, expected: &HashSet<String>, pending: u64| {
-            let got: HashSet<String> = c.all().into_iter().map(|r| r.event_id).collect();
-            expected.iter().filter(|e| !got.contains(*e)).count() as u64 <= pending
-        };
-        mqtt_sub.collected.wait_until(Duration::from_secs(30), |c| seen_all(c, &expected_mqtt, pending_mqtt));
-        pubsub_sub.collected.wait_until(Duration::from_secs(30), |c| seen_all(c, &expected_pubsub, pending_pubsub));
-        // A short quiet period to catch late duplicates.
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    done.store(true, Ordering::SeqCst);
-    let _ = progress.join();
-    eprintln!();
-
-    let metrics: Vec<dualpub::MetricsSnapshot> = fleet.iter().filter_map(|(_, p)| p.metrics().ok()).collect();
-    for (_, p) in &fleet {
-        p.shutdown();
-    }
-    let chaos_events = chaos.map(|c| c.stop()).unwrap_or_default();
-    let summary = Summary::compute(
-        &args,
-        verify.as_ref(),
-        &accepted_ids,
-        &expected_mqtt,
-        &expected_pubsub,
-        &cohort,
-        accepted.load(Ordering::SeqCst),
-        rejected,
-        pending_mqtt,
-        pending_pubsub,
-        &metrics,
-        pubsub_devices,
-        started.elapsed(),
-        chaos_events,
-        config_report,
-    );
     summary.print_table();
     if args.json {
         println!("{}", summary.json());
     }
-    if summary.lost.unwrap_or(0) == 0 && summary.unexpected.unwrap_or(0) == 0 {
-        0
-    } else {
-        3
+    Ok(summary.exit_code())
+}
+
+/// What the steps share: the arguments, the backends, the verifying subscribers, the chaos
+/// injector, and the fleet with its config report and cohort. Fields drop in this order.
+struct Run<'a> {
+    args: &'a DemoArgs,
+    started: Instant,
+    fleet: Vec<Device>,
+    config: Option<ConfigReport>,
+    cohort: Cohort,
+    chaos: Option<Chaos>,
+    subscribers: Option<Subscribers>,
+    _data_dir: Option<tempfile::TempDir>,
+    _bed: TestBed,
+}
+
+/// A simulated device: its id and its own publisher.
+type Device = (String, Arc<DualPublisher>);
+
+impl<'a> Run<'a> {
+    /// Starts the test bed, the subscribers and the chaos, builds the fleet and fetches configs.
+    fn start(args: &'a DemoArgs) -> Result<Run<'a>, String> {
+        let started = Instant::now();
+        let bed = TestBed::start(args)?;
+        let subscribers = Subscribers::start(args, &bed, started)?;
+        let chaos = if args.chaos {
+            Some(
+                Chaos::start(
+                    &bed.mqtt_host,
+                    bed.mqtt_port,
+                    &bed.endpoint,
+                    bed.emulator.as_ref(),
+                )
+                .map_err(|e| format!("chaos setup: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let (data_root, data_dir) = data_root(args)?;
+        let settings = FleetSettings::new(args, &bed, chaos.as_ref(), data_root);
+        let fleet = build_fleet(args, &settings)?;
+        // As an app that wants the fresh config at launch: fetch before sending.
+        let config = args
+            .config_url
+            .as_ref()
+            .map(|url| fetch_configs(&fleet, url));
+        let cohort = Cohort::of(&fleet);
+        cohort.announce(args, config.as_ref());
+        Ok(Run {
+            args,
+            started,
+            fleet,
+            config,
+            cohort,
+            chaos,
+            subscribers,
+            _data_dir: data_dir,
+            _bed: bed,
+        })
+    }
+
+    /// Drives the fleet round by round; with --durable-log, logs each round once it is durable.
+    fn send_rounds(&self, accepted: &AtomicU64) -> Result<Sent, String> {
+        let mut durable_log = match &self.args.durable_log {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let mut sent = Sent::default();
+        let (rounds, now_ms) = (self.args.locations_per_device, dualpub_now_ms());
+        for round in 0..rounds {
+            let this_round = self.send_round(
+                round,
+                now_ms - ((rounds - round) as i64) * 1000,
+                accepted,
+                &mut sent,
+            );
+            if let Some(log) = durable_log.as_mut() {
+                self.log_durable(log, &this_round)?;
+            }
+            if self.args.round_interval_ms > 0 {
+                std::thread::sleep(Duration::from_millis(self.args.round_interval_ms));
+            }
+        }
+        sent.accepted = accepted.load(Ordering::SeqCst);
+        Ok(sent)
+    }
+
+    /// One location from every device; returns (deviceId, eventId) of each one accepted.
+    fn send_round(
+        &self,
+        round: usize,
+        timestamp_ms: i64,
+        accepted: &AtomicU64,
+        sent: &mut Sent,
+    ) -> Vec<(&str, String)> {
+        let mut this_round = Vec::with_capacity(self.fleet.len());
+        for (i, (id, p)) in self.fleet.iter().enumerate() {
+            match p.send_location(simulated_location(i, round, timestamp_ms)) {
+                Ok(event_id) => {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    sent.accepted_ids.insert(event_id.clone());
+                    if self.cohort.pubsub.contains(id) {
+                        sent.expected_pubsub.insert(event_id.clone());
+                    }
+                    if self.cohort.mqtt.contains(id) {
+                        sent.expected_mqtt.insert(event_id.clone());
+                    }
+                    this_round.push((id.as_str(), event_id));
+                }
+                Err(e) => {
+                    sent.rejected += 1;
+                    eprintln!("\n{id}: {e}");
+                }
+            }
+        }
+        this_round
+    }
+
+    /// Waits until every device's locations are durable, then appends the round to the log.
+    fn log_durable(&self, log: &mut File, this_round: &[(&str, String)]) -> Result<(), String> {
+        // Only what the SDK reports durable goes into the log.
+        for (id, p) in &self.fleet {
+            if !p.await_durable(10_000).unwrap_or(false) {
+                return Err(format!("{id}: locations not durable within 10 s"));
+            }
+        }
+        let lines: String = this_round
+            .iter()
+            .map(|(id, e)| format!("{id} {e}\n"))
+            .collect();
+        log.write_all(lines.as_bytes())
+            .map_err(|e| format!("durable log: {e}"))
+    }
+
+    /// Stops injecting faults and repairs everything (with --chaos), so the fleet can drain.
+    fn calm_chaos(&mut self) {
+        if let Some(c) = self.chaos.as_mut() {
+            c.calm();
+        }
+    }
+
+    /// Flushes every device in parallel; returns what the SDK still holds afterwards.
+    fn drain(&self) -> Pending {
+        let timeout = self.args.flush_timeout_ms;
+        let reports: Vec<dualpub::FlushReport> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .fleet
+                .iter()
+                .map(|(_, p)| s.spawn(move || p.flush(timeout)))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .filter_map(Result::ok)
+                .collect()
+        });
+        Pending {
+            mqtt: reports.iter().map(|r| r.pending_mqtt).sum(),
+            pubsub: reports.iter().map(|r| r.pending_pubsub).sum(),
+        }
+    }
+
+    /// Waits (≤ 30 s a transport) until the subscribers saw what the SDK acknowledged, plus 300 ms.
+    fn await_subscribers(&self, sent: &Sent, pending: Pending) {
+        if let Some(subs) = &self.subscribers {
+            subs.mqtt
+                .collected
+                .wait_until(Duration::from_secs(30), |c| {
+                    seen_all(c, &sent.expected_mqtt, pending.mqtt)
+                });
+            subs.pubsub
+                .collected
+                .wait_until(Duration::from_secs(30), |c| {
+                    seen_all(c, &sent.expected_pubsub, pending.pubsub)
+                });
+            // A short quiet period to catch late duplicates.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Reads the metrics, shuts the fleet down, stops the chaos, takes what the subscribers received.
+    fn collect(&mut self, pending: Pending) -> Outcome {
+        let metrics: Vec<MetricsSnapshot> = self
+            .fleet
+            .iter()
+            .filter_map(|(_, p)| p.metrics().ok())
+            .collect();
+        for (_, p) in &self.fleet {
+            p.shutdown();
+        }
+        let chaos_events = self.chaos.take().map(|c| c.stop()).unwrap_or_default();
+        let elapsed = self.started.elapsed();
+        let deliveries = self.subscribers.as_ref().map(|s| Deliveries {
+            mqtt: s.mqtt.collected.all(),
+            pubsub: s.pubsub.collected.all(),
+        });
+        Outcome {
+            metrics,
+            chaos_events,
+            elapsed,
+            pending,
+            deliveries,
+        }
     }
 }
 
+/// Whether every expected eventId reached the subscriber, but for as many as the SDK still holds.
+fn seen_all(c: &Collected, expected: &HashSet<String>, pending: u64) -> bool {
+    let got: HashSet<String> = c.all().into_iter().map(|r| r.event_id).collect();
+    expected.iter().filter(|e| !got.contains(*e)).count() as u64 <= pending
+}
+
+/// The MQTT broker and the Pub/Sub endpoint: embedded ones unless URLs are given.
+struct TestBed {
+    mqtt_url: String,
+    mqtt_host: String,
+    mqtt_port: u16,
+    endpoint: String,
+    allow_insecure: bool,
+    emulator: Option<EmulatorHandle>,
+    _broker: Option<EmbeddedBroker>,
+}
+
+impl TestBed {
+    /// Starts the embedded broker and emulator where no URL was given, and says what is used.
+    fn start(args: &DemoArgs) -> Result<TestBed, String> {
+        let (mqtt_url, mqtt_host, mqtt_port, broker) = match &args.mqtt_url {
+            Some(u) => {
+                let (host, port) = url_host_port(u, 1883)?;
+                (u.clone(), host, port, None)
+            }
+            None => {
+                let b = EmbeddedBroker::start()
+                    .map_err(|e| format!("cannot start the embedded MQTT broker: {e}"))?;
+                (b.url(), "127.0.0.1".to_string(), b.port, Some(b))
+            }
+        };
+        let (endpoint, emulator) = match &args.pubsub_endpoint {
+            Some(e) => (e.trim_end_matches('/').to_string(), None),
+            None => {
+                let h = EmulatorHandle::spawn(EmulatorOptions::default())
+                    .map_err(|e| format!("cannot start the Pub/Sub emulator: {e}"))?;
+                subscribers::create_topic(&h.url(), &args.pubsub_project, &args.pubsub_topic)
+                    .map_err(|e| e.to_string())?;
+                (h.url(), Some(h))
+            }
+        };
+        let allow_insecure = allow_insecure(args, &mqtt_url, &endpoint);
+        eprintln!(
+            "dualpub demo: MQTT {mqtt_url}, Pub/Sub {endpoint} (project {}, topic {})",
+            args.pubsub_project, args.pubsub_topic
+        );
+        Ok(TestBed {
+            mqtt_url,
+            mqtt_host,
+            mqtt_port,
+            endpoint,
+            allow_insecure,
+            emulator,
+            _broker: broker,
+        })
+    }
+}
+
+/// Plaintext is allowed without --allow-insecure only towards the servers started here.
+fn allow_insecure(args: &DemoArgs, mqtt_url: &str, endpoint: &str) -> bool {
+    let mqtt_local_or_tls = args.mqtt_url.is_none() || mqtt_url.starts_with("mqtts://");
+    let pubsub_local_or_tls = args.pubsub_endpoint.is_none() || endpoint.starts_with("https://");
+    let config_local_or_tls = args.config_url.as_deref().is_none_or(|u| {
+        u.starts_with("https://")
+            || u.starts_with("http://127.0.0.1")
+            || u.starts_with("http://localhost")
+            || u.starts_with("http://[::1]")
+    });
+    args.allow_insecure || (mqtt_local_or_tls && pubsub_local_or_tls && config_local_or_tls)
+}
+
+/// The independent verification: a subscriber on the broker and a pull subscription on the topic.
+struct Subscribers {
+    mqtt: Subscriber,
+    pubsub: Subscriber,
+}
+
+impl Subscribers {
+    /// Subscribes to every device's MQTT topic and to the Pub/Sub topic (none with --no-verify).
+    fn start(
+        args: &DemoArgs,
+        bed: &TestBed,
+        started: Instant,
+    ) -> Result<Option<Subscribers>, String> {
+        if args.no_verify {
+            return Ok(None);
+        }
+        let filter = dualpub::wire::DEFAULT_TOPIC_TEMPLATE.replace("{deviceId}", "+");
+        let mqtt = subscribers::mqtt(&bed.mqtt_host, bed.mqtt_port, &filter)
+            .map_err(|e| format!("verifying MQTT subscriber: {e}"))?;
+        let sub_name = format!(
+            "dualpub-demo-verify-{}-{}",
+            std::process::id(),
+            started.elapsed().as_nanos() % 1_000_000
+        );
+        let pubsub = subscribers::pubsub(
+            &bed.endpoint,
+            &args.pubsub_project,
+            &args.pubsub_topic,
+            &sub_name,
+        )
+        .map_err(|e| format!("verifying Pub/Sub subscription: {e}"))?;
+        Ok(Some(Subscribers { mqtt, pubsub }))
+    }
+}
+
+/// The devices' data root: --data-dir, or a temporary directory (returned too: removed on drop).
+fn data_root(args: &DemoArgs) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    match &args.data_dir {
+        Some(d) => Ok((d.clone(), None)),
+        None => {
+            let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
+/// What every device's SDK config has in common.
+struct FleetSettings {
+    /// The broker and endpoint the SDK talks to: the test bed's, or the chaos proxies'.
+    mqtt_url: String,
+    endpoint: String,
+    data_root: PathBuf,
+    allow_insecure: bool,
+    /// The migration config --rollout, --salt and --no-mqtt ask for.
+    migration: MigrationConfig,
+}
+
+impl FleetSettings {
+    /// The SDK's URLs (through the chaos proxies with --chaos) and the flags' migration config.
+    fn new(
+        args: &DemoArgs,
+        bed: &TestBed,
+        chaos: Option<&Chaos>,
+        data_root: PathBuf,
+    ) -> FleetSettings {
+        let (mqtt_url, endpoint) = match chaos {
+            Some(c) => (c.mqtt.mqtt_url(), c.pubsub.http_url()),
+            None => (bed.mqtt_url.clone(), bed.endpoint.clone()),
+        };
+        let migration = MigrationConfig {
+            version: 1,
+            pubsub_enabled: true,
+            pubsub_percentage: args.rollout,
+            rollout_salt: args.salt.clone(),
+            mqtt_enabled: !args.no_mqtt,
+            ..MigrationConfig::default()
+        };
+        FleetSettings {
+            mqtt_url,
+            endpoint,
+            data_root,
+            allow_insecure: bed.allow_insecure,
+            migration,
+        }
+    }
+
+    /// Device `id`'s SDK config (validated): 30 s keep-alive, Pub/Sub batches of up to 200 ms.
+    fn sdk_config(&self, args: &DemoArgs, id: &str) -> Result<SdkConfig, dualpub::DualPubError> {
+        let data_dir = self.data_root.join(id).to_string_lossy().into_owned();
+        let mut builder = SdkConfig::builder(
+            id,
+            self.mqtt_url.as_str(),
+            args.pubsub_project.as_str(),
+            data_dir,
+        )
+        .pubsub_endpoint(self.endpoint.as_str())
+        .pubsub_topic(args.pubsub_topic.as_str())
+        .pubsub_batch(1000, 1_000_000, 200)
+        .mqtt_keep_alive_secs(30)
+        .mqtt_idle_disconnect_secs(30)
+        .allow_insecure(self.allow_insecure)
+        .outbox_limits(100_000, 168);
+        // With a config URL the fetched document decides (MQTT only until it arrives).
+        builder = match &args.config_url {
+            Some(url) => builder.remote_config(
+                url.as_str(),
+                dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
+            ),
+            None => builder.migration(self.migration.clone()),
+        };
+        builder.build()
+    }
+}
+
+/// One `DualPublisher` per device, ids demo-device-0 … demo-device-{N-1}.
+fn build_fleet(args: &DemoArgs, settings: &FleetSettings) -> Result<Vec<Device>, String> {
+    (0..args.devices)
+        .map(|i| start_device(args, settings, format!("demo-device-{i}")))
+        .collect()
+}
+
+/// Starts one device's publisher; without --config-url the flags' config is applied on top.
+fn start_device(args: &DemoArgs, settings: &FleetSettings, id: String) -> Result<Device, String> {
+    let publisher = settings
+        .sdk_config(args, &id)
+        .and_then(|c| DualPublisher::new(c, None))
+        .map_err(|e| format!("{id}: {e}"))?;
+    if args.config_url.is_none() {
+        // A data directory from an earlier run keeps its last config; the flags of this
+        // run are what the operator asked for, so apply them on top.
+        publisher
+            .apply_config(settings.migration.clone())
+            .map_err(|e| format!("{id}: {e}"))?;
+    }
+    Ok((id, publisher))
+}
+
+/// Which devices the config in force sends to Pub/Sub and which to MQTT (a device whose
+/// decision cannot be read is in neither).
+struct Cohort {
+    /// The Pub/Sub cohort in fleet order.
+    pubsub_devices: Vec<String>,
+    pubsub: HashSet<String>,
+    mqtt: HashSet<String>,
+}
+
+impl Cohort {
+    /// Reads every device's rollout decision.
+    fn of(fleet: &[Device]) -> Cohort {
+        let decisions: Vec<(&String, dualpub::RolloutDecision)> = fleet
+            .iter()
+            .filter_map(|(id, p)| p.decision().ok().map(|d| (id, d)))
+            .collect();
+        let pubsub_devices: Vec<String> = decisions
+            .iter()
+            .filter(|(_, d)| d.pubsub_enabled)
+            .map(|(id, _)| (*id).clone())
+            .collect();
+        let mqtt = decisions
+            .iter()
+            .filter(|(_, d)| d.mqtt_enabled)
+            .map(|(id, _)| (*id).clone())
+            .collect();
+        Cohort {
+            pubsub: pubsub_devices.iter().cloned().collect(),
+            pubsub_devices,
+            mqtt,
+        }
+    }
+
+    /// Prints the fleet's size, the cohort and the rule that chose it.
+    fn announce(&self, args: &DemoArgs, config: Option<&ConfigReport>) {
+        let rule = match config {
+            Some(r) => format!("by the config in force ({})", r.describe()),
+            None => format!("at {} % (salt {:?})", args.rollout, args.salt),
+        };
+        eprintln!(
+            "dualpub demo: {} devices, {} in the Pub/Sub cohort {rule}, {} locations each",
+            args.devices,
+            self.pubsub_devices.len(),
+            args.locations_per_device
+        );
+    }
+}
+
+/// The progress line on stderr, redrawn every 250 ms until [`Progress::finish`].
+struct Progress {
+    /// Locations accepted so far (counted by the sending step).
+    accepted: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Progress {
+    /// Starts redrawing: accepted of `total`, and what the subscribers received so far.
+    fn start(total: u64, subscribers: Option<&Subscribers>) -> Progress {
+        let accepted = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (a, d) = (accepted.clone(), done.clone());
+        let collected = subscribers.map(|s| (s.mqtt.collected.clone(), s.pubsub.collected.clone()));
+        let thread = std::thread::spawn(move || {
+            while !d.load(Ordering::SeqCst) {
+                let received = match &collected {
+                    Some((m, p)) => format!(
+                        "   mqtt received {:>7}   pubsub received {:>7}",
+                        m.len(),
+                        p.len()
+                    ),
+                    None => String::new(),
+                };
+                eprint!(
+                    "\r  accepted {:>7}/{total}{received}",
+                    a.load(Ordering::SeqCst)
+                );
+                let _ = std::io::stderr().flush();
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        Progress {
+            accepted,
+            done,
+            thread,
+        }
+    }
+
+    /// Stops redrawing and ends the line.
+    fn finish(self) {
+        self.done.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+        eprintln!();
+    }
+}
+
+/// What the fleet accepted, and which eventIds each transport owes.
+#[derive(Default)]
+struct Sent {
+    accepted: u64,
+    rejected: u64,
+    accepted_ids: HashSet<String>,
+    expected_mqtt: HashSet<String>,
+    expected_pubsub: HashSet<String>,
+}
+
+/// Locations the SDK still holds after the drain, per transport.
+#[derive(Clone, Copy)]
+struct Pending {
+    mqtt: u64,
+    pubsub: u64,
+}
+
+/// What is read once the fleet is done.
+struct Outcome {
+    metrics: Vec<MetricsSnapshot>,
+    chaos_events: u64,
+    elapsed: Duration,
+    pending: Pending,
+    /// What the subscribers received (none with --no-verify).
+    deliveries: Option<Deliveries>,
+}
+
+/// Every message the subscribers received, in arrival order, duplicates included.
+struct Deliveries {
+    mqtt: Vec<Received>,
+    pubsub: Vec<Received>,
+}
+
+/// One line of the `--capture` file.
+#[derive(serde::Serialize)]
+#[serde(tag = "pipeline", rename_all = "lowercase")]
+enum CaptureLine<'a> {
+    /// `{"pipeline":"mqtt","topic":…,"payload":…}`
+    Mqtt { topic: &'a str, payload: &'a str },
+    /// `{"pipeline":"pubsub","attributes":{…},"orderingKey":…,"payload":…}` (payload: the decoded data)
+    #[serde(rename_all = "camelCase")]
+    Pubsub {
+        attributes: &'a BTreeMap<String, String>,
+        ordering_key: &'a str,
+        payload: &'a str,
+    },
+}
+
+impl<'a> CaptureLine<'a> {
+    /// An MQTT message as the broker delivered it.
+    fn mqtt(r: &'a Received) -> Result<Self, String> {
+        Ok(CaptureLine::Mqtt {
+            topic: &r.topic_or_key,
+            payload: utf8(r)?,
+        })
+    }
+
+    /// A Pub/Sub message as pulled, its data decoded.
+    fn pubsub(r: &'a Received) -> Result<Self, String> {
+        Ok(CaptureLine::Pubsub {
+            attributes: &r.attributes,
+            ordering_key: &r.topic_or_key,
+            payload: utf8(r)?,
+        })
+    }
+}
+
+/// A message's bytes as text: the capture holds them exactly, so they must be UTF-8.
+fn utf8(r: &Received) -> Result<&str, String> {
+    std::str::from_utf8(&r.payload).map_err(|e| {
+        format!(
+            "--capture: a message on {} is not UTF-8: {e}",
+            r.topic_or_key
+        )
+    })
+}
+
+/// Creates (or truncates) the `--capture` file before the run, so a bad path fails at once.
+fn open_capture(path: &Path) -> Result<(&Path, File), String> {
+    File::create(path)
+        .map(|f| (path, f))
+        .map_err(|e| format!("--capture {}: {e}", path.display()))
+}
+
+/// Writes every received message to the `--capture` file, MQTT then Pub/Sub, each in arrival order.
+fn write_capture(path: &Path, file: File, d: &Deliveries) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("--capture {}: {e}", path.display());
+    let mut out = BufWriter::new(file);
+    for line in d
+        .mqtt
+        .iter()
+        .map(CaptureLine::mqtt)
+        .chain(d.pubsub.iter().map(CaptureLine::pubsub))
+    {
+        let json = serde_json::to_string(&line?).map_err(|e| e.to_string())?;
+        writeln!(out, "{json}").map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    eprintln!(
+        "dualpub demo: captured {} MQTT and {} Pub/Sub messages in {}",
+        d.mqtt.len(),
+        d.pubsub.len(),
+        path.display()
+    );
+    Ok(())
+}
+
 /// How the fleet's config fetch at launch went.
+#[derive(Clone)]
 struct ConfigReport {
     /// Fetches per result (`applied`, `not_modified`, `failed`, …) since the devices started:
     /// the SDK's own fetch at start-up (when one is due) and the demo's refresh.
@@ -392,6 +759,7 @@ struct ConfigReport {
 }
 
 impl ConfigReport {
+    /// One line: devices per version and per source, fetches per result.
     fn describe(&self) -> String {
         let list = |m: Vec<(String, usize)>| m.into_iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ");
         format!(
@@ -442,6 +810,7 @@ fn fetch_configs(fleet: &[(String, Arc<DualPublisher>)], url: &str) -> ConfigRep
     report
 }
 
+/// Host and port of a URL (`default_port` when it names none).
 fn url_host_port(url: &str, default_port: u16) -> Result<(String, u16), String> {
     let rest = url.split_once("://").map(|(_, r)| r).ok_or_else(|| format!("{url:?} is not a URL"))?;
     let hostport = rest.split('/').next().unwrap_or(rest);
@@ -451,6 +820,7 @@ fn url_host_port(url: &str, default_port: u16) -> Result<(String, u16), String> 
     }
 }
 
+/// Wall-clock time in ms since the Unix epoch.
 fn dualpub_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -482,6 +852,7 @@ struct Verified {
     same_bytes: bool,
 }
 
+/// The summary table and the `--json` report.
 struct Summary {
     devices: usize,
     accepted: u64,
@@ -509,6 +880,7 @@ struct Summary {
     config: Option<ConfigReport>,
 }
 
+/// The middle value (the upper one of an even count); 0 for none.
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -517,87 +889,141 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn verify(
-    (mqtt, pubsub): &(Subscriber, Subscriber),
-    accepted: &HashSet<String>,
-    expected_mqtt: &HashSet<String>,
-    expected_pubsub: &HashSet<String>,
-    cohort: &HashSet<&str>,
-    pending_mqtt: u64,
-    pending_pubsub: u64,
-) -> Verified {
-    let m = mqtt.collected.all();
-    let p = pubsub.collected.all();
-    let m_ids: HashSet<&str> = m.iter().map(|r| r.event_id.as_str()).collect();
-    let p_ids: HashSet<&str> = p.iter().map(|r| r.event_id.as_str()).collect();
-    let mqtt_delivered = expected_mqtt.iter().filter(|e| m_ids.contains(e.as_str())).count();
-    let pubsub_delivered = expected_pubsub.iter().filter(|e| p_ids.contains(e.as_str())).count();
-    // Not delivered and not still held (durably) by the SDK: lost.
-    let lost = (expected_mqtt.len() - mqtt_delivered).saturating_sub(pending_mqtt as usize)
-        + (expected_pubsub.len() - pubsub_delivered).saturating_sub(pending_pubsub as usize);
-    let duplicates = (m.len() - m_ids.len()) + (p.len() - p_ids.len());
-    // Accepted in this run, yet on Pub/Sub for a device outside the cohort.
-    let unexpected = p.iter().filter(|r| accepted.contains(&r.event_id) && !cohort.contains(r.device_id.as_str())).count();
-    // Delivered now but accepted by an earlier run on the same data directory.
-    let resumed: HashSet<&str> = m.iter().chain(p.iter()).map(|r| r.event_id.as_str()).filter(|e| !accepted.contains(*e)).collect();
-    // Both backends must see the same bytes for the same eventId.
-    let by_id: HashMap<&str, &[u8]> = m.iter().map(|r| (r.event_id.as_str(), r.payload.as_slice())).collect();
-    let same_bytes = p.iter().all(|r| by_id.get(r.event_id.as_str()).is_none_or(|b| *b == r.payload.as_slice()));
-    Verified { mqtt_delivered, pubsub_delivered, lost, duplicates, unexpected, resumed: resumed.len(), same_bytes }
+impl Verified {
+    /// Compares what the subscribers received with what the fleet accepted and still holds.
+    fn compute(
+        d: &Deliveries,
+        sent: &Sent,
+        cohort: &HashSet<String>,
+        pending: Pending,
+    ) -> Verified {
+        let (m, p) = (&d.mqtt, &d.pubsub);
+        let m_ids: HashSet<&str> = m.iter().map(|r| r.event_id.as_str()).collect();
+        let p_ids: HashSet<&str> = p.iter().map(|r| r.event_id.as_str()).collect();
+        let mqtt_delivered = sent
+            .expected_mqtt
+            .iter()
+            .filter(|e| m_ids.contains(e.as_str()))
+            .count();
+        let pubsub_delivered = sent
+            .expected_pubsub
+            .iter()
+            .filter(|e| p_ids.contains(e.as_str()))
+            .count();
+        // Not delivered and not still held (durably) by the SDK: lost.
+        let lost = (sent.expected_mqtt.len() - mqtt_delivered)
+            .saturating_sub(pending.mqtt as usize)
+            + (sent.expected_pubsub.len() - pubsub_delivered)
+                .saturating_sub(pending.pubsub as usize);
+        let duplicates = (m.len() - m_ids.len()) + (p.len() - p_ids.len());
+        // Accepted in this run, yet on Pub/Sub for a device outside the cohort.
+        let unexpected = p
+            .iter()
+            .filter(|r| sent.accepted_ids.contains(&r.event_id) && !cohort.contains(&r.device_id))
+            .count();
+        // Delivered now but accepted by an earlier run on the same data directory.
+        let resumed: HashSet<&str> = m
+            .iter()
+            .chain(p.iter())
+            .map(|r| r.event_id.as_str())
+            .filter(|e| !sent.accepted_ids.contains(*e))
+            .collect();
+        // Both backends must see the same bytes for the same eventId.
+        let by_id: HashMap<&str, &[u8]> = m
+            .iter()
+            .map(|r| (r.event_id.as_str(), r.payload.as_slice()))
+            .collect();
+        let same_bytes = p.iter().all(|r| {
+            by_id
+                .get(r.event_id.as_str())
+                .is_none_or(|b| *b == r.payload.as_slice())
+        });
+        Verified {
+            mqtt_delivered,
+            pubsub_delivered,
+            lost,
+            duplicates,
+            unexpected,
+            resumed: resumed.len(),
+            same_bytes,
+        }
+    }
+}
+
+/// The median of the devices' p50 latencies on one transport (devices that published on it).
+fn median_p50(
+    metrics: &[MetricsSnapshot],
+    transport: impl Fn(&MetricsSnapshot) -> &TransportMetrics,
+) -> f64 {
+    let p50s = metrics.iter().map(transport).filter(|t| t.published > 0);
+    median(p50s.map(|t| t.latency_p50_ms).collect())
+}
+
+/// The highest p99 latency of any device on one transport.
+fn max_p99(
+    metrics: &[MetricsSnapshot],
+    transport: impl Fn(&MetricsSnapshot) -> &TransportMetrics,
+) -> f64 {
+    metrics
+        .iter()
+        .map(transport)
+        .map(|t| t.latency_p99_ms)
+        .fold(0.0, f64::max)
+}
+
+/// A counter summed over the fleet.
+fn total(metrics: &[MetricsSnapshot], counter: impl Fn(&MetricsSnapshot) -> u64) -> u64 {
+    metrics.iter().map(counter).sum()
 }
 
 impl Summary {
-    #[allow(clippy::too_many_arguments)]
-    fn compute(
-        args: &DemoArgs,
-        subscribers: Option<&(Subscriber, Subscriber)>,
-        accepted_ids: &HashSet<String>,
-        expected_mqtt: &HashSet<String>,
-        expected_pubsub: &HashSet<String>,
-        cohort: &HashSet<&str>,
-        accepted: u64,
-        rejected: u64,
-        pending_mqtt: u64,
-        pending_pubsub: u64,
-        metrics: &[dualpub::MetricsSnapshot],
-        pubsub_devices: Vec<String>,
-        elapsed: Duration,
-        chaos_events: u64,
-        config: Option<ConfigReport>,
-    ) -> Summary {
-        let verified = subscribers.map(|s| verify(s, accepted_ids, expected_mqtt, expected_pubsub, cohort, pending_mqtt, pending_pubsub));
-        let mqtt_p50 = median(metrics.iter().filter(|s| s.mqtt.published > 0).map(|s| s.mqtt.latency_p50_ms).collect());
-        let pubsub_p50 = median(metrics.iter().filter(|s| s.pubsub.published > 0).map(|s| s.pubsub.latency_p50_ms).collect());
-        let mqtt_p99 = metrics.iter().map(|s| s.mqtt.latency_p99_ms).fold(0.0, f64::max);
-        let pubsub_p99 = metrics.iter().map(|s| s.pubsub.latency_p99_ms).fold(0.0, f64::max);
+    /// Verifies delivery (when the subscribers ran) and totals the fleet's SDK metrics.
+    fn compute(run: &Run, sent: &Sent, outcome: &Outcome) -> Summary {
+        let (cohort, m) = (&run.cohort, &outcome.metrics);
+        let verified = outcome
+            .deliveries
+            .as_ref()
+            .map(|d| Verified::compute(d, sent, &cohort.pubsub, outcome.pending));
+        let mut pubsub_devices = cohort.pubsub_devices.clone();
+        pubsub_devices.sort();
         Summary {
-            devices: args.devices,
-            accepted,
-            rejected,
-            expected_mqtt: expected_mqtt.len(),
-            expected_pubsub: expected_pubsub.len(),
-            pubsub_devices: pubsub_devices.into_iter().collect::<BTreeSet<_>>().into_iter().collect(),
+            devices: run.args.devices,
+            accepted: sent.accepted,
+            rejected: sent.rejected,
+            expected_mqtt: sent.expected_mqtt.len(),
+            expected_pubsub: sent.expected_pubsub.len(),
+            pubsub_devices,
             lost: verified.as_ref().map(|v| v.lost),
             unexpected: verified.as_ref().map(|v| v.unexpected),
             verified,
-            pending_mqtt,
-            pending_pubsub,
-            mqtt_p50,
-            mqtt_p99,
-            pubsub_p50,
-            pubsub_p99,
-            fallbacks: metrics.iter().map(|s| s.fallback).sum(),
-            retries: metrics.iter().map(|s| s.mqtt.retries + s.pubsub.retries).sum(),
-            circuit_openings: metrics.iter().map(|s| s.mqtt.circuit_openings + s.pubsub.circuit_openings).sum(),
-            recovered: metrics.iter().map(|s| s.recovered).sum(),
-            dropped: metrics.iter().flat_map(|s| s.dropped.values()).sum(),
-            chaos_events,
-            elapsed,
-            rollout: args.rollout,
-            config,
+            pending_mqtt: outcome.pending.mqtt,
+            pending_pubsub: outcome.pending.pubsub,
+            mqtt_p50: median_p50(m, |s| &s.mqtt),
+            mqtt_p99: max_p99(m, |s| &s.mqtt),
+            pubsub_p50: median_p50(m, |s| &s.pubsub),
+            pubsub_p99: max_p99(m, |s| &s.pubsub),
+            fallbacks: total(m, |s| s.fallback),
+            retries: total(m, |s| s.mqtt.retries + s.pubsub.retries),
+            circuit_openings: total(m, |s| s.mqtt.circuit_openings + s.pubsub.circuit_openings),
+            recovered: total(m, |s| s.recovered),
+            dropped: total(m, |s| s.dropped.values().sum()),
+            chaos_events: outcome.chaos_events,
+            elapsed: outcome.elapsed,
+            rollout: run.args.rollout,
+            config: run.config.clone(),
         }
     }
 
+    /// 0 when nothing was lost and nothing reached Pub/Sub from outside the cohort, else 3.
+    fn exit_code(&self) -> i32 {
+        if self.lost.unwrap_or(0) == 0 && self.unexpected.unwrap_or(0) == 0 {
+            0
+        } else {
+            3
+        }
+    }
+
+    /// Prints the summary table on stdout.
     fn print_table(&self) {
         let row = |k: &str, v: String| println!("  {k:<40} {v}");
         println!("dualpub demo summary");
@@ -633,6 +1059,7 @@ impl Summary {
         row("elapsed", format!("{} ms", self.elapsed.as_millis()));
     }
 
+    /// The one-line `--json` report.
     fn json(&self) -> String {
         let v = self.verified.as_ref();
         serde_json::json!({
@@ -678,6 +1105,7 @@ struct Chaos {
 }
 
 impl Chaos {
+    /// Puts fault proxies in front of both backends and starts the fault thread.
     fn start(mqtt_host: &str, mqtt_port: u16, endpoint: &str, emulator: Option<&EmulatorHandle>) -> std::io::Result<Chaos> {
         use std::net::ToSocketAddrs;
         let resolve = |host: &str, port: u16| {
