@@ -155,7 +155,6 @@ fn open_with_backlog(backlog: &std::path::Path) {
     println!("  ratio: {:.0}x", full.as_secs_f64() / base.as_secs_f64().max(1e-9));
 }
 
-
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful: run either way.
     println!("dualpub benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));

@@ -116,8 +116,23 @@ pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
 /// Keys a remote config may not use: endpoints, credentials and storage are the app's alone.
 pub const FORBIDDEN_KEYS: &[&str] = &[
-    "mqtt", "pubsub", "endpoint", "brokerUrl", "mqttUrl", "pubsubEndpoint", "project", "topic", "username",
-    "password", "token", "credentials", "clientId", "caCertificatesPem", "dataDir", "remoteConfigUrl", "allowInsecure",
+    "mqtt",
+    "pubsub",
+    "endpoint",
+    "brokerUrl",
+    "mqttUrl",
+    "pubsubEndpoint",
+    "project",
+    "topic",
+    "username",
+    "password",
+    "token",
+    "credentials",
+    "clientId",
+    "caCertificatesPem",
+    "dataDir",
+    "remoteConfigUrl",
+    "allowInsecure",
 ];
 
 /// A parsed document: the config, plus what was skipped or ignored in it (each with a reason).
@@ -250,18 +265,16 @@ impl MigrationConfig {
             let mut out: HashMap<String, Override> = HashMap::new();
             let mut normalized = std::collections::HashSet::new();
             for (k, v) in m.unwrap_or_default() {
-                let parsed = serde_json::from_value::<RawOverride>(v)
-                    .map_err(bounded)
-                    .and_then(|o| {
-                        validate_id(kind, &k).map_err(|e| e.to_string())?;
-                        if !normalized.insert(crate::rollout::normalize_id(&k)) {
-                            return Err("another override names the same id (ids match case-insensitively)".into());
-                        }
-                        if let Some(p) = o.pubsub_percentage {
-                            percentage("pubsubPercentage", p).map_err(|e| e.to_string())?;
-                        }
-                        Ok(Override { mqtt_enabled: o.mqtt_enabled, pubsub_enabled: o.pubsub_enabled, pubsub_percentage: o.pubsub_percentage })
-                    });
+                let parsed = serde_json::from_value::<RawOverride>(v).map_err(bounded).and_then(|o| {
+                    validate_id(kind, &k).map_err(|e| e.to_string())?;
+                    if !normalized.insert(crate::rollout::normalize_id(&k)) {
+                        return Err("another override names the same id (ids match case-insensitively)".into());
+                    }
+                    if let Some(p) = o.pubsub_percentage {
+                        percentage("pubsubPercentage", p).map_err(|e| e.to_string())?;
+                    }
+                    Ok(Override { mqtt_enabled: o.mqtt_enabled, pubsub_enabled: o.pubsub_enabled, pubsub_percentage: o.pubsub_percentage })
+                });
                 match parsed {
                     Ok(o) => {
                         out.insert(k, o);
@@ -344,15 +357,9 @@ impl MigrationConfig {
     fn validate_values(&self) -> Result<(), ConfigError> {
         percentage("pubsubPercentage", self.pubsub_percentage)?;
         if self.rollout_salt.is_empty() || self.rollout_salt.len() > MAX_SALT_BYTES {
-            return Err(ConfigError::InvalidValue {
-                field: "rollout.salt".into(),
-                reason: format!("must be 1–{MAX_SALT_BYTES} bytes"),
-            });
+            return Err(ConfigError::InvalidValue { field: "rollout.salt".into(), reason: format!("must be 1–{MAX_SALT_BYTES} bytes") });
         }
-        for (kind, field, map) in [
-            ("device id", "deviceOverrides", &self.device_overrides),
-            ("company id", "companyOverrides", &self.company_overrides),
-        ] {
+        for (kind, field, map) in [("device id", "deviceOverrides", &self.device_overrides), ("company id", "companyOverrides", &self.company_overrides)] {
             let mut seen = std::collections::HashSet::new();
             for (id, o) in map {
                 if !seen.insert(crate::rollout::normalize_id(id)) {
@@ -361,10 +368,7 @@ impl MigrationConfig {
                         reason: "two overrides name the same id (ids match case-insensitively)".into(),
                     });
                 }
-                validate_id(kind, id).map_err(|e| ConfigError::InvalidValue {
-                    field: format!("{field}[{:?}]", truncate(id)),
-                    reason: e.to_string(),
-                })?;
+                validate_id(kind, id).map_err(|e| ConfigError::InvalidValue { field: format!("{field}[{:?}]", truncate(id)), reason: e.to_string() })?;
                 if let Some(p) = o.pubsub_percentage {
                     percentage(&format!("{field}[{id:?}].pubsubPercentage"), p)?;
                 }

@@ -23,7 +23,12 @@ pub struct SdkConfigBuilder {
 
 impl SdkConfig {
     /// A builder for a device, its MQTT broker, its Google Cloud project and its data directory.
-    pub fn builder(device_id: impl Into<String>, mqtt_broker_url: impl Into<String>, pubsub_project: impl Into<String>, data_dir: impl Into<String>) -> SdkConfigBuilder {
+    pub fn builder(
+        device_id: impl Into<String>,
+        mqtt_broker_url: impl Into<String>,
+        pubsub_project: impl Into<String>,
+        data_dir: impl Into<String>,
+    ) -> SdkConfigBuilder {
         SdkConfigBuilder {
             config: SdkConfig {
                 device_id: device_id.into(),

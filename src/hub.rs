@@ -137,7 +137,12 @@ pub(crate) mod test_support {
     /// A hub in force with `config` for device `d-1`.
     pub fn hub(config: MigrationConfig) -> Arc<Hub> {
         let decision = crate::rollout::decide(&config, "d-1", None);
-        Arc::new(Hub::new(Outbox::default(), Active { config, decision, source: ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() }, 0, Events::default()))
+        Arc::new(Hub::new(
+            Outbox::default(),
+            Active { config, decision, source: ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() },
+            0,
+            Events::default(),
+        ))
     }
 
     /// Queues `n` locations owed to the transports named.

@@ -195,10 +195,7 @@ mod tests {
         assert!(validate_id("device id", "Gerät-ü-42").is_ok());
         assert!(validate_id("device id", &"x".repeat(128)).is_ok());
         for bad in ["", "a/b", "a+b", "a#", "a\nb", "a\u{7f}b", &"x".repeat(129)] {
-            assert!(
-                matches!(validate_id("device id", bad), Err(ValidationError::BadId { .. })),
-                "{bad:?} accepted"
-            );
+            assert!(matches!(validate_id("device id", bad), Err(ValidationError::BadId { .. })), "{bad:?} accepted");
         }
     }
 }

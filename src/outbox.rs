@@ -560,11 +560,7 @@ impl Outbox {
     /// finish their attempt. Returns the rows that left the outbox.
     pub fn stop_owing(&mut self, t: Transport, instead: Transport) -> Vec<Completed> {
         let seqs: Vec<u64> = self.pending(t).iter().copied().collect();
-        let orphans: Vec<u64> = seqs
-            .iter()
-            .filter(|s| self.rows.get(s).is_some_and(|r| r.delivery(instead) == Delivery::NotOwed))
-            .copied()
-            .collect();
+        let orphans: Vec<u64> = seqs.iter().filter(|s| self.rows.get(s).is_some_and(|r| r.delivery(instead) == Delivery::NotOwed)).copied().collect();
         self.also_owe(instead, &orphans);
         self.settle(t, &seqs, Delivery::NotOwed)
     }

@@ -153,7 +153,12 @@ impl Shared {
 
     /// As [`Shared::apply`], leaving the listener to the caller: returns the new decision and,
     /// if it changed, (old, new) to tell the listener once the caller holds no lock.
-    fn apply_quietly(&self, config: MigrationConfig, source: ConfigSource, host_overrides: HostOverrides) -> Result<(RolloutDecision, Option<Change>), DualPubError> {
+    fn apply_quietly(
+        &self,
+        config: MigrationConfig,
+        source: ConfigSource,
+        host_overrides: HostOverrides,
+    ) -> Result<(RolloutDecision, Option<Change>), DualPubError> {
         config.validate().inspect_err(|e| self.config_refused(e))?;
         let s = &self.settings;
         let decision = decide(&config, &s.device_id, s.company_id.as_deref());
@@ -170,11 +175,7 @@ impl Shared {
         let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms, host_overrides }));
         // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
         // for it; MQTT takes over anything that would otherwise be owed to nobody.
-        let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled {
-            st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt)
-        } else {
-            Vec::new()
-        };
+        let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled { st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt) } else { Vec::new() };
         let config_debug = st.active.config.debug_mode;
         self.hub.completed(st, &done);
         self.refresh_debug_mode(config_debug);
@@ -299,7 +300,11 @@ impl Shared {
 }
 
 /// Starts the `dualpub-store` thread; the returned receiver fires when it has finished.
-fn start_store_writer(db: store::Store, rx: std::sync::mpsc::Receiver<store::Msg>, shared: std::sync::Weak<Shared>) -> Result<std::sync::mpsc::Receiver<()>, Error> {
+fn start_store_writer(
+    db: store::Store,
+    rx: std::sync::mpsc::Receiver<store::Msg>,
+    shared: std::sync::Weak<Shared>,
+) -> Result<std::sync::mpsc::Receiver<()>, Error> {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("dualpub-store".into())
@@ -358,7 +363,7 @@ impl Drop for Tasks {
 
 /// The SDK core. Cheap to call from any thread: `send_location(s)`, `apply_config*`,
 /// `decision` and `metrics` never touch the network or the disk. `new` opens the outbox
-/// database (a few ms), `flush` and `await_durable` wait by design, and `close` waits for the
+/// database and reads what it still owes (README, Performance: 134 ms for 100,000 locations), `flush` and `await_durable` wait by design, and `close` waits for the
 /// tasks and the last commit: call those off the UI thread.
 pub struct Publisher {
     shared: Arc<Shared>,
@@ -493,7 +498,14 @@ impl Publisher {
             for ((id, _, _), loc) in encoded.iter().zip(&locations) {
                 hub.event(log::Level::Debug, "accepted", || {
                     let (lat, lon) = (crate::logging::coordinate(loc.latitude, precise), crate::logging::coordinate(loc.longitude, precise));
-                    format!("{id} at {lat},{lon} for {}", match (mqtt, pubsub) { (true, true) => "mqtt+pubsub", (true, false) => "mqtt", _ => "pubsub" })
+                    format!(
+                        "{id} at {lat},{lon} for {}",
+                        match (mqtt, pubsub) {
+                            (true, true) => "mqtt+pubsub",
+                            (true, false) => "mqtt",
+                            _ => "pubsub",
+                        }
+                    )
                 });
             }
         }
@@ -734,12 +746,7 @@ impl Publisher {
             st = self.shared.hub.wait(st, left);
         }
         let (pending_mqtt, pending_pubsub) = st.outbox.owed_up_to(target);
-        FlushReport {
-            completed: pending_mqtt == 0 && pending_pubsub == 0,
-            pending_mqtt,
-            pending_pubsub,
-            elapsed_ms: start.elapsed().as_millis() as u64,
-        }
+        FlushReport { completed: pending_mqtt == 0 && pending_pubsub == 0, pending_mqtt, pending_pubsub, elapsed_ms: start.elapsed().as_millis() as u64 }
     }
 
     fn gauges(&self) -> Gauges {

@@ -26,7 +26,8 @@ impl Policy {
     /// Pub/Sub requests: base 100 ms, cap 60 s.
     pub const PUBSUB: Policy = Policy { floor: Duration::ZERO, base: Duration::from_millis(100), cap: Duration::from_secs(60), retry_after_spread: 0 };
     /// Config fetches: at least 10 s, base 30 s, cap 1 h; a `Retry-After` plus up to a fifth.
-    pub const CONFIG_FETCH: Policy = Policy { floor: Duration::from_secs(10), base: Duration::from_secs(30), cap: Duration::from_secs(3600), retry_after_spread: 5 };
+    pub const CONFIG_FETCH: Policy =
+        Policy { floor: Duration::from_secs(10), base: Duration::from_secs(30), cap: Duration::from_secs(3600), retry_after_spread: 5 };
     /// The store writer's commit retries: base 50 ms, cap 5 s.
     pub const STORE: Policy = Policy { floor: Duration::ZERO, base: Duration::from_millis(50), cap: Duration::from_secs(5), retry_after_spread: 0 };
 

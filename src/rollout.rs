@@ -170,10 +170,7 @@ pub fn decide(config: &MigrationConfig, device_id: &str, company_id: Option<&str
 }
 
 /// Overrides match the id exactly, or else after `v1` normalisation.
-fn find_override<'a>(
-    map: &'a std::collections::HashMap<String, Override>,
-    id: &str,
-) -> Option<&'a Override> {
+fn find_override<'a>(map: &'a std::collections::HashMap<String, Override>, id: &str) -> Option<&'a Override> {
     map.get(id).or_else(|| {
         let n = normalize_id(id);
         map.iter().find(|(k, _)| normalize_id(k) == n).map(|(_, v)| v)

@@ -54,7 +54,11 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     let run_clock = crate::clock::RunClock::resume(db.load_observed_ms()?);
     db.record_run_clock(run_clock);
     if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
-        notes.push((log::Level::Error, "storage", format!("the outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display())));
+        notes.push((
+            log::Level::Error,
+            "storage",
+            format!("the outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display()),
+        ));
     }
     let keep_ms = i64::from(config.max_outbox_age_hours) * 3_600_000;
     let pruned = crate::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);
@@ -62,7 +66,11 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         notes.push((log::Level::Info, "storage", format!("deleted {pruned} corrupt database copy(ies) older than maxOutboxAgeHours")));
     }
     if let Some(why) = &report.memory_only {
-        notes.push((log::Level::Error, "storage", format!("cannot create the outbox database ({why}): locations are kept in memory for this run, and lost if the app is killed")));
+        notes.push((
+            log::Level::Error,
+            "storage",
+            format!("cannot create the outbox database ({why}): locations are kept in memory for this run, and lost if the app is killed"),
+        ));
     }
     if let Some(v) = report.newer_schema {
         notes.push((log::Level::Warn, "storage", format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::store::SCHEMA_VERSION)));

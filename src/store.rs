@@ -338,10 +338,7 @@ impl Store {
         // Reads every page of both tables: a corrupt file fails here, not later.
         let check: String = store.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                Some(format!("quick_check: {check}")),
-            ));
+            return Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT), Some(format!("quick_check: {check}"))));
         }
         Ok(store)
     }
@@ -373,9 +370,8 @@ impl Store {
 
     /// Every stored row, oldest first.
     pub fn load_rows(&self) -> rusqlite::Result<Vec<StoredRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms FROM outbox ORDER BY seq",
-        )?;
+        let mut stmt =
+            self.conn.prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms FROM outbox ORDER BY seq")?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredRow {
                 seq: r.get::<_, i64>(0)? as u64,
@@ -611,7 +607,14 @@ mod tests {
                 Op::Insert(row(3)),
                 Op::Update { seq: 2, mqtt: Delivery::Acked, pubsub: Delivery::Pending },
                 Op::Delete(3),
-                Op::DeadLetter(StoredDeadLetter { id: 7, event_id: "e9".into(), payload: b"x".to_vec(), timestamp_ms: 1, transport: Transport::PubSub, error: "400".into() }),
+                Op::DeadLetter(StoredDeadLetter {
+                    id: 7,
+                    event_id: "e9".into(),
+                    payload: b"x".to_vec(),
+                    timestamp_ms: 1,
+                    transport: Transport::PubSub,
+                    error: "400".into(),
+                }),
             ];
             s.apply(&ops).unwrap();
         }

@@ -69,12 +69,7 @@ pub fn mqtt_topic(template: &str, device_id: &str) -> String {
 }
 
 /// The Pub/Sub attributes of one message (docs/CONTRACT.md#pubsub-attributes).
-pub fn pubsub_attributes(
-    device_id: &str,
-    company_id: Option<&str>,
-    event_id: &str,
-    timestamp_ms: i64,
-) -> BTreeMap<&'static str, String> {
+pub fn pubsub_attributes(device_id: &str, company_id: Option<&str>, event_id: &str, timestamp_ms: i64) -> BTreeMap<&'static str, String> {
     let mut a = BTreeMap::new();
     a.insert("deviceId", device_id.to_string());
     a.insert("eventId", event_id.to_string());
@@ -102,16 +97,7 @@ mod tests {
 
     #[test]
     fn omits_optional_fields() {
-        let loc = Location {
-            latitude: 1.0,
-            longitude: 2.0,
-            accuracy: None,
-            speed: None,
-            bearing: None,
-            altitude: None,
-            timestamp_ms: 5,
-            battery: None,
-        };
+        let loc = Location { latitude: 1.0, longitude: 2.0, accuracy: None, speed: None, bearing: None, altitude: None, timestamp_ms: 5, battery: None };
         let json = String::from_utf8(encode("e", "d", None, &loc)).unwrap();
         assert_eq!(json, r#"{"eventId":"e","deviceId":"d","latitude":1.0,"longitude":2.0,"timestamp":5,"schemaVersion":1}"#);
     }

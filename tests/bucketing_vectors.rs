@@ -40,32 +40,20 @@ fn load() -> (Vec<(String, f64)>, Vec<Vector>) {
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let s = |field: &str| -> String {
-                v[field].as_str().unwrap_or_else(|| panic!("vector {i}: `{field}` is not a string")).to_string()
-            };
+            let s = |field: &str| -> String { v[field].as_str().unwrap_or_else(|| panic!("vector {i}: `{field}` is not a string")).to_string() };
             let alg_name = s("algorithm");
-            let algorithm = RolloutAlgorithm::parse(&alg_name)
-                .unwrap_or_else(|| panic!("vector {i}: unknown algorithm {alg_name:?}"));
+            let algorithm = RolloutAlgorithm::parse(&alg_name).unwrap_or_else(|| panic!("vector {i}: unknown algorithm {alg_name:?}"));
             let expected_bucket = v["bucket"].as_u64().unwrap_or_else(|| panic!("vector {i}: `bucket` is not a u64"));
             let map = v["pubsub"].as_object().unwrap_or_else(|| panic!("vector {i}: `pubsub` is not an object"));
             let pubsub = percentages
                 .iter()
                 .map(|(key, p)| {
-                    let on = map
-                        .get(key)
-                        .and_then(Value::as_bool)
-                        .unwrap_or_else(|| panic!("vector {i}: `pubsub` has no boolean for percentage {key}"));
+                    let on = map.get(key).and_then(Value::as_bool).unwrap_or_else(|| panic!("vector {i}: `pubsub` has no boolean for percentage {key}"));
                     (key.clone(), *p, on)
                 })
                 .collect();
             assert_eq!(map.len(), percentages.len(), "vector {i}: `pubsub` has extra keys: {map:?}");
-            Vector {
-                device_id: s("deviceId"),
-                salt: s("salt"),
-                algorithm,
-                bucket: u32::try_from(expected_bucket).expect("bucket fits u32"),
-                pubsub,
-            }
+            Vector { device_id: s("deviceId"), salt: s("salt"), algorithm, bucket: u32::try_from(expected_bucket).expect("bucket fits u32"), pubsub }
         })
         .collect();
     (percentages, vectors)

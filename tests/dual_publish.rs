@@ -90,7 +90,11 @@ fn emergency_mode_stops_pubsub_for_every_location_accepted_after_the_apply() {
                 // apply had returned before sendLocation was even called.
                 let is_after = after.load(Ordering::SeqCst);
                 let id = p.send_location(location(n)).unwrap();
-                if is_after { after_ids.push(id) } else { before.push(id) }
+                if is_after {
+                    after_ids.push(id)
+                } else {
+                    before.push(id)
+                }
                 n += 1;
                 std::thread::sleep(Duration::from_micros(200));
             }
@@ -261,10 +265,12 @@ fn many_threads_can_send_at_once() {
     let pubsub = pubsub_subscriber(&emu, "threads");
     let p = TestDevice::new(&id, &emu).rollout(100.0).start();
     let ids: Vec<String> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..8).map(|t| {
-            let p = p.clone();
-            s.spawn(move || (0..250).map(|n| p.send_location(location(t * 1000 + n)).unwrap()).collect::<Vec<_>>())
-        }).collect();
+        let hs: Vec<_> = (0..8)
+            .map(|t| {
+                let p = p.clone();
+                s.spawn(move || (0..250).map(|n| p.send_location(location(t * 1000 + n)).unwrap()).collect::<Vec<_>>())
+            })
+            .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 2000, "unique eventIds");
@@ -280,9 +286,7 @@ fn config_documents_apply_at_once_and_bad_ones_change_nothing() {
     let id = device("config-json");
     let p = TestDevice::new(&id, &emu).start();
     assert!(!p.decision().unwrap().pubsub_enabled);
-    let d = p
-        .apply_config_json(format!(r#"{{"version": 7, "pubsubEnabled": true, "deviceOverrides": {{"{id}": {{"pubsubEnabled": true}}}}}}"#))
-        .unwrap();
+    let d = p.apply_config_json(format!(r#"{{"version": 7, "pubsubEnabled": true, "deviceOverrides": {{"{id}": {{"pubsubEnabled": true}}}}}}"#)).unwrap();
     assert_eq!((d.pubsub_enabled, d.reason, d.config_version), (true, DecisionReason::DeviceOverride, 7));
     let err = p.apply_config_json(r#"{"version": 8, "pubsubPercentage": 250}"#.into()).unwrap_err();
     assert!(matches!(err, DualPubError::InvalidConfig { .. }), "{err:?}");

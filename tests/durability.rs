@@ -61,7 +61,8 @@ fn a_corrupt_database_is_moved_aside_counted_and_replaced() {
     let mqtt = mqtt_subscriber(&id);
     let p = DualPublisher::new(c.clone(), None).unwrap();
     assert_eq!(p.metrics().unwrap().storage_resets, 1);
-    let aside: Vec<_> = std::fs::read_dir(&c.data_dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("outbox.db.corrupt-")).collect();
+    let aside: Vec<_> =
+        std::fs::read_dir(&c.data_dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("outbox.db.corrupt-")).collect();
     assert_eq!(aside.len(), 1, "the unreadable file is kept for inspection");
     let e = p.send_location(location(0)).unwrap();
     assert!(p.await_durable(10_000).unwrap());

@@ -170,8 +170,10 @@ fn every_apply_has_one_size_limit_and_the_persisted_copy_is_never_refused_for_si
     // A last known good copy larger than that (written by an earlier build) still wins at an
     // offline cold start: here an emergency.
     let db = std::env::temp_dir().join(format!("dualpub-test-{id}")).join("outbox.db");
-    let overrides: serde_json::Map<String, serde_json::Value> = (0..10_000).map(|i| (format!("dev-{i:05}"), serde_json::json!({"pubsubEnabled": true}))).collect();
-    let big = serde_json::json!({"version": 9, "emergencyMode": true, "pubsubEnabled": true, "pubsubPercentage": 100, "deviceOverrides": overrides}).to_string();
+    let overrides: serde_json::Map<String, serde_json::Value> =
+        (0..10_000).map(|i| (format!("dev-{i:05}"), serde_json::json!({"pubsubEnabled": true}))).collect();
+    let big =
+        serde_json::json!({"version": 9, "emergencyMode": true, "pubsubEnabled": true, "pubsubPercentage": 100, "deviceOverrides": overrides}).to_string();
     assert!(big.len() > 256 * 1024);
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("INSERT OR REPLACE INTO config (id, json, source, applied_at_ms) VALUES (1, ?1, 'fetched', 1)", [&big]).unwrap();

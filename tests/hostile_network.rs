@@ -62,10 +62,7 @@ fn read_request(stream: &mut TcpStream) -> Option<String> {
         }
         head.push_str(&line);
     }
-    let length = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
-        .unwrap_or(0);
+    let length = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some(head)
@@ -91,9 +88,8 @@ fn a_pubsub_publish_never_follows_a_redirect() {
 
 #[test]
 fn a_config_fetch_sends_no_referer_after_a_redirect() {
-    let cdn = RawServer::start(|_, s| {
-        answer(s, "200 OK", "Content-Type: application/json\r\n", r#"{"version": 4, "pubsubEnabled": true, "pubsubPercentage": 100}"#)
-    });
+    let cdn =
+        RawServer::start(|_, s| answer(s, "200 OK", "Content-Type: application/json\r\n", r#"{"version": 4, "pubsubEnabled": true, "pubsubPercentage": 100}"#));
     let cdn_url = format!("{}/dualpub.json", cdn.url());
     let origin = RawServer::start(move |_, s| answer(s, "302 Found", &format!("Location: {cdn_url}\r\n"), ""));
     let emu = emulator();

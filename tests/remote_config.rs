@@ -50,15 +50,10 @@ fn host_remote_values_apply_and_bad_ones_are_refused_and_counted() {
     let emu = emulator();
     let id = device("remote-values");
     let p = TestDevice::new(&id, &emu).start();
-    let values: HashMap<String, String> = [
-        ("pubsub_rollout_percentage", "100"),
-        ("pubsub_enabled", "true"),
-        ("debug_mode", "false"),
-        ("config_version", "31"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let values: HashMap<String, String> = [("pubsub_rollout_percentage", "100"), ("pubsub_enabled", "true"), ("debug_mode", "false"), ("config_version", "31")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let d = p.apply_remote_values(values).unwrap();
     assert_eq!((d.reason, d.pubsub_enabled, d.config_version), (DecisionReason::RolloutIn, true, 31));
     assert_eq!(p.config_status().unwrap().source, ConfigSource::Host);

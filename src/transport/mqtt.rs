@@ -119,7 +119,16 @@ pub(crate) struct Session {
 impl Session {
     /// A connection not yet acknowledged by the broker.
     pub fn new(window: usize, ack_timeout: Duration, idle_disconnect: Duration) -> Self {
-        Session { window, ack_timeout, idle_disconnect, connected: false, delivered: false, idle_since: None, queued: VecDeque::new(), inflight: HashMap::new() }
+        Session {
+            window,
+            ack_timeout,
+            idle_disconnect,
+            connected: false,
+            delivered: false,
+            idle_since: None,
+            queued: VecDeque::new(),
+            inflight: HashMap::new(),
+        }
     }
 
     /// The broker answered CONNECT; an error if it refused.
@@ -375,7 +384,13 @@ mod tests {
         let lane = Lane::new(h.clone(), Transport::Mqtt);
         let mut s = connected();
         let mut handed = Vec::new();
-        assert_eq!(s.fill(&lane, Instant::now(), |r| { handed.push(r.seq); true }), WINDOW);
+        assert_eq!(
+            s.fill(&lane, Instant::now(), |r| {
+                handed.push(r.seq);
+                true
+            }),
+            WINDOW
+        );
         assert_eq!(handed, (1..=WINDOW as u64).collect::<Vec<_>>(), "oldest first");
         assert_eq!(s.room(), 0);
         assert_eq!(s.fill(&lane, Instant::now(), |_| true), 0, "a full window takes nothing");
@@ -467,7 +482,12 @@ mod tests {
 
     #[test]
     fn settings_come_from_the_app_config() {
-        let c = SdkConfig::builder("d-1", "mqtt://127.0.0.1:1884", "p", "/tmp/x").allow_insecure(true).mqtt_keep_alive_secs(10).mqtt_idle_disconnect_secs(7).build().unwrap();
+        let c = SdkConfig::builder("d-1", "mqtt://127.0.0.1:1884", "p", "/tmp/x")
+            .allow_insecure(true)
+            .mqtt_keep_alive_secs(10)
+            .mqtt_idle_disconnect_secs(7)
+            .build()
+            .unwrap();
         let s = settings(&c).unwrap();
         assert_eq!(s.topic, "device/telemetry/d-1");
         assert_eq!((s.ack_timeout, s.idle_disconnect), (Duration::from_secs(30), Duration::from_secs(7)), "ack timeout at least 30 s");

@@ -534,7 +534,14 @@ mod tests {
 
     #[test]
     fn without_fallback_an_open_breaker_leaves_mqtt_alone() {
-        let h = hub(MigrationConfig { version: 1, mqtt_enabled: false, pubsub_enabled: true, pubsub_percentage: 100.0, fallback_to_mqtt: false, ..MigrationConfig::default() });
+        let h = hub(MigrationConfig {
+            version: 1,
+            mqtt_enabled: false,
+            pubsub_enabled: true,
+            pubsub_percentage: 100.0,
+            fallback_to_mqtt: false,
+            ..MigrationConfig::default()
+        });
         let lane = Lane::new(h.clone(), Transport::PubSub);
         queue(&h, 2, false, true);
         let mut m = Machine::default();
@@ -552,7 +559,13 @@ mod tests {
             let mut st = h.lock();
             let config = MigrationConfig { emergency_mode: true, ..MigrationConfig::default() };
             let decision = crate::rollout::decide(&config, "d-1", None);
-            st.active = Arc::new(crate::hub::Active { config, decision, source: crate::remote::ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() });
+            st.active = Arc::new(crate::hub::Active {
+                config,
+                decision,
+                source: crate::remote::ConfigSource::App,
+                applied_at_ms: 0,
+                host_overrides: Default::default(),
+            });
         }
         assert!(!lane.owed_by_config());
         lane.release_or_hand_over(&batch.iter().map(|r| r.seq).collect::<Vec<_>>());

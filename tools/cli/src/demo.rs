@@ -92,10 +92,7 @@ fn fail(msg: impl std::fmt::Display) -> i32 {
 /// Runs the demo; returns the process exit code (0 only if nothing was lost).
 pub fn run(args: DemoArgs) -> i32 {
     if !(args.rollout.is_finite() && (0.0..=100.0).contains(&args.rollout)) {
-        return fail(format!(
-            "--rollout must be in [0, 100], got {}",
-            args.rollout
-        ));
+        return fail(format!("--rollout must be in [0, 100], got {}", args.rollout));
     }
     run_steps(&args).unwrap_or_else(fail)
 }
@@ -104,10 +101,7 @@ pub fn run(args: DemoArgs) -> i32 {
 fn run_steps(args: &DemoArgs) -> Result<i32, String> {
     let capture = args.capture.as_deref().map(open_capture).transpose()?;
     let mut run = Run::start(args)?;
-    let progress = Progress::start(
-        (args.devices * args.locations_per_device) as u64,
-        run.subscribers.as_ref(),
-    );
+    let progress = Progress::start((args.devices * args.locations_per_device) as u64, run.subscribers.as_ref());
     let sent = run.send_rounds(&progress.accepted)?;
     run.calm_chaos();
     let pending = run.drain();
@@ -149,15 +143,7 @@ impl<'a> Run<'a> {
         let bed = TestBed::start(args)?;
         let subscribers = Subscribers::start(args, &bed, started)?;
         let chaos = if args.chaos {
-            Some(
-                Chaos::start(
-                    &bed.mqtt_host,
-                    bed.mqtt_port,
-                    &bed.endpoint,
-                    bed.emulator.as_ref(),
-                )
-                .map_err(|e| format!("chaos setup: {e}"))?,
-            )
+            Some(Chaos::start(&bed.mqtt_host, bed.mqtt_port, &bed.endpoint, bed.emulator.as_ref()).map_err(|e| format!("chaos setup: {e}"))?)
         } else {
             None
         };
@@ -165,46 +151,22 @@ impl<'a> Run<'a> {
         let settings = FleetSettings::new(args, &bed, chaos.as_ref(), data_root);
         let fleet = build_fleet(args, &settings)?;
         // As an app that wants the fresh config at launch: fetch before sending.
-        let config = args
-            .config_url
-            .as_ref()
-            .map(|url| fetch_configs(&fleet, url));
+        let config = args.config_url.as_ref().map(|url| fetch_configs(&fleet, url));
         let cohort = Cohort::of(&fleet);
         cohort.announce(args, config.as_ref());
-        Ok(Run {
-            args,
-            started,
-            fleet,
-            config,
-            cohort,
-            chaos,
-            subscribers,
-            _data_dir: data_dir,
-            _bed: bed,
-        })
+        Ok(Run { args, started, fleet, config, cohort, chaos, subscribers, _data_dir: data_dir, _bed: bed })
     }
 
     /// Drives the fleet round by round; with --durable-log, logs each round once it is durable.
     fn send_rounds(&self, accepted: &AtomicU64) -> Result<Sent, String> {
         let mut durable_log = match &self.args.durable_log {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?,
-            ),
+            Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?),
             None => None,
         };
         let mut sent = Sent::default();
-        let (rounds, now_ms) = (self.args.locations_per_device, dualpub_now_ms());
+        let (rounds, now_ms) = (self.args.locations_per_device, dualpub::clock::now_ms());
         for round in 0..rounds {
-            let this_round = self.send_round(
-                round,
-                now_ms - ((rounds - round) as i64) * 1000,
-                accepted,
-                &mut sent,
-            );
+            let this_round = self.send_round(round, now_ms - ((rounds - round) as i64) * 1000, accepted, &mut sent);
             if let Some(log) = durable_log.as_mut() {
                 self.log_durable(log, &this_round)?;
             }
@@ -217,13 +179,7 @@ impl<'a> Run<'a> {
     }
 
     /// One location from every device; returns (deviceId, eventId) of each one accepted.
-    fn send_round(
-        &self,
-        round: usize,
-        timestamp_ms: i64,
-        accepted: &AtomicU64,
-        sent: &mut Sent,
-    ) -> Vec<(&str, String)> {
+    fn send_round(&self, round: usize, timestamp_ms: i64, accepted: &AtomicU64, sent: &mut Sent) -> Vec<(&str, String)> {
         let mut this_round = Vec::with_capacity(self.fleet.len());
         for (i, (id, p)) in self.fleet.iter().enumerate() {
             match p.send_location(simulated_location(i, round, timestamp_ms)) {
@@ -255,12 +211,8 @@ impl<'a> Run<'a> {
                 return Err(format!("{id}: locations not durable within 10 s"));
             }
         }
-        let lines: String = this_round
-            .iter()
-            .map(|(id, e)| format!("{id} {e}\n"))
-            .collect();
-        log.write_all(lines.as_bytes())
-            .map_err(|e| format!("durable log: {e}"))
+        let lines: String = this_round.iter().map(|(id, e)| format!("{id} {e}\n")).collect();
+        log.write_all(lines.as_bytes()).map_err(|e| format!("durable log: {e}"))
     }
 
     /// Stops injecting faults and repairs everything (with --chaos), so the fleet can drain.
@@ -274,36 +226,17 @@ impl<'a> Run<'a> {
     fn drain(&self) -> Pending {
         let timeout = self.args.flush_timeout_ms;
         let reports: Vec<dualpub::FlushReport> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .fleet
-                .iter()
-                .map(|(_, p)| s.spawn(move || p.flush(timeout)))
-                .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().ok())
-                .filter_map(Result::ok)
-                .collect()
+            let handles: Vec<_> = self.fleet.iter().map(|(_, p)| s.spawn(move || p.flush(timeout))).collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).filter_map(Result::ok).collect()
         });
-        Pending {
-            mqtt: reports.iter().map(|r| r.pending_mqtt).sum(),
-            pubsub: reports.iter().map(|r| r.pending_pubsub).sum(),
-        }
+        Pending { mqtt: reports.iter().map(|r| r.pending_mqtt).sum(), pubsub: reports.iter().map(|r| r.pending_pubsub).sum() }
     }
 
     /// Waits (≤ 30 s a transport) until the subscribers saw what the SDK acknowledged, plus 300 ms.
     fn await_subscribers(&self, sent: &Sent, pending: Pending) {
         if let Some(subs) = &self.subscribers {
-            subs.mqtt
-                .collected
-                .wait_until(Duration::from_secs(30), |c| {
-                    seen_all(c, &sent.expected_mqtt, pending.mqtt)
-                });
-            subs.pubsub
-                .collected
-                .wait_until(Duration::from_secs(30), |c| {
-                    seen_all(c, &sent.expected_pubsub, pending.pubsub)
-                });
+            subs.mqtt.collected.wait_until(Duration::from_secs(30), |c| seen_all(c, &sent.expected_mqtt, pending.mqtt));
+            subs.pubsub.collected.wait_until(Duration::from_secs(30), |c| seen_all(c, &sent.expected_pubsub, pending.pubsub));
             // A short quiet period to catch late duplicates.
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -311,27 +244,14 @@ impl<'a> Run<'a> {
 
     /// Reads the metrics, shuts the fleet down, stops the chaos, takes what the subscribers received.
     fn collect(&mut self, pending: Pending) -> Outcome {
-        let metrics: Vec<MetricsSnapshot> = self
-            .fleet
-            .iter()
-            .filter_map(|(_, p)| p.metrics().ok())
-            .collect();
+        let metrics: Vec<MetricsSnapshot> = self.fleet.iter().filter_map(|(_, p)| p.metrics().ok()).collect();
         for (_, p) in &self.fleet {
             p.shutdown();
         }
         let chaos_events = self.chaos.take().map(|c| c.stop()).unwrap_or_default();
         let elapsed = self.started.elapsed();
-        let deliveries = self.subscribers.as_ref().map(|s| Deliveries {
-            mqtt: s.mqtt.collected.all(),
-            pubsub: s.pubsub.collected.all(),
-        });
-        Outcome {
-            metrics,
-            chaos_events,
-            elapsed,
-            pending,
-            deliveries,
-        }
+        let deliveries = self.subscribers.as_ref().map(|s| Deliveries { mqtt: s.mqtt.collected.all(), pubsub: s.pubsub.collected.all() });
+        Outcome { metrics, chaos_events, elapsed, pending, deliveries }
     }
 }
 
@@ -361,35 +281,21 @@ impl TestBed {
                 (u.clone(), host, port, None)
             }
             None => {
-                let b = EmbeddedBroker::start()
-                    .map_err(|e| format!("cannot start the embedded MQTT broker: {e}"))?;
+                let b = EmbeddedBroker::start().map_err(|e| format!("cannot start the embedded MQTT broker: {e}"))?;
                 (b.url(), "127.0.0.1".to_string(), b.port, Some(b))
             }
         };
         let (endpoint, emulator) = match &args.pubsub_endpoint {
             Some(e) => (e.trim_end_matches('/').to_string(), None),
             None => {
-                let h = EmulatorHandle::spawn(EmulatorOptions::default())
-                    .map_err(|e| format!("cannot start the Pub/Sub emulator: {e}"))?;
-                subscribers::create_topic(&h.url(), &args.pubsub_project, &args.pubsub_topic)
-                    .map_err(|e| e.to_string())?;
+                let h = EmulatorHandle::spawn(EmulatorOptions::default()).map_err(|e| format!("cannot start the Pub/Sub emulator: {e}"))?;
+                subscribers::create_topic(&h.url(), &args.pubsub_project, &args.pubsub_topic).map_err(|e| e.to_string())?;
                 (h.url(), Some(h))
             }
         };
         let allow_insecure = allow_insecure(args, &mqtt_url, &endpoint);
-        eprintln!(
-            "dualpub demo: MQTT {mqtt_url}, Pub/Sub {endpoint} (project {}, topic {})",
-            args.pubsub_project, args.pubsub_topic
-        );
-        Ok(TestBed {
-            mqtt_url,
-            mqtt_host,
-            mqtt_port,
-            endpoint,
-            allow_insecure,
-            emulator,
-            _broker: broker,
-        })
+        eprintln!("dualpub demo: MQTT {mqtt_url}, Pub/Sub {endpoint} (project {}, topic {})", args.pubsub_project, args.pubsub_topic);
+        Ok(TestBed { mqtt_url, mqtt_host, mqtt_port, endpoint, allow_insecure, emulator, _broker: broker })
     }
 }
 
@@ -397,12 +303,10 @@ impl TestBed {
 fn allow_insecure(args: &DemoArgs, mqtt_url: &str, endpoint: &str) -> bool {
     let mqtt_local_or_tls = args.mqtt_url.is_none() || mqtt_url.starts_with("mqtts://");
     let pubsub_local_or_tls = args.pubsub_endpoint.is_none() || endpoint.starts_with("https://");
-    let config_local_or_tls = args.config_url.as_deref().is_none_or(|u| {
-        u.starts_with("https://")
-            || u.starts_with("http://127.0.0.1")
-            || u.starts_with("http://localhost")
-            || u.starts_with("http://[::1]")
-    });
+    let config_local_or_tls = args
+        .config_url
+        .as_deref()
+        .is_none_or(|u| u.starts_with("https://") || u.starts_with("http://127.0.0.1") || u.starts_with("http://localhost") || u.starts_with("http://[::1]"));
     args.allow_insecure || (mqtt_local_or_tls && pubsub_local_or_tls && config_local_or_tls)
 }
 
@@ -414,29 +318,15 @@ struct Subscribers {
 
 impl Subscribers {
     /// Subscribes to every device's MQTT topic and to the Pub/Sub topic (none with --no-verify).
-    fn start(
-        args: &DemoArgs,
-        bed: &TestBed,
-        started: Instant,
-    ) -> Result<Option<Subscribers>, String> {
+    fn start(args: &DemoArgs, bed: &TestBed, started: Instant) -> Result<Option<Subscribers>, String> {
         if args.no_verify {
             return Ok(None);
         }
         let filter = dualpub::wire::DEFAULT_TOPIC_TEMPLATE.replace("{deviceId}", "+");
-        let mqtt = subscribers::mqtt(&bed.mqtt_host, bed.mqtt_port, &filter)
-            .map_err(|e| format!("verifying MQTT subscriber: {e}"))?;
-        let sub_name = format!(
-            "dualpub-demo-verify-{}-{}",
-            std::process::id(),
-            started.elapsed().as_nanos() % 1_000_000
-        );
-        let pubsub = subscribers::pubsub(
-            &bed.endpoint,
-            &args.pubsub_project,
-            &args.pubsub_topic,
-            &sub_name,
-        )
-        .map_err(|e| format!("verifying Pub/Sub subscription: {e}"))?;
+        let mqtt = subscribers::mqtt(&bed.mqtt_host, bed.mqtt_port, &filter).map_err(|e| format!("verifying MQTT subscriber: {e}"))?;
+        let sub_name = format!("dualpub-demo-verify-{}-{}", std::process::id(), started.elapsed().as_nanos() % 1_000_000);
+        let pubsub = subscribers::pubsub(&bed.endpoint, &args.pubsub_project, &args.pubsub_topic, &sub_name)
+            .map_err(|e| format!("verifying Pub/Sub subscription: {e}"))?;
         Ok(Some(Subscribers { mqtt, pubsub }))
     }
 }
@@ -465,12 +355,7 @@ struct FleetSettings {
 
 impl FleetSettings {
     /// The SDK's URLs (through the chaos proxies with --chaos) and the flags' migration config.
-    fn new(
-        args: &DemoArgs,
-        bed: &TestBed,
-        chaos: Option<&Chaos>,
-        data_root: PathBuf,
-    ) -> FleetSettings {
+    fn new(args: &DemoArgs, bed: &TestBed, chaos: Option<&Chaos>, data_root: PathBuf) -> FleetSettings {
         let (mqtt_url, endpoint) = match chaos {
             Some(c) => (c.mqtt.mqtt_url(), c.pubsub.http_url()),
             None => (bed.mqtt_url.clone(), bed.endpoint.clone()),
@@ -483,37 +368,23 @@ impl FleetSettings {
             mqtt_enabled: !args.no_mqtt,
             ..MigrationConfig::default()
         };
-        FleetSettings {
-            mqtt_url,
-            endpoint,
-            data_root,
-            allow_insecure: bed.allow_insecure,
-            migration,
-        }
+        FleetSettings { mqtt_url, endpoint, data_root, allow_insecure: bed.allow_insecure, migration }
     }
 
     /// Device `id`'s SDK config (validated): 30 s keep-alive, Pub/Sub batches of up to 200 ms.
     fn sdk_config(&self, args: &DemoArgs, id: &str) -> Result<SdkConfig, dualpub::DualPubError> {
         let data_dir = self.data_root.join(id).to_string_lossy().into_owned();
-        let mut builder = SdkConfig::builder(
-            id,
-            self.mqtt_url.as_str(),
-            args.pubsub_project.as_str(),
-            data_dir,
-        )
-        .pubsub_endpoint(self.endpoint.as_str())
-        .pubsub_topic(args.pubsub_topic.as_str())
-        .pubsub_batch(1000, 1_000_000, 200)
-        .mqtt_keep_alive_secs(30)
-        .mqtt_idle_disconnect_secs(30)
-        .allow_insecure(self.allow_insecure)
-        .outbox_limits(100_000, 168);
+        let mut builder = SdkConfig::builder(id, self.mqtt_url.as_str(), args.pubsub_project.as_str(), data_dir)
+            .pubsub_endpoint(self.endpoint.as_str())
+            .pubsub_topic(args.pubsub_topic.as_str())
+            .pubsub_batch(1000, 1_000_000, 200)
+            .mqtt_keep_alive_secs(30)
+            .mqtt_idle_disconnect_secs(30)
+            .allow_insecure(self.allow_insecure)
+            .outbox_limits(100_000, 168);
         // With a config URL the fetched document decides (MQTT only until it arrives).
         builder = match &args.config_url {
-            Some(url) => builder.remote_config(
-                url.as_str(),
-                dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
-            ),
+            Some(url) => builder.remote_config(url.as_str(), dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS),
             None => builder.migration(self.migration.clone()),
         };
         builder.build()
@@ -522,23 +393,16 @@ impl FleetSettings {
 
 /// One `DualPublisher` per device, ids demo-device-0 … demo-device-{N-1}.
 fn build_fleet(args: &DemoArgs, settings: &FleetSettings) -> Result<Vec<Device>, String> {
-    (0..args.devices)
-        .map(|i| start_device(args, settings, format!("demo-device-{i}")))
-        .collect()
+    (0..args.devices).map(|i| start_device(args, settings, format!("demo-device-{i}"))).collect()
 }
 
 /// Starts one device's publisher; without --config-url the flags' config is applied on top.
 fn start_device(args: &DemoArgs, settings: &FleetSettings, id: String) -> Result<Device, String> {
-    let publisher = settings
-        .sdk_config(args, &id)
-        .and_then(|c| DualPublisher::new(c, None))
-        .map_err(|e| format!("{id}: {e}"))?;
+    let publisher = settings.sdk_config(args, &id).and_then(|c| DualPublisher::new(c, None)).map_err(|e| format!("{id}: {e}"))?;
     if args.config_url.is_none() {
         // A data directory from an earlier run keeps its last config; the flags of this
         // run are what the operator asked for, so apply them on top.
-        publisher
-            .apply_config(settings.migration.clone())
-            .map_err(|e| format!("{id}: {e}"))?;
+        publisher.apply_config(settings.migration.clone()).map_err(|e| format!("{id}: {e}"))?;
     }
     Ok((id, publisher))
 }
@@ -555,25 +419,10 @@ struct Cohort {
 impl Cohort {
     /// Reads every device's rollout decision.
     fn of(fleet: &[Device]) -> Cohort {
-        let decisions: Vec<(&String, dualpub::RolloutDecision)> = fleet
-            .iter()
-            .filter_map(|(id, p)| p.decision().ok().map(|d| (id, d)))
-            .collect();
-        let pubsub_devices: Vec<String> = decisions
-            .iter()
-            .filter(|(_, d)| d.pubsub_enabled)
-            .map(|(id, _)| (*id).clone())
-            .collect();
-        let mqtt = decisions
-            .iter()
-            .filter(|(_, d)| d.mqtt_enabled)
-            .map(|(id, _)| (*id).clone())
-            .collect();
-        Cohort {
-            pubsub: pubsub_devices.iter().cloned().collect(),
-            pubsub_devices,
-            mqtt,
-        }
+        let decisions: Vec<(&String, dualpub::RolloutDecision)> = fleet.iter().filter_map(|(id, p)| p.decision().ok().map(|d| (id, d))).collect();
+        let pubsub_devices: Vec<String> = decisions.iter().filter(|(_, d)| d.pubsub_enabled).map(|(id, _)| (*id).clone()).collect();
+        let mqtt = decisions.iter().filter(|(_, d)| d.mqtt_enabled).map(|(id, _)| (*id).clone()).collect();
+        Cohort { pubsub: pubsub_devices.iter().cloned().collect(), pubsub_devices, mqtt }
     }
 
     /// Prints the fleet's size, the cohort and the rule that chose it.
@@ -609,26 +458,15 @@ impl Progress {
         let thread = std::thread::spawn(move || {
             while !d.load(Ordering::SeqCst) {
                 let received = match &collected {
-                    Some((m, p)) => format!(
-                        "   mqtt received {:>7}   pubsub received {:>7}",
-                        m.len(),
-                        p.len()
-                    ),
+                    Some((m, p)) => format!("   mqtt received {:>7}   pubsub received {:>7}", m.len(), p.len()),
                     None => String::new(),
                 };
-                eprint!(
-                    "\r  accepted {:>7}/{total}{received}",
-                    a.load(Ordering::SeqCst)
-                );
+                eprint!("\r  accepted {:>7}/{total}{received}", a.load(Ordering::SeqCst));
                 let _ = std::io::stderr().flush();
                 std::thread::sleep(Duration::from_millis(250));
             }
         });
-        Progress {
-            accepted,
-            done,
-            thread,
-        }
+        Progress { accepted, done, thread }
     }
 
     /// Stops redrawing and ends the line.
@@ -680,69 +518,41 @@ enum CaptureLine<'a> {
     Mqtt { topic: &'a str, payload: &'a str },
     /// `{"pipeline":"pubsub","attributes":{…},"orderingKey":…,"payload":…}` (payload: the decoded data)
     #[serde(rename_all = "camelCase")]
-    Pubsub {
-        attributes: &'a BTreeMap<String, String>,
-        ordering_key: &'a str,
-        payload: &'a str,
-    },
+    Pubsub { attributes: &'a BTreeMap<String, String>, ordering_key: &'a str, payload: &'a str },
 }
 
 impl<'a> CaptureLine<'a> {
     /// An MQTT message as the broker delivered it.
     fn mqtt(r: &'a Received) -> Result<Self, String> {
-        Ok(CaptureLine::Mqtt {
-            topic: &r.topic_or_key,
-            payload: utf8(r)?,
-        })
+        Ok(CaptureLine::Mqtt { topic: &r.topic_or_key, payload: utf8(r)? })
     }
 
     /// A Pub/Sub message as pulled, its data decoded.
     fn pubsub(r: &'a Received) -> Result<Self, String> {
-        Ok(CaptureLine::Pubsub {
-            attributes: &r.attributes,
-            ordering_key: &r.topic_or_key,
-            payload: utf8(r)?,
-        })
+        Ok(CaptureLine::Pubsub { attributes: &r.attributes, ordering_key: &r.topic_or_key, payload: utf8(r)? })
     }
 }
 
 /// A message's bytes as text: the capture holds them exactly, so they must be UTF-8.
 fn utf8(r: &Received) -> Result<&str, String> {
-    std::str::from_utf8(&r.payload).map_err(|e| {
-        format!(
-            "--capture: a message on {} is not UTF-8: {e}",
-            r.topic_or_key
-        )
-    })
+    std::str::from_utf8(&r.payload).map_err(|e| format!("--capture: a message on {} is not UTF-8: {e}", r.topic_or_key))
 }
 
 /// Creates (or truncates) the `--capture` file before the run, so a bad path fails at once.
 fn open_capture(path: &Path) -> Result<(&Path, File), String> {
-    File::create(path)
-        .map(|f| (path, f))
-        .map_err(|e| format!("--capture {}: {e}", path.display()))
+    File::create(path).map(|f| (path, f)).map_err(|e| format!("--capture {}: {e}", path.display()))
 }
 
 /// Writes every received message to the `--capture` file, MQTT then Pub/Sub, each in arrival order.
 fn write_capture(path: &Path, file: File, d: &Deliveries) -> Result<(), String> {
     let io = |e: std::io::Error| format!("--capture {}: {e}", path.display());
     let mut out = BufWriter::new(file);
-    for line in d
-        .mqtt
-        .iter()
-        .map(CaptureLine::mqtt)
-        .chain(d.pubsub.iter().map(CaptureLine::pubsub))
-    {
+    for line in d.mqtt.iter().map(CaptureLine::mqtt).chain(d.pubsub.iter().map(CaptureLine::pubsub)) {
         let json = serde_json::to_string(&line?).map_err(|e| e.to_string())?;
         writeln!(out, "{json}").map_err(io)?;
     }
     out.flush().map_err(io)?;
-    eprintln!(
-        "dualpub demo: captured {} MQTT and {} Pub/Sub messages in {}",
-        d.mqtt.len(),
-        d.pubsub.len(),
-        path.display()
-    );
+    eprintln!("dualpub demo: captured {} MQTT and {} Pub/Sub messages in {}", d.mqtt.len(), d.pubsub.len(), path.display());
     Ok(())
 }
 
@@ -820,11 +630,6 @@ fn url_host_port(url: &str, default_port: u16) -> Result<(String, u16), String> 
     }
 }
 
-/// Wall-clock time in ms since the Unix epoch.
-fn dualpub_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// Device `i` drives around Berlin on its own circle.
 fn simulated_location(i: usize, round: usize, timestamp_ms: i64) -> Location {
     let angle = (round as f64) * 0.05 + (i as f64) * 0.7;
@@ -891,84 +696,36 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 impl Verified {
     /// Compares what the subscribers received with what the fleet accepted and still holds.
-    fn compute(
-        d: &Deliveries,
-        sent: &Sent,
-        cohort: &HashSet<String>,
-        pending: Pending,
-    ) -> Verified {
+    fn compute(d: &Deliveries, sent: &Sent, cohort: &HashSet<String>, pending: Pending) -> Verified {
         let (m, p) = (&d.mqtt, &d.pubsub);
         let m_ids: HashSet<&str> = m.iter().map(|r| r.event_id.as_str()).collect();
         let p_ids: HashSet<&str> = p.iter().map(|r| r.event_id.as_str()).collect();
-        let mqtt_delivered = sent
-            .expected_mqtt
-            .iter()
-            .filter(|e| m_ids.contains(e.as_str()))
-            .count();
-        let pubsub_delivered = sent
-            .expected_pubsub
-            .iter()
-            .filter(|e| p_ids.contains(e.as_str()))
-            .count();
+        let mqtt_delivered = sent.expected_mqtt.iter().filter(|e| m_ids.contains(e.as_str())).count();
+        let pubsub_delivered = sent.expected_pubsub.iter().filter(|e| p_ids.contains(e.as_str())).count();
         // Not delivered and not still held (durably) by the SDK: lost.
-        let lost = (sent.expected_mqtt.len() - mqtt_delivered)
-            .saturating_sub(pending.mqtt as usize)
-            + (sent.expected_pubsub.len() - pubsub_delivered)
-                .saturating_sub(pending.pubsub as usize);
+        let lost = (sent.expected_mqtt.len() - mqtt_delivered).saturating_sub(pending.mqtt as usize)
+            + (sent.expected_pubsub.len() - pubsub_delivered).saturating_sub(pending.pubsub as usize);
         let duplicates = (m.len() - m_ids.len()) + (p.len() - p_ids.len());
         // Accepted in this run, yet on Pub/Sub for a device outside the cohort.
-        let unexpected = p
-            .iter()
-            .filter(|r| sent.accepted_ids.contains(&r.event_id) && !cohort.contains(&r.device_id))
-            .count();
+        let unexpected = p.iter().filter(|r| sent.accepted_ids.contains(&r.event_id) && !cohort.contains(&r.device_id)).count();
         // Delivered now but accepted by an earlier run on the same data directory.
-        let resumed: HashSet<&str> = m
-            .iter()
-            .chain(p.iter())
-            .map(|r| r.event_id.as_str())
-            .filter(|e| !sent.accepted_ids.contains(*e))
-            .collect();
+        let resumed: HashSet<&str> = m.iter().chain(p.iter()).map(|r| r.event_id.as_str()).filter(|e| !sent.accepted_ids.contains(*e)).collect();
         // Both backends must see the same bytes for the same eventId.
-        let by_id: HashMap<&str, &[u8]> = m
-            .iter()
-            .map(|r| (r.event_id.as_str(), r.payload.as_slice()))
-            .collect();
-        let same_bytes = p.iter().all(|r| {
-            by_id
-                .get(r.event_id.as_str())
-                .is_none_or(|b| *b == r.payload.as_slice())
-        });
-        Verified {
-            mqtt_delivered,
-            pubsub_delivered,
-            lost,
-            duplicates,
-            unexpected,
-            resumed: resumed.len(),
-            same_bytes,
-        }
+        let by_id: HashMap<&str, &[u8]> = m.iter().map(|r| (r.event_id.as_str(), r.payload.as_slice())).collect();
+        let same_bytes = p.iter().all(|r| by_id.get(r.event_id.as_str()).is_none_or(|b| *b == r.payload.as_slice()));
+        Verified { mqtt_delivered, pubsub_delivered, lost, duplicates, unexpected, resumed: resumed.len(), same_bytes }
     }
 }
 
 /// The median of the devices' p50 latencies on one transport (devices that published on it).
-fn median_p50(
-    metrics: &[MetricsSnapshot],
-    transport: impl Fn(&MetricsSnapshot) -> &TransportMetrics,
-) -> f64 {
+fn median_p50(metrics: &[MetricsSnapshot], transport: impl Fn(&MetricsSnapshot) -> &TransportMetrics) -> f64 {
     let p50s = metrics.iter().map(transport).filter(|t| t.published > 0);
     median(p50s.map(|t| t.latency_p50_ms).collect())
 }
 
 /// The highest p99 latency of any device on one transport.
-fn max_p99(
-    metrics: &[MetricsSnapshot],
-    transport: impl Fn(&MetricsSnapshot) -> &TransportMetrics,
-) -> f64 {
-    metrics
-        .iter()
-        .map(transport)
-        .map(|t| t.latency_p99_ms)
-        .fold(0.0, f64::max)
+fn max_p99(metrics: &[MetricsSnapshot], transport: impl Fn(&MetricsSnapshot) -> &TransportMetrics) -> f64 {
+    metrics.iter().map(transport).map(|t| t.latency_p99_ms).fold(0.0, f64::max)
 }
 
 /// A counter summed over the fleet.
@@ -980,10 +737,7 @@ impl Summary {
     /// Verifies delivery (when the subscribers ran) and totals the fleet's SDK metrics.
     fn compute(run: &Run, sent: &Sent, outcome: &Outcome) -> Summary {
         let (cohort, m) = (&run.cohort, &outcome.metrics);
-        let verified = outcome
-            .deliveries
-            .as_ref()
-            .map(|d| Verified::compute(d, sent, &cohort.pubsub, outcome.pending));
+        let verified = outcome.deliveries.as_ref().map(|d| Verified::compute(d, sent, &cohort.pubsub, outcome.pending));
         let mut pubsub_devices = cohort.pubsub_devices.clone();
         pubsub_devices.sort();
         Summary {
@@ -1108,9 +862,7 @@ impl Chaos {
     /// Puts fault proxies in front of both backends and starts the fault thread.
     fn start(mqtt_host: &str, mqtt_port: u16, endpoint: &str, emulator: Option<&EmulatorHandle>) -> std::io::Result<Chaos> {
         use std::net::ToSocketAddrs;
-        let resolve = |host: &str, port: u16| {
-            (host, port).to_socket_addrs()?.next().ok_or_else(|| std::io::Error::other(format!("cannot resolve {host}")))
-        };
+        let resolve = |host: &str, port: u16| (host, port).to_socket_addrs()?.next().ok_or_else(|| std::io::Error::other(format!("cannot resolve {host}")));
         let mqtt = Arc::new(FaultProxy::start(resolve(mqtt_host, mqtt_port)?)?);
         let (host, port) = url_host_port(endpoint, 80).map_err(std::io::Error::other)?;
         let pubsub = Arc::new(FaultProxy::start(resolve(&host, port)?)?);

@@ -45,17 +45,15 @@ fn demo(args: &[&str]) -> Command {
 
 /// "deviceId eventId" lines the SDK reported durable.
 fn durable(log: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(d, e)| (d.to_string(), e.to_string())))
-        .collect()
+    std::fs::read_to_string(log).unwrap_or_default().lines().filter_map(|l| l.split_once(' ').map(|(d, e)| (d.to_string(), e.to_string()))).collect()
 }
 
 fn cohort(devices: usize, pct: f64) -> HashSet<String> {
     (0..devices)
         .map(|i| format!("demo-device-{i}"))
-        .filter(|id| dualpub::rollout::in_rollout(dualpub::RolloutAlgorithm::V1, dualpub::rollout::bucket(dualpub::RolloutAlgorithm::V1, "pubsub-migration", id), pct))
+        .filter(|id| {
+            dualpub::rollout::in_rollout(dualpub::RolloutAlgorithm::V1, dualpub::rollout::bucket(dualpub::RolloutAlgorithm::V1, "pubsub-migration", id), pct)
+        })
         .collect()
 }
 
@@ -101,9 +99,22 @@ fn sigkill_at_twenty_random_points_loses_nothing_durable() {
     // run at a random point (at least 20 kills).
     while kills < 20 || durable(&b.log).len() < 5_000 {
         let child = demo(&[
-            "--devices", &devices.to_string(), "--locations-per-device", "100", "--rollout", &pct.to_string(),
-            "--round-interval-ms", "3", "--mqtt-url", &mqtt_url, "--pubsub-endpoint", &endpoint,
-            "--data-dir", &data, "--durable-log", &log,
+            "--devices",
+            &devices.to_string(),
+            "--locations-per-device",
+            "100",
+            "--rollout",
+            &pct.to_string(),
+            "--round-interval-ms",
+            "3",
+            "--mqtt-url",
+            &mqtt_url,
+            "--pubsub-endpoint",
+            &endpoint,
+            "--data-dir",
+            &data,
+            "--durable-log",
+            &log,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -116,8 +127,20 @@ fn sigkill_at_twenty_random_points_loses_nothing_durable() {
     }
     // One last run only drains what the data directory still holds.
     let summary = run_to_end(demo(&[
-        "--devices", &devices.to_string(), "--locations-per-device", "0", "--rollout", &pct.to_string(),
-        "--mqtt-url", &mqtt_url, "--pubsub-endpoint", &endpoint, "--data-dir", &data, "--flush-timeout-ms", "60000",
+        "--devices",
+        &devices.to_string(),
+        "--locations-per-device",
+        "0",
+        "--rollout",
+        &pct.to_string(),
+        "--mqtt-url",
+        &mqtt_url,
+        "--pubsub-endpoint",
+        &endpoint,
+        "--data-dir",
+        &data,
+        "--flush-timeout-ms",
+        "60000",
     ]));
     assert_eq!((summary["pending_mqtt"].as_u64(), summary["pending_pubsub"].as_u64()), (Some(0), Some(0)), "{summary}");
 
@@ -154,9 +177,25 @@ fn broker_restarts_and_failing_pubsub_lose_nothing() {
     let log = b.log.to_str().unwrap().to_string();
     // MQTT off in the config: the Pub/Sub cohort reaches MQTT only by fallback.
     let child = demo(&[
-        "--devices", "10", "--locations-per-device", "1000", "--rollout", "50", "--no-mqtt", "--round-interval-ms", "6",
-        "--mqtt-url", &b.broker.url(), "--pubsub-endpoint", &b.emulator.url(), "--data-dir", &data,
-        "--durable-log", &log, "--flush-timeout-ms", "120000",
+        "--devices",
+        "10",
+        "--locations-per-device",
+        "1000",
+        "--rollout",
+        "50",
+        "--no-mqtt",
+        "--round-interval-ms",
+        "6",
+        "--mqtt-url",
+        &b.broker.url(),
+        "--pubsub-endpoint",
+        &b.emulator.url(),
+        "--data-dir",
+        &data,
+        "--durable-log",
+        &log,
+        "--flush-timeout-ms",
+        "120000",
     ])
     .stdout(Stdio::piped())
     .stderr(Stdio::null())
@@ -181,7 +220,8 @@ fn broker_restarts_and_failing_pubsub_lose_nothing() {
     let s: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
     let promised = durable(&b.log);
     let cohort = cohort(10, 50.0);
-    let (on_pubsub, on_mqtt): (Vec<&(String, String)>, Vec<&(String, String)>) = promised.iter().partition(|(d, _)| cohort.contains(d));
+    type Promised<'a> = Vec<&'a (String, String)>;
+    let (on_pubsub, on_mqtt): (Promised, Promised) = promised.iter().partition(|(d, _)| cohort.contains(d));
     let on_pubsub: Vec<&String> = on_pubsub.iter().map(|(_, e)| e).collect();
     let on_mqtt: Vec<&String> = on_mqtt.iter().map(|(_, e)| e).collect();
     let lost_mqtt = wait_missing(&b.mqtt.collected, &on_mqtt, Duration::from_secs(60));
@@ -209,8 +249,22 @@ fn offline_then_killed_then_online_delivers_everything_in_order() {
     let data = b.data.to_str().unwrap().to_string();
     let log = b.log.to_str().unwrap().to_string();
     let child = demo(&[
-        "--devices", "4", "--locations-per-device", "2500", "--rollout", "100", "--mqtt-url", &mqtt_proxy.mqtt_url(),
-        "--pubsub-endpoint", &pubsub_proxy.http_url(), "--data-dir", &data, "--durable-log", &log, "--flush-timeout-ms", "600000",
+        "--devices",
+        "4",
+        "--locations-per-device",
+        "2500",
+        "--rollout",
+        "100",
+        "--mqtt-url",
+        &mqtt_proxy.mqtt_url(),
+        "--pubsub-endpoint",
+        &pubsub_proxy.http_url(),
+        "--data-dir",
+        &data,
+        "--durable-log",
+        &log,
+        "--flush-timeout-ms",
+        "600000",
     ])
     .stdout(Stdio::null())
     .stderr(Stdio::null())
@@ -228,8 +282,20 @@ fn offline_then_killed_then_online_delivers_everything_in_order() {
     mqtt_proxy.restore();
     pubsub_proxy.restore();
     let s = run_to_end(demo(&[
-        "--devices", "4", "--locations-per-device", "0", "--rollout", "100", "--mqtt-url", &mqtt_proxy.mqtt_url(),
-        "--pubsub-endpoint", &pubsub_proxy.http_url(), "--data-dir", &data, "--flush-timeout-ms", "120000",
+        "--devices",
+        "4",
+        "--locations-per-device",
+        "0",
+        "--rollout",
+        "100",
+        "--mqtt-url",
+        &mqtt_proxy.mqtt_url(),
+        "--pubsub-endpoint",
+        &pubsub_proxy.http_url(),
+        "--data-dir",
+        &data,
+        "--flush-timeout-ms",
+        "120000",
     ]));
     assert_eq!(s["recovered"].as_u64(), Some(10_000), "{s}");
     let promised = durable(&b.log);

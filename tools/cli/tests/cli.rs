@@ -89,64 +89,32 @@ fn a_new_salt_reshuffles_the_demo_cohort() {
 fn the_demo_captures_every_received_message_as_json_lines() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("capture.jsonl");
-    let args = [
-        "demo",
-        "--devices",
-        "3",
-        "--locations-per-device",
-        "4",
-        "--rollout",
-        "100",
-        "--capture",
-        file.to_str().unwrap(),
-        "--json",
-    ];
+    let args = ["demo", "--devices", "3", "--locations-per-device", "4", "--rollout", "100", "--capture", file.to_str().unwrap(), "--json"];
     let (code, out, err) = dualpub(&args);
     assert_eq!(code, 0, "{err}\n{out}");
     let s = last_json(&out);
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     // One line per received message: everything delivered, plus any duplicates as received.
-    let received = ["mqtt_delivered", "pubsub_delivered", "duplicates"]
-        .iter()
-        .map(|k| s[*k].as_u64().unwrap())
-        .sum::<u64>();
+    let received = ["mqtt_delivered", "pubsub_delivered", "duplicates"].iter().map(|k| s[*k].as_u64().unwrap()).sum::<u64>();
     assert_eq!(lines.len() as u64, received, "{text}");
-    let (mut mqtt_ids, mut pubsub_ids) = (
-        std::collections::HashSet::new(),
-        std::collections::HashSet::new(),
-    );
+    let (mut mqtt_ids, mut pubsub_ids) = (std::collections::HashSet::new(), std::collections::HashSet::new());
     for line in &lines {
-        let v: serde_json::Value =
-            serde_json::from_str(line).expect("each line is one JSON object");
-        let payload: serde_json::Value = serde_json::from_str(v["payload"].as_str().unwrap())
-            .expect("the payload is the location JSON");
-        let (event_id, device_id) = (
-            payload["eventId"].as_str().unwrap(),
-            payload["deviceId"].as_str().unwrap(),
-        );
+        let v: serde_json::Value = serde_json::from_str(line).expect("each line is one JSON object");
+        let payload: serde_json::Value = serde_json::from_str(v["payload"].as_str().unwrap()).expect("the payload is the location JSON");
+        let (event_id, device_id) = (payload["eventId"].as_str().unwrap(), payload["deviceId"].as_str().unwrap());
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
         match v["pipeline"].as_str().unwrap() {
             "mqtt" => {
-                assert!(
-                    line.starts_with(r#"{"pipeline":"mqtt","topic":""#),
-                    "{line}"
-                );
+                assert!(line.starts_with(r#"{"pipeline":"mqtt","topic":""#), "{line}");
                 assert_eq!(keys, ["payload", "pipeline", "topic"], "{line}");
                 assert_eq!(v["topic"], format!("device/telemetry/{device_id}"));
                 mqtt_ids.insert(event_id.to_string());
             }
             "pubsub" => {
-                assert!(
-                    line.starts_with(r#"{"pipeline":"pubsub","attributes":{"#),
-                    "{line}"
-                );
-                assert_eq!(
-                    keys,
-                    ["attributes", "orderingKey", "payload", "pipeline"],
-                    "{line}"
-                );
+                assert!(line.starts_with(r#"{"pipeline":"pubsub","attributes":{"#), "{line}");
+                assert_eq!(keys, ["attributes", "orderingKey", "payload", "pipeline"], "{line}");
                 assert_eq!(v["attributes"]["eventId"], event_id, "{line}");
                 assert_eq!(v["attributes"]["deviceId"], device_id, "{line}");
                 assert_eq!(v["orderingKey"], device_id, "{line}");
@@ -166,10 +134,7 @@ fn demo_refuses_capture_without_verification() {
     let file = tmp.path().join("capture.jsonl");
     let (code, _, err) = dualpub(&["demo", "--no-verify", "--capture", file.to_str().unwrap()]);
     assert_ne!(code, 0);
-    assert!(
-        err.contains("--capture") && err.contains("--no-verify"),
-        "{err}"
-    );
+    assert!(err.contains("--capture") && err.contains("--no-verify"), "{err}");
     assert!(!file.exists(), "nothing runs, nothing is written");
 }
 

@@ -66,11 +66,7 @@ pub async fn serve(
 
 /// A new emulator state with `options`.
 pub fn new_emulator(options: &EmulatorOptions) -> Arc<Emulator> {
-    Arc::new(Emulator {
-        store: store::Store::default(),
-        faults: Faults::default(),
-        bearer_token: std::sync::Mutex::new(options.bearer_token.clone()),
-    })
+    Arc::new(Emulator { store: store::Store::default(), faults: Faults::default(), bearer_token: std::sync::Mutex::new(options.bearer_token.clone()) })
 }
 
 /// An emulator running on its own thread and runtime; stopped on drop.

@@ -52,11 +52,7 @@ async fn handle(State(emu): State<Arc<Emulator>>, method: Method, uri: Uri, head
     if let Some(token) = expected {
         let got = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if got != Some(token.as_str()) {
-            return rpc_error(RpcError {
-                code: 401,
-                status: "UNAUTHENTICATED",
-                message: "Request had invalid authentication credentials.".into(),
-            });
+            return rpc_error(RpcError { code: 401, status: "UNAUTHENTICATED", message: "Request had invalid authentication credentials.".into() });
         }
     }
     let segs: Vec<&str> = rest.split('/').collect();
@@ -74,9 +70,7 @@ async fn handle(State(emu): State<Arc<Emulator>>, method: Method, uri: Uri, head
             let topics: Vec<Value> = emu.store.list_topics(&format!("projects/{p}/topics/")).into_iter().map(|n| json!({"name": n})).collect();
             Ok(json!({"topics": topics}))
         }
-        (Method::GET, ["projects", p, "subscriptions"]) => {
-            Ok(json!({"subscriptions": emu.store.list_subscriptions(&format!("projects/{p}/subscriptions/"))}))
-        }
+        (Method::GET, ["projects", p, "subscriptions"]) => Ok(json!({"subscriptions": emu.store.list_subscriptions(&format!("projects/{p}/subscriptions/"))})),
         (m, ["projects", p, "subscriptions", s]) => {
             let (name, verb) = match s.split_once(':') {
                 Some((n, v)) => (format!("projects/{p}/subscriptions/{n}"), Some(v)),
@@ -203,7 +197,11 @@ fn validate_publish(emu: &Emulator, body: &Bytes) -> Result<Vec<NewMessage>, Rpc
         return Err(RpcError::invalid("The request contains no messages."));
     }
     if b.messages.len() > store::MAX_MESSAGES {
-        return Err(RpcError::invalid(format!("The value for message_count is too large. You passed {} in the request, but the maximum value is {}.", b.messages.len(), store::MAX_MESSAGES)));
+        return Err(RpcError::invalid(format!(
+            "The value for message_count is too large. You passed {} in the request, but the maximum value is {}.",
+            b.messages.len(),
+            store::MAX_MESSAGES
+        )));
     }
     let poison = emu.faults.reject_data_containing();
     let mut key: Option<String> = None;
@@ -239,11 +237,7 @@ fn validate_publish(emu: &Emulator, body: &Bytes) -> Result<Vec<NewMessage>, Rpc
                 _ => key = Some(ordering_key.clone()),
             }
         }
-        out.push(NewMessage {
-            data_b64: base64::engine::general_purpose::STANDARD.encode(&decoded),
-            attributes: m.attributes,
-            ordering_key,
-        });
+        out.push(NewMessage { data_b64: base64::engine::general_purpose::STANDARD.encode(&decoded), attributes: m.attributes, ordering_key });
     }
     Ok(out)
 }

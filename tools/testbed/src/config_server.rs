@@ -179,11 +179,7 @@ impl Inner {
 
 /// The server's routes on `state` (also used by `dualpub config-server`).
 fn router(state: Arc<Inner>) -> Router {
-    Router::new()
-        .route("/_control/mode", post(set_mode))
-        .route("/_control/stats", get(stats))
-        .fallback(get(document))
-        .with_state(state)
+    Router::new().route("/_control/mode", post(set_mode)).route("/_control/stats", get(stats)).fallback(get(document)).with_state(state)
 }
 
 async fn set_mode(State(s): State<Arc<Inner>>, Json(mode): Json<Mode>) -> StatusCode {
@@ -211,9 +207,7 @@ async fn document(State(s): State<Arc<Inner>>, headers: HeaderMap) -> Response {
             return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, retry_after_secs.to_string())], "slow down").into_response()
         }
         Mode::ServerError => return (StatusCode::INTERNAL_SERVER_ERROR, "config backend down").into_response(),
-        Mode::Garbage => {
-            return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html><body>Sign in to the Wi-Fi</body></html>").into_response()
-        }
+        Mode::Garbage => return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html><body>Sign in to the Wi-Fi</body></html>").into_response(),
         Mode::Slow { delay_ms } => tokio::time::sleep(Duration::from_millis(delay_ms)).await,
         Mode::Ok => {}
     }

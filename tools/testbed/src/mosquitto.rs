@@ -29,10 +29,7 @@ pub struct Mosquitto {
 
 /// Where the mosquitto binary is (`/usr/sbin/mosquitto` on Debian), if installed.
 pub fn binary() -> Option<PathBuf> {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"].iter().map(PathBuf::from).find(|p| p.exists())
 }
 
 impl Mosquitto {

@@ -237,11 +237,7 @@ pub fn pubsub(endpoint: &str, project: &str, topic: &str, subscription: &str) ->
             let http = crate::http_client();
             let b64 = base64::engine::general_purpose::STANDARD;
             while !s.load(Ordering::SeqCst) {
-                let pulled = http
-                    .post(format!("{sub_url}:pull"))
-                    .json(&serde_json::json!({"maxMessages": 1000, "returnImmediately": true}))
-                    .send()
-                    .await;
+                let pulled = http.post(format!("{sub_url}:pull")).json(&serde_json::json!({"maxMessages": 1000, "returnImmediately": true})).send().await;
                 let resp: PullResponse = match pulled {
                     Ok(r) => r.json().await.unwrap_or_default(),
                     Err(_) => PullResponse::default(),
