@@ -210,7 +210,7 @@ pub const MAX_DEAD_LETTER_BYTES: usize = 16 << 20;
 pub struct Limits {
     /// Most locations kept.
     pub max_rows: usize,
-    /// Oldest location (and dead letter, by its location's timestamp) kept.
+    /// Oldest location (and dead letter) kept, by the time the SDK observed since.
     pub max_age: Duration,
 }
 
@@ -240,8 +240,8 @@ pub struct Outbox {
     pending: [BTreeSet<u64>; 2],
     /// Per transport: rows owed (pending or in flight).
     owed: [usize; 2],
-    /// Oldest first (by id).
-    dead_letters: std::collections::VecDeque<DeadLetter>,
+    /// Oldest first (by id), each with when it was dead-lettered on the run clock.
+    dead_letters: std::collections::VecDeque<(DeadLetter, i64)>,
     /// Payload bytes of the dead letters.
     dead_letter_bytes: usize,
     next_dead_letter_id: i64,
@@ -303,15 +303,21 @@ impl Outbox {
         self.make_visible(&seqs);
         self.next_dead_letter_id = self.next_dead_letter_id.max(dead_letters.iter().map(|d| d.id).max().unwrap_or(0));
         self.dead_letter_bytes = dead_letters.iter().map(|d| d.payload.len()).sum();
+        let base = self.run_clock.base_ms();
         self.dead_letters = dead_letters
             .into_iter()
-            .map(|d| DeadLetter {
-                id: d.id,
-                event_id: d.event_id,
-                payload: String::from_utf8_lossy(&d.payload).into_owned(),
-                transport: d.transport,
-                error: d.error,
-                timestamp_ms: d.timestamp_ms,
+            .map(|d| {
+                // Written before the run clock existed: counts as dead-lettered now.
+                let at = d.observed_at_ms.unwrap_or(base).min(base);
+                let letter = DeadLetter {
+                    id: d.id,
+                    event_id: d.event_id,
+                    payload: String::from_utf8_lossy(&d.payload).into_owned(),
+                    transport: d.transport,
+                    error: d.error,
+                    timestamp_ms: d.timestamp_ms,
+                };
+                (letter, at)
             })
             .collect();
     }
@@ -363,19 +369,19 @@ impl Outbox {
         out
     }
 
-    /// Drops the dead letters whose location is older than the age limit (looked for at most
-    /// once a minute: the list may hold thousands), then the oldest beyond [`MAX_DEAD_LETTERS`]
-    /// or [`MAX_DEAD_LETTER_BYTES`].
+    /// Drops the dead letters kept longer than the age limit (on the run clock, as rows are
+    /// aged; looked for at most once a minute: the list may hold thousands), then the oldest
+    /// beyond [`MAX_DEAD_LETTERS`] or [`MAX_DEAD_LETTER_BYTES`].
     fn cap_dead_letters(&mut self) -> Vec<(Eviction, u64)> {
         let mut too_old = 0;
         if self.last_age_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
             self.last_age_sweep = Some(Instant::now());
             let max_age_ms = i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX);
-            let oldest_kept = crate::clock::now_ms().saturating_sub(max_age_ms);
-            let (old, kept): (Vec<DeadLetter>, Vec<DeadLetter>) =
-                std::mem::take(&mut self.dead_letters).into_iter().partition(|d| d.timestamp_ms < oldest_kept);
+            let oldest_kept = self.run_clock.now_ms().saturating_sub(max_age_ms);
+            let (old, kept): (Vec<(DeadLetter, i64)>, Vec<(DeadLetter, i64)>) =
+                std::mem::take(&mut self.dead_letters).into_iter().partition(|(_, at)| *at < oldest_kept);
             self.dead_letters = kept.into();
-            for d in &old {
+            for (d, _) in &old {
                 self.dead_letter_bytes -= d.payload.len();
                 self.persist(Op::RemoveDeadLetter(d.id));
             }
@@ -383,7 +389,7 @@ impl Outbox {
         }
         let mut full = 0;
         while self.dead_letters.len() > MAX_DEAD_LETTERS || self.dead_letter_bytes > MAX_DEAD_LETTER_BYTES {
-            let Some(id) = self.dead_letters.front().map(|d| d.id) else { break };
+            let Some(id) = self.dead_letters.front().map(|(d, _)| d.id) else { break };
             self.remove_dead_letter_front();
             self.persist(Op::RemoveDeadLetter(id));
             full += 1;
@@ -392,7 +398,7 @@ impl Outbox {
     }
 
     fn remove_dead_letter_front(&mut self) {
-        if let Some(d) = self.dead_letters.pop_front() {
+        if let Some((d, _)) = self.dead_letters.pop_front() {
             self.dead_letter_bytes -= d.payload.len();
         }
     }
@@ -576,16 +582,18 @@ impl Outbox {
                 timestamp_ms: row.timestamp_ms,
                 transport: t,
                 error: error.clone(),
+                observed_at_ms: Some(self.run_clock.now_ms()),
             };
             self.dead_letter_bytes += row.payload.len();
-            self.dead_letters.push_back(DeadLetter {
+            let letter = DeadLetter {
                 id: stored.id,
                 event_id: stored.event_id.clone(),
                 payload: String::from_utf8_lossy(&row.payload).into_owned(),
                 transport: t,
                 error,
                 timestamp_ms: row.timestamp_ms,
-            });
+            };
+            self.dead_letters.push_back((letter, self.run_clock.now_ms()));
             self.persist(Op::DeadLetter(stored));
         }
         self.settle(t, &[seq], Delivery::DeadLettered)
@@ -595,14 +603,14 @@ impl Outbox {
     /// caller queues them as new rows with their original eventId and bytes.
     pub fn take_dead_letters(&mut self, ids: &[i64]) -> Vec<DeadLetter> {
         let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
-        let (taken, kept): (Vec<DeadLetter>, Vec<DeadLetter>) =
-            std::mem::take(&mut self.dead_letters).into_iter().partition(|d| wanted.is_empty() || wanted.contains(&d.id));
+        let (taken, kept): (Vec<(DeadLetter, i64)>, Vec<(DeadLetter, i64)>) =
+            std::mem::take(&mut self.dead_letters).into_iter().partition(|(d, _)| wanted.is_empty() || wanted.contains(&d.id));
         self.dead_letters = kept.into();
-        self.dead_letter_bytes = self.dead_letters.iter().map(|d| d.payload.len()).sum();
-        for d in &taken {
+        self.dead_letter_bytes = self.dead_letters.iter().map(|(d, _)| d.payload.len()).sum();
+        for (d, _) in &taken {
             self.persist(Op::RemoveDeadLetter(d.id));
         }
-        taken
+        taken.into_iter().map(|(d, _)| d).collect()
     }
 
     /// Sequence numbers of every row still owed to `t`, oldest first.
@@ -638,8 +646,8 @@ impl Outbox {
 
     /// The dead letters, oldest first: at most `limit` after id `after_id` (a page).
     pub fn dead_letters(&self, after_id: i64, limit: usize) -> Vec<DeadLetter> {
-        let start = self.dead_letters.partition_point(|d| d.id <= after_id);
-        self.dead_letters.range(start..).take(limit).cloned().collect()
+        let start = self.dead_letters.partition_point(|(d, _)| d.id <= after_id);
+        self.dead_letters.range(start..).take(limit).map(|(d, _)| d.clone()).collect()
     }
 
     /// How many dead letters are kept.

@@ -45,6 +45,7 @@ const MIGRATIONS: [&str; 4] = [
     // 4: the SDK's run clock (crate::clock::RunClock): the time observed across runs, and each
     // row's place on it, so rows age by time the SDK saw, never by a wall-clock difference.
     "ALTER TABLE outbox ADD COLUMN observed_at_ms INTEGER;
+     ALTER TABLE dead_letters ADD COLUMN observed_at_ms INTEGER;
      CREATE TABLE IF NOT EXISTS meta (
          key TEXT PRIMARY KEY,
          value INTEGER NOT NULL);",
@@ -92,6 +93,8 @@ pub struct StoredDeadLetter {
     pub transport: Transport,
     /// What the server said.
     pub error: String,
+    /// When it was dead-lettered, on the run clock (`None`: before the run clock existed).
+    pub observed_at_ms: Option<i64>,
 }
 
 /// One change to persist, in the order the outbox made it.
@@ -407,7 +410,7 @@ impl Store {
         if excess > 0 {
             self.conn.execute("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?1)", params![excess as i64])?;
         }
-        let mut stmt = self.conn.prepare("SELECT id, event_id, payload, timestamp_ms, transport, error FROM dead_letters ORDER BY id")?;
+        let mut stmt = self.conn.prepare("SELECT id, event_id, payload, timestamp_ms, transport, error, observed_at_ms FROM dead_letters ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
             Ok(StoredDeadLetter {
                 id: r.get(0)?,
@@ -416,6 +419,7 @@ impl Store {
                 timestamp_ms: r.get(3)?,
                 transport: if r.get::<_, i64>(4)? == 0 { Transport::Mqtt } else { Transport::PubSub },
                 error: r.get(5)?,
+                observed_at_ms: r.get(6)?,
             })
         })?;
         Ok((rows.collect::<rusqlite::Result<_>>()?, excess))
@@ -473,8 +477,8 @@ impl Store {
                     }
                     Op::DeadLetter(d) => {
                         tx.execute(
-                            "INSERT OR REPLACE INTO dead_letters (id, event_id, payload, timestamp_ms, transport, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            params![d.id, d.event_id, d.payload, d.timestamp_ms, transport_code(d.transport), d.error],
+                            "INSERT OR REPLACE INTO dead_letters (id, event_id, payload, timestamp_ms, transport, error, observed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                            params![d.id, d.event_id, d.payload, d.timestamp_ms, transport_code(d.transport), d.error, d.observed_at_ms],
                         )?;
                     }
                     Op::RemoveDeadLetter(id) => {
@@ -614,6 +618,7 @@ mod tests {
                     timestamp_ms: 1,
                     transport: Transport::PubSub,
                     error: "400".into(),
+                    observed_at_ms: Some(4),
                 }),
             ];
             s.apply(&ops).unwrap();
