@@ -199,6 +199,9 @@ pub enum Eviction {
     DeadLetterTooOld,
 }
 
+/// A dead letter with when it was dead-lettered, on the run clock.
+type KeptLetter = (DeadLetter, i64);
+
 /// Most dead letters kept; beyond it the oldest are dropped (counted as `dead_letters_full`).
 pub const MAX_DEAD_LETTERS: usize = 10_000;
 
@@ -240,8 +243,8 @@ pub struct Outbox {
     pending: [BTreeSet<u64>; 2],
     /// Per transport: rows owed (pending or in flight).
     owed: [usize; 2],
-    /// Oldest first (by id), each with when it was dead-lettered on the run clock.
-    dead_letters: std::collections::VecDeque<(DeadLetter, i64)>,
+    /// Oldest first (by id).
+    dead_letters: std::collections::VecDeque<KeptLetter>,
     /// Payload bytes of the dead letters.
     dead_letter_bytes: usize,
     next_dead_letter_id: i64,
@@ -378,8 +381,7 @@ impl Outbox {
             self.last_age_sweep = Some(Instant::now());
             let max_age_ms = i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX);
             let oldest_kept = self.run_clock.now_ms().saturating_sub(max_age_ms);
-            let (old, kept): (Vec<(DeadLetter, i64)>, Vec<(DeadLetter, i64)>) =
-                std::mem::take(&mut self.dead_letters).into_iter().partition(|(_, at)| *at < oldest_kept);
+            let (old, kept): (Vec<KeptLetter>, Vec<KeptLetter>) = std::mem::take(&mut self.dead_letters).into_iter().partition(|(_, at)| *at < oldest_kept);
             self.dead_letters = kept.into();
             for (d, _) in &old {
                 self.dead_letter_bytes -= d.payload.len();
@@ -603,7 +605,7 @@ impl Outbox {
     /// caller queues them as new rows with their original eventId and bytes.
     pub fn take_dead_letters(&mut self, ids: &[i64]) -> Vec<DeadLetter> {
         let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
-        let (taken, kept): (Vec<(DeadLetter, i64)>, Vec<(DeadLetter, i64)>) =
+        let (taken, kept): (Vec<KeptLetter>, Vec<KeptLetter>) =
             std::mem::take(&mut self.dead_letters).into_iter().partition(|(d, _)| wanted.is_empty() || wanted.contains(&d.id));
         self.dead_letters = kept.into();
         self.dead_letter_bytes = self.dead_letters.iter().map(|(d, _)| d.payload.len()).sum();
