@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// The schema steps, oldest first: step `n` (from 1) takes `PRAGMA user_version` from `n − 1`
 /// to `n`, in one transaction. Never edit a step that shipped; append one.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 1: the outbox and the dead letters.
     "CREATE TABLE IF NOT EXISTS outbox (
          seq INTEGER PRIMARY KEY,
@@ -45,10 +45,11 @@ const MIGRATIONS: [&str; 4] = [
     // 4: the SDK's run clock (crate::clock::RunClock): the time observed across runs, and each
     // row's place on it, so rows age by time the SDK saw, never by a wall-clock difference.
     "ALTER TABLE outbox ADD COLUMN observed_at_ms INTEGER;
-     ALTER TABLE dead_letters ADD COLUMN observed_at_ms INTEGER;
      CREATE TABLE IF NOT EXISTS meta (
          key TEXT PRIMARY KEY,
          value INTEGER NOT NULL);",
+    // 5: when each dead letter was dead-lettered, on the run clock (dead letters age like rows).
+    "ALTER TABLE dead_letters ADD COLUMN observed_at_ms INTEGER;",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version`).
