@@ -402,9 +402,9 @@ pub struct MqttSettings {
     /// Username, if the broker wants one.
     #[uniffi(default = None)]
     pub username: Option<String>,
-    /// Password (never logged).
+    /// Password (never logged, printed as `***`).
     #[uniffi(default = None)]
-    pub password: Option<String>,
+    pub password: Option<std::sync::Arc<crate::Secret>>,
     /// Keep-alive interval in seconds (5–3600).
     #[uniffi(default = 60)]
     pub keep_alive_secs: u32,

@@ -113,7 +113,7 @@ impl SdkConfigBuilder {
     /// MQTT username and password.
     pub fn mqtt_credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
         self.config.mqtt.username = Some(username.into());
-        self.config.mqtt.password = Some(password.into());
+        self.config.mqtt.password = Some(crate::Secret::new(password.into()));
         self
     }
 

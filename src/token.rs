@@ -15,8 +15,8 @@ pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(30);
 /// An OAuth access token for Pub/Sub.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct AccessToken {
-    /// The bearer token (never logged).
-    pub token: String,
+    /// The bearer token (never logged, printed as `***`).
+    pub token: Arc<crate::Secret>,
     /// Expiry, milliseconds since the Unix epoch.
     pub expires_at_ms: i64,
 }
@@ -75,7 +75,7 @@ impl TokenCache {
         let now = crate::clock::now_ms();
         if let Some(t) = &self.cached {
             if t.expires_at_ms - REFRESH_MARGIN_MS > now {
-                return Ok(Some(t.token.clone()));
+                return Ok(Some(t.token.expose().to_string()));
             }
         }
         let mut call = match self.running.take() {
@@ -96,7 +96,7 @@ impl TokenCache {
             return Err(TokenFailure::Empty);
         }
         self.cached = Some(token.clone());
-        Ok(Some(token.token))
+        Ok(Some(token.token.expose().to_string()))
     }
 
     /// Forget the cached token (after a 401).

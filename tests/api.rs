@@ -32,7 +32,7 @@ impl TokenProvider for ScriptedTokens {
     fn fetch_token(&self) -> Result<AccessToken, TokenError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         match self.script.lock().unwrap().pop() {
-            Some(Ok(token)) => Ok(AccessToken { token, expires_at_ms: far_future_ms() }),
+            Some(Ok(token)) => Ok(AccessToken { token: dualpub::Secret::new(token), expires_at_ms: far_future_ms() }),
             Some(Err(reason)) => Err(TokenError::Unavailable { reason }),
             None => Err(TokenError::Unavailable { reason: "script exhausted".into() }),
         }
@@ -112,7 +112,7 @@ struct SlowTokens(Duration);
 impl TokenProvider for SlowTokens {
     fn fetch_token(&self) -> Result<AccessToken, TokenError> {
         std::thread::sleep(self.0);
-        Ok(AccessToken { token: "slow".into(), expires_at_ms: far_future_ms() })
+        Ok(AccessToken { token: dualpub::Secret::new("slow".into()), expires_at_ms: far_future_ms() })
     }
 }
 

@@ -44,7 +44,7 @@ impl DebugListener for Events {
 struct SecretToken;
 impl TokenProvider for SecretToken {
     fn fetch_token(&self) -> Result<AccessToken, TokenError> {
-        Ok(AccessToken { token: "tok-SECRET-4711".into(), expires_at_ms: i64::MAX / 2 })
+        Ok(AccessToken { token: dualpub::Secret::new("tok-SECRET-4711".into()), expires_at_ms: i64::MAX / 2 })
     }
 }
 
@@ -67,7 +67,7 @@ fn nothing_sensitive_reaches_logs_or_debug_events_unless_opted_in() {
     let id = device("secrets");
     let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
     c.mqtt.username = Some("device".into());
-    c.mqtt.password = Some(PASSWORD.into());
+    c.mqtt.password = Some(dualpub::Secret::new(PASSWORD.into()));
     c.migration.as_mut().unwrap().debug_mode = true;
     // Nothing listens there: the start-up fetch fails and is logged, without the URL.
     c.remote_config_url = Some(format!("http://127.0.0.1:{}/config.json?key={CONFIG_KEY}", dualpub_testbed::free_port().unwrap()));

@@ -63,7 +63,7 @@ pub(crate) fn settings(config: &SdkConfig) -> Result<Settings, Error> {
     o.set_request_channel_capacity(WINDOW * 2);
     o.set_max_packet_size(256 * 1024, 256 * 1024);
     if let Some(user) = &m.username {
-        o.set_credentials(user.clone(), m.password.clone().unwrap_or_default());
+        o.set_credentials(user.clone(), m.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default());
     }
     if secure {
         let tls = tls::client_config(m.ca_certificates_pem.as_deref(), &[]).map_err(|source| Error::Tls { field: "mqtt.caCertificatesPem", source })?;

@@ -45,6 +45,17 @@ final class DualPublisherTests: XCTestCase {
                  timestampMs: Int64(Date().timeIntervalSince1970 * 1000) - 60_000 + Int64(n))
     }
 
+    func testPrintingATokenOrPasswordNeverShowsIt() {
+        let token = AccessToken(token: Secret(value: "ya29.token-value"), expiresAtMs: 1)
+        let mqtt = MqttSettings(brokerUrl: "mqtts://m.example:8883", clientId: nil, username: "device", password: Secret(value: "hunter2-pw"))
+        var dumped = ""
+        dump(token, to: &dumped)
+        dump(mqtt, to: &dumped)
+        let printed = "\(token) \(mqtt) \(String(reflecting: mqtt)) " + dumped
+        XCTAssertFalse(printed.contains("ya29.token-value"), printed)
+        XCTAssertFalse(printed.contains("hunter2-pw"), printed)
+    }
+
     func testSdkVersion() {
         XCTAssertTrue(sdkVersion().hasPrefix("dualpub/"))
     }
@@ -132,7 +143,7 @@ final class DualPublisherTests: XCTestCase {
         func fetchToken() throws -> AccessToken {
             calls += 1
             if calls <= 2 { throw TokenError.Unavailable(reason: "offline") }
-            return AccessToken(token: "t", expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000)
+            return AccessToken(token: Secret(value: "t"), expiresAtMs: Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000)
         }
     }
 

@@ -1608,6 +1608,181 @@ public func FfiConverterTypeDualPublisher_lower(_ value: DualPublisher) -> UInt6
 
 
 /**
+ * A secret value (password, token). Create it with `Secret(value)`; it prints as `***`.
+ */
+public protocol SecretProtocol: AnyObject, Sendable {
+    
+    /**
+     * Whether the value is empty.
+     */
+    func isEmpty()  -> Bool
+    
+}
+/**
+ * A secret value (password, token). Create it with `Secret(value)`; it prints as `***`.
+ */
+open class Secret: SecretProtocol, @unchecked Sendable, Equatable, CustomDebugStringConvertible, CustomStringConvertible {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_dualpub_fn_clone_secret(self.handle, $0) }
+    }
+    /**
+     * Wraps `value`.
+     */
+public convenience init(value: String) {
+    let handle =
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_constructor_secret_new(
+        FfiConverterString.lower(value),uniffiCallStatus
+    )
+}
+    self.init(unsafeFromHandle: handle)
+}
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_dualpub_fn_free_secret(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Whether the value is empty.
+     */
+open func isEmpty() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_secret_is_empty(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+// The local Rust `Debug` implementation.
+public var debugDescription: String {
+    return try!  FfiConverterString.lift(
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_secret_uniffi_trait_debug(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+    )
+}
+// The local Rust `Display` implementation.
+public var description: String {
+    return try!  FfiConverterString.lift(
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_secret_uniffi_trait_display(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+    )
+}
+// The local Rust `Eq` implementation - only `eq` is used.
+public static func == (self: Secret, other: Secret) -> Bool {
+    return try!  FfiConverterBool.lift(
+        try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_secret_uniffi_trait_eq_eq(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeSecret_lower(other),uniffiCallStatus
+    )
+}
+    )
+}
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSecret: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Secret
+
+    public static func lift(_ handle: UInt64) throws -> Secret {
+        return Secret(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Secret) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Secret {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Secret, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSecret_lift(_ handle: UInt64) throws -> Secret {
+    return try FfiConverterTypeSecret.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSecret_lower(_ value: Secret) -> UInt64 {
+    return FfiConverterTypeSecret.lower(value)
+}
+
+
+
+
+
+
+/**
  * Implemented by the app to hand the SDK Pub/Sub access tokens. Called on an SDK background
  * thread, never the main thread; it may block (for example on a network call).
  */
@@ -1819,11 +1994,11 @@ public func FfiConverterTypeTokenProvider_lower(_ value: TokenProvider) -> UInt6
 /**
  * An OAuth access token for Pub/Sub.
  */
-public struct AccessToken: Equatable, Hashable {
+public struct AccessToken {
     /**
-     * The bearer token (never logged).
+     * The bearer token (never logged, printed as `***`).
      */
-    public var token: String
+    public var token: Secret
     /**
      * Expiry, milliseconds since the Unix epoch.
      */
@@ -1833,8 +2008,8 @@ public struct AccessToken: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * The bearer token (never logged).
-         */token: String, 
+         * The bearer token (never logged, printed as `***`).
+         */token: Secret, 
         /**
          * Expiry, milliseconds since the Unix epoch.
          */expiresAtMs: Int64) {
@@ -1858,13 +2033,13 @@ public struct FfiConverterTypeAccessToken: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AccessToken {
         return
             try AccessToken(
-                token: FfiConverterString.read(from: &buf), 
+                token: FfiConverterTypeSecret.read(from: &buf), 
                 expiresAtMs: FfiConverterInt64.read(from: &buf)
         )
     }
 
     public static func write(_ value: AccessToken, into buf: inout [UInt8]) {
-        FfiConverterString.write(value.token, into: &buf)
+        FfiConverterTypeSecret.write(value.token, into: &buf)
         FfiConverterInt64.write(value.expiresAtMs, into: &buf)
     }
 }
@@ -2865,7 +3040,7 @@ public func FfiConverterTypeMigrationConfig_lower(_ value: MigrationConfig) -> R
 /**
  * MQTT connection settings.
  */
-public struct MqttSettings: Equatable, Hashable {
+public struct MqttSettings {
     /**
      * `mqtts://host:port` (TLS) or, only with `allowInsecure`, `mqtt://host:port`.
      */
@@ -2879,9 +3054,9 @@ public struct MqttSettings: Equatable, Hashable {
      */
     public var username: String?
     /**
-     * Password (never logged).
+     * Password (never logged, printed as `***`).
      */
-    public var password: String?
+    public var password: Secret?
     /**
      * Keep-alive interval in seconds (5–3600).
      */
@@ -2914,8 +3089,8 @@ public struct MqttSettings: Equatable, Hashable {
          * Username, if the broker wants one.
          */username: String? = nil, 
         /**
-         * Password (never logged).
-         */password: String? = nil, 
+         * Password (never logged, printed as `***`).
+         */password: Secret? = nil, 
         /**
          * Keep-alive interval in seconds (5–3600).
          */keepAliveSecs: UInt32 = UInt32(60), 
@@ -2959,7 +3134,7 @@ public struct FfiConverterTypeMqttSettings: FfiConverterRustBuffer {
                 brokerUrl: FfiConverterString.read(from: &buf), 
                 clientId: FfiConverterOptionString.read(from: &buf), 
                 username: FfiConverterOptionString.read(from: &buf), 
-                password: FfiConverterOptionString.read(from: &buf), 
+                password: FfiConverterOptionTypeSecret.read(from: &buf), 
                 keepAliveSecs: FfiConverterUInt32.read(from: &buf), 
                 idleDisconnectSecs: FfiConverterUInt32.read(from: &buf), 
                 topicTemplate: FfiConverterString.read(from: &buf), 
@@ -2971,7 +3146,7 @@ public struct FfiConverterTypeMqttSettings: FfiConverterRustBuffer {
         FfiConverterString.write(value.brokerUrl, into: &buf)
         FfiConverterOptionString.write(value.clientId, into: &buf)
         FfiConverterOptionString.write(value.username, into: &buf)
-        FfiConverterOptionString.write(value.password, into: &buf)
+        FfiConverterOptionTypeSecret.write(value.password, into: &buf)
         FfiConverterUInt32.write(value.keepAliveSecs, into: &buf)
         FfiConverterUInt32.write(value.idleDisconnectSecs, into: &buf)
         FfiConverterString.write(value.topicTemplate, into: &buf)
@@ -3336,7 +3511,7 @@ public func FfiConverterTypeRolloutDecision_lower(_ value: RolloutDecision) -> R
  * Everything the app decides at construction. Endpoints and credentials live only here; a
  * remote config can never change them.
  */
-public struct SdkConfig: Equatable, Hashable {
+public struct SdkConfig {
     /**
      * This device's id (docs/CONTRACT.md#device-and-company-ids).
      */
@@ -4614,6 +4789,30 @@ fileprivate struct FfiConverterOptionTypeDebugListener: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeSecret: FfiConverterRustBuffer {
+    typealias SwiftType = Secret?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeSecret.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeSecret.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeTokenProvider: FfiConverterRustBuffer {
     typealias SwiftType = TokenProvider?
 
@@ -5000,10 +5199,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_configlistener_on_decision_changed() != 61234) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_secret_is_empty() != 20676) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_tokenprovider_fetch_token() != 146) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_constructor_dualpublisher_new() != 60701) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_constructor_secret_new() != 42411) {
         return InitializationResult.apiChecksumMismatch
     }
 

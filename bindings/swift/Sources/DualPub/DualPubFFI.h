@@ -466,6 +466,46 @@ void uniffi_dualpub_fn_init_callback_vtable_configlistener(const UniffiVTableCal
 void uniffi_dualpub_fn_method_configlistener_on_decision_changed(uint64_t ptr, RustBuffer old, RustBuffer new, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_SECRET
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_SECRET
+uint64_t uniffi_dualpub_fn_clone_secret(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_SECRET
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_SECRET
+void uniffi_dualpub_fn_free_secret(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_SECRET_NEW
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_SECRET_NEW
+uint64_t uniffi_dualpub_fn_constructor_secret_new(RustBuffer value, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_IS_EMPTY
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_IS_EMPTY
+int8_t uniffi_dualpub_fn_method_secret_is_empty(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_DEBUG
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_DEBUG
+RustBuffer uniffi_dualpub_fn_method_secret_uniffi_trait_debug(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_DISPLAY
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_DISPLAY
+RustBuffer uniffi_dualpub_fn_method_secret_uniffi_trait_display(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_EQ_EQ
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_EQ_EQ
+int8_t uniffi_dualpub_fn_method_secret_uniffi_trait_eq_eq(uint64_t ptr, uint64_t other, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_EQ_NE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_EQ_NE
+int8_t uniffi_dualpub_fn_method_secret_uniffi_trait_eq_ne(uint64_t ptr, uint64_t other, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_TOKENPROVIDER
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_TOKENPROVIDER
 uint64_t uniffi_dualpub_fn_clone_tokenprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -936,6 +976,12 @@ uint16_t uniffi_dualpub_checksum_method_configlistener_on_decision_changed(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_SECRET_IS_EMPTY
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_SECRET_IS_EMPTY
+uint16_t uniffi_dualpub_checksum_method_secret_is_empty(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_TOKENPROVIDER_FETCH_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_TOKENPROVIDER_FETCH_TOKEN
 uint16_t uniffi_dualpub_checksum_method_tokenprovider_fetch_token(void
@@ -945,6 +991,12 @@ uint16_t uniffi_dualpub_checksum_method_tokenprovider_fetch_token(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_NEW
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_NEW
 uint16_t uniffi_dualpub_checksum_constructor_dualpublisher_new(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_SECRET_NEW
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_SECRET_NEW
+uint16_t uniffi_dualpub_checksum_constructor_secret_new(void
     
 );
 #endif

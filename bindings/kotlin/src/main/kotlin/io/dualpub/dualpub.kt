@@ -798,9 +798,13 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_configlistener_on_decision_changed(
     ): Int
+    external fun uniffi_dualpub_checksum_method_secret_is_empty(
+    ): Int
     external fun uniffi_dualpub_checksum_method_tokenprovider_fetch_token(
     ): Int
     external fun uniffi_dualpub_checksum_constructor_dualpublisher_new(
+    ): Int
+    external fun uniffi_dualpub_checksum_constructor_secret_new(
     ): Int
     external fun ffi_dualpub_uniffi_contract_version(
     ): Int
@@ -895,6 +899,22 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_dualpub_fn_method_configlistener_on_decision_changed(`ptr`: Long,`old`: RustBuffer.ByValue,`new`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_dualpub_fn_clone_secret(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_free_secret(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_constructor_secret_new(`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_method_secret_is_empty(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_dualpub_fn_method_secret_uniffi_trait_debug(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_secret_uniffi_trait_display(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_secret_uniffi_trait_eq_eq(`ptr`: Long,`other`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_dualpub_fn_method_secret_uniffi_trait_eq_ne(`ptr`: Long,`other`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_dualpub_fn_clone_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_dualpub_fn_free_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -2962,6 +2982,311 @@ public object FfiConverterTypeDualPublisher: FfiConverter<DualPublisher, Long> {
 
 
 /**
+ * A secret value (password, token). Create it with `Secret(value)`; it prints as `***`.
+ */
+public interface SecretInterface {
+    
+    /**
+     * Whether the value is empty.
+     */
+    fun `isEmpty`(): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * A secret value (password, token). Create it with `Secret(value)`; it prints as `***`.
+ */
+open class Secret: Disposable, AutoCloseable, SecretInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+    /**
+     * Wraps `value`.
+     */
+    constructor(`value`: kotlin.String) :
+        this(UniffiWithHandle, 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_dualpub_fn_constructor_secret_new(
+    
+        
+        FfiConverterString.lower(`value`),_status)
+}
+    )
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_dualpub_fn_free_secret(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_dualpub_fn_clone_secret(handle, status)
+        }
+    }
+
+    
+    /**
+     * Whether the value is empty.
+     */override fun `isEmpty`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_secret_is_empty(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+    // The local Rust `Display`/`Debug` implementation.
+    override fun toString(): String {
+        return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_secret_uniffi_trait_display(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    // The local Rust `Eq` implementation - only `eq` is used.
+    override fun equals(other: Any?): Boolean {
+        if (other !is Secret) return false
+        return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_secret_uniffi_trait_eq_eq(
+        it,
+        
+        FfiConverterTypeSecret.lower(`other`),_status)
+}
+    }
+    )
+    }
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSecret: FfiConverter<Secret, Long> {
+    override fun lower(value: Secret): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): Secret {
+        return Secret(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): Secret {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: Secret) = 8UL
+
+    override fun write(value: Secret, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * Implemented by the app to hand the SDK Pub/Sub access tokens. Called on an SDK background
  * thread, never the main thread; it may block (for example on a network call).
  */
@@ -3202,20 +3527,29 @@ public object FfiConverterTypeTokenProvider: FfiConverter<TokenProvider, Long> {
  */
 data class AccessToken (
     /**
-     * The bearer token (never logged).
+     * The bearer token (never logged, printed as `***`).
      */
-    var `token`: kotlin.String
+    var `token`: Secret
     , 
     /**
      * Expiry, milliseconds since the Unix epoch.
      */
     var `expiresAtMs`: kotlin.Long
     
-){
+): Disposable{
     
 
     
 
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`token`,
+        this.`expiresAtMs`
+    )
+    }
     
     companion object
 }
@@ -3226,18 +3560,18 @@ data class AccessToken (
 public object FfiConverterTypeAccessToken: FfiConverterRustBuffer<AccessToken> {
     override fun read(buf: ByteBuffer): AccessToken {
         return AccessToken(
-            FfiConverterString.read(buf),
+            FfiConverterTypeSecret.read(buf),
             FfiConverterLong.read(buf),
         )
     }
 
     override fun allocationSize(value: AccessToken) = (
-            FfiConverterString.allocationSize(value.`token`) +
+            FfiConverterTypeSecret.allocationSize(value.`token`) +
             FfiConverterLong.allocationSize(value.`expiresAtMs`)
     )
 
     override fun write(value: AccessToken, buf: ByteBuffer) {
-            FfiConverterString.write(value.`token`, buf)
+            FfiConverterTypeSecret.write(value.`token`, buf)
             FfiConverterLong.write(value.`expiresAtMs`, buf)
     }
 }
@@ -3987,9 +4321,9 @@ data class MqttSettings (
     var `username`: kotlin.String? = null 
     , 
     /**
-     * Password (never logged).
+     * Password (never logged, printed as `***`).
      */
-    var `password`: kotlin.String? = null 
+    var `password`: Secret? = null 
     , 
     /**
      * Keep-alive interval in seconds (5–3600).
@@ -4013,11 +4347,26 @@ data class MqttSettings (
      */
     var `caCertificatesPem`: kotlin.String? = null 
     
-){
+): Disposable{
     
 
     
 
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`brokerUrl`,
+        this.`clientId`,
+        this.`username`,
+        this.`password`,
+        this.`keepAliveSecs`,
+        this.`idleDisconnectSecs`,
+        this.`topicTemplate`,
+        this.`caCertificatesPem`
+    )
+    }
     
     companion object
 }
@@ -4031,7 +4380,7 @@ public object FfiConverterTypeMqttSettings: FfiConverterRustBuffer<MqttSettings>
             FfiConverterString.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalString.read(buf),
-            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeSecret.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterString.read(buf),
@@ -4043,7 +4392,7 @@ public object FfiConverterTypeMqttSettings: FfiConverterRustBuffer<MqttSettings>
             FfiConverterString.allocationSize(value.`brokerUrl`) +
             FfiConverterOptionalString.allocationSize(value.`clientId`) +
             FfiConverterOptionalString.allocationSize(value.`username`) +
-            FfiConverterOptionalString.allocationSize(value.`password`) +
+            FfiConverterOptionalTypeSecret.allocationSize(value.`password`) +
             FfiConverterUInt.allocationSize(value.`keepAliveSecs`) +
             FfiConverterUInt.allocationSize(value.`idleDisconnectSecs`) +
             FfiConverterString.allocationSize(value.`topicTemplate`) +
@@ -4054,7 +4403,7 @@ public object FfiConverterTypeMqttSettings: FfiConverterRustBuffer<MqttSettings>
             FfiConverterString.write(value.`brokerUrl`, buf)
             FfiConverterOptionalString.write(value.`clientId`, buf)
             FfiConverterOptionalString.write(value.`username`, buf)
-            FfiConverterOptionalString.write(value.`password`, buf)
+            FfiConverterOptionalTypeSecret.write(value.`password`, buf)
             FfiConverterUInt.write(value.`keepAliveSecs`, buf)
             FfiConverterUInt.write(value.`idleDisconnectSecs`, buf)
             FfiConverterString.write(value.`topicTemplate`, buf)
@@ -4378,11 +4727,30 @@ data class SdkConfig (
      */
     var `configFetchIntervalSecs`: kotlin.UInt = 900u 
     
-){
+): Disposable{
     
 
     
 
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`deviceId`,
+        this.`companyId`,
+        this.`mqtt`,
+        this.`pubsub`,
+        this.`dataDir`,
+        this.`migration`,
+        this.`allowInsecure`,
+        this.`maxOutboxRows`,
+        this.`maxOutboxAgeHours`,
+        this.`maxStorageBytes`,
+        this.`remoteConfigUrl`,
+        this.`configFetchIntervalSecs`
+    )
+    }
     
     companion object
 }
@@ -5477,6 +5845,38 @@ public object FfiConverterOptionalTypeDebugListener: FfiConverterRustBuffer<Debu
         } else {
             buf.put(1)
             FfiConverterTypeDebugListener.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeSecret: FfiConverterRustBuffer<Secret?> {
+    override fun read(buf: ByteBuffer): Secret? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeSecret.read(buf)
+    }
+
+    override fun allocationSize(value: Secret?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeSecret.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Secret?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeSecret.write(value, buf)
         }
     }
 }

@@ -25,6 +25,19 @@ class DualPublisherTest {
     }
 
     @Test
+    fun `printing a config or a token never shows the password or the token`() {
+        val config = TestBed.config(TestBed.deviceId("secrets")).let {
+            it.copy(mqtt = it.mqtt.copy(username = "device", password = Secret("hunter2-pw")))
+        }
+        val token = AccessToken(token = Secret("ya29.token-value"), expiresAtMs = 1)
+        val printed = "$config $token ${config.mqtt} ${config.mqtt.password}"
+        assertFalse(printed.contains("hunter2-pw"), printed)
+        assertFalse(printed.contains("ya29.token-value"), printed)
+        assertTrue(printed.contains("***"), printed)
+        assertEquals(Secret("same"), Secret("same"))
+    }
+
+    @Test
     fun `sendLocation returns a UUIDv7 eventId`() {
         publisher("uuid").use { p ->
             val id = p.sendLocation(TestBed.location(0))
@@ -244,7 +257,7 @@ class DualPublisherTest {
             override fun fetchToken(): AccessToken {
                 calls.incrementAndGet()
                 threads += Thread.currentThread().name
-                return AccessToken(token = "kotlin-token", expiresAtMs = System.currentTimeMillis() + 3_600_000)
+                return AccessToken(token = Secret("kotlin-token"), expiresAtMs = System.currentTimeMillis() + 3_600_000)
             }
         }
         publisher("tokens", tokens = provider).use { p ->
@@ -263,7 +276,7 @@ class DualPublisherTest {
         val provider = object : TokenProvider {
             override fun fetchToken(): AccessToken {
                 if (calls.incrementAndGet() <= 2) throw TokenException.Unavailable("offline")
-                return AccessToken(token = "t", expiresAtMs = System.currentTimeMillis() + 3_600_000)
+                return AccessToken(token = Secret("t"), expiresAtMs = System.currentTimeMillis() + 3_600_000)
             }
         }
         publisher("tokens-throw", tokens = provider).use { p ->
@@ -293,7 +306,7 @@ class DualPublisherTest {
         val provider = object : TokenProvider {
             override fun fetchToken(): AccessToken {
                 release.await(10, TimeUnit.SECONDS)
-                return AccessToken(token = "slow", expiresAtMs = System.currentTimeMillis() + 3_600_000)
+                return AccessToken(token = Secret("slow"), expiresAtMs = System.currentTimeMillis() + 3_600_000)
             }
         }
         publisher("tokens-slow", tokens = provider).use { p ->

@@ -12,13 +12,13 @@ fun startPublishing(deviceId: String, filesDir: File, auth: PubSubAuth): DualPub
         SdkConfig(
             deviceId = deviceId,
             companyId = "fleet-42",
-            mqtt = MqttSettings(brokerUrl = "mqtts://mqtt.example.com:8883", username = "device", password = auth.mqttPassword()),
+            mqtt = MqttSettings(brokerUrl = "mqtts://mqtt.example.com:8883", username = "device", password = Secret(auth.mqttPassword())),
             pubsub = PubSubSettings(project = "tracking-prod"),        // topic "location-updates"
             dataDir = File(filesDir, "dualpub").path,
             remoteConfigUrl = "https://config.example.com/dualpub/migration.json",  // fetched by the SDK
         ),
         tokenProvider = object : TokenProvider {                        // called on an SDK thread
-            override fun fetchToken() = AccessToken(token = auth.pubsubToken(), expiresAtMs = auth.expiryMs())
+            override fun fetchToken() = AccessToken(token = Secret(auth.pubsubToken()), expiresAtMs = auth.expiryMs())
         },
     )
 
