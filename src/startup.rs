@@ -57,7 +57,11 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         notes.push((
             log::Level::Error,
             "storage",
-            format!("the outbox database was unreadable ({reason}); moved aside to {} and started fresh", aside.display()),
+            format!(
+                "the outbox database was unreadable ({reason}); moved aside to {} and started afresh with the {} location(s) still readable in it",
+                aside.display(),
+                report.salvaged
+            ),
         ));
     }
     let keep_ms = i64::from(config.max_outbox_age_hours) * 3_600_000;

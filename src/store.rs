@@ -205,6 +205,38 @@ pub struct OpenReport {
     /// No database could be created (the disk is full, this says why): the outbox lives in an
     /// in-memory database for this run.
     pub memory_only: Option<String>,
+    /// Locations read back from the corrupt database (moved aside) into the fresh one.
+    pub salvaged: usize,
+}
+
+/// What can still be read from a corrupt database: the rows of the outbox up to the first
+/// unreadable page, and the last known good config. As ops to apply to a fresh database.
+fn salvage(path: &Path) -> Vec<Op> {
+    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else { return Vec::new() };
+    let mut ops = Vec::new();
+    if let Ok(mut stmt) = conn.prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub FROM outbox ORDER BY seq") {
+        if let Ok(rows) = stmt.query_map([], |r| {
+            Ok(StoredRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                event_id: r.get(1)?,
+                payload: r.get(2)?,
+                timestamp_ms: r.get(3)?,
+                accepted_at_ms: r.get(4)?,
+                mqtt: delivery(r.get(5)?),
+                pubsub: delivery(r.get(6)?),
+                observed_at_ms: None, // counts as new: age is never guessed
+            })
+        }) {
+            ops.extend(rows.map_while(Result::ok).map(Op::Insert));
+        }
+    }
+    let config = conn.query_row("SELECT json, source, applied_at_ms FROM config WHERE id = 1", [], |r| {
+        Ok(StoredConfig { json: r.get(0)?, source: r.get(1)?, applied_at_ms: r.get(2)? })
+    });
+    if let Ok(c) = config {
+        ops.push(Op::SaveConfig(c));
+    }
+    ops
 }
 
 /// The SQLite store.
@@ -317,8 +349,13 @@ impl Store {
                     }
                 }
                 private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
-                let store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
-                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), ..OpenReport::default() }))
+                let mut store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
+                let salvaged = salvage(&aside);
+                let rows = salvaged.iter().filter(|op| matches!(op, Op::Insert(_))).count();
+                if !salvaged.is_empty() {
+                    store.apply(&salvaged)?;
+                }
+                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), salvaged: rows, ..OpenReport::default() }))
             }
         }
     }

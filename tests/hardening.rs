@@ -268,3 +268,35 @@ fn ids_that_pass_for_other_ids_or_topics_are_refused() {
     let ok = TestDevice::new(&device("caf\u{e9}"), &emu).mqtt("mqtt://127.0.0.1:9").try_start();
     assert!(ok.is_ok(), "an NFC id with an accent is fine: {:?}", ok.err());
 }
+
+#[test]
+fn what_is_readable_in_a_corrupt_database_is_salvaged() {
+    let emu = emulator();
+    let id = device("salvage");
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    p.apply_config(MigrationConfig { version: 7, emergency_mode: true, ..MigrationConfig::default() }).unwrap();
+    p.send_locations((0..50).map(location).collect()).unwrap();
+    assert!(p.await_durable(5_000).unwrap());
+    p.shutdown();
+    drop(p);
+    // One page goes bad: the (empty) dead-letter table's. The outbox and the config are intact.
+    let db = std::env::temp_dir().join(format!("dualpub-test-{id}")).join("outbox.db");
+    let (root, page): (i64, i64) = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let root = conn.query_row("SELECT rootpage FROM sqlite_master WHERE name = 'dead_letters'", [], |r| r.get(0)).unwrap();
+        (root, conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap())
+    };
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.seek(std::io::SeekFrom::Start(((root - 1) * page) as u64)).unwrap();
+        f.write_all(&[0xEE; 64]).unwrap();
+    }
+    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let m = p.metrics().unwrap();
+    assert_eq!(m.storage_resets, 1, "the corrupt file was moved aside");
+    assert_eq!((m.recovered, m.mqtt.queue_depth), (50, 50), "its readable locations were carried over");
+    let status = p.config_status().unwrap();
+    assert_eq!((status.source, status.version), (dualpub::ConfigSource::Persisted, 7), "and the last known good config (an emergency)");
+    assert!(!p.decision().unwrap().pubsub_enabled);
+}
