@@ -1,6 +1,6 @@
-//! Errors. Inside the SDK every failure is an [`Error`], which keeps its cause (SQLite, URL,
+//! Errors. Inside the SDK every failure is an `Error`, which keeps its cause (SQLite, URL,
 //! TLS, storage, token provider). It becomes the small public [`DualPubError`] in one place,
-//! [`Error::report`], which also decides what is logged (and so what `debugReport()` shows).
+//! `Error::report`, which also decides what is logged (and so what `debugReport()` shows).
 //! Nothing here ever panics across the FFI.
 
 /// Why a location or an id was refused. Carried inside [`DualPubError`] and counted in

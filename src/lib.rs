@@ -33,6 +33,7 @@ mod runtime;
 mod secret;
 mod startup;
 pub(crate) mod store;
+pub(crate) mod tasks;
 mod tls;
 pub(crate) mod token;
 mod transport;

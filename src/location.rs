@@ -115,7 +115,7 @@ fn forbidden(c: char) -> Option<&'static str> {
 
 /// Checks a device or company id: 1–128 bytes of UTF-8 in Unicode normalization form C, not
 /// starting with `$` (MQTT's system topics), with no control, format (zero-width, bidi) or
-/// noncharacter code points and none of `/ + #` or their lookalikes ([`LOOKALIKES`]), which would let one device
+/// noncharacter code points and none of `/ + #` or their lookalikes (`LOOKALIKES`), which would let one device
 /// publish into another device's MQTT topic or pass for another id. Rejected, never escaped or
 /// normalised: an id the app sends is the id both backends see and the one bucketed.
 pub fn validate_id(kind: &'static str, id: &str) -> Result<(), ValidationError> {

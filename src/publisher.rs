@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// What `flush` achieved.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
@@ -324,43 +323,6 @@ fn start_store_writer(
 /// a few milliseconds at most, and the memory of one call stays bounded.
 pub const MAX_LOCATIONS_PER_CALL: usize = 10_000;
 
-/// How long `close` waits for the transport and fetch tasks to finish.
-pub const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The publisher's tasks on the SDK runtime: awaited at `close`, aborted if they overrun.
-struct Tasks(Mutex<Vec<JoinHandle<()>>>);
-
-impl Tasks {
-    /// Waits (at most [`TASK_STOP_TIMEOUT`]) for every task to end after shutdown was signalled;
-    /// aborts those that do not. From inside the runtime (a drop on an SDK thread) it cannot
-    /// block: the tasks end on their own.
-    fn stop(&self) {
-        let tasks = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
-        if tasks.is_empty() || tokio::runtime::Handle::try_current().is_ok() {
-            return;
-        }
-        let Ok(rt) = runtime::handle() else { return };
-        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-        let all = async {
-            for t in tasks {
-                let _ = t.await;
-            }
-        };
-        // The timer is made inside the block, where the runtime's context is entered.
-        if rt.block_on(async { tokio::time::timeout(TASK_STOP_TIMEOUT, all).await }).is_err() {
-            aborts.iter().for_each(|a| a.abort());
-        }
-    }
-}
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for t in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            t.abort();
-        }
-    }
-}
-
 /// The SDK core. Cheap to call from any thread: `send_location(s)`, `apply_config*`,
 /// `decision` and `metrics` never touch the network or the disk. `new` opens the outbox
 /// database and reads what it still owes (README, Performance: 134 ms for 100,000 locations), `flush` and `await_durable` wait by design, and `close` waits for the
@@ -368,7 +330,7 @@ impl Drop for Tasks {
 pub struct Publisher {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    tasks: Tasks,
+    tasks: crate::tasks::Tasks,
     /// The store writer's channel (to stop it) and the signal it sends when done.
     store_tx: std::sync::mpsc::Sender<store::Msg>,
     store_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -437,7 +399,7 @@ impl Publisher {
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
             rt.spawn(async move { crate::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
         ];
-        Ok(Publisher { shared, shutdown, tasks: Tasks(Mutex::new(tasks)), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
+        Ok(Publisher { shared, shutdown, tasks: crate::tasks::Tasks::new(tasks), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
     }
 
     /// Validates `location`, gives it an eventId and queues it for every transport the decision
@@ -799,7 +761,7 @@ impl Publisher {
     }
 
     /// Stops accepting, stops the transport tasks (they finish the attempt in progress, at most
-    /// [`TASK_STOP_TIMEOUT`]), disconnects, and waits (at most 5 s) until the outbox is on disk.
+    /// [`crate::tasks::TASK_STOP_TIMEOUT`]), disconnects, and waits (at most 5 s) until the outbox is on disk.
     /// What is still owed is delivered by the next publisher on the same data directory.
     pub fn close(&self) {
         let was_closed = std::mem::replace(&mut self.shared.lock().closed, true);

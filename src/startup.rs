@@ -53,48 +53,14 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     let (mut db, report) = Store::open(std::path::Path::new(&config.data_dir), config.max_storage_bytes)?;
     let run_clock = crate::clock::RunClock::resume(db.load_observed_ms()?);
     db.record_run_clock(run_clock);
-    if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
-        notes.push((
-            log::Level::Error,
-            "storage",
-            format!(
-                "the outbox database was unreadable ({reason}); moved aside to {} and started afresh with the {} location(s) still readable in it",
-                aside.display(),
-                report.salvaged
-            ),
-        ));
-    }
-    let keep_ms = i64::from(config.max_outbox_age_hours) * 3_600_000;
-    let pruned = crate::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);
-    if pruned > 0 {
-        notes.push((log::Level::Info, "storage", format!("deleted {pruned} corrupt database copy(ies) older than maxOutboxAgeHours")));
-    }
-    if let Some(why) = &report.memory_only {
-        notes.push((
-            log::Level::Error,
-            "storage",
-            format!("cannot create the outbox database ({why}): locations are kept in memory for this run, and lost if the app is killed"),
-        ));
-    }
-    if let Some(v) = report.newer_schema {
-        notes.push((log::Level::Warn, "storage", format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::store::SCHEMA_VERSION)));
-    }
+    note_storage(config, &report, &mut notes);
     let rows = db.load_rows()?;
     let (dead_letters, dead_letters_dropped) = db.load_dead_letters(crate::outbox::MAX_DEAD_LETTERS)?;
     if dead_letters_dropped > 0 {
         notes.push((log::Level::Warn, "dropped", format!("{dead_letters_dropped} dead letter(s): dead_letters_full")));
     }
     let max_seq = db.max_seq()?;
-    let persisted = match db.load_config()? {
-        Some(stored) => match MigrationConfig::from_persisted(&stored.json) {
-            Ok(c) => Some((c, stored.applied_at_ms, host_overrides(&stored.json))),
-            Err(e) => {
-                notes.push((log::Level::Error, "config", format!("ignores its persisted config ({e})")));
-                None
-            }
-        },
-        None => None,
-    };
+    let persisted = persisted_config(&db, &mut notes)?;
     let fetcher = fetcher(config, &db, persisted.is_some(), http, clock, &mut notes)?;
     let (migration, source, applied_at_ms, host_overrides) = match (persisted, &config.migration) {
         (Some((c, at, host)), _) => (c, ConfigSource::Persisted, at, host),
@@ -139,6 +105,52 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         active: Active { config: migration, decision, source, applied_at_ms, host_overrides },
         fetcher,
         notes,
+    })
+}
+
+/// What opening the database found that is worth telling; deletes old corrupt copies.
+fn note_storage(config: &SdkConfig, report: &crate::store::OpenReport, notes: &mut Vec<Note>) {
+    if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
+        notes.push((
+            log::Level::Error,
+            "storage",
+            format!(
+                "the outbox database was unreadable ({reason}); moved aside to {} and started afresh with the {} location(s) still readable in it",
+                aside.display(),
+                report.salvaged
+            ),
+        ));
+    }
+    let keep_ms = i64::from(config.max_outbox_age_hours) * 3_600_000;
+    let pruned = crate::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);
+    if pruned > 0 {
+        notes.push((log::Level::Info, "storage", format!("deleted {pruned} corrupt database copy(ies) older than maxOutboxAgeHours")));
+    }
+    if let Some(why) = &report.memory_only {
+        notes.push((
+            log::Level::Error,
+            "storage",
+            format!("cannot create the outbox database ({why}): locations are kept in memory for this run, and lost if the app is killed"),
+        ));
+    }
+    if let Some(v) = report.newer_schema {
+        notes.push((log::Level::Warn, "storage", format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::store::SCHEMA_VERSION)));
+    }
+}
+
+/// The last known good config (with when it was applied and the host's override ids), if a
+/// readable one was persisted.
+type Persisted = (MigrationConfig, i64, std::collections::BTreeSet<String>);
+fn persisted_config(db: &Store, notes: &mut Vec<Note>) -> Result<Option<Persisted>, Error> {
+    Ok(match db.load_config()? {
+        Some(stored) => match MigrationConfig::from_persisted(&stored.json) {
+            Ok(c) => Some((c, stored.applied_at_ms, host_overrides(&stored.json))),
+            Err(e) => {
+                notes.push((log::Level::Error, "config", format!("ignores its persisted config ({e})")));
+                None
+            }
+        },
+        None => None,
     })
 }
 
