@@ -409,7 +409,7 @@ impl Publisher {
     }
 
     /// Queues several locations at once (backlog import), in order, all or none: at most
-    /// [`MAX_LOCATIONS_PER_CALL`] and at most `maxOutboxRows` (a larger batch is refused whole
+    /// 10,000 (`MAX_LOCATIONS_PER_CALL`) and at most `maxOutboxRows` (a larger batch is refused whole
     /// with `BatchTooLarge`, so the caps can never evict part of the batch being inserted). All
     /// are validated first: if one is invalid, none is queued and the error names its index.
     pub fn send_locations(&self, locations: Vec<Location>) -> Result<Vec<String>, DualPubError> {
@@ -516,7 +516,7 @@ impl Publisher {
     /// Fetches the config from `remoteConfigUrl` now (a silent push said it changed), unless an
     /// earlier failure's backoff is in force, and applies it. A fetch that starts while this call
     /// waits for one in progress answers for it too. Blocks at most
-    /// [`crate::fetch::REFRESH_TIMEOUT`]: background threads only (an async task gets `Internal`).
+    /// 25 s: background threads only (an async task gets `Internal`).
     pub fn refresh_config(&self) -> Result<crate::fetch::FetchResult, DualPubError> {
         self.run_fetch(crate::fetch::Trigger::Refresh).map(|r| r.unwrap_or(crate::fetch::FetchResult::NotConfigured))
     }
@@ -732,7 +732,7 @@ impl Publisher {
     }
 
     /// Messages Pub/Sub refused as invalid, oldest first (at most
-    /// [`crate::outbox::MAX_DEAD_LETTERS`]; beyond that, and past `maxOutboxAgeHours`, the oldest
+    /// 10,000; beyond that, and past `maxOutboxAgeHours`, the oldest
     /// are dropped and counted).
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.dead_letters_page(0, u32::MAX)
@@ -761,7 +761,7 @@ impl Publisher {
     }
 
     /// Stops accepting, stops the transport tasks (they finish the attempt in progress, at most
-    /// [`crate::tasks::TASK_STOP_TIMEOUT`]), disconnects, and waits (at most 5 s) until the outbox is on disk.
+    /// 3 s), disconnects, and waits (at most 5 s) until the outbox is on disk.
     /// What is still owed is delivered by the next publisher on the same data directory.
     pub fn close(&self) {
         let was_closed = std::mem::replace(&mut self.shared.lock().closed, true);
