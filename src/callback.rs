@@ -54,14 +54,15 @@ mod tests {
     fn hung_calls_are_capped_and_counted_until_they_return() {
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
-        let base = running();
         let mut hung = Vec::new();
-        while running() < MAX_RUNNING {
+        while let Some(rx) = {
             let w = wait.clone();
-            hung.push(spawn(move || w.lock().unwrap().recv().ok()).expect("below the cap"));
+            spawn(move || w.lock().unwrap().recv().ok())
+        } {
+            hung.push(rx);
         }
-        assert!(spawn(|| ()).is_none(), "no thread beyond the cap");
-        for _ in 0..MAX_RUNNING - base {
+        assert_eq!(running(), MAX_RUNNING, "spawned up to the cap, and refused beyond it");
+        for _ in 0..hung.len() {
             release.send(()).unwrap();
         }
         for rx in hung {

@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     config_listener: Mutex<Option<Arc<dyn ConfigListener>>>,
     /// Decision changes not yet told to the listener (see [`Shared::tell_listener`]).
     untold: Mutex<std::collections::VecDeque<Change>>,
+    /// Someone is telling the listener (see [`Shared::tell_untold`]).
+    telling: AtomicBool,
     /// Config documents or values refused since start-up.
     config_rejected: AtomicU64,
     /// Fetches the migration config from `remoteConfigUrl`.
@@ -128,26 +130,36 @@ impl Shared {
     }
 
     /// Tells the app's `ConfigListener` (if any) that the decision changed; whatever it throws
-    /// or panics with stays here. A change made by the listener itself (it applied a config) is
-    /// queued and told by the outermost call once the listener returns, in order: a listener
-    /// that applies configs back and forth loops, it never recurses into a stack overflow.
+    /// or panics with stays here. See [`Shared::tell_untold`].
     fn tell_listener(&self, old: RolloutDecision, new: RolloutDecision) {
-        thread_local! {
-            static TELLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-        }
         self.untold.lock().unwrap_or_else(|p| p.into_inner()).push_back((old, new));
-        if TELLING.with(|t| t.replace(true)) {
-            return; // inside a listener call on this thread: the loop below tells it
-        }
+        self.tell_untold();
+    }
+
+    /// Tells the listener every queued change, in order, one call at a time. Whoever finds no
+    /// one telling does the telling; a change queued meanwhile (by another thread, or by the
+    /// listener itself applying a config) is told by that teller once the current call returns,
+    /// so a listener that applies configs back and forth loops instead of recursing.
+    fn tell_untold(&self) {
         loop {
-            let next = self.untold.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-            let Some((old, new)) = next else { break };
-            let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(l) = listener {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(old, new)));
+            if self.telling.swap(true, Ordering::SeqCst) {
+                return; // someone (perhaps this very thread, further up) is telling
+            }
+            loop {
+                let next = self.untold.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some((old, new)) = next else { break };
+                let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Some(l) = listener {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(old, new)));
+                }
+            }
+            self.telling.store(false, Ordering::SeqCst);
+            // A change queued after the last pop and before the flag was cleared found someone
+            // telling and left it to us: go round again.
+            if self.untold.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                return;
             }
         }
-        TELLING.with(|t| t.set(false));
     }
 
     /// As [`Shared::apply`], leaving the listener to the caller: returns the new decision and,
@@ -244,10 +256,12 @@ impl Shared {
     /// listener on an SDK callback thread, never on a runtime worker.
     async fn scheduled_fetch(self: &Arc<Self>) -> Option<FetchResult> {
         let (result, change) = self.fetch_config(Trigger::Schedule).await;
-        if let Some((old, new)) = change {
+        if let Some(c) = change {
+            // Queued first: if no callback thread can be had now, the next change tells it too.
+            self.untold.lock().unwrap_or_else(|p| p.into_inner()).push_back(c);
             let shared = self.clone();
-            if crate::callback::spawn(move || shared.tell_listener(old, new)).is_none() {
-                self.event(log::Level::Error, "config", || "ConfigListener not told of a change: too many app callbacks are stuck".into());
+            if crate::callback::spawn(move || shared.tell_untold()).is_none() {
+                self.event(log::Level::Error, "config", || "ConfigListener told later: too many app callbacks are stuck".into());
             }
         }
         result
@@ -277,6 +291,8 @@ impl Shared {
             // Durable, or the disk failed: either way the transports may have them now.
             st.outbox.make_visible(&commit.durable);
             match &commit.failed {
+                // In memory only (no room on the disk): committed, but nothing survives a kill.
+                None if self.memory_only => {}
                 None => {
                     if let Some(&max) = commit.durable.iter().max() {
                         st.durable_seq = st.durable_seq.max(max);
@@ -384,6 +400,7 @@ impl Publisher {
             precise_coordinates: AtomicBool::new(false),
             config_listener: Mutex::new(None),
             untold: Mutex::new(Default::default()),
+            telling: AtomicBool::new(false),
             config_rejected: AtomicU64::new(0),
             fetcher: r.fetcher,
             memory_only: r.memory_only,
@@ -567,7 +584,10 @@ impl Publisher {
     pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::remote::ConfigListener>>) {
         let st = self.shared.lock();
         // After close nothing is kept: a listener holding its publisher would never be freed.
-        *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()) = if st.closed { None } else { listener };
+        let old = std::mem::replace(&mut *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()), if st.closed { None } else { listener });
+        drop(st);
+        // The old listener is released (a call into the app's runtime) with no lock held.
+        drop(old);
     }
 
     /// Parses and applies a config document (docs/CONTRACT.md#migration-config).
@@ -743,11 +763,12 @@ impl Publisher {
         self.shared.lock().outbox.dead_letters(after_id, limit as usize)
     }
 
-    /// How long a blocking call may wait here: on a runtime worker (an SDK task, or an app
-    /// callback that somehow runs there) not at all, since the work it would wait for needs
-    /// that worker; it answers at once and the misuse is logged.
+    /// How long a blocking call may wait here: on one of the SDK runtime's threads (an SDK
+    /// task, or an app callback that somehow runs there) not at all, since the work it would
+    /// wait for needs that thread; it answers at once and the misuse is logged. The app's own
+    /// runtime threads may wait (their owner decides).
     fn blocking_allowed(&self, call: &'static str, timeout: Duration) -> Duration {
-        if tokio::runtime::Handle::try_current().is_ok() {
+        if runtime::on_sdk_thread() {
             self.shared.event(log::Level::Warn, "internal", || Error::WouldBlock(call).to_string());
             Duration::ZERO
         } else {

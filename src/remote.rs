@@ -60,8 +60,10 @@ pub struct ConfigStatus {
 }
 
 /// Implemented by the app to hear about every change of decision (a rollout step reaching this
-/// device, an emergency rollback). Called on the thread that applied the config; must return
-/// quickly.
+/// device, an emergency rollback), in order, one call at a time. Called on the thread that
+/// applied the config (`applyConfig*`, `refreshConfig`) or, for a scheduled fetch, on an SDK
+/// callback thread (never the main thread, never a transport's); should return quickly. A
+/// change the listener makes itself is told after it returns.
 #[uniffi::export(foreign)]
 pub trait ConfigListener: Send + Sync {
     /// The decision changed from `old` to `new`.

@@ -8,6 +8,16 @@ use tokio::runtime::{Handle, Runtime};
 /// Worker threads: enough for two transports' I/O, small enough for a phone.
 pub const WORKER_THREADS: usize = 2;
 
+thread_local! {
+    static SDK_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is one of the SDK runtime's threads (its workers or its blocking
+/// pool): a blocking wait there can hold up the very work it waits for.
+pub(crate) fn on_sdk_thread() -> bool {
+    SDK_WORKER.with(|w| w.get())
+}
+
 static RUNTIME: OnceLock<Result<Runtime, (std::io::ErrorKind, String)>> = OnceLock::new();
 
 /// The runtime handle, starting the runtime on first call.
@@ -18,6 +28,7 @@ pub(crate) fn handle() -> Result<Handle, Error> {
                 .worker_threads(WORKER_THREADS)
                 .max_blocking_threads(4)
                 .thread_name("dualpub-worker")
+                .on_thread_start(|| SDK_WORKER.with(|w| w.set(true)))
                 .enable_all()
                 .build()
                 .map_err(|e| (e.kind(), e.to_string()))

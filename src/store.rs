@@ -351,10 +351,12 @@ impl Store {
                 private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
                 let mut store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
                 let salvaged = salvage(&aside);
-                let rows = salvaged.iter().filter(|op| matches!(op, Op::Insert(_))).count();
-                if !salvaged.is_empty() {
-                    store.apply(&salvaged)?;
-                }
+                // What cannot be written (a disk too full for it) stays in the copy; the app
+                // still gets its publisher.
+                let rows = match store.apply(&salvaged) {
+                    Ok(()) => salvaged.iter().filter(|op| matches!(op, Op::Insert(_))).count(),
+                    Err(_) => 0,
+                };
                 Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), salvaged: rows, ..OpenReport::default() }))
             }
         }
@@ -401,12 +403,33 @@ impl Store {
         for (step, ddl) in MIGRATIONS.iter().enumerate() {
             let to = step as i32 + 1;
             if version < to {
-                self.conn.execute_batch(&format!("BEGIN IMMEDIATE; {ddl} PRAGMA user_version = {to}; COMMIT;"))?;
+                self.conn.execute_batch("BEGIN IMMEDIATE")?;
+                let done = self.run_step(ddl).and_then(|()| self.conn.execute_batch(&format!("PRAGMA user_version = {to}; COMMIT;")));
+                if let Err(e) = done {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
             }
         }
         // Take the exclusive lock now, so a second publisher on this directory fails at once.
         self.conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")?;
         Ok(version)
+    }
+
+    /// Runs one schema step, statement by statement. `ALTER TABLE t ADD COLUMN c …` is skipped
+    /// when `t` already has `c`, so a step can never fail on a column an earlier build added.
+    fn run_step(&self, ddl: &str) -> rusqlite::Result<()> {
+        for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let words: Vec<&str> = statement.split_whitespace().collect();
+            if let ["ALTER", "TABLE", table, "ADD", "COLUMN", column, ..] = words.as_slice() {
+                let has: i64 = self.conn.query_row("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2", params![table, column], |r| r.get(0))?;
+                if has > 0 {
+                    continue;
+                }
+            }
+            self.conn.execute_batch(statement)?;
+        }
+        Ok(())
     }
 
     /// Every stored row, oldest first.
@@ -708,6 +731,45 @@ mod tests {
         assert_eq!(s.load_config().unwrap().unwrap().json, "{\"version\": 9}");
         s.apply(&[Op::SaveFetchState("{}".into())]).unwrap();
         assert_eq!(s.load_fetch_state().unwrap().as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn a_schema_3_directory_with_rows_and_dead_letters_is_upgraded_and_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            for ddl in &MIGRATIONS[..3] {
+                c.execute_batch(ddl).unwrap();
+            }
+            c.execute_batch(
+                "PRAGMA user_version = 3;
+                 INSERT INTO outbox VALUES (1, 'e1', X'7B7D', 1, 2, 1, 0);
+                 INSERT INTO dead_letters VALUES (4, 'e4', X'7B7D', 1, 1, 'HTTP 400');",
+            )
+            .unwrap();
+        }
+        let (s, _) = Store::open(dir.path(), None).unwrap();
+        let rows = s.load_rows().unwrap();
+        assert_eq!((rows.len(), rows[0].observed_at_ms), (1, None), "kept; no run-clock time yet");
+        let (letters, dropped) = s.load_dead_letters(10).unwrap();
+        assert_eq!((letters.len(), letters[0].observed_at_ms, dropped), (1, None, 0));
+        assert_eq!(s.load_observed_ms().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_step_never_fails_on_a_column_an_earlier_build_added() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Schema 4 as a development build wrote it: with step 5's column already there.
+            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            for ddl in &MIGRATIONS[..4] {
+                c.execute_batch(ddl).unwrap();
+            }
+            c.execute_batch("ALTER TABLE dead_letters ADD COLUMN observed_at_ms INTEGER; PRAGMA user_version = 4;").unwrap();
+        }
+        let (s, report) = Store::open(dir.path(), None).unwrap();
+        assert_eq!(report.moved_aside, None);
+        assert_eq!(s.conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i32>(0)).unwrap(), SCHEMA_VERSION);
     }
 
     #[test]

@@ -19,8 +19,9 @@ impl Tasks {
     }
 
     /// Waits (at most [`TASK_STOP_TIMEOUT`]) for every task to end after shutdown was signalled;
-    /// aborts those that do not. From inside the runtime (a drop on an SDK thread) it cannot
-    /// block: the tasks end on their own.
+    /// aborts those that do not. Inside any tokio runtime (a drop on an SDK thread, or a Rust
+    /// app closing from its own async code) it cannot block: the tasks are left to end on their
+    /// own, which they do at the shutdown signal.
     pub fn stop(&self) {
         let tasks = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
         if tasks.is_empty() || tokio::runtime::Handle::try_current().is_ok() {

@@ -141,6 +141,7 @@ fn a_full_disk_at_the_first_start_keeps_the_outbox_in_memory() {
     let p = TestDevice::new(&device("full-disk"), &emu).rollout(100.0).with(|c| c.data_dir = data_dir).try_start();
     let p = p.expect("a full disk is not a reason to refuse the app: the outbox goes to memory");
     let ids = p.send_locations((0..5).map(location).collect()).unwrap();
+    assert!(!p.await_durable(1_000).unwrap(), "in memory is not durable: a kill would lose them");
     let r = p.flush(10_000).unwrap();
     assert!(r.completed, "{r:?}");
     assert_eq!(ids.len(), 5);
@@ -299,4 +300,35 @@ fn what_is_readable_in_a_corrupt_database_is_salvaged() {
     let status = p.config_status().unwrap();
     assert_eq!((status.source, status.version), (dualpub::ConfigSource::Persisted, 7), "and the last known good config (an emergency)");
     assert!(!p.decision().unwrap().pubsub_enabled);
+}
+
+/// Applies a config to `other` when told of a change, once.
+struct CallsTheOther {
+    other: Mutex<Option<Arc<DualPublisher>>>,
+    told: AtomicUsize,
+}
+
+impl ConfigListener for CallsTheOther {
+    fn on_decision_changed(&self, _old: RolloutDecision, _new: RolloutDecision) {
+        if self.told.fetch_add(1, Ordering::SeqCst) == 0 {
+            if let Some(o) = self.other.lock().unwrap().clone() {
+                o.apply_config(MigrationConfig { version: 3, pubsub_enabled: true, pubsub_percentage: 100.0, ..MigrationConfig::default() }).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_listener_that_applies_a_config_to_another_publisher_gets_that_one_told_at_once() {
+    let emu = emulator();
+    let a = TestDevice::new(&device("listener-a"), &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let b = TestDevice::new(&device("listener-b"), &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let la = Arc::new(CallsTheOther { other: Mutex::new(Some(b.clone())), told: AtomicUsize::new(0) });
+    let lb = Arc::new(CallsTheOther { other: Mutex::new(None), told: AtomicUsize::new(0) });
+    a.set_config_listener(Some(la.clone())).unwrap();
+    b.set_config_listener(Some(lb.clone())).unwrap();
+    a.apply_config(rollout(100.0)).unwrap();
+    assert_eq!(la.told.load(Ordering::SeqCst), 1);
+    assert_eq!(lb.told.load(Ordering::SeqCst), 1, "B's change, made inside A's listener, was told before A's apply returned");
+    *la.other.lock().unwrap() = None;
 }

@@ -607,8 +607,10 @@ fileprivate struct FfiConverterString: FfiConverter {
 
 /**
  * Implemented by the app to hear about every change of decision (a rollout step reaching this
- * device, an emergency rollback). Called on the thread that applied the config; must return
- * quickly.
+ * device, an emergency rollback), in order, one call at a time. Called on the thread that
+ * applied the config (`applyConfig*`, `refreshConfig`) or, for a scheduled fetch, on an SDK
+ * callback thread (never the main thread, never a transport's); should return quickly. A
+ * change the listener makes itself is told after it returns.
  */
 public protocol ConfigListener: AnyObject, Sendable {
     
@@ -620,8 +622,10 @@ public protocol ConfigListener: AnyObject, Sendable {
 }
 /**
  * Implemented by the app to hear about every change of decision (a rollout step reaching this
- * device, an emergency rollback). Called on the thread that applied the config; must return
- * quickly.
+ * device, an emergency rollback), in order, one call at a time. Called on the thread that
+ * applied the config (`applyConfig*`, `refreshConfig`) or, for a scheduled fetch, on an SDK
+ * callback thread (never the main thread, never a transport's); should return quickly. A
+ * change the listener makes itself is told after it returns.
  */
 open class ConfigListenerImpl: ConfigListener, @unchecked Sendable {
     fileprivate let handle: UInt64

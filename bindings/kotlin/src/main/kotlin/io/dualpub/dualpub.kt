@@ -1503,8 +1503,10 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
 
 /**
  * Implemented by the app to hear about every change of decision (a rollout step reaching this
- * device, an emergency rollback). Called on the thread that applied the config; must return
- * quickly.
+ * device, an emergency rollback), in order, one call at a time. Called on the thread that
+ * applied the config (`applyConfig*`, `refreshConfig`) or, for a scheduled fetch, on an SDK
+ * callback thread (never the main thread, never a transport's); should return quickly. A
+ * change the listener makes itself is told after it returns.
  */
 public interface ConfigListener {
     
@@ -1518,8 +1520,10 @@ public interface ConfigListener {
 
 /**
  * Implemented by the app to hear about every change of decision (a rollout step reaching this
- * device, an emergency rollback). Called on the thread that applied the config; must return
- * quickly.
+ * device, an emergency rollback), in order, one call at a time. Called on the thread that
+ * applied the config (`applyConfig*`, `refreshConfig`) or, for a scheduled fetch, on an SDK
+ * callback thread (never the main thread, never a transport's); should return quickly. A
+ * change the listener makes itself is told after it returns.
  */
 open class ConfigListenerImpl: Disposable, AutoCloseable, ConfigListener
 {
