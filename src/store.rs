@@ -714,17 +714,20 @@ mod tests {
         assert_eq!(s.load_fetch_state().unwrap().as_deref(), Some("{\"etag\":\"b\"}"));
     }
 
+    /// A data directory as a build with schema `version` left it, then `sql` run on it.
+    fn directory_at_schema(version: usize, sql: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        for ddl in &MIGRATIONS[..version] {
+            c.execute_batch(ddl).unwrap();
+        }
+        c.execute_batch(&format!("PRAGMA user_version = {version}; {sql}")).unwrap();
+        dir
+    }
+
     #[test]
     fn an_older_schema_is_upgraded_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            // A data directory written by a build with schema 2.
-            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
-            for ddl in &MIGRATIONS[..2] {
-                c.execute_batch(ddl).unwrap();
-            }
-            c.execute_batch("PRAGMA user_version = 2; INSERT INTO config VALUES (1, '{\"version\": 9}', 'fetched', 5);").unwrap();
-        }
+        let dir = directory_at_schema(2, "INSERT INTO config VALUES (1, '{\"version\": 9}', 'fetched', 5);");
         let (mut s, report) = Store::open(dir.path(), None).unwrap();
         assert_eq!(report.moved_aside, None);
         assert_eq!(s.conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i32>(0)).unwrap(), SCHEMA_VERSION);
@@ -735,19 +738,11 @@ mod tests {
 
     #[test]
     fn a_schema_3_directory_with_rows_and_dead_letters_is_upgraded_and_keeps_them() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
-            for ddl in &MIGRATIONS[..3] {
-                c.execute_batch(ddl).unwrap();
-            }
-            c.execute_batch(
-                "PRAGMA user_version = 3;
-                 INSERT INTO outbox VALUES (1, 'e1', X'7B7D', 1, 2, 1, 0);
-                 INSERT INTO dead_letters VALUES (4, 'e4', X'7B7D', 1, 1, 'HTTP 400');",
-            )
-            .unwrap();
-        }
+        let dir = directory_at_schema(
+            3,
+            "INSERT INTO outbox VALUES (1, 'e1', X'7B7D', 1, 2, 1, 0);
+             INSERT INTO dead_letters VALUES (4, 'e4', X'7B7D', 1, 1, 'HTTP 400');",
+        );
         let (s, _) = Store::open(dir.path(), None).unwrap();
         let rows = s.load_rows().unwrap();
         assert_eq!((rows.len(), rows[0].observed_at_ms), (1, None), "kept; no run-clock time yet");
@@ -758,15 +753,8 @@ mod tests {
 
     #[test]
     fn a_step_never_fails_on_a_column_an_earlier_build_added() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            // Schema 4 as a development build wrote it: with step 5's column already there.
-            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
-            for ddl in &MIGRATIONS[..4] {
-                c.execute_batch(ddl).unwrap();
-            }
-            c.execute_batch("ALTER TABLE dead_letters ADD COLUMN observed_at_ms INTEGER; PRAGMA user_version = 4;").unwrap();
-        }
+        // Schema 4 as a development build wrote it: with step 5's column already there.
+        let dir = directory_at_schema(4, "ALTER TABLE dead_letters ADD COLUMN observed_at_ms INTEGER;");
         let (s, report) = Store::open(dir.path(), None).unwrap();
         assert_eq!(report.moved_aside, None);
         assert_eq!(s.conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i32>(0)).unwrap(), SCHEMA_VERSION);
