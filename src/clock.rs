@@ -40,6 +40,12 @@ impl RunClock {
     pub fn base_ms(&self) -> i64 {
         self.base_ms
     }
+
+    /// A time an earlier run stored (`None`: written before the run clock existed, so it counts
+    /// as this run's start), never later than this run's start.
+    pub fn restored(&self, stored_ms: Option<i64>) -> i64 {
+        stored_ms.unwrap_or(self.base_ms).min(self.base_ms)
+    }
 }
 
 impl Default for RunClock {

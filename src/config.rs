@@ -231,7 +231,7 @@ impl MigrationConfig {
             return Err(ConfigError::TooLarge(json.len()));
         }
         let parsed = Self::parse_any_size(json)?;
-        parsed.config.check_size()?;
+        parsed.config.validate()?;
         Ok(parsed)
     }
 
@@ -340,17 +340,18 @@ impl MigrationConfig {
     /// Checks every value and the size ([`MAX_DOCUMENT_BYTES`] as JSON): every config applied,
     /// whatever its source, passes here, so whatever is persisted reads back.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_values()?;
-        self.check_size()
+        self.document().map(drop)
     }
 
-    /// The config as JSON is at most [`MAX_DOCUMENT_BYTES`].
-    fn check_size(&self) -> Result<(), ConfigError> {
-        let size = self.to_json().to_string().len();
-        if size > MAX_DOCUMENT_BYTES {
-            return Err(ConfigError::TooLarge(size));
+    /// The config as the JSON document the SDK persists, once [`MigrationConfig::validate`]
+    /// holds (the size is measured on this very text).
+    pub(crate) fn document(&self) -> Result<String, ConfigError> {
+        self.validate_values()?;
+        let text = self.to_json().to_string();
+        if text.len() > MAX_DOCUMENT_BYTES {
+            return Err(ConfigError::TooLarge(text.len()));
         }
-        Ok(())
+        Ok(text)
     }
 
     /// Checks every value (not the size).

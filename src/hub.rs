@@ -71,9 +71,17 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits on [`Hub::progress`] for at most `timeout`.
-    pub fn wait<'a>(&self, st: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {
-        self.progress.wait_timeout(st, timeout).unwrap_or_else(|p| p.into_inner()).0
+    /// Waits on [`Hub::progress`] until `done` holds, the publisher is closed, or `timeout`
+    /// (counted from `start`) has passed; returns the lock for a last look.
+    pub fn wait_until<'a>(&self, mut st: MutexGuard<'a, State>, start: Instant, timeout: Duration, done: impl Fn(&State) -> bool) -> MutexGuard<'a, State> {
+        while !done(&st) && !st.closed {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            st = self.progress.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        st
     }
 
     /// Records rows that left the outbox while the lock `st` is still held (so a `flush` that

@@ -110,7 +110,7 @@ impl Row {
     /// was off must not age a durable backlog into eviction. A row from before the run clock
     /// existed counts as new.
     pub fn restored(r: StoredRow, clock: &crate::clock::RunClock) -> Row {
-        let observed_at_ms = r.observed_at_ms.unwrap_or(clock.base_ms()).min(clock.base_ms());
+        let observed_at_ms = clock.restored(r.observed_at_ms);
         let age = Duration::from_millis((clock.base_ms() - observed_at_ms) as u64);
         let now = Instant::now();
         Row {
@@ -306,12 +306,10 @@ impl Outbox {
         self.make_visible(&seqs);
         self.next_dead_letter_id = self.next_dead_letter_id.max(dead_letters.iter().map(|d| d.id).max().unwrap_or(0));
         self.dead_letter_bytes = dead_letters.iter().map(|d| d.payload.len()).sum();
-        let base = self.run_clock.base_ms();
         self.dead_letters = dead_letters
             .into_iter()
             .map(|d| {
-                // Written before the run clock existed: counts as dead-lettered now.
-                let at = d.observed_at_ms.unwrap_or(base).min(base);
+                let at = self.run_clock.restored(d.observed_at_ms);
                 let letter = DeadLetter {
                     id: d.id,
                     event_id: d.event_id,
@@ -577,6 +575,7 @@ impl Outbox {
     pub fn dead_letter(&mut self, t: Transport, seq: u64, error: String) -> Vec<Completed> {
         if let Some(row) = self.rows.get(&seq) {
             self.next_dead_letter_id += 1;
+            let now = self.run_clock.now_ms();
             let stored = StoredDeadLetter {
                 id: self.next_dead_letter_id,
                 event_id: row.event_id.to_string(),
@@ -584,7 +583,7 @@ impl Outbox {
                 timestamp_ms: row.timestamp_ms,
                 transport: t,
                 error: error.clone(),
-                observed_at_ms: Some(self.run_clock.now_ms()),
+                observed_at_ms: Some(now),
             };
             self.dead_letter_bytes += row.payload.len();
             let letter = DeadLetter {
@@ -595,7 +594,7 @@ impl Outbox {
                 error,
                 timestamp_ms: row.timestamp_ms,
             };
-            self.dead_letters.push_back((letter, self.run_clock.now_ms()));
+            self.dead_letters.push_back((letter, now));
             self.persist(Op::DeadLetter(stored));
         }
         self.settle(t, &[seq], Delivery::DeadLettered)

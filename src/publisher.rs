@@ -170,7 +170,13 @@ impl Shared {
         source: ConfigSource,
         host_overrides: HostOverrides,
     ) -> Result<(RolloutDecision, Option<Change>), DualPubError> {
-        config.validate().inspect_err(|e| self.config_refused(e))?;
+        // Validated and serialised once, before the lock: the document may be 256 KiB.
+        let mut document = config.document().inspect_err(|e| self.config_refused(e))?;
+        if !host_overrides.is_empty() {
+            let mut json = config.to_json();
+            json[crate::remote::HOST_OVERRIDES_KEY] = serde_json::json!(host_overrides);
+            document = json.to_string();
+        }
         let s = &self.settings;
         let decision = decide(&config, &s.device_id, s.company_id.as_deref());
         let mut st = self.lock();
@@ -178,11 +184,7 @@ impl Shared {
             return Err(DualPubError::Closed);
         }
         let applied_at_ms = clock::now_ms();
-        let mut json = config.to_json();
-        if !host_overrides.is_empty() {
-            json[crate::remote::HOST_OVERRIDES_KEY] = serde_json::json!(host_overrides);
-        }
-        st.outbox.persist_config(store::StoredConfig { json: json.to_string(), source: source.as_str().into(), applied_at_ms });
+        st.outbox.persist_config(store::StoredConfig { json: document, source: source.as_str().into(), applied_at_ms });
         let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms, host_overrides }));
         // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
         // for it; MQTT takes over anything that would otherwise be owed to nobody.
@@ -609,15 +611,9 @@ impl Publisher {
     pub fn await_durable(&self, timeout: Duration) -> bool {
         let timeout = self.blocking_allowed("awaitDurable", timeout);
         let start = Instant::now();
-        let mut st = self.shared.lock();
+        let st = self.shared.lock();
         let target = st.next_seq - 1;
-        while st.durable_seq < target && !st.closed {
-            let left = timeout.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            st = self.shared.hub.wait(st, left);
-        }
+        let st = self.shared.hub.wait_until(st, start, timeout, |st| st.durable_seq >= target);
         st.durable_seq >= target
     }
 
@@ -716,17 +712,11 @@ impl Publisher {
     pub fn flush(&self, timeout: Duration) -> FlushReport {
         let timeout = self.blocking_allowed("flush", timeout);
         let start = Instant::now();
-        let mut st = self.shared.lock();
+        let st = self.shared.lock();
         let target = st.next_seq - 1;
         self.shared.hub.flush_target.fetch_max(target, Ordering::SeqCst);
         self.shared.hub.wake_all();
-        while !st.outbox.drained_up_to(target) && !st.closed {
-            let left = timeout.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            st = self.shared.hub.wait(st, left);
-        }
+        let st = self.shared.hub.wait_until(st, start, timeout, |st| st.outbox.drained_up_to(target));
         let (pending_mqtt, pending_pubsub) = st.outbox.owed_up_to(target);
         FlushReport { completed: pending_mqtt == 0 && pending_pubsub == 0, pending_mqtt, pending_pubsub, elapsed_ms: start.elapsed().as_millis() as u64 }
     }

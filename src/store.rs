@@ -209,24 +209,28 @@ pub struct OpenReport {
     pub salvaged: usize,
 }
 
+/// A row of `SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub …`.
+fn stored_row(r: &rusqlite::Row<'_>, observed_at_ms: Option<i64>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
+        seq: r.get::<_, i64>(0)? as u64,
+        event_id: r.get(1)?,
+        payload: r.get(2)?,
+        timestamp_ms: r.get(3)?,
+        accepted_at_ms: r.get(4)?,
+        mqtt: delivery(r.get(5)?),
+        pubsub: delivery(r.get(6)?),
+        observed_at_ms,
+    })
+}
+
 /// What can still be read from a corrupt database: the rows of the outbox up to the first
 /// unreadable page, and the last known good config. As ops to apply to a fresh database.
 fn salvage(path: &Path) -> Vec<Op> {
     let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else { return Vec::new() };
     let mut ops = Vec::new();
     if let Ok(mut stmt) = conn.prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub FROM outbox ORDER BY seq") {
-        if let Ok(rows) = stmt.query_map([], |r| {
-            Ok(StoredRow {
-                seq: r.get::<_, i64>(0)? as u64,
-                event_id: r.get(1)?,
-                payload: r.get(2)?,
-                timestamp_ms: r.get(3)?,
-                accepted_at_ms: r.get(4)?,
-                mqtt: delivery(r.get(5)?),
-                pubsub: delivery(r.get(6)?),
-                observed_at_ms: None, // counts as new: age is never guessed
-            })
-        }) {
+        // No run-clock time: the row counts as new (an age is never guessed).
+        if let Ok(rows) = stmt.query_map([], |r| stored_row(r, None)) {
             ops.extend(rows.map_while(Result::ok).map(Op::Insert));
         }
     }
@@ -436,18 +440,7 @@ impl Store {
     pub fn load_rows(&self) -> rusqlite::Result<Vec<StoredRow>> {
         let mut stmt =
             self.conn.prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms FROM outbox ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(StoredRow {
-                seq: r.get::<_, i64>(0)? as u64,
-                event_id: r.get(1)?,
-                payload: r.get(2)?,
-                timestamp_ms: r.get(3)?,
-                accepted_at_ms: r.get(4)?,
-                mqtt: delivery(r.get(5)?),
-                pubsub: delivery(r.get(6)?),
-                observed_at_ms: r.get(7)?,
-            })
-        })?;
+        let rows = stmt.query_map([], |r| stored_row(r, r.get(7)?))?;
         rows.collect()
     }
 

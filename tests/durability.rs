@@ -9,10 +9,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn dead_mqtt() -> String {
-    format!("mqtt://127.0.0.1:{}", dualpub_testbed::free_port().unwrap())
-}
-
 #[test]
 fn queued_locations_survive_a_restart_and_resume_in_order() {
     let emu = emulator();

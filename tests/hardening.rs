@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 fn a_batch_that_cannot_fit_is_refused_whole_and_never_evicts_itself() {
     let emu = emulator();
     let id = device("batch-limit");
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").with(|c| c.max_outbox_rows = 100).start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).with(|c| c.max_outbox_rows = 100).start();
     p.send_locations((0..80).map(location).collect()).unwrap();
     let e = p.send_locations((0..101).map(location).collect()).unwrap_err();
     assert!(matches!(e, DualPubError::BatchTooLarge { size: 101, limit: 100 }), "{e:?}");
@@ -22,7 +22,7 @@ fn a_batch_that_cannot_fit_is_refused_whole_and_never_evicts_itself() {
     assert_eq!(m.dropped.get("outbox_full"), Some(&80), "the older rows made room");
     assert_eq!((ids.len() as u64, m.mqtt.queue_depth), (100, 100), "the whole batch is queued");
 
-    let big = TestDevice::new(&device("batch-cap"), &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let big = TestDevice::new(&device("batch-cap"), &emu).mqtt(&dead_mqtt()).start();
     let e = big.send_locations((0..10_001).map(location).collect()).unwrap_err();
     assert!(matches!(e, DualPubError::BatchTooLarge { size: 10_001, limit: 10_000 }), "{e:?}");
     assert_eq!(big.send_locations((0..10_000).map(location).collect()).unwrap().len(), 10_000);
@@ -53,7 +53,7 @@ impl ConfigListener for FlipFlop {
 #[test]
 fn a_listener_that_applies_configs_back_and_forth_loops_without_recursing() {
     let emu = emulator();
-    let p = TestDevice::new(&device("flip-flop"), &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let p = TestDevice::new(&device("flip-flop"), &emu).mqtt(&dead_mqtt()).start();
     let l = Arc::new(FlipFlop { publisher: Mutex::new(Some(p.clone())), told: AtomicUsize::new(0), left: AtomicUsize::new(5_000) });
     p.set_config_listener(Some(l.clone())).unwrap();
     // Each change is told after the apply that made it returns: 5,000 flips, stack depth one.
@@ -70,9 +70,9 @@ fn the_outbox_is_readable_by_the_app_alone() {
     use std::os::unix::fs::PermissionsExt;
     let emu = emulator();
     let id = device("private-files");
-    let dir = std::env::temp_dir().join(format!("dualpub-test-{id}"));
+    let dir = data_dir(&id);
     let _ = std::fs::remove_dir_all(&dir);
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
     p.send_location(location(1)).unwrap();
     assert!(p.await_durable(5_000).unwrap());
     let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -86,7 +86,7 @@ fn the_outbox_is_readable_by_the_app_alone() {
 fn corrupt_copies_older_than_the_age_cap_are_deleted() {
     let emu = emulator();
     let id = device("corrupt-copies");
-    let dir = std::env::temp_dir().join(format!("dualpub-test-{id}"));
+    let dir = data_dir(&id);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let now = dualpub::clock::now_ms();
@@ -95,7 +95,7 @@ fn corrupt_copies_older_than_the_age_cap_are_deleted() {
     for f in [&old, &recent] {
         std::fs::write(f, b"locations of long ago").unwrap();
     }
-    let _p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let _p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
     assert!(!old.exists(), "a copy older than maxOutboxAgeHours (168 h) is deleted");
     assert!(recent.exists(), "a recent copy is kept");
 }
@@ -158,7 +158,7 @@ fn every_apply_has_one_size_limit_and_the_persisted_copy_is_never_refused_for_si
     use std::collections::HashMap;
     let emu = emulator();
     let id = device("config-size");
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").rollout(100.0).start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).rollout(100.0).start();
     // The host app merges 10,000 overrides and an emergency: more than a document may hold.
     let mut values: HashMap<String, String> = (0..10_000).map(|i| (format!("migration_override_dev-{i:05}"), r#"{"pubsubEnabled": true}"#.into())).collect();
     values.insert("emergency_mode".into(), "true".into());
@@ -170,7 +170,7 @@ fn every_apply_has_one_size_limit_and_the_persisted_copy_is_never_refused_for_si
 
     // A last known good copy larger than that (written by an earlier build) still wins at an
     // offline cold start: here an emergency.
-    let db = std::env::temp_dir().join(format!("dualpub-test-{id}")).join("outbox.db");
+    let db = outbox_db(&id);
     let overrides: serde_json::Map<String, serde_json::Value> =
         (0..10_000).map(|i| (format!("dev-{i:05}"), serde_json::json!({"pubsubEnabled": true}))).collect();
     let big =
@@ -179,7 +179,7 @@ fn every_apply_has_one_size_limit_and_the_persisted_copy_is_never_refused_for_si
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("INSERT OR REPLACE INTO config (id, json, source, applied_at_ms) VALUES (1, ?1, 'fetched', 1)", [&big]).unwrap();
     drop(conn);
-    let q = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").rollout(100.0).start();
+    let q = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).rollout(100.0).start();
     let status = q.config_status().unwrap();
     assert_eq!((status.source, status.version), (dualpub::ConfigSource::Persisted, 9));
     let d = q.decision().unwrap();
@@ -191,7 +191,7 @@ fn a_removed_override_key_removes_the_override() {
     use std::collections::HashMap;
     let emu = emulator();
     let id = device("override-removal");
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
     let key = format!("migration_override_{id}");
     let on = p.apply_remote_values(HashMap::from([(key, r#"{"pubsubEnabled": true}"#.to_string())])).unwrap();
     assert!(on.pubsub_enabled && on.reason == dualpub::DecisionReason::DeviceOverride);
@@ -203,12 +203,12 @@ fn a_removed_override_key_removes_the_override() {
 fn dead_letters_are_capped_by_count_and_age_and_paged() {
     let emu = emulator();
     let id = device("dead-letter-cap");
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
     p.shutdown();
     drop(p);
     // A topic that refused everything for a long while: 10,050 dead letters, 20 of them (ids
     // 100–119) kept for 200 h of the SDK's run clock (past the 168 h cap), the rest for 1 s.
-    let db = std::env::temp_dir().join(format!("dualpub-test-{id}")).join("outbox.db");
+    let db = outbox_db(&id);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let hour = 3_600_000i64;
     conn.execute_batch("BEGIN").unwrap();
@@ -223,7 +223,7 @@ fn dead_letters_are_capped_by_count_and_age_and_paged() {
     }
     conn.execute_batch("COMMIT").unwrap();
     drop(conn);
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
     let letters = p.dead_letters().unwrap();
     assert_eq!(letters.len(), 9_980, "at most 10,000 are kept, and none past the age cap");
     assert_eq!(letters[0].event_id, "e51", "the oldest were dropped");
@@ -241,18 +241,18 @@ fn dead_letters_are_capped_by_count_and_age_and_paged() {
 fn a_clock_set_forward_while_the_app_was_off_ages_no_durable_row() {
     let emu = emulator();
     let id = device("clock-jump");
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
     p.send_locations((0..100).map(location).collect()).unwrap();
     assert!(p.await_durable(5_000).unwrap());
     p.shutdown();
     drop(p);
     // The wall clock moved 170 h ahead before the next start (past the 168 h age cap): as far
     // as wall-clock differences go, every stored row is now a week old.
-    let db = std::env::temp_dir().join(format!("dualpub-test-{id}")).join("outbox.db");
+    let db = outbox_db(&id);
     let conn = rusqlite::Connection::open(&db).unwrap();
     assert_eq!(conn.execute("UPDATE outbox SET accepted_at_ms = accepted_at_ms - 170 * 3600 * 1000", []).unwrap(), 100);
     drop(conn);
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
     p.send_location(location(100)).unwrap();
     let m = p.metrics().unwrap();
     assert_eq!(m.dropped.get("too_old"), None, "{:?}", m.dropped);
@@ -263,10 +263,10 @@ fn a_clock_set_forward_while_the_app_was_off_ages_no_durable_row() {
 fn ids_that_pass_for_other_ids_or_topics_are_refused() {
     let emu = emulator();
     for bad in ["d\u{2215}evil", "d\u{ff0b}x", "d\u{ff03}x", "\u{202e}live-d", "d-1\u{200b}", "d-\u{fdd0}", "$SYS-1", "cafe\u{301}"] {
-        let e = TestDevice::new(bad, &emu).mqtt("mqtt://127.0.0.1:9").try_start().err();
+        let e = TestDevice::new(bad, &emu).mqtt(&dead_mqtt()).try_start().err();
         assert!(matches!(e, Some(DualPubError::InvalidId { .. })), "{bad:?} was accepted as a device id: {e:?}");
     }
-    let ok = TestDevice::new(&device("caf\u{e9}"), &emu).mqtt("mqtt://127.0.0.1:9").try_start();
+    let ok = TestDevice::new(&device("caf\u{e9}"), &emu).mqtt(&dead_mqtt()).try_start();
     assert!(ok.is_ok(), "an NFC id with an accent is fine: {:?}", ok.err());
 }
 
@@ -274,14 +274,14 @@ fn ids_that_pass_for_other_ids_or_topics_are_refused() {
 fn what_is_readable_in_a_corrupt_database_is_salvaged() {
     let emu = emulator();
     let id = device("salvage");
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
     p.apply_config(MigrationConfig { version: 7, emergency_mode: true, ..MigrationConfig::default() }).unwrap();
     p.send_locations((0..50).map(location).collect()).unwrap();
     assert!(p.await_durable(5_000).unwrap());
     p.shutdown();
     drop(p);
     // One page goes bad: the (empty) dead-letter table's. The outbox and the config are intact.
-    let db = std::env::temp_dir().join(format!("dualpub-test-{id}")).join("outbox.db");
+    let db = outbox_db(&id);
     let (root, page): (i64, i64) = {
         let conn = rusqlite::Connection::open(&db).unwrap();
         let root = conn.query_row("SELECT rootpage FROM sqlite_master WHERE name = 'dead_letters'", [], |r| r.get(0)).unwrap();
@@ -293,7 +293,7 @@ fn what_is_readable_in_a_corrupt_database_is_salvaged() {
         f.seek(std::io::SeekFrom::Start(((root - 1) * page) as u64)).unwrap();
         f.write_all(&[0xEE; 64]).unwrap();
     }
-    let p = TestDevice::new(&id, &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
     let m = p.metrics().unwrap();
     assert_eq!(m.storage_resets, 1, "the corrupt file was moved aside");
     assert_eq!((m.recovered, m.mqtt.queue_depth), (50, 50), "its readable locations were carried over");
@@ -321,8 +321,8 @@ impl ConfigListener for CallsTheOther {
 #[test]
 fn a_listener_that_applies_a_config_to_another_publisher_gets_that_one_told_at_once() {
     let emu = emulator();
-    let a = TestDevice::new(&device("listener-a"), &emu).mqtt("mqtt://127.0.0.1:9").start();
-    let b = TestDevice::new(&device("listener-b"), &emu).mqtt("mqtt://127.0.0.1:9").start();
+    let a = TestDevice::new(&device("listener-a"), &emu).mqtt(&dead_mqtt()).start();
+    let b = TestDevice::new(&device("listener-b"), &emu).mqtt(&dead_mqtt()).start();
     let la = Arc::new(CallsTheOther { other: Mutex::new(Some(b.clone())), told: AtomicUsize::new(0) });
     let lb = Arc::new(CallsTheOther { other: Mutex::new(None), told: AtomicUsize::new(0) });
     a.set_config_listener(Some(la.clone())).unwrap();

@@ -25,7 +25,7 @@ fn shutdown_releases_listeners_and_threads_and_leaves_the_log_level_alone() {
     let before = threads("dualpub-debug");
     let publishers: Vec<_> = (0..10)
         .map(|i| {
-            let p = TestDevice::new(&device(&format!("lifecycle-{i}")), &emu).mqtt("mqtt://127.0.0.1:9").start();
+            let p = TestDevice::new(&device(&format!("lifecycle-{i}")), &emu).mqtt(&dead_mqtt()).start();
             p.set_debug_listener(Some(Arc::new(Quiet))).unwrap();
             p
         })
@@ -42,7 +42,7 @@ fn shutdown_releases_listeners_and_threads_and_leaves_the_log_level_alone() {
         assert_eq!(threads("dualpub-debug"), before, "closed publishers (still referenced) keep no debug thread");
     }
     // Rust callers reach the core directly: debug mode after close must not raise the level.
-    let core = dualpub::Publisher::new(TestDevice::new(&device("lifecycle-core"), &emu).mqtt("mqtt://127.0.0.1:9").config(), None).unwrap();
+    let core = dualpub::Publisher::new(TestDevice::new(&device("lifecycle-core"), &emu).mqtt(&dead_mqtt()).config(), None).unwrap();
     core.close();
     core.set_debug_mode(Some(true));
     assert_eq!(dualpub::logging::level(), dualpub::logging::QUIET, "a closed publisher raised the process-wide log level");

@@ -52,9 +52,24 @@ pub fn rollout(percentage: f64) -> MigrationConfig {
     MigrationConfig { version: 1, pubsub_enabled: true, pubsub_percentage: percentage, ..MigrationConfig::default() }
 }
 
+/// The data directory a test device uses (it survives the publisher, for restart tests).
+pub fn data_dir(device_id: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("dualpub-test-{device_id}"))
+}
+
+/// The outbox database of a test device, for tests that reach into it.
+pub fn outbox_db(device_id: &str) -> std::path::PathBuf {
+    data_dir(device_id).join("outbox.db")
+}
+
+/// An MQTT URL nobody listens on (a free port): MQTT keeps everything queued.
+pub fn dead_mqtt() -> String {
+    format!("mqtt://127.0.0.1:{}", dualpub_testbed::free_port().unwrap())
+}
+
 /// An SDK config for the local test bed.
 pub fn config(device_id: &str, mqtt_url: &str, endpoint: &str, migration: MigrationConfig) -> SdkConfig {
-    SdkConfig::builder(device_id, mqtt_url, PROJECT, std::env::temp_dir().join(format!("dualpub-test-{device_id}")).to_string_lossy())
+    SdkConfig::builder(device_id, mqtt_url, PROJECT, data_dir(device_id).to_string_lossy())
         .company_id("c-9")
         .pubsub_endpoint(endpoint)
         .pubsub_topic(TOPIC)
