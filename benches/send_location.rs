@@ -66,7 +66,8 @@ fn caller_cost() {
         let t = Instant::now();
         loc.validate(dualpub::clock::now_ms()).unwrap();
         let id = dualpub::wire::new_event_id();
-        std::hint::black_box(dualpub::wire::encode(&id, "bench-device", None, &loc));
+        let acceptance = dualpub::wire::Acceptance { seq: n as u64 + 1, route: dualpub::wire::Route::Both, cfg: 1 };
+        std::hint::black_box(dualpub::wire::encode(&id, "bench-device", None, &loc, acceptance));
         baseline.push(t.elapsed());
         let t = Instant::now();
         std::hint::black_box(p.send_location(loc).unwrap());
@@ -106,7 +107,8 @@ fn durable_rate() -> tempfile::TempDir {
     let rows: Vec<(String, Vec<u8>)> = (0..DURABLE_BATCH)
         .map(|n| {
             let id = dualpub::wire::new_event_id();
-            let json = dualpub::wire::encode(&id, "bench-device", None, &location(n));
+            let acceptance = dualpub::wire::Acceptance { seq: n as u64 + 1, route: dualpub::wire::Route::Both, cfg: 1 };
+            let json = dualpub::wire::encode(&id, "bench-device", None, &location(n), acceptance);
             (id, json)
         })
         .collect();

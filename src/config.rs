@@ -62,6 +62,12 @@ pub struct MigrationConfig {
     /// Overrides by company id.
     #[uniffi(default)]
     pub company_overrides: HashMap<String, Override>,
+    /// Devices send migration reports (docs/CONTRACT.md#migration-reports); `reports.enabled`.
+    #[uniffi(default = true)]
+    pub reports_enabled: bool,
+    /// Seconds between two migration reports, 300–86,400 (`reports.intervalSecs`).
+    #[uniffi(default = 900)]
+    pub report_interval_secs: u32,
 }
 
 impl Default for MigrationConfig {
@@ -78,6 +84,8 @@ impl Default for MigrationConfig {
             rollout_algorithm: RolloutAlgorithm::V1,
             device_overrides: HashMap::new(),
             company_overrides: HashMap::new(),
+            reports_enabled: true,
+            report_interval_secs: crate::report::DEFAULT_INTERVAL_SECS,
         }
     }
 }
@@ -88,6 +96,13 @@ struct RawOverride {
     mqtt_enabled: Option<bool>,
     pubsub_enabled: Option<bool>,
     pubsub_percentage: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawReports {
+    enabled: Option<bool>,
+    interval_secs: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +124,7 @@ struct RawConfig {
     rollout: Option<RawRollout>,
     device_overrides: Option<serde_json::Map<String, serde_json::Value>>,
     company_overrides: Option<serde_json::Map<String, serde_json::Value>>,
+    reports: Option<RawReports>,
 }
 
 /// Largest config document accepted, in bytes (a hostile megabyte string is refused unread).
@@ -298,6 +314,8 @@ impl MigrationConfig {
             rollout_algorithm: algorithm,
             device_overrides,
             company_overrides,
+            reports_enabled: raw.reports.as_ref().and_then(|r| r.enabled).unwrap_or(d.reports_enabled),
+            report_interval_secs: raw.reports.as_ref().and_then(|r| r.interval_secs).unwrap_or(d.report_interval_secs),
         };
         config.validate_values()?;
         Ok(ParsedConfig { config, skipped, ignored })
@@ -334,6 +352,7 @@ impl MigrationConfig {
             "rollout": {"salt": self.rollout_salt, "algorithm": self.rollout_algorithm.as_str()},
             "deviceOverrides": overrides(&self.device_overrides),
             "companyOverrides": overrides(&self.company_overrides),
+            "reports": {"enabled": self.reports_enabled, "intervalSecs": self.report_interval_secs},
         })
     }
 
@@ -357,6 +376,13 @@ impl MigrationConfig {
     /// Checks every value (not the size).
     fn validate_values(&self) -> Result<(), ConfigError> {
         percentage("pubsubPercentage", self.pubsub_percentage)?;
+        use crate::report::{MAX_INTERVAL_SECS, MIN_INTERVAL_SECS};
+        if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&self.report_interval_secs) {
+            return Err(ConfigError::InvalidValue {
+                field: "reports.intervalSecs".into(),
+                reason: format!("{} is not in {MIN_INTERVAL_SECS}–{MAX_INTERVAL_SECS}", self.report_interval_secs),
+            });
+        }
         if self.rollout_salt.is_empty() || self.rollout_salt.len() > MAX_SALT_BYTES {
             return Err(ConfigError::InvalidValue { field: "rollout.salt".into(), reason: format!("must be 1–{MAX_SALT_BYTES} bytes") });
         }
@@ -448,6 +474,9 @@ pub struct PubSubSettings {
     /// Extra trusted CA certificates (PEM) for the endpoint.
     #[uniffi(default = None)]
     pub ca_certificates_pem: Option<String>,
+    /// Topic id of the migration reports (docs/CONTRACT.md#how-reports-travel).
+    #[uniffi(default = "migration-reports")]
+    pub reports_topic: String,
 }
 
 /// Everything the app decides at construction. Endpoints and credentials live only here; a
@@ -490,6 +519,16 @@ pub struct SdkConfig {
     /// `refreshConfig` ignores it; a backoff after failures is added to it.
     #[uniffi(default = 900)]
     pub config_fetch_interval_secs: u32,
+    /// Send migration reports (docs/CONTRACT.md#migration-reports) when the config allows them;
+    /// `false` opts this app out whatever the config says.
+    #[uniffi(default = true)]
+    pub reports_enabled: bool,
+    /// The app's version, for migration reports (at most 32 characters of `A-Z a-z 0-9 . _ + -`).
+    #[uniffi(default = None)]
+    pub app_version: Option<String>,
+    /// The OS version, for migration reports (same rule as `appVersion`).
+    #[uniffi(default = None)]
+    pub os_version: Option<String>,
 }
 
 /// Default least time between two scheduled config fetches (15 minutes).
@@ -535,7 +574,8 @@ impl SdkConfig {
             return Err(Error::setting("mqtt.topicTemplate", "must give a topic without wildcards"));
         }
         https_url("pubsub.endpoint", &self.pubsub.endpoint, self.allow_insecure)?;
-        for (field, v) in [("pubsub.project", &self.pubsub.project), ("pubsub.topic", &self.pubsub.topic)] {
+        for (field, v) in [("pubsub.project", &self.pubsub.project), ("pubsub.topic", &self.pubsub.topic), ("pubsub.reportsTopic", &self.pubsub.reports_topic)]
+        {
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~%+".contains(c)) {
                 return Err(Error::setting(field, format!("{v:?} is not a valid resource id")));
             }
@@ -568,6 +608,11 @@ impl SdkConfig {
         }
         if !(60..=604_800).contains(&self.config_fetch_interval_secs) {
             return Err(Error::setting("configFetchIntervalSecs", "must be 60–604800"));
+        }
+        for (field, v) in [("appVersion", &self.app_version), ("osVersion", &self.os_version)] {
+            if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > 32 || !v.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))) {
+                return Err(Error::setting(field, "must be 1–32 characters of A-Z a-z 0-9 . _ + -"));
+            }
         }
         Ok(())
     }

@@ -52,6 +52,7 @@ impl SdkConfig {
                     max_batch_bytes: 1_000_000,
                     max_batch_latency_ms: 500,
                     ca_certificates_pem: None,
+                    reports_topic: crate::report::DEFAULT_PUBSUB_TOPIC.into(),
                 },
                 data_dir: data_dir.into(),
                 migration: None,
@@ -61,6 +62,9 @@ impl SdkConfig {
                 max_storage_bytes: None,
                 remote_config_url: None,
                 config_fetch_interval_secs: DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
+                reports_enabled: true,
+                app_version: None,
+                os_version: None,
             },
         }
     }
@@ -70,6 +74,19 @@ impl SdkConfigBuilder {
     /// The company (fleet) the device belongs to.
     pub fn company_id(mut self, id: impl Into<String>) -> Self {
         self.config.company_id = Some(id.into());
+        self
+    }
+
+    /// Whether this app sends migration reports (default true; the config can stop them too).
+    pub fn reports(mut self, enabled: bool) -> Self {
+        self.config.reports_enabled = enabled;
+        self
+    }
+
+    /// The app and OS versions the migration reports carry.
+    pub fn versions(mut self, app_version: impl Into<String>, os_version: impl Into<String>) -> Self {
+        self.config.app_version = Some(app_version.into());
+        self.config.os_version = Some(os_version.into());
         self
     }
 

@@ -2,15 +2,17 @@
 //! location accepted after a config is applied is routed by it), the signals around it (wake a
 //! transport, wake `flush` waiters), the metrics and the log funnel. The API, the store thread
 //! and the transport tasks meet here; each transport sees it only through its narrow
-//! [`crate::transport::Lane`].
+//! [`crate::transport::Lane`]. The migration reports' schedule and slots hang off it too
+//! ([`crate::report`]): they are cut from the same counters and outbox, under the same lock.
 
 use crate::config::MigrationConfig;
 use crate::debug::Events;
 use crate::metrics::Metrics;
 use crate::outbox::{Completed, Outbox, Transport};
 use crate::remote::ConfigSource;
+use crate::report::{Identity, Outgoing, Reports, Tally, Trigger};
 use crate::rollout::RolloutDecision;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -33,6 +35,8 @@ pub(crate) struct State {
     pub next_seq: u64,
     /// Every location with a sequence number up to this one is on disk.
     pub durable_seq: u64,
+    /// The last location `seq` (the wire's) given out; persisted with the reports' tally.
+    pub last_loc_seq: u64,
     pub active: Arc<Active>,
     pub closed: bool,
 }
@@ -51,19 +55,68 @@ pub(crate) struct Hub {
     /// Pub/Sub sends rows up to this sequence number at once instead of waiting for the
     /// latency limit (set by `flush`).
     pub flush_target: AtomicU64,
+    /// The migration reports (locked after `state`, never before).
+    reports: Mutex<Reports>,
+    /// Who the device is, for its reports.
+    identity: Identity,
+    /// The app allows reports (`SdkConfig.reportsEnabled`).
+    reports_allowed: bool,
+    /// The clock reports are scheduled and stamped by.
+    clock: Arc<dyn crate::clock::Clock>,
+    /// Per transport: it delivered something lately (MQTT: connected; Pub/Sub: the last request
+    /// was delivered), so `close` may wait a moment for the last report over it.
+    link_up: [AtomicBool; 2],
+}
+
+/// How long after a transport delivered locations the radio counts as still on: a report not
+/// allowed to wake the radio by itself may go within this window.
+const RADIO_WARM: Duration = Duration::from_secs(20);
+
+/// What the hub needs to start besides the outbox.
+pub(crate) struct Setup {
+    /// The config in force.
+    pub active: Active,
+    /// The highest outbox sequence number stored.
+    pub max_seq: u64,
+    /// The reports' persisted tally (a new epoch if none).
+    pub tally: Tally,
+    /// Who the device is.
+    pub identity: Identity,
+    /// `SdkConfig.reportsEnabled`.
+    pub reports_allowed: bool,
+    /// The publisher's clock.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Hub {
-    /// A hub over `outbox`, with `active` in force, sequence numbers continuing after `max_seq`.
-    pub fn new(outbox: Outbox, active: Active, max_seq: u64, events: Events) -> Self {
+    /// A hub over `outbox`, with `setup.active` in force, outbox sequence numbers continuing
+    /// after `setup.max_seq` and location `seq`s after the tally's.
+    pub fn new(outbox: Outbox, setup: Setup, events: Events) -> Self {
+        let Setup { active, max_seq, tally, identity, reports_allowed, clock } = setup;
+        let last_loc_seq = tally.counters.last_seq;
         Hub {
-            state: Mutex::new(State { outbox, next_seq: max_seq + 1, durable_seq: max_seq, active: Arc::new(active), closed: false }),
+            state: Mutex::new(State { outbox, next_seq: max_seq + 1, durable_seq: max_seq, last_loc_seq, active: Arc::new(active), closed: false }),
             progress: Condvar::new(),
             wake: [Notify::new(), Notify::new()],
             metrics: Metrics::default(),
             events,
             flush_target: AtomicU64::new(0),
+            reports: Mutex::new(Reports::resume(tally)),
+            identity,
+            reports_allowed,
+            clock,
+            link_up: [AtomicBool::new(false), AtomicBool::new(false)],
         }
+    }
+
+    /// Locks the reports (after the state, if both are needed).
+    pub fn reports(&self) -> MutexGuard<'_, Reports> {
+        self.reports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The device clock, ms.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Locks the state; a poisoned lock (a panic elsewhere) is recovered, never propagated.
@@ -96,14 +149,135 @@ impl Hub {
         self.progress.notify_all();
     }
 
-    /// Acknowledges rows for `t`, recording latency from acceptance.
+    /// Acknowledges rows for `t`, recording latency from acceptance. Location traffic: a
+    /// report that is due is cut now, to go out in this network window.
     pub fn ack(&self, t: Transport, acked: &[(u64, Instant)]) {
         let now = Instant::now();
         let seqs: Vec<u64> = acked.iter().map(|(s, _)| *s).collect();
         let mut st = self.lock();
+        let timestamps: Vec<i64> = seqs.iter().filter_map(|s| st.outbox.timestamp_of(*s)).collect();
         let done = st.outbox.ack(t, &seqs);
         self.metrics.published(t, acked.iter().map(|(_, at)| now.duration_since(*at).as_secs_f64() * 1000.0));
+        self.reports().acked(t, timestamps, self.now_ms());
+        self.cut_report(&st, Trigger::Interval);
         self.completed(st, &done);
+    }
+
+    /// The interval of reports in force and whether reports are on at all (app and config).
+    fn report_interval(&self, st: &State) -> Option<u32> {
+        let c = &st.active.config;
+        (self.reports_allowed && c.reports_enabled).then_some(c.report_interval_secs)
+    }
+
+    /// The figures of this run a report is cut from.
+    fn report_now(&self, st: &State, interval_secs: u32) -> crate::report::Now {
+        let (mut run, latency) = self.metrics.report_parts();
+        run.last_seq = st.last_loc_seq;
+        crate::report::Now {
+            run,
+            latency,
+            decision: Some(st.active.decision.clone()),
+            depth: Transport::ALL.map(|t| st.outbox.depth(t) as u64),
+            oldest_age_seconds: st.outbox.oldest().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+            breaker_open: Transport::ALL.map(|t| self.metrics.circuit_open(t)),
+            interval_secs,
+        }
+    }
+
+    /// Cuts a report for `trigger` if reports are on and the schedule allows it, for every
+    /// transport the decision in force sends to (and MQTT while Pub/Sub's breaker has it fall
+    /// back). It goes once its number is on disk ([`Hub::report_persisted`]). Returns whether
+    /// one was cut.
+    pub fn cut_report(&self, st: &State, trigger: Trigger) -> bool {
+        let Some(interval) = self.report_interval(st) else { return false };
+        let now_ms = self.now_ms();
+        let mut reports = self.reports();
+        if !reports.may_cut(trigger, interval, now_ms) {
+            return false;
+        }
+        let d = &st.active.decision;
+        let targets = [d.mqtt_enabled || (d.fallback_to_mqtt && self.metrics.circuit_open(Transport::PubSub)), d.pubsub_enabled];
+        let now = self.report_now(st, interval);
+        let seq = reports.cut(&self.identity, &now, trigger, targets, now_ms);
+        drop(reports);
+        // A commit persists the new reportSeq (with the counters); the store then says so.
+        st.outbox.persist_checkpoint();
+        self.event(log::Level::Debug, "report", || format!("report {seq} cut ({})", trigger.as_str()));
+        true
+    }
+
+    /// When the next silent report is due (device clock, ms), if reports are on.
+    pub fn silent_report_due_ms(&self) -> Option<i64> {
+        let st = self.lock();
+        let interval = self.report_interval(&st)?;
+        Some(self.reports().silent_due_ms(interval))
+    }
+
+    /// The tally to persist with a commit, and the `reportSeq` it makes durable.
+    pub fn tally(&self) -> (Tally, u64) {
+        let st = self.lock();
+        let interval = self.report_interval(&st).unwrap_or(crate::report::DEFAULT_INTERVAL_SECS);
+        let now = self.report_now(&st, interval);
+        let reports = self.reports();
+        (reports.tally(&now), reports.report_seq())
+    }
+
+    /// Reports up to `seq` are on disk: the transports may send them.
+    pub fn report_persisted(&self, seq: u64) {
+        if self.reports().persisted(seq) {
+            self.wake_all();
+        }
+    }
+
+    /// Cuts a silent report if one is due (two intervals without location traffic); it may
+    /// wake the radio by itself. Returns whether one was cut.
+    pub fn report_tick(&self) -> bool {
+        let st = self.lock();
+        self.cut_report(&st, Trigger::Silent)
+    }
+
+    /// The report waiting for `t`, if it may go now: once no location is pending for `t` (a
+    /// report never goes ahead of a location), and only if it may wake the radio by itself or
+    /// the radio is on anyway (`t` is connected, or a transport delivered within the last 20 s).
+    pub fn take_report(&self, t: Transport, connected: bool) -> Option<Outgoing> {
+        let st = self.lock();
+        if st.outbox.pending_count(t) > 0 {
+            return None;
+        }
+        let mut reports = self.reports();
+        if !(connected || reports.waiting_alone(t) || reports.warm(RADIO_WARM)) {
+            return None;
+        }
+        reports.take(t)
+    }
+
+    /// Whether a report waits for `t` that [`Hub::take_report`] would hand over now (without
+    /// a connection).
+    pub fn report_ready(&self, t: Transport) -> bool {
+        let st = self.lock();
+        let reports = self.reports();
+        st.outbox.pending_count(t) == 0 && reports.waiting(t) && (reports.waiting_alone(t) || reports.warm(RADIO_WARM))
+    }
+
+    /// Whether a report waits for `t` that may wake the radio by itself.
+    pub fn report_waiting_alone(&self, t: Transport) -> bool {
+        self.reports().waiting_alone(t)
+    }
+
+    /// `t` delivered report `seq` (`delivered`), or the attempt failed and it waits again.
+    pub fn report_settled(&self, t: Transport, seq: u64, delivered: bool) {
+        self.reports().settled(t, seq, delivered);
+        self.progress.notify_all();
+    }
+
+    /// Records whether `t`'s link is up (see `link_up`).
+    pub fn set_link_up(&self, t: Transport, up: bool) {
+        self.link_up[t.index()].store(up, Ordering::Relaxed);
+    }
+
+    /// Whether `t`'s link is up.
+    pub fn link_up(&self, t: Transport) -> bool {
+        self.link_up[t.index()].load(Ordering::Relaxed)
     }
 
     /// Wakes the task of transport `t`.
@@ -145,12 +319,15 @@ pub(crate) mod test_support {
     /// A hub in force with `config` for device `d-1`.
     pub fn hub(config: MigrationConfig) -> Arc<Hub> {
         let decision = crate::rollout::decide(&config, "d-1", None);
-        Arc::new(Hub::new(
-            Outbox::default(),
-            Active { config, decision, source: ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() },
-            0,
-            Events::default(),
-        ))
+        let setup = Setup {
+            active: Active { config, decision, source: ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() },
+            max_seq: 0,
+            tally: Tally::new_epoch(0),
+            identity: Identity { device_id: "d-1".into(), ..Identity::default() },
+            reports_allowed: true,
+            clock: Arc::new(crate::clock::ManualClock::new(1_000)),
+        };
+        Arc::new(Hub::new(Outbox::default(), setup, Events::default()))
     }
 
     /// Queues `n` locations owed to the transports named.

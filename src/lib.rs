@@ -27,6 +27,7 @@ pub mod metrics;
 pub(crate) mod outbox;
 mod publisher;
 pub(crate) mod remote;
+pub(crate) mod report;
 pub(crate) mod retry;
 pub mod rollout;
 mod runtime;

@@ -35,6 +35,11 @@ impl Histogram {
         self.total += 1;
     }
 
+    /// The count of each bucket (docs/CONTRACT.md#latency-buckets): one per bound, then the overflow.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
     /// The `q` quantile (0 < q ≤ 1) in ms, or 0 with no observations.
     pub fn quantile(&self, q: f64) -> f64 {
         if self.total == 0 {
@@ -197,6 +202,37 @@ impl Metrics {
     /// One HTTP request was sent.
     pub fn http_request(&self) {
         self.http_requests.fetch_add(1, Relaxed);
+    }
+
+    /// This run's counters in a report's shape (`last_seq` left 0) and latency histograms.
+    pub(crate) fn report_parts(&self) -> (crate::report::Counters, [Histogram; 2]) {
+        use crate::report::{Counters, DualCounts, TransportCounts};
+        let t = |t: Transport| {
+            let c = self.t(t);
+            TransportCounts {
+                acked: c.success.load(Relaxed),
+                failed: c.failure.load(Relaxed),
+                retries: c.retries.load(Relaxed),
+                breaker_openings: c.circuit_openings.load(Relaxed),
+            }
+        };
+        let counters = Counters {
+            accepted: self.accepted.load(Relaxed),
+            last_seq: 0,
+            rejected: lock(&self.rejected).clone(),
+            mqtt: t(Transport::Mqtt),
+            pubsub: t(Transport::PubSub),
+            fallbacks: self.fallback.load(Relaxed),
+            dual: DualCounts {
+                both: self.dual_both.load(Relaxed),
+                mqtt_only: self.dual_mqtt_only.load(Relaxed),
+                pubsub_only: self.dual_pubsub_only.load(Relaxed),
+            },
+            dropped: lock(&self.dropped).clone(),
+            dead_letters: self.dead_letter.load(Relaxed),
+            config_fetches: lock(&self.config_fetches).clone(),
+        };
+        (counters, Transport::ALL.map(|t| lock(&self.t(t).latency).clone()))
     }
 
     /// A consistent-enough copy of every counter for the app.

@@ -254,6 +254,8 @@ pub struct Outbox {
     /// When the dead letters were last checked for age.
     last_age_sweep: Option<Instant>,
     sink: Option<Sender<Msg>>,
+    /// Changes gathered by [`Outbox::batched`], sent to the store as one message.
+    batch: std::cell::RefCell<Option<Vec<Op>>>,
 }
 
 impl Outbox {
@@ -263,10 +265,24 @@ impl Outbox {
     }
 
     fn persist(&self, op: Op) {
-        if let Some(sink) = &self.sink {
+        if let Some(batch) = self.batch.borrow_mut().as_mut() {
+            batch.push(op);
+        } else if let Some(sink) = &self.sink {
             // The writer outlives every sender; if it is gone the SDK is closing.
             let _ = sink.send(Msg::Ops(vec![op]));
         }
+    }
+
+    /// Runs `f`, sending the changes it makes to the store as one message, so the store commits
+    /// them together (one `sendLocations` call becomes durable, and visible, at once).
+    pub fn batched<R>(&mut self, f: impl FnOnce(&mut Outbox) -> R) -> R {
+        *self.batch.borrow_mut() = Some(Vec::new());
+        let r = f(self);
+        let ops = self.batch.borrow_mut().take().unwrap_or_default();
+        if let (false, Some(sink)) = (ops.is_empty(), &self.sink) {
+            let _ = sink.send(Msg::Ops(ops));
+        }
+        r
     }
 
     /// Persists a row's new state: gone if nothing is owed any more, else its states.
@@ -283,6 +299,16 @@ impl Outbox {
     /// Persists the migration config now in force.
     pub fn persist_config(&self, config: StoredConfig) {
         self.persist(Op::SaveConfig(config));
+    }
+
+    /// Asks for a commit even with nothing else to write (it persists the reports' tally).
+    pub fn persist_checkpoint(&self) {
+        self.persist(Op::Checkpoint);
+    }
+
+    /// The event time (`timestamp`) of row `seq`, if it is still in the outbox.
+    pub fn timestamp_of(&self, seq: u64) -> Option<i64> {
+        self.rows.get(&seq).map(|r| r.timestamp_ms)
     }
 
     /// Persists the config fetcher's state (JSON), in order with everything else.

@@ -183,6 +183,10 @@ impl Shared {
         if st.closed {
             return Err(DualPubError::Closed);
         }
+        if st.active.decision != decision {
+            // Cut before the change, so the report's decision is the one its counters accrued under.
+            self.hub.cut_report(&st, crate::report::Trigger::Config);
+        }
         let applied_at_ms = clock::now_ms();
         st.outbox.persist_config(store::StoredConfig { json: document, source: source.as_str().into(), applied_at_ms });
         let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms, host_overrides }));
@@ -306,6 +310,9 @@ impl Shared {
                 }
             }
         }
+        if let (Some(seq), None) = (commit.report_seq, &commit.failed) {
+            self.hub.report_persisted(seq);
+        }
         if commit.abandoned > 0 {
             self.event(log::Level::Error, "storage", || format!("gave up persisting {} change(s) at shutdown", commit.abandoned));
         }
@@ -357,6 +364,9 @@ pub struct Publisher {
 /// How long `close` waits for the last group commit.
 const CLOSE_PERSIST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long `close` waits for the shutdown report over links that are up.
+const CLOSE_REPORT_WAIT: Duration = Duration::from_secs(2);
+
 impl Publisher {
     /// Validates `config`, starts the transport tasks on the SDK runtime and returns at once;
     /// connections are made in the background.
@@ -377,8 +387,27 @@ impl Publisher {
         let mqtt_settings = mqtt::settings(&config)?;
         let http = crate::http::client(&config, crate::http::Redirects::Never)?;
         let rt = runtime::handle()?;
-        let r = crate::startup::restore(&config, crate::http::client(&config, crate::http::Redirects::Safe)?, clock)?;
-        let hub = Arc::new(Hub::new(r.outbox, r.active, r.max_seq, crate::debug::Events::default()));
+        let mut r = crate::startup::restore(&config, crate::http::client(&config, crate::http::Redirects::Safe)?, clock.clone())?;
+        let setup = crate::hub::Setup {
+            active: r.active,
+            max_seq: r.max_seq,
+            tally: r.tally,
+            identity: crate::report::Identity {
+                device_id: config.device_id.clone(),
+                company_id: config.company_id.clone(),
+                os_version: config.os_version.clone(),
+                app_version: config.app_version.clone(),
+            },
+            reports_allowed: config.reports_enabled,
+            clock,
+        };
+        let hub = Arc::new(Hub::new(r.outbox, setup, crate::debug::Events::default()));
+        // Every commit persists the reports' tally (counters, schedule, last seq) with the outbox.
+        let tallying = Arc::downgrade(&hub);
+        r.db.record_tally(Box::new(move || {
+            let (tally, seq) = tallying.upgrade()?.tally();
+            Some((serde_json::to_string(&tally).ok()?, seq))
+        }));
         for (level, kind, message) in r.notes {
             hub.event(level, kind, || message);
         }
@@ -413,10 +442,12 @@ impl Publisher {
         let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(token_provider));
         let fetching = shared.clone();
         let fetch_rx = rx.clone();
+        let (reporting, report_rx) = (hub.clone(), rx.clone());
         let tasks = vec![
             rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
             rt.spawn(async move { crate::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
+            rt.spawn(crate::report::run(reporting, report_rx)),
         ];
         Ok(Publisher { shared, shutdown, tasks: crate::tasks::Tasks::new(tasks), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
     }
@@ -445,14 +476,17 @@ impl Publisher {
                 return Err(DualPubError::InvalidLocation { reason });
             }
         }
-        let encoded: Vec<(Arc<str>, Arc<[u8]>, i64)> = locations
+        // The expensive part of the encoding before the lock; seq, route and cfg under it.
+        let started: Vec<(Arc<str>, Vec<u8>, i64)> = locations
             .iter()
             .map(|loc| {
                 let id = wire::new_event_id();
-                let payload = wire::encode(&id, &s.device_id, s.company_id.as_deref(), loc);
-                (Arc::from(id), Arc::from(payload), loc.timestamp_ms)
+                let start = wire::encode_start(&id, &s.device_id, s.company_id.as_deref(), loc);
+                (Arc::from(id), start, loc.timestamp_ms)
             })
             .collect();
+        let count = started.len() as u64;
+        let mut ids = Vec::with_capacity(started.len());
         let (mqtt, pubsub) = {
             let mut st = self.shared.lock();
             if st.closed {
@@ -462,21 +496,32 @@ impl Publisher {
             // While Pub/Sub's breaker is open, new locations go to MQTT too (fallback).
             let fallback = d.pubsub_enabled && !d.mqtt_enabled && d.fallback_to_mqtt && hub.metrics.circuit_open(Transport::PubSub);
             let (mqtt, pubsub) = (d.mqtt_enabled || fallback, d.pubsub_enabled);
+            let (route, cfg) = (wire::Route::of(d.mqtt_enabled, d.pubsub_enabled), d.config_version);
             if fallback {
-                hub.metrics.fallback(encoded.len() as u64);
+                hub.metrics.fallback(count);
             }
-            for (id, payload, ts) in &encoded {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                st.outbox.insert(Row::new(seq, id.clone(), payload.clone(), *ts, mqtt, pubsub));
-            }
+            let mut reports = hub.reports();
+            let (mut next_seq, mut loc_seq) = (st.next_seq, st.last_loc_seq);
+            st.outbox.batched(|outbox| {
+                for (id, start, ts) in started {
+                    loc_seq += 1;
+                    let payload = wire::finish(start, wire::Acceptance { seq: loc_seq, route, cfg });
+                    reports.accepted(loc_seq, ts);
+                    outbox.insert(Row::new(next_seq, id.clone(), Arc::from(payload), ts, mqtt, pubsub));
+                    next_seq += 1;
+                    ids.push(id);
+                }
+            });
+            (st.next_seq, st.last_loc_seq) = (next_seq, loc_seq);
+            drop(reports);
+            // Counted under the lock, so a tally never holds a seq beyond the count accepted.
+            hub.metrics.accepted(count);
             hub.enforce_limits(&mut st);
             (mqtt, pubsub)
         };
-        hub.metrics.accepted(encoded.len() as u64);
         if hub.events.debug_mode() {
             let precise = self.shared.precise_coordinates.load(Ordering::Relaxed);
-            for ((id, _, _), loc) in encoded.iter().zip(&locations) {
+            for (id, loc) in ids.iter().zip(&locations) {
                 hub.event(log::Level::Debug, "accepted", || {
                     let (lat, lon) = (crate::logging::coordinate(loc.latitude, precise), crate::logging::coordinate(loc.longitude, precise));
                     format!(
@@ -496,7 +541,7 @@ impl Publisher {
         if pubsub {
             hub.wake(Transport::PubSub);
         }
-        Ok(encoded.into_iter().map(|(id, _, _)| id.to_string()).collect())
+        Ok(ids.into_iter().map(|id| id.to_string()).collect())
     }
 
     /// Applies a migration config at once; returns the new decision. An invalid config is
@@ -696,6 +741,7 @@ impl Publisher {
                 "state": crate::fetch::FetchState { url: None, ..self.shared.fetcher.snapshot() },
                 "nextFetchAtMs": self.shared.fetcher.next_due_ms(),
             },
+            "reports": self.shared.hub.reports().status(),
             "recentErrors": self.shared.hub.events.recent(),
         });
         report.to_string()
@@ -766,6 +812,29 @@ impl Publisher {
         }
     }
 
+    /// Waits (at most [`CLOSE_REPORT_WAIT`]) until the shutdown report has left over every
+    /// transport whose link is up; a transport that is down keeps nothing waiting here (the
+    /// counters are persisted: the next report covers them).
+    fn last_report_out(&self) {
+        let hub = &self.shared.hub;
+        let start = Instant::now();
+        let mut st = self.shared.lock();
+        while Transport::ALL.into_iter().any(|t| hub.link_up(t) && hub.reports().owed(t)) {
+            let left = CLOSE_REPORT_WAIT.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            st = hub.progress.wait_timeout(st, left.min(Duration::from_millis(50))).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Runs the report schedule once, now, as its task does when its timer fires: cuts a silent
+    /// report if two intervals passed without location traffic. Returns whether it cut one.
+    /// For tests and simulations with a [`crate::clock::ManualClock`].
+    pub fn poll_reports(&self) -> bool {
+        self.shared.hub.report_tick()
+    }
+
     /// Whether `close` was called.
     pub fn is_closed(&self) -> bool {
         self.shared.lock().closed
@@ -775,10 +844,18 @@ impl Publisher {
     /// 3 s), disconnects, and waits (at most 5 s) until the outbox is on disk.
     /// What is still owed is delivered by the next publisher on the same data directory.
     pub fn close(&self) {
-        let was_closed = std::mem::replace(&mut self.shared.lock().closed, true);
+        let was_closed = {
+            let mut st = self.shared.lock();
+            let was_closed = std::mem::replace(&mut st.closed, true);
+            if !was_closed {
+                self.shared.hub.cut_report(&st, crate::report::Trigger::Shutdown);
+            }
+            was_closed
+        };
         if was_closed {
             return;
         }
+        self.last_report_out();
         let _ = self.shutdown.send(true);
         self.shared.hub.progress.notify_all();
         if self.shared.hub.events.set_debug_mode(false) {

@@ -43,6 +43,8 @@ pub(crate) struct Restored {
     pub active: Active,
     /// The config fetcher, resuming its saved state.
     pub fetcher: Fetcher,
+    /// The migration reports' tally (a new epoch when the directory has none).
+    pub tally: crate::report::Tally,
     /// What to log.
     pub notes: Vec<Note>,
 }
@@ -61,6 +63,13 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     }
     let max_seq = db.max_seq()?;
     let persisted = persisted_config(&db, &mut notes)?;
+    let tally = match db.load_tally()? {
+        Some(json) => crate::report::Tally::from_json(&json).unwrap_or_else(|| {
+            notes.push((log::Level::Warn, "report", "the migration report counters were unreadable; a new epoch starts".into()));
+            crate::report::Tally::new_epoch(clock.now_ms())
+        }),
+        None => crate::report::Tally::new_epoch(clock.now_ms()),
+    };
     let fetcher = fetcher(config, &db, persisted.is_some(), http, clock, &mut notes)?;
     let (migration, source, applied_at_ms, host_overrides) = match (persisted, &config.migration) {
         (Some((c, at, host)), _) => (c, ConfigSource::Persisted, at, host),
@@ -104,6 +113,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         memory_only: report.memory_only.is_some(),
         active: Active { config: migration, decision, source, applied_at_ms, host_overrides },
         fetcher,
+        tally,
         notes,
     })
 }

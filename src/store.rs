@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// The schema steps, oldest first: step `n` (from 1) takes `PRAGMA user_version` from `n − 1`
 /// to `n`, in one transaction. Never edit a step that shipped; append one.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // 1: the outbox and the dead letters.
     "CREATE TABLE IF NOT EXISTS outbox (
          seq INTEGER PRIMARY KEY,
@@ -50,6 +50,11 @@ const MIGRATIONS: [&str; 5] = [
          value INTEGER NOT NULL);",
     // 5: when each dead letter was dead-lettered, on the run clock (dead letters age like rows).
     "ALTER TABLE dead_letters ADD COLUMN observed_at_ms INTEGER;",
+    // 6: the migration reports' tally (crate::report::Tally as JSON): cumulative counters, the
+    // schedule and the last location seq, written with every commit.
+    "CREATE TABLE IF NOT EXISTS report_state (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         json TEXT NOT NULL);",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -124,6 +129,8 @@ pub enum Op {
     /// The config fetcher's state (ETag, last attempt, backoff) as JSON, so a restart neither
     /// refetches too early nor forgets a backoff.
     SaveFetchState(String),
+    /// Nothing to change, but commit (the reports' tally is written with every commit).
+    Checkpoint,
 }
 
 /// The last known good migration config.
@@ -147,7 +154,13 @@ pub struct Commit {
     pub failed: Option<rusqlite::Error>,
     /// The writer gives up at shutdown: this many changes could not be persisted.
     pub abandoned: usize,
+    /// The reports' tally written by this commit made this `reportSeq` durable.
+    pub report_seq: Option<u64>,
 }
+
+/// Gives the reports' tally (JSON) and the `reportSeq` it holds, to write with every commit
+/// (`None`: nothing to write).
+pub type TallySource = Box<dyn Fn() -> Option<(String, u64)> + Send>;
 
 fn code(d: Delivery) -> i64 {
     match d {
@@ -250,6 +263,8 @@ pub struct Store {
     run_clock: Option<crate::clock::RunClock>,
     /// The schema version the file had when opened.
     found_schema: i32,
+    /// Written with every commit, when set.
+    tally: Option<TallySource>,
 }
 
 /// Creates `dir` (and its parents) and makes it private to the app (0700 on Unix): the outbox
@@ -358,7 +373,7 @@ impl Store {
                 // What cannot be written (a disk too full for it) stays in the copy; the app
                 // still gets its publisher.
                 let rows = match store.apply(&salvaged) {
-                    Ok(()) => salvaged.iter().filter(|op| matches!(op, Op::Insert(_))).count(),
+                    Ok(_) => salvaged.iter().filter(|op| matches!(op, Op::Insert(_))).count(),
                     Err(_) => 0,
                 };
                 Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), salvaged: rows, ..OpenReport::default() }))
@@ -368,7 +383,7 @@ impl Store {
 
     /// An outbox database in memory (nothing survives the process), for a disk with no room.
     fn in_memory() -> rusqlite::Result<Store> {
-        let mut store = Store { conn: Connection::open_in_memory()?, run_clock: None, found_schema: 0 };
+        let mut store = Store { conn: Connection::open_in_memory()?, run_clock: None, found_schema: 0, tally: None };
         store.found_schema = store.migrate()?;
         Ok(store)
     }
@@ -380,7 +395,7 @@ impl Store {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let mut store = Store { conn, run_clock: None, found_schema: 0 };
+        let mut store = Store { conn, run_clock: None, found_schema: 0, tally: None };
         store.found_schema = store.migrate()?;
         // Reads every page of both tables: a corrupt file fails here, not later.
         let check: String = store.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
@@ -500,8 +515,10 @@ impl Store {
         self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|v| v as u64)
     }
 
-    /// Applies `ops` in one transaction.
-    pub fn apply(&mut self, ops: &[Op]) -> rusqlite::Result<()> {
+    /// Applies `ops` in one transaction (with the tally, when recorded); returns the
+    /// `reportSeq` the tally written holds.
+    pub fn apply(&mut self, ops: &[Op]) -> rusqlite::Result<Option<u64>> {
+        let mut report_seq = None;
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -547,13 +564,29 @@ impl Store {
                     Op::SaveFetchState(json) => {
                         tx.execute("INSERT OR REPLACE INTO fetch_state (id, json) VALUES (1, ?1)", params![json])?;
                     }
+                    Op::Checkpoint => {}
                 }
             }
             if let Some(clock) = &self.run_clock {
                 tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_ms', ?1)", params![clock.now_ms()])?;
             }
+            if let Some((json, seq)) = self.tally.as_ref().and_then(|tally| tally()) {
+                tx.execute("INSERT OR REPLACE INTO report_state (id, json) VALUES (1, ?1)", params![json])?;
+                report_seq = Some(seq);
+            }
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(report_seq)
+    }
+
+    /// From now on every commit also writes the reports' tally from `source`.
+    pub fn record_tally(&mut self, source: TallySource) {
+        self.tally = Some(source);
+    }
+
+    /// The reports' tally (JSON), if a commit ever wrote one.
+    pub fn load_tally(&self) -> rusqlite::Result<Option<String>> {
+        self.conn.query_row("SELECT json FROM report_state WHERE id = 1", [], |r| r.get(0)).optional()
     }
 }
 
@@ -594,13 +627,13 @@ pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut
         }
         let durable: Vec<u64> = queued.iter().filter_map(|op| if let Op::Insert(r) = op { Some(r.seq) } else { None }).collect();
         match store.apply(&queued) {
-            Ok(()) => {
+            Ok(report_seq) => {
                 retry.reset();
                 queued.clear();
-                committed(Commit { durable, failed: None, abandoned: 0 });
+                committed(Commit { durable, failed: None, abandoned: 0, report_seq });
             }
             Err(e) => {
-                committed(Commit { durable, failed: Some(e), abandoned: 0 });
+                committed(Commit { durable, failed: Some(e), abandoned: 0, report_seq: None });
                 // Rows inserted and already gone again need never reach the disk: a smaller
                 // retry fits where the full one did not (a full disk frees up as rows leave).
                 compact(&mut queued);
@@ -613,7 +646,7 @@ pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut
                     Err(RecvTimeoutError::Disconnected) => stopping = true,
                 }
                 if stopping && retry.failures() > 5 {
-                    committed(Commit { durable: Vec::new(), failed: None, abandoned: queued.len() });
+                    committed(Commit { durable: Vec::new(), failed: None, abandoned: queued.len(), report_seq: None });
                     return;
                 }
             }
@@ -632,7 +665,7 @@ fn compact(ops: &mut Vec<Op>) {
     ops.retain(|o| match o {
         Op::Insert(r) => !gone.contains(&r.seq),
         Op::Update { seq, .. } | Op::Delete(seq) => !gone.contains(seq),
-        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) | Op::SaveConfig(_) | Op::SaveFetchState(_) => true,
+        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) | Op::SaveConfig(_) | Op::SaveFetchState(_) | Op::Checkpoint => true,
     });
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// `schemaVersion` of the JSON document.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The `sdk` attribute: `dualpub/<version>`.
 pub const SDK_ID: &str = concat!("dualpub/", env!("CARGO_PKG_VERSION"));
@@ -37,6 +37,51 @@ struct WireLocation<'a> {
     schema_version: u32,
 }
 
+/// The routing decision a location was accepted under (the wire's `route`): which transports
+/// the config sent it to. A fallback copy on MQTT keeps the `pubsub` it was accepted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// MQTT and Pub/Sub.
+    Both,
+    /// MQTT only.
+    Mqtt,
+    /// Pub/Sub only.
+    PubSub,
+}
+
+impl Route {
+    /// The route of a decision that sends to MQTT (`mqtt`) and/or Pub/Sub (`pubsub`).
+    pub fn of(mqtt: bool, pubsub: bool) -> Route {
+        match (mqtt, pubsub) {
+            (true, true) => Route::Both,
+            (false, true) => Route::PubSub,
+            // A decision always has a transport on; MQTT is the one that stays.
+            _ => Route::Mqtt,
+        }
+    }
+
+    /// `both`, `mqtt` or `pubsub`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Both => "both",
+            Route::Mqtt => "mqtt",
+            Route::PubSub => "pubsub",
+        }
+    }
+}
+
+/// What a location's bytes end with, known only when it is accepted under the lock: its `seq`,
+/// `route` and `cfg` (the migration config version in force).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acceptance {
+    /// Per device and data directory, +1 per accepted location.
+    pub seq: u64,
+    /// The decision it was accepted under.
+    pub route: Route,
+    /// The migration config version in force.
+    pub cfg: u64,
+}
+
 /// A new eventId: a UUIDv7, so ids sort by acceptance time and backends can dedupe on them.
 pub fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -44,7 +89,13 @@ pub fn new_event_id() -> String {
 
 /// Encodes a validated location as the UTF-8 JSON both transports carry (optional fields
 /// omitted, field order fixed).
-pub fn encode(event_id: &str, device_id: &str, company_id: Option<&str>, loc: &Location) -> Vec<u8> {
+pub fn encode(event_id: &str, device_id: &str, company_id: Option<&str>, loc: &Location, acceptance: Acceptance) -> Vec<u8> {
+    finish(encode_start(event_id, device_id, company_id, loc), acceptance)
+}
+
+/// The location's JSON up to `schemaVersion`, without the closing brace: the expensive part,
+/// done before the lock. [`finish`] appends what acceptance decides.
+pub fn encode_start(event_id: &str, device_id: &str, company_id: Option<&str>, loc: &Location) -> Vec<u8> {
     let wire = WireLocation {
         event_id,
         device_id,
@@ -60,7 +111,17 @@ pub fn encode(event_id: &str, device_id: &str, company_id: Option<&str>, loc: &L
         schema_version: SCHEMA_VERSION,
     };
     // Serialising plain numbers and validated strings cannot fail.
-    serde_json::to_vec(&wire).unwrap_or_default()
+    let mut json = serde_json::to_vec(&wire).unwrap_or_default();
+    json.pop(); // the closing brace: finish() writes it after seq, route and cfg
+    json
+}
+
+/// Completes [`encode_start`]'s bytes with `seq`, `route` and `cfg` (a few dozen bytes, cheap
+/// enough to run under the outbox lock).
+pub fn finish(mut start: Vec<u8>, a: Acceptance) -> Vec<u8> {
+    use std::io::Write;
+    let _ = write!(start, ",\"seq\":{},\"route\":\"{}\",\"cfg\":{}}}", a.seq, a.route.as_str(), a.cfg);
+    start
 }
 
 /// The MQTT topic for a device: the template with `{deviceId}` replaced.
@@ -90,16 +151,24 @@ mod tests {
     #[test]
     fn encodes_the_contract_example_byte_for_byte() {
         let loc = crate::location::contract_example();
-        let json = encode("01936f1e-7c3a-7cc1-9f0a-3b2f6c1d2e4f", "d-1", Some("c-9"), &loc);
-        let want = r#"{"eventId":"01936f1e-7c3a-7cc1-9f0a-3b2f6c1d2e4f","deviceId":"d-1","companyId":"c-9","latitude":52.52,"longitude":13.405,"accuracy":5.0,"speed":1.2,"bearing":90.0,"altitude":34.0,"timestamp":1763790000000,"battery":0.82,"schemaVersion":1}"#;
+        let json = encode("01936f1e-7c3a-7cc1-9f0a-3b2f6c1d2e4f", "d-1", Some("c-9"), &loc, Acceptance { seq: 1234, route: Route::Both, cfg: 42 });
+        let want = r#"{"eventId":"01936f1e-7c3a-7cc1-9f0a-3b2f6c1d2e4f","deviceId":"d-1","companyId":"c-9","latitude":52.52,"longitude":13.405,"accuracy":5.0,"speed":1.2,"bearing":90.0,"altitude":34.0,"timestamp":1763790000000,"battery":0.82,"schemaVersion":2,"seq":1234,"route":"both","cfg":42}"#;
         assert_eq!(String::from_utf8(json).unwrap(), want);
     }
 
     #[test]
     fn omits_optional_fields() {
         let loc = Location { latitude: 1.0, longitude: 2.0, accuracy: None, speed: None, bearing: None, altitude: None, timestamp_ms: 5, battery: None };
-        let json = String::from_utf8(encode("e", "d", None, &loc)).unwrap();
-        assert_eq!(json, r#"{"eventId":"e","deviceId":"d","latitude":1.0,"longitude":2.0,"timestamp":5,"schemaVersion":1}"#);
+        let json = String::from_utf8(encode("e", "d", None, &loc, Acceptance { seq: 1, route: Route::PubSub, cfg: 0 })).unwrap();
+        assert_eq!(json, r#"{"eventId":"e","deviceId":"d","latitude":1.0,"longitude":2.0,"timestamp":5,"schemaVersion":2,"seq":1,"route":"pubsub","cfg":0}"#);
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["route"], "pubsub");
+    }
+
+    #[test]
+    fn a_route_names_the_transports_of_the_decision() {
+        assert_eq!([Route::of(true, true), Route::of(true, false), Route::of(false, true)], [Route::Both, Route::Mqtt, Route::PubSub]);
+        assert_eq!(Route::of(false, false), Route::Mqtt, "no transport on means MQTT stays");
     }
 
     #[test]
@@ -119,7 +188,7 @@ mod tests {
         assert_eq!(a["eventId"], "e-1");
         assert_eq!(a["timestamp"], "1763790000000");
         assert_eq!(a["priority"], "normal");
-        assert_eq!(a["schemaVersion"], "1");
+        assert_eq!(a["schemaVersion"], "2");
         assert_eq!(a["companyId"], "c-9");
         assert!(a["sdk"].starts_with("dualpub/"));
         assert!(!pubsub_attributes("d", None, "e", 1).contains_key("companyId"));

@@ -38,7 +38,7 @@ fn both_backends_receive_the_same_bytes_event_id_and_attributes() {
         assert_eq!(r.attributes["eventId"], r.event_id);
         assert_eq!(r.attributes["companyId"], "c-9");
         assert_eq!(r.attributes["priority"], "normal");
-        assert_eq!(r.attributes["schemaVersion"], "1");
+        assert_eq!(r.attributes["schemaVersion"], "2");
         assert_eq!(r.attributes["sdk"], dualpub::ffi::sdk_version());
         let json: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
         assert_eq!(r.attributes["timestamp"], json["timestamp"].to_string());
@@ -206,6 +206,7 @@ fn batches_respect_the_count_limit() {
     let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
     c.pubsub.max_batch_messages = 10;
     c.pubsub.max_batch_latency_ms = 60_000;
+    c.reports_enabled = false; // this test counts location requests; a report is a request of its own
     let p = DualPublisher::new(c, None).unwrap();
     p.send_locations((0..35).map(location).collect()).unwrap();
     assert!(p.flush(20_000).unwrap().completed);
@@ -221,6 +222,7 @@ fn batches_respect_the_byte_limit() {
     let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
     // One message costs its base64 payload plus room for attributes: ~900 bytes.
     c.pubsub.max_batch_bytes = 1_000;
+    c.reports_enabled = false; // this test counts location requests; a report is a request of its own
     let p = DualPublisher::new(c, None).unwrap();
     p.send_locations((0..5).map(location).collect()).unwrap();
     assert!(p.flush(20_000).unwrap().completed);
@@ -233,6 +235,7 @@ fn a_batch_waits_for_the_latency_limit_unless_flushed() {
     let id = device("batch-latency");
     let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
     c.pubsub.max_batch_latency_ms = 1_500;
+    c.reports_enabled = false; // this test counts location requests; a report is a request of its own
     let p = DualPublisher::new(c, None).unwrap();
     p.send_location(location(0)).unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -131,6 +131,42 @@ impl Lane {
         self.hub.completed(st, &done);
     }
 
+    /// The migration report waiting for this transport, if it may go now (see
+    /// [`Hub::take_report`]); `connected`: this transport's link is up anyway.
+    pub fn take_report(&self, connected: bool) -> Option<crate::report::Outgoing> {
+        self.hub.take_report(self.t, connected)
+    }
+
+    /// Report `seq` was delivered, or the attempt failed (it waits, and is tried again later).
+    pub fn report_settled(&self, seq: u64, delivered: bool) {
+        self.hub.report_settled(self.t, seq, delivered);
+        if !delivered {
+            self.event(log::Level::Debug, || format!("migration report {seq} not delivered; kept for later"));
+        }
+    }
+
+    /// Whether a report waits that [`Lane::take_report`] would hand over without a connection.
+    pub fn report_ready(&self) -> bool {
+        self.hub.report_ready(self.t)
+    }
+
+    /// Whether a report waits that may wake the radio by itself.
+    pub fn report_waiting_alone(&self) -> bool {
+        self.hub.report_waiting_alone(self.t)
+    }
+
+    /// This transport's breaker opened: the fleet hears of it in a report (rate-limited).
+    pub fn breaker_opened(&self) {
+        let st = self.hub.lock();
+        self.hub.cut_report(&st, crate::report::Trigger::Breaker);
+    }
+
+    /// Records whether this transport's link is up (`close` waits briefly for a last report
+    /// only over a link that is up).
+    pub fn set_link_up(&self, up: bool) {
+        self.hub.set_link_up(self.t, up);
+    }
+
     /// Where the pending rows stand, for batching.
     pub fn batch_status(&self, max_count: usize, cost: impl Fn(&Row) -> usize) -> BatchStatus {
         let st = self.hub.lock();

@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub options: MqttOptions,
     /// The device's topic.
     pub topic: String,
+    /// The device's migration report topic.
+    pub report_topic: String,
     /// A publish not acknowledged within this long fails the connection.
     pub ack_timeout: Duration,
     /// Hang up after this long without work.
@@ -72,6 +74,7 @@ pub(crate) fn settings(config: &SdkConfig) -> Result<Settings, Error> {
     Ok(Settings {
         options: o,
         topic: crate::wire::mqtt_topic(&m.topic_template, &config.device_id),
+        report_topic: crate::wire::mqtt_topic(crate::report::MQTT_TOPIC_TEMPLATE, &config.device_id),
         // A broker that keeps the connection alive but never acknowledges must not stall MQTT.
         ack_timeout: (keep_alive * 2).max(Duration::from_secs(30)),
         idle_disconnect: Duration::from_secs(m.idle_disconnect_secs.into()),
@@ -92,8 +95,10 @@ pub(crate) enum End {
 /// A publish handed to rumqttc.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Sent {
-    /// The row's sequence number.
+    /// The row's sequence number (the `reportSeq` of a report).
     pub seq: u64,
+    /// A migration report, not a location.
+    pub report: bool,
     /// When the row was accepted (for latency).
     pub accepted_at: Instant,
     /// When it was handed to the client (for the acknowledgement timeout).
@@ -151,7 +156,12 @@ impl Session {
 
     /// A row was handed to the client at `now`.
     pub fn handed(&mut self, row: &Row, now: Instant) {
-        self.queued.push_back(Sent { seq: row.seq, accepted_at: row.accepted_at, handed_at: now });
+        self.queued.push_back(Sent { seq: row.seq, report: false, accepted_at: row.accepted_at, handed_at: now });
+    }
+
+    /// Migration report `seq` was handed to the client at `now`.
+    pub fn handed_report(&mut self, seq: u64, now: Instant) {
+        self.queued.push_back(Sent { seq, report: true, accepted_at: now, handed_at: now });
     }
 
     /// Fills the window from `lane`: `publish` hands one row to the client (false: the client
@@ -189,9 +199,10 @@ impl Session {
         Some((sent, first))
     }
 
-    /// Every row not yet acknowledged, to go back to the outbox.
-    pub fn give_back(&mut self) -> Vec<u64> {
-        self.queued.drain(..).chain(self.inflight.drain().map(|(_, s)| s)).map(|s| s.seq).collect()
+    /// Everything not yet acknowledged: rows to go back to the outbox, then reports to wait again.
+    pub fn give_back(&mut self) -> (Vec<u64>, Vec<u64>) {
+        let (reports, rows): (Vec<Sent>, Vec<Sent>) = self.queued.drain(..).chain(self.inflight.drain().map(|(_, s)| s)).partition(|s| s.report);
+        (rows.into_iter().map(|s| s.seq).collect(), reports.into_iter().map(|s| s.seq).collect())
     }
 
     /// Whether the connection should end at `now`: idle for too long with `owed` rows owed to
@@ -224,8 +235,8 @@ impl Session {
 pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Backoff::mqtt();
     loop {
-        // Stay off the radio until there is something to send.
-        while lane.depth() == 0 {
+        // Stay off the radio until there is something to send (a report only if it may wake it).
+        while lane.depth() == 0 && !lane.report_waiting_alone() {
             tokio::select! {
                 _ = lane.work_arrives() => {}
                 _ = shutdown.changed() => {}
@@ -255,6 +266,7 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
                 if backoff.failures() + 1 == BREAKER_THRESHOLD {
                     lane.metrics().set_circuit_open(Transport::Mqtt, true);
                     lane.metrics().circuit_opened(Transport::Mqtt);
+                    lane.breaker_opened();
                 }
                 let delay = backoff.next_delay();
                 lane.event(log::Level::Warn, || format!("connection failed ({why}); retrying in {} ms", delay.as_millis()));
@@ -290,11 +302,15 @@ async fn connection(
     // Every row not yet acknowledged goes back to the outbox; a broken connection counts them
     // as failed attempts, a connection closed on purpose does not.
     let end = |session: &mut Session, end: End| {
-        let seqs = session.give_back();
+        lane.set_link_up(false);
+        let (seqs, reports) = session.give_back();
         if matches!(end, End::Failed(_)) && !seqs.is_empty() {
             lane.metrics().failed(Transport::Mqtt, seqs.len() as u64);
         }
         lane.release(&seqs);
+        for seq in reports {
+            lane.report_settled(seq, false);
+        }
         end
     };
     loop {
@@ -309,6 +325,15 @@ async fn connection(
                 false
             }
         });
+        // A migration report goes once no location is pending here, in this same connection.
+        if session.room() > 0 {
+            if let Some(report) = lane.take_report(true) {
+                match client.try_publish(&settings.report_topic, QoS::AtLeastOnce, false, report.bytes.to_vec()) {
+                    Ok(()) => session.handed_report(report.seq, now),
+                    Err(_) => lane.report_settled(report.seq, false),
+                }
+            }
+        }
         if let Some(e) = session.check(now, lane.depth()) {
             return end(&mut session, e);
         }
@@ -328,12 +353,17 @@ async fn connection(
                     if let Err(e) = session.on_connack(ack.code) {
                         return end(&mut session, e);
                     }
+                    lane.set_link_up(true);
                     lane.event(log::Level::Info, || "connected".into());
                 }
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
                 Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                     if let Some((sent, first)) = session.on_puback(ack.pkid) {
-                        lane.ack(&[(sent.seq, sent.accepted_at)]);
+                        if sent.report {
+                            lane.report_settled(sent.seq, true);
+                        } else {
+                            lane.ack(&[(sent.seq, sent.accepted_at)]);
+                        }
                         // Only a connection that delivers resets the backoff: one the broker
                         // accepts and then drops (a duplicate client id, an ACL) keeps backing off.
                         if first {
@@ -437,13 +467,15 @@ mod tests {
         s.on_outgoing_publish(2);
         let (acked, _) = s.on_puback(1).unwrap();
         lane.ack(&[(acked.seq, acked.accepted_at)]);
-        let mut back = s.give_back();
+        s.handed_report(7, Instant::now());
+        let (mut back, reports) = s.give_back();
         back.sort();
         assert_eq!(back, vec![2, 3, 4], "in flight (pkid 2) and still queued in the client (3, 4)");
+        assert_eq!(reports, vec![7], "a report waits again, apart from the rows");
         lane.release(&back);
         assert_eq!(h.lock().outbox.pending_count(Transport::Mqtt), 3);
         assert_eq!(h.lock().outbox.depth(Transport::Mqtt), 3);
-        assert!(s.give_back().is_empty());
+        assert_eq!(s.give_back(), (vec![], vec![]));
     }
 
     #[test]

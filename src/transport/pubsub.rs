@@ -97,6 +97,8 @@ fn cost(r: &Row) -> usize {
 pub(crate) struct Settings {
     /// `…/v1/projects/{project}/topics/{topic}:publish`.
     pub url: String,
+    /// The same for the migration reports' topic.
+    pub report_url: String,
     /// The device (attribute and ordering key) and its company.
     pub device_id: String,
     /// The company, for the attribute.
@@ -117,6 +119,7 @@ impl Settings {
         let p = &c.pubsub;
         Settings {
             url: format!("{}/v1/projects/{}/topics/{}:publish", p.endpoint.trim_end_matches('/'), p.project, p.topic),
+            report_url: format!("{}/v1/projects/{}/topics/{}:publish", p.endpoint.trim_end_matches('/'), p.project, p.reports_topic),
             device_id: c.device_id.clone(),
             company_id: c.company_id.clone(),
             ordering: p.ordering_enabled,
@@ -171,6 +174,7 @@ impl Machine {
         match outcome {
             Outcome::Delivered => {
                 self.backoff.reset();
+                lane.set_link_up(true);
                 if self.breaker.success() {
                     lane.metrics().set_circuit_open(Transport::PubSub, false);
                     lane.event(log::Level::Info, || "circuit closed: the probe was delivered".into());
@@ -204,6 +208,7 @@ impl Machine {
     /// After a failed attempt: put the rows back in order, count the failure on the breaker (an
     /// opening breaker sends everything owed to Pub/Sub to MQTT too), draw the backoff.
     fn on_failure(&mut self, lane: &Lane, batch_len: usize, in_flight: &[u64], outcome: Outcome, now: Instant) -> Next {
+        lane.set_link_up(false);
         lane.metrics().failed(Transport::PubSub, batch_len as u64);
         lane.metrics().retry(Transport::PubSub);
         let opened = match &outcome {
@@ -227,6 +232,7 @@ impl Machine {
             lane.metrics().circuit_opened(Transport::PubSub);
             lane.event(log::Level::Warn, || format!("circuit open after a failed publish of {batch_len} ({why})"));
             lane.fall_back_all();
+            lane.breaker_opened();
             return Next::Opened;
         }
         lane.event(log::Level::Warn, || format!("publish of {batch_len} failed ({why}); retrying in {} ms", delay.as_millis()));
@@ -249,6 +255,7 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
         }
         // Batches split after a 400 are sent in order, oldest first.
         let mut work: Vec<Vec<Row>> = vec![lane.take(max_count, max_bytes, cost)];
+        let mut delivered = true;
         while let Some(batch) = work.pop() {
             if batch.is_empty() {
                 continue;
@@ -267,13 +274,30 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
                     if refresh_token {
                         rest.tokens.invalidate();
                     }
+                    delivered = false;
                     sleep_or_shutdown(delay, &mut shutdown).await;
                     break;
                 }
                 // The run loop waits out the open period.
-                Next::Opened => break,
+                Next::Opened => {
+                    delivered = false;
+                    break;
+                }
             }
         }
+        // A migration report goes after the locations, in the same network window.
+        if delivered {
+            send_report(&lane, &mut rest).await;
+        }
+    }
+}
+
+/// Sends the migration report waiting for Pub/Sub, if it may go now; its outcome never
+/// touches the locations' backoff, breaker or counters.
+async fn send_report(lane: &Lane, rest: &mut Rest) {
+    if let Some(report) = lane.take_report(false) {
+        let delivered = rest.publish_report(lane, &report).await == Outcome::Delivered;
+        lane.report_settled(report.seq, delivered);
     }
 }
 
@@ -290,6 +314,28 @@ impl Rest {
     /// A client for `settings` over `http`, authorised by `tokens`.
     pub fn new(settings: Settings, http: reqwest::Client, tokens: TokenCache) -> Self {
         Rest { settings, http, tokens }
+    }
+
+    /// Publishes one migration report to the reports' topic; its answer classified.
+    pub async fn publish_report(&mut self, lane: &Lane, report: &crate::report::Outgoing) -> Outcome {
+        let bearer = match self.tokens.bearer().await {
+            Ok(b) => b,
+            Err(e) => return Outcome::Retry { why: e.to_string(), retry_after: None },
+        };
+        let mut attributes = BTreeMap::new();
+        attributes.insert("deviceId", self.settings.device_id.clone());
+        attributes.insert("reportSeq", report.seq.to_string());
+        attributes.insert("epoch", report.epoch.to_string());
+        attributes.insert("sdk", wire::SDK_ID.to_string());
+        let message = PubsubMessage { data: base64::engine::general_purpose::STANDARD.encode(&report.bytes), attributes, ordering_key: None };
+        let body = serde_json::to_vec(&PublishRequest { messages: vec![message] }).unwrap_or_default();
+        let mut req = self.http.post(&self.settings.report_url).header("content-type", "application/json").body(body);
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        // Not counted in the location metrics (requests, bytes): reports never count against locations.
+        let _ = lane;
+        answer(req.send().await, 1).await
     }
 
     /// One publish request; its answer classified.
@@ -354,6 +400,9 @@ async fn wait_for_batch(lane: &Lane, settings: &Settings, shutdown: &mut watch::
         }
         let b = lane.batch_status(settings.max_count, cost);
         let deadline = if b.pending == 0 {
+            if lane.report_ready() {
+                return true; // a migration report alone (a silent one, or the radio is on)
+            }
             None
         } else if b.pending >= settings.max_count || b.flushing || b.cost >= settings.max_bytes {
             return true;

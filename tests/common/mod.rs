@@ -11,6 +11,8 @@ use std::time::Duration;
 
 pub const PROJECT: &str = "test-project";
 pub const TOPIC: &str = "location-updates";
+/// The migration reports' Pub/Sub topic (the SDK's default).
+pub const REPORTS_TOPIC: &str = "migration-reports";
 
 /// One embedded broker for the whole test binary (rumqttd cannot be stopped).
 pub fn broker() -> &'static EmbeddedBroker {
@@ -28,6 +30,7 @@ pub fn emulator_with(options: EmulatorOptions) -> EmulatorHandle {
     let token = options.bearer_token.clone();
     let e = EmulatorHandle::spawn(EmulatorOptions { bearer_token: None, ..options }).expect("emulator");
     subscribers::create_topic(&e.url(), PROJECT, TOPIC).expect("topic");
+    subscribers::create_topic(&e.url(), PROJECT, REPORTS_TOPIC).expect("reports topic");
     e.emulator().set_bearer_token(token);
     e
 }
@@ -35,6 +38,21 @@ pub fn emulator_with(options: EmulatorOptions) -> EmulatorHandle {
 /// Subscribes to every device topic on the embedded broker.
 pub fn mqtt_subscriber(filter_device: &str) -> Subscriber {
     subscribers::mqtt("127.0.0.1", broker().port, &format!("device/telemetry/{filter_device}")).expect("mqtt subscriber")
+}
+
+/// Subscribes to a device's migration reports on the embedded broker.
+pub fn mqtt_report_subscriber(device_id: &str) -> Subscriber {
+    subscribers::mqtt("127.0.0.1", broker().port, &format!("device/migration-report/{device_id}")).expect("mqtt report subscriber")
+}
+
+/// A pull subscription on the emulator's migration reports topic.
+pub fn pubsub_report_subscriber(emulator: &EmulatorHandle, name: &str) -> Subscriber {
+    subscribers::pubsub(&emulator.url(), PROJECT, REPORTS_TOPIC, name).expect("pubsub report subscriber")
+}
+
+/// The migration reports `c` received, parsed, in arrival order.
+pub fn reports(c: &Collected) -> Vec<serde_json::Value> {
+    c.all().into_iter().map(|r| serde_json::from_slice(&r.payload).expect("a report is JSON")).collect()
 }
 
 /// A pull subscription on the emulator's test topic.

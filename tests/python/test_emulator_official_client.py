@@ -240,7 +240,7 @@ def test_the_official_client_pulls_what_the_sdk_published(endpoint):
         assert attrs["eventId"] == doc["eventId"] and attrs["deviceId"] == doc["deviceId"]
         assert attrs["deviceId"] in {"demo-device-0", "demo-device-1", "demo-device-2"}
         assert attrs["timestamp"] == str(doc["timestamp"]) and attrs["priority"] == "normal"
-        assert attrs["sdk"].startswith("dualpub/") and attrs["schemaVersion"] == "1"
+        assert attrs["sdk"].startswith("dualpub/") and attrs["schemaVersion"] == "2"
         assert m.message.ordering_key == doc["deviceId"]
     assert len({m.message.attributes["eventId"] for m in received}) == 15
     subscriber.acknowledge(request={"subscription": sub, "ack_ids": [m.ack_id for m in received]})

@@ -33,7 +33,7 @@ SCHEMAS = ROOT / "schemas"
 # The order in which the SDK writes the fields of a version 1 message (docs/CONTRACT.md#location-fields).
 WIRE_ORDER = [
     "eventId", "deviceId", "companyId", "latitude", "longitude", "accuracy", "speed", "bearing",
-    "altitude", "timestamp", "battery", "schemaVersion",
+    "altitude", "timestamp", "battery", "schemaVersion", "seq", "route", "cfg",
 ]
 ATTRIBUTES = {"deviceId", "eventId", "timestamp", "priority", "schemaVersion", "sdk", "companyId"}
 CONFIG_KEYS = {
@@ -72,7 +72,8 @@ def validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
-LOCATION = validator("location.v1.schema.json")
+LOCATION = validator("location.v2.schema.json")
+LOCATION_V1 = validator("location.v1.schema.json")
 ATTRS = validator("pubsub-attributes.schema.json")
 CONFIG = validator("migration-config.schema.json")
 
@@ -118,7 +119,8 @@ def test_every_message_the_sdk_sends_matches_the_schemas(tmp_path):
         payload = strict_loads(r["payload"])
         where = f"record {i} ({pipeline})"
         assert problems(LOCATION, payload) == [], f"{where}: {problems(LOCATION, payload)}\n{r['payload']}"
-        assert payload["schemaVersion"] == 1, where
+        assert payload["schemaVersion"] == 2, where
+        assert problems(LOCATION_V1, payload) == [], f"{where}: a version 1 consumer refuses it"
         assert_wire_order(payload, where)
         if pipeline == "mqtt":
             assert r["topic"] == f"device/telemetry/{payload['deviceId']}", where
@@ -151,8 +153,8 @@ def test_every_message_the_sdk_sends_matches_the_schemas(tmp_path):
 
 
 def test_the_contract_location_examples_match_the_schema_and_the_sdk_test():
-    full = contract_example("location-v1-full")
-    minimal = contract_example("location-v1-minimal")
+    full = contract_example("location-v2-full")
+    minimal = contract_example("location-v2-minimal")
     for name, text in [("full", full), ("minimal", minimal)]:
         doc = strict_loads(text)
         assert problems(LOCATION, doc) == [], (name, problems(LOCATION, doc))
@@ -170,8 +172,8 @@ def test_the_contract_location_examples_match_the_schema_and_the_sdk_test():
 def test_the_contract_pubsub_request_example():
     body = strict_loads(contract_example("pubsub-publish-request"))
     [message] = body["messages"]
-    assert base64.b64decode(message["data"], validate=True).decode("utf-8") == contract_example("location-v1-full")
-    payload = strict_loads(contract_example("location-v1-full"))
+    assert base64.b64decode(message["data"], validate=True).decode("utf-8") == contract_example("location-v2-full")
+    payload = strict_loads(contract_example("location-v2-full"))
     attrs = message["attributes"]
     assert problems(ATTRS, attrs) == [], problems(ATTRS, attrs)
     assert set(attrs) == ATTRIBUTES
@@ -195,7 +197,7 @@ def test_attribute_maps_the_sdk_never_sends_are_refused():
 
 
 def test_payloads_the_sdk_never_sends_are_refused():
-    good = strict_loads(contract_example("location-v1-full"))
+    good = strict_loads(contract_example("location-v2-full"))
     for change in [
         {"latitude": 90.0001}, {"longitude": -180.5}, {"accuracy": -1.0}, {"speed": -0.1}, {"bearing": 360.0},
         {"battery": 1.5}, {"timestamp": 0}, {"timestamp": 1.5}, {"schemaVersion": 0}, {"latitude": None},
@@ -205,8 +207,13 @@ def test_payloads_the_sdk_never_sends_are_refused():
         assert problems(LOCATION, {**good, **change}), f"accepted {change}"
     for missing in ["eventId", "deviceId", "latitude", "longitude", "timestamp", "schemaVersion"]:
         assert problems(LOCATION, {k: v for k, v in good.items() if k != missing}), f"accepted without {missing}"
-    # A planned version 2 message (docs/CONTRACT.md#version-2-planned) still passes.
-    assert problems(LOCATION, {**good, "schemaVersion": 2, "seq": 1234, "route": "both", "cfg": 42}) == []
+    for missing in ["seq", "route", "cfg"]:
+        assert problems(LOCATION, {k: v for k, v in good.items() if k != missing}), f"version 2 accepted without {missing}"
+    assert problems(LOCATION, {**good, "seq": 0}), "seq starts at 1"
+    # A version 1 consumer's schema takes version 2 messages, and version 1 messages still.
+    assert problems(LOCATION_V1, good) == []
+    v1 = {k: v for k, v in good.items() if k not in ("seq", "route", "cfg")}
+    assert problems(LOCATION_V1, {**v1, "schemaVersion": 1}) == []
 
 
 # --------------------------------------------------------------------------------------------
