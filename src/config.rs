@@ -531,6 +531,9 @@ pub struct SdkConfig {
     pub os_version: Option<String>,
 }
 
+/// The default Pub/Sub topic of migration reports (`pubsub.reportsTopic`).
+pub const DEFAULT_REPORTS_TOPIC: &str = "migration-reports";
+
 /// Default least time between two scheduled config fetches (15 minutes).
 pub const DEFAULT_CONFIG_FETCH_INTERVAL_SECS: u32 = 900;
 

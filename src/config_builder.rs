@@ -52,7 +52,7 @@ impl SdkConfig {
                     max_batch_bytes: 1_000_000,
                     max_batch_latency_ms: 500,
                     ca_certificates_pem: None,
-                    reports_topic: crate::report::DEFAULT_PUBSUB_TOPIC.into(),
+                    reports_topic: crate::config::DEFAULT_REPORTS_TOPIC.into(),
                 },
                 data_dir: data_dir.into(),
                 migration: None,

@@ -89,6 +89,8 @@ pub struct Metrics {
     config_rejected: Mutex<BTreeMap<String, u64>>,
     config_fetches: Mutex<BTreeMap<String, u64>>,
     recovered: AtomicU64,
+    /// Every latency observed, per transport, when a test or the demo asked to keep them.
+    samples: Mutex<Option<[Vec<f64>; 2]>>,
 }
 
 /// Which transports delivered a location once it left the outbox.
@@ -123,12 +125,27 @@ impl Metrics {
     pub fn published(&self, t: Transport, latencies_ms: impl IntoIterator<Item = f64>) {
         let c = self.t(t);
         let mut h = lock(&c.latency);
+        let mut samples = lock(&self.samples);
         let mut n = 0;
         for ms in latencies_ms {
             h.observe(ms);
+            if let Some(s) = samples.as_mut() {
+                s[t.index()].push(ms);
+            }
             n += 1;
         }
         c.success.fetch_add(n, Relaxed);
+    }
+
+    /// Keeps every latency observed from now on (memory grows with every acknowledgement: for
+    /// tests and the demo, which compare the histograms with the raw values).
+    pub fn keep_samples(&self) {
+        lock(&self.samples).get_or_insert_with(Default::default);
+    }
+
+    /// The latencies kept since [`Metrics::keep_samples`], MQTT then Pub/Sub, in ms.
+    pub fn samples(&self) -> [Vec<f64>; 2] {
+        lock(&self.samples).clone().unwrap_or_default()
     }
     /// `n` messages failed an attempt on `t`.
     pub fn failed(&self, t: Transport, n: u64) {

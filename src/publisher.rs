@@ -828,6 +828,19 @@ impl Publisher {
         }
     }
 
+    /// Keeps every acknowledgement latency from now on, for [`Publisher::latency_samples`]
+    /// (tests and the demo check the migration reports' histograms against them; memory grows
+    /// with every location, so never in an app).
+    pub fn keep_latency_samples(&self) {
+        self.shared.hub.metrics.keep_samples();
+    }
+
+    /// The latencies (acceptance → acknowledgement, ms) kept since
+    /// [`Publisher::keep_latency_samples`], MQTT then Pub/Sub.
+    pub fn latency_samples(&self) -> [Vec<f64>; 2] {
+        self.shared.hub.metrics.samples()
+    }
+
     /// Runs the report schedule once, now, as its task does when its timer fires: cuts a silent
     /// report if two intervals passed without location traffic. Returns whether it cut one.
     /// For tests and simulations with a [`crate::clock::ManualClock`].

@@ -26,8 +26,6 @@ pub const MAX_INTERVAL_SECS: u32 = 86_400;
 pub const MAX_REPORTS_PER_DAY: u32 = 300;
 /// The MQTT topic of reports; `{deviceId}` is replaced by the device id.
 pub const MQTT_TOPIC_TEMPLATE: &str = "device/migration-report/{deviceId}";
-/// The default Pub/Sub topic of reports.
-pub const DEFAULT_PUBSUB_TOPIC: &str = "migration-reports";
 /// Width of an event-time bucket.
 const BUCKET_MS: i64 = 600_000;
 /// Most event-time buckets kept between two reports (a backlog spread over days); beyond it

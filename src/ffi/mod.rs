@@ -181,6 +181,19 @@ impl DualPublisher {
     }
 }
 
+/// Rust-only helpers of the exported object, for the demo and tests (not in the bindings).
+impl DualPublisher {
+    /// See [`Publisher::keep_latency_samples`].
+    pub fn keep_latency_samples(&self) {
+        self.inner.keep_latency_samples();
+    }
+
+    /// See [`Publisher::latency_samples`].
+    pub fn latency_samples(&self) -> [Vec<f64>; 2] {
+        self.inner.latency_samples()
+    }
+}
+
 /// The rollout bucket of `device_id`: what the SDK computes, for tools and tests.
 #[uniffi::export]
 pub fn rollout_bucket(device_id: String, salt: String, algorithm: RolloutAlgorithm) -> u32 {

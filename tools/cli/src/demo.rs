@@ -81,6 +81,22 @@ pub struct DemoArgs {
     /// one JSON object per line (JSON Lines), duplicates included; not with --no-verify.
     #[arg(long, value_name = "FILE", conflicts_with = "no_verify")]
     pub capture: Option<PathBuf>,
+    /// Write every migration report the independent subscribers received to FILE, one JSON
+    /// line each (`{"transport", "receivedAtMs", "report"}`, duplicates included).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_verify")]
+    pub reports_out: Option<PathBuf>,
+    /// Write each device's own `metrics()` figures and raw latencies to FILE, one JSON line per
+    /// device (what the fleet rollup is checked against).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_out: Option<PathBuf>,
+    /// Run this command on the reports file and print its output: the fleet rollup table
+    /// (`scripts/rollup`).
+    #[arg(long, value_name = "CMD", conflicts_with = "no_verify")]
+    pub rollup: Option<String>,
+    /// Pub/Sub (the embedded emulator) answers every publish with 503 for this long from the
+    /// start: breakers open and locations fall back to MQTT; it is over before the drain.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub pubsub_outage_ms: u64,
 }
 
 /// Prints `dualpub demo: {msg}` on stderr and gives the exit code of a failed run.
@@ -107,12 +123,16 @@ fn run_steps(args: &DemoArgs) -> Result<i32, String> {
     let pending = run.drain();
     run.await_subscribers(&sent, pending);
     progress.finish();
-    let outcome = run.collect(pending);
+    let outcome = run.collect(pending)?;
     let summary = Summary::compute(&run, &sent, &outcome);
     if let (Some((path, file)), Some(deliveries)) = (capture, &outcome.deliveries) {
         write_capture(path, file, deliveries)?;
     }
     summary.print_table();
+    if let (Some(command), Some(path)) = (&args.rollup, &outcome.reports_file) {
+        println!("fleet rollup of the migration reports ({command})");
+        crate::demo_reports::run_rollup(command, path)?;
+    }
     if args.json {
         println!("{}", summary.json());
     }
@@ -129,6 +149,8 @@ struct Run<'a> {
     cohort: Cohort,
     chaos: Option<Chaos>,
     subscribers: Option<Subscribers>,
+    /// The emulator answers 503 until then (`--pubsub-outage-ms`).
+    outage_until: Option<Instant>,
     _data_dir: Option<tempfile::TempDir>,
     _bed: TestBed,
 }
@@ -154,7 +176,19 @@ impl<'a> Run<'a> {
         let config = args.config_url.as_ref().map(|url| fetch_configs(&fleet, url));
         let cohort = Cohort::of(&fleet);
         cohort.announce(args, config.as_ref());
-        Ok(Run { args, started, fleet, config, cohort, chaos, subscribers, _data_dir: data_dir, _bed: bed })
+        if args.metrics_out.is_some() {
+            fleet.iter().for_each(|(_, p)| p.keep_latency_samples());
+        }
+        let outage_until = match (&bed.emulator, args.pubsub_outage_ms) {
+            (_, 0) => None,
+            (Some(e), ms) => {
+                e.emulator().faults().set(dualpub_testbed::FaultPlan { fail_rate: 1.0, fail_statuses: vec![503], ..Default::default() });
+                eprintln!("dualpub demo: Pub/Sub answers 503 for the first {ms} ms");
+                Some(Instant::now() + Duration::from_millis(ms))
+            }
+            (None, _) => return Err("--pubsub-outage-ms needs the embedded emulator".into()),
+        };
+        Ok(Run { args, started, fleet, config, cohort, chaos, subscribers, outage_until, _data_dir: data_dir, _bed: bed })
     }
 
     /// Drives the fleet round by round; with --durable-log, logs each round once it is durable.
@@ -220,6 +254,10 @@ impl<'a> Run<'a> {
         if let Some(c) = self.chaos.as_mut() {
             c.calm();
         }
+        if let (Some(until), Some(e)) = (self.outage_until.take(), &self._bed.emulator) {
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            e.emulator().faults().clear();
+        }
     }
 
     /// Flushes every device in parallel; returns what the SDK still holds afterwards.
@@ -242,16 +280,36 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Reads the metrics, shuts the fleet down, stops the chaos, takes what the subscribers received.
-    fn collect(&mut self, pending: Pending) -> Outcome {
+    /// Reads the metrics, shuts the fleet down (each device sends its last migration report),
+    /// stops the chaos, takes what the subscribers received and writes the report files.
+    fn collect(&mut self, pending: Pending) -> Result<Outcome, String> {
         let metrics: Vec<MetricsSnapshot> = self.fleet.iter().filter_map(|(_, p)| p.metrics().ok()).collect();
-        for (_, p) in &self.fleet {
-            p.shutdown();
+        if let Some(path) = &self.args.metrics_out {
+            crate::demo_reports::write_metrics(path, &self.fleet, &metrics)?;
         }
+        std::thread::scope(|s| {
+            for (_, p) in &self.fleet {
+                s.spawn(move || p.shutdown());
+            }
+        });
         let chaos_events = self.chaos.take().map(|c| c.stop()).unwrap_or_default();
         let elapsed = self.started.elapsed();
         let deliveries = self.subscribers.as_ref().map(|s| Deliveries { mqtt: s.mqtt.collected.all(), pubsub: s.pubsub.collected.all() });
-        Outcome { metrics, chaos_events, elapsed, pending, deliveries }
+        let mut reports = None;
+        let mut reports_file = None;
+        if let Some(subs) = &self.subscribers {
+            let last = subs.reports.await_last(self.fleet.len(), Duration::from_secs(10));
+            let received = subs.reports.received();
+            let mqtt = received.iter().filter(|(t, _)| *t == "mqtt").count();
+            reports = Some(ReportsSeen { mqtt, pubsub: received.len() - mqtt, devices_with_last: last });
+            if self.args.reports_out.is_some() || self.args.rollup.is_some() {
+                let dir = self._data_dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_else(std::env::temp_dir);
+                let path = crate::demo_reports::reports_path(self.args.reports_out.as_ref(), &dir);
+                crate::demo_reports::write_reports(&path, &received)?;
+                reports_file = Some(path);
+            }
+        }
+        Ok(Outcome { metrics, chaos_events, elapsed, pending, deliveries, reports, reports_file })
     }
 }
 
@@ -290,6 +348,7 @@ impl TestBed {
             None => {
                 let h = EmulatorHandle::spawn(EmulatorOptions::default()).map_err(|e| format!("cannot start the Pub/Sub emulator: {e}"))?;
                 subscribers::create_topic(&h.url(), &args.pubsub_project, &args.pubsub_topic).map_err(|e| e.to_string())?;
+                subscribers::create_topic(&h.url(), &args.pubsub_project, dualpub::config::DEFAULT_REPORTS_TOPIC).map_err(|e| e.to_string())?;
                 (h.url(), Some(h))
             }
         };
@@ -310,10 +369,12 @@ fn allow_insecure(args: &DemoArgs, mqtt_url: &str, endpoint: &str) -> bool {
     args.allow_insecure || (mqtt_local_or_tls && pubsub_local_or_tls && config_local_or_tls)
 }
 
-/// The independent verification: a subscriber on the broker and a pull subscription on the topic.
+/// The independent verification: a subscriber on the broker and a pull subscription on the
+/// topic, for locations and for migration reports.
 struct Subscribers {
     mqtt: Subscriber,
     pubsub: Subscriber,
+    reports: crate::demo_reports::ReportSubscribers,
 }
 
 impl Subscribers {
@@ -327,7 +388,15 @@ impl Subscribers {
         let sub_name = format!("dualpub-demo-verify-{}-{}", std::process::id(), started.elapsed().as_nanos() % 1_000_000);
         let pubsub = subscribers::pubsub(&bed.endpoint, &args.pubsub_project, &args.pubsub_topic, &sub_name)
             .map_err(|e| format!("verifying Pub/Sub subscription: {e}"))?;
-        Ok(Some(Subscribers { mqtt, pubsub }))
+        let reports = crate::demo_reports::ReportSubscribers::start(
+            &bed.mqtt_host,
+            bed.mqtt_port,
+            &bed.endpoint,
+            &args.pubsub_project,
+            dualpub::config::DEFAULT_REPORTS_TOPIC,
+            &format!("{sub_name}-reports"),
+        )?;
+        Ok(Some(Subscribers { mqtt, pubsub, reports }))
     }
 }
 
@@ -502,6 +571,18 @@ struct Outcome {
     pending: Pending,
     /// What the subscribers received (none with --no-verify).
     deliveries: Option<Deliveries>,
+    /// The migration reports received (none with --no-verify).
+    reports: Option<ReportsSeen>,
+    /// Where they were written (`--reports-out`, or for `--rollup`).
+    reports_file: Option<PathBuf>,
+}
+
+/// How many migration reports arrived, and from how many devices the last one did.
+#[derive(Clone, Copy)]
+struct ReportsSeen {
+    mqtt: usize,
+    pubsub: usize,
+    devices_with_last: usize,
 }
 
 /// Every message the subscribers received, in arrival order, duplicates included.
@@ -683,6 +764,7 @@ struct Summary {
     elapsed: Duration,
     rollout: f64,
     config: Option<ConfigReport>,
+    reports: Option<ReportsSeen>,
 }
 
 /// The middle value (the upper one of an even count); 0 for none.
@@ -765,6 +847,7 @@ impl Summary {
             elapsed: outcome.elapsed,
             rollout: run.args.rollout,
             config: run.config.clone(),
+            reports: outcome.reports,
         }
     }
 
@@ -807,6 +890,12 @@ impl Summary {
         row("SDK latency Pub/Sub p50 / max p99", format!("{:.1} ms / {:.1} ms", self.pubsub_p50, self.pubsub_p99));
         row("fallbacks / retries / breaker openings", format!("{} / {} / {}", self.fallbacks, self.retries, self.circuit_openings));
         row("dropped (caps)", self.dropped.to_string());
+        if let Some(r) = &self.reports {
+            row(
+                "migration reports received",
+                format!("MQTT {} / Pub/Sub {} ({} of {} devices sent their last)", r.mqtt, r.pubsub, r.devices_with_last, self.devices),
+            );
+        }
         if self.chaos_events > 0 {
             row("chaos events", self.chaos_events.to_string());
         }
@@ -838,6 +927,7 @@ impl Summary {
             "retries": self.retries,
             "circuit_openings": self.circuit_openings,
             "chaos_events": self.chaos_events,
+            "reports": self.reports.map(|r| serde_json::json!({"mqtt": r.mqtt, "pubsub": r.pubsub, "devices_with_last": r.devices_with_last})),
             "config": self.config.as_ref().map(|c| serde_json::json!({
                 "fetch_results": c.results, "versions": c.versions, "sources": c.sources,
             })),

@@ -8,6 +8,7 @@
 //!   and 304; `POST /_control/mode` makes it answer 304/429/500/slowly/garbage).
 
 mod demo;
+mod demo_reports;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dualpub::rollout::{self, RolloutAlgorithm};
