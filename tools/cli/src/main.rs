@@ -29,7 +29,7 @@ enum Algorithm {
 #[derive(Subcommand)]
 enum Command {
     /// Run a simulated fleet through the SDK against MQTT and Pub/Sub and verify delivery.
-    Demo(demo::DemoArgs),
+    Demo(Box<demo::DemoArgs>),
     /// Print a device's rollout bucket and whether it is in the Pub/Sub cohort.
     Bucket {
         /// The device id (exactly as the app passes it).
@@ -69,7 +69,7 @@ enum Command {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,rumqttd=off")).init();
     let code = match Cli::parse().command {
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => demo::run(*args),
         Command::Bucket { device_id, salt, algorithm, percentage } => bucket(&device_id, &salt, algorithm, percentage),
         Command::Emulator { port, bearer_token } => emulator(port, bearer_token),
         Command::ConfigServer { file, port } => config_server(file, port),
