@@ -396,8 +396,8 @@ impl Reports {
     }
 
     /// Whether a report may be cut at `now_ms` for `trigger`: never more than
-    /// [`MAX_REPORTS_PER_DAY`] a day, and (except at shutdown) never sooner than
-    /// [`MIN_INTERVAL_SECS`] after the last one, or than the interval for a periodic one.
+    /// [`MAX_REPORTS_PER_DAY`] a day; a breaker report never sooner than [`MIN_INTERVAL_SECS`]
+    /// after the last one, a periodic one never sooner than the interval (at least that).
     pub fn may_cut(&self, trigger: Trigger, interval_secs: u32, now_ms: i64) -> bool {
         if self.base.day == now_ms.div_euclid(DAY_MS) && self.base.reports_in_day >= MAX_REPORTS_PER_DAY {
             return false;
@@ -405,8 +405,10 @@ impl Reports {
         let since = self.base.last_cut_ms.map(|t| now_ms.saturating_sub(t));
         let secs = |s: u32| i64::from(s) * 1000;
         match trigger {
-            Trigger::Shutdown => true,
-            Trigger::Config | Trigger::Breaker => since.is_none_or(|d| d >= secs(MIN_INTERVAL_SECS)),
+            // A config change always cuts one (within the daily cap): its counters must be
+            // attributed to the decision they accrued under.
+            Trigger::Shutdown | Trigger::Config => true,
+            Trigger::Breaker => since.is_none_or(|d| d >= secs(MIN_INTERVAL_SECS)),
             Trigger::Interval => since.is_none_or(|d| d >= secs(interval_secs.max(MIN_INTERVAL_SECS))),
             Trigger::Silent => {
                 let from = self.base.last_cut_ms.unwrap_or(self.base.epoch_start_ms).max(self.last_traffic_ms.unwrap_or(i64::MIN));
@@ -605,7 +607,8 @@ mod tests {
         assert!(!r.may_cut(Trigger::Interval, 900, t0 + 899_999));
         assert!(r.may_cut(Trigger::Interval, 900, t0 + 900_000));
         assert!(!r.may_cut(Trigger::Interval, 60, t0 + 299_999), "never sooner than 300 s, whatever the config");
-        assert!(!r.may_cut(Trigger::Config, 900, t0 + 299_999));
+        assert!(!r.may_cut(Trigger::Breaker, 900, t0 + 299_999));
+        assert!(r.may_cut(Trigger::Config, 900, t0 + 1), "a config change always reports (within the daily cap)");
         assert!(r.may_cut(Trigger::Breaker, 900, t0 + 300_000));
         assert!(r.may_cut(Trigger::Shutdown, 900, t0 + 1));
         assert!(!r.may_cut(Trigger::Silent, 900, t0 + 1_799_999));

@@ -2930,6 +2930,14 @@ public struct MigrationConfig: Equatable, Hashable {
      * Overrides by company id.
      */
     public var companyOverrides: [String: Override]
+    /**
+     * Devices send migration reports (docs/CONTRACT.md#migration-reports); `reports.enabled`.
+     */
+    public var reportsEnabled: Bool
+    /**
+     * Seconds between two migration reports, 300–86,400 (`reports.intervalSecs`).
+     */
+    public var reportIntervalSecs: UInt32
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2966,7 +2974,13 @@ public struct MigrationConfig: Equatable, Hashable {
          */deviceOverrides: [String: Override] = [:], 
         /**
          * Overrides by company id.
-         */companyOverrides: [String: Override] = [:]) {
+         */companyOverrides: [String: Override] = [:], 
+        /**
+         * Devices send migration reports (docs/CONTRACT.md#migration-reports); `reports.enabled`.
+         */reportsEnabled: Bool = true, 
+        /**
+         * Seconds between two migration reports, 300–86,400 (`reports.intervalSecs`).
+         */reportIntervalSecs: UInt32 = UInt32(900)) {
         self.version = version
         self.mqttEnabled = mqttEnabled
         self.pubsubEnabled = pubsubEnabled
@@ -2978,6 +2992,8 @@ public struct MigrationConfig: Equatable, Hashable {
         self.rolloutAlgorithm = rolloutAlgorithm
         self.deviceOverrides = deviceOverrides
         self.companyOverrides = companyOverrides
+        self.reportsEnabled = reportsEnabled
+        self.reportIntervalSecs = reportIntervalSecs
     }
 
     
@@ -3006,7 +3022,9 @@ public struct FfiConverterTypeMigrationConfig: FfiConverterRustBuffer {
                 rolloutSalt: FfiConverterString.read(from: &buf), 
                 rolloutAlgorithm: FfiConverterTypeRolloutAlgorithm.read(from: &buf), 
                 deviceOverrides: FfiConverterDictionaryStringTypeOverride.read(from: &buf), 
-                companyOverrides: FfiConverterDictionaryStringTypeOverride.read(from: &buf)
+                companyOverrides: FfiConverterDictionaryStringTypeOverride.read(from: &buf), 
+                reportsEnabled: FfiConverterBool.read(from: &buf), 
+                reportIntervalSecs: FfiConverterUInt32.read(from: &buf)
         )
     }
 
@@ -3022,6 +3040,8 @@ public struct FfiConverterTypeMigrationConfig: FfiConverterRustBuffer {
         FfiConverterTypeRolloutAlgorithm.write(value.rolloutAlgorithm, into: &buf)
         FfiConverterDictionaryStringTypeOverride.write(value.deviceOverrides, into: &buf)
         FfiConverterDictionaryStringTypeOverride.write(value.companyOverrides, into: &buf)
+        FfiConverterBool.write(value.reportsEnabled, into: &buf)
+        FfiConverterUInt32.write(value.reportIntervalSecs, into: &buf)
     }
 }
 
@@ -3289,6 +3309,10 @@ public struct PubSubSettings: Equatable, Hashable {
      * Extra trusted CA certificates (PEM) for the endpoint.
      */
     public var caCertificatesPem: String?
+    /**
+     * Topic id of the migration reports (docs/CONTRACT.md#how-reports-travel).
+     */
+    public var reportsTopic: String
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3316,7 +3340,10 @@ public struct PubSubSettings: Equatable, Hashable {
          */maxBatchLatencyMs: UInt64 = UInt64(500), 
         /**
          * Extra trusted CA certificates (PEM) for the endpoint.
-         */caCertificatesPem: String? = nil) {
+         */caCertificatesPem: String? = nil, 
+        /**
+         * Topic id of the migration reports (docs/CONTRACT.md#how-reports-travel).
+         */reportsTopic: String = "migration-reports") {
         self.endpoint = endpoint
         self.project = project
         self.topic = topic
@@ -3325,6 +3352,7 @@ public struct PubSubSettings: Equatable, Hashable {
         self.maxBatchBytes = maxBatchBytes
         self.maxBatchLatencyMs = maxBatchLatencyMs
         self.caCertificatesPem = caCertificatesPem
+        self.reportsTopic = reportsTopic
     }
 
     
@@ -3350,7 +3378,8 @@ public struct FfiConverterTypePubSubSettings: FfiConverterRustBuffer {
                 maxBatchMessages: FfiConverterUInt32.read(from: &buf), 
                 maxBatchBytes: FfiConverterUInt64.read(from: &buf), 
                 maxBatchLatencyMs: FfiConverterUInt64.read(from: &buf), 
-                caCertificatesPem: FfiConverterOptionString.read(from: &buf)
+                caCertificatesPem: FfiConverterOptionString.read(from: &buf), 
+                reportsTopic: FfiConverterString.read(from: &buf)
         )
     }
 
@@ -3363,6 +3392,7 @@ public struct FfiConverterTypePubSubSettings: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.maxBatchBytes, into: &buf)
         FfiConverterUInt64.write(value.maxBatchLatencyMs, into: &buf)
         FfiConverterOptionString.write(value.caCertificatesPem, into: &buf)
+        FfiConverterString.write(value.reportsTopic, into: &buf)
     }
 }
 
@@ -3568,6 +3598,19 @@ public struct SdkConfig {
      * `refreshConfig` ignores it; a backoff after failures is added to it.
      */
     public var configFetchIntervalSecs: UInt32
+    /**
+     * Send migration reports (docs/CONTRACT.md#migration-reports) when the config allows them;
+     * `false` opts this app out whatever the config says.
+     */
+    public var reportsEnabled: Bool
+    /**
+     * The app's version, for migration reports (at most 32 characters of `A-Z a-z 0-9 . _ + -`).
+     */
+    public var appVersion: String?
+    /**
+     * The OS version, for migration reports (same rule as `appVersion`).
+     */
+    public var osVersion: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3611,7 +3654,17 @@ public struct SdkConfig {
         /**
          * Least time between two scheduled fetches, in seconds (60–604800; default 15 minutes).
          * `refreshConfig` ignores it; a backoff after failures is added to it.
-         */configFetchIntervalSecs: UInt32 = UInt32(900)) {
+         */configFetchIntervalSecs: UInt32 = UInt32(900), 
+        /**
+         * Send migration reports (docs/CONTRACT.md#migration-reports) when the config allows them;
+         * `false` opts this app out whatever the config says.
+         */reportsEnabled: Bool = true, 
+        /**
+         * The app's version, for migration reports (at most 32 characters of `A-Z a-z 0-9 . _ + -`).
+         */appVersion: String? = nil, 
+        /**
+         * The OS version, for migration reports (same rule as `appVersion`).
+         */osVersion: String? = nil) {
         self.deviceId = deviceId
         self.companyId = companyId
         self.mqtt = mqtt
@@ -3624,6 +3677,9 @@ public struct SdkConfig {
         self.maxStorageBytes = maxStorageBytes
         self.remoteConfigUrl = remoteConfigUrl
         self.configFetchIntervalSecs = configFetchIntervalSecs
+        self.reportsEnabled = reportsEnabled
+        self.appVersion = appVersion
+        self.osVersion = osVersion
     }
 
     
@@ -3653,7 +3709,10 @@ public struct FfiConverterTypeSdkConfig: FfiConverterRustBuffer {
                 maxOutboxAgeHours: FfiConverterUInt32.read(from: &buf), 
                 maxStorageBytes: FfiConverterOptionUInt64.read(from: &buf), 
                 remoteConfigUrl: FfiConverterOptionString.read(from: &buf), 
-                configFetchIntervalSecs: FfiConverterUInt32.read(from: &buf)
+                configFetchIntervalSecs: FfiConverterUInt32.read(from: &buf), 
+                reportsEnabled: FfiConverterBool.read(from: &buf), 
+                appVersion: FfiConverterOptionString.read(from: &buf), 
+                osVersion: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -3670,6 +3729,9 @@ public struct FfiConverterTypeSdkConfig: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.maxStorageBytes, into: &buf)
         FfiConverterOptionString.write(value.remoteConfigUrl, into: &buf)
         FfiConverterUInt32.write(value.configFetchIntervalSecs, into: &buf)
+        FfiConverterBool.write(value.reportsEnabled, into: &buf)
+        FfiConverterOptionString.write(value.appVersion, into: &buf)
+        FfiConverterOptionString.write(value.osVersion, into: &buf)
     }
 }
 

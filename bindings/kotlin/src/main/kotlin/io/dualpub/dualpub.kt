@@ -4244,6 +4244,16 @@ data class MigrationConfig (
      * Overrides by company id.
      */
     var `companyOverrides`: Map<kotlin.String, Override> = mapOf() 
+    , 
+    /**
+     * Devices send migration reports (docs/CONTRACT.md#migration-reports); `reports.enabled`.
+     */
+    var `reportsEnabled`: kotlin.Boolean = true 
+    , 
+    /**
+     * Seconds between two migration reports, 300–86,400 (`reports.intervalSecs`).
+     */
+    var `reportIntervalSecs`: kotlin.UInt = 900u 
     
 ){
     
@@ -4271,6 +4281,8 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterTypeRolloutAlgorithm.read(buf),
             FfiConverterMapStringTypeOverride.read(buf),
             FfiConverterMapStringTypeOverride.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterUInt.read(buf),
         )
     }
 
@@ -4285,7 +4297,9 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterString.allocationSize(value.`rolloutSalt`) +
             FfiConverterTypeRolloutAlgorithm.allocationSize(value.`rolloutAlgorithm`) +
             FfiConverterMapStringTypeOverride.allocationSize(value.`deviceOverrides`) +
-            FfiConverterMapStringTypeOverride.allocationSize(value.`companyOverrides`)
+            FfiConverterMapStringTypeOverride.allocationSize(value.`companyOverrides`) +
+            FfiConverterBoolean.allocationSize(value.`reportsEnabled`) +
+            FfiConverterUInt.allocationSize(value.`reportIntervalSecs`)
     )
 
     override fun write(value: MigrationConfig, buf: ByteBuffer) {
@@ -4300,6 +4314,8 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterTypeRolloutAlgorithm.write(value.`rolloutAlgorithm`, buf)
             FfiConverterMapStringTypeOverride.write(value.`deviceOverrides`, buf)
             FfiConverterMapStringTypeOverride.write(value.`companyOverrides`, buf)
+            FfiConverterBoolean.write(value.`reportsEnabled`, buf)
+            FfiConverterUInt.write(value.`reportIntervalSecs`, buf)
     }
 }
 
@@ -4515,6 +4531,11 @@ data class PubSubSettings (
      * Extra trusted CA certificates (PEM) for the endpoint.
      */
     var `caCertificatesPem`: kotlin.String? = null 
+    , 
+    /**
+     * Topic id of the migration reports (docs/CONTRACT.md#how-reports-travel).
+     */
+    var `reportsTopic`: kotlin.String = "migration-reports" 
     
 ){
     
@@ -4539,6 +4560,7 @@ public object FfiConverterTypePubSubSettings: FfiConverterRustBuffer<PubSubSetti
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
         )
     }
 
@@ -4550,7 +4572,8 @@ public object FfiConverterTypePubSubSettings: FfiConverterRustBuffer<PubSubSetti
             FfiConverterUInt.allocationSize(value.`maxBatchMessages`) +
             FfiConverterULong.allocationSize(value.`maxBatchBytes`) +
             FfiConverterULong.allocationSize(value.`maxBatchLatencyMs`) +
-            FfiConverterOptionalString.allocationSize(value.`caCertificatesPem`)
+            FfiConverterOptionalString.allocationSize(value.`caCertificatesPem`) +
+            FfiConverterString.allocationSize(value.`reportsTopic`)
     )
 
     override fun write(value: PubSubSettings, buf: ByteBuffer) {
@@ -4562,6 +4585,7 @@ public object FfiConverterTypePubSubSettings: FfiConverterRustBuffer<PubSubSetti
             FfiConverterULong.write(value.`maxBatchBytes`, buf)
             FfiConverterULong.write(value.`maxBatchLatencyMs`, buf)
             FfiConverterOptionalString.write(value.`caCertificatesPem`, buf)
+            FfiConverterString.write(value.`reportsTopic`, buf)
     }
 }
 
@@ -4730,6 +4754,22 @@ data class SdkConfig (
      * `refreshConfig` ignores it; a backoff after failures is added to it.
      */
     var `configFetchIntervalSecs`: kotlin.UInt = 900u 
+    , 
+    /**
+     * Send migration reports (docs/CONTRACT.md#migration-reports) when the config allows them;
+     * `false` opts this app out whatever the config says.
+     */
+    var `reportsEnabled`: kotlin.Boolean = true 
+    , 
+    /**
+     * The app's version, for migration reports (at most 32 characters of `A-Z a-z 0-9 . _ + -`).
+     */
+    var `appVersion`: kotlin.String? = null 
+    , 
+    /**
+     * The OS version, for migration reports (same rule as `appVersion`).
+     */
+    var `osVersion`: kotlin.String? = null 
     
 ): Disposable{
     
@@ -4752,7 +4792,10 @@ data class SdkConfig (
         this.`maxOutboxAgeHours`,
         this.`maxStorageBytes`,
         this.`remoteConfigUrl`,
-        this.`configFetchIntervalSecs`
+        this.`configFetchIntervalSecs`,
+        this.`reportsEnabled`,
+        this.`appVersion`,
+        this.`osVersion`
     )
     }
     
@@ -4777,6 +4820,9 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterOptionalULong.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -4792,7 +4838,10 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterUInt.allocationSize(value.`maxOutboxAgeHours`) +
             FfiConverterOptionalULong.allocationSize(value.`maxStorageBytes`) +
             FfiConverterOptionalString.allocationSize(value.`remoteConfigUrl`) +
-            FfiConverterUInt.allocationSize(value.`configFetchIntervalSecs`)
+            FfiConverterUInt.allocationSize(value.`configFetchIntervalSecs`) +
+            FfiConverterBoolean.allocationSize(value.`reportsEnabled`) +
+            FfiConverterOptionalString.allocationSize(value.`appVersion`) +
+            FfiConverterOptionalString.allocationSize(value.`osVersion`)
     )
 
     override fun write(value: SdkConfig, buf: ByteBuffer) {
@@ -4808,6 +4857,9 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterOptionalULong.write(value.`maxStorageBytes`, buf)
             FfiConverterOptionalString.write(value.`remoteConfigUrl`, buf)
             FfiConverterUInt.write(value.`configFetchIntervalSecs`, buf)
+            FfiConverterBoolean.write(value.`reportsEnabled`, buf)
+            FfiConverterOptionalString.write(value.`appVersion`, buf)
+            FfiConverterOptionalString.write(value.`osVersion`, buf)
     }
 }
 
