@@ -12,7 +12,7 @@ use crate::outbox::{Completed, Outbox, Transport};
 use crate::remote::ConfigSource;
 use crate::report::{Identity, Outgoing, Reports, Tally, Trigger};
 use crate::rollout::RolloutDecision;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -63,9 +63,20 @@ pub(crate) struct Hub {
     reports_allowed: bool,
     /// The clock reports are scheduled and stamped by.
     clock: Arc<dyn crate::clock::Clock>,
-    /// Per transport: it delivered something lately (MQTT: connected; Pub/Sub: the last request
-    /// was delivered), so `close` may wait a moment for the last report over it.
-    link_up: [AtomicBool; 2],
+    /// Per transport, what its last attempt said of the link ([`Link`] as a number), so `close`
+    /// waits a moment for the last report over a link that is up or not yet tried.
+    links: [AtomicU8; 2],
+}
+
+/// What a transport's last attempt said of its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// Not tried since start-up, or hung up while idle.
+    Untried = 0,
+    /// Connected (MQTT) or the last request was answered (Pub/Sub).
+    Up = 1,
+    /// The last attempt failed.
+    Down = 2,
 }
 
 /// How long after a transport delivered locations the radio counts as still on: a report not
@@ -105,7 +116,7 @@ impl Hub {
             identity,
             reports_allowed,
             clock,
-            link_up: [AtomicBool::new(false), AtomicBool::new(false)],
+            links: [AtomicU8::new(Link::Untried as u8), AtomicU8::new(Link::Untried as u8)],
         }
     }
 
@@ -270,14 +281,14 @@ impl Hub {
         self.progress.notify_all();
     }
 
-    /// Records whether `t`'s link is up (see `link_up`).
-    pub fn set_link_up(&self, t: Transport, up: bool) {
-        self.link_up[t.index()].store(up, Ordering::Relaxed);
+    /// Records what `t`'s last attempt said of its link.
+    pub fn set_link(&self, t: Transport, link: Link) {
+        self.links[t.index()].store(link as u8, Ordering::Relaxed);
     }
 
-    /// Whether `t`'s link is up.
-    pub fn link_up(&self, t: Transport) -> bool {
-        self.link_up[t.index()].load(Ordering::Relaxed)
+    /// Whether `t`'s link is known to be down (its last attempt failed).
+    pub fn link_down(&self, t: Transport) -> bool {
+        self.links[t.index()].load(Ordering::Relaxed) == Link::Down as u8
     }
 
     /// Wakes the task of transport `t`.

@@ -813,13 +813,14 @@ impl Publisher {
     }
 
     /// Waits (at most [`CLOSE_REPORT_WAIT`]) until the shutdown report has left over every
-    /// transport whose link is up; a transport that is down keeps nothing waiting here (the
-    /// counters are persisted: the next report covers them).
+    /// transport whose link is not known to be down (one not tried in this run connects for it);
+    /// a transport that is down keeps nothing waiting here (the counters are persisted: the next
+    /// report covers them).
     fn last_report_out(&self) {
         let hub = &self.shared.hub;
         let start = Instant::now();
         let mut st = self.shared.lock();
-        while Transport::ALL.into_iter().any(|t| hub.link_up(t) && hub.reports().owed(t)) {
+        while Transport::ALL.into_iter().any(|t| !hub.link_down(t) && hub.reports().owed(t)) {
             let left = CLOSE_REPORT_WAIT.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;

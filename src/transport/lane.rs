@@ -161,10 +161,10 @@ impl Lane {
         self.hub.cut_report(&st, crate::report::Trigger::Breaker);
     }
 
-    /// Records whether this transport's link is up (`close` waits briefly for a last report
-    /// only over a link that is up).
-    pub fn set_link_up(&self, up: bool) {
-        self.hub.set_link_up(self.t, up);
+    /// Records what the last attempt said of this transport's link (`close` waits briefly for
+    /// the last report only over a link not known to be down).
+    pub fn set_link(&self, link: crate::hub::Link) {
+        self.hub.set_link(self.t, link);
     }
 
     /// Where the pending rows stand, for batching.

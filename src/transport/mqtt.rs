@@ -15,6 +15,7 @@
 
 use crate::config::SdkConfig;
 use crate::error::Error;
+use crate::hub::Link;
 use crate::outbox::{Row, Transport};
 use crate::retry::Backoff;
 use crate::tls;
@@ -302,7 +303,7 @@ async fn connection(
     // Every row not yet acknowledged goes back to the outbox; a broken connection counts them
     // as failed attempts, a connection closed on purpose does not.
     let end = |session: &mut Session, end: End| {
-        lane.set_link_up(false);
+        lane.set_link(if matches!(end, End::Failed(_)) { Link::Down } else { Link::Untried });
         let (seqs, reports) = session.give_back();
         if matches!(end, End::Failed(_)) && !seqs.is_empty() {
             lane.metrics().failed(Transport::Mqtt, seqs.len() as u64);
@@ -353,7 +354,7 @@ async fn connection(
                     if let Err(e) = session.on_connack(ack.code) {
                         return end(&mut session, e);
                     }
-                    lane.set_link_up(true);
+                    lane.set_link(Link::Up);
                     lane.event(log::Level::Info, || "connected".into());
                 }
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),

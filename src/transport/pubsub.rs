@@ -174,7 +174,7 @@ impl Machine {
         match outcome {
             Outcome::Delivered => {
                 self.backoff.reset();
-                lane.set_link_up(true);
+                lane.set_link(crate::hub::Link::Up);
                 if self.breaker.success() {
                     lane.metrics().set_circuit_open(Transport::PubSub, false);
                     lane.event(log::Level::Info, || "circuit closed: the probe was delivered".into());
@@ -208,7 +208,7 @@ impl Machine {
     /// After a failed attempt: put the rows back in order, count the failure on the breaker (an
     /// opening breaker sends everything owed to Pub/Sub to MQTT too), draw the backoff.
     fn on_failure(&mut self, lane: &Lane, batch_len: usize, in_flight: &[u64], outcome: Outcome, now: Instant) -> Next {
-        lane.set_link_up(false);
+        lane.set_link(crate::hub::Link::Down);
         lane.metrics().failed(Transport::PubSub, batch_len as u64);
         lane.metrics().retry(Transport::PubSub);
         let opened = match &outcome {
@@ -297,6 +297,7 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
 async fn send_report(lane: &Lane, rest: &mut Rest) {
     if let Some(report) = lane.take_report(false) {
         let delivered = rest.publish_report(lane, &report).await == Outcome::Delivered;
+        lane.set_link(if delivered { crate::hub::Link::Up } else { crate::hub::Link::Down });
         lane.report_settled(report.seq, delivered);
     }
 }

@@ -23,6 +23,8 @@ struct Bed {
     emulator: EmulatorHandle,
     mqtt: Subscriber,
     pubsub: Subscriber,
+    /// Every device's migration reports (MQTT, persistent session).
+    reports: Subscriber,
 }
 
 fn bed(name: &str) -> Bed {
@@ -33,7 +35,8 @@ fn bed(name: &str) -> Bed {
     // A persistent session: mosquitto keeps queueing for the verifier across its own restarts.
     let mqtt = subscribers::mqtt_with_session("127.0.0.1", broker.port, "device/telemetry/+", Some(&format!("verifier-{name}"))).unwrap();
     let pubsub = subscribers::pubsub(&emulator.url(), PROJECT, TOPIC, &format!("verifier-{name}")).unwrap();
-    Bed { data: dir.path().join("data"), log: dir.path().join("durable.log"), _dir: dir, broker, emulator, mqtt, pubsub }
+    let reports = subscribers::mqtt_with_session("127.0.0.1", broker.port, "device/migration-report/+", Some(&format!("reports-{name}"))).unwrap();
+    Bed { data: dir.path().join("data"), log: dir.path().join("durable.log"), _dir: dir, broker, emulator, mqtt, pubsub, reports }
 }
 
 fn demo(args: &[&str]) -> Command {
@@ -165,6 +168,70 @@ fn sigkill_at_twenty_random_points_loses_nothing_durable() {
     // Duplicates carry the original eventId: every message parses to one we promised (or one
     // accepted but killed before it was reported durable).
     assert!(b.mqtt.collected.all().iter().all(|r| !r.event_id.is_empty()));
+    seq_and_reports_survive_the_kills(&b, devices, &promised);
+}
+
+/// After many SIGKILLs on one data directory: no location `seq` was given to two locations, and
+/// each device's migration reports kept one epoch, never reused a `reportSeq` for other bytes,
+/// never counted backwards, and the last one counts at least every location promised durable.
+fn seq_and_reports_survive_the_kills(b: &Bed, devices: usize, promised: &[(String, String)]) {
+    let mut seq_of: HashMap<(String, u64), String> = HashMap::new();
+    for r in b.mqtt.collected.all() {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        let key = (r.device_id.clone(), v["seq"].as_u64().expect("every location carries seq"));
+        let first = seq_of.entry(key.clone()).or_insert_with(|| r.event_id.clone());
+        assert_eq!(*first, r.event_id, "seq {key:?} given to two locations");
+    }
+    // The last run's shutdown reports (it connects for them even with nothing to send).
+    let durable_of = |device: &str| promised.iter().filter(|(d, _)| d == device).count() as u64;
+    let covered = |c: &Collected| {
+        let mut most: HashMap<String, u64> = HashMap::new();
+        for v in c.all().iter().filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).ok()) {
+            let n = most.entry(v["deviceId"].as_str().unwrap_or_default().to_string()).or_default();
+            *n = (*n).max(v["counters"]["accepted"].as_u64().unwrap_or(0));
+        }
+        most.len() == devices && most.iter().all(|(d, n)| *n >= durable_of(d))
+    };
+    b.reports.collected.wait_until(Duration::from_secs(30), covered);
+    let mut by_device: HashMap<String, std::collections::BTreeMap<u64, Vec<u8>>> = HashMap::new();
+    for r in b.reports.collected.all() {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        let seq = v["reportSeq"].as_u64().unwrap();
+        let copies = by_device.entry(v["deviceId"].as_str().unwrap().to_string()).or_default();
+        let first = copies.entry(seq).or_insert_with(|| r.payload.clone());
+        assert_eq!(*first, r.payload, "reportSeq {seq} of {} reused for other bytes", v["deviceId"]);
+    }
+    assert_eq!(by_device.len(), devices);
+    for (device, reports) in &by_device {
+        let docs: Vec<serde_json::Value> = reports.values().map(|b| serde_json::from_slice(b).unwrap()).collect();
+        assert!(docs.iter().all(|d| d["epoch"] == docs[0]["epoch"]), "{device}: one data directory, one epoch");
+        let counter = |d: &serde_json::Value, path: &[&str]| path.iter().fold(d, |v, k| &v[*k]).as_u64().unwrap();
+        for pair in docs.windows(2) {
+            for path in [&["accepted"][..], &["lastSeq"], &["mqtt", "acked"], &["pubsub", "acked"]] {
+                let (a, z) = (counter(&pair[0]["counters"], path), counter(&pair[1]["counters"], path));
+                assert!(a <= z, "{device}: counters.{} went back from {a} to {z} across a kill", path.join("."));
+            }
+        }
+        let last = docs.last().unwrap();
+        let durable = durable_of(device);
+        let seqs: Vec<u64> = seq_of.keys().filter(|(d, _)| d == device).map(|(_, s)| *s).collect();
+        let epochs: HashSet<String> = docs.iter().map(|d| d["epoch"].to_string()).collect();
+        assert!(
+            counter(&last["counters"], &["accepted"]) >= durable,
+            "{device}: counts fewer than the {durable} durable; {} distinct seqs up to {:?}; epochs {epochs:?}; reports {:?}",
+            seqs.len(),
+            seqs.iter().max(),
+            docs.iter()
+                .map(|d| (d["reportSeq"].as_u64(), d["trigger"].as_str(), d["counters"]["accepted"].as_u64(), d["epochStartMs"].as_i64()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(counter(&last["counters"], &["accepted"]), counter(&last["counters"], &["lastSeq"]), "{device}: one seq per accepted location");
+    }
+    eprintln!(
+        "kill test: {} migration reports from {} devices, one epoch each, counters never went back",
+        by_device.values().map(|r| r.len()).sum::<usize>(),
+        by_device.len()
+    );
 }
 
 #[test]
