@@ -73,7 +73,7 @@ fn every_location_carries_seq_route_and_cfg_across_a_config_change() {
 fn a_forced_fallback_shows_route_pubsub_on_mqtt() {
     let emu = emulator();
     let id = device("wire-fallback");
-    let mqtt = mqtt_subscriber(&id);
+    let (mqtt, reports_seen) = (mqtt_subscriber(&id), mqtt_report_subscriber(&id));
     emu.emulator().faults().set(FaultPlan { fail_rate: 1.0, fail_statuses: vec![503], ..FaultPlan::default() });
     let pubsub_only = MigrationConfig { version: 7, mqtt_enabled: false, pubsub_enabled: true, pubsub_percentage: 100.0, ..MigrationConfig::default() };
     let p = TestDevice::new(&id, &emu).migration(pubsub_only).start();
@@ -83,6 +83,11 @@ fn a_forced_fallback_shows_route_pubsub_on_mqtt() {
         assert_eq!((v["route"].as_str(), v["cfg"].as_u64()), (Some("pubsub"), Some(7)), "a fallback copy keeps its bytes: {v}");
     }
     assert!(p.metrics().unwrap().fallback >= 3);
+    // The breaker's opening is reported at once, over MQTT (the device is on Pub/Sub only, and
+    // its reports fall back too).
+    let got = wait_reports(&reports_seen.collected, 1);
+    assert_eq!((got[0]["trigger"].as_str(), got[0]["gauges"]["pubsubBreakerOpen"].as_bool()), (Some("breaker"), Some(true)), "{}", got[0]);
+    assert_eq!(got[0]["decision"]["route"], "pubsub");
     p.shutdown();
 }
 
@@ -238,4 +243,43 @@ fn a_report_never_goes_ahead_of_a_backlog() {
     assert_eq!(locations_after, 0, "a location arrived after a report ({} of {} messages)", first_report, got.len());
     assert!(first_report >= 100_000, "every location came first: {first_report}");
     p.close();
+}
+
+#[test]
+fn a_config_change_reports_the_decision_its_counters_accrued_under() {
+    let emu = emulator();
+    let id = device("reports-config");
+    let m = mqtt_report_subscriber(&id);
+    let (_, p) = on_clock(TestDevice::new(&id, &emu).rollout(100.0));
+    send(&p, 0, 3);
+    wait_reports(&m.collected, 1);
+    p.apply_config(MigrationConfig { version: 2, ..MigrationConfig::default() }).unwrap();
+    let got = wait_reports(&m.collected, 2);
+    let r = &got[1];
+    assert_eq!(r["trigger"], "config");
+    assert_eq!((r["decision"]["cfg"].as_u64(), r["decision"]["route"].as_str()), (Some(1), Some("both")), "cut before v2 took effect: {r}");
+    assert_eq!(r["counters"]["accepted"].as_u64(), Some(3));
+    p.close();
+    let last = wait_reports(&m.collected, 3).pop().unwrap();
+    assert_eq!((last["trigger"].as_str(), last["decision"]["cfg"].as_u64(), last["decision"]["route"].as_str()), (Some("shutdown"), Some(2), Some("mqtt")));
+}
+
+#[test]
+fn reports_stop_when_the_config_or_the_app_says_so() {
+    let emu = emulator();
+    let (by_config, by_app) = (device("reports-off-config"), device("reports-off-app"));
+    let (m_config, m_app) = (mqtt_report_subscriber(&by_config), mqtt_report_subscriber(&by_app));
+    let off = MigrationConfig { version: 1, reports_enabled: false, ..MigrationConfig::default() };
+    let (clock, a) = on_clock(TestDevice::new(&by_config, &emu).migration(off));
+    let b = Publisher::with_clock(TestDevice::new(&by_app, &emu).with(|c| c.reports_enabled = false).config(), None, clock.clone()).unwrap();
+    for p in [&a, &b] {
+        send(p, 0, 3);
+        clock.advance_ms(INTERVAL_MS * 3);
+        assert!(!p.poll_reports(), "nothing is cut");
+        send(p, 3, 1);
+    }
+    a.close();
+    b.close();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!((m_config.collected.len(), m_app.collected.len()), (0, 0), "no report at all, not even at shutdown");
 }
