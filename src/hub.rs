@@ -10,7 +10,7 @@ use crate::debug::Events;
 use crate::metrics::Metrics;
 use crate::outbox::{Completed, Outbox, Transport};
 use crate::remote::ConfigSource;
-use crate::report::{Identity, Outgoing, Reports, Tally, Trigger};
+use crate::report::{CutReport, Identity, Reports, Tally, Trigger};
 use crate::rollout::RolloutDecision;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -211,8 +211,9 @@ impl Hub {
         let now = self.report_now(st, interval);
         let seq = reports.cut(&self.identity, &now, trigger, targets, now_ms);
         drop(reports);
-        // A commit persists the new reportSeq (with the counters); the store then says so.
-        st.outbox.persist_checkpoint();
+        // A commit persists the new reportSeq (with the counters) and every location accepted
+        // before it; the store then says so (Hub::report_persisted).
+        st.outbox.persist_checkpoint(seq);
         self.event(log::Level::Debug, "report", || format!("report {seq} cut ({})", trigger.as_str()));
         true
     }
@@ -224,13 +225,14 @@ impl Hub {
         Some(self.reports().silent_due_ms(interval))
     }
 
-    /// The tally to persist with a commit, and the `reportSeq` it makes durable.
-    pub fn tally(&self) -> (Tally, u64) {
+    /// The tally to persist with a commit. Runs on the `dualpub-store` thread inside the open
+    /// SQLite transaction (it takes `state`, then `Reports`; nothing holding `state` waits for
+    /// the store).
+    pub fn tally(&self) -> Tally {
         let st = self.lock();
         let interval = self.report_interval(&st).unwrap_or(crate::report::DEFAULT_INTERVAL_SECS);
         let now = self.report_now(&st, interval);
-        let reports = self.reports();
-        (reports.tally(&now), reports.report_seq())
+        self.reports().tally(&now)
     }
 
     /// Reports up to `seq` are on disk: the transports may send them.
@@ -250,7 +252,7 @@ impl Hub {
     /// The report waiting for `t`, if it may go now: once no location is pending for `t` (a
     /// report never goes ahead of a location), and only if it may wake the radio by itself or
     /// the radio is on anyway (`t` is connected, or a transport delivered within the last 20 s).
-    pub fn take_report(&self, t: Transport, connected: bool) -> Option<Outgoing> {
+    pub fn take_report(&self, t: Transport, connected: bool) -> Option<CutReport> {
         let st = self.lock();
         if st.outbox.pending_count(t) > 0 {
             return None;
@@ -289,6 +291,11 @@ impl Hub {
     /// Whether `t`'s link is known to be down (its last attempt failed).
     pub fn link_down(&self, t: Transport) -> bool {
         self.links[t.index()].load(Ordering::Relaxed) == Link::Down as u8
+    }
+
+    /// Whether `t`'s link is up (connected, or the last request answered).
+    pub fn link_up(&self, t: Transport) -> bool {
+        self.links[t.index()].load(Ordering::Relaxed) == Link::Up as u8
     }
 
     /// Wakes the task of transport `t`.

@@ -301,9 +301,10 @@ impl Outbox {
         self.persist(Op::SaveConfig(config));
     }
 
-    /// Asks for a commit even with nothing else to write (it persists the reports' tally).
-    pub fn persist_checkpoint(&self) {
-        self.persist(Op::Checkpoint);
+    /// Report `report_seq` was cut: asks for a commit (it persists the reports' tally) that says
+    /// so once done.
+    pub fn persist_checkpoint(&self, report_seq: u64) {
+        self.persist(Op::Checkpoint(report_seq));
     }
 
     /// The event time (`timestamp`) of row `seq`, if it is still in the outbox.

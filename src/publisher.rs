@@ -404,10 +404,7 @@ impl Publisher {
         let hub = Arc::new(Hub::new(r.outbox, setup, crate::debug::Events::default()));
         // Every commit persists the reports' tally (counters, schedule, last seq) with the outbox.
         let tallying = Arc::downgrade(&hub);
-        r.db.record_tally(Box::new(move || {
-            let (tally, seq) = tallying.upgrade()?.tally();
-            Some((serde_json::to_string(&tally).ok()?, seq))
-        }));
+        r.db.record_tally(Box::new(move || serde_json::to_string(&tallying.upgrade()?.tally()).ok()));
         for (level, kind, message) in r.notes {
             hub.event(level, kind, || message);
         }
@@ -818,9 +815,12 @@ impl Publisher {
     /// report covers them).
     fn last_report_out(&self) {
         let hub = &self.shared.hub;
+        if runtime::on_sdk_thread() {
+            return; // the transports need this very thread
+        }
         let start = Instant::now();
         let mut st = self.shared.lock();
-        while Transport::ALL.into_iter().any(|t| !hub.link_down(t) && hub.reports().owed(t)) {
+        while Transport::ALL.into_iter().any(|t| !hub.link_down(t) && hub.reports().leaving(t, hub.link_up(t))) {
             let left = CLOSE_REPORT_WAIT.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;
@@ -854,8 +854,9 @@ impl Publisher {
         self.shared.lock().closed
     }
 
-    /// Stops accepting, stops the transport tasks (they finish the attempt in progress, at most
-    /// 3 s), disconnects, and waits (at most 5 s) until the outbox is on disk.
+    /// Stops accepting, sends the last migration report (waits at most 2 s, only over transports
+    /// not known to be down), stops the transport tasks (they finish the attempt in progress, at
+    /// most 3 s), disconnects, and waits (at most 5 s) until the outbox is on disk: 10 s at worst.
     /// What is still owed is delivered by the next publisher on the same data directory.
     pub fn close(&self) {
         let was_closed = {

@@ -213,7 +213,7 @@ pub struct Identity {
 
 /// A cut report waiting for (or on its way over) one transport.
 #[derive(Debug, Clone)]
-pub struct Outgoing {
+pub struct CutReport {
     /// Its `reportSeq`.
     pub seq: u64,
     /// Its epoch (Pub/Sub attribute).
@@ -224,12 +224,21 @@ pub struct Outgoing {
 
 #[derive(Debug, Clone)]
 struct Slot {
-    report: Outgoing,
+    report: CutReport,
     /// It may wake the radio by itself (silent or shutdown).
     alone: bool,
     in_flight: bool,
     /// A send failed: not again before this (a report never hammers a failing endpoint).
     not_before: Option<std::time::Instant>,
+}
+
+impl Slot {
+    /// Its pause after a failure is over (forgotten, so `leaving` and `next_retry` see it ready).
+    fn clear_pause(&mut self) {
+        if self.not_before.is_some_and(|t| std::time::Instant::now() >= t) {
+            self.not_before = None;
+        }
+    }
 }
 
 /// How long a report waits after a failed send before it is tried again.
@@ -383,11 +392,6 @@ impl Reports {
         }
     }
 
-    /// The last `reportSeq` cut (what [`Reports::tally`] persists).
-    pub fn report_seq(&self) -> u64 {
-        self.base.report_seq
-    }
-
     /// Reports up to `seq` are on disk: they may go. Returns whether that made one sendable.
     pub fn persisted(&mut self, seq: u64) -> bool {
         let newly = seq > self.persisted_seq;
@@ -402,17 +406,20 @@ impl Reports {
         if self.base.day == now_ms.div_euclid(DAY_MS) && self.base.reports_in_day >= MAX_REPORTS_PER_DAY {
             return false;
         }
+        // A clock set back (now before the last cut) makes the report due rather than stopping
+        // reports until the clock catches up; the daily cap still bounds them.
         let since = self.base.last_cut_ms.map(|t| now_ms.saturating_sub(t));
+        let elapsed = |d: i64, at_least: i64| d < 0 || d >= at_least;
         let secs = |s: u32| i64::from(s) * 1000;
         match trigger {
             // A config change always cuts one (within the daily cap): its counters must be
             // attributed to the decision they accrued under.
             Trigger::Shutdown | Trigger::Config => true,
-            Trigger::Breaker => since.is_none_or(|d| d >= secs(MIN_INTERVAL_SECS)),
-            Trigger::Interval => since.is_none_or(|d| d >= secs(interval_secs.max(MIN_INTERVAL_SECS))),
+            Trigger::Breaker => since.is_none_or(|d| elapsed(d, secs(MIN_INTERVAL_SECS))),
+            Trigger::Interval => since.is_none_or(|d| elapsed(d, secs(interval_secs.max(MIN_INTERVAL_SECS)))),
             Trigger::Silent => {
                 let from = self.base.last_cut_ms.unwrap_or(self.base.epoch_start_ms).max(self.last_traffic_ms.unwrap_or(i64::MIN));
-                now_ms.saturating_sub(from) >= 2 * secs(interval_secs.max(MIN_INTERVAL_SECS))
+                elapsed(now_ms.saturating_sub(from), 2 * secs(interval_secs.max(MIN_INTERVAL_SECS)))
             }
         }
     }
@@ -439,7 +446,7 @@ impl Reports {
         let buckets = std::mem::take(&mut self.buckets);
         let dropped = std::mem::take(&mut self.buckets_dropped);
         let bytes = document(id, &tally, now, trigger, now_ms, &buckets, dropped);
-        let report = Outgoing { seq: self.base.report_seq, epoch: Arc::from(self.base.epoch.as_str()), bytes: Arc::from(bytes) };
+        let report = CutReport { seq: self.base.report_seq, epoch: Arc::from(self.base.epoch.as_str()), bytes: Arc::from(bytes) };
         let alone = matches!(trigger, Trigger::Silent | Trigger::Shutdown);
         for t in Transport::ALL {
             if targets[t.index()] {
@@ -460,7 +467,10 @@ impl Reports {
     }
 
     /// Takes the report waiting for `t` (marks it in flight).
-    pub fn take(&mut self, t: Transport) -> Option<Outgoing> {
+    pub fn take(&mut self, t: Transport) -> Option<CutReport> {
+        if let Some(s) = self.slots[t.index()].as_mut() {
+            s.clear_pause();
+        }
         let persisted = self.persisted_seq;
         let slot = self.slots[t.index()].as_mut().filter(|s| s.ready(persisted))?;
         slot.in_flight = true;
@@ -491,9 +501,20 @@ impl Reports {
         })
     }
 
-    /// Reports waiting or in flight, per transport (for `close`).
+    /// Reports waiting or in flight, per transport.
     pub fn owed(&self, t: Transport) -> bool {
         self.slots[t.index()].is_some()
+    }
+
+    /// Whether `close` should wait for a report over `t`: one is in flight, or waits and may go
+    /// now (by itself, or over a link that is `up`), not backing off after a failure.
+    pub fn leaving(&self, t: Transport, up: bool) -> bool {
+        self.slots[t.index()].as_ref().is_some_and(|s| s.in_flight || ((s.alone || up) && s.not_before.is_none()))
+    }
+
+    /// When the earliest report backing off after a failure may be tried again.
+    pub fn next_retry(&self) -> Option<std::time::Instant> {
+        self.slots.iter().flatten().filter_map(|s| s.not_before).min()
     }
 }
 
@@ -503,11 +524,23 @@ impl Reports {
 pub(crate) async fn run(hub: Arc<crate::hub::Hub>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     const RECHECK_MS: i64 = 300_000;
     loop {
-        let wait_ms = hub.silent_report_due_ms().map_or(RECHECK_MS, |due| due.saturating_sub(hub.now_ms()).clamp(1_000, RECHECK_MS));
-        if !crate::transport::sleep_or_shutdown(std::time::Duration::from_millis(wait_ms as u64), &mut shutdown).await {
+        // Past due and not cut (the daily cap): look again in five minutes, not in a loop.
+        let wait_ms = hub.silent_report_due_ms().map_or(RECHECK_MS, |due| match due.saturating_sub(hub.now_ms()) {
+            d if d <= 0 => RECHECK_MS,
+            d => d.clamp(1_000, RECHECK_MS),
+        });
+        let mut wait = std::time::Duration::from_millis(wait_ms as u64);
+        // A report backing off after a failed send is tried again when its pause ends.
+        let retry = hub.reports().next_retry();
+        if let Some(at) = retry {
+            wait = wait.min(at.saturating_duration_since(std::time::Instant::now()) + std::time::Duration::from_millis(10));
+        }
+        if !crate::transport::sleep_or_shutdown(wait, &mut shutdown).await {
             return;
         }
-        hub.report_tick();
+        if !hub.report_tick() && retry.is_some_and(|at| std::time::Instant::now() >= at) {
+            hub.wake_all();
+        }
     }
 }
 
@@ -623,6 +656,10 @@ mod tests {
         }
         assert!(!r.may_cut(Trigger::Shutdown, 900, day + 1_000), "the daily cap holds even at shutdown");
         assert!(r.may_cut(Trigger::Shutdown, 900, day + DAY_MS), "a new day");
+        let later = day + DAY_MS + 1;
+        r.cut(&id(), &now(900), Trigger::Interval, [true, false], later);
+        assert!(r.may_cut(Trigger::Interval, 900, later - 3_600_000), "a clock set back an hour: due at once, not in an hour");
+        assert!(r.may_cut(Trigger::Breaker, 900, later - 1));
     }
 
     #[test]
@@ -693,7 +730,8 @@ mod tests {
             r.accepted(big + seq, (seq as i64) * BUCKET_MS);
         }
         let id =
-            Identity { device_id: "d".repeat(128), company_id: Some("c".repeat(128)), os_version: Some("v".repeat(32)), app_version: Some("a".repeat(32)) };
+            // Ids that double when escaped in JSON: the most a valid id can cost.
+            Identity { device_id: "\"".repeat(128), company_id: Some("\\".repeat(128)), os_version: Some("v".repeat(32)), app_version: Some("a".repeat(32)) };
         let n = Now { run, latency, depth: [big, big], oldest_age_seconds: 1e9, interval_secs: MAX_INTERVAL_SECS, ..now(900) };
         let seq = r.cut(&id, &n, Trigger::Breaker, [true, false], i64::MAX / 4);
         r.persisted(seq);

@@ -70,6 +70,12 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         }),
         None => crate::report::Tally::new_epoch(clock.now_ms()),
     };
+    let mut tally = tally;
+    // A row written by a last commit without its tally (the hub already gone) must not have its
+    // seq given out again: the newest row's is the floor.
+    if let Some(seq) = rows.last().and_then(|r| wire_seq(&r.payload)) {
+        tally.counters.last_seq = tally.counters.last_seq.max(seq);
+    }
     let fetcher = fetcher(config, &db, persisted.is_some(), http, clock, &mut notes)?;
     let (migration, source, applied_at_ms, host_overrides) = match (persisted, &config.migration) {
         (Some((c, at, host)), _) => (c, ConfigSource::Persisted, at, host),
@@ -116,6 +122,15 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         tally,
         notes,
     })
+}
+
+/// The wire `seq` of a stored payload (version 2), if it has one.
+fn wire_seq(payload: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: Option<u64>,
+    }
+    serde_json::from_slice::<Seq>(payload).ok()?.seq
 }
 
 /// What opening the database found that is worth telling; deletes old corrupt copies.

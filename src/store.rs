@@ -129,8 +129,10 @@ pub enum Op {
     /// The config fetcher's state (ETag, last attempt, backoff) as JSON, so a restart neither
     /// refetches too early nor forgets a backoff.
     SaveFetchState(String),
-    /// Nothing to change, but commit (the reports' tally is written with every commit).
-    Checkpoint,
+    /// Report `reportSeq` was cut: commit (the reports' tally is written with every commit), and
+    /// once committed say so ([`Commit::report_seq`]), so the report goes only after every
+    /// location accepted before it is on disk too.
+    Checkpoint(u64),
 }
 
 /// The last known good migration config.
@@ -154,13 +156,13 @@ pub struct Commit {
     pub failed: Option<rusqlite::Error>,
     /// The writer gives up at shutdown: this many changes could not be persisted.
     pub abandoned: usize,
-    /// The reports' tally written by this commit made this `reportSeq` durable.
+    /// The newest report checkpoint in this commit: reports up to this `reportSeq` may go.
     pub report_seq: Option<u64>,
 }
 
-/// Gives the reports' tally (JSON) and the `reportSeq` it holds, to write with every commit
-/// (`None`: nothing to write).
-pub type TallySource = Box<dyn Fn() -> Option<(String, u64)> + Send>;
+/// Gives the reports' tally (JSON) to write with every commit (`None`: nothing to write). It is
+/// called on the writer thread inside the open transaction.
+pub type TallySource = Box<dyn Fn() -> Option<String> + Send>;
 
 fn code(d: Delivery) -> i64 {
     match d {
@@ -515,10 +517,10 @@ impl Store {
         self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|v| v as u64)
     }
 
-    /// Applies `ops` in one transaction (with the tally, when recorded); returns the
-    /// `reportSeq` the tally written holds.
+    /// Applies `ops` in one transaction (with the tally, when recorded); returns the newest
+    /// report checkpoint among them.
     pub fn apply(&mut self, ops: &[Op]) -> rusqlite::Result<Option<u64>> {
-        let mut report_seq = None;
+        let mut checkpoint = None;
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -564,19 +566,19 @@ impl Store {
                     Op::SaveFetchState(json) => {
                         tx.execute("INSERT OR REPLACE INTO fetch_state (id, json) VALUES (1, ?1)", params![json])?;
                     }
-                    Op::Checkpoint => {}
+                    Op::Checkpoint(seq) => checkpoint = checkpoint.max(Some(*seq)),
                 }
             }
             if let Some(clock) = &self.run_clock {
                 tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_ms', ?1)", params![clock.now_ms()])?;
             }
-            if let Some((json, seq)) = self.tally.as_ref().and_then(|tally| tally()) {
+            // Read now, after every op above was queued: it holds at least every reportSeq they name.
+            if let Some(json) = self.tally.as_ref().and_then(|tally| tally()) {
                 tx.execute("INSERT OR REPLACE INTO report_state (id, json) VALUES (1, ?1)", params![json])?;
-                report_seq = Some(seq);
             }
         }
         tx.commit()?;
-        Ok(report_seq)
+        Ok(checkpoint)
     }
 
     /// From now on every commit also writes the reports' tally from `source`.
@@ -665,7 +667,7 @@ fn compact(ops: &mut Vec<Op>) {
     ops.retain(|o| match o {
         Op::Insert(r) => !gone.contains(&r.seq),
         Op::Update { seq, .. } | Op::Delete(seq) => !gone.contains(seq),
-        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) | Op::SaveConfig(_) | Op::SaveFetchState(_) | Op::Checkpoint => true,
+        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) | Op::SaveConfig(_) | Op::SaveFetchState(_) | Op::Checkpoint(_) => true,
     });
 }
 

@@ -283,3 +283,26 @@ fn reports_stop_when_the_config_or_the_app_says_so() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!((m_config.collected.len(), m_app.collected.len()), (0, 0), "no report at all, not even at shutdown");
 }
+
+#[test]
+fn close_waits_only_for_a_report_that_can_leave() {
+    let emu = emulator();
+    let id = device("reports-close");
+    let (m, p_sub) = (mqtt_report_subscriber(&id), pubsub_report_subscriber(&emu, &format!("c-{id}")));
+    let (_, p) = on_clock(TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.mqtt.idle_disconnect_secs = 1));
+    send(&p, 0, 2);
+    wait_reports(&m.collected, 1);
+    std::thread::sleep(Duration::from_millis(1_500)); // MQTT hangs up: idle
+                                                      // Pub/Sub only from now on: the config report waits for MQTT, which has no reason to connect.
+    let pubsub_only = MigrationConfig { version: 2, mqtt_enabled: false, pubsub_enabled: true, pubsub_percentage: 100.0, ..MigrationConfig::default() };
+    p.apply_config(pubsub_only).unwrap();
+    let started = std::time::Instant::now();
+    p.close();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1_500), "close waited {took:?} for a report that could not leave");
+    // The shutdown report still left over Pub/Sub (it may have replaced the config report
+    // before that one went: only the newest waits).
+    assert!(p_sub.collected.wait_until(WAIT, |c| reports(c).iter().any(|r| r["trigger"] == "shutdown")));
+    let last = reports(&p_sub.collected).pop().unwrap();
+    assert_eq!((last["trigger"].as_str(), last["decision"]["route"].as_str()), (Some("shutdown"), Some("pubsub")));
+}

@@ -172,7 +172,8 @@ impl DualPublisher {
         Ok(self.open()?.debug_report())
     }
 
-    /// Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail
+    /// Stops the publisher, sends the last migration report and persists what is queued (waits
+    /// at most 10 s in all; see `close` in ARCHITECTURE.md's threads). Later calls fail
     /// with `Closed`; a new publisher on the same data directory resumes delivery. (Named
     /// `shutdown` because Kotlin's `AutoCloseable.close()` — what `use {}` calls — frees the
     /// object, which shuts it down too.)

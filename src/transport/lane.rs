@@ -133,7 +133,7 @@ impl Lane {
 
     /// The migration report waiting for this transport, if it may go now (see
     /// [`Hub::take_report`]); `connected`: this transport's link is up anyway.
-    pub fn take_report(&self, connected: bool) -> Option<crate::report::Outgoing> {
+    pub fn take_report(&self, connected: bool) -> Option<crate::report::CutReport> {
         self.hub.take_report(self.t, connected)
     }
 

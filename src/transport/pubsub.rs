@@ -26,6 +26,9 @@ use tokio::sync::watch;
 /// a batch against `maxBatchBytes`.
 const MESSAGE_OVERHEAD: usize = 512;
 
+/// The longest a migration report's request may take (the next location batch waits for it).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How one publish attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -296,7 +299,7 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
 /// touches the locations' backoff, breaker or counters.
 async fn send_report(lane: &Lane, rest: &mut Rest) {
     if let Some(report) = lane.take_report(false) {
-        let delivered = rest.publish_report(lane, &report).await == Outcome::Delivered;
+        let delivered = rest.publish_report(&report).await == Outcome::Delivered;
         lane.set_link(if delivered { crate::hub::Link::Up } else { crate::hub::Link::Down });
         lane.report_settled(report.seq, delivered);
     }
@@ -318,7 +321,7 @@ impl Rest {
     }
 
     /// Publishes one migration report to the reports' topic; its answer classified.
-    pub async fn publish_report(&mut self, lane: &Lane, report: &crate::report::Outgoing) -> Outcome {
+    pub async fn publish_report(&mut self, report: &crate::report::CutReport) -> Outcome {
         let bearer = match self.tokens.bearer().await {
             Ok(b) => b,
             Err(e) => return Outcome::Retry { why: e.to_string(), retry_after: None },
@@ -330,12 +333,12 @@ impl Rest {
         attributes.insert("sdk", wire::SDK_ID.to_string());
         let message = PubsubMessage { data: base64::engine::general_purpose::STANDARD.encode(&report.bytes), attributes, ordering_key: None };
         let body = serde_json::to_vec(&PublishRequest { messages: vec![message] }).unwrap_or_default();
-        let mut req = self.http.post(&self.settings.report_url).header("content-type", "application/json").body(body);
+        // A short deadline of its own: the next location batch waits behind this request.
+        let mut req = self.http.post(&self.settings.report_url).header("content-type", "application/json").body(body).timeout(REPORT_TIMEOUT);
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
         // Not counted in the location metrics (requests, bytes): reports never count against locations.
-        let _ = lane;
         answer(req.send().await, 1).await
     }
 
