@@ -1171,7 +1171,8 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func setPreciseCoordinatesInDebug(optIn: Bool) throws 
     
     /**
-     * Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail
+     * Stops the publisher, sends the last migration report and persists what is queued (waits
+     * at most 10 s in all; see `close` in ARCHITECTURE.md's threads). Later calls fail
      * with `Closed`; a new publisher on the same data directory resumes delivery. (Named
      * `shutdown` because Kotlin's `AutoCloseable.close()` — what `use {}` calls — frees the
      * object, which shuts it down too.)
@@ -1548,7 +1549,8 @@ open func setPreciseCoordinatesInDebug(optIn: Bool)throws   {try rustCallWithErr
 }
     
     /**
-     * Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail
+     * Stops the publisher, sends the last migration report and persists what is queued (waits
+     * at most 10 s in all; see `close` in ARCHITECTURE.md's threads). Later calls fail
      * with `Closed`; a new publisher on the same data directory resumes delivery. (Named
      * `shutdown` because Kotlin's `AutoCloseable.close()` — what `use {}` calls — frees the
      * object, which shuts it down too.)
@@ -5259,7 +5261,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_set_precise_coordinates_in_debug() != 38471) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_shutdown() != 2688) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_shutdown() != 56240) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_configlistener_on_decision_changed() != 61234) {

@@ -2292,7 +2292,8 @@ public interface DualPublisherInterface {
     fun `setPreciseCoordinatesInDebug`(`optIn`: kotlin.Boolean)
     
     /**
-     * Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail
+     * Stops the publisher, sends the last migration report and persists what is queued (waits
+     * at most 10 s in all; see `close` in ARCHITECTURE.md's threads). Later calls fail
      * with `Closed`; a new publisher on the same data directory resumes delivery. (Named
      * `shutdown` because Kotlin's `AutoCloseable.close()` — what `use {}` calls — frees the
      * object, which shuts it down too.)
@@ -2835,7 +2836,8 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
-     * Stops the publisher and persists what is queued (waits at most 5 s). Later calls fail
+     * Stops the publisher, sends the last migration report and persists what is queued (waits
+     * at most 10 s in all; see `close` in ARCHITECTURE.md's threads). Later calls fail
      * with `Closed`; a new publisher on the same data directory resumes delivery. (Named
      * `shutdown` because Kotlin's `AutoCloseable.close()` — what `use {}` calls — frees the
      * object, which shuts it down too.)
