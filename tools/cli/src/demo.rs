@@ -93,6 +93,10 @@ pub struct DemoArgs {
     /// (`scripts/rollup`).
     #[arg(long, value_name = "CMD", conflicts_with = "no_verify")]
     pub rollup: Option<String>,
+    /// Run `dualpub verify` on what the subscribers received and the devices' reports, and
+    /// print its verdict per rollout step (docs/VERIFY.md); a failed verdict fails the demo.
+    #[arg(long, conflicts_with = "no_verify")]
+    pub verify: bool,
     /// Pub/Sub (the embedded emulator) answers every publish with 503 for this long from the
     /// start: breakers open and locations fall back to MQTT; it is over before the drain.
     #[arg(long, default_value_t = 0, value_name = "MS")]
@@ -133,10 +137,41 @@ fn run_steps(args: &DemoArgs) -> Result<i32, String> {
         println!("fleet rollup of the migration reports ({command})");
         crate::demo_reports::run_rollup(command, path)?;
     }
-    if args.json {
-        println!("{}", summary.json());
+    let findings = match (args.verify, &outcome.deliveries) {
+        (true, Some(d)) => Some(verify(d, &outcome)),
+        _ => None,
+    };
+    if let Some(f) = &findings {
+        print!("{}", crate::verify::output::table(f));
     }
-    Ok(summary.exit_code())
+    if args.json {
+        let mut json: serde_json::Value = serde_json::from_str(&summary.json()).map_err(|e| e.to_string())?;
+        if let Some(f) = &findings {
+            json["verify"] = serde_json::to_value(f).map_err(|e| e.to_string())?;
+        }
+        println!("{json}");
+    }
+    let verdict_failed = findings.as_ref().is_some_and(|f| f.verdict == "fail");
+    Ok(if verdict_failed { summary.exit_code().max(3) } else { summary.exit_code() })
+}
+
+/// `dualpub verify` over what the subscribers received, their own gaps and the reports.
+fn verify(d: &Deliveries, outcome: &Outcome) -> crate::verify::engine::Findings {
+    use crate::verify::engine::{Pipeline, Thresholds, Verifier};
+    let mut v = Verifier::new();
+    for r in &d.mqtt {
+        v.arrival(Pipeline::Mqtt, r.received_at_ms, &r.payload);
+    }
+    for r in &d.pubsub {
+        v.arrival(Pipeline::Pubsub, r.received_at_ms, &r.payload);
+    }
+    for (from, to) in &d.mqtt_gaps {
+        v.own_gap(Pipeline::Mqtt, *from, *to);
+    }
+    for r in &outcome.report_docs {
+        v.report(r);
+    }
+    v.finish(Thresholds::default())
 }
 
 /// What the steps share: the arguments, the backends, the verifying subscribers, the chaos
@@ -294,12 +329,18 @@ impl<'a> Run<'a> {
         });
         let chaos_events = self.chaos.take().map(|c| c.stop()).unwrap_or_default();
         let elapsed = self.started.elapsed();
-        let deliveries = self.subscribers.as_ref().map(|s| Deliveries { mqtt: s.mqtt.collected.all(), pubsub: s.pubsub.collected.all() });
+        let deliveries = self.subscribers.as_ref().map(|s| Deliveries {
+            mqtt: s.mqtt.collected.all(),
+            pubsub: s.pubsub.collected.all(),
+            mqtt_gaps: s.mqtt.collected.gaps(),
+        });
         let mut reports = None;
         let mut reports_file = None;
+        let mut report_docs = Vec::new();
         if let Some(subs) = &self.subscribers {
             let last = subs.reports.await_last(self.fleet.len(), Duration::from_secs(10));
             let received = subs.reports.received();
+            report_docs = received.iter().filter_map(|(_, r)| serde_json::from_slice(&r.payload).ok()).collect();
             let mqtt = received.iter().filter(|(t, _)| *t == "mqtt").count();
             reports = Some(ReportsSeen { mqtt, pubsub: received.len() - mqtt, devices_with_last: last });
             if self.args.reports_out.is_some() || self.args.rollup.is_some() {
@@ -309,7 +350,7 @@ impl<'a> Run<'a> {
                 reports_file = Some(path);
             }
         }
-        Ok(Outcome { metrics, chaos_events, elapsed, pending, deliveries, reports, reports_file })
+        Ok(Outcome { metrics, chaos_events, elapsed, pending, deliveries, reports, reports_file, report_docs })
     }
 }
 
@@ -384,8 +425,11 @@ impl Subscribers {
             return Ok(None);
         }
         let filter = dualpub::wire::DEFAULT_TOPIC_TEMPLATE.replace("{deviceId}", "+");
-        let mqtt = subscribers::mqtt(&bed.mqtt_host, bed.mqtt_port, &filter).map_err(|e| format!("verifying MQTT subscriber: {e}"))?;
         let sub_name = format!("dualpub-demo-verify-{}-{}", std::process::id(), started.elapsed().as_nanos() % 1_000_000);
+        // A persistent session: the broker keeps what arrives while the subscriber reconnects
+        // (a clean session would miss it and blame the pipeline).
+        let mqtt =
+            subscribers::mqtt_with_session(&bed.mqtt_host, bed.mqtt_port, &filter, Some(&sub_name)).map_err(|e| format!("verifying MQTT subscriber: {e}"))?;
         let pubsub = subscribers::pubsub(&bed.endpoint, &args.pubsub_project, &args.pubsub_topic, &sub_name)
             .map_err(|e| format!("verifying Pub/Sub subscription: {e}"))?;
         let reports = crate::demo_reports::ReportSubscribers::start(
@@ -575,6 +619,8 @@ struct Outcome {
     reports: Option<ReportsSeen>,
     /// Where they were written (`--reports-out`, or for `--rollup`).
     reports_file: Option<PathBuf>,
+    /// Every report received, parsed (for `--verify`).
+    report_docs: Vec<serde_json::Value>,
 }
 
 /// How many migration reports arrived, and from how many devices the last one did.
@@ -589,29 +635,38 @@ struct ReportsSeen {
 struct Deliveries {
     mqtt: Vec<Received>,
     pubsub: Vec<Received>,
+    /// Times the MQTT subscriber was itself disconnected (from, to) ms.
+    mqtt_gaps: Vec<(i64, i64)>,
 }
 
 /// One line of the `--capture` file.
 #[derive(serde::Serialize)]
 #[serde(tag = "pipeline", rename_all = "lowercase")]
 enum CaptureLine<'a> {
-    /// `{"pipeline":"mqtt","topic":…,"payload":…}`
-    Mqtt { topic: &'a str, payload: &'a str },
-    /// `{"pipeline":"pubsub","attributes":{…},"orderingKey":…,"payload":…}` (payload: the decoded data)
+    /// `{"pipeline":"mqtt","topic":…,"receivedAtMs":…,"payload":…}`
     #[serde(rename_all = "camelCase")]
-    Pubsub { attributes: &'a BTreeMap<String, String>, ordering_key: &'a str, payload: &'a str },
+    Mqtt { topic: &'a str, received_at_ms: i64, payload: &'a str },
+    /// `{"pipeline":"pubsub","attributes":{…},"orderingKey":…,"receivedAtMs":…,"payload":…}` (payload: the decoded data)
+    #[serde(rename_all = "camelCase")]
+    Pubsub { attributes: &'a BTreeMap<String, String>, ordering_key: &'a str, received_at_ms: i64, payload: &'a str },
 }
 
 impl<'a> CaptureLine<'a> {
     /// An MQTT message as the broker delivered it.
     fn mqtt(r: &'a Received) -> Result<Self, String> {
-        Ok(CaptureLine::Mqtt { topic: &r.topic_or_key, payload: utf8(r)? })
+        Ok(CaptureLine::Mqtt { topic: &r.topic_or_key, received_at_ms: r.received_at_ms, payload: utf8(r)? })
     }
 
     /// A Pub/Sub message as pulled, its data decoded.
     fn pubsub(r: &'a Received) -> Result<Self, String> {
-        Ok(CaptureLine::Pubsub { attributes: &r.attributes, ordering_key: &r.topic_or_key, payload: utf8(r)? })
+        Ok(CaptureLine::Pubsub { attributes: &r.attributes, ordering_key: &r.topic_or_key, received_at_ms: r.received_at_ms, payload: utf8(r)? })
     }
+}
+
+/// A `--capture` line for a time the verifying MQTT subscriber itself was disconnected:
+/// `{"pipeline":"mqtt","gap":{"fromMs":…,"toMs":…}}`.
+fn gap_line(from_ms: i64, to_ms: i64) -> String {
+    serde_json::json!({"pipeline": "mqtt", "gap": {"fromMs": from_ms, "toMs": to_ms}}).to_string()
 }
 
 /// A message's bytes as text: the capture holds them exactly, so they must be UTF-8.
@@ -631,6 +686,9 @@ fn write_capture(path: &Path, file: File, d: &Deliveries) -> Result<(), String> 
     for line in d.mqtt.iter().map(CaptureLine::mqtt).chain(d.pubsub.iter().map(CaptureLine::pubsub)) {
         let json = serde_json::to_string(&line?).map_err(|e| e.to_string())?;
         writeln!(out, "{json}").map_err(io)?;
+    }
+    for (from, to) in &d.mqtt_gaps {
+        writeln!(out, "{}", gap_line(*from, *to)).map_err(io)?;
     }
     out.flush().map_err(io)?;
     eprintln!("dualpub demo: captured {} MQTT and {} Pub/Sub messages in {}", d.mqtt.len(), d.pubsub.len(), path.display());

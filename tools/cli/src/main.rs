@@ -2,6 +2,8 @@
 //!
 //! - `dualpub demo …` drives a simulated fleet through the real SDK and verifies delivery with
 //!   independent subscribers.
+//! - `dualpub verify --capture F --reports R` checks both pipelines against each other per
+//!   rollout step, with a verdict (docs/VERIFY.md).
 //! - `dualpub bucket --device-id ID …` answers "is this device in the Pub/Sub cohort?".
 //! - `dualpub emulator [--port P]` runs the local Pub/Sub emulator.
 //! - `dualpub config-server --file F [--port P]` serves a migration config document (with ETag
@@ -9,6 +11,7 @@
 
 mod demo;
 mod demo_reports;
+mod verify;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dualpub::rollout::{self, RolloutAlgorithm};
@@ -30,6 +33,8 @@ enum Algorithm {
 enum Command {
     /// Run a simulated fleet through the SDK against MQTT and Pub/Sub and verify delivery.
     Demo(Box<demo::DemoArgs>),
+    /// Check both pipelines against each other per rollout step, with a verdict (docs/VERIFY.md).
+    Verify(Box<verify::VerifyArgs>),
     /// Print a device's rollout bucket and whether it is in the Pub/Sub cohort.
     Bucket {
         /// The device id (exactly as the app passes it).
@@ -70,6 +75,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,rumqttd=off")).init();
     let code = match Cli::parse().command {
         Command::Demo(args) => demo::run(*args),
+        Command::Verify(args) => verify::run(*args),
         Command::Bucket { device_id, salt, algorithm, percentage } => bucket(&device_id, &salt, algorithm, percentage),
         Command::Emulator { port, bearer_token } => emulator(port, bearer_token),
         Command::ConfigServer { file, port } => config_server(file, port),

@@ -50,7 +50,7 @@ fn bucket_without_a_percentage_and_with_a_bad_one() {
 
 #[test]
 fn the_acceptance_demo_loses_nothing_and_picks_the_guide_cohort() {
-    let (code, out, err) = dualpub(&["demo", "--devices", "200", "--locations-per-device", "20", "--rollout", "25", "--json"]);
+    let (code, out, err) = dualpub(&["demo", "--devices", "200", "--locations-per-device", "20", "--rollout", "25", "--verify", "--json"]);
     assert_eq!(code, 0, "{err}\n{out}");
     assert!(out.contains("dualpub demo summary"), "a summary table comes before the JSON");
     let s = last_json(&out);
@@ -69,6 +69,21 @@ fn the_acceptance_demo_loses_nothing_and_picks_the_guide_cohort() {
     assert_eq!(s["unexpected"], 0);
     assert_eq!(s["same_bytes"], true);
     assert!(s["elapsed_ms"].as_u64().unwrap() > 0);
+    // The verifier beside it: zero discrepancies, every count equal to the demo's own
+    // independent-subscriber counts, verdict pass (docs/VERIFY.md).
+    let v = &s["verify"];
+    assert!(out.contains("dualpub verify: PASS"), "the verdict is printed:\n{out}");
+    assert_eq!(v["verdict"], "pass", "{v}");
+    let [step] = v["steps"].as_array().unwrap().as_slice() else { panic!("one rollout step: {v}") };
+    assert_eq!((step["cfg"].as_u64(), step["devices"].as_u64(), step["locations"].as_u64()), (Some(1), Some(200), s["accepted"].as_u64()));
+    assert_eq!(step["mqtt"]["received"], s["mqtt_delivered"]);
+    assert_eq!(step["pubsub"]["received"], s["pubsub_delivered"]);
+    assert_eq!(step["mqtt"]["expected"], s["accepted"]);
+    assert_eq!(step["pubsub"]["expected"].as_u64(), Some(20 * expected.len() as u64));
+    assert_eq!(step["mqtt"]["duplicates"].as_u64().unwrap() + step["pubsub"]["duplicates"].as_u64().unwrap(), s["duplicates"].as_u64().unwrap());
+    assert_eq!((step["discrepancies"].as_u64(), step["unseen"].as_u64(), step["mismatches"].as_u64()), (Some(0), Some(0), Some(0)));
+    assert!(v["missing"].as_array().unwrap().is_empty());
+    assert_eq!(v["devicesReporting"], 200);
 }
 
 #[test]

@@ -22,6 +22,13 @@ pub struct Received {
     pub topic_or_key: String,
     /// Pub/Sub attributes (empty for MQTT).
     pub attributes: BTreeMap<String, String>,
+    /// When the subscriber received it (ms since the Unix epoch).
+    pub received_at_ms: i64,
+}
+
+/// Now, in ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn parse(payload: Vec<u8>, topic_or_key: String, attributes: BTreeMap<String, String>) -> Received {
@@ -32,18 +39,42 @@ fn parse(payload: Vec<u8>, topic_or_key: String, attributes: BTreeMap<String, St
         device_id: String,
     }
     let ids: Ids = serde_json::from_slice(&payload).unwrap_or_default();
-    Received { event_id: ids.event_id, device_id: ids.device_id, payload, topic_or_key, attributes }
+    Received { event_id: ids.event_id, device_id: ids.device_id, payload, topic_or_key, attributes, received_at_ms: now_ms() }
 }
 
 /// What a subscriber has collected so far.
 #[derive(Debug, Default, Clone)]
 pub struct Collected {
     messages: Arc<Mutex<Vec<Received>>>,
+    /// The subscriber's own disconnections: (from, to) ms, the last one open (`to` 0) while it lasts.
+    gaps: Arc<Mutex<Vec<(i64, i64)>>>,
 }
 
 impl Collected {
     fn push(&self, r: Received) {
         self.messages.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+    }
+
+    /// The connection dropped now (a gap opens unless one is open).
+    fn disconnected(&self) {
+        let mut g = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
+        if g.last().is_none_or(|(_, to)| *to != 0) {
+            g.push((now_ms(), 0));
+        }
+    }
+
+    /// The subscription is back (an open gap closes).
+    fn resubscribed(&self) {
+        let mut g = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = g.last_mut().filter(|(_, to)| *to == 0) {
+            last.1 = now_ms();
+        }
+    }
+
+    /// The times this subscriber was disconnected, (from, to) ms; a gap still open ends now.
+    pub fn gaps(&self) -> Vec<(i64, i64)> {
+        let now = now_ms();
+        self.gaps.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|&(from, to)| (from, if to == 0 { now } else { to })).collect()
     }
 
     /// Every message received, in arrival order (duplicates included).
@@ -145,6 +176,7 @@ pub fn mqtt_with_session(host: &str, port: u16, filter: &str, session: Option<&s
                             let _ = client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
                         }
                         Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            c.resubscribed();
                             if let Some(r) = ready.take() {
                                 let _ = r.send(Ok(()));
                             }
@@ -154,6 +186,7 @@ pub fn mqtt_with_session(host: &str, port: u16, filter: &str, session: Option<&s
                         }
                         Ok(_) => {}
                         Err(e) => {
+                            c.disconnected();
                             log::debug!("subscriber connection error: {e}");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }

@@ -1,0 +1,697 @@
+//! The verifier's core: every message both pipelines received, joined by `eventId`, checked
+//! against what each location's `route` says it was owed, its device's `seq` run and the
+//! device's own migration reports (docs/CONTRACT.md#version-2, docs/CONTRACT.md#migration-reports).
+//! It knows nothing of brokers or files: feed it arrivals, the verifier's own connection gaps
+//! and reports, then [`Verifier::finish`].
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+/// One of the two pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pipeline {
+    /// MQTT (`device/telemetry/+`).
+    Mqtt,
+    /// Pub/Sub (the locations topic).
+    Pubsub,
+}
+
+impl Pipeline {
+    /// Both, MQTT first.
+    pub const ALL: [Pipeline; 2] = [Pipeline::Mqtt, Pipeline::Pubsub];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn other(self) -> Pipeline {
+        match self {
+            Pipeline::Mqtt => Pipeline::Pubsub,
+            Pipeline::Pubsub => Pipeline::Mqtt,
+        }
+    }
+
+    /// `mqtt` or `pubsub`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pipeline::Mqtt => "mqtt",
+            Pipeline::Pubsub => "pubsub",
+        }
+    }
+}
+
+/// Why a location one pipeline owed was not received there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The device acknowledged it over that transport (its report shows nothing pending or
+    /// dropped that could hold it), yet the pipeline never delivered it: the real alarm.
+    AckedNotReceived,
+    /// The device still holds it for that transport (its newest report counts it pending).
+    StillQueued,
+    /// The device dropped it (its report counts drops that cover it: caps, age).
+    DroppedOnDevice,
+    /// It would have arrived while the verifier's own subscriber was disconnected.
+    VerifierGap,
+    /// No report of the device covers it.
+    Unexplained,
+}
+
+impl Cause {
+    /// Every cause, in the order reports list them.
+    pub const ALL: [Cause; 5] = [Cause::AckedNotReceived, Cause::StillQueued, Cause::DroppedOnDevice, Cause::VerifierGap, Cause::Unexplained];
+
+    /// Whether it counts against the pipelines in a verdict.
+    pub fn is_discrepancy(self) -> bool {
+        matches!(self, Cause::AckedNotReceived | Cause::Unexplained)
+    }
+}
+
+/// What the verdict is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Thresholds {
+    /// Most locations acknowledged by a device but never received a step may have (default 0).
+    pub max_acked_not_received: u64,
+    /// Highest upper bound of the discrepancy rate a step may have (default 0.001, i.e. 0.1 %).
+    pub max_rate_bound: f64,
+    /// Confidence of that bound (default 0.95).
+    pub confidence: f64,
+    /// A location arriving this much later on one pipeline than on the other is listed as late.
+    pub late_ms: i64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds { max_acked_not_received: 0, max_rate_bound: 0.001, confidence: 0.95, late_ms: 5_000 }
+    }
+}
+
+/// What a device's newest migration report says (the fields reconciliation needs).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceReport {
+    /// The report's epoch.
+    pub epoch: String,
+    /// When that epoch began (a newer epoch's reports win).
+    pub epoch_start_ms: i64,
+    /// Its `reportSeq`.
+    pub report_seq: u64,
+    /// `counters.lastSeq`: the last location `seq` the device gave out.
+    pub last_seq: u64,
+    /// `gauges.mqttDepth`, `gauges.pubsubDepth`.
+    pub depth: [u64; 2],
+    /// Sum of `counters.dropped`.
+    pub dropped: u64,
+    /// `counters.deadLetters`.
+    pub dead_letters: u64,
+}
+
+impl DeviceReport {
+    /// Reads a report document; `None` when a field reconciliation needs is missing.
+    pub fn from_json(v: &serde_json::Value) -> Option<(String, DeviceReport)> {
+        let device = v["deviceId"].as_str()?.to_string();
+        let c = &v["counters"];
+        let report = DeviceReport {
+            epoch: v["epoch"].as_str()?.to_string(),
+            epoch_start_ms: v["epochStartMs"].as_i64()?,
+            report_seq: v["reportSeq"].as_u64()?,
+            last_seq: c["lastSeq"].as_u64()?,
+            depth: [v["gauges"]["mqttDepth"].as_u64()?, v["gauges"]["pubsubDepth"].as_u64()?],
+            dropped: c["dropped"].as_object().map(|m| m.values().filter_map(|n| n.as_u64()).sum()).unwrap_or(0),
+            dead_letters: c["deadLetters"].as_u64().unwrap_or(0),
+        };
+        Some((device, report))
+    }
+}
+
+/// The routing decision a location carries (`route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Both,
+    Mqtt,
+    Pubsub,
+}
+
+impl Route {
+    fn parse(s: &str) -> Option<Route> {
+        match s {
+            "both" => Some(Route::Both),
+            "mqtt" => Some(Route::Mqtt),
+            "pubsub" => Some(Route::Pubsub),
+            _ => None,
+        }
+    }
+
+    fn owes(self, p: Pipeline) -> bool {
+        matches!((self, p), (Route::Both, _) | (Route::Mqtt, Pipeline::Mqtt) | (Route::Pubsub, Pipeline::Pubsub))
+    }
+}
+
+/// One location, as seen so far (about 70 bytes).
+#[derive(Debug, Clone)]
+struct Entry {
+    device: u32,
+    seq: u64,
+    cfg: u64,
+    route: Route,
+    timestamp_ms: i64,
+    hash: u64,
+    mismatch: bool,
+    count: [u32; 2],
+    first_at: [i64; 2],
+}
+
+/// Counts of one pipeline in one rollout step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineStep {
+    /// Locations whose `route` owed them to this pipeline.
+    pub expected: u64,
+    /// Of those, received at least once.
+    pub received: u64,
+    /// Of those, never received.
+    pub missing: u64,
+    /// Extra copies received (at-least-once delivery).
+    pub duplicates: u64,
+    /// MQTT: `route: "pubsub"` locations received here (fallback copies, never errors).
+    pub fallbacks: u64,
+    /// Pub/Sub: `route: "mqtt"` locations received here (outside the cohort: a routing error).
+    pub unexpected: u64,
+    /// Received later than on the other pipeline by more than the late threshold.
+    pub late: u64,
+}
+
+/// One rollout step (config version): counts, causes and verdict.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// The config version (`cfg`).
+    pub cfg: u64,
+    /// Devices with a location in this step.
+    pub devices: u64,
+    /// Distinct locations received (on either pipeline).
+    pub locations: u64,
+    /// MQTT's counts.
+    pub mqtt: PipelineStep,
+    /// Pub/Sub's counts.
+    pub pubsub: PipelineStep,
+    /// `seq` values of a device's run seen on neither pipeline.
+    pub unseen: u64,
+    /// Same `eventId`, different bytes.
+    pub mismatches: u64,
+    /// Missing (and unseen) locations by cause.
+    pub causes: BTreeMap<Cause, u64>,
+    /// What counts against the pipelines: acked-but-not-received, unexplained, mismatches, outside the cohort.
+    pub discrepancies: u64,
+    /// Deliveries owed (both pipelines) plus unseen locations: the trials of the rate.
+    pub trials: u64,
+    /// discrepancies / trials.
+    pub rate: f64,
+    /// The upper confidence bound of that rate.
+    pub rate_bound: f64,
+    /// Trials needed for zero discrepancies to bound the rate below the threshold.
+    pub min_trials: u64,
+    /// `pass`, `fail`, or `insufficient` (clean, but too little traffic for the bound).
+    pub verdict: &'static str,
+}
+
+/// One location a pipeline did not receive.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Missing {
+    /// Its eventId (empty for a `seq` seen on neither pipeline).
+    pub event_id: String,
+    /// Its device.
+    pub device_id: String,
+    /// Its `seq`.
+    pub seq: u64,
+    /// Its config version.
+    pub cfg: u64,
+    /// Where it is missing (`None`: on both, never seen).
+    pub pipeline: Option<Pipeline>,
+    /// Why.
+    pub cause: Cause,
+}
+
+/// Delays of one pipeline (arrival − location timestamp), ms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delays {
+    /// Median.
+    pub p50: Option<i64>,
+    /// 95th percentile.
+    pub p95: Option<i64>,
+    /// 99th percentile.
+    pub p99: Option<i64>,
+}
+
+/// One pipeline's totals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineTotals {
+    /// Messages received (duplicates included).
+    pub messages: u64,
+    /// Distinct locations.
+    pub distinct: u64,
+    /// Extra copies.
+    pub duplicates: u64,
+    /// Messages that were not a version 2 location.
+    pub malformed: u64,
+    /// Delivery delays.
+    pub delay_ms: Delays,
+    /// The verifier's own disconnections: (from, to) ms.
+    pub own_gaps: Vec<(i64, i64)>,
+}
+
+/// Everything the verifier found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Findings {
+    /// `pass`, `fail` or `insufficient` over every step.
+    pub verdict: &'static str,
+    /// What the verdict was held to.
+    pub thresholds: Option<Thresholds>,
+    /// Totals per pipeline.
+    pub mqtt: PipelineTotals,
+    /// See `mqtt`.
+    pub pubsub: PipelineTotals,
+    /// Per rollout step, by config version.
+    pub steps: Vec<Step>,
+    /// Every location missing somewhere, with its cause, by device then seq.
+    pub missing: Vec<Missing>,
+    /// eventIds received more than once, per pipeline.
+    pub duplicated: BTreeMap<Pipeline, Vec<String>>,
+    /// eventIds received late on a pipeline (see `Thresholds::late_ms`).
+    pub late: BTreeMap<Pipeline, Vec<String>>,
+    /// Devices with the most missing locations (at most 20): (device, missing).
+    pub worst_devices: Vec<(String, u64)>,
+    /// Devices with a migration report.
+    pub devices_reporting: u64,
+    /// Reports seen for a device whose newest report could not be read (missing fields).
+    pub unreadable_reports: u64,
+}
+
+/// Joins both pipelines by eventId.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    entries: HashMap<u128, Entry>,
+    ids: HashMap<u128, String>,
+    devices: Vec<String>,
+    device_index: HashMap<String, u32>,
+    totals: [PipelineTotals; 2],
+    reports: HashMap<String, DeviceReport>,
+    unreadable_reports: u64,
+}
+
+/// The parts of a location the verifier reads.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire<'a> {
+    event_id: &'a str,
+    device_id: &'a str,
+    timestamp: i64,
+    seq: u64,
+    route: &'a str,
+    cfg: u64,
+}
+
+/// An eventId as a number: the UUID's 128 bits (UUIDv7 sorts by acceptance time), or a hash.
+fn key(event_id: &str) -> u128 {
+    let hex: String = event_id.chars().filter(|c| *c != '-').collect();
+    match (hex.len(), u128::from_str_radix(&hex, 16)) {
+        (32, Ok(k)) => k,
+        _ => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            event_id.hash(&mut h);
+            (1u128 << 127) | u128::from(h.finish())
+        }
+    }
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+impl Verifier {
+    /// An empty verifier.
+    pub fn new() -> Self {
+        Verifier::default()
+    }
+
+    /// One message `pipeline` received at `received_at_ms` (duplicates included).
+    pub fn arrival(&mut self, pipeline: Pipeline, received_at_ms: i64, payload: &[u8]) {
+        let p = pipeline.index();
+        self.totals[p].messages += 1;
+        let Some((w, route)) = serde_json::from_slice::<Wire>(payload).ok().and_then(|w| Route::parse(w.route).map(|r| (w, r))) else {
+            self.totals[p].malformed += 1;
+            return;
+        };
+        let k = key(w.event_id);
+        let device = match self.device_index.get(w.device_id) {
+            Some(&d) => d,
+            None => {
+                self.devices.push(w.device_id.to_string());
+                let d = (self.devices.len() - 1) as u32;
+                self.device_index.insert(w.device_id.to_string(), d);
+                d
+            }
+        };
+        let h = hash(payload);
+        let e = self.entries.entry(k).or_insert_with(|| Entry {
+            device,
+            seq: w.seq,
+            cfg: w.cfg,
+            route,
+            timestamp_ms: w.timestamp,
+            hash: h,
+            mismatch: false,
+            count: [0, 0],
+            first_at: [i64::MAX, i64::MAX],
+        });
+        if e.hash != h {
+            e.mismatch = true;
+        }
+        e.count[p] += 1;
+        e.first_at[p] = e.first_at[p].min(received_at_ms);
+        if k >> 127 == 1 {
+            self.ids.insert(k, w.event_id.to_string());
+        }
+    }
+
+    /// The verifier's subscriber on `pipeline` was disconnected from `from_ms` to `to_ms`.
+    pub fn own_gap(&mut self, pipeline: Pipeline, from_ms: i64, to_ms: i64) {
+        self.totals[pipeline.index()].own_gaps.push((from_ms, to_ms));
+    }
+
+    /// A migration report (the document); the newest per device (by epoch start, reportSeq) counts.
+    pub fn report(&mut self, doc: &serde_json::Value) {
+        let Some((device, r)) = DeviceReport::from_json(doc) else {
+            self.unreadable_reports += 1;
+            return;
+        };
+        let newer = self.reports.get(&device).is_none_or(|old| (r.epoch_start_ms, r.report_seq) > (old.epoch_start_ms, old.report_seq));
+        if newer {
+            self.reports.insert(device, r);
+        }
+    }
+
+    fn event_id(&self, k: u128) -> String {
+        if k >> 127 == 1 {
+            return self.ids.get(&k).cloned().unwrap_or_default();
+        }
+        let h = format!("{k:032x}");
+        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    }
+
+    /// Why `seq` of `device` (last seen on `received_on` at `seen_at`) is missing on `pipeline`
+    /// (`None`: on both); `dropped_left` is how many of the device's reported drops are still
+    /// unassigned (the oldest missing take them first).
+    fn cause(&self, device: &str, seq: u64, pipeline: Option<Pipeline>, seen_at: Option<i64>, dropped_left: &mut u64) -> Cause {
+        if let (Some(p), Some(at)) = (pipeline, seen_at) {
+            const MARGIN_MS: i64 = 2_000;
+            if self.totals[p.index()].own_gaps.iter().any(|(from, to)| at >= from - MARGIN_MS && at <= to + MARGIN_MS) {
+                return Cause::VerifierGap;
+            }
+        }
+        let Some(r) = self.reports.get(device).filter(|r| r.last_seq >= seq) else { return Cause::Unexplained };
+        let depth = match pipeline {
+            Some(p) => r.depth[p.index()],
+            None => r.depth[0].max(r.depth[1]),
+        };
+        if depth > 0 && seq > r.last_seq.saturating_sub(depth) {
+            return Cause::StillQueued;
+        }
+        if *dropped_left > 0 {
+            *dropped_left -= 1;
+            return Cause::DroppedOnDevice;
+        }
+        Cause::AckedNotReceived
+    }
+
+    /// Ends the run: joins, reconciles, and judges every rollout step against `t`.
+    pub fn finish(mut self, t: Thresholds) -> Findings {
+        let mut steps: BTreeMap<u64, Step> = BTreeMap::new();
+        let mut step_devices: BTreeMap<u64, std::collections::HashSet<u32>> = BTreeMap::new();
+        let mut delays: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+        let mut per_device: Vec<Vec<(u128, u64, u64)>> = vec![Vec::new(); self.devices.len()];
+        let mut missing_raw: Vec<(u32, u64, u64, Option<Pipeline>, Option<i64>, String)> = Vec::new();
+        let mut duplicated: BTreeMap<Pipeline, Vec<String>> = BTreeMap::new();
+        let mut late: BTreeMap<Pipeline, Vec<String>> = BTreeMap::new();
+        let mut keys: Vec<u128> = self.entries.keys().copied().collect();
+        keys.sort_unstable();
+        for k in &keys {
+            let e = &self.entries[k];
+            per_device[e.device as usize].push((*k, e.seq, e.cfg));
+            let step = steps.entry(e.cfg).or_insert_with(|| Step { cfg: e.cfg, ..Step::default() });
+            step_devices.entry(e.cfg).or_default().insert(e.device);
+            step.locations += 1;
+            if e.mismatch {
+                step.mismatches += 1;
+            }
+            for p in Pipeline::ALL {
+                let i = p.index();
+                let ps = if p == Pipeline::Mqtt { &mut step.mqtt } else { &mut step.pubsub };
+                let got = e.count[i] > 0;
+                if got {
+                    self.totals[i].distinct += 1;
+                    delays[i].push(e.first_at[i] - e.timestamp_ms);
+                    if e.count[i] > 1 {
+                        ps.duplicates += u64::from(e.count[i] - 1);
+                        self.totals[i].duplicates += u64::from(e.count[i] - 1);
+                        duplicated.entry(p).or_default().push(self.event_id(*k));
+                    }
+                    let o = p.other().index();
+                    if e.count[o] > 0 && e.first_at[i] - e.first_at[o] > t.late_ms {
+                        ps.late += 1;
+                        late.entry(p).or_default().push(self.event_id(*k));
+                    }
+                }
+                if e.route.owes(p) {
+                    ps.expected += 1;
+                    if got {
+                        ps.received += 1;
+                    } else {
+                        ps.missing += 1;
+                        let seen_at = e.first_at[p.other().index()];
+                        missing_raw.push((e.device, e.seq, e.cfg, Some(p), Some(seen_at), self.event_id(*k)));
+                    }
+                } else if got {
+                    match p {
+                        Pipeline::Mqtt => ps.fallbacks += 1,
+                        Pipeline::Pubsub => ps.unexpected += 1,
+                    }
+                }
+            }
+        }
+        // Seq values seen on neither pipeline: gaps inside a device's run. A seq lower than the
+        // one before it (in acceptance order) starts a new run: a new data directory, not a gap.
+        for (d, locs) in per_device.iter().enumerate() {
+            let mut run: Vec<(u64, u64)> = Vec::new();
+            let flush = |run: &mut Vec<(u64, u64)>, restart: bool, out: &mut Vec<(u32, u64, u64, Option<Pipeline>, Option<i64>, String)>| {
+                run.sort_unstable();
+                run.dedup_by_key(|(s, _)| *s);
+                let first = if restart { 1 } else { run.first().map_or(1, |r| r.0) };
+                let mut expect = first;
+                for (seq, cfg) in run.iter() {
+                    while expect < *seq {
+                        out.push((d as u32, expect, *cfg, None, None, String::new()));
+                        expect += 1;
+                    }
+                    expect = seq + 1;
+                }
+                run.clear();
+            };
+            let mut restart = false;
+            for (i, (_, seq, cfg)) in locs.iter().enumerate() {
+                if i > 0 && *seq < locs[i - 1].1 {
+                    flush(&mut run, restart, &mut missing_raw);
+                    restart = true;
+                }
+                run.push((*seq, *cfg));
+            }
+            flush(&mut run, restart, &mut missing_raw);
+        }
+        // Causes, oldest first per device (drops take the oldest).
+        missing_raw.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut dropped_left: HashMap<u32, u64> = HashMap::new();
+        let mut missing = Vec::with_capacity(missing_raw.len());
+        let mut by_device: HashMap<u32, u64> = HashMap::new();
+        for (d, seq, cfg, pipeline, seen_at, event_id) in missing_raw {
+            let device = &self.devices[d as usize];
+            let left = dropped_left.entry(d).or_insert_with(|| self.reports.get(device).map_or(0, |r| r.dropped + r.dead_letters));
+            let cause = self.cause(device, seq, pipeline, seen_at, left);
+            let step = steps.entry(cfg).or_insert_with(|| Step { cfg, ..Step::default() });
+            *step.causes.entry(cause).or_default() += 1;
+            if pipeline.is_none() {
+                step.unseen += 1;
+            }
+            *by_device.entry(d).or_default() += 1;
+            missing.push(Missing { event_id, device_id: device.clone(), seq, cfg, pipeline, cause });
+        }
+        let mut verdict = "pass";
+        for step in steps.values_mut() {
+            step.devices = step_devices.get(&step.cfg).map_or(0, |s| s.len() as u64);
+            let explained_against: u64 = step.causes.iter().filter(|(c, _)| c.is_discrepancy()).map(|(_, n)| n).sum();
+            step.discrepancies = explained_against + step.mismatches + step.pubsub.unexpected;
+            step.trials = step.mqtt.expected + step.pubsub.expected + step.unseen;
+            step.rate = if step.trials == 0 { 0.0 } else { step.discrepancies as f64 / step.trials as f64 };
+            step.rate_bound = super::stats::upper_bound(step.discrepancies, step.trials, t.confidence);
+            step.min_trials = super::stats::min_trials(t.max_rate_bound, t.confidence);
+            let acked_not_received = step.causes.get(&Cause::AckedNotReceived).copied().unwrap_or(0);
+            step.verdict = if acked_not_received > t.max_acked_not_received || (step.discrepancies > 0 && step.rate_bound > t.max_rate_bound) {
+                "fail"
+            } else if step.rate_bound > t.max_rate_bound {
+                "insufficient"
+            } else {
+                "pass"
+            };
+            verdict = match (verdict, step.verdict) {
+                ("fail", _) | (_, "fail") => "fail",
+                ("insufficient", _) | (_, "insufficient") => "insufficient",
+                _ => "pass",
+            };
+        }
+        if steps.is_empty() {
+            verdict = "insufficient";
+        }
+        for (i, d) in delays.iter_mut().enumerate() {
+            self.totals[i].delay_ms =
+                Delays { p50: super::stats::quantile(d, 0.50), p95: super::stats::quantile(d, 0.95), p99: super::stats::quantile(d, 0.99) };
+        }
+        let mut worst: Vec<(String, u64)> = by_device.into_iter().map(|(d, n)| (self.devices[d as usize].clone(), n)).collect();
+        worst.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        worst.truncate(20);
+        let [mqtt, pubsub] = self.totals;
+        Findings {
+            verdict,
+            thresholds: Some(t),
+            mqtt,
+            pubsub,
+            steps: steps.into_values().collect(),
+            missing,
+            duplicated,
+            late,
+            worst_devices: worst,
+            devices_reporting: self.reports.len() as u64,
+            unreadable_reports: self.unreadable_reports,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(event: u32, device: &str, seq: u64, route: &str, cfg: u64) -> Vec<u8> {
+        let id = format!("01936f1e-7c3a-7cc1-9f0a-{event:012x}");
+        format!(r#"{{"eventId":"{id}","deviceId":"{device}","latitude":1.0,"longitude":2.0,"timestamp":1000,"schemaVersion":2,"seq":{seq},"route":"{route}","cfg":{cfg}}}"#).into_bytes()
+    }
+
+    fn report(device: &str, seq: u64, last_seq: u64, depth: [u64; 2], dropped: u64) -> serde_json::Value {
+        serde_json::json!({"deviceId": device, "epoch": "e1", "epochStartMs": 1, "reportSeq": seq,
+            "counters": {"lastSeq": last_seq, "dropped": {"outbox_full": dropped}, "deadLetters": 0},
+            "gauges": {"mqttDepth": depth[0], "pubsubDepth": depth[1]}})
+    }
+
+    /// Device `d` sends `n` locations on route `both`; each reaches both pipelines unless listed.
+    fn fleet(v: &mut Verifier, d: &str, base: u32, n: u64, skip_pubsub: &[u64]) {
+        for seq in 1..=n {
+            let bytes = location(base + seq as u32, d, seq, "both", 1);
+            v.arrival(Pipeline::Mqtt, 2_000, &bytes);
+            if !skip_pubsub.contains(&seq) {
+                v.arrival(Pipeline::Pubsub, 3_000, &bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_clean_run_passes_with_enough_traffic_and_is_insufficient_without() {
+        let mut v = Verifier::new();
+        fleet(&mut v, "d-1", 0, 1_600, &[]);
+        let f = v.finish(Thresholds::default());
+        let s = &f.steps[0];
+        assert_eq!((s.mqtt.expected, s.pubsub.received, s.discrepancies, s.trials), (1_600, 1_600, 0, 3_200));
+        assert_eq!((s.verdict, f.verdict), ("pass", "pass"));
+        assert_eq!((f.mqtt.delay_ms.p50, f.pubsub.delay_ms.p99), (Some(1_000), Some(2_000)));
+        let mut small = Verifier::new();
+        fleet(&mut small, "d-1", 0, 100, &[]);
+        assert_eq!(small.finish(Thresholds::default()).verdict, "insufficient", "200 clean deliveries cannot bound 0.1 %");
+    }
+
+    #[test]
+    fn a_missing_location_is_labelled_by_the_devices_report() {
+        let mut v = Verifier::new();
+        fleet(&mut v, "acked", 0, 10, &[3]);
+        v.report(&report("acked", 5, 10, [0, 0], 0));
+        fleet(&mut v, "queued", 100, 10, &[10]);
+        v.report(&report("queued", 5, 10, [0, 1], 0));
+        fleet(&mut v, "silent", 200, 10, &[4]);
+        let f = v.finish(Thresholds::default());
+        let causes: Vec<(&str, u64, Cause)> = f.missing.iter().map(|m| (m.device_id.as_str(), m.seq, m.cause)).collect();
+        assert_eq!(causes, [("acked", 3, Cause::AckedNotReceived), ("queued", 10, Cause::StillQueued), ("silent", 4, Cause::Unexplained)]);
+        assert_eq!(f.missing[0].pipeline, Some(Pipeline::Pubsub));
+        assert_eq!(f.missing[0].event_id, "01936f1e-7c3a-7cc1-9f0a-000000000003");
+        assert_eq!((f.steps[0].discrepancies, f.verdict), (2, "fail"));
+    }
+
+    #[test]
+    fn duplicates_fallbacks_and_other_routes_are_never_missing() {
+        let mut v = Verifier::new();
+        let both = location(1, "d", 1, "both", 1);
+        let fallback = location(2, "d", 2, "pubsub", 1);
+        let mqtt_only = location(3, "d", 3, "mqtt", 1);
+        for (p, b) in [
+            (Pipeline::Mqtt, &both),
+            (Pipeline::Mqtt, &both),
+            (Pipeline::Pubsub, &both),
+            (Pipeline::Mqtt, &fallback),
+            (Pipeline::Pubsub, &fallback),
+            (Pipeline::Mqtt, &mqtt_only),
+        ] {
+            v.arrival(p, 5_000, b);
+        }
+        let f = v.finish(Thresholds::default());
+        let s = &f.steps[0];
+        assert!(f.missing.is_empty(), "{:?}", f.missing);
+        assert_eq!((s.mqtt.duplicates, s.mqtt.fallbacks, s.pubsub.expected, s.mqtt.expected), (1, 1, 2, 2));
+        assert_eq!(f.duplicated[&Pipeline::Mqtt], ["01936f1e-7c3a-7cc1-9f0a-000000000001"]);
+        assert_eq!(s.discrepancies, 0);
+    }
+
+    #[test]
+    fn seq_gaps_count_only_inside_a_run_and_a_new_data_directory_is_not_a_gap() {
+        let mut v = Verifier::new();
+        for (event, seq) in [(1, 7), (2, 8), (3, 10), (4, 1), (5, 2)] {
+            let b = location(event, "d", seq, "both", 1);
+            v.arrival(Pipeline::Mqtt, 2_000, &b);
+            v.arrival(Pipeline::Pubsub, 2_000, &b);
+        }
+        v.report(&report("d", 9, 10, [0, 0], 1));
+        let f = v.finish(Thresholds::default());
+        let gaps: Vec<(u64, Option<Pipeline>)> = f.missing.iter().map(|m| (m.seq, m.pipeline)).collect();
+        assert_eq!(gaps, [(9, None)], "7 before the window, 8→10 misses 9, then a new run from 1");
+        assert_eq!(f.missing[0].cause, Cause::DroppedOnDevice, "the device reported one drop");
+        assert_eq!(f.steps[0].unseen, 1);
+    }
+
+    #[test]
+    fn the_verifiers_own_gap_and_changed_bytes_are_told_apart() {
+        let mut v = Verifier::new();
+        let a = location(1, "d", 1, "both", 1);
+        v.arrival(Pipeline::Pubsub, 10_000, &a);
+        v.own_gap(Pipeline::Mqtt, 9_000, 11_000);
+        let b = location(2, "d", 2, "both", 1);
+        v.arrival(Pipeline::Mqtt, 12_000, &b);
+        let mut changed = b.clone();
+        changed.extend_from_slice(b" ");
+        v.arrival(Pipeline::Pubsub, 12_000, &changed);
+        v.report(&report("d", 1, 2, [0, 0], 0));
+        let f = v.finish(Thresholds::default());
+        assert_eq!(f.missing.iter().map(|m| m.cause).collect::<Vec<_>>(), [Cause::VerifierGap]);
+        assert_eq!((f.steps[0].mismatches, f.steps[0].discrepancies), (1, 1));
+    }
+}

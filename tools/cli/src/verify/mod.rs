@@ -1,0 +1,132 @@
+//! `dualpub verify`: both pipelines checked against each other, per rollout step, with a verdict
+//! (docs/VERIFY.md). Reads what each pipeline received — a capture file (`dualpub demo
+//! --capture`, or the same JSON lines written by any subscriber) — and the devices' migration
+//! reports, joins by eventId and reconciles every missing location with its device's report.
+
+pub mod engine;
+pub mod output;
+pub mod stats;
+
+use engine::{Findings, Pipeline, Thresholds, Verifier};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// Options of `dualpub verify`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// What the pipelines received: JSON lines of `{"pipeline": "mqtt"|"pubsub", "receivedAtMs",
+    /// "payload"}` (the `dualpub demo --capture` format), and `{"pipeline", "gap": {"fromMs",
+    /// "toMs"}}` lines for the subscriber's own disconnections.
+    #[arg(long, value_name = "FILE")]
+    pub capture: PathBuf,
+    /// The devices' migration reports: JSON lines, each a report or a `{"report": …}` envelope
+    /// (`dualpub demo --reports-out`). Without them every missing location is "unexplained".
+    #[arg(long, value_name = "FILE")]
+    pub reports: Option<PathBuf>,
+    /// Most locations acknowledged by a device but never received a step may have.
+    #[arg(long, default_value_t = 0)]
+    pub max_acked_not_received: u64,
+    /// Highest 95 % upper bound of the discrepancy rate a step may have (0.001 = 0.1 %).
+    #[arg(long, default_value_t = 0.001)]
+    pub max_rate_bound: f64,
+    /// A location this much later on one pipeline than on the other is listed as late, in ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub late_ms: i64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl VerifyArgs {
+    /// The thresholds these options ask for.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds { max_acked_not_received: self.max_acked_not_received, max_rate_bound: self.max_rate_bound, late_ms: self.late_ms, ..Thresholds::default() }
+    }
+}
+
+/// Runs `dualpub verify`; the exit code is 0 for pass, 3 for fail, 4 for too little traffic,
+/// 2 for unreadable input.
+pub fn run(args: VerifyArgs) -> i32 {
+    if !(args.max_rate_bound > 0.0 && args.max_rate_bound < 1.0) {
+        eprintln!("dualpub verify: --max-rate-bound must be in (0, 1)");
+        return 2;
+    }
+    let mut v = Verifier::new();
+    let read = read_capture(&args.capture, &mut v).and_then(|()| args.reports.as_deref().map_or(Ok(()), |r| read_reports(r, &mut v)));
+    if let Err(e) = read {
+        eprintln!("dualpub verify: {e}");
+        return 2;
+    }
+    let findings = v.finish(args.thresholds());
+    if args.json {
+        println!("{}", output::json(&findings));
+    } else {
+        print!("{}", output::table(&findings));
+    }
+    exit_code(&findings)
+}
+
+/// The exit code of a verdict.
+pub fn exit_code(f: &Findings) -> i32 {
+    match f.verdict {
+        "pass" => 0,
+        "fail" => 3,
+        _ => 4,
+    }
+}
+
+fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, Result<String, String>)>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let shown = path.display().to_string();
+    Ok(std::io::BufReader::new(file).lines().enumerate().map(move |(i, l)| (i + 1, l.map_err(|e| format!("{shown}: line {}: {e}", i + 1)))))
+}
+
+/// One capture line: a message a pipeline received, or the subscriber's own gap.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CaptureLine {
+    pipeline: Pipeline,
+    #[serde(default)]
+    received_at_ms: Option<i64>,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    gap: Option<Gap>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Gap {
+    from_ms: i64,
+    to_ms: i64,
+}
+
+/// Feeds a capture file to `v`.
+pub fn read_capture(path: &Path, v: &mut Verifier) -> Result<(), String> {
+    for (n, line) in lines(path)? {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let c: CaptureLine = serde_json::from_str(&line).map_err(|e| format!("{}: line {n}: {e}", path.display()))?;
+        match (c.payload, c.gap) {
+            (Some(payload), _) => v.arrival(c.pipeline, c.received_at_ms.unwrap_or(0), payload.as_bytes()),
+            (None, Some(g)) => v.own_gap(c.pipeline, g.from_ms, g.to_ms),
+            (None, None) => return Err(format!("{}: line {n}: neither a payload nor a gap", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Feeds a reports file (reports, or envelopes with `report`) to `v`.
+pub fn read_reports(path: &Path, v: &mut Verifier) -> Result<(), String> {
+    for (n, line) in lines(path)? {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let doc: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{}: line {n}: {e}", path.display()))?;
+        v.report(doc.get("report").unwrap_or(&doc));
+    }
+    Ok(())
+}
