@@ -293,6 +293,18 @@ pub struct Findings {
     pub unreadable_reports: u64,
 }
 
+/// A location (or a `seq`) not received somewhere, before its cause is known.
+struct Gone {
+    device: u32,
+    seq: u64,
+    cfg: u64,
+    /// Where it is missing (`None`: seen on neither pipeline).
+    pipeline: Option<Pipeline>,
+    /// When the other pipeline received it.
+    seen_at: Option<i64>,
+    event_id: String,
+}
+
 /// Joins both pipelines by eventId.
 #[derive(Debug, Default)]
 pub struct Verifier {
@@ -438,7 +450,7 @@ impl Verifier {
         let mut step_devices: BTreeMap<u64, std::collections::HashSet<u32>> = BTreeMap::new();
         let mut delays: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
         let mut per_device: Vec<Vec<(u128, u64, u64)>> = vec![Vec::new(); self.devices.len()];
-        let mut missing_raw: Vec<(u32, u64, u64, Option<Pipeline>, Option<i64>, String)> = Vec::new();
+        let mut missing_raw: Vec<Gone> = Vec::new();
         let mut duplicated: BTreeMap<Pipeline, Vec<String>> = BTreeMap::new();
         let mut late: BTreeMap<Pipeline, Vec<String>> = BTreeMap::new();
         let mut keys: Vec<u128> = self.entries.keys().copied().collect();
@@ -477,7 +489,14 @@ impl Verifier {
                     } else {
                         ps.missing += 1;
                         let seen_at = e.first_at[p.other().index()];
-                        missing_raw.push((e.device, e.seq, e.cfg, Some(p), Some(seen_at), self.event_id(*k)));
+                        missing_raw.push(Gone {
+                            device: e.device,
+                            seq: e.seq,
+                            cfg: e.cfg,
+                            pipeline: Some(p),
+                            seen_at: Some(seen_at),
+                            event_id: self.event_id(*k),
+                        });
                     }
                 } else if got {
                     match p {
@@ -491,14 +510,14 @@ impl Verifier {
         // one before it (in acceptance order) starts a new run: a new data directory, not a gap.
         for (d, locs) in per_device.iter().enumerate() {
             let mut run: Vec<(u64, u64)> = Vec::new();
-            let flush = |run: &mut Vec<(u64, u64)>, restart: bool, out: &mut Vec<(u32, u64, u64, Option<Pipeline>, Option<i64>, String)>| {
+            let flush = |run: &mut Vec<(u64, u64)>, restart: bool, out: &mut Vec<Gone>| {
                 run.sort_unstable();
                 run.dedup_by_key(|(s, _)| *s);
                 let first = if restart { 1 } else { run.first().map_or(1, |r| r.0) };
                 let mut expect = first;
                 for (seq, cfg) in run.iter() {
                     while expect < *seq {
-                        out.push((d as u32, expect, *cfg, None, None, String::new()));
+                        out.push(Gone { device: d as u32, seq: expect, cfg: *cfg, pipeline: None, seen_at: None, event_id: String::new() });
                         expect += 1;
                     }
                     expect = seq + 1;
@@ -516,11 +535,11 @@ impl Verifier {
             flush(&mut run, restart, &mut missing_raw);
         }
         // Causes, oldest first per device (drops take the oldest).
-        missing_raw.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        missing_raw.sort_by_key(|g| (g.device, g.seq));
         let mut dropped_left: HashMap<u32, u64> = HashMap::new();
         let mut missing = Vec::with_capacity(missing_raw.len());
         let mut by_device: HashMap<u32, u64> = HashMap::new();
-        for (d, seq, cfg, pipeline, seen_at, event_id) in missing_raw {
+        for Gone { device: d, seq, cfg, pipeline, seen_at, event_id } in missing_raw {
             let device = &self.devices[d as usize];
             let left = dropped_left.entry(d).or_insert_with(|| self.reports.get(device).map_or(0, |r| r.dropped + r.dead_letters));
             let cause = self.cause(device, seq, pipeline, seen_at, left);
