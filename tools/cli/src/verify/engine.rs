@@ -287,6 +287,11 @@ pub struct Findings {
     pub late: BTreeMap<Pipeline, Vec<String>>,
     /// Devices with the most missing locations (at most 20): (device, missing).
     pub worst_devices: Vec<(String, u64)>,
+    /// Per minute of arrival: distinct locations first received on each pipeline, and fallback
+    /// copies first received on MQTT (for charts).
+    pub timeline: Vec<Minute>,
+    /// Per pipeline: how many locations arrived within each delay bound (ms), for charts.
+    pub delay_histogram: BTreeMap<Pipeline, Vec<(i64, u64)>>,
     /// Devices with a migration report.
     pub devices_reporting: u64,
     /// Reports seen for a device whose newest report could not be read (missing fields).
@@ -304,6 +309,23 @@ struct Gone {
     seen_at: Option<i64>,
     event_id: String,
 }
+
+/// One minute of arrivals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Minute {
+    /// Its start, ms since the Unix epoch.
+    pub start_ms: i64,
+    /// Distinct locations first received on MQTT in it.
+    pub mqtt: u64,
+    /// Distinct locations first received on Pub/Sub in it.
+    pub pubsub: u64,
+    /// Fallback copies (`route: "pubsub"`) first received on MQTT in it.
+    pub fallbacks: u64,
+}
+
+/// The delay bounds of the charts' histogram, ms (the last bucket holds everything above).
+const DELAY_BOUNDS_MS: [i64; 12] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 60_000, 300_000, 3_600_000, i64::MAX];
 
 /// Joins both pipelines by eventId.
 #[derive(Debug, Default)]
@@ -453,6 +475,7 @@ impl Verifier {
         let mut missing_raw: Vec<Gone> = Vec::new();
         let mut duplicated: BTreeMap<Pipeline, Vec<String>> = BTreeMap::new();
         let mut late: BTreeMap<Pipeline, Vec<String>> = BTreeMap::new();
+        let mut minutes: BTreeMap<i64, Minute> = BTreeMap::new();
         let mut keys: Vec<u128> = self.entries.keys().copied().collect();
         keys.sort_unstable();
         for k in &keys {
@@ -471,6 +494,13 @@ impl Verifier {
                 if got {
                     self.totals[i].distinct += 1;
                     delays[i].push(e.first_at[i] - e.timestamp_ms);
+                    let start_ms = e.first_at[i].div_euclid(60_000) * 60_000;
+                    let m = minutes.entry(start_ms).or_insert_with(|| Minute { start_ms, ..Minute::default() });
+                    match p {
+                        Pipeline::Mqtt if !e.route.owes(p) => m.fallbacks += 1,
+                        Pipeline::Mqtt => m.mqtt += 1,
+                        Pipeline::Pubsub => m.pubsub += 1,
+                    }
                     if e.count[i] > 1 {
                         ps.duplicates += u64::from(e.count[i] - 1);
                         self.totals[i].duplicates += u64::from(e.count[i] - 1);
@@ -577,6 +607,14 @@ impl Verifier {
         if steps.is_empty() {
             verdict = "insufficient";
         }
+        let mut delay_histogram = BTreeMap::new();
+        for p in Pipeline::ALL {
+            let mut counts = vec![0u64; DELAY_BOUNDS_MS.len()];
+            for d in &delays[p.index()] {
+                counts[DELAY_BOUNDS_MS.partition_point(|b| b < d).min(DELAY_BOUNDS_MS.len() - 1)] += 1;
+            }
+            delay_histogram.insert(p, DELAY_BOUNDS_MS.iter().copied().zip(counts).collect());
+        }
         for (i, d) in delays.iter_mut().enumerate() {
             self.totals[i].delay_ms =
                 Delays { p50: super::stats::quantile(d, 0.50), p95: super::stats::quantile(d, 0.95), p99: super::stats::quantile(d, 0.99) };
@@ -595,6 +633,8 @@ impl Verifier {
             duplicated,
             late,
             worst_devices: worst,
+            timeline: minutes.into_values().collect(),
+            delay_histogram,
             devices_reporting: self.reports.len() as u64,
             unreadable_reports: self.unreadable_reports,
         }
@@ -636,6 +676,8 @@ mod tests {
         assert_eq!((s.mqtt.expected, s.pubsub.received, s.discrepancies, s.trials), (1_600, 1_600, 0, 3_200));
         assert_eq!((s.verdict, f.verdict), ("pass", "pass"));
         assert_eq!((f.mqtt.delay_ms.p50, f.pubsub.delay_ms.p99), (Some(1_000), Some(2_000)));
+        assert_eq!(f.timeline, [Minute { start_ms: 0, mqtt: 1_600, pubsub: 1_600, fallbacks: 0 }]);
+        assert_eq!(f.delay_histogram[&Pipeline::Mqtt][3], (1_000, 1_600), "1 s delays in the ≤ 1 s bucket");
         let mut small = Verifier::new();
         fleet(&mut small, "d-1", 0, 100, &[]);
         assert_eq!(small.finish(Thresholds::default()).verdict, "insufficient", "200 clean deliveries cannot bound 0.1 %");
