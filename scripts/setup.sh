@@ -9,6 +9,8 @@ as_root() {
 ensure_debian_packages() {
     local missing=()
     [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+    # A second real MQTT broker (an Erlang one) for the broker-restart tests.
+    [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
     command -v java >/dev/null || missing+=(openjdk-17-jdk-headless)
     command -v mvn >/dev/null || missing+=(maven)
     command -v npm >/dev/null || missing+=(npm)

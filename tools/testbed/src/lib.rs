@@ -7,6 +7,7 @@ pub mod broker;
 pub mod config_server;
 pub mod mosquitto;
 pub mod proxy;
+pub mod rabbitmq;
 pub mod subscribers;
 
 pub use dualpub_emulator::{EmulatorHandle, EmulatorOptions, FaultPlan};
