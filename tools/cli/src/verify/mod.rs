@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod output;
 pub mod stats;
+pub mod synthetic;
 
 use engine::{Findings, Pipeline, Thresholds, Verifier};
 use std::io::BufRead;
@@ -17,8 +18,12 @@ pub struct VerifyArgs {
     /// What the pipelines received: JSON lines of `{"pipeline": "mqtt"|"pubsub", "receivedAtMs",
     /// "payload"}` (the `dualpub demo --capture` format), and `{"pipeline", "gap": {"fromMs",
     /// "toMs"}}` lines for the subscriber's own disconnections.
-    #[arg(long, value_name = "FILE")]
-    pub capture: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "synthetic")]
+    pub capture: Option<PathBuf>,
+    /// Instead of a capture: measure the verifier on N generated locations (both pipelines,
+    /// 25 % on Pub/Sub too), printing events per second and memory per event.
+    #[arg(long, value_name = "N", conflicts_with_all = ["capture", "reports"])]
+    pub synthetic: Option<u64>,
     /// The devices' migration reports: JSON lines, each a report or a `{"report": …}` envelope
     /// (`dualpub demo --reports-out`). Without them every missing location is "unexplained".
     #[arg(long, value_name = "FILE")]
@@ -51,8 +56,12 @@ pub fn run(args: VerifyArgs) -> i32 {
         eprintln!("dualpub verify: --max-rate-bound must be in (0, 1)");
         return 2;
     }
+    if let Some(n) = args.synthetic {
+        return synthetic::measure(n, args.thresholds());
+    }
     let mut v = Verifier::new();
-    let read = read_capture(&args.capture, &mut v).and_then(|()| args.reports.as_deref().map_or(Ok(()), |r| read_reports(r, &mut v)));
+    let capture = args.capture.as_deref().unwrap_or(Path::new("-"));
+    let read = read_capture(capture, &mut v).and_then(|()| args.reports.as_deref().map_or(Ok(()), |r| read_reports(r, &mut v)));
     if let Err(e) = read {
         eprintln!("dualpub verify: {e}");
         return 2;
