@@ -1,11 +1,13 @@
-//! Fault injection for publish requests: scripted statuses, a random failure rate, latency,
+//! Fault injection. On publish requests: scripted statuses, a random failure rate, latency,
 //! `Retry-After`, and accept-then-drop-connection (the messages are stored, the response is
-//! cut, so the client retries and creates duplicates).
+//! cut, so the client retries and creates duplicates). On delivery, after a normal publish:
+//! discard, duplicate or delay the next messages, each hit recorded in a [`FaultLog`].
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// What to do to publish requests; also the JSON body of `POST /emulator/faults`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,6 +27,57 @@ pub struct FaultPlan {
     pub retry_after_secs: Option<u64>,
     /// Refuse with 400 any message whose data (decoded) contains this text.
     pub reject_data_containing: Option<String>,
+    /// Limit the delivery faults below to this topic (full `projects/{p}/topics/{t}` or just
+    /// `{t}`); `None`: every topic. Messages on other topics leave their counts alone.
+    pub fault_topic: Option<String>,
+    /// Acknowledge the next N published messages normally but deliver them to no subscription.
+    pub discard_after_ack_next: u32,
+    /// Deliver the next N published messages twice to every subscription (same `messageId`).
+    pub duplicate_next: u32,
+    /// Make the next N published messages visible to subscriptions only `delay_ms` after publish.
+    pub delay_next: u32,
+    /// How long `delay_next` holds a message back.
+    pub delay_ms: u64,
+}
+
+/// One message hit by a delivery fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hit {
+    /// The `messageId` returned to the publisher.
+    pub message_id: String,
+    /// Full topic name, `projects/{p}/topics/{t}`.
+    pub topic: String,
+    /// The message's `eventId` attribute, if it had one.
+    pub event_id: Option<String>,
+    /// Publish time, milliseconds since the Unix epoch (the `publishTime`, truncated).
+    pub published_at_ms: u64,
+}
+
+/// Every message the delivery faults hit, each list in publish order; the JSON of
+/// `GET /emulator/faults/log`. A message is in at most one list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultLog {
+    /// Acknowledged to the publisher, delivered to no subscription.
+    pub discarded: Vec<Hit>,
+    /// Delivered twice to every subscription.
+    pub duplicated: Vec<Hit>,
+    /// Held back `delay_ms` before any subscription could pull it.
+    pub delayed: Vec<Hit>,
+}
+
+/// What happens to one published message on its way to the subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Delivered once, at once.
+    Normal,
+    /// Delivered to no subscription.
+    Discard,
+    /// Delivered twice to every subscription.
+    Duplicate,
+    /// Visible to subscriptions only after this long.
+    Delay(Duration),
 }
 
 /// What the emulator does to one publish request.
@@ -42,6 +95,7 @@ pub enum Action {
 struct Inner {
     plan: FaultPlan,
     fail_next: VecDeque<u16>,
+    log: FaultLog,
 }
 
 /// The live fault settings of an emulator.
@@ -55,14 +109,14 @@ impl Faults {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Replaces the plan.
+    /// Replaces the plan (the fault log is kept).
     pub fn set(&self, plan: FaultPlan) {
         let mut i = self.lock();
         i.fail_next = plan.fail_next.iter().copied().collect();
         i.plan = plan;
     }
 
-    /// Removes every fault.
+    /// Removes every fault (the fault log is kept).
     pub fn clear(&self) {
         self.set(FaultPlan::default());
     }
@@ -102,5 +156,44 @@ impl Faults {
     /// The poison text, if any.
     pub fn reject_data_containing(&self) -> Option<String> {
         self.lock().plan.reject_data_containing.clone()
+    }
+
+    /// Decides the delivery of the next message published on `topic`, and logs it if a fault
+    /// hits it. The faults take their turns: first the `discard_after_ack_next` messages, then
+    /// the `duplicate_next`, then the `delay_next`, so a message gets at most one.
+    /// Called with the store lock held (lock order: store, then faults).
+    pub(crate) fn delivery(&self, topic: &str, message_id: &str, event_id: Option<&str>, published_at_ms: u64) -> Delivery {
+        let mut guard = self.lock();
+        let i = &mut *guard;
+        let p = &mut i.plan;
+        if let Some(only) = &p.fault_topic {
+            if only != topic && topic.rsplit('/').next() != Some(only.as_str()) {
+                return Delivery::Normal;
+            }
+        }
+        let (delivery, list) = if p.discard_after_ack_next > 0 {
+            p.discard_after_ack_next -= 1;
+            (Delivery::Discard, &mut i.log.discarded)
+        } else if p.duplicate_next > 0 {
+            p.duplicate_next -= 1;
+            (Delivery::Duplicate, &mut i.log.duplicated)
+        } else if p.delay_next > 0 {
+            p.delay_next -= 1;
+            (Delivery::Delay(Duration::from_millis(p.delay_ms)), &mut i.log.delayed)
+        } else {
+            return Delivery::Normal;
+        };
+        list.push(Hit { message_id: message_id.into(), topic: topic.into(), event_id: event_id.map(Into::into), published_at_ms });
+        delivery
+    }
+
+    /// The messages the delivery faults hit so far.
+    pub(crate) fn log(&self) -> FaultLog {
+        self.lock().log.clone()
+    }
+
+    /// Empties the fault log.
+    pub(crate) fn clear_log(&self) {
+        self.lock().log = FaultLog::default();
     }
 }

@@ -6,14 +6,15 @@
 //! `POST …/topics/{t}:publish`), subscriptions (`PUT/GET/DELETE …/subscriptions/{s}`,
 //! `GET …/subscriptions`, `POST …:pull`, `…:acknowledge`, `…:modifyAckDeadline`). Errors are
 //! google.rpc.Status JSON. Query parameters are ignored. Control plane for tests in other
-//! processes: `POST /emulator/faults`, `GET /emulator/stats`.
+//! processes: `POST /emulator/faults`, `GET /emulator/faults`, `GET`/`DELETE /emulator/faults/log`,
+//! `GET /emulator/stats`.
 
 mod faults;
 mod rest;
 mod store;
 mod time;
 
-pub use faults::{FaultPlan, Faults};
+pub use faults::{FaultLog, FaultPlan, Faults, Hit};
 pub use store::Stats;
 
 use std::net::SocketAddr;
@@ -41,6 +42,17 @@ impl Emulator {
     /// The fault injection control.
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// Every message the delivery faults (discard, duplicate, delay) hit since the log was last
+    /// cleared; setting or clearing the plan keeps it.
+    pub fn fault_log(&self) -> FaultLog {
+        self.faults.log()
+    }
+
+    /// Empties the fault log (also `DELETE /emulator/faults/log`).
+    pub fn clear_fault_log(&self) {
+        self.faults.clear_log()
     }
 
     /// Counters of what the emulator saw.

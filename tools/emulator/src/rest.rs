@@ -102,6 +102,11 @@ fn control(emu: &Emulator, method: &Method, what: &str, body: &Bytes) -> Respons
             Err(e) => rpc_error(e),
         },
         (&Method::GET, "faults") => ok(serde_json::to_value(emu.faults.plan()).unwrap_or(Value::Null)),
+        (&Method::GET, "faults/log") => ok(serde_json::to_value(emu.fault_log()).unwrap_or(Value::Null)),
+        (&Method::DELETE, "faults/log") => {
+            emu.clear_fault_log();
+            ok(json!({}))
+        }
         (&Method::GET, "stats") => ok(serde_json::to_value(emu.stats()).unwrap_or(Value::Null)),
         _ => rpc_error(RpcError::not_found(format!("no control route {what}"))),
     }
@@ -270,7 +275,7 @@ async fn publish(emu: &Emulator, topic: &str, body: &Bytes) -> Response {
         }
         return resp;
     }
-    let result = validate_publish(emu, body).and_then(|msgs| emu.store.publish(topic, msgs));
+    let result = validate_publish(emu, body).and_then(|msgs| emu.store.publish(topic, msgs, &emu.faults));
     match (result, action) {
         (Ok(_), Action::AcceptThenDrop) => {
             emu.store.count_request(false, true);

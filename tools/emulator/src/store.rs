@@ -1,7 +1,8 @@
-//! Topics, subscriptions and messages, with Pub/Sub's documented limits and redelivery after
-//! the ack deadline.
+//! Topics, subscriptions and messages, with Pub/Sub's documented limits, redelivery after
+//! the ack deadline, and the delivery faults (discard, duplicate, delay) applied on publish.
 
-use crate::time::now_rfc3339;
+use crate::faults::{Delivery, Faults};
+use crate::time::now_ms_rfc3339;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -85,6 +86,8 @@ pub(crate) struct Subscription {
     pub ack_deadline_seconds: u32,
     pub enable_message_ordering: bool,
     backlog: VecDeque<(Arc<Message>, u32)>,
+    /// Messages held back by a delay fault, in publish order, with when they become visible.
+    delayed: Vec<(Instant, Arc<Message>)>,
     outstanding: HashMap<String, Outstanding>,
 }
 
@@ -187,6 +190,7 @@ impl Store {
             ack_deadline_seconds: ack_deadline,
             enable_message_ordering: ordering,
             backlog: VecDeque::new(),
+            delayed: Vec::new(),
             outstanding: HashMap::new(),
         };
         let json = subscription_json(name, &sub);
@@ -213,11 +217,12 @@ impl Store {
         i.subs.iter().filter(|(k, _)| k.starts_with(project_prefix)).map(|(k, s)| subscription_json(k, s)).collect()
     }
 
-    /// Stores messages on `topic` and fans them out to its subscriptions; returns their ids.
-    pub fn publish(&self, topic: &str, messages: Vec<NewMessage>) -> Result<Vec<String>, RpcError> {
+    /// Stores messages on `topic` and fans them out to its subscriptions, as `faults` decides
+    /// message by message (under the store lock, so in id order); returns their ids.
+    pub fn publish(&self, topic: &str, messages: Vec<NewMessage>, faults: &Faults) -> Result<Vec<String>, RpcError> {
         let mut i = self.lock();
         let Some(subs) = i.topics.get(topic).cloned() else { return Err(RpcError::not_found("Topic not found")) };
-        let publish_time = now_rfc3339();
+        let (published_at_ms, publish_time) = now_ms_rfc3339();
         let mut ids = Vec::with_capacity(messages.len());
         for m in messages {
             i.next_message_id += 1;
@@ -229,9 +234,15 @@ impl Store {
                 publish_time: publish_time.clone(),
                 ordering_key: m.ordering_key,
             });
+            let delivery = faults.delivery(topic, &id, message.attributes.get("eventId").map(String::as_str), published_at_ms);
             for s in &subs {
                 if let Some(sub) = i.subs.get_mut(s) {
-                    sub.backlog.push_back((message.clone(), 0));
+                    match delivery {
+                        Delivery::Normal => sub.backlog.push_back((message.clone(), 0)),
+                        Delivery::Discard => {}
+                        Delivery::Duplicate => sub.backlog.extend([(message.clone(), 0), (message.clone(), 0)]),
+                        Delivery::Delay(d) => sub.delayed.push((Instant::now() + d, message.clone())),
+                    }
                 }
             }
             ids.push(id);
@@ -242,12 +253,16 @@ impl Store {
         Ok(ids)
     }
 
-    /// Up to `max` messages for `sub`; expired leases are redelivered first, in order.
+    /// Up to `max` messages for `sub`; expired leases are redelivered first, in order, and
+    /// delayed messages join the end of the backlog once their delay is over.
     pub fn pull(&self, sub_name: &str, max: usize) -> Result<Vec<serde_json::Value>, RpcError> {
         let mut guard = self.lock();
         let i = &mut *guard;
         let sub = i.subs.get_mut(sub_name).ok_or_else(|| RpcError::not_found("Subscription does not exist"))?;
         let now = Instant::now();
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut sub.delayed).into_iter().partition(|(at, _)| *at <= now);
+        sub.delayed = waiting;
+        sub.backlog.extend(due.into_iter().map(|(_, m)| (m, 0)));
         let mut expired: Vec<(String, Outstanding)> = Vec::new();
         sub.outstanding.retain(|ack, o| {
             if o.deadline <= now {

@@ -2,10 +2,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Now as RFC 3339 UTC with microseconds and a `Z`, as Pub/Sub's `publishTime`.
-pub fn now_rfc3339() -> String {
+/// Now as milliseconds since the epoch and as RFC 3339 UTC with microseconds and a `Z`
+/// (Pub/Sub's `publishTime`), both from one reading of the clock.
+pub fn now_ms_rfc3339() -> (u64, String) {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    format_rfc3339(d.as_secs() as i64, d.subsec_micros())
+    (d.as_millis() as u64, format_rfc3339(d.as_secs() as i64, d.subsec_micros()))
 }
 
 /// Formats seconds since the epoch (plus microseconds) as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
