@@ -97,6 +97,11 @@ pub struct DemoArgs {
     /// print its verdict per rollout step (docs/VERIFY.md); a failed verdict fails the demo.
     #[arg(long, conflicts_with = "no_verify")]
     pub verify: bool,
+    /// Set this fault plan (JSON, as `POST /emulator/faults` takes it, docs/emulator.md) on the
+    /// embedded emulator before sending, e.g. `{"faultTopic":"location-updates",
+    /// "discardAfterAckNext":37}`; the JSON summary then lists the messages it hit (`injected`).
+    #[arg(long, value_name = "JSON")]
+    pub pubsub_faults: Option<String>,
     /// Pub/Sub (the embedded emulator) answers every publish with 503 for this long from the
     /// start: breakers open and locations fall back to MQTT; it is over before the drain.
     #[arg(long, default_value_t = 0, value_name = "MS")]
@@ -148,6 +153,9 @@ fn run_steps(args: &DemoArgs) -> Result<i32, String> {
         let mut json: serde_json::Value = serde_json::from_str(&summary.json()).map_err(|e| e.to_string())?;
         if let Some(f) = &findings {
             json["verify"] = serde_json::to_value(f).map_err(|e| e.to_string())?;
+        }
+        if args.pubsub_faults.is_some() {
+            json["injected"] = serde_json::to_value(&outcome.injected).map_err(|e| e.to_string())?;
         }
         println!("{json}");
     }
@@ -213,6 +221,11 @@ impl<'a> Run<'a> {
         cohort.announce(args, config.as_ref());
         if args.metrics_out.is_some() {
             fleet.iter().for_each(|(_, p)| p.keep_latency_samples());
+        }
+        if let Some(plan) = &args.pubsub_faults {
+            let plan: dualpub_testbed::FaultPlan = serde_json::from_str(plan).map_err(|e| format!("--pubsub-faults: {e}"))?;
+            let e = bed.emulator.as_ref().ok_or("--pubsub-faults needs the embedded emulator")?;
+            e.emulator().faults().set(plan);
         }
         let outage_until = match (&bed.emulator, args.pubsub_outage_ms) {
             (_, 0) => None,
@@ -350,7 +363,8 @@ impl<'a> Run<'a> {
                 reports_file = Some(path);
             }
         }
-        Ok(Outcome { metrics, chaos_events, elapsed, pending, deliveries, reports, reports_file, report_docs })
+        let injected = self._bed.emulator.as_ref().map(|e| e.emulator().fault_log()).unwrap_or_default();
+        Ok(Outcome { metrics, chaos_events, elapsed, pending, deliveries, reports, reports_file, report_docs, injected })
     }
 }
 
@@ -621,6 +635,8 @@ struct Outcome {
     reports_file: Option<PathBuf>,
     /// Every report received, parsed (for `--verify`).
     report_docs: Vec<serde_json::Value>,
+    /// The messages the emulator's delivery faults hit (`--pubsub-faults`).
+    injected: dualpub_emulator::FaultLog,
 }
 
 /// How many migration reports arrived, and from how many devices the last one did.

@@ -241,3 +241,63 @@ fn config_server_serves_the_file_with_an_etag() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_verifier_selftest_names_exactly_the_injected_faults() {
+    let (code, out, err) = dualpub(&["verify", "--selftest"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for line in ["exactly the 37 discarded named acked-but-not-received on Pub/Sub", "exactly the 50 duplicated", "exactly the 20 delayed", "control: MQTT"] {
+        assert!(out.contains(&format!("ok   {line}")), "{line}:\n{out}");
+    }
+}
+
+#[test]
+fn fallback_copies_and_devices_outside_the_cohort_are_never_missing() {
+    // MQTT off for the Pub/Sub cohort, and Pub/Sub failing for 2 s: its devices fall back to MQTT.
+    let (code, out, err) = dualpub(&[
+        "demo",
+        "--devices",
+        "60",
+        "--locations-per-device",
+        "50",
+        "--rollout",
+        "25",
+        "--no-mqtt",
+        "--pubsub-outage-ms",
+        "2000",
+        "--verify",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    let v = &last_json(&out)["verify"];
+    let step = &v["steps"][0];
+    assert!(step["mqtt"]["fallbacks"].as_u64().unwrap() > 0, "the outage made fallback copies: {step}");
+    assert_eq!((step["discrepancies"].as_u64(), step["mqtt"]["missing"].as_u64(), step["pubsub"]["missing"].as_u64()), (Some(0), Some(0), Some(0)), "{step}");
+    assert!(v["missing"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_wiped_data_directory_is_not_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |n: &str| {
+        let (capture, reports) = (dir.path().join(format!("capture-{n}.jsonl")), dir.path().join(format!("reports-{n}.jsonl")));
+        let args = ["demo", "--devices", "5", "--locations-per-device", "20", "--rollout", "100", "--data-dir", data.to_str().unwrap()];
+        let (code, out, err) = dualpub(&[&args[..], &["--capture", capture.to_str().unwrap(), "--reports-out", reports.to_str().unwrap()]].concat());
+        assert_eq!(code, 0, "{err}\n{out}");
+        (std::fs::read_to_string(capture).unwrap(), std::fs::read_to_string(reports).unwrap())
+    };
+    let first = run("1");
+    // The app's data is cleared on one phone: its seq starts again at 1, in a new epoch.
+    std::fs::remove_dir_all(data.join("demo-device-0")).unwrap();
+    let second = run("2");
+    let (capture, reports) = (dir.path().join("capture.jsonl"), dir.path().join("reports.jsonl"));
+    std::fs::write(&capture, first.0 + &second.0).unwrap();
+    std::fs::write(&reports, first.1 + &second.1).unwrap();
+    let (code, out, err) =
+        dualpub(&["verify", "--capture", capture.to_str().unwrap(), "--reports", reports.to_str().unwrap(), "--json", "--max-rate-bound", "0.01"]);
+    let v = last_json(&out);
+    assert_eq!(code, 0, "{err}\n{v}");
+    assert_eq!((v["steps"][0]["unseen"].as_u64(), v["steps"][0]["locations"].as_u64()), (Some(0), Some(200)), "{}", v["steps"][0]);
+    assert!(v["missing"].as_array().unwrap().is_empty(), "{}", v["missing"]);
+}

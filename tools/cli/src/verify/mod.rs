@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod output;
+pub mod selftest;
 pub mod stats;
 pub mod synthetic;
 
@@ -18,8 +19,12 @@ pub struct VerifyArgs {
     /// What the pipelines received: JSON lines of `{"pipeline": "mqtt"|"pubsub", "receivedAtMs",
     /// "payload"}` (the `dualpub demo --capture` format), and `{"pipeline", "gap": {"fromMs",
     /// "toMs"}}` lines for the subscriber's own disconnections.
-    #[arg(long, value_name = "FILE", required_unless_present = "synthetic")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["synthetic", "selftest"])]
     pub capture: Option<PathBuf>,
+    /// Prove the verifier: run a demo whose Pub/Sub loses, duplicates and delays known
+    /// messages after acknowledging them, and check the verifier names exactly those.
+    #[arg(long, conflicts_with_all = ["capture", "reports", "synthetic"])]
+    pub selftest: bool,
     /// Instead of a capture: measure the verifier on N generated locations (both pipelines,
     /// 25 % on Pub/Sub too), printing events per second and memory per event.
     #[arg(long, value_name = "N", conflicts_with_all = ["capture", "reports"])]
@@ -55,6 +60,9 @@ pub fn run(args: VerifyArgs) -> i32 {
     if !(args.max_rate_bound > 0.0 && args.max_rate_bound < 1.0) {
         eprintln!("dualpub verify: --max-rate-bound must be in (0, 1)");
         return 2;
+    }
+    if args.selftest {
+        return selftest::run();
     }
     if let Some(n) = args.synthetic {
         return synthetic::measure(n, args.thresholds());
