@@ -8,7 +8,7 @@ use std::time::Instant;
 /// The `n`th generated location: device `n / 100`, route `both` for a quarter of the devices.
 fn location(n: u64) -> (Vec<u8>, bool) {
     let device = n / 100;
-    let both = device % 4 == 0;
+    let both = device.is_multiple_of(4);
     let payload = format!(
         r#"{{"eventId":"01936f1e-7c3a-7cc1-{:04x}-{:012x}","deviceId":"synthetic-{device}","latitude":52.52,"longitude":13.405,"timestamp":{},"schemaVersion":2,"seq":{},"route":"{}","cfg":1}}"#,
         (n >> 48) & 0xffff,
