@@ -327,8 +327,6 @@ def test_all_cases_in_one_capture(tmp_path):
     assert found["verdict"] == "fail"
 
 
-@pytest.mark.xfail(strict=True, reason="CLI bug: tools/cli/src/verify/mod.rs read_reports takes doc.get(\"report\") as an "
-                   "envelope's report, but a bare report's own \"report\" is its version (1): every bare report is unreadable")
 def test_a_bare_report_is_read_as_an_envelope_is(tmp_path):
     """docs/VERIFY.md: reports one per line, bare or in envelopes. The SQL (rollup.py's reader)
     reads a bare report; the CLI counts it as unreadable and calls its device's missing

@@ -80,9 +80,9 @@ def read_capture(path: str | Path) -> list[dict]:
 
 
 def load_locations(backend, rows: list[dict], batch: int = 50_000) -> None:
-    """Inserts locations_inbox rows. optimize_on_insert = 0: the landing tables are
-    ReplacingMergeTree on (device_id, event_id), which by default collapses the copies of one
-    insert; the verifier needs every copy (duplicates, mismatches, first arrivals)."""
+    """Inserts locations_inbox rows (the landing tables keep every copy: duplicates, mismatches
+    and first arrivals are what the verifier counts; optimize_on_insert = 0 guards against a
+    deduplicating engine someone may have chosen on a server)."""
     for start in range(0, len(rows), batch):
         body = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows[start:start + batch])
         backend.execute("INSERT INTO locations_inbox SETTINGS optimize_on_insert = 0 FORMAT JSONEachRow", body=body)

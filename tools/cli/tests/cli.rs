@@ -118,18 +118,19 @@ fn the_demo_captures_every_received_message_as_json_lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("each line is one JSON object");
         let payload: serde_json::Value = serde_json::from_str(v["payload"].as_str().unwrap()).expect("the payload is the location JSON");
         let (event_id, device_id) = (payload["eventId"].as_str().unwrap(), payload["deviceId"].as_str().unwrap());
+        assert!(v["receivedAtMs"].as_i64().unwrap() >= payload["timestamp"].as_i64().unwrap(), "arrival after the fix: {line}");
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
         match v["pipeline"].as_str().unwrap() {
             "mqtt" => {
                 assert!(line.starts_with(r#"{"pipeline":"mqtt","topic":""#), "{line}");
-                assert_eq!(keys, ["payload", "pipeline", "topic"], "{line}");
+                assert_eq!(keys, ["payload", "pipeline", "receivedAtMs", "topic"], "{line}");
                 assert_eq!(v["topic"], format!("device/telemetry/{device_id}"));
                 mqtt_ids.insert(event_id.to_string());
             }
             "pubsub" => {
                 assert!(line.starts_with(r#"{"pipeline":"pubsub","attributes":{"#), "{line}");
-                assert_eq!(keys, ["attributes", "orderingKey", "payload", "pipeline"], "{line}");
+                assert_eq!(keys, ["attributes", "orderingKey", "payload", "pipeline", "receivedAtMs"], "{line}");
                 assert_eq!(v["attributes"]["eventId"], event_id, "{line}");
                 assert_eq!(v["attributes"]["deviceId"], device_id, "{line}");
                 assert_eq!(v["orderingKey"], device_id, "{line}");

@@ -161,8 +161,9 @@ SELECT transport, fromUnixTimestamp64Milli(receivedAtMs, 'UTC') AS received_at, 
 FROM migration_reports_inbox
 WHERE NOT ok;
 
--- Locations as each pipeline received them (for comparing the two pipelines), deduplicated on
--- eventId within a pipeline by merges (queries dedupe too: LIMIT 1 BY device_id, event_id).
+-- Locations as each pipeline received them (for comparing the two pipelines): every copy is
+-- kept (duplicates, first arrivals and byte mismatches are what the verifier counts), a
+-- partition per day, sorted by hour first so an hourly verify.sql run reads only its hour.
 -- seq, route and cfg are schemaVersion 2 fields: 0, '' and 0 in a version 1 message.
 CREATE TABLE IF NOT EXISTS locations_inbox
 (
@@ -185,12 +186,14 @@ CREATE TABLE IF NOT EXISTS locations_mqtt
     received_at DateTime64(3, 'UTC'),
     payload String
 )
-ENGINE = ReplacingMergeTree
-ORDER BY (device_id, event_id);
+ENGINE = MergeTree
+PARTITION BY toDate(received_at)
+ORDER BY (toStartOfHour(received_at), device_id, event_id);
 
 CREATE TABLE IF NOT EXISTS locations_pubsub AS locations_mqtt
-ENGINE = ReplacingMergeTree
-ORDER BY (device_id, event_id);
+ENGINE = MergeTree
+PARTITION BY toDate(received_at)
+ORDER BY (toStartOfHour(received_at), device_id, event_id);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS locations_mqtt_mv TO locations_mqtt AS
 SELECT

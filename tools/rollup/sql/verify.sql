@@ -37,10 +37,8 @@
 --     the newest `depth` seqs up to lastSeq (depth of the pipeline it is missing on; the larger
 --     of both for an unseen seq); else dropped_on_device while the report's drops plus dead
 --     letters last, the device's oldest missing first; else acked_not_received.
---   * The location tables are ReplacingMergeTree on (device_id, event_id): once merged they hold
---     one copy per eventId and pipeline, so duplicates, first arrivals (that of the copy kept)
---     and mismatches between copies on one pipeline are undercounted; expected, received,
---     missing, unexpected, unseen and causes are not affected (docs/VERIFY.md).
+--   * The location tables keep every copy (MergeTree, docs/VERIFY.md): duplicates, first
+--     arrivals and mismatches between copies are counted from the rows themselves.
 --   * The CLI's verifier_gap (a missing location that arrived on the other pipeline within 2 s
 --     of the verifying subscriber's own disconnection) is not made here: the landing tables
 --     hold no subscriber gaps, and a subscriber that acknowledges only after its insert has none.

@@ -143,7 +143,8 @@ pub fn read_reports(path: &Path, v: &mut Verifier) -> Result<(), String> {
             continue;
         }
         let doc: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{}: line {n}: {e}", path.display()))?;
-        v.report(doc.get("report").unwrap_or(&doc));
+        // An envelope holds the report as an object; a bare report's own "report" is its version.
+        v.report(doc.get("report").filter(|r| r.is_object()).unwrap_or(&doc));
     }
     Ok(())
 }
