@@ -16,6 +16,7 @@ ensure_debian_packages() {
     command -v npm >/dev/null || missing+=(npm)
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)   # the HTML report's browser check (headless)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "==> installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
@@ -76,4 +77,18 @@ ensure_kotlin_toolchain() {
     KOTLIN_STDLIB="$tools/node_modules/kotlin-compiler/lib/kotlin-stdlib.jar"
     JNA_JAR="$jars/jna-$JNA_VERSION.jar"
     JUNIT_JAR="$jars/junit-platform-console-standalone-$JUNIT_CONSOLE_VERSION.jar"
+}
+
+# playwright-core (npm: the Playwright library without a browser download) for the HTML
+# report's browser check, which drives Debian's chromium; cached under target/tools/browser.
+PLAYWRIGHT_CORE_VERSION=1.65.1
+ensure_browser_check_tools() {
+    local dir=target/tools/browser
+    local installed
+    installed=$(node -p "require('./$dir/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+    if [ "$installed" != "$PLAYWRIGHT_CORE_VERSION" ]; then
+        echo "==> installing playwright-core $PLAYWRIGHT_CORE_VERSION (npm) into $dir"
+        mkdir -p "$dir"
+        npm install --prefix "$dir" --no-audit --no-fund --silent --save-exact "playwright-core@$PLAYWRIGHT_CORE_VERSION" >/dev/null
+    fi
 }

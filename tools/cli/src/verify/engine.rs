@@ -343,11 +343,15 @@ pub struct Verifier {
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Wire<'a> {
-    event_id: &'a str,
-    device_id: &'a str,
+    // Borrowed unless escaped in the JSON (an id may hold `"` or `\`).
+    #[serde(borrow)]
+    event_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    device_id: std::borrow::Cow<'a, str>,
     timestamp: i64,
     seq: u64,
-    route: &'a str,
+    #[serde(borrow)]
+    route: std::borrow::Cow<'a, str>,
     cfg: u64,
 }
 
@@ -380,12 +384,12 @@ impl Verifier {
     pub fn arrival(&mut self, pipeline: Pipeline, received_at_ms: i64, payload: &[u8]) {
         let p = pipeline.index();
         self.totals[p].messages += 1;
-        let Some((w, route)) = serde_json::from_slice::<Wire>(payload).ok().and_then(|w| Route::parse(w.route).map(|r| (w, r))) else {
+        let Some((w, route)) = serde_json::from_slice::<Wire>(payload).ok().and_then(|w| Route::parse(&w.route).map(|r| (w, r))) else {
             self.totals[p].malformed += 1;
             return;
         };
-        let k = key(w.event_id);
-        let device = match self.device_index.get(w.device_id) {
+        let k = key(&w.event_id);
+        let device = match self.device_index.get(w.device_id.as_ref()) {
             Some(&d) => d,
             None => {
                 self.devices.push(w.device_id.to_string());
@@ -447,7 +451,7 @@ impl Verifier {
     fn cause(&self, device: &str, seq: u64, pipeline: Option<Pipeline>, seen_at: Option<i64>, dropped_left: &mut u64) -> Cause {
         if let (Some(p), Some(at)) = (pipeline, seen_at) {
             const MARGIN_MS: i64 = 2_000;
-            if self.totals[p.index()].own_gaps.iter().any(|(from, to)| at >= from - MARGIN_MS && at <= to + MARGIN_MS) {
+            if self.totals[p.index()].own_gaps.iter().any(|(from, to)| at >= from.saturating_sub(MARGIN_MS) && at <= to.saturating_add(MARGIN_MS)) {
                 return Cause::VerifierGap;
             }
         }
@@ -493,8 +497,9 @@ impl Verifier {
                 let got = e.count[i] > 0;
                 if got {
                     self.totals[i].distinct += 1;
-                    delays[i].push(e.first_at[i] - e.timestamp_ms);
-                    let start_ms = e.first_at[i].div_euclid(60_000) * 60_000;
+                    delays[i].push(e.first_at[i].saturating_sub(e.timestamp_ms));
+                    // Arrival times come from files: saturate rather than overflow on nonsense.
+                    let start_ms = e.first_at[i].div_euclid(60_000).saturating_mul(60_000);
                     let m = minutes.entry(start_ms).or_insert_with(|| Minute { start_ms, ..Minute::default() });
                     match p {
                         Pipeline::Mqtt if !e.route.owes(p) => m.fallbacks += 1,
@@ -507,7 +512,7 @@ impl Verifier {
                         duplicated.entry(p).or_default().push(self.event_id(*k));
                     }
                     let o = p.other().index();
-                    if e.count[o] > 0 && e.first_at[i] - e.first_at[o] > t.late_ms {
+                    if e.count[o] > 0 && e.first_at[i].saturating_sub(e.first_at[o]) > t.late_ms {
                         ps.late += 1;
                         late.entry(p).or_default().push(self.event_id(*k));
                     }
@@ -737,6 +742,21 @@ mod tests {
         assert_eq!(gaps, [(9, None)], "7 before the window, 8→10 misses 9, then a new run from 1");
         assert_eq!(f.missing[0].cause, Cause::DroppedOnDevice, "the device reported one drop");
         assert_eq!(f.steps[0].unseen, 1);
+    }
+
+    #[test]
+    fn hostile_input_neither_overflows_nor_hides_a_location() {
+        let mut v = Verifier::new();
+        // An id with a quote and a backslash (escaped in the JSON), and absurd arrival times.
+        let quoted =
+            br#"{"eventId":"01936f1e-7c3a-7cc1-9f0a-000000000001","deviceId":"d\"\\1","timestamp":1000,"schemaVersion":2,"seq":1,"route":"both","cfg":1}"#;
+        v.arrival(Pipeline::Mqtt, i64::MIN, quoted);
+        v.arrival(Pipeline::Pubsub, i64::MAX, quoted);
+        v.own_gap(Pipeline::Mqtt, i64::MIN, i64::MAX);
+        let f = v.finish(Thresholds::default());
+        assert_eq!((f.mqtt.malformed, f.steps[0].locations), (0, 1), "read, not dropped as malformed");
+        assert_eq!(f.worst_devices, Vec::<(String, u64)>::new());
+        assert_eq!(f.steps[0].pubsub.late, 1);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! reports, joins by eventId and reconciles every missing location with its device's report.
 
 pub mod engine;
+pub mod html;
 pub mod output;
 pub mod selftest;
 pub mod stats;
@@ -45,6 +46,10 @@ pub struct VerifyArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the findings as one self-contained HTML page (verdicts, charts, missing
+    /// locations) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 impl VerifyArgs {
@@ -55,7 +60,7 @@ impl VerifyArgs {
 }
 
 /// Runs `dualpub verify`; the exit code is 0 for pass, 3 for fail, 4 for too little traffic,
-/// 2 for unreadable input.
+/// 2 for unreadable input (or an --html file that cannot be written).
 pub fn run(args: VerifyArgs) -> i32 {
     if !(args.max_rate_bound > 0.0 && args.max_rate_bound < 1.0) {
         eprintln!("dualpub verify: --max-rate-bound must be in (0, 1)");
@@ -79,6 +84,12 @@ pub fn run(args: VerifyArgs) -> i32 {
         println!("{}", output::json(&findings));
     } else {
         print!("{}", output::table(&findings));
+    }
+    if let Some(path) = &args.html {
+        if let Err(e) = std::fs::write(path, html::page(&findings)) {
+            eprintln!("dualpub verify: --html {}: {e}", path.display());
+            return 2;
+        }
     }
     exit_code(&findings)
 }

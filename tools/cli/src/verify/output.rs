@@ -12,6 +12,13 @@ fn ms(v: Option<i64>) -> String {
     v.map_or("-".into(), |v| if v.abs() < 10_000 { format!("{v} ms") } else { format!("{:.1} s", v as f64 / 1000.0) })
 }
 
+/// An app-provided id as the terminal may show it: control and bidi characters replaced.
+fn shown(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c) { '\u{fffd}' } else { c })
+        .collect()
+}
+
 fn percent(x: f64) -> String {
     format!("{:.4} %", x * 100.0)
 }
@@ -70,12 +77,12 @@ pub fn table(f: &Findings) -> String {
         causes[0], causes[1], causes[2], causes[3], causes[4]
     );
     if !f.worst_devices.is_empty() {
-        let worst: Vec<String> = f.worst_devices.iter().take(5).map(|(d, n)| format!("{d} ({n})")).collect();
+        let worst: Vec<String> = f.worst_devices.iter().take(5).map(|(d, n)| format!("{} ({n})", shown(d))).collect();
         let _ = writeln!(o, "  most missing: {}", worst.join(", "));
     }
     for m in f.missing.iter().take(10) {
         let at = m.pipeline.map_or("both (seq never seen)", |p| p.as_str());
-        let _ = writeln!(o, "  missing on {at}: {} seq {} {} ({:?})", m.device_id, m.seq, m.event_id, m.cause);
+        let _ = writeln!(o, "  missing on {at}: {} seq {} {} ({:?})", shown(&m.device_id), m.seq, shown(&m.event_id), m.cause);
     }
     if f.missing.len() > 10 {
         let _ = writeln!(o, "  … and {} more (--json lists them all)", f.missing.len() - 10);
