@@ -473,15 +473,10 @@ impl Publisher {
                 return Err(DualPubError::InvalidLocation { reason });
             }
         }
-        // The expensive part of the encoding before the lock; seq, route and cfg under it.
-        let started: Vec<(Arc<str>, Vec<u8>, i64)> = locations
-            .iter()
-            .map(|loc| {
-                let id = wire::new_event_id();
-                let start = wire::encode_start(&id, &s.device_id, s.company_id.as_deref(), loc);
-                (Arc::from(id), start, loc.timestamp_ms)
-            })
-            .collect();
+        // The expensive part of the encoding before the lock; the eventId, seq, route and cfg
+        // under it, so a device's eventIds (UUIDv7, by time) and seqs are in the same order.
+        let started: Vec<(Vec<u8>, i64)> =
+            locations.iter().map(|loc| (wire::encode_start(&s.device_id, s.company_id.as_deref(), loc), loc.timestamp_ms)).collect();
         let count = started.len() as u64;
         let mut ids = Vec::with_capacity(started.len());
         let (mqtt, pubsub) = {
@@ -500,9 +495,10 @@ impl Publisher {
             let mut reports = hub.reports();
             let (mut next_seq, mut loc_seq) = (st.next_seq, st.last_loc_seq);
             st.outbox.batched(|outbox| {
-                for (id, start, ts) in started {
+                for (fields, ts) in started {
                     loc_seq += 1;
-                    let payload = wire::finish(start, wire::Acceptance { seq: loc_seq, route, cfg });
+                    let id: Arc<str> = Arc::from(wire::new_event_id());
+                    let payload = wire::finish(&id, &fields, wire::Acceptance { seq: loc_seq, route, cfg });
                     reports.accepted(loc_seq, ts);
                     outbox.insert(Row::new(next_seq, id.clone(), Arc::from(payload), ts, mqtt, pubsub));
                     next_seq += 1;

@@ -17,7 +17,6 @@ pub const DEFAULT_TOPIC_TEMPLATE: &str = "device/telemetry/{deviceId}";
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WireLocation<'a> {
-    event_id: &'a str,
     device_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     company_id: Option<&'a str>,
@@ -90,14 +89,15 @@ pub fn new_event_id() -> String {
 /// Encodes a validated location as the UTF-8 JSON both transports carry (optional fields
 /// omitted, field order fixed).
 pub fn encode(event_id: &str, device_id: &str, company_id: Option<&str>, loc: &Location, acceptance: Acceptance) -> Vec<u8> {
-    finish(encode_start(event_id, device_id, company_id, loc), acceptance)
+    finish(event_id, &encode_start(device_id, company_id, loc), acceptance)
 }
 
-/// The location's JSON up to `schemaVersion`, without the closing brace: the expensive part,
-/// done before the lock. [`finish`] appends what acceptance decides.
-pub fn encode_start(event_id: &str, device_id: &str, company_id: Option<&str>, loc: &Location) -> Vec<u8> {
+/// The location's fields from `deviceId` to `schemaVersion`, without braces: the expensive
+/// part, done before the lock. [`finish`] wraps it with what acceptance decides: the eventId
+/// (generated under the lock, so a device's eventIds and `seq`s are in the same order) before
+/// it, `seq`, `route` and `cfg` after it.
+pub fn encode_start(device_id: &str, company_id: Option<&str>, loc: &Location) -> Vec<u8> {
     let wire = WireLocation {
-        event_id,
         device_id,
         company_id,
         latitude: loc.latitude,
@@ -111,17 +111,21 @@ pub fn encode_start(event_id: &str, device_id: &str, company_id: Option<&str>, l
         schema_version: SCHEMA_VERSION,
     };
     // Serialising plain numbers and validated strings cannot fail.
-    let mut json = serde_json::to_vec(&wire).unwrap_or_default();
-    json.pop(); // the closing brace: finish() writes it after seq, route and cfg
-    json
+    let json = serde_json::to_vec(&wire).unwrap_or_default();
+    // The fields without the braces: finish() writes them around the eventId and seq, route, cfg.
+    json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_vec()
 }
 
-/// Completes [`encode_start`]'s bytes with `seq`, `route` and `cfg` (a few dozen bytes, cheap
-/// enough to run under the outbox lock).
-pub fn finish(mut start: Vec<u8>, a: Acceptance) -> Vec<u8> {
+/// The whole document: `{"eventId":…,` [`encode_start`]'s fields `,"seq":…,"route":…,"cfg":…}`
+/// (a few dozen bytes of copying, cheap enough to run under the outbox lock).
+pub fn finish(event_id: &str, fields: &[u8], a: Acceptance) -> Vec<u8> {
     use std::io::Write;
-    let _ = write!(start, ",\"seq\":{},\"route\":\"{}\",\"cfg\":{}}}", a.seq, a.route.as_str(), a.cfg);
-    start
+    let mut json = Vec::with_capacity(fields.len() + event_id.len() + 64);
+    // A UUID needs no JSON escaping.
+    let _ = write!(json, "{{\"eventId\":\"{event_id}\",");
+    json.extend_from_slice(fields);
+    let _ = write!(json, ",\"seq\":{},\"route\":\"{}\",\"cfg\":{}}}", a.seq, a.route.as_str(), a.cfg);
+    json
 }
 
 /// The MQTT topic for a device: the template with `{deviceId}` replaced.

@@ -306,3 +306,32 @@ fn close_waits_only_for_a_report_that_can_leave() {
     let last = reports(&p_sub.collected).pop().unwrap();
     assert_eq!((last["trigger"].as_str(), last["decision"]["route"].as_str()), (Some("shutdown"), Some("pubsub")));
 }
+
+#[test]
+fn concurrent_senders_get_event_ids_in_seq_order() {
+    // eventIds are UUIDv7 (time-ordered) and made under the same lock as seq, so a device's
+    // eventId order is its seq order even with several threads sending at once.
+    let emu = emulator();
+    let id = device("wire-concurrent");
+    let mqtt = mqtt_subscriber(&id);
+    let p = TestDevice::new(&id, &emu).start();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let p = &p;
+            s.spawn(move || {
+                for n in 0..100 {
+                    p.send_location(location(t * 1000 + n)).unwrap();
+                }
+            });
+        }
+    });
+    assert!(p.flush(20_000).unwrap().completed);
+    assert!(mqtt.collected.wait_until(WAIT, |c| c.len() >= 400));
+    let mut got: Vec<(String, u64)> =
+        payloads(&mqtt.collected).iter().map(|v| (v["eventId"].as_str().unwrap().to_string(), v["seq"].as_u64().unwrap())).collect();
+    got.sort();
+    got.dedup();
+    let seqs: Vec<u64> = got.iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>(), "sorted by eventId, the seqs are 1..400 in order");
+    p.shutdown();
+}

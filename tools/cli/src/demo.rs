@@ -776,7 +776,7 @@ fn fetch_configs(fleet: &[(String, Arc<DualPublisher>)], url: &str) -> ConfigRep
 }
 
 /// Host and port of a URL (`default_port` when it names none).
-fn url_host_port(url: &str, default_port: u16) -> Result<(String, u16), String> {
+pub(crate) fn url_host_port(url: &str, default_port: u16) -> Result<(String, u16), String> {
     let rest = url.split_once("://").map(|(_, r)| r).ok_or_else(|| format!("{url:?} is not a URL"))?;
     let hostport = rest.split('/').next().unwrap_or(rest);
     match hostport.rsplit_once(':') {

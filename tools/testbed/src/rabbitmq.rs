@@ -33,8 +33,8 @@ impl RabbitMq {
     pub fn start(dir: &Path) -> std::io::Result<RabbitMq> {
         let (port, amqp_port, dist_port) = (crate::free_port()?, crate::free_port()?, crate::free_port()?);
         let mut conf = std::fs::File::create(dir.join("rabbitmq.conf"))?;
-        // Anonymous MQTT (guest) from loopback, as a test broker.
-        writeln!(conf, "listeners.tcp.default = {amqp_port}\nmqtt.listeners.tcp.default = {port}\nloopback_users = none")?;
+        // Listening on loopback only; anonymous MQTT (as guest), as a test broker.
+        writeln!(conf, "listeners.tcp.default = 127.0.0.1:{amqp_port}\nmqtt.listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none")?;
         std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_mqtt].\n")?;
         let mut r = RabbitMq { port, dir: dir.to_path_buf(), amqp_port, dist_port, child: None };
         r.restart()?;

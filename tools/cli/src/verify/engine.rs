@@ -294,7 +294,7 @@ pub struct Findings {
     pub delay_histogram: BTreeMap<Pipeline, Vec<(i64, u64)>>,
     /// Devices with a migration report.
     pub devices_reporting: u64,
-    /// Reports seen for a device whose newest report could not be read (missing fields).
+    /// Reports that could not be read (a field reconciliation needs is missing).
     pub unreadable_reports: u64,
 }
 
@@ -323,6 +323,9 @@ pub struct Minute {
     /// Fallback copies (`route: "pubsub"`) first received on MQTT in it.
     pub fallbacks: u64,
 }
+
+/// The most unseen `seq`s listed one by one per device run (the rest are counted).
+const MAX_LISTED_GAP: u64 = 100_000;
 
 /// The delay bounds of the charts' histogram, ms (the last bucket holds everything above).
 const DELAY_BOUNDS_MS: [i64; 12] = [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 60_000, 300_000, 3_600_000, i64::MAX];
@@ -358,8 +361,8 @@ struct Wire<'a> {
 /// An eventId as a number: the UUID's 128 bits (UUIDv7 sorts by acceptance time), or a hash.
 fn key(event_id: &str) -> u128 {
     let hex: String = event_id.chars().filter(|c| *c != '-').collect();
-    match (hex.len(), u128::from_str_radix(&hex, 16)) {
-        (32, Ok(k)) => k,
+    match (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()), u128::from_str_radix(&hex, 16)) {
+        (true, Ok(k)) => k,
         _ => {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             event_id.hash(&mut h);
@@ -543,31 +546,40 @@ impl Verifier {
         }
         // Seq values seen on neither pipeline: gaps inside a device's run. A seq lower than the
         // one before it (in acceptance order) starts a new run: a new data directory, not a gap.
+        let mut unlisted: BTreeMap<u64, u64> = BTreeMap::new();
         for (d, locs) in per_device.iter().enumerate() {
             let mut run: Vec<(u64, u64)> = Vec::new();
-            let flush = |run: &mut Vec<(u64, u64)>, restart: bool, out: &mut Vec<Gone>| {
+            // A gap is listed seq by seq up to MAX_LISTED_GAP a device; beyond that (a hostile or
+            // broken seq such as 10^15) it is only counted, unexplained.
+            let flush = |run: &mut Vec<(u64, u64)>, restart: bool, out: &mut Vec<Gone>, unlisted: &mut BTreeMap<u64, u64>| {
                 run.sort_unstable();
                 run.dedup_by_key(|(s, _)| *s);
                 let first = if restart { 1 } else { run.first().map_or(1, |r| r.0) };
                 let mut expect = first;
+                let mut listed = 0u64;
                 for (seq, cfg) in run.iter() {
-                    while expect < *seq {
-                        out.push(Gone { device: d as u32, seq: expect, cfg: *cfg, pipeline: None, seen_at: None, event_id: String::new() });
-                        expect += 1;
+                    let gap = seq.saturating_sub(expect);
+                    let list = gap.min(MAX_LISTED_GAP.saturating_sub(listed));
+                    for s in expect..expect + list {
+                        out.push(Gone { device: d as u32, seq: s, cfg: *cfg, pipeline: None, seen_at: None, event_id: String::new() });
                     }
-                    expect = seq + 1;
+                    listed += list;
+                    if gap > list {
+                        *unlisted.entry(*cfg).or_default() += gap - list;
+                    }
+                    expect = expect.max(seq.saturating_add(1));
                 }
                 run.clear();
             };
             let mut restart = false;
             for (i, (_, seq, cfg)) in locs.iter().enumerate() {
                 if i > 0 && *seq < locs[i - 1].1 {
-                    flush(&mut run, restart, &mut missing_raw);
+                    flush(&mut run, restart, &mut missing_raw, &mut unlisted);
                     restart = true;
                 }
                 run.push((*seq, *cfg));
             }
-            flush(&mut run, restart, &mut missing_raw);
+            flush(&mut run, restart, &mut missing_raw, &mut unlisted);
         }
         // Causes, oldest first per device (drops take the oldest).
         missing_raw.sort_by_key(|g| (g.device, g.seq));
@@ -586,12 +598,19 @@ impl Verifier {
             *by_device.entry(d).or_default() += 1;
             missing.push(Missing { event_id, device_id: device.clone(), seq, cfg, pipeline, cause });
         }
+        for (cfg, n) in unlisted {
+            let step = steps.entry(cfg).or_insert_with(|| Step { cfg, ..Step::default() });
+            step.unseen = step.unseen.saturating_add(n);
+            let c = step.causes.entry(Cause::Unexplained).or_default();
+            *c = c.saturating_add(n);
+        }
         let mut verdict = "pass";
         for step in steps.values_mut() {
             step.devices = step_devices.get(&step.cfg).map_or(0, |s| s.len() as u64);
-            let explained_against: u64 = step.causes.iter().filter(|(c, _)| c.is_discrepancy()).map(|(_, n)| n).sum();
-            step.discrepancies = explained_against + step.mismatches + step.pubsub.unexpected;
-            step.trials = step.mqtt.expected + step.pubsub.expected + step.unseen;
+            // Saturating: a hostile capture can claim absurd seqs.
+            let explained_against = step.causes.iter().filter(|(c, _)| c.is_discrepancy()).fold(0u64, |a, (_, n)| a.saturating_add(*n));
+            step.discrepancies = explained_against.saturating_add(step.mismatches).saturating_add(step.pubsub.unexpected);
+            step.trials = step.mqtt.expected.saturating_add(step.pubsub.expected).saturating_add(step.unseen);
             step.rate = if step.trials == 0 { 0.0 } else { step.discrepancies as f64 / step.trials as f64 };
             step.rate_bound = super::stats::upper_bound(step.discrepancies, step.trials, t.confidence);
             step.min_trials = super::stats::min_trials(t.max_rate_bound, t.confidence);
@@ -757,6 +776,16 @@ mod tests {
         assert_eq!((f.mqtt.malformed, f.steps[0].locations), (0, 1), "read, not dropped as malformed");
         assert_eq!(f.worst_devices, Vec::<(String, u64)>::new());
         assert_eq!(f.steps[0].pubsub.late, 1);
+        // A seq of 10^15 after 1: counted, not listed one by one (and no overflow at u64::MAX).
+        let mut v = Verifier::new();
+        for (event, seq) in [(1, 1), (2, 1_000_000_000_000_000), (3, u64::MAX)] {
+            let b = location(event, "d", seq, "both", 1);
+            v.arrival(Pipeline::Mqtt, 1, &b);
+            v.arrival(Pipeline::Pubsub, 1, &b);
+        }
+        let f = v.finish(Thresholds::default());
+        assert_eq!(f.missing.len() as u64, MAX_LISTED_GAP);
+        assert_eq!(f.steps[0].unseen, u64::MAX - 3);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod html;
+pub mod live;
 pub mod output;
 pub mod selftest;
 pub mod stats;
@@ -20,8 +21,31 @@ pub struct VerifyArgs {
     /// What the pipelines received: JSON lines of `{"pipeline": "mqtt"|"pubsub", "receivedAtMs",
     /// "payload"}` (the `dualpub demo --capture` format), and `{"pipeline", "gap": {"fromMs",
     /// "toMs"}}` lines for the subscriber's own disconnections.
-    #[arg(long, value_name = "FILE", required_unless_present_any = ["synthetic", "selftest"])]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["synthetic", "selftest", "mqtt_url"])]
     pub capture: Option<PathBuf>,
+    /// Instead of a capture: read the pipelines live for `--window-secs`: this MQTT broker
+    /// (`device/telemetry/+`, persistent session `--session`) …
+    #[arg(long, value_name = "URL", conflicts_with = "capture", requires = "pubsub_endpoint")]
+    pub mqtt_url: Option<String>,
+    /// … and this Pub/Sub endpoint (pull subscription `--subscription` on `--pubsub-topic`),
+    /// with the migration reports of both.
+    #[arg(long, value_name = "URL", requires = "mqtt_url")]
+    pub pubsub_endpoint: Option<String>,
+    /// The Pub/Sub project (live).
+    #[arg(long, default_value = "dualpub-demo")]
+    pub pubsub_project: String,
+    /// The locations topic (live).
+    #[arg(long, default_value = "location-updates")]
+    pub pubsub_topic: String,
+    /// The pull subscription (live; created on the topic if missing).
+    #[arg(long, default_value = "dualpub-verify")]
+    pub subscription: String,
+    /// The MQTT client id of the persistent session (live).
+    #[arg(long, default_value = "dualpub-verify")]
+    pub session: String,
+    /// How long to read live, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub window_secs: u64,
     /// Prove the verifier: run a demo whose Pub/Sub loses, duplicates and delays known
     /// messages after acknowledging them, and check the verifier names exactly those.
     #[arg(long, conflicts_with_all = ["capture", "reports", "synthetic"])]
@@ -72,6 +96,24 @@ pub fn run(args: VerifyArgs) -> i32 {
     if let Some(n) = args.synthetic {
         return synthetic::measure(n, args.thresholds());
     }
+    if let (Some(mqtt_url), Some(endpoint)) = (&args.mqtt_url, &args.pubsub_endpoint) {
+        let sources = live::Sources {
+            mqtt_url: mqtt_url.clone(),
+            session: args.session.clone(),
+            pubsub_endpoint: endpoint.trim_end_matches('/').to_string(),
+            project: args.pubsub_project.clone(),
+            topic: args.pubsub_topic.clone(),
+            subscription: args.subscription.clone(),
+            window: std::time::Duration::from_secs(args.window_secs),
+        };
+        return match live::read(&sources, args.thresholds()) {
+            Ok(f) => report(&args, &f),
+            Err(e) => {
+                eprintln!("dualpub verify: {e}");
+                2
+            }
+        };
+    }
     let mut v = Verifier::new();
     let capture = args.capture.as_deref().unwrap_or(Path::new("-"));
     let read = read_capture(capture, &mut v).and_then(|()| args.reports.as_deref().map_or(Ok(()), |r| read_reports(r, &mut v)));
@@ -79,19 +121,23 @@ pub fn run(args: VerifyArgs) -> i32 {
         eprintln!("dualpub verify: {e}");
         return 2;
     }
-    let findings = v.finish(args.thresholds());
+    report(&args, &v.finish(args.thresholds()))
+}
+
+/// Prints the findings as the options ask (table or JSON, and the HTML page); the exit code.
+fn report(args: &VerifyArgs, findings: &Findings) -> i32 {
     if args.json {
-        println!("{}", output::json(&findings));
+        println!("{}", output::json(findings));
     } else {
-        print!("{}", output::table(&findings));
+        print!("{}", output::table(findings));
     }
     if let Some(path) = &args.html {
-        if let Err(e) = std::fs::write(path, html::page(&findings)) {
+        if let Err(e) = std::fs::write(path, html::page(findings)) {
             eprintln!("dualpub verify: --html {}: {e}", path.display());
             return 2;
         }
     }
-    exit_code(&findings)
+    exit_code(findings)
 }
 
 /// The exit code of a verdict.
@@ -138,7 +184,10 @@ pub fn read_capture(path: &Path, v: &mut Verifier) -> Result<(), String> {
         }
         let c: CaptureLine = serde_json::from_str(&line).map_err(|e| format!("{}: line {n}: {e}", path.display()))?;
         match (c.payload, c.gap) {
-            (Some(payload), _) => v.arrival(c.pipeline, c.received_at_ms.unwrap_or(0), payload.as_bytes()),
+            (Some(payload), _) => {
+                let at = c.received_at_ms.ok_or_else(|| format!("{}: line {n}: a message without receivedAtMs", path.display()))?;
+                v.arrival(c.pipeline, at, payload.as_bytes())
+            }
             (None, Some(g)) => v.own_gap(c.pipeline, g.from_ms, g.to_ms),
             (None, None) => return Err(format!("{}: line {n}: neither a payload nor a gap", path.display())),
         }

@@ -1,0 +1,66 @@
+//! `dualpub verify --mqtt-url … --pubsub-endpoint …`: read both pipelines live for a window, as
+//! independent subscribers (an MQTT persistent session on `device/telemetry/+`, a Pub/Sub pull
+//! subscription), with the migration reports on their topics, then verify what arrived.
+
+use super::engine::{Findings, Pipeline, Thresholds, Verifier};
+use dualpub_testbed::subscribers;
+use std::time::{Duration, Instant};
+
+/// Where to read the pipelines from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// `mqtt://host:port`.
+    pub mqtt_url: String,
+    /// The MQTT client id of the persistent session (the broker queues for it between runs).
+    pub session: String,
+    /// The Pub/Sub REST endpoint.
+    pub pubsub_endpoint: String,
+    /// The project.
+    pub project: String,
+    /// The locations topic (the pull subscription is created on it if missing).
+    pub topic: String,
+    /// The pull subscription's name (its reports subscription is `<name>-reports`).
+    pub subscription: String,
+    /// How long to read.
+    pub window: Duration,
+}
+
+/// Subscribes, reads for the window (a progress line on stderr), and verifies what arrived.
+/// Locations whose copies are still on their way when the window ends count as missing: leave
+/// the traffic a margin inside the window.
+pub fn read(s: &Sources, t: Thresholds) -> Result<Findings, String> {
+    let (host, port) = crate::demo::url_host_port(&s.mqtt_url, 1883).map_err(|e| format!("--mqtt-url: {e}"))?;
+    let filter = dualpub::wire::DEFAULT_TOPIC_TEMPLATE.replace("{deviceId}", "+");
+    let mqtt = subscribers::mqtt_with_session(&host, port, &filter, Some(&s.session)).map_err(|e| format!("MQTT subscription: {e}"))?;
+    let pubsub = subscribers::pubsub(&s.pubsub_endpoint, &s.project, &s.topic, &s.subscription).map_err(|e| format!("Pub/Sub subscription: {e}"))?;
+    let reports = crate::demo_reports::ReportSubscribers::start(
+        &host,
+        port,
+        &s.pubsub_endpoint,
+        &s.project,
+        dualpub::config::DEFAULT_REPORTS_TOPIC,
+        &format!("{}-reports", s.subscription),
+    )?;
+    let start = Instant::now();
+    while start.elapsed() < s.window {
+        eprint!("\r  reading: mqtt {:>8}  pubsub {:>8}  {:>4} s left", mqtt.collected.len(), pubsub.collected.len(), (s.window - start.elapsed()).as_secs());
+        std::thread::sleep(Duration::from_millis(250).min(s.window.saturating_sub(start.elapsed())));
+    }
+    eprintln!();
+    let mut v = Verifier::new();
+    for r in mqtt.collected.all() {
+        v.arrival(Pipeline::Mqtt, r.received_at_ms, &r.payload);
+    }
+    for r in pubsub.collected.all() {
+        v.arrival(Pipeline::Pubsub, r.received_at_ms, &r.payload);
+    }
+    for (from, to) in mqtt.collected.gaps() {
+        v.own_gap(Pipeline::Mqtt, from, to);
+    }
+    for (_, r) in reports.received() {
+        if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&r.payload) {
+            v.report(&doc);
+        }
+    }
+    Ok(v.finish(t))
+}
