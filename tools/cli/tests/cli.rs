@@ -303,3 +303,52 @@ fn a_wiped_data_directory_is_not_a_gap() {
     assert_eq!((v["steps"][0]["unseen"].as_u64(), v["steps"][0]["locations"].as_u64()), (Some(0), Some(200)), "{}", v["steps"][0]);
     assert!(v["missing"].as_array().unwrap().is_empty(), "{}", v["missing"]);
 }
+
+#[test]
+fn verify_reads_both_pipelines_live() {
+    use dualpub_testbed::{mosquitto::Mosquitto, subscribers, EmulatorHandle, EmulatorOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), None).unwrap();
+    let emulator = EmulatorHandle::spawn(EmulatorOptions::default()).unwrap();
+    for topic in ["location-updates", "migration-reports"] {
+        subscribers::create_topic(&emulator.url(), "live", topic).unwrap();
+    }
+    let (mqtt_url, endpoint) = (broker.url(), emulator.url());
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_dualpub"))
+        .args(["verify", "--mqtt-url", &mqtt_url, "--pubsub-endpoint", &endpoint, "--pubsub-project", "live", "--window-secs", "20", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3)); // its subscriptions exist before anything is sent
+    let (code, out, err) = dualpub(&[
+        "demo",
+        "--devices",
+        "20",
+        "--locations-per-device",
+        "10",
+        "--rollout",
+        "100",
+        "--mqtt-url",
+        &mqtt_url,
+        "--pubsub-endpoint",
+        &endpoint,
+        "--pubsub-project",
+        "live",
+        "--allow-insecure",
+        "--no-verify",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}\n{out}");
+    let done = verify.wait_with_output().unwrap();
+    let v = last_json(&String::from_utf8_lossy(&done.stdout));
+    assert_eq!(done.status.code(), Some(4), "200 clean deliveries on each pipeline are too few for a pass: {v}");
+    let step = &v["steps"][0];
+    assert_eq!(
+        (step["mqtt"]["received"].as_u64(), step["pubsub"]["received"].as_u64(), step["discrepancies"].as_u64()),
+        (Some(200), Some(200), Some(0)),
+        "{step}"
+    );
+    assert_eq!(v["verdict"], "insufficient");
+    assert_eq!(v["devicesReporting"], 20, "the devices' reports were read live too");
+}
