@@ -451,3 +451,21 @@ def test_a_line_that_is_neither_a_message_nor_a_gap_stops_the_run(tmp_path):
     done = subprocess.run([sys.executable, str(VERIFY_PY), "--capture", str(bad)], capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 2 and "line 2: neither a payload nor a gap" in done.stderr, done.stderr
+
+
+def test_a_selftest_run_gives_the_same_numbers(tmp_path):
+    """The selftest's faults on a real run (Pub/Sub acknowledges and then discards 37, delivers
+    50 twice, holds 20 back): the SQL names the same 37 as the CLI, with the same counts."""
+    capture, reports = tmp_path / "capture.jsonl", tmp_path / "reports.jsonl"
+    faults = {"faultTopic": "location-updates", "discardAfterAckNext": 37, "duplicateNext": 50, "delayNext": 20, "delayMs": 6000}
+    cmd = [BIN, "demo", "--devices", "40", "--locations-per-device", "50", "--rollout", "100", "--verify", "--json",
+           "--capture", str(capture), "--reports-out", str(reports), "--pubsub-faults", json.dumps(faults)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 3, f"the demo's verdict must fail ({done.returncode}):\n{done.stderr[-4000:]}"
+    injected = json.loads(done.stdout.strip().splitlines()[-1])["injected"]
+    by_cli = cli(capture, reports)
+    by_sql = verify.verify_files(capture, reports)
+    assert_same(by_cli, by_sql)
+    named = {m["eventId"] for m in by_sql["missing"] if m["cause"] == "acked_not_received" and m["pipeline"] == "pubsub"}
+    assert named == {h["eventId"] for h in injected["discarded"]} and len(named) == 37
+    assert set(by_sql["duplicated"]["pubsub"]) == {h["eventId"] for h in injected["duplicated"]}
