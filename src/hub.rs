@@ -41,6 +41,18 @@ pub(crate) struct State {
     pub closed: bool,
 }
 
+impl State {
+    /// The gauges of the outbox and the decision in force (for `metrics()` and reports).
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        crate::metrics::Gauges {
+            depth: Transport::ALL.map(|t| self.outbox.depth(t) as u64),
+            oldest_age_seconds: self.outbox.oldest().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+            config_version: self.active.decision.config_version,
+            rollout_bucket: self.active.decision.bucket,
+        }
+    }
+}
+
 /// The outbox under its lock and what signals around it.
 pub(crate) struct Hub {
     state: Mutex<State>,
@@ -184,12 +196,13 @@ impl Hub {
     fn report_now(&self, st: &State, interval_secs: u32) -> crate::report::Now {
         let (mut run, latency) = self.metrics.report_parts();
         run.last_seq = st.last_loc_seq;
+        let gauges = st.gauges();
         crate::report::Now {
             run,
             latency,
             decision: Some(st.active.decision.clone()),
-            depth: Transport::ALL.map(|t| st.outbox.depth(t) as u64),
-            oldest_age_seconds: st.outbox.oldest().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+            depth: gauges.depth,
+            oldest_age_seconds: gauges.oldest_age_seconds,
             breaker_open: Transport::ALL.map(|t| self.metrics.circuit_open(t)),
             interval_secs,
         }
@@ -249,16 +262,18 @@ impl Hub {
         self.cut_report(&st, Trigger::Silent)
     }
 
-    /// The report waiting for `t`, if it may go now: once no location is pending for `t` (a
-    /// report never goes ahead of a location), and only if it may wake the radio by itself or
-    /// the radio is on anyway (`t` is connected, or a transport delivered within the last 20 s).
+    /// Whether the report waiting for `t` (if any) may go now: once no location is pending for
+    /// `t` (a report never goes ahead of a location), and only if it may wake the radio by itself
+    /// or the radio is on anyway (`t` is connected, or a transport delivered within the last 20 s).
+    fn report_may_go(st: &State, reports: &Reports, t: Transport, connected: bool) -> bool {
+        st.outbox.pending_count(t) == 0 && (connected || reports.waiting_alone(t) || reports.warm(RADIO_WARM))
+    }
+
+    /// The report waiting for `t`, if it may go now (see `report_may_go`); marked in flight.
     pub fn take_report(&self, t: Transport, connected: bool) -> Option<CutReport> {
         let st = self.lock();
-        if st.outbox.pending_count(t) > 0 {
-            return None;
-        }
         let mut reports = self.reports();
-        if !(connected || reports.waiting_alone(t) || reports.warm(RADIO_WARM)) {
+        if !Self::report_may_go(&st, &reports, t, connected) {
             return None;
         }
         reports.take(t)
@@ -269,7 +284,7 @@ impl Hub {
     pub fn report_ready(&self, t: Transport) -> bool {
         let st = self.lock();
         let reports = self.reports();
-        st.outbox.pending_count(t) == 0 && reports.waiting(t) && (reports.waiting_alone(t) || reports.warm(RADIO_WARM))
+        reports.waiting(t) && Self::report_may_go(&st, &reports, t, false)
     }
 
     /// Whether a report waits for `t` that may wake the radio by itself.

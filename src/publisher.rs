@@ -761,13 +761,7 @@ impl Publisher {
     }
 
     fn gauges(&self) -> Gauges {
-        let st = self.shared.lock();
-        Gauges {
-            depth: Transport::ALL.map(|t| st.outbox.depth(t) as u64),
-            oldest_age_seconds: st.outbox.oldest().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
-            config_version: st.active.decision.config_version,
-            rollout_bucket: st.active.decision.bucket,
-        }
+        self.shared.lock().gauges()
     }
 
     /// A snapshot of the migration metrics.

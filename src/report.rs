@@ -417,17 +417,18 @@ impl Reports {
             Trigger::Shutdown | Trigger::Config => true,
             Trigger::Breaker => since.is_none_or(|d| elapsed(d, secs(MIN_INTERVAL_SECS))),
             Trigger::Interval => since.is_none_or(|d| elapsed(d, secs(interval_secs.max(MIN_INTERVAL_SECS)))),
-            Trigger::Silent => {
-                let from = self.base.last_cut_ms.unwrap_or(self.base.epoch_start_ms).max(self.last_traffic_ms.unwrap_or(i64::MIN));
-                elapsed(now_ms.saturating_sub(from), 2 * secs(interval_secs.max(MIN_INTERVAL_SECS)))
-            }
+            Trigger::Silent => elapsed(now_ms.saturating_sub(self.quiet_since_ms()), 2 * secs(interval_secs.max(MIN_INTERVAL_SECS))),
         }
+    }
+
+    /// Since when neither a report nor location traffic happened (device clock, ms).
+    fn quiet_since_ms(&self) -> i64 {
+        self.base.last_cut_ms.unwrap_or(self.base.epoch_start_ms).max(self.last_traffic_ms.unwrap_or(i64::MIN))
     }
 
     /// When a silent report becomes due (device clock, ms).
     pub fn silent_due_ms(&self, interval_secs: u32) -> i64 {
-        let from = self.base.last_cut_ms.unwrap_or(self.base.epoch_start_ms).max(self.last_traffic_ms.unwrap_or(i64::MIN));
-        from.saturating_add(2 * i64::from(interval_secs.max(MIN_INTERVAL_SECS)) * 1000)
+        self.quiet_since_ms().saturating_add(2 * i64::from(interval_secs.max(MIN_INTERVAL_SECS)) * 1000)
     }
 
     /// Cuts a report at `now_ms` and puts it in the slot of each transport of `targets`

@@ -165,21 +165,7 @@ fn run_steps(args: &DemoArgs) -> Result<i32, String> {
 
 /// `dualpub verify` over what the subscribers received, their own gaps and the reports.
 fn verify(d: &Deliveries, outcome: &Outcome) -> crate::verify::engine::Findings {
-    use crate::verify::engine::{Pipeline, Thresholds, Verifier};
-    let mut v = Verifier::new();
-    for r in &d.mqtt {
-        v.arrival(Pipeline::Mqtt, r.received_at_ms, &r.payload);
-    }
-    for r in &d.pubsub {
-        v.arrival(Pipeline::Pubsub, r.received_at_ms, &r.payload);
-    }
-    for (from, to) in &d.mqtt_gaps {
-        v.own_gap(Pipeline::Mqtt, *from, *to);
-    }
-    for r in &outcome.report_docs {
-        v.report(r);
-    }
-    v.finish(Thresholds::default())
+    crate::verify::live::verify_received(&d.mqtt, &d.pubsub, &d.mqtt_gaps, &outcome.report_docs, crate::verify::engine::Thresholds::default())
 }
 
 /// What the steps share: the arguments, the backends, the verifying subscribers, the chaos

@@ -3,7 +3,7 @@
 //! subscription), with the migration reports on their topics, then verify what arrived.
 
 use super::engine::{Findings, Pipeline, Thresholds, Verifier};
-use dualpub_testbed::subscribers;
+use dualpub_testbed::subscribers::{self, Received};
 use std::time::{Duration, Instant};
 
 /// Where to read the pipelines from.
@@ -47,20 +47,24 @@ pub fn read(s: &Sources, t: Thresholds) -> Result<Findings, String> {
         std::thread::sleep(Duration::from_millis(250).min(s.window.saturating_sub(start.elapsed())));
     }
     eprintln!();
+    let docs: Vec<serde_json::Value> = reports.received().iter().filter_map(|(_, r)| serde_json::from_slice(&r.payload).ok()).collect();
+    Ok(verify_received(&mqtt.collected.all(), &pubsub.collected.all(), &mqtt.collected.gaps(), &docs, t))
+}
+
+/// Verifies what independent subscribers received: each pipeline's messages, the MQTT
+/// subscriber's own gaps (from, to) ms, and the reports (parsed). Used live and by `demo --verify`.
+pub fn verify_received(mqtt: &[Received], pubsub: &[Received], mqtt_gaps: &[(i64, i64)], reports: &[serde_json::Value], t: Thresholds) -> Findings {
     let mut v = Verifier::new();
-    for r in mqtt.collected.all() {
-        v.arrival(Pipeline::Mqtt, r.received_at_ms, &r.payload);
-    }
-    for r in pubsub.collected.all() {
-        v.arrival(Pipeline::Pubsub, r.received_at_ms, &r.payload);
-    }
-    for (from, to) in mqtt.collected.gaps() {
-        v.own_gap(Pipeline::Mqtt, from, to);
-    }
-    for (_, r) in reports.received() {
-        if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&r.payload) {
-            v.report(&doc);
+    for (pipeline, received) in [(Pipeline::Mqtt, mqtt), (Pipeline::Pubsub, pubsub)] {
+        for r in received {
+            v.arrival(pipeline, r.received_at_ms, &r.payload);
         }
     }
-    Ok(v.finish(t))
+    for (from, to) in mqtt_gaps {
+        v.own_gap(Pipeline::Mqtt, *from, *to);
+    }
+    for doc in reports {
+        v.report(doc);
+    }
+    v.finish(t)
 }
