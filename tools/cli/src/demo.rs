@@ -681,11 +681,15 @@ fn open_capture(path: &Path) -> Result<(&Path, File), String> {
     File::create(path).map(|f| (path, f)).map_err(|e| format!("--capture {}: {e}", path.display()))
 }
 
-/// Writes every received message to the `--capture` file, MQTT then Pub/Sub, each in arrival order.
+/// Writes every received message to the `--capture` file in arrival order across both pipelines
+/// (so `dualpub verify` can settle locations as it reads: docs/VERIFY.md), then the gaps.
 fn write_capture(path: &Path, file: File, d: &Deliveries) -> Result<(), String> {
     let io = |e: std::io::Error| format!("--capture {}: {e}", path.display());
     let mut out = BufWriter::new(file);
-    for line in d.mqtt.iter().map(CaptureLine::mqtt).chain(d.pubsub.iter().map(CaptureLine::pubsub)) {
+    let mut lines: Vec<(i64, Result<CaptureLine, String>)> = d.mqtt.iter().map(|r| (r.received_at_ms, CaptureLine::mqtt(r))).collect();
+    lines.extend(d.pubsub.iter().map(|r| (r.received_at_ms, CaptureLine::pubsub(r))));
+    lines.sort_by_key(|(at, _)| *at); // stable: each pipeline keeps its own order on a tie
+    for (_, line) in lines {
         let json = serde_json::to_string(&line?).map_err(|e| e.to_string())?;
         writeln!(out, "{json}").map_err(io)?;
     }

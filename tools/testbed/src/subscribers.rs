@@ -26,8 +26,8 @@ pub struct Received {
     pub received_at_ms: i64,
 }
 
-/// Now, in ms since the Unix epoch.
-fn now_ms() -> i64 {
+/// Now, in ms since the Unix epoch (the clock `Received::received_at_ms` is read from).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -82,7 +82,13 @@ impl Collected {
         self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Messages received (duplicates included).
+    /// Takes every message received since the last take, in arrival order, leaving none held
+    /// (a long-running reader's memory then stays with the reader).
+    pub fn take(&self) -> Vec<Received> {
+        std::mem::take(&mut *self.messages.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Messages received and not taken (duplicates included).
     pub fn len(&self) -> usize {
         self.messages.lock().unwrap_or_else(|p| p.into_inner()).len()
     }

@@ -915,7 +915,7 @@ mod tests {
     /// Two devices over three minutes: `device` loses one location on Pub/Sub (it acknowledged
     /// it), another device's Pub/Sub-routed locations arrive as MQTT fallbacks too.
     fn findings(device: &str) -> Findings {
-        let mut v = Verifier::new();
+        let mut v = Verifier::new(Thresholds::default());
         for seq in 1..=30u64 {
             let at = T0 + seq as i64 * 6_000;
             let bytes = location(seq as u32, device, seq, "both", at);
@@ -931,7 +931,7 @@ mod tests {
         }
         v.report(&serde_json::json!({"deviceId": device, "epoch": "e", "epochStartMs": 1, "reportSeq": 1,
             "counters": {"lastSeq": 30, "dropped": {}, "deadLetters": 0}, "gauges": {"mqttDepth": 0, "pubsubDepth": 0}}));
-        v.finish(Thresholds::default())
+        v.finish()
     }
 
     /// The markup of the chart with this id, up to its `</svg>`.
@@ -988,7 +988,7 @@ mod tests {
 
     #[test]
     fn empty_findings_show_no_data_in_every_chart() {
-        let page = page(&Verifier::new().finish(Thresholds::default()));
+        let page = page(&Verifier::new(Thresholds::default()).finish());
         for id in CHART_IDS {
             let svg = chart(&page, id);
             assert!(svg.contains("class=\"no-data\"") && svg.contains(NO_DATA), "{id}: {svg}");

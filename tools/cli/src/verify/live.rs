@@ -25,10 +25,10 @@ pub struct Sources {
     pub window: Duration,
 }
 
-/// Subscribes, reads for the window (a progress line on stderr), and verifies what arrived.
-/// Locations whose copies are still on their way when the window ends count as missing: leave
-/// the traffic a margin inside the window.
-pub fn read(s: &Sources, t: Thresholds) -> Result<Findings, String> {
+/// Subscribes, reads for the window (a progress line on stderr) feeding `v` as messages arrive
+/// (so its grace bounds memory), and verifies what arrived. Locations whose copies are still on
+/// their way when the window ends count as missing: leave the traffic a margin inside the window.
+pub fn read(s: &Sources, mut v: Verifier) -> Result<Findings, String> {
     let (host, port) = crate::demo::url_host_port(&s.mqtt_url, 1883).map_err(|e| format!("--mqtt-url: {e}"))?;
     let filter = dualpub::wire::DEFAULT_TOPIC_TEMPLATE.replace("{deviceId}", "+");
     let mqtt = subscribers::mqtt_with_session(&host, port, &filter, Some(&s.session)).map_err(|e| format!("MQTT subscription: {e}"))?;
@@ -42,19 +42,40 @@ pub fn read(s: &Sources, t: Thresholds) -> Result<Findings, String> {
         &format!("{}-reports", s.subscription),
     )?;
     let start = Instant::now();
-    while start.elapsed() < s.window {
-        eprint!("\r  reading: mqtt {:>8}  pubsub {:>8}  {:>4} s left", mqtt.collected.len(), pubsub.collected.len(), (s.window - start.elapsed()).as_secs());
+    let mut read = [0usize; 2];
+    // A message is stamped before it is stored: one taken now arrived at most this long ago.
+    const STAMP_TO_STORE_MS: i64 = 1_000;
+    loop {
+        let now = subscribers::now_ms();
+        for (i, (pipeline, sub)) in [(Pipeline::Mqtt, &mqtt), (Pipeline::Pubsub, &pubsub)].into_iter().enumerate() {
+            for r in sub.collected.take() {
+                v.arrival(pipeline, r.received_at_ms, &r.payload);
+                read[i] += 1;
+            }
+            v.advance(pipeline, now - STAMP_TO_STORE_MS);
+        }
+        if start.elapsed() >= s.window {
+            break;
+        }
+        eprint!("\r  reading: mqtt {:>8}  pubsub {:>8}  held {:>8}  {:>4} s left", read[0], read[1], v.held(), (s.window - start.elapsed()).as_secs());
         std::thread::sleep(Duration::from_millis(250).min(s.window.saturating_sub(start.elapsed())));
     }
     eprintln!();
-    let docs: Vec<serde_json::Value> = reports.received().iter().filter_map(|(_, r)| serde_json::from_slice(&r.payload).ok()).collect();
-    Ok(verify_received(&mqtt.collected.all(), &pubsub.collected.all(), &mqtt.collected.gaps(), &docs, t))
+    for (from, to) in mqtt.collected.gaps() {
+        v.own_gap(Pipeline::Mqtt, from, to);
+    }
+    for (_, r) in reports.received() {
+        if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&r.payload) {
+            v.report(&doc);
+        }
+    }
+    Ok(v.finish())
 }
 
 /// Verifies what independent subscribers received: each pipeline's messages, the MQTT
 /// subscriber's own gaps (from, to) ms, and the reports (parsed). Used live and by `demo --verify`.
 pub fn verify_received(mqtt: &[Received], pubsub: &[Received], mqtt_gaps: &[(i64, i64)], reports: &[serde_json::Value], t: Thresholds) -> Findings {
-    let mut v = Verifier::new();
+    let mut v = Verifier::new(t);
     for (pipeline, received) in [(Pipeline::Mqtt, mqtt), (Pipeline::Pubsub, pubsub)] {
         for r in received {
             v.arrival(pipeline, r.received_at_ms, &r.payload);
@@ -66,5 +87,5 @@ pub fn verify_received(mqtt: &[Received], pubsub: &[Received], mqtt_gaps: &[(i64
     for doc in reports {
         v.report(doc);
     }
-    v.finish(t)
+    v.finish()
 }

@@ -64,6 +64,12 @@ pub struct VerifyArgs {
     /// Highest 95 % upper bound of the discrepancy rate a step may have (0.001 = 0.1 %).
     #[arg(long, default_value_t = 0.001)]
     pub max_rate_bound: f64,
+    /// Forget a location once every pipeline it is owed has received it and its last copy is
+    /// this much older than both pipelines' newest arrival, so memory stays bounded over a long
+    /// window; a copy arriving later still is counted as a settled copy, not joined. A location
+    /// missing somewhere is kept to the end whatever the grace.
+    #[arg(long, default_value_t = 600)]
+    pub grace_secs: u64,
     /// A location this much later on one pipeline than on the other is listed as late, in ms.
     #[arg(long, default_value_t = 5_000)]
     pub late_ms: i64,
@@ -77,6 +83,11 @@ pub struct VerifyArgs {
 }
 
 impl VerifyArgs {
+    /// A verifier with the thresholds and grace these options ask for.
+    pub fn verifier(&self) -> Verifier {
+        Verifier::new(self.thresholds()).with_grace(i64::try_from(self.grace_secs.saturating_mul(1_000)).unwrap_or(i64::MAX))
+    }
+
     /// The thresholds these options ask for.
     pub fn thresholds(&self) -> Thresholds {
         Thresholds { max_acked_not_received: self.max_acked_not_received, max_rate_bound: self.max_rate_bound, late_ms: self.late_ms, ..Thresholds::default() }
@@ -94,7 +105,7 @@ pub fn run(args: VerifyArgs) -> i32 {
         return selftest::run();
     }
     if let Some(n) = args.synthetic {
-        return synthetic::measure(n, args.thresholds());
+        return synthetic::measure(n, &args);
     }
     if let (Some(mqtt_url), Some(endpoint)) = (&args.mqtt_url, &args.pubsub_endpoint) {
         let sources = live::Sources {
@@ -106,7 +117,7 @@ pub fn run(args: VerifyArgs) -> i32 {
             subscription: args.subscription.clone(),
             window: std::time::Duration::from_secs(args.window_secs),
         };
-        return match live::read(&sources, args.thresholds()) {
+        return match live::read(&sources, args.verifier()) {
             Ok(f) => report(&args, &f),
             Err(e) => {
                 eprintln!("dualpub verify: {e}");
@@ -114,14 +125,14 @@ pub fn run(args: VerifyArgs) -> i32 {
             }
         };
     }
-    let mut v = Verifier::new();
+    let mut v = args.verifier();
     let capture = args.capture.as_deref().unwrap_or(Path::new("-"));
     let read = read_capture(capture, &mut v).and_then(|()| args.reports.as_deref().map_or(Ok(()), |r| read_reports(r, &mut v)));
     if let Err(e) = read {
         eprintln!("dualpub verify: {e}");
         return 2;
     }
-    report(&args, &v.finish(args.thresholds()))
+    report(&args, &v.finish())
 }
 
 /// Prints the findings as the options ask (table or JSON, and the HTML page); the exit code.

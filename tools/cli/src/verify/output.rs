@@ -53,7 +53,7 @@ pub fn table(f: &Findings) -> String {
     for (p, t) in [(Pipeline::Mqtt, &f.mqtt), (Pipeline::Pubsub, &f.pubsub)] {
         let _ = writeln!(
             o,
-            "  {:<7} {} messages, {} distinct, {} duplicates, {} malformed; delay p50 {} p95 {} p99 {}; own gaps {}",
+            "  {:<7} {} messages, {} distinct, {} duplicates, {} malformed; delay p50 {} p95 {} p99 {}; own gaps {}{}",
             p.as_str(),
             t.messages,
             t.distinct,
@@ -62,7 +62,12 @@ pub fn table(f: &Findings) -> String {
             ms(t.delay_ms.p50),
             ms(t.delay_ms.p95),
             ms(t.delay_ms.p99),
-            t.own_gaps.len()
+            t.own_gaps.len(),
+            if t.settled_copies > 0 {
+                format!("; {} copies after settling (docs/VERIFY.md#memory-settling-past-the-watermark)", t.settled_copies)
+            } else {
+                String::new()
+            }
         );
     }
     let mut causes = [0u64; 5];

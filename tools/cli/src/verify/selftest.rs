@@ -92,7 +92,7 @@ fn run_checks() -> Result<bool, String> {
 /// Feeds MQTT's messages as both pipelines' and checks the verifier finds no discrepancy.
 fn control(capture: &std::path::Path) -> Result<bool, String> {
     let text = std::fs::read_to_string(capture).map_err(|e| format!("{}: {e}", capture.display()))?;
-    let mut v = Verifier::new();
+    let mut v = Verifier::new(Thresholds::default());
     for line in text.lines() {
         let l: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
         if let (Some("mqtt"), Some(payload)) = (l["pipeline"].as_str(), l["payload"].as_str()) {
@@ -101,6 +101,6 @@ fn control(capture: &std::path::Path) -> Result<bool, String> {
             v.arrival(Pipeline::Pubsub, at, payload.as_bytes());
         }
     }
-    let f = v.finish(Thresholds::default());
+    let f = v.finish();
     Ok(f.missing.is_empty() && f.steps.iter().all(|s| s.discrepancies == 0) && f.verdict == "pass")
 }

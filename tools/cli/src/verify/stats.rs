@@ -80,16 +80,22 @@ pub fn min_trials(threshold: f64, confidence: f64) -> u64 {
     }
     ((1.0 - confidence).ln() / (1.0 - threshold).ln()).ceil() as u64
 }
-
-/// The `q` quantile (0 < q ≤ 1) of `values` by rank (the ceil(q × n)-th smallest); `None` for
-/// no values. Sorts `values`.
-pub fn quantile(values: &mut [i64], q: f64) -> Option<i64> {
-    if values.is_empty() {
+/// The `q` quantile (0 < q ≤ 1) by rank — the ⌈q·n⌉-th smallest of n values — of values given
+/// as value → how many times it occurs; `None` when there are none.
+pub fn quantile_of_counts(counts: &std::collections::BTreeMap<i64, u64>, q: f64) -> Option<i64> {
+    let n: u64 = counts.values().sum();
+    if n == 0 {
         return None;
     }
-    values.sort_unstable();
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    Some(values[rank - 1])
+    let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+    let mut seen = 0u64;
+    counts
+        .iter()
+        .find(|(_, c)| {
+            seen += **c;
+            seen >= rank
+        })
+        .map(|(v, _)| *v)
 }
 
 #[cfg(test)]
@@ -121,10 +127,11 @@ mod tests {
 
     #[test]
     fn quantiles_are_by_rank() {
-        let mut v: Vec<i64> = (1..=100).rev().collect();
-        assert_eq!(quantile(&mut v, 0.5), Some(50));
-        assert_eq!(quantile(&mut v, 0.99), Some(99));
-        assert_eq!(quantile(&mut v, 1.0), Some(100));
-        assert_eq!(quantile(&mut [], 0.5), None);
+        let counts: std::collections::BTreeMap<i64, u64> = (1..=100).map(|v| (v, 1)).collect();
+        let q = |q| quantile_of_counts(&counts, q);
+        assert_eq!((q(0.001), q(0.01), q(0.5), q(0.99), q(1.0)), (Some(1), Some(1), Some(50), Some(99), Some(100)));
+        let skewed: std::collections::BTreeMap<i64, u64> = [(5, 98), (900, 2)].into();
+        assert_eq!((quantile_of_counts(&skewed, 0.98), quantile_of_counts(&skewed, 0.99)), (Some(5), Some(900)));
+        assert_eq!(quantile_of_counts(&Default::default(), 0.5), None);
     }
 }
