@@ -68,6 +68,11 @@ pub struct MigrationConfig {
     /// Seconds between two migration reports, 300–86,400 (`reports.intervalSecs`).
     #[uniffi(default = 900)]
     pub report_interval_secs: u32,
+    /// Seconds between two upload bursts, 0–3,600 (`upload.windowSecs`; docs/CONTRACT.md#upload-windows):
+    /// both transports send only in bursts this far apart (0: at once). `None`: the app's
+    /// `SdkConfig.uploadWindowSecs`.
+    #[uniffi(default = None)]
+    pub upload_window_secs: Option<u32>,
 }
 
 impl Default for MigrationConfig {
@@ -86,6 +91,7 @@ impl Default for MigrationConfig {
             company_overrides: HashMap::new(),
             reports_enabled: true,
             report_interval_secs: crate::report::DEFAULT_INTERVAL_SECS,
+            upload_window_secs: None,
         }
     }
 }
@@ -103,6 +109,12 @@ struct RawOverride {
 struct RawReports {
     enabled: Option<bool>,
     interval_secs: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawUpload {
+    window_secs: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -125,7 +137,11 @@ struct RawConfig {
     device_overrides: Option<serde_json::Map<String, serde_json::Value>>,
     company_overrides: Option<serde_json::Map<String, serde_json::Value>>,
     reports: Option<RawReports>,
+    upload: Option<RawUpload>,
 }
+
+/// Longest upload window, in seconds (`upload.windowSecs`, `SdkConfig.uploadWindowSecs`).
+pub const MAX_UPLOAD_WINDOW_SECS: u32 = 3600;
 
 /// Largest config document accepted, in bytes (a hostile megabyte string is refused unread).
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -316,6 +332,7 @@ impl MigrationConfig {
             company_overrides,
             reports_enabled: raw.reports.as_ref().and_then(|r| r.enabled).unwrap_or(d.reports_enabled),
             report_interval_secs: raw.reports.as_ref().and_then(|r| r.interval_secs).unwrap_or(d.report_interval_secs),
+            upload_window_secs: raw.upload.as_ref().and_then(|u| u.window_secs).or(d.upload_window_secs),
         };
         config.validate_values()?;
         Ok(ParsedConfig { config, skipped, ignored })
@@ -341,7 +358,7 @@ impl MigrationConfig {
                 .collect::<serde_json::Map<_, _>>()
                 .into()
         };
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "version": self.version,
             "mqttEnabled": self.mqtt_enabled,
             "pubsubEnabled": self.pubsub_enabled,
@@ -353,7 +370,11 @@ impl MigrationConfig {
             "deviceOverrides": overrides(&self.device_overrides),
             "companyOverrides": overrides(&self.company_overrides),
             "reports": {"enabled": self.reports_enabled, "intervalSecs": self.report_interval_secs},
-        })
+        });
+        if let Some(w) = self.upload_window_secs {
+            doc["upload"] = serde_json::json!({ "windowSecs": w });
+        }
+        doc
     }
 
     /// Checks every value and the size ([`MAX_DOCUMENT_BYTES`] as JSON): every config applied,
@@ -382,6 +403,9 @@ impl MigrationConfig {
                 field: "reports.intervalSecs".into(),
                 reason: format!("{} is not in {MIN_INTERVAL_SECS}–{MAX_INTERVAL_SECS}", self.report_interval_secs),
             });
+        }
+        if let Some(w) = self.upload_window_secs.filter(|w| *w > MAX_UPLOAD_WINDOW_SECS) {
+            return Err(ConfigError::InvalidValue { field: "upload.windowSecs".into(), reason: format!("{w} is not in 0–{MAX_UPLOAD_WINDOW_SECS}") });
         }
         if self.rollout_salt.is_empty() || self.rollout_salt.len() > MAX_SALT_BYTES {
             return Err(ConfigError::InvalidValue { field: "rollout.salt".into(), reason: format!("must be 1–{MAX_SALT_BYTES} bytes") });
@@ -529,6 +553,12 @@ pub struct SdkConfig {
     /// The OS version, for migration reports (same rule as `appVersion`).
     #[uniffi(default = None)]
     pub os_version: Option<String>,
+    /// Seconds between two upload bursts (0–3,600) unless the migration config sets
+    /// `upload.windowSecs`: locations are persisted at once and both transports send them
+    /// together in one burst per window, so the radio can sleep in between
+    /// (docs/CONTRACT.md#upload-windows). 0 sends each location as soon as it is durable.
+    #[uniffi(default = 0)]
+    pub upload_window_secs: u32,
 }
 
 /// The default Pub/Sub topic of migration reports (`pubsub.reportsTopic`).
@@ -608,6 +638,9 @@ impl SdkConfig {
         }
         if let Some(u) = &self.remote_config_url {
             https_url("remoteConfigUrl", u, self.allow_insecure)?;
+        }
+        if self.upload_window_secs > MAX_UPLOAD_WINDOW_SECS {
+            return Err(Error::setting("uploadWindowSecs", format!("must be 0–{MAX_UPLOAD_WINDOW_SECS}")));
         }
         if !(60..=604_800).contains(&self.config_fetch_interval_secs) {
             return Err(Error::setting("configFetchIntervalSecs", "must be 60–604800"));

@@ -65,6 +65,7 @@ impl SdkConfig {
                 reports_enabled: true,
                 app_version: None,
                 os_version: None,
+                upload_window_secs: 0,
             },
         }
     }
@@ -87,6 +88,13 @@ impl SdkConfigBuilder {
     pub fn versions(mut self, app_version: impl Into<String>, os_version: impl Into<String>) -> Self {
         self.config.app_version = Some(app_version.into());
         self.config.os_version = Some(os_version.into());
+        self
+    }
+
+    /// Seconds between two upload bursts (default 0: send at once; the migration config's
+    /// `upload.windowSecs` wins).
+    pub fn upload_window_secs(mut self, secs: u32) -> Self {
+        self.config.upload_window_secs = secs;
         self
     }
 

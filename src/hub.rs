@@ -78,6 +78,8 @@ pub(crate) struct Hub {
     /// Per transport, what its last attempt said of the link ([`Link`] as a number), so `close`
     /// waits a moment for the last report over a link that is up or not yet tried.
     links: [AtomicU8; 2],
+    /// When the transports may send: upload bursts and the app's network switch (a leaf lock).
+    pub gate: crate::window::Gate,
 }
 
 /// What a transport's last attempt said of its link.
@@ -109,13 +111,16 @@ pub(crate) struct Setup {
     pub reports_allowed: bool,
     /// The publisher's clock.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// `SdkConfig.uploadWindowSecs`.
+    pub upload_window_secs: u32,
 }
 
 impl Hub {
     /// A hub over `outbox`, with `setup.active` in force, outbox sequence numbers continuing
     /// after `setup.max_seq` and location `seq`s after the tally's.
     pub fn new(outbox: Outbox, setup: Setup, events: Events) -> Self {
-        let Setup { active, max_seq, tally, identity, reports_allowed, clock } = setup;
+        let Setup { active, max_seq, tally, identity, reports_allowed, clock, upload_window_secs } = setup;
+        let gate = crate::window::Gate::new(upload_window_secs, active.config.upload_window_secs);
         let last_loc_seq = tally.counters.last_seq;
         Hub {
             state: Mutex::new(State { outbox, next_seq: max_seq + 1, durable_seq: max_seq, last_loc_seq, active: Arc::new(active), closed: false }),
@@ -129,6 +134,7 @@ impl Hub {
             reports_allowed,
             clock,
             links: [AtomicU8::new(Link::Untried as u8), AtomicU8::new(Link::Untried as u8)],
+            gate,
         }
     }
 
@@ -168,8 +174,37 @@ impl Hub {
                 self.metrics.outcome(o);
             }
         }
+        let owed = Self::owed(&st);
         drop(st);
         self.progress.notify_all();
+        // Drained (or nothing left that may still go): the burst closes and MQTT hangs up.
+        if self.gate.settled(owed, Instant::now()) {
+            self.wake_all();
+        }
+    }
+
+    /// Per transport, whether anything is still owed to it.
+    pub fn owed(st: &State) -> [bool; 2] {
+        Transport::ALL.map(|t| st.outbox.depth(t) > 0)
+    }
+
+    /// Transport `t` failed in the open upload burst: it waits for the next one.
+    pub fn burst_failed(&self, t: Transport) {
+        let owed = Self::owed(&self.lock());
+        if self.gate.failed(t, owed, Instant::now()) {
+            self.wake_all();
+        }
+    }
+
+    /// Opens an upload burst now (flush, `flushNow`, the network back) and wakes the transports;
+    /// with nothing owed it closes again at once.
+    pub fn open_burst(&self) {
+        let now = Instant::now();
+        if self.gate.open_now(now) {
+            let owed = Self::owed(&self.lock());
+            self.gate.settled(owed, now);
+            self.wake_all();
+        }
     }
 
     /// Acknowledges rows for `t`, recording latency from acceptance. Location traffic: a
@@ -313,8 +348,10 @@ impl Hub {
         self.links[t.index()].load(Ordering::Relaxed) == Link::Up as u8
     }
 
-    /// Wakes the task of transport `t`.
+    /// Wakes the task of transport `t` (there may be work: with an upload window, the next
+    /// burst is scheduled if none is).
     pub fn wake(&self, t: Transport) {
+        self.gate.work_owed(Instant::now());
         self.wake[t.index()].notify_one();
     }
 
@@ -359,6 +396,7 @@ pub(crate) mod test_support {
             identity: Identity { device_id: "d-1".into(), ..Identity::default() },
             reports_allowed: true,
             clock: Arc::new(crate::clock::ManualClock::new(1_000)),
+            upload_window_secs: 0,
         };
         Arc::new(Hub::new(Outbox::default(), setup, Events::default()))
     }

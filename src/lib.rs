@@ -39,6 +39,7 @@ mod tls;
 pub(crate) mod token;
 mod transport;
 pub mod wire;
+pub(crate) mod window;
 
 pub use config::{MigrationConfig, MqttSettings, Override, PubSubSettings, SdkConfig};
 pub use config_builder::SdkConfigBuilder;

@@ -194,7 +194,9 @@ impl Shared {
         // for it; MQTT takes over anything that would otherwise be owed to nobody.
         let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled { st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt) } else { Vec::new() };
         let config_debug = st.active.config.debug_mode;
+        let window = st.active.config.upload_window_secs;
         self.hub.completed(st, &done);
+        self.hub.gate.set_config_window(window);
         self.refresh_debug_mode(config_debug);
         let change = (old.decision != decision).then(|| (old.decision.clone(), decision.clone()));
         if change.is_some() {
@@ -400,6 +402,7 @@ impl Publisher {
             },
             reports_allowed: config.reports_enabled,
             clock,
+            upload_window_secs: config.upload_window_secs,
         };
         let hub = Arc::new(Hub::new(r.outbox, setup, crate::debug::Events::default()));
         // Every commit persists the reports' tally (counters, schedule, last seq) with the outbox.
@@ -440,7 +443,9 @@ impl Publisher {
         let fetching = shared.clone();
         let fetch_rx = rx.clone();
         let (reporting, report_rx) = (hub.clone(), rx.clone());
+        let (windowing, window_rx) = (hub.clone(), rx.clone());
         let tasks = vec![
+            rt.spawn(crate::window::run(windowing, window_rx)),
             rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
             rt.spawn(async move { crate::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
@@ -754,10 +759,32 @@ impl Publisher {
         let st = self.shared.lock();
         let target = st.next_seq - 1;
         self.shared.hub.flush_target.fetch_max(target, Ordering::SeqCst);
+        drop(st);
+        // A flush is urgent: it opens an upload burst now, whatever the window.
+        self.shared.hub.open_burst();
         self.shared.hub.wake_all();
+        let st = self.shared.lock();
         let st = self.shared.hub.wait_until(st, start, timeout, |st| st.outbox.drained_up_to(target));
         let (pending_mqtt, pending_pubsub) = st.outbox.owed_up_to(target);
         FlushReport { completed: pending_mqtt == 0 && pending_pubsub == 0, pending_mqtt, pending_pubsub, elapsed_ms: start.elapsed().as_millis() as u64 }
+    }
+
+    /// Sends everything queued now, in one burst of both transports, whatever the upload
+    /// window (docs/CONTRACT.md#upload-windows); returns at once. For what must go now.
+    pub fn flush_now(&self) {
+        self.shared.hub.open_burst();
+    }
+
+    /// What the app's connectivity callback says: while `false` nothing is attempted on either
+    /// transport (locations are kept, durable); when it turns `true`, one burst sends the backlog.
+    pub fn set_network_available(&self, available: bool) {
+        let hub = &self.shared.hub;
+        let back = hub.gate.set_network(available);
+        self.shared.event(log::Level::Info, "network", || format!("network {}", if available { "available" } else { "unavailable" }));
+        if back && Hub::owed(&hub.lock()).iter().any(|o| *o) {
+            hub.open_burst();
+        }
+        hub.wake_all();
     }
 
     fn gauges(&self) -> Gauges {

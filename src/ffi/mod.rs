@@ -110,6 +110,21 @@ impl DualPublisher {
         Ok(self.open()?.flush(Duration::from_millis(timeout_ms)))
     }
 
+    /// Sends everything queued now in one burst of both transports, whatever the upload window
+    /// (for what must go now). Returns at once: safe on any thread.
+    pub fn flush_now(&self) -> Result<(), DualPubError> {
+        self.open()?.flush_now();
+        Ok(())
+    }
+
+    /// Tells the SDK whether the device has a network (call it from the connectivity callback:
+    /// Android `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`). While `false`
+    /// nothing is attempted; when it turns `true`, one burst sends what is queued. Returns at once.
+    pub fn set_network_available(&self, available: bool) -> Result<(), DualPubError> {
+        self.open()?.set_network_available(available);
+        Ok(())
+    }
+
     /// The migration metrics.
     pub fn metrics(&self) -> Result<MetricsSnapshot, DualPubError> {
         Ok(self.open()?.metrics())

@@ -50,6 +50,27 @@ impl Lane {
         self.hub.woken(self.t).await;
     }
 
+    /// Whether this transport may start sending now: the network is available and, with an
+    /// upload window, a burst is open that it has not failed in.
+    pub fn may_send(&self) -> bool {
+        self.hub.gate.may_send(self.t)
+    }
+
+    /// Whether the app says the network is available.
+    pub fn network(&self) -> bool {
+        self.hub.gate.network()
+    }
+
+    /// Whether sending is grouped in upload bursts (a window above 0).
+    pub fn windowed(&self) -> bool {
+        self.hub.gate.windowed()
+    }
+
+    /// This transport failed in the open upload burst: it waits for the next one.
+    pub fn burst_failed(&self) {
+        self.hub.burst_failed(self.t);
+    }
+
     /// Rows still owed to this transport (pending or in flight).
     pub fn depth(&self) -> usize {
         self.hub.lock().outbox.depth(self.t)

@@ -207,12 +207,18 @@ impl Session {
     }
 
     /// Whether the connection should end at `now`: idle for too long with `owed` rows owed to
-    /// MQTT (nothing in flight), or a publish unacknowledged for too long.
-    pub fn check(&mut self, now: Instant, owed: usize) -> Option<End> {
+    /// MQTT (nothing in flight), at once with nothing in flight when the upload burst is over
+    /// (`burst_over`: the next burst reconnects, so no keep-alive ping wakes the radio between
+    /// bursts), or a publish unacknowledged for too long.
+    pub fn check(&mut self, now: Instant, owed: usize, burst_over: bool) -> Option<End> {
         if !self.connected {
             return None;
         }
-        let idle = self.queued.is_empty() && self.inflight.is_empty() && owed == 0;
+        let quiet = self.queued.is_empty() && self.inflight.is_empty();
+        if quiet && burst_over {
+            return Some(End::Idle);
+        }
+        let idle = quiet && owed == 0;
         self.idle_since = if idle { self.idle_since.or(Some(now)) } else { None };
         if self.idle_since.is_some_and(|t| now.duration_since(t) >= self.idle_disconnect) {
             return Some(End::Idle);
@@ -236,8 +242,9 @@ impl Session {
 pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Backoff::mqtt();
     loop {
-        // Stay off the radio until there is something to send (a report only if it may wake it).
-        while lane.depth() == 0 && !lane.report_waiting_alone() {
+        // Stay off the radio until there is something to send and it may go (an upload burst,
+        // the network available), or a report that may wake the radio by itself.
+        while !((lane.depth() > 0 && lane.may_send()) || (lane.report_waiting_alone() && lane.network())) {
             tokio::select! {
                 _ = lane.work_arrives() => {}
                 _ = shutdown.changed() => {}
@@ -261,6 +268,7 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
             }
             End::Failed(why) => {
                 poller.abort();
+                lane.burst_failed();
                 lane.metrics().retry(Transport::Mqtt);
                 // The MQTT "breaker" is its reconnect backoff; it reports open after
                 // BREAKER_THRESHOLD connections in a row failed to deliver anything.
@@ -316,7 +324,9 @@ async fn connection(
     };
     loop {
         let now = Instant::now();
-        session.fill(lane, now, |row| match client.try_publish(&settings.topic, QoS::AtLeastOnce, false, row.payload.to_vec()) {
+        let may_send = lane.may_send();
+        if may_send {
+            session.fill(lane, now, |row| match client.try_publish(&settings.topic, QoS::AtLeastOnce, false, row.payload.to_vec()) {
             Ok(()) => {
                 lane.metrics().bytes_sent(Transport::Mqtt, row.payload.len() as u64);
                 true
@@ -325,7 +335,8 @@ async fn connection(
                 lane.event(log::Level::Debug, || format!("the request channel refused a publish: {e}"));
                 false
             }
-        });
+            });
+        }
         // A migration report goes once no location is pending here, in this same connection.
         if session.room() > 0 {
             if let Some(report) = lane.take_report(true) {
@@ -335,7 +346,7 @@ async fn connection(
                 }
             }
         }
-        if let Some(e) = session.check(now, lane.depth()) {
+        if let Some(e) = session.check(now, lane.depth(), lane.windowed() && (!may_send || lane.depth() == 0)) {
             return end(&mut session, e);
         }
         // Wake for the next idle or acknowledgement deadline, if any; otherwise only for events.
@@ -483,20 +494,20 @@ mod tests {
     fn an_idle_connection_hangs_up_after_the_grace_period() {
         let mut s = connected();
         let t0 = Instant::now();
-        assert_eq!(s.check(t0, 0), None, "idle starts now");
+        assert_eq!(s.check(t0, 0, false), None, "idle starts now");
         assert_eq!(s.deadline(), Some(t0 + IDLE));
         assert_eq!(s.check(t0 + IDLE - Duration::from_millis(1), 0), None);
-        assert_eq!(s.check(t0 + IDLE, 0), Some(End::Idle));
+        assert_eq!(s.check(t0 + IDLE, 0, false), Some(End::Idle));
     }
 
     #[test]
     fn work_owed_keeps_the_connection_up() {
         let mut s = connected();
         let t0 = Instant::now();
-        s.check(t0, 0);
-        assert_eq!(s.check(t0 + IDLE, 5), None, "rows owed to MQTT (pending) are not idleness");
-        assert_eq!(s.check(t0 + IDLE * 3, 0), None, "idleness starts again from when the work was gone");
-        assert_eq!(s.check(t0 + IDLE * 4, 0), Some(End::Idle));
+        s.check(t0, 0, false);
+        assert_eq!(s.check(t0 + IDLE, 5, false), None, "rows owed to MQTT (pending) are not idleness");
+        assert_eq!(s.check(t0 + IDLE * 3, 0, false), None, "idleness starts again from when the work was gone");
+        assert_eq!(s.check(t0 + IDLE * 4, 0, false), Some(End::Idle));
     }
 
     #[test]
@@ -510,7 +521,7 @@ mod tests {
         s.on_outgoing_publish(1);
         assert_eq!(s.deadline(), Some(t0 + ACK_TIMEOUT));
         assert_eq!(s.check(t0 + ACK_TIMEOUT - Duration::from_secs(1), 0), None);
-        assert_eq!(s.check(t0 + ACK_TIMEOUT, 0), Some(End::Failed("no PUBACK within 60 s".into())));
+        assert_eq!(s.check(t0 + ACK_TIMEOUT, 0, false), Some(End::Failed("no PUBACK within 60 s".into())));
     }
 
     #[test]

@@ -277,12 +277,14 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
                     if refresh_token {
                         rest.tokens.invalidate();
                     }
+                    lane.burst_failed();
                     delivered = false;
                     sleep_or_shutdown(delay, &mut shutdown).await;
                     break;
                 }
                 // The run loop waits out the open period.
                 Next::Opened => {
+                    lane.burst_failed();
                     delivered = false;
                     break;
                 }
@@ -395,15 +397,22 @@ fn message_ids(body: &str) -> Option<usize> {
     serde_json::from_str::<Resp>(body).ok().map(|r| r.message_ids.len())
 }
 
-/// Waits until a batch should go: the count or byte limit is reached, the oldest pending
-/// location has waited `maxBatchLatencyMs`, or a flush asks for it. False on shutdown.
+/// Waits until a batch should go: with an upload window, whenever a burst is open and
+/// something is pending (the whole backlog goes, batch after batch); without one, when the
+/// count or byte limit is reached, the oldest pending location has waited
+/// `maxBatchLatencyMs`, or a flush asks for it. Never while the network is unavailable.
+/// False on shutdown.
 async fn wait_for_batch(lane: &Lane, settings: &Settings, shutdown: &mut watch::Receiver<bool>) -> bool {
     loop {
         if *shutdown.borrow() {
             return false;
         }
         let b = lane.batch_status(settings.max_count, cost);
-        let deadline = if b.pending == 0 {
+        let deadline = if !lane.network() || (lane.windowed() && !lane.may_send() && !(b.pending == 0 && lane.report_ready())) {
+            None // wait for a burst (or the network) to open
+        } else if lane.windowed() && b.pending > 0 {
+            return true;
+        } else if b.pending == 0 {
             if lane.report_ready() {
                 return true; // a migration report alone (a silent one, or the radio is on)
             }

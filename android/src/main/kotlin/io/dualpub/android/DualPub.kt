@@ -1,6 +1,8 @@
 package io.dualpub.android
 
 import android.content.Context
+import android.net.ConnectivityManager
+import android.net.Network
 import androidx.lifecycle.DefaultLifecycleObserver
 import androidx.lifecycle.LifecycleOwner
 import androidx.lifecycle.ProcessLifecycleOwner
@@ -60,5 +62,26 @@ object DualPub {
         }
         ProcessLifecycleOwner.get().lifecycle.addObserver(observer)
         return observer
+    }
+
+    /**
+     * Tells [publisher] whether the device has a network, from the system's default-network
+     * callback, so nothing is attempted while it has none and one upload burst sends the
+     * backlog when it returns. Needs `ACCESS_NETWORK_STATE` (declared by this library's
+     * manifest). Returns the callback: pass it to `ConnectivityManager.unregisterNetworkCallback`
+     * before shutting the publisher down.
+     */
+    @JvmStatic
+    fun followConnectivity(context: Context, publisher: DualPublisher): ConnectivityManager.NetworkCallback {
+        val cm = context.applicationContext.getSystemService(ConnectivityManager::class.java)
+        val callback = object : ConnectivityManager.NetworkCallback() {
+            // A publisher already shut down throws Closed: nothing to tell it any more.
+            override fun onAvailable(network: Network) { runCatching { publisher.setNetworkAvailable(true) } }
+            override fun onLost(network: Network) { runCatching { publisher.setNetworkAvailable(false) } }
+        }
+        // No default network now: the callback says nothing until one appears.
+        if (cm.activeNetwork == null) runCatching { publisher.setNetworkAvailable(false) }
+        cm.registerDefaultNetworkCallback(callback)
+        return callback
     }
 }

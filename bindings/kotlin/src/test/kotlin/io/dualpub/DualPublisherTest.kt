@@ -64,6 +64,25 @@ class DualPublisherTest {
     }
 
     @Test
+    fun `an upload window holds locations until flushNow, and no network holds everything`() {
+        val sub = TestBed.subscribe("window")
+        val config = TestBed.config(TestBed.deviceId("window")).copy(uploadWindowSecs = 3600u)
+        DualPublisher(config, null).use { p ->
+            val ids = (0 until 5).map { p.sendLocation(TestBed.location(it)) }
+            assertTrue(p.awaitDurable(5_000uL))
+            Thread.sleep(500)
+            assertEquals(0uL, p.metrics().pubsub.published, "an hour's window holds them")
+            p.setNetworkAvailable(false)
+            p.flushNow()
+            Thread.sleep(500)
+            assertEquals(0uL, p.metrics().mqtt.published, "no network, no attempt")
+            p.setNetworkAvailable(true)
+            assertEquals(ids, TestBed.pullEventIds(sub, 5), "one burst when the network is back")
+            assertTrue(p.flush(20_000uL).completed)
+        }
+    }
+
+    @Test
     fun `sendLocations keeps the order and returns one eventId each`() {
         publisher("batch").use { p ->
             val ids = p.sendLocations((0 until 50).map { TestBed.location(it) })

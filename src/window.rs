@@ -1,0 +1,381 @@
+//! The upload window: when the transports may use the network (docs/CONTRACT.md#upload-windows).
+//!
+//! A phone's radio stays in its high-power state for about ten seconds after any packet, so
+//! what costs battery is how often the SDK talks, not how much. With a window of W seconds the
+//! transports send nothing on their own: locations wait, durable, until a **burst** opens — W
+//! after the first location owed since the last burst, at once for `flush`/`flushNow`, or
+//! when the network comes back — and then both transports send everything owed in that one
+//! burst. The burst closes as soon as nothing is owed (MQTT hangs up then, so no keep-alive
+//! ping falls between bursts) or every transport still owing something failed in it; after a
+//! failed burst the next one waits longer (W doubling up to [`OUTAGE_MAX_GAP`]), so an hour of
+//! outage costs each transport a bounded number of attempts. While the app says the network
+//! is unavailable nothing is attempted at all. A window of 0 keeps sending at once (the
+//! transports' own retry backoff applies), only the network switch holds them.
+//!
+//! The gate is a leaf lock: nothing else is locked while it is held.
+
+use crate::outbox::Transport;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The longest wait between two bursts after failed ones (an outage costs each transport
+/// at most about 3600 / 300 + 4 attempts an hour).
+pub(crate) const OUTAGE_MAX_GAP: Duration = Duration::from_secs(300);
+
+/// A burst with no progress for this long closes (a transport hanging on a dead link).
+pub(crate) const BURST_STALL: Duration = Duration::from_secs(30);
+
+/// What the window task should do next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Next {
+    /// Nothing is scheduled: wait to be poked.
+    Idle,
+    /// Something happens at this moment (a burst opens, or a stalled one closes).
+    At(Instant),
+}
+
+#[derive(Debug)]
+struct State {
+    /// `SdkConfig.uploadWindowSecs`: the window unless the config in force sets one.
+    default_window: Duration,
+    window: Duration,
+    network: bool,
+    /// The open burst: when it last made progress.
+    open: Option<Instant>,
+    /// When the next burst opens, if one is scheduled.
+    due: Option<Instant>,
+    /// Per transport: it failed in the open burst and waits for the next one.
+    failed: [bool; 2],
+    /// Bursts in a row that ended with a failure.
+    outage: u32,
+    /// Bursts opened since start (for tests and the debug report).
+    bursts: u64,
+}
+
+/// When the transports may send.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    state: Mutex<State>,
+    /// Wakes the window task (its schedule changed).
+    pub changed: Notify,
+}
+
+impl Gate {
+    /// A gate with `SdkConfig.uploadWindowSecs`, the config's own window if it sets one, the
+    /// network available.
+    pub fn new(default_window_secs: u32, config_window_secs: Option<u32>) -> Self {
+        let default_window = Duration::from_secs(default_window_secs.into());
+        let window = config_window_secs.map_or(default_window, |s| Duration::from_secs(s.into()));
+        Gate {
+            state: Mutex::new(State { default_window, window, network: true, open: None, due: None, failed: [false; 2], outage: 0, bursts: 0 }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The config in force changed: its window (`None`: the app's default).
+    pub fn set_config_window(&self, secs: Option<u32>) {
+        let mut s = self.lock();
+        s.window = secs.map_or(s.default_window, |v| Duration::from_secs(v.into()));
+        if s.window.is_zero() {
+            s.due = None;
+        } else if let Some(due) = s.due {
+            // A shorter window brings the next burst forward, never later.
+            s.due = Some(due.min(Instant::now() + s.window));
+        }
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// The window in force.
+    pub fn window(&self) -> Duration {
+        self.lock().window
+    }
+
+    /// Whether bursts are in use (a window above 0).
+    pub fn windowed(&self) -> bool {
+        !self.lock().window.is_zero()
+    }
+
+    /// Bursts opened since start.
+    pub fn bursts(&self) -> u64 {
+        self.lock().bursts
+    }
+
+    /// Whether transport `t` may start sending now.
+    pub fn may_send(&self, t: Transport) -> bool {
+        let s = self.lock();
+        s.network && (s.window.is_zero() || (s.open.is_some() && !s.failed[t.index()]))
+    }
+
+    /// Whether a burst is open.
+    pub fn is_open(&self) -> bool {
+        self.lock().open.is_some()
+    }
+
+    /// What the app said of the network; returns whether a burst should open now (it came back).
+    pub fn set_network(&self, available: bool) -> bool {
+        let mut s = self.lock();
+        let back = available && !s.network;
+        s.network = available;
+        if !available {
+            s.open = None;
+        }
+        drop(s);
+        self.changed.notify_one();
+        back
+    }
+
+    /// Whether the app says the network is available.
+    pub fn network(&self) -> bool {
+        self.lock().network
+    }
+
+    /// New locations are owed at `now`: schedules a burst a window from now unless one is
+    /// open or already scheduled.
+    pub fn work_owed(&self, now: Instant) {
+        let mut s = self.lock();
+        if s.window.is_zero() || s.open.is_some() || s.due.is_some() {
+            return;
+        }
+        s.due = Some(now + s.window);
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// Opens a burst now (`flush`, `flushNow`, the network back, a due burst); returns whether
+    /// the transports should be woken (false while the network is unavailable).
+    pub fn open_now(&self, now: Instant) -> bool {
+        let mut s = self.lock();
+        if !s.network {
+            return false;
+        }
+        if s.open.is_none() {
+            s.bursts += 1;
+            s.failed = [false; 2];
+        }
+        s.open = Some(now);
+        s.due = None;
+        drop(s);
+        self.changed.notify_one();
+        true
+    }
+
+    /// A transport made progress in the open burst (it stays open while work flows).
+    pub fn progress(&self, now: Instant) {
+        let mut s = self.lock();
+        if s.open.is_some() {
+            s.open = Some(now);
+        }
+    }
+
+    /// Transport `t` failed in the open burst (it waits for the next one); `owed` is what each
+    /// transport still owes. Returns whether the burst closed.
+    pub fn failed(&self, t: Transport, owed: [bool; 2], now: Instant) -> bool {
+        let mut s = self.lock();
+        if s.window.is_zero() || s.open.is_none() {
+            return false;
+        }
+        s.failed[t.index()] = true;
+        let closed = Self::close_if_done(&mut s, owed, now);
+        drop(s);
+        self.changed.notify_one();
+        closed
+    }
+
+    /// Something was acknowledged or stopped being owed; `owed` is what each transport still
+    /// owes. Returns whether the burst closed (drained, or every transport left failed).
+    pub fn settled(&self, owed: [bool; 2], now: Instant) -> bool {
+        let mut s = self.lock();
+        if s.open.is_none() {
+            return false;
+        }
+        s.open = Some(now);
+        let closed = Self::close_if_done(&mut s, owed, now);
+        if closed {
+            drop(s);
+            self.changed.notify_one();
+        }
+        closed
+    }
+
+    fn close_if_done(s: &mut State, owed: [bool; 2], now: Instant) -> bool {
+        let done = Transport::ALL.iter().all(|t| !owed[t.index()] || s.failed[t.index()]);
+        if done {
+            Self::close(s, owed, now);
+        }
+        done
+    }
+
+    /// Closes the open burst; after a failure, schedules the next one further away.
+    fn close(s: &mut State, owed: [bool; 2], now: Instant) {
+        s.open = None;
+        let left = owed.iter().any(|o| *o);
+        if left && !s.window.is_zero() {
+            s.outage = s.outage.saturating_add(1);
+            let gap = s.window.saturating_mul(1u32 << s.outage.min(16).saturating_sub(1)).min(OUTAGE_MAX_GAP).max(s.window);
+            s.due = Some(now + gap);
+        } else {
+            s.outage = 0;
+        }
+    }
+
+    /// What the window task waits for.
+    pub fn next(&self) -> Next {
+        let s = self.lock();
+        match (s.open, s.due) {
+            (Some(progress), _) => Next::At(progress + BURST_STALL),
+            (None, Some(due)) => Next::At(due),
+            (None, None) => Next::Idle,
+        }
+    }
+
+    /// The window task's tick at `now`: opens a due burst (true: wake the transports) or closes
+    /// a stalled one, given what each transport owes.
+    pub fn tick(&self, now: Instant, owed: [bool; 2]) -> bool {
+        let mut s = self.lock();
+        match (s.open, s.due) {
+            (Some(progress), _) if now >= progress + BURST_STALL => {
+                Self::close(&mut s, owed, now);
+                false
+            }
+            (None, Some(due)) if now >= due => {
+                drop(s);
+                if owed.iter().any(|o| *o) {
+                    self.open_now(now)
+                } else {
+                    self.lock().due = None;
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The window task: opens each burst when it is due (waking both transports at once, so they
+/// start within moments of each other) and closes a stalled one.
+pub(crate) async fn run(hub: std::sync::Arc<crate::hub::Hub>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let next = hub.gate.next();
+        let timer = async {
+            match next {
+                Next::At(at) => tokio::time::sleep_until(at.into()).await,
+                Next::Idle => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = timer => {
+                let owed = crate::hub::Hub::owed(&hub.lock());
+                if hub.gate.tick(Instant::now(), owed) {
+                    hub.wake_all();
+                }
+            }
+            _ = hub.gate.changed.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOTH: [bool; 2] = [true, true];
+    const NONE: [bool; 2] = [false, false];
+
+    #[test]
+    fn a_window_of_zero_sends_at_once_unless_the_network_is_gone() {
+        let g = Gate::new(0, None);
+        assert!(g.may_send(Transport::Mqtt) && g.may_send(Transport::PubSub));
+        g.work_owed(Instant::now());
+        assert_eq!(g.next(), Next::Idle, "nothing to schedule");
+        g.set_network(false);
+        assert!(!g.may_send(Transport::Mqtt) && !g.may_send(Transport::PubSub));
+        assert!(g.set_network(true), "back: one burst");
+        assert!(g.may_send(Transport::Mqtt));
+    }
+
+    #[test]
+    fn work_waits_a_window_then_one_burst_takes_both_transports_until_drained() {
+        let g = Gate::new(30, None);
+        let t0 = Instant::now();
+        g.work_owed(t0);
+        assert!(!g.may_send(Transport::Mqtt) && !g.may_send(Transport::PubSub));
+        assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(30)));
+        g.work_owed(t0 + Duration::from_secs(5));
+        assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(30)), "later work rides the same burst");
+        assert!(!g.tick(t0 + Duration::from_secs(29), BOTH));
+        assert!(g.tick(t0 + Duration::from_secs(30), BOTH));
+        assert!(g.may_send(Transport::Mqtt) && g.may_send(Transport::PubSub));
+        assert!(!g.settled([true, false], t0 + Duration::from_secs(31)), "MQTT still owes");
+        assert!(g.settled(NONE, t0 + Duration::from_secs(31)));
+        assert!(!g.is_open() && !g.may_send(Transport::Mqtt));
+        assert_eq!((g.next(), g.bursts()), (Next::Idle, 1));
+    }
+
+    #[test]
+    fn a_due_burst_with_nothing_owed_does_not_open() {
+        let g = Gate::new(30, None);
+        let t0 = Instant::now();
+        g.work_owed(t0);
+        assert!(!g.tick(t0 + Duration::from_secs(30), NONE));
+        assert_eq!((g.next(), g.bursts()), (Next::Idle, 0));
+    }
+
+    #[test]
+    fn failed_bursts_space_out_and_a_success_resets() {
+        let g = Gate::new(30, None);
+        let mut now = Instant::now();
+        let mut gaps = Vec::new();
+        for _ in 0..6 {
+            assert!(g.open_now(now));
+            assert!(!g.failed(Transport::Mqtt, BOTH, now), "Pub/Sub may still try");
+            assert!(!g.may_send(Transport::Mqtt) && g.may_send(Transport::PubSub));
+            assert!(g.failed(Transport::PubSub, BOTH, now));
+            let Next::At(due) = g.next() else { panic!("no burst scheduled") };
+            gaps.push(due.duration_since(now).as_secs());
+            now = due;
+        }
+        assert_eq!(gaps, [30, 60, 120, 240, 300, 300]);
+        assert!(g.open_now(now));
+        assert!(g.settled(NONE, now));
+        g.work_owed(now);
+        assert_eq!(g.next(), Next::At(now + Duration::from_secs(30)), "back to the window");
+    }
+
+    #[test]
+    fn a_stalled_burst_closes_and_the_network_switch_holds_everything() {
+        let g = Gate::new(30, None);
+        let t0 = Instant::now();
+        assert!(g.open_now(t0));
+        assert_eq!(g.next(), Next::At(t0 + BURST_STALL));
+        assert!(!g.tick(t0 + BURST_STALL, BOTH));
+        assert!(!g.is_open());
+        g.set_network(false);
+        assert!(!g.open_now(t0 + BURST_STALL), "no burst without a network");
+        assert!(!g.may_send(Transport::PubSub));
+    }
+
+    #[test]
+    fn the_config_window_wins_and_a_shorter_one_brings_the_burst_forward() {
+        let g = Gate::new(30, Some(120));
+        assert_eq!(g.window(), Duration::from_secs(120));
+        let t0 = Instant::now();
+        g.work_owed(t0);
+        g.set_config_window(Some(10));
+        let Next::At(due) = g.next() else { panic!() };
+        assert!(due <= Instant::now() + Duration::from_secs(10));
+        g.set_config_window(None);
+        assert_eq!(g.window(), Duration::from_secs(30));
+        g.set_config_window(Some(0));
+        assert!(!g.windowed() && g.may_send(Transport::Mqtt));
+    }
+}

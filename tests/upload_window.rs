@@ -1,0 +1,102 @@
+//! Upload windows and the network switch (docs/CONTRACT.md#upload-windows), end to end through
+//! the real SDK: embedded rumqttd and the Pub/Sub emulator, seen by independent subscribers.
+//! Exact burst timing, packet by packet, is measured by the radio harness, not asserted here.
+
+mod common;
+
+use common::*;
+use dualpub::MigrationConfig;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The earliest arrival of each subscriber's messages, ms.
+fn first_arrival(c: &dualpub_testbed::subscribers::Collected) -> i64 {
+    c.all().iter().map(|r| r.received_at_ms).min().expect("something arrived")
+}
+
+#[test]
+fn locations_wait_for_the_window_then_both_transports_send_them_in_one_burst() {
+    let emu = emulator();
+    let id = device("window-burst");
+    let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "window-burst"));
+    let p = TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.upload_window_secs = 2).start();
+    let start = Instant::now();
+    let ids: Vec<String> = (0..5).map(|n| p.send_location(location(n)).unwrap()).collect();
+    p.await_durable(5_000).unwrap();
+    std::thread::sleep(Duration::from_millis(1_000).saturating_sub(start.elapsed()));
+    assert!(mqtt.collected.is_empty() && pubsub.collected.is_empty(), "nothing leaves before the window: durable, waiting");
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT) && wait_for_all(&pubsub.collected, &ids, WAIT));
+    assert!(start.elapsed() >= Duration::from_millis(1_900), "the burst opened after {:?}", start.elapsed());
+    let apart = (first_arrival(&mqtt.collected) - first_arrival(&pubsub.collected)).abs();
+    assert!(apart < 1_000, "both transports in the same burst: first arrivals {apart} ms apart");
+    assert_eq!((mqtt.collected.len(), pubsub.collected.len()), (5, 5), "the whole backlog, once each");
+    p.shutdown();
+}
+
+#[test]
+fn flush_now_sends_everything_queued_at_once_whatever_the_window() {
+    let emu = emulator();
+    let id = device("window-flush-now");
+    let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "window-flush-now"));
+    let p = TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.upload_window_secs = 3_600).start();
+    let ids: Vec<String> = (0..20).map(|n| p.send_location(location(n)).unwrap()).collect();
+    p.await_durable(5_000).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(mqtt.collected.is_empty() && pubsub.collected.is_empty(), "an hour's window holds them");
+    let start = Instant::now();
+    p.flush_now().unwrap();
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT) && wait_for_all(&pubsub.collected, &ids, WAIT));
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    // A blocking flush is urgent too.
+    let more: Vec<String> = (20..25).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(p.flush(20_000).unwrap().completed);
+    assert!(wait_for_all(&mqtt.collected, &more, WAIT) && wait_for_all(&pubsub.collected, &more, WAIT));
+    p.shutdown();
+}
+
+#[test]
+fn nothing_is_attempted_without_a_network_and_one_burst_follows_its_return() {
+    let emu = emulator();
+    let id = device("window-network");
+    let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "window-network"));
+    // Window 0: real time, held only by the network switch.
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
+    p.set_network_available(false).unwrap();
+    let ids: Vec<String> = (0..10).map(|n| p.send_location(location(n)).unwrap()).collect();
+    p.await_durable(5_000).unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(mqtt.collected.is_empty() && pubsub.collected.is_empty());
+    let m = p.metrics().unwrap();
+    assert_eq!((m.mqtt.published, m.pubsub.published, m.http_requests), (0, 0, 0), "no attempt at all: {m:?}");
+    assert_eq!((m.mqtt.queue_depth, m.pubsub.queue_depth), (10, 10), "kept");
+    p.set_network_available(true).unwrap();
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT) && wait_for_all(&pubsub.collected, &ids, WAIT));
+    p.shutdown();
+}
+
+#[test]
+fn the_migration_config_sets_the_window_remotely() {
+    let emu = emulator();
+    let id = device("window-remote");
+    let mqtt = mqtt_subscriber(&id);
+    let p = TestDevice::new(&id, &emu).start();
+    // The app's default is 0 (at once); a config with upload.windowSecs = 2 wins.
+    let parsed = MigrationConfig::from_json(r#"{"version": 3, "upload": {"windowSecs": 2}}"#).unwrap();
+    assert_eq!(parsed.upload_window_secs, Some(2));
+    assert!(MigrationConfig::from_json(r#"{"upload": {"windowSecs": 3601}}"#).is_err(), "at most an hour");
+    assert_eq!(MigrationConfig::from_json("{}").unwrap().upload_window_secs, None, "unset: the app's");
+    assert_eq!(MigrationConfig::from_json(&parsed.to_json().to_string()).unwrap(), parsed, "round trip");
+    p.apply_config(parsed).unwrap();
+    let start = Instant::now();
+    let ids: Vec<String> = (0..3).map(|n| p.send_location(location(n)).unwrap()).collect();
+    p.await_durable(5_000).unwrap();
+    std::thread::sleep(Duration::from_millis(1_000).saturating_sub(start.elapsed()));
+    assert!(mqtt.collected.is_empty(), "held by the config's window");
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT));
+    // A rollback to real time is one config change away.
+    p.apply_config(MigrationConfig { version: 4, upload_window_secs: Some(0), ..MigrationConfig::default() }).unwrap();
+    let now: Vec<String> = (3..6).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(wait_for_all(&mqtt.collected, &now, Duration::from_millis(1_500)), "window 0 sends at once");
+    p.shutdown();
+}
