@@ -38,8 +38,8 @@ pub(crate) mod tasks;
 mod tls;
 pub(crate) mod token;
 mod transport;
-pub mod wire;
 pub(crate) mod window;
+pub mod wire;
 
 pub use config::{MigrationConfig, MqttSettings, Override, PubSubSettings, SdkConfig};
 pub use config_builder::SdkConfigBuilder;

@@ -92,6 +92,7 @@ impl Gate {
     }
 
     /// The window in force.
+    #[cfg(test)]
     pub fn window(&self) -> Duration {
         self.lock().window
     }
@@ -102,6 +103,7 @@ impl Gate {
     }
 
     /// Bursts opened since start.
+    #[cfg(test)]
     pub fn bursts(&self) -> u64 {
         self.lock().bursts
     }
@@ -113,6 +115,7 @@ impl Gate {
     }
 
     /// Whether a burst is open.
+    #[cfg(test)]
     pub fn is_open(&self) -> bool {
         self.lock().open.is_some()
     }
@@ -163,14 +166,6 @@ impl Gate {
         drop(s);
         self.changed.notify_one();
         true
-    }
-
-    /// A transport made progress in the open burst (it stays open while work flows).
-    pub fn progress(&self, now: Instant) {
-        let mut s = self.lock();
-        if s.open.is_some() {
-            s.open = Some(now);
-        }
     }
 
     /// Transport `t` failed in the open burst (it waits for the next one); `owed` is what each

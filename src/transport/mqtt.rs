@@ -327,14 +327,14 @@ async fn connection(
         let may_send = lane.may_send();
         if may_send {
             session.fill(lane, now, |row| match client.try_publish(&settings.topic, QoS::AtLeastOnce, false, row.payload.to_vec()) {
-            Ok(()) => {
-                lane.metrics().bytes_sent(Transport::Mqtt, row.payload.len() as u64);
-                true
-            }
-            Err(e) => {
-                lane.event(log::Level::Debug, || format!("the request channel refused a publish: {e}"));
-                false
-            }
+                Ok(()) => {
+                    lane.metrics().bytes_sent(Transport::Mqtt, row.payload.len() as u64);
+                    true
+                }
+                Err(e) => {
+                    lane.event(log::Level::Debug, || format!("the request channel refused a publish: {e}"));
+                    false
+                }
             });
         }
         // A migration report goes once no location is pending here, in this same connection.
@@ -406,6 +406,20 @@ mod tests {
         let mut s = Session::new(WINDOW, ACK_TIMEOUT, IDLE);
         s.on_connack(ConnectReturnCode::Success).unwrap();
         s
+    }
+
+    #[test]
+    fn an_upload_burst_that_is_over_hangs_up_at_once_once_nothing_is_in_flight() {
+        let (h, t0) = (hub(MigrationConfig::default()), Instant::now());
+        let lane = Lane::new(h.clone(), Transport::Mqtt);
+        queue(&h, 1, true, false);
+        let mut s = connected();
+        s.fill(&lane, t0, |_| true);
+        assert_eq!(s.check(t0, 5, true), None, "a publish in flight holds the connection");
+        s.on_outgoing_publish(1);
+        s.on_puback(1);
+        assert_eq!(s.check(t0, 5, true), Some(End::Idle), "rows left for the next burst do not keep it");
+        assert_eq!(connected().check(t0, 0, false), None, "without a window, the idle timer decides");
     }
 
     #[test]
@@ -496,7 +510,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(s.check(t0, 0, false), None, "idle starts now");
         assert_eq!(s.deadline(), Some(t0 + IDLE));
-        assert_eq!(s.check(t0 + IDLE - Duration::from_millis(1), 0), None);
+        assert_eq!(s.check(t0 + IDLE - Duration::from_millis(1), 0, false), None);
         assert_eq!(s.check(t0 + IDLE, 0, false), Some(End::Idle));
     }
 
@@ -520,7 +534,7 @@ mod tests {
         s.fill(&lane, t0, |_| true);
         s.on_outgoing_publish(1);
         assert_eq!(s.deadline(), Some(t0 + ACK_TIMEOUT));
-        assert_eq!(s.check(t0 + ACK_TIMEOUT - Duration::from_secs(1), 0), None);
+        assert_eq!(s.check(t0 + ACK_TIMEOUT - Duration::from_secs(1), 0, false), None);
         assert_eq!(s.check(t0 + ACK_TIMEOUT, 0, false), Some(End::Failed("no PUBACK within 60 s".into())));
     }
 

@@ -1111,6 +1111,12 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func flush(timeoutMs: UInt64) throws  -> FlushReport
     
     /**
+     * Sends everything queued now in one burst of both transports, whatever the upload window
+     * (for what must go now). Returns at once: safe on any thread.
+     */
+    func flushNow() throws 
+    
+    /**
      * The migration metrics.
      */
     func metrics() throws  -> MetricsSnapshot
@@ -1164,6 +1170,13 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      * `clearDebugMode`. Takes effect at once (log level and debug events).
      */
     func setDebugMode(enabled: Bool) throws 
+    
+    /**
+     * Tells the SDK whether the device has a network (call it from the connectivity callback:
+     * Android `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`). While `false`
+     * nothing is attempted; when it turns `true`, one burst sends what is queued. Returns at once.
+     */
+    func setNetworkAvailable(available: Bool) throws 
     
     /**
      * Opt-in: debug output may show precise coordinates (rounded to about 1 km otherwise).
@@ -1409,6 +1422,18 @@ open func flush(timeoutMs: UInt64)throws  -> FlushReport  {
 }
     
     /**
+     * Sends everything queued now in one burst of both transports, whatever the upload window
+     * (for what must go now). Returns at once: safe on any thread.
+     */
+open func flushNow()throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_flush_now(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * The migration metrics.
      */
 open func metrics()throws  -> MetricsSnapshot  {
@@ -1532,6 +1557,20 @@ open func setDebugMode(enabled: Bool)throws   {try rustCallWithError(FfiConverte
     uniffi_dualpub_fn_method_dualpublisher_set_debug_mode(
             self.uniffiCloneHandle(),
         FfiConverterBool.lower(enabled),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Tells the SDK whether the device has a network (call it from the connectivity callback:
+     * Android `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`). While `false`
+     * nothing is attempted; when it turns `true`, one burst sends what is queued. Returns at once.
+     */
+open func setNetworkAvailable(available: Bool)throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_set_network_available(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(available),uniffiCallStatus
     )
 }
 }
@@ -2940,6 +2979,12 @@ public struct MigrationConfig: Equatable, Hashable {
      * Seconds between two migration reports, 300–86,400 (`reports.intervalSecs`).
      */
     public var reportIntervalSecs: UInt32
+    /**
+     * Seconds between two upload bursts, 0–3,600 (`upload.windowSecs`; docs/CONTRACT.md#upload-windows):
+     * both transports send only in bursts this far apart (0: at once). `None`: the app's
+     * `SdkConfig.uploadWindowSecs`.
+     */
+    public var uploadWindowSecs: UInt32?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2982,7 +3027,12 @@ public struct MigrationConfig: Equatable, Hashable {
          */reportsEnabled: Bool = true, 
         /**
          * Seconds between two migration reports, 300–86,400 (`reports.intervalSecs`).
-         */reportIntervalSecs: UInt32 = UInt32(900)) {
+         */reportIntervalSecs: UInt32 = UInt32(900), 
+        /**
+         * Seconds between two upload bursts, 0–3,600 (`upload.windowSecs`; docs/CONTRACT.md#upload-windows):
+         * both transports send only in bursts this far apart (0: at once). `None`: the app's
+         * `SdkConfig.uploadWindowSecs`.
+         */uploadWindowSecs: UInt32? = nil) {
         self.version = version
         self.mqttEnabled = mqttEnabled
         self.pubsubEnabled = pubsubEnabled
@@ -2996,6 +3046,7 @@ public struct MigrationConfig: Equatable, Hashable {
         self.companyOverrides = companyOverrides
         self.reportsEnabled = reportsEnabled
         self.reportIntervalSecs = reportIntervalSecs
+        self.uploadWindowSecs = uploadWindowSecs
     }
 
     
@@ -3026,7 +3077,8 @@ public struct FfiConverterTypeMigrationConfig: FfiConverterRustBuffer {
                 deviceOverrides: FfiConverterDictionaryStringTypeOverride.read(from: &buf), 
                 companyOverrides: FfiConverterDictionaryStringTypeOverride.read(from: &buf), 
                 reportsEnabled: FfiConverterBool.read(from: &buf), 
-                reportIntervalSecs: FfiConverterUInt32.read(from: &buf)
+                reportIntervalSecs: FfiConverterUInt32.read(from: &buf), 
+                uploadWindowSecs: FfiConverterOptionUInt32.read(from: &buf)
         )
     }
 
@@ -3044,6 +3096,7 @@ public struct FfiConverterTypeMigrationConfig: FfiConverterRustBuffer {
         FfiConverterDictionaryStringTypeOverride.write(value.companyOverrides, into: &buf)
         FfiConverterBool.write(value.reportsEnabled, into: &buf)
         FfiConverterUInt32.write(value.reportIntervalSecs, into: &buf)
+        FfiConverterOptionUInt32.write(value.uploadWindowSecs, into: &buf)
     }
 }
 
@@ -3613,6 +3666,13 @@ public struct SdkConfig {
      * The OS version, for migration reports (same rule as `appVersion`).
      */
     public var osVersion: String?
+    /**
+     * Seconds between two upload bursts (0–3,600) unless the migration config sets
+     * `upload.windowSecs`: locations are persisted at once and both transports send them
+     * together in one burst per window, so the radio can sleep in between
+     * (docs/CONTRACT.md#upload-windows). 0 sends each location as soon as it is durable.
+     */
+    public var uploadWindowSecs: UInt32
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3666,7 +3726,13 @@ public struct SdkConfig {
          */appVersion: String? = nil, 
         /**
          * The OS version, for migration reports (same rule as `appVersion`).
-         */osVersion: String? = nil) {
+         */osVersion: String? = nil, 
+        /**
+         * Seconds between two upload bursts (0–3,600) unless the migration config sets
+         * `upload.windowSecs`: locations are persisted at once and both transports send them
+         * together in one burst per window, so the radio can sleep in between
+         * (docs/CONTRACT.md#upload-windows). 0 sends each location as soon as it is durable.
+         */uploadWindowSecs: UInt32 = UInt32(0)) {
         self.deviceId = deviceId
         self.companyId = companyId
         self.mqtt = mqtt
@@ -3682,6 +3748,7 @@ public struct SdkConfig {
         self.reportsEnabled = reportsEnabled
         self.appVersion = appVersion
         self.osVersion = osVersion
+        self.uploadWindowSecs = uploadWindowSecs
     }
 
     
@@ -3714,7 +3781,8 @@ public struct FfiConverterTypeSdkConfig: FfiConverterRustBuffer {
                 configFetchIntervalSecs: FfiConverterUInt32.read(from: &buf), 
                 reportsEnabled: FfiConverterBool.read(from: &buf), 
                 appVersion: FfiConverterOptionString.read(from: &buf), 
-                osVersion: FfiConverterOptionString.read(from: &buf)
+                osVersion: FfiConverterOptionString.read(from: &buf), 
+                uploadWindowSecs: FfiConverterUInt32.read(from: &buf)
         )
     }
 
@@ -3734,6 +3802,7 @@ public struct FfiConverterTypeSdkConfig: FfiConverterRustBuffer {
         FfiConverterBool.write(value.reportsEnabled, into: &buf)
         FfiConverterOptionString.write(value.appVersion, into: &buf)
         FfiConverterOptionString.write(value.osVersion, into: &buf)
+        FfiConverterUInt32.write(value.uploadWindowSecs, into: &buf)
     }
 }
 
@@ -4689,6 +4758,30 @@ public func FfiConverterTypeTransport_lower(_ value: Transport) -> RustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
     typealias SwiftType = UInt64?
 
@@ -5228,6 +5321,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_flush() != 20990) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_flush_now() != 4096) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_metrics() != 27403) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5256,6 +5352,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_mode() != 34906) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_network_available() != 39114) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_set_precise_coordinates_in_debug() != 38471) {

@@ -386,6 +386,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_decision(uint64_t ptr, RustCal
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_flush(uint64_t ptr, uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_FLUSH_NOW
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_FLUSH_NOW
+void uniffi_dualpub_fn_method_dualpublisher_flush_now(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_METRICS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_METRICS
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_metrics(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -434,6 +439,11 @@ void uniffi_dualpub_fn_method_dualpublisher_set_debug_listener(uint64_t ptr, Rus
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_DEBUG_MODE
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_DEBUG_MODE
 void uniffi_dualpub_fn_method_dualpublisher_set_debug_mode(uint64_t ptr, int8_t enabled, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_NETWORK_AVAILABLE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_NETWORK_AVAILABLE
+void uniffi_dualpub_fn_method_dualpublisher_set_network_available(uint64_t ptr, int8_t available, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_PRECISE_COORDINATES_IN_DEBUG
@@ -898,6 +908,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_flush(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_FLUSH_NOW
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_FLUSH_NOW
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_flush_now(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_METRICS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_METRICS
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_metrics(void
@@ -955,6 +971,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_DEBUG_MODE
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_DEBUG_MODE
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_debug_mode(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_NETWORK_AVAILABLE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_NETWORK_AVAILABLE
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_network_available(void
     
 );
 #endif

@@ -772,6 +772,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_flush(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_flush_now(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_metrics(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_metrics_prometheus(
@@ -791,6 +793,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_set_debug_mode(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_set_network_available(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_set_precise_coordinates_in_debug(
     ): Int
@@ -867,6 +871,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_flush(`ptr`: Long,`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_flush_now(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_metrics(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_metrics_prometheus(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -886,6 +892,8 @@ internal object UniffiLib {
     external fun uniffi_dualpub_fn_method_dualpublisher_set_debug_listener(`ptr`: Long,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_set_debug_mode(`ptr`: Long,`enabled`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_dualpublisher_set_network_available(`ptr`: Long,`available`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_set_precise_coordinates_in_debug(`ptr`: Long,`optIn`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -2232,6 +2240,12 @@ public interface DualPublisherInterface {
     fun `flush`(`timeoutMs`: kotlin.ULong): FlushReport
     
     /**
+     * Sends everything queued now in one burst of both transports, whatever the upload window
+     * (for what must go now). Returns at once: safe on any thread.
+     */
+    fun `flushNow`()
+    
+    /**
      * The migration metrics.
      */
     fun `metrics`(): MetricsSnapshot
@@ -2285,6 +2299,13 @@ public interface DualPublisherInterface {
      * `clearDebugMode`. Takes effect at once (log level and debug events).
      */
     fun `setDebugMode`(`enabled`: kotlin.Boolean)
+    
+    /**
+     * Tells the SDK whether the device has a network (call it from the connectivity callback:
+     * Android `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`). While `false`
+     * nothing is attempted; when it turns `true`, one burst sends what is queued. Returns at once.
+     */
+    fun `setNetworkAvailable`(`available`: kotlin.Boolean)
     
     /**
      * Opt-in: debug output may show precise coordinates (rounded to about 1 km otherwise).
@@ -2641,6 +2662,23 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
+     * Sends everything queued now in one burst of both transports, whatever the upload window
+     * (for what must go now). Returns at once: safe on any thread.
+     */
+    @Throws(DualPubException::class)override fun `flushNow`()
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_flush_now(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
      * The migration metrics.
      */
     @Throws(DualPubException::class)override fun `metrics`(): MetricsSnapshot {
@@ -2812,6 +2850,25 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
         it,
         
         FfiConverterBoolean.lower(`enabled`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Tells the SDK whether the device has a network (call it from the connectivity callback:
+     * Android `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`). While `false`
+     * nothing is attempted; when it turns `true`, one burst sends what is queued. Returns at once.
+     */
+    @Throws(DualPubException::class)override fun `setNetworkAvailable`(`available`: kotlin.Boolean)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_set_network_available(
+        it,
+        
+        FfiConverterBoolean.lower(`available`),_status)
 }
     }
     
@@ -4256,6 +4313,13 @@ data class MigrationConfig (
      * Seconds between two migration reports, 300–86,400 (`reports.intervalSecs`).
      */
     var `reportIntervalSecs`: kotlin.UInt = 900u 
+    , 
+    /**
+     * Seconds between two upload bursts, 0–3,600 (`upload.windowSecs`; docs/CONTRACT.md#upload-windows):
+     * both transports send only in bursts this far apart (0: at once). `None`: the app's
+     * `SdkConfig.uploadWindowSecs`.
+     */
+    var `uploadWindowSecs`: kotlin.UInt? = null 
     
 ){
     
@@ -4285,6 +4349,7 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterMapStringTypeOverride.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterOptionalUInt.read(buf),
         )
     }
 
@@ -4301,7 +4366,8 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterMapStringTypeOverride.allocationSize(value.`deviceOverrides`) +
             FfiConverterMapStringTypeOverride.allocationSize(value.`companyOverrides`) +
             FfiConverterBoolean.allocationSize(value.`reportsEnabled`) +
-            FfiConverterUInt.allocationSize(value.`reportIntervalSecs`)
+            FfiConverterUInt.allocationSize(value.`reportIntervalSecs`) +
+            FfiConverterOptionalUInt.allocationSize(value.`uploadWindowSecs`)
     )
 
     override fun write(value: MigrationConfig, buf: ByteBuffer) {
@@ -4318,6 +4384,7 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterMapStringTypeOverride.write(value.`companyOverrides`, buf)
             FfiConverterBoolean.write(value.`reportsEnabled`, buf)
             FfiConverterUInt.write(value.`reportIntervalSecs`, buf)
+            FfiConverterOptionalUInt.write(value.`uploadWindowSecs`, buf)
     }
 }
 
@@ -4772,6 +4839,14 @@ data class SdkConfig (
      * The OS version, for migration reports (same rule as `appVersion`).
      */
     var `osVersion`: kotlin.String? = null 
+    , 
+    /**
+     * Seconds between two upload bursts (0–3,600) unless the migration config sets
+     * `upload.windowSecs`: locations are persisted at once and both transports send them
+     * together in one burst per window, so the radio can sleep in between
+     * (docs/CONTRACT.md#upload-windows). 0 sends each location as soon as it is durable.
+     */
+    var `uploadWindowSecs`: kotlin.UInt = 0u 
     
 ): Disposable{
     
@@ -4797,7 +4872,8 @@ data class SdkConfig (
         this.`configFetchIntervalSecs`,
         this.`reportsEnabled`,
         this.`appVersion`,
-        this.`osVersion`
+        this.`osVersion`,
+        this.`uploadWindowSecs`
     )
     }
     
@@ -4825,6 +4901,7 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterBoolean.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterUInt.read(buf),
         )
     }
 
@@ -4843,7 +4920,8 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterUInt.allocationSize(value.`configFetchIntervalSecs`) +
             FfiConverterBoolean.allocationSize(value.`reportsEnabled`) +
             FfiConverterOptionalString.allocationSize(value.`appVersion`) +
-            FfiConverterOptionalString.allocationSize(value.`osVersion`)
+            FfiConverterOptionalString.allocationSize(value.`osVersion`) +
+            FfiConverterUInt.allocationSize(value.`uploadWindowSecs`)
     )
 
     override fun write(value: SdkConfig, buf: ByteBuffer) {
@@ -4862,6 +4940,7 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterBoolean.write(value.`reportsEnabled`, buf)
             FfiConverterOptionalString.write(value.`appVersion`, buf)
             FfiConverterOptionalString.write(value.`osVersion`, buf)
+            FfiConverterUInt.write(value.`uploadWindowSecs`, buf)
     }
 }
 
@@ -5682,6 +5761,38 @@ public object FfiConverterTypeTransport: FfiConverterRustBuffer<Transport> {
 }
 
 
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
+}
 
 
 
