@@ -197,10 +197,15 @@ impl Hub {
     }
 
     /// Opens an upload burst now (flush, `flushNow`, the network back) and wakes the transports;
-    /// with nothing owed it closes again at once.
-    pub fn open_burst(&self) {
+    /// with nothing owed it closes again at once. `until`: a blocking flush's deadline, before
+    /// which failures do not end the burst.
+    pub fn open_burst(&self, until: Option<Instant>) {
         let now = Instant::now();
-        if self.gate.open_now(now) {
+        let opened = match until {
+            Some(until) => self.gate.open_urgent(now, until),
+            None => self.gate.open_now(now),
+        };
+        if opened {
             let owed = Self::owed(&self.lock());
             self.gate.settled(owed, now);
             self.wake_all();
@@ -320,6 +325,11 @@ impl Hub {
         let st = self.lock();
         let reports = self.reports();
         reports.waiting(t) && Self::report_may_go(&st, &reports, t, false)
+    }
+
+    /// Whether a report for `t` waits or is about to (see `Reports::coming`).
+    pub fn report_coming(&self, t: Transport) -> bool {
+        self.reports().coming(t)
     }
 
     /// Whether a report waits for `t` that may wake the radio by itself.

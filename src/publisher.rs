@@ -760,8 +760,9 @@ impl Publisher {
         let target = st.next_seq - 1;
         self.shared.hub.flush_target.fetch_max(target, Ordering::SeqCst);
         drop(st);
-        // A flush is urgent: it opens an upload burst now, whatever the window.
-        self.shared.hub.open_burst();
+        // A flush is urgent: it opens an upload burst now, whatever the window, and failures do
+        // not end it before the flush gives up.
+        self.shared.hub.open_burst(Some(start.checked_add(timeout).unwrap_or(start + Duration::from_secs(365 * 86_400))));
         self.shared.hub.wake_all();
         let st = self.shared.lock();
         let st = self.shared.hub.wait_until(st, start, timeout, |st| st.outbox.drained_up_to(target));
@@ -772,7 +773,7 @@ impl Publisher {
     /// Sends everything queued now, in one burst of both transports, whatever the upload
     /// window (docs/CONTRACT.md#upload-windows); returns at once. For what must go now.
     pub fn flush_now(&self) {
-        self.shared.hub.open_burst();
+        self.shared.hub.open_burst(None);
     }
 
     /// What the app's connectivity callback says: while `false` nothing is attempted on either
@@ -782,7 +783,7 @@ impl Publisher {
         let back = hub.gate.set_network(available);
         self.shared.event(log::Level::Info, "network", || format!("network {}", if available { "available" } else { "unavailable" }));
         if back && Hub::owed(&hub.lock()).iter().any(|o| *o) {
-            hub.open_burst();
+            hub.open_burst(None);
         }
         hub.wake_all();
     }

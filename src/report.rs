@@ -467,6 +467,12 @@ impl Reports {
         self.slots[t.index()].as_ref().is_some_and(|s| s.ready(self.persisted_seq))
     }
 
+    /// Whether a report for `t` is waiting or about to (cut, its commit not yet done), not in
+    /// flight and not pausing after a failure: an upload burst keeps MQTT connected for it.
+    pub fn coming(&self, t: Transport) -> bool {
+        self.slots[t.index()].as_ref().is_some_and(|s| !s.in_flight && s.not_before.is_none_or(|n| std::time::Instant::now() >= n))
+    }
+
     /// Takes the report waiting for `t` (marks it in flight).
     pub fn take(&mut self, t: Transport) -> Option<CutReport> {
         if let Some(s) = self.slots[t.index()].as_mut() {

@@ -51,6 +51,15 @@ struct State {
     outage: u32,
     /// Bursts opened since start (for tests and the debug report).
     bursts: u64,
+    /// A blocking `flush` waits until then: failures do not end its burst, the transports'
+    /// own backoff paces their retries.
+    urgent_until: Option<Instant>,
+}
+
+impl State {
+    fn urgent(&self, now: Instant) -> bool {
+        self.urgent_until.is_some_and(|u| now < u)
+    }
 }
 
 /// When the transports may send.
@@ -68,7 +77,17 @@ impl Gate {
         let default_window = Duration::from_secs(default_window_secs.into());
         let window = config_window_secs.map_or(default_window, |s| Duration::from_secs(s.into()));
         Gate {
-            state: Mutex::new(State { default_window, window, network: true, open: None, due: None, failed: [false; 2], outage: 0, bursts: 0 }),
+            state: Mutex::new(State {
+                default_window,
+                window,
+                network: true,
+                open: None,
+                due: None,
+                failed: [false; 2],
+                outage: 0,
+                bursts: 0,
+                urgent_until: None,
+            }),
             changed: Notify::new(),
         }
     }
@@ -111,7 +130,7 @@ impl Gate {
     /// Whether transport `t` may start sending now.
     pub fn may_send(&self, t: Transport) -> bool {
         let s = self.lock();
-        s.network && (s.window.is_zero() || (s.open.is_some() && !s.failed[t.index()]))
+        s.network && (s.window.is_zero() || s.urgent(Instant::now()) || (s.open.is_some() && !s.failed[t.index()]))
     }
 
     /// Whether a burst is open.
@@ -150,6 +169,14 @@ impl Gate {
         self.changed.notify_one();
     }
 
+    /// Opens a burst now for a blocking `flush` that waits until `until`: until then a failure
+    /// does not end the burst (the transports retry at their own backoff). Returns whether the
+    /// transports should be woken.
+    pub fn open_urgent(&self, now: Instant, until: Instant) -> bool {
+        self.lock().urgent_until = Some(until);
+        self.open_now(now)
+    }
+
     /// Opens a burst now (`flush`, `flushNow`, the network back, a due burst); returns whether
     /// the transports should be woken (false while the network is unavailable).
     pub fn open_now(&self, now: Instant) -> bool {
@@ -172,7 +199,7 @@ impl Gate {
     /// transport still owes. Returns whether the burst closed.
     pub fn failed(&self, t: Transport, owed: [bool; 2], now: Instant) -> bool {
         let mut s = self.lock();
-        if s.window.is_zero() || s.open.is_none() {
+        if s.window.is_zero() || s.open.is_none() || s.urgent(now) {
             return false;
         }
         s.failed[t.index()] = true;
@@ -199,7 +226,8 @@ impl Gate {
     }
 
     fn close_if_done(s: &mut State, owed: [bool; 2], now: Instant) -> bool {
-        let done = Transport::ALL.iter().all(|t| !owed[t.index()] || s.failed[t.index()]);
+        let urgent = s.urgent(now);
+        let done = Transport::ALL.iter().all(|t| !owed[t.index()] || (s.failed[t.index()] && !urgent));
         if done {
             Self::close(s, owed, now);
         }
@@ -209,6 +237,7 @@ impl Gate {
     /// Closes the open burst; after a failure, schedules the next one further away.
     fn close(s: &mut State, owed: [bool; 2], now: Instant) {
         s.open = None;
+        s.urgent_until = None;
         let left = owed.iter().any(|o| *o);
         if left && !s.window.is_zero() {
             s.outage = s.outage.saturating_add(1);
@@ -344,6 +373,17 @@ mod tests {
         assert!(g.settled(NONE, now));
         g.work_owed(now);
         assert_eq!(g.next(), Next::At(now + Duration::from_secs(30)), "back to the window");
+    }
+
+    #[test]
+    fn a_blocking_flush_keeps_its_burst_open_through_failures_until_it_gives_up() {
+        let g = Gate::new(30, None);
+        let t0 = Instant::now();
+        assert!(g.open_urgent(t0, t0 + Duration::from_secs(3_600)));
+        assert!(!g.failed(Transport::PubSub, BOTH, t0), "failures do not end a flush's burst");
+        assert!(g.may_send(Transport::PubSub), "the transport retries at its own backoff");
+        assert!(g.settled(NONE, t0), "drained: closed");
+        assert!(!g.may_send(Transport::PubSub), "and the urgency ends with it");
     }
 
     #[test]

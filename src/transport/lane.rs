@@ -171,6 +171,11 @@ impl Lane {
         self.hub.report_ready(self.t)
     }
 
+    /// Whether a report for this transport waits or is about to (its commit not yet done).
+    pub fn report_coming(&self) -> bool {
+        self.hub.report_coming(self.t)
+    }
+
     /// Whether a report waits that may wake the radio by itself.
     pub fn report_waiting_alone(&self) -> bool {
         self.hub.report_waiting_alone(self.t)

@@ -243,8 +243,9 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
     let mut backoff = Backoff::mqtt();
     loop {
         // Stay off the radio until there is something to send and it may go (an upload burst,
-        // the network available), or a report that may wake the radio by itself.
-        while !((lane.depth() > 0 && lane.may_send()) || (lane.report_waiting_alone() && lane.network())) {
+        // the network available), or a report that may wake the radio by itself (with a window,
+        // also one cut at the end of a burst while the radio is still on).
+        while !((lane.depth() > 0 && lane.may_send()) || ((lane.report_waiting_alone() || (lane.windowed() && lane.report_ready())) && lane.network())) {
             tokio::select! {
                 _ = lane.work_arrives() => {}
                 _ = shutdown.changed() => {}
@@ -346,7 +347,10 @@ async fn connection(
                 }
             }
         }
-        if let Some(e) = session.check(now, lane.depth(), lane.windowed() && (!may_send || lane.depth() == 0)) {
+        // With an upload window, hang up once the burst is over for MQTT: nothing it may send,
+        // and no migration report on its way to ride this connection.
+        let burst_over = lane.windowed() && (!may_send || lane.depth() == 0) && !lane.report_coming();
+        if let Some(e) = session.check(now, lane.depth(), burst_over) {
             return end(&mut session, e);
         }
         // Wake for the next idle or acknowledgement deadline, if any; otherwise only for events.
