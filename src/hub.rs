@@ -220,6 +220,7 @@ impl Hub {
         let mut st = self.lock();
         let timestamps: Vec<i64> = seqs.iter().filter_map(|s| st.outbox.timestamp_of(*s)).collect();
         let done = st.outbox.ack(t, &seqs);
+        self.gate.delivered(t);
         self.metrics.published(t, acked.iter().map(|(_, at)| now.duration_since(*at).as_secs_f64() * 1000.0));
         self.reports().acked(t, timestamps, self.now_ms());
         self.cut_report(&st, Trigger::Interval);

@@ -6,9 +6,10 @@
 //! after the first location owed since the last burst, at once for `flush`/`flushNow`, or
 //! when the network comes back — and then both transports send everything owed in that one
 //! burst. The burst closes as soon as nothing is owed (MQTT hangs up then, so no keep-alive
-//! ping falls between bursts) or every transport still owing something failed in it; after a
-//! failed burst the next one waits longer (W doubling up to [`OUTAGE_MAX_GAP`]), so an hour of
-//! outage costs each transport a bounded number of attempts. While the app says the network
+//! ping falls between bursts) or every transport still owing something failed in it. A
+//! transport that failed sits out the following bursts for a while (W doubling up to
+//! [`OUTAGE_MAX_GAP`], reset by its next delivery), so an hour of outage costs it a bounded
+//! number of attempts while the other transport keeps its window. While the app says the network
 //! is unavailable nothing is attempted at all. A window of 0 keeps sending at once (the
 //! transports' own retry backoff applies), only the network switch holds them.
 //!
@@ -45,10 +46,12 @@ struct State {
     open: Option<Instant>,
     /// When the next burst opens, if one is scheduled.
     due: Option<Instant>,
-    /// Per transport: it failed in the open burst and waits for the next one.
+    /// Per transport: it failed in the open burst.
     failed: [bool; 2],
-    /// Bursts in a row that ended with a failure.
-    outage: u32,
+    /// Per transport: attempts in a row that failed (reset by a delivery).
+    outage: [u32; 2],
+    /// Per transport: it sits out bursts until then (after a failure).
+    sit_out_until: [Option<Instant>; 2],
     /// Bursts opened since start (for tests and the debug report).
     bursts: u64,
     /// A blocking `flush` waits until then: failures do not end its burst, the transports'
@@ -59,6 +62,11 @@ struct State {
 impl State {
     fn urgent(&self, now: Instant) -> bool {
         self.urgent_until.is_some_and(|u| now < u)
+    }
+
+    /// Whether `t` takes part in the open burst: it has not failed in it and is not sitting out.
+    fn takes_part(&self, t: Transport, now: Instant) -> bool {
+        !self.failed[t.index()] && self.sit_out_until[t.index()].is_none_or(|u| now >= u)
     }
 }
 
@@ -84,7 +92,8 @@ impl Gate {
                 open: None,
                 due: None,
                 failed: [false; 2],
-                outage: 0,
+                outage: [0; 2],
+                sit_out_until: [None; 2],
                 bursts: 0,
                 urgent_until: None,
             }),
@@ -129,8 +138,13 @@ impl Gate {
 
     /// Whether transport `t` may start sending now.
     pub fn may_send(&self, t: Transport) -> bool {
+        self.may_send_at(t, Instant::now())
+    }
+
+    /// Whether transport `t` may start sending at `now`.
+    pub fn may_send_at(&self, t: Transport, now: Instant) -> bool {
         let s = self.lock();
-        s.network && (s.window.is_zero() || s.urgent(Instant::now()) || (s.open.is_some() && !s.failed[t.index()]))
+        s.network && (s.window.is_zero() || s.urgent(now) || (s.open.is_some() && s.takes_part(t, now)))
     }
 
     /// Whether a burst is open.
@@ -195,14 +209,19 @@ impl Gate {
         true
     }
 
-    /// Transport `t` failed in the open burst (it waits for the next one); `owed` is what each
-    /// transport still owes. Returns whether the burst closed.
+    /// Transport `t` failed in the open burst: it sits out bursts for W, 2 W, 4 W … up to
+    /// [`OUTAGE_MAX_GAP`] after each failure in a row; `owed` is what each transport still
+    /// owes. Returns whether the burst closed.
     pub fn failed(&self, t: Transport, owed: [bool; 2], now: Instant) -> bool {
         let mut s = self.lock();
         if s.window.is_zero() || s.open.is_none() || s.urgent(now) {
             return false;
         }
-        s.failed[t.index()] = true;
+        let i = t.index();
+        s.failed[i] = true;
+        s.outage[i] = s.outage[i].saturating_add(1);
+        let gap = s.window.saturating_mul(1u32 << s.outage[i].min(16).saturating_sub(1)).min(OUTAGE_MAX_GAP).max(s.window);
+        s.sit_out_until[i] = Some(now + gap);
         let closed = Self::close_if_done(&mut s, owed, now);
         drop(s);
         self.changed.notify_one();
@@ -225,27 +244,36 @@ impl Gate {
         closed
     }
 
+    /// Transport `t` delivered: its outage is over.
+    pub fn delivered(&self, t: Transport) {
+        let mut s = self.lock();
+        s.outage[t.index()] = 0;
+        s.sit_out_until[t.index()] = None;
+    }
+
     fn close_if_done(s: &mut State, owed: [bool; 2], now: Instant) -> bool {
         let urgent = s.urgent(now);
-        let done = Transport::ALL.iter().all(|t| !owed[t.index()] || (s.failed[t.index()] && !urgent));
+        let done = Transport::ALL.iter().all(|t| !owed[t.index()] || (!urgent && !s.takes_part(*t, now)));
         if done {
             Self::close(s, owed, now);
         }
         done
     }
 
-    /// Closes the open burst; after a failure, schedules the next one further away.
+    /// Closes the open burst; what is still owed gets the next one: a window from now, or
+    /// when the transport owing it stops sitting out.
     fn close(s: &mut State, owed: [bool; 2], now: Instant) {
         s.open = None;
         s.urgent_until = None;
-        let left = owed.iter().any(|o| *o);
-        if left && !s.window.is_zero() {
-            s.outage = s.outage.saturating_add(1);
-            let gap = s.window.saturating_mul(1u32 << s.outage.min(16).saturating_sub(1)).min(OUTAGE_MAX_GAP).max(s.window);
-            s.due = Some(now + gap);
-        } else {
-            s.outage = 0;
+        s.due = Self::next_due(s, owed, now);
+    }
+
+    /// When the next burst should open for what is owed (none: nothing is).
+    fn next_due(s: &State, owed: [bool; 2], now: Instant) -> Option<Instant> {
+        if s.window.is_zero() {
+            return None;
         }
+        Transport::ALL.iter().filter(|t| owed[t.index()]).map(|t| s.sit_out_until[t.index()].map_or(now + s.window, |u| u.max(now + s.window))).min()
     }
 
     /// What the window task waits for.
@@ -268,11 +296,14 @@ impl Gate {
                 false
             }
             (None, Some(due)) if now >= due => {
-                drop(s);
-                if owed.iter().any(|o| *o) {
+                // Open only for a transport that may take part; otherwise wait for the first
+                // one's sit-out to end.
+                let ready = Transport::ALL.iter().any(|t| owed[t.index()] && s.sit_out_until[t.index()].is_none_or(|u| now >= u));
+                if ready {
+                    drop(s);
                     self.open_now(now)
                 } else {
-                    self.lock().due = None;
+                    s.due = Transport::ALL.iter().filter(|t| owed[t.index()]).filter_map(|t| s.sit_out_until[t.index()]).min();
                     false
                 }
             }
@@ -355,24 +386,42 @@ mod tests {
     }
 
     #[test]
-    fn failed_bursts_space_out_and_a_success_resets() {
+    fn a_failing_transport_sits_out_growing_spans_while_the_other_keeps_its_window() {
         let g = Gate::new(30, None);
         let mut now = Instant::now();
         let mut gaps = Vec::new();
         for _ in 0..6 {
             assert!(g.open_now(now));
-            assert!(!g.failed(Transport::Mqtt, BOTH, now), "Pub/Sub may still try");
-            assert!(!g.may_send(Transport::Mqtt) && g.may_send(Transport::PubSub));
-            assert!(g.failed(Transport::PubSub, BOTH, now));
+            assert!(g.may_send_at(Transport::PubSub, now));
+            assert!(!g.failed(Transport::PubSub, BOTH, now), "MQTT still sends in this burst");
+            assert!(!g.may_send_at(Transport::PubSub, now) && g.may_send_at(Transport::Mqtt, now));
+            assert!(g.settled([false, true], now), "MQTT drained: closed");
             let Next::At(due) = g.next() else { panic!("no burst scheduled") };
             gaps.push(due.duration_since(now).as_secs());
             now = due;
+            assert!(g.tick(now, BOTH) || !g.is_open());
         }
-        assert_eq!(gaps, [30, 60, 120, 240, 300, 300]);
+        assert_eq!(gaps, [30, 60, 120, 240, 300, 300], "Pub/Sub's sit-out decides the next burst for what only it owes");
+        g.delivered(Transport::PubSub);
         assert!(g.open_now(now));
         assert!(g.settled(NONE, now));
         g.work_owed(now);
         assert_eq!(g.next(), Next::At(now + Duration::from_secs(30)), "back to the window");
+    }
+
+    #[test]
+    fn mqtt_keeps_its_window_while_pubsub_sits_out() {
+        let g = Gate::new(30, None);
+        let t0 = Instant::now();
+        assert!(g.open_now(t0));
+        g.failed(Transport::PubSub, BOTH, t0);
+        assert!(g.settled([false, true], t0));
+        // New MQTT work: the next burst a window away, Pub/Sub not in it.
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(g.next(), Next::At(t1));
+        assert!(g.tick(t1, BOTH));
+        assert!(g.may_send_at(Transport::Mqtt, t1) && !g.may_send_at(Transport::PubSub, t1 - Duration::from_secs(1)));
+        assert!(g.may_send_at(Transport::PubSub, t1), "its sit-out over, it joins the burst");
     }
 
     #[test]
