@@ -4,7 +4,8 @@
 //!
 //! Protocol on stdin/stdout: prints `ready` once the publisher is built; waits for a line
 //! `start`; sends `--count` locations, one every `--interval-us` real microseconds on an
-//! absolute schedule; waits `--drain-ms`; prints `done {json}`; shuts down when stdin closes.
+//! absolute schedule; waits `--drain-ms` (and up to `--settle-max-ms` more while locations are
+//! owed); prints `done {json}`; shuts down when stdin closes.
 
 use clap::Args;
 use dualpub::{Location, MigrationConfig, Publisher, SdkConfig};
@@ -41,6 +42,10 @@ pub struct DeviceArgs {
     /// Real milliseconds to wait after the last location before reporting `done`.
     #[arg(long)]
     pub drain_ms: u64,
+    /// After the drain, keep waiting (up to this many real ms) while the SDK still owes
+    /// locations: the outage workload lets the backlog leave on the SDK's own, unscaled, backoff.
+    #[arg(long, default_value_t = 0)]
+    pub settle_max_ms: u64,
     /// The outbox directory.
     #[arg(long)]
     pub data_dir: String,
@@ -121,6 +126,14 @@ fn drive(a: &DeviceArgs) -> Result<(), String> {
         }
     }
     std::thread::sleep(Duration::from_millis(a.drain_ms));
+    let settle_until = Instant::now() + Duration::from_millis(a.settle_max_ms);
+    while Instant::now() < settle_until {
+        let m = publisher.metrics();
+        if m.mqtt.queue_depth == 0 && m.pubsub.queue_depth == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let m = publisher.metrics();
     let done = serde_json::json!({
         "accepted": accepted,

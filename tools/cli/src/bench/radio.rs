@@ -90,6 +90,10 @@ pub struct Workload {
     pub outage_s: Option<f64>,
 }
 
+/// Real seconds the outage workload waits, after its drain, for a backlog to leave: the SDK's
+/// reconnect and retry backoffs are not scaled (up to 120 s for MQTT, 60 s for Pub/Sub).
+const SETTLE_MAX_S: f64 = 150.0;
+
 /// Every workload a full run measures. A new one is one entry here.
 pub const WORKLOADS: &[Workload] = &[
     Workload { name: "1hz", interval_s: 1.0, duration_s: 3600.0, outage_s: None },
@@ -122,7 +126,7 @@ pub struct RunResult {
     system: String,
     scale: f64,
     sent: u64,
-    /// The packet log between `start` and `done`, analysed.
+    /// The packet log from the process's launch to `done`, analysed.
     analysis: Analysis,
     /// Multiply totals by this for "per simulated hour".
     per_hour: f64,
@@ -140,6 +144,9 @@ pub struct RunResult {
     outage: Option<OutageFigures>,
     /// The packet log file.
     log: String,
+    /// `start` and `done` on the packet log's clock, real ms.
+    start_ms: f64,
+    done_ms: f64,
 }
 
 /// The outage workload's own figures.
@@ -148,9 +155,12 @@ pub struct OutageFigures {
     /// Connection attempts (forwarded or refused) during the outage, per backend.
     attempts_mqtt: u64,
     attempts_pubsub: u64,
-    /// Simulated seconds from the restore to the last location's arrival, per backend.
-    backlog_done_mqtt_s: Option<f64>,
-    backlog_done_pubsub_s: Option<f64>,
+    /// Real seconds from the restore to the last location's arrival, per backend (the SDK's
+    /// backoffs are not scaled, so this is not multiplied by the scale).
+    backlog_done_mqtt_real_s: Option<f64>,
+    backlog_done_pubsub_real_s: Option<f64>,
+    /// The packet log from `start` to the restore, analysed.
+    during: Analysis,
     /// The packet log from the restore to `done`, analysed.
     after: Analysis,
 }
@@ -313,7 +323,12 @@ impl Device {
 
 /// user + system CPU time of `pid` in ms (/proc/<pid>/stat, clock ticks of 10 ms).
 fn cpu_ms(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ms(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in ms (the command name may hold spaces and
+/// parentheses: fields are counted after the last `)`).
+fn parse_cpu_ms(stat: &str) -> Option<f64> {
     let after = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     let utime: f64 = f.get(11)?.parse().ok()?;
@@ -323,7 +338,10 @@ fn cpu_ms(pid: u32) -> Option<f64> {
 
 /// The calls column of `strace -c` for fsync and fdatasync.
 fn fsyncs_from_strace(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
+    parse_strace_fsyncs(&std::fs::read_to_string(path).ok()?)
+}
+
+fn parse_strace_fsyncs(text: &str) -> Option<u64> {
     let mut total = 0;
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -351,6 +369,7 @@ fn device_command(args: &RadioArgs, system: System, w: &Workload, id: &str, mqtt
         ("--interval-us", interval_us.to_string()),
         ("--scale", args.scale.to_string()),
         ("--drain-ms", drain_ms.to_string()),
+        ("--settle-max-ms", if w.outage_s.is_some() { (SETTLE_MAX_S * 1000.0) as u64 } else { 0 }.to_string()),
     ];
     let mut c = match system {
         System::Dualpub { window_secs } => {
@@ -405,7 +424,7 @@ fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, 
         pubsub_proxy.restore();
         restore = Some((Instant::now(), subscribers::now_ms()));
     }
-    let real_s = (w.duration_s + DRAIN_S) / args.scale;
+    let real_s = (w.duration_s + DRAIN_S) / args.scale + if w.outage_s.is_some() { SETTLE_MAX_S } else { 0.0 };
     let done = device.expect("done", Duration::from_secs_f64(real_s + 120.0)).map_err(|e| format!("{name}: {e}"))?;
     let end = Instant::now();
     let cpu1 = cpu_ms(device.pid);
@@ -418,19 +437,20 @@ fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, 
     let entries = log.entries();
     log.write_tsv(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
     let (from, to) = (log.micros_at(start), log.micros_at(end));
-    let analysis = radio::analyse(&entries, args.scale, from, to);
+    // Everything the process sent counts, from its launch: the peer connects before `start`.
+    let analysis = radio::analyse(&entries, args.scale, 0, to);
     let outage = restore.map(|(at, wall_ms)| {
         let r = log.micros_at(at);
         let attempts =
             |b: &str| entries.iter().filter(|e| e.backend == b && e.t_us >= from && e.t_us < r && matches!(e.kind, Kind::Open | Kind::Refused)).count() as u64;
-        let last_after = |s: &Subscriber| {
-            s.collected.all().iter().map(|m| m.received_at_ms).max().filter(|&t| t >= wall_ms).map(|t| (t - wall_ms) as f64 / 1000.0 * args.scale)
-        };
+        let last_after =
+            |s: &Subscriber| s.collected.all().iter().map(|m| m.received_at_ms).max().filter(|&t| t >= wall_ms).map(|t| (t - wall_ms) as f64 / 1000.0);
         OutageFigures {
             attempts_mqtt: attempts("mqtt"),
             attempts_pubsub: attempts("pubsub"),
-            backlog_done_mqtt_s: last_after(&mqtt_sub),
-            backlog_done_pubsub_s: last_after(&pubsub_sub),
+            backlog_done_mqtt_real_s: last_after(&mqtt_sub),
+            backlog_done_pubsub_real_s: last_after(&pubsub_sub),
+            during: radio::analyse(&entries, args.scale, from, r),
             after: radio::analyse(&entries, args.scale, r, to),
         }
     });
@@ -453,6 +473,8 @@ fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, 
         device: device_figures,
         outage,
         log: log_path.display().to_string(),
+        start_ms: from as f64 / 1000.0,
+        done_ms: to as f64 / 1000.0,
     })
 }
 
@@ -470,7 +492,7 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
     s.push_str(&format!("Radio cost per simulated hour (time scaled ×{}; tail T = 10 s unless stated; docs/RADIO.md)\n\n", args.scale));
     s.push_str("| workload | system | locations | promotions/h | radio-on s/h | single-transport bursts/h | promotions/h T=4 s | radio-on s/h T=4 s | promotions/h T=11.6 s | radio-on s/h T=11.6 s | packets/location | MQTT B up/down per location | Pub/Sub B up/down per location | MQTT connections | Pub/Sub requests/1k locations | CPU ms/1k locations | fsyncs | delivered MQTT/Pub/Sub |\n");
     s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for r in results {
+    for r in results.iter().filter(|r| r.outage.is_none()) {
         let a = &r.analysis;
         let h = r.per_hour;
         let c = |i: usize| (a.costs[i].promotions as f64 * h, a.costs[i].radio_on_s * h);
@@ -507,21 +529,23 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
     }
     let outages: Vec<&RunResult> = results.iter().filter(|r| r.outage.is_some()).collect();
     if !outages.is_empty() {
-        s.push_str("\nOutage: both backends down for the first simulated hour (connections cut, new ones refused), then up for 15 minutes; a location every 5 s throughout\n\n");
-        s.push_str("| system | locations | connection attempts in the outage MQTT / Pub/Sub | after the restore: last arrival, simulated s, MQTT / Pub/Sub | after the restore: promotions (T=10 s) | after the restore: MQTT connections | Pub/Sub requests | delivered MQTT / Pub/Sub |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str(&format!("\nOutage: both backends down for the first simulated hour (connections cut, new ones refused; {:.0} real s), then up for 15 simulated minutes; a location every 5 simulated s throughout; the run ends once nothing is owed or {SETTLE_MAX_S:.0} real s after the drain. Totals over the run, not per hour\n\n", 3600.0 / args.scale));
+        s.push_str("| system | locations | connection attempts during the outage MQTT / Pub/Sub | promotions in the outage (T=10 s) | after the restore: last arrival, real s, MQTT / Pub/Sub | after the restore: promotions (T=10 s) | after the restore: radio-on s | after the restore: MQTT connections | Pub/Sub requests that reached the emulator | delivered MQTT / Pub/Sub |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in outages {
             let Some(o) = &r.outage else { continue };
-            let f = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+            let f = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
             s.push_str(&format!(
-                "| {} | {} | {} / {} | {} / {} | {} | {} | {} | {} / {} |\n",
+                "| {} | {} | {} / {} | {} | {} / {} | {} | {:.0} | {} | {} | {} / {} |\n",
                 r.system,
                 r.sent,
                 o.attempts_mqtt,
                 o.attempts_pubsub,
-                f(o.backlog_done_mqtt_s),
-                f(o.backlog_done_pubsub_s),
+                o.during.costs[0].promotions,
+                f(o.backlog_done_mqtt_real_s),
+                f(o.backlog_done_pubsub_real_s),
                 o.after.costs[0].promotions,
+                o.after.costs[0].radio_on_s,
                 o.after.backends.get("mqtt").map(|b| b.connections).unwrap_or(0),
                 r.pubsub_requests,
                 r.delivered_mqtt,
@@ -530,7 +554,8 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
         }
     }
     s.push_str(&format!(
-        "\nPer hour = over the workload plus {DRAIN_S:.0} simulated s of quiet after it, divided by the workload's hours. Packets = chunks read by the logging proxies plus connection opens, closes and refusals. CPU: user + system time of the publishing process between start and done. fsyncs: {}.\n",
+        "\nPer hour = over the workload plus {DRAIN_S:.0} simulated s of quiet after it, divided by the workload's hours. Packets = chunks read by the logging proxies plus connection opens, closes and refusals. CPU: user + system time of the publishing process between start and done ({}). fsyncs: {}.\n",
+        if cfg!(debug_assertions) { "the SDK from an unoptimised dev build: not a CPU figure to quote" } else { "the SDK optimised as for the phone, without LTO" },
         if strace { "fsync + fdatasync over the process's life (strace -f -c)" } else { "not counted (no strace, or --no-fsync)" }
     ));
     s
@@ -568,4 +593,55 @@ fn smoke_checks(results: &[RunResult]) -> Vec<String> {
         }
     }
     failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name() {
+        let stat = "4242 (java (main) x) S 1 4242 4242 0 -1 4194304 100 0 0 0 250 37 0 0 20 0 20 0 99 0 0";
+        assert_eq!(parse_cpu_ms(stat), Some(2870.0));
+        assert_eq!(parse_cpu_ms("garbage"), None);
+    }
+
+    #[test]
+    fn fsyncs_are_summed_from_strace_c() {
+        let text = "% time     seconds  usecs/call     calls    errors syscall\n------ ----------- ----------- --------- --------- ----------------\n 80.00    0.000400          40        10           fdatasync\n 20.00    0.000100          25         4         1 fsync\n------ ----------- ----------- --------- --------- ----------------\n100.00    0.000500          35        14         1 total\n";
+        assert_eq!(parse_strace_fsyncs(text), Some(14));
+        assert_eq!(parse_strace_fsyncs("% time seconds usecs/call calls errors syscall\n"), Some(0));
+    }
+
+    #[test]
+    fn the_sdk_config_of_every_scale_up_to_30_is_legal_and_scaled() {
+        for scale in [1.0, 6.0, 30.0, 60.0] {
+            let a = crate::bench::device::DeviceArgs {
+                mqtt_url: "mqtt://127.0.0.1:1883".into(),
+                pubsub_endpoint: "http://127.0.0.1:8085".into(),
+                project: "p-1".into(),
+                topic: "t-1".into(),
+                device_id: "d-1".into(),
+                count: 1,
+                interval_us: 1,
+                scale,
+                drain_ms: 0,
+                settle_max_ms: 0,
+                data_dir: "/tmp/unused".into(),
+                window_secs: 0,
+            };
+            let c = crate::bench::device::sdk_config(&a).unwrap();
+            assert_eq!(c.mqtt.idle_disconnect_secs, ((30.0 / scale) as u32).max(1), "scale {scale}");
+            assert_eq!(c.mqtt.keep_alive_secs, ((60.0 / scale) as u32).max(5), "scale {scale}");
+            assert_eq!(c.pubsub.max_batch_latency_ms, (500.0 / scale).round() as u64);
+        }
+    }
+
+    #[test]
+    fn workloads_have_whole_location_counts() {
+        for w in WORKLOADS.iter().chain([&SMOKE]) {
+            assert!((w.duration_s / w.interval_s).fract() == 0.0, "{}", w.name);
+        }
+        assert_eq!(WORKLOADS.iter().map(|w| w.count()).collect::<Vec<_>>(), vec![3600, 720, 120, 900]);
+    }
 }
