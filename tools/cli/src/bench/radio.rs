@@ -149,16 +149,50 @@ pub struct RunResult {
     done_ms: f64,
 }
 
+/// What became of the locations sent during the outage (`seq` 1 to `sent`) on one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backlog {
+    /// Locations sent while the backends were down.
+    sent: u64,
+    /// How many of them the backend's subscriber received (distinct `seq`).
+    delivered: u64,
+    /// Real seconds from the restore to the arrival of the last of them, when all arrived (the
+    /// SDK's backoffs are not scaled, so this is not multiplied by the scale).
+    done_after_real_s: Option<f64>,
+}
+
+impl Backlog {
+    fn of(s: &Subscriber, sent: u64, restore_wall_ms: i64) -> Backlog {
+        let mut seen: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
+        for m in s.collected.all() {
+            let seq = serde_json::from_slice::<serde_json::Value>(&m.payload).ok().and_then(|v| v["seq"].as_u64());
+            if let Some(seq) = seq.filter(|q| (1..=sent).contains(q)) {
+                let t = seen.entry(seq).or_insert(m.received_at_ms);
+                *t = (*t).min(m.received_at_ms);
+            }
+        }
+        let delivered = seen.len() as u64;
+        let done_after_real_s = (delivered == sent).then(|| seen.values().max().map(|&t| (t - restore_wall_ms) as f64 / 1000.0)).flatten();
+        Backlog { sent, delivered, done_after_real_s }
+    }
+
+    fn cell(&self) -> String {
+        match self.done_after_real_s {
+            Some(t) => format!("{}/{} in {t:.1} s", self.delivered, self.sent),
+            None => format!("{}/{}", self.delivered, self.sent),
+        }
+    }
+}
+
 /// The outage workload's own figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutageFigures {
     /// Connection attempts (forwarded or refused) during the outage, per backend.
     attempts_mqtt: u64,
     attempts_pubsub: u64,
-    /// Real seconds from the restore to the last location's arrival, per backend (the SDK's
-    /// backoffs are not scaled, so this is not multiplied by the scale).
-    backlog_done_mqtt_real_s: Option<f64>,
-    backlog_done_pubsub_real_s: Option<f64>,
+    /// The locations sent during the outage, per backend.
+    backlog_mqtt: Backlog,
+    backlog_pubsub: Backlog,
     /// The packet log from `start` to the restore, analysed.
     during: Analysis,
     /// The packet log from the restore to `done`, analysed.
@@ -443,13 +477,13 @@ fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, 
         let r = log.micros_at(at);
         let attempts =
             |b: &str| entries.iter().filter(|e| e.backend == b && e.t_us >= from && e.t_us < r && matches!(e.kind, Kind::Open | Kind::Refused)).count() as u64;
-        let last_after =
-            |s: &Subscriber| s.collected.all().iter().map(|m| m.received_at_ms).max().filter(|&t| t >= wall_ms).map(|t| (t - wall_ms) as f64 / 1000.0);
+        // Location i goes out at i × interval: those before the restore have seq 1 ..= this.
+        let sent_down = (w.outage_s.unwrap_or(0.0) / w.interval_s).ceil() as u64;
         OutageFigures {
             attempts_mqtt: attempts("mqtt"),
             attempts_pubsub: attempts("pubsub"),
-            backlog_done_mqtt_real_s: last_after(&mqtt_sub),
-            backlog_done_pubsub_real_s: last_after(&pubsub_sub),
+            backlog_mqtt: Backlog::of(&mqtt_sub, sent_down, wall_ms),
+            backlog_pubsub: Backlog::of(&pubsub_sub, sent_down, wall_ms),
             during: radio::analyse(&entries, args.scale, from, r),
             after: radio::analyse(&entries, args.scale, r, to),
         }
@@ -530,11 +564,10 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
     let outages: Vec<&RunResult> = results.iter().filter(|r| r.outage.is_some()).collect();
     if !outages.is_empty() {
         s.push_str(&format!("\nOutage: both backends down for the first simulated hour (connections cut, new ones refused; {:.0} real s), then up for 15 simulated minutes; a location every 5 simulated s throughout; the run ends once nothing is owed or {SETTLE_MAX_S:.0} real s after the drain. Totals over the run, not per hour\n\n", 3600.0 / args.scale));
-        s.push_str("| system | locations | connection attempts during the outage MQTT / Pub/Sub | promotions in the outage (T=10 s) | after the restore: last arrival, real s, MQTT / Pub/Sub | after the restore: promotions (T=10 s) | after the restore: radio-on s | after the restore: MQTT connections | Pub/Sub requests that reached the emulator | delivered MQTT / Pub/Sub |\n");
+        s.push_str("| system | locations | connection attempts during the outage MQTT / Pub/Sub | promotions in the outage (T=10 s) | locations sent in the outage: delivered, and real s from the restore until the last of them arrived, MQTT / Pub/Sub | after the restore: promotions (T=10 s) | after the restore: radio-on s | after the restore: MQTT connections | Pub/Sub requests that reached the emulator | delivered MQTT / Pub/Sub |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in outages {
             let Some(o) = &r.outage else { continue };
-            let f = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
             s.push_str(&format!(
                 "| {} | {} | {} / {} | {} | {} / {} | {} | {:.0} | {} | {} | {} / {} |\n",
                 r.system,
@@ -542,8 +575,8 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
                 o.attempts_mqtt,
                 o.attempts_pubsub,
                 o.during.costs[0].promotions,
-                f(o.backlog_done_mqtt_real_s),
-                f(o.backlog_done_pubsub_real_s),
+                o.backlog_mqtt.cell(),
+                o.backlog_pubsub.cell(),
                 o.after.costs[0].promotions,
                 o.after.costs[0].radio_on_s,
                 o.after.backends.get("mqtt").map(|b| b.connections).unwrap_or(0),
