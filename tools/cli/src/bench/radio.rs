@@ -467,6 +467,9 @@ fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, 
     // The subscribers read the backends directly (not through the proxies): give them a moment.
     let published = emulator.emulator().stats().published_messages as usize;
     pubsub_sub.collected.wait_until(Duration::from_secs(10), |c| c.len() >= published);
+    // Every PUBACK the process counted is a message the broker took, on its way to the subscriber.
+    let mqtt_acked = device_figures["mqttAcked"].as_u64().unwrap_or(0) as usize;
+    mqtt_sub.collected.wait_until(Duration::from_secs(10), |c| c.len() >= mqtt_acked);
     std::thread::sleep(Duration::from_millis(300));
     let entries = log.entries();
     log.write_tsv(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
