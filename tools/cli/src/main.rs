@@ -5,10 +5,13 @@
 //! - `dualpub verify --capture F --reports R` checks both pipelines against each other per
 //!   rollout step, with a verdict (docs/VERIFY.md).
 //! - `dualpub bucket --device-id ID …` answers "is this device in the Pub/Sub cohort?".
+//! - `dualpub bench radio [--smoke]` measures what the SDK and the seed design's peer cost a
+//!   phone's cellular radio (docs/RADIO.md).
 //! - `dualpub emulator [--port P]` runs the local Pub/Sub emulator.
 //! - `dualpub config-server --file F [--port P]` serves a migration config document (with ETag
 //!   and 304; `POST /_control/mode` makes it answer 304/429/500/slowly/garbage).
 
+mod bench;
 mod demo;
 mod demo_reports;
 mod verify;
@@ -35,6 +38,9 @@ enum Command {
     Demo(Box<demo::DemoArgs>),
     /// Check both pipelines against each other per rollout step, with a verdict (docs/VERIFY.md).
     Verify(Box<verify::VerifyArgs>),
+    /// Measurements (docs/RADIO.md).
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Print a device's rollout bucket and whether it is in the Pub/Sub cohort.
     Bucket {
         /// The device id (exactly as the app passes it).
@@ -76,6 +82,7 @@ fn main() {
     let code = match Cli::parse().command {
         Command::Demo(args) => demo::run(*args),
         Command::Verify(args) => verify::run(*args),
+        Command::Bench(b) => bench::run(b),
         Command::Bucket { device_id, salt, algorithm, percentage } => bucket(&device_id, &salt, algorithm, percentage),
         Command::Emulator { port, bearer_token } => emulator(port, bearer_token),
         Command::ConfigServer { file, port } => config_server(file, port),

@@ -6,8 +6,10 @@
 pub mod broker;
 pub mod config_server;
 pub mod mosquitto;
+pub mod packet_log;
 pub mod proxy;
 pub mod rabbitmq;
+pub mod radio;
 pub mod subscribers;
 
 pub use dualpub_emulator::{EmulatorHandle, EmulatorOptions, FaultPlan};

@@ -1,0 +1,25 @@
+//! `dualpub bench …`: measurements that need the real SDK and real backends.
+
+pub mod device;
+pub mod radio;
+
+use clap::Subcommand;
+
+/// The benchmarks.
+#[derive(Subcommand)]
+pub enum Bench {
+    /// What the SDK and the seed design's peer cost a phone's cellular radio: every workload,
+    /// time-scaled, through logging proxies; prints a markdown table (docs/RADIO.md).
+    Radio(Box<radio::RadioArgs>),
+    /// One SDK device driven by `bench radio` over stdin/stdout (internal).
+    #[command(hide = true)]
+    RadioDevice(Box<device::DeviceArgs>),
+}
+
+/// Runs a benchmark; returns the exit code.
+pub fn run(b: Bench) -> i32 {
+    match b {
+        Bench::Radio(a) => radio::run(*a),
+        Bench::RadioDevice(a) => device::run(*a),
+    }
+}
