@@ -174,13 +174,21 @@ impl Hub {
                 self.metrics.outcome(o);
             }
         }
-        let owed = Self::owed(&st);
+        let (owed, drained) = self.burst_view(&st);
         drop(st);
         self.progress.notify_all();
-        // Drained (or nothing left that may still go): the burst closes and MQTT hangs up.
-        if self.gate.settled(owed, Instant::now()) {
+        // The burst's locations delivered (or nothing left that may still go): the burst
+        // closes and MQTT hangs up.
+        if self.gate.settled(owed, drained, Instant::now()) {
             self.wake_all();
         }
+    }
+
+    /// What each transport owes, and whether the open upload burst's own locations are all
+    /// delivered.
+    fn burst_view(&self, st: &State) -> ([bool; 2], bool) {
+        let drained = self.gate.burst_target().is_some_and(|target| st.outbox.drained_up_to(target));
+        (Self::owed(st), drained)
     }
 
     /// Per transport, whether anything is still owed to it.
@@ -190,8 +198,8 @@ impl Hub {
 
     /// Transport `t` failed in the open upload burst: it waits for the next one.
     pub fn burst_failed(&self, t: Transport) {
-        let owed = Self::owed(&self.lock());
-        if self.gate.failed(t, owed, Instant::now()) {
+        let (owed, drained) = self.burst_view(&self.lock());
+        if self.gate.failed(t, owed, drained, Instant::now()) {
             self.wake_all();
         }
     }
@@ -201,13 +209,14 @@ impl Hub {
     /// which failures do not end the burst.
     pub fn open_burst(&self, until: Option<Instant>) {
         let now = Instant::now();
+        let target = self.lock().next_seq - 1;
         let opened = match until {
-            Some(until) => self.gate.open_urgent(now, until),
-            None => self.gate.open_now(now),
+            Some(until) => self.gate.open_urgent(now, until, target),
+            None => self.gate.open_now(now, target),
         };
         if opened {
-            let owed = Self::owed(&self.lock());
-            self.gate.settled(owed, now);
+            let (owed, drained) = self.burst_view(&self.lock());
+            self.gate.settled(owed, drained, now);
             self.wake_all();
         }
     }

@@ -57,6 +57,9 @@ struct State {
     /// A blocking `flush` waits until then: failures do not end its burst, the transports'
     /// own backoff paces their retries.
     urgent_until: Option<Instant>,
+    /// The open burst is for the locations accepted up to this outbox sequence number: it is
+    /// over once they are delivered, whatever arrived since (that waits for the next one).
+    target: u64,
 }
 
 impl State {
@@ -96,6 +99,7 @@ impl Gate {
                 sit_out_until: [None; 2],
                 bursts: 0,
                 urgent_until: None,
+                target: 0,
             }),
             changed: Notify::new(),
         }
@@ -186,14 +190,15 @@ impl Gate {
     /// Opens a burst now for a blocking `flush` that waits until `until`: until then a failure
     /// does not end the burst (the transports retry at their own backoff). Returns whether the
     /// transports should be woken.
-    pub fn open_urgent(&self, now: Instant, until: Instant) -> bool {
+    pub fn open_urgent(&self, now: Instant, until: Instant, target: u64) -> bool {
         self.lock().urgent_until = Some(until);
-        self.open_now(now)
+        self.open_now(now, target)
     }
 
-    /// Opens a burst now (`flush`, `flushNow`, the network back, a due burst); returns whether
-    /// the transports should be woken (false while the network is unavailable).
-    pub fn open_now(&self, now: Instant) -> bool {
+    /// Opens a burst now (`flush`, `flushNow`, the network back, a due burst) for the locations
+    /// accepted up to outbox sequence number `target`; returns whether the transports should be
+    /// woken (false while the network is unavailable).
+    pub fn open_now(&self, now: Instant, target: u64) -> bool {
         let mut s = self.lock();
         if !s.network {
             return false;
@@ -201,7 +206,9 @@ impl Gate {
         if s.open.is_none() {
             s.bursts += 1;
             s.failed = [false; 2];
+            s.target = target;
         }
+        s.target = s.target.max(target);
         s.open = Some(now);
         s.due = None;
         drop(s);
@@ -209,10 +216,17 @@ impl Gate {
         true
     }
 
+    /// The outbox sequence number the open burst is for, if one is open.
+    pub fn burst_target(&self) -> Option<u64> {
+        let s = self.lock();
+        s.open.map(|_| s.target)
+    }
+
     /// Transport `t` failed in the open burst: it sits out bursts for W, 2 W, 4 W … up to
     /// [`OUTAGE_MAX_GAP`] after each failure in a row; `owed` is what each transport still
-    /// owes. Returns whether the burst closed.
-    pub fn failed(&self, t: Transport, owed: [bool; 2], now: Instant) -> bool {
+    /// owes, `drained` whether the burst's locations are all delivered. Returns whether the
+    /// burst closed.
+    pub fn failed(&self, t: Transport, owed: [bool; 2], drained: bool, now: Instant) -> bool {
         let mut s = self.lock();
         if s.window.is_zero() || s.open.is_none() || s.urgent(now) {
             return false;
@@ -222,21 +236,22 @@ impl Gate {
         s.outage[i] = s.outage[i].saturating_add(1);
         let gap = s.window.saturating_mul(1u32 << s.outage[i].min(16).saturating_sub(1)).min(OUTAGE_MAX_GAP).max(s.window);
         s.sit_out_until[i] = Some(now + gap);
-        let closed = Self::close_if_done(&mut s, owed, now);
+        let closed = Self::close_if_done(&mut s, owed, drained, now);
         drop(s);
         self.changed.notify_one();
         closed
     }
 
     /// Something was acknowledged or stopped being owed; `owed` is what each transport still
-    /// owes. Returns whether the burst closed (drained, or every transport left failed).
-    pub fn settled(&self, owed: [bool; 2], now: Instant) -> bool {
+    /// owes, `drained` whether the burst's locations are all delivered. Returns whether the
+    /// burst closed (drained, or every transport still owing something failed or sits out).
+    pub fn settled(&self, owed: [bool; 2], drained: bool, now: Instant) -> bool {
         let mut s = self.lock();
         if s.open.is_none() {
             return false;
         }
         s.open = Some(now);
-        let closed = Self::close_if_done(&mut s, owed, now);
+        let closed = Self::close_if_done(&mut s, owed, drained, now);
         if closed {
             drop(s);
             self.changed.notify_one();
@@ -251,9 +266,9 @@ impl Gate {
         s.sit_out_until[t.index()] = None;
     }
 
-    fn close_if_done(s: &mut State, owed: [bool; 2], now: Instant) -> bool {
+    fn close_if_done(s: &mut State, owed: [bool; 2], drained: bool, now: Instant) -> bool {
         let urgent = s.urgent(now);
-        let done = Transport::ALL.iter().all(|t| !owed[t.index()] || (!urgent && !s.takes_part(*t, now)));
+        let done = drained || Transport::ALL.iter().all(|t| !owed[t.index()] || (!urgent && !s.takes_part(*t, now)));
         if done {
             Self::close(s, owed, now);
         }
@@ -288,7 +303,7 @@ impl Gate {
 
     /// The window task's tick at `now`: opens a due burst (true: wake the transports) or closes
     /// a stalled one, given what each transport owes.
-    pub fn tick(&self, now: Instant, owed: [bool; 2]) -> bool {
+    pub fn tick(&self, now: Instant, owed: [bool; 2], target: u64) -> bool {
         let mut s = self.lock();
         match (s.open, s.due) {
             (Some(progress), _) if now >= progress + BURST_STALL => {
@@ -301,7 +316,7 @@ impl Gate {
                 let ready = Transport::ALL.iter().any(|t| owed[t.index()] && s.sit_out_until[t.index()].is_none_or(|u| now >= u));
                 if ready {
                     drop(s);
-                    self.open_now(now)
+                    self.open_now(now, target)
                 } else {
                     s.due = Transport::ALL.iter().filter(|t| owed[t.index()]).filter_map(|t| s.sit_out_until[t.index()]).min();
                     false
@@ -328,8 +343,11 @@ pub(crate) async fn run(hub: std::sync::Arc<crate::hub::Hub>, mut shutdown: toki
         };
         tokio::select! {
             _ = timer => {
-                let owed = crate::hub::Hub::owed(&hub.lock());
-                if hub.gate.tick(Instant::now(), owed) {
+                let (owed, target) = {
+                    let st = hub.lock();
+                    (crate::hub::Hub::owed(&st), st.next_seq - 1)
+                };
+                if hub.gate.tick(Instant::now(), owed, target) {
                     hub.wake_all();
                 }
             }
@@ -367,13 +385,25 @@ mod tests {
         assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(30)));
         g.work_owed(t0 + Duration::from_secs(5));
         assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(30)), "later work rides the same burst");
-        assert!(!g.tick(t0 + Duration::from_secs(29), BOTH));
-        assert!(g.tick(t0 + Duration::from_secs(30), BOTH));
+        assert!(!g.tick(t0 + Duration::from_secs(29), BOTH, 0));
+        assert!(g.tick(t0 + Duration::from_secs(30), BOTH, 0));
         assert!(g.may_send(Transport::Mqtt) && g.may_send(Transport::PubSub));
-        assert!(!g.settled([true, false], t0 + Duration::from_secs(31)), "MQTT still owes");
-        assert!(g.settled(NONE, t0 + Duration::from_secs(31)));
+        assert!(!g.settled([true, false], false, t0 + Duration::from_secs(31)), "MQTT still owes");
+        assert!(g.settled(NONE, false, t0 + Duration::from_secs(31)));
         assert!(!g.is_open() && !g.may_send(Transport::Mqtt));
         assert_eq!((g.next(), g.bursts()), (Next::Idle, 1));
+    }
+
+    #[test]
+    fn a_burst_is_over_once_its_own_locations_are_delivered_whatever_arrived_since() {
+        let g = Gate::new(30, None);
+        let t0 = Instant::now();
+        assert!(g.open_now(t0, 40));
+        assert_eq!(g.burst_target(), Some(40));
+        assert!(!g.settled(BOTH, false, t0), "locations up to 40 still owed");
+        assert!(g.settled(BOTH, true, t0), "up to 40 delivered: over, though 41.. are owed");
+        assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(30)), "they get the next burst");
+        assert_eq!(g.burst_target(), None);
     }
 
     #[test]
@@ -381,7 +411,7 @@ mod tests {
         let g = Gate::new(30, None);
         let t0 = Instant::now();
         g.work_owed(t0);
-        assert!(!g.tick(t0 + Duration::from_secs(30), NONE));
+        assert!(!g.tick(t0 + Duration::from_secs(30), NONE, 0));
         assert_eq!((g.next(), g.bursts()), (Next::Idle, 0));
     }
 
@@ -391,20 +421,20 @@ mod tests {
         let mut now = Instant::now();
         let mut gaps = Vec::new();
         for _ in 0..6 {
-            assert!(g.open_now(now));
+            assert!(g.open_now(now, 0));
             assert!(g.may_send_at(Transport::PubSub, now));
-            assert!(!g.failed(Transport::PubSub, BOTH, now), "MQTT still sends in this burst");
+            assert!(!g.failed(Transport::PubSub, BOTH, false, now), "MQTT still sends in this burst");
             assert!(!g.may_send_at(Transport::PubSub, now) && g.may_send_at(Transport::Mqtt, now));
-            assert!(g.settled([false, true], now), "MQTT drained: closed");
+            assert!(g.settled([false, true], false, now), "MQTT drained: closed");
             let Next::At(due) = g.next() else { panic!("no burst scheduled") };
             gaps.push(due.duration_since(now).as_secs());
             now = due;
-            assert!(g.tick(now, BOTH) || !g.is_open());
+            assert!(g.tick(now, BOTH, 0) || !g.is_open());
         }
         assert_eq!(gaps, [30, 60, 120, 240, 300, 300], "Pub/Sub's sit-out decides the next burst for what only it owes");
         g.delivered(Transport::PubSub);
-        assert!(g.open_now(now));
-        assert!(g.settled(NONE, now));
+        assert!(g.open_now(now, 0));
+        assert!(g.settled(NONE, false, now));
         g.work_owed(now);
         assert_eq!(g.next(), Next::At(now + Duration::from_secs(30)), "back to the window");
     }
@@ -413,13 +443,13 @@ mod tests {
     fn mqtt_keeps_its_window_while_pubsub_sits_out() {
         let g = Gate::new(30, None);
         let t0 = Instant::now();
-        assert!(g.open_now(t0));
-        g.failed(Transport::PubSub, BOTH, t0);
-        assert!(g.settled([false, true], t0));
+        assert!(g.open_now(t0, 0));
+        g.failed(Transport::PubSub, BOTH, false, t0);
+        assert!(g.settled([false, true], false, t0));
         // New MQTT work: the next burst a window away, Pub/Sub not in it.
         let t1 = t0 + Duration::from_secs(30);
         assert_eq!(g.next(), Next::At(t1));
-        assert!(g.tick(t1, BOTH));
+        assert!(g.tick(t1, BOTH, 0));
         assert!(g.may_send_at(Transport::Mqtt, t1) && !g.may_send_at(Transport::PubSub, t1 - Duration::from_secs(1)));
         assert!(g.may_send_at(Transport::PubSub, t1), "its sit-out over, it joins the burst");
     }
@@ -428,10 +458,10 @@ mod tests {
     fn a_blocking_flush_keeps_its_burst_open_through_failures_until_it_gives_up() {
         let g = Gate::new(30, None);
         let t0 = Instant::now();
-        assert!(g.open_urgent(t0, t0 + Duration::from_secs(3_600)));
-        assert!(!g.failed(Transport::PubSub, BOTH, t0), "failures do not end a flush's burst");
+        assert!(g.open_urgent(t0, t0 + Duration::from_secs(3_600), 0));
+        assert!(!g.failed(Transport::PubSub, BOTH, false, t0), "failures do not end a flush's burst");
         assert!(g.may_send(Transport::PubSub), "the transport retries at its own backoff");
-        assert!(g.settled(NONE, t0), "drained: closed");
+        assert!(g.settled(NONE, false, t0), "drained: closed");
         assert!(!g.may_send(Transport::PubSub), "and the urgency ends with it");
     }
 
@@ -439,12 +469,12 @@ mod tests {
     fn a_stalled_burst_closes_and_the_network_switch_holds_everything() {
         let g = Gate::new(30, None);
         let t0 = Instant::now();
-        assert!(g.open_now(t0));
+        assert!(g.open_now(t0, 0));
         assert_eq!(g.next(), Next::At(t0 + BURST_STALL));
-        assert!(!g.tick(t0 + BURST_STALL, BOTH));
+        assert!(!g.tick(t0 + BURST_STALL, BOTH, 0));
         assert!(!g.is_open());
         g.set_network(false);
-        assert!(!g.open_now(t0 + BURST_STALL), "no burst without a network");
+        assert!(!g.open_now(t0 + BURST_STALL, 0), "no burst without a network");
         assert!(!g.may_send(Transport::PubSub));
     }
 
