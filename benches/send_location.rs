@@ -8,6 +8,9 @@
 //!   the baseline of inserting the same rows straight into SQLite in one transaction.
 //! - Start-up with a backlog: `Publisher::new` on a data directory holding those 100,000
 //!   undelivered locations, against the same on an empty directory.
+//!
+//! `BENCH_ONLY_CALLER=1` runs only the caller cost; `BENCH_SPACING_US=N` spins N µs before each
+//! timed call, like a caller doing other work between calls (docs/FFI-BENCH.md).
 
 use dualpub::{Location, MigrationConfig, Publisher, SdkConfig};
 use std::time::{Duration, Instant};
@@ -59,6 +62,9 @@ fn caller_cost() {
     for n in 0..2_000 {
         p.send_location(location(n)).unwrap();
     }
+    // BENCH_SPACING_US=N: N µs of spinning before each timed call, as a caller that does other
+    // work between calls (a JVM caller spends ~30 µs in JNA per call: docs/FFI-BENCH.md).
+    let spacing = std::env::var("BENCH_SPACING_US").ok().and_then(|v| v.parse().ok()).map(Duration::from_micros);
     let mut calls = Vec::with_capacity(CALLS);
     let mut baseline = Vec::with_capacity(CALLS);
     for n in 0..CALLS {
@@ -69,6 +75,12 @@ fn caller_cost() {
         let acceptance = dualpub::wire::Acceptance { seq: n as u64 + 1, route: dualpub::wire::Route::Both, cfg: 1 };
         std::hint::black_box(dualpub::wire::encode(&id, "bench-device", None, &loc, acceptance));
         baseline.push(t.elapsed());
+        if let Some(gap) = spacing {
+            let until = Instant::now() + gap;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
         let t = Instant::now();
         std::hint::black_box(p.send_location(loc).unwrap());
         calls.push(t.elapsed());
@@ -158,6 +170,11 @@ fn open_with_backlog(backlog: &std::path::Path) {
 }
 
 fn main() {
+    // BENCH_ONLY_CALLER=1: only the caller cost (seconds).
+    if std::env::var_os("BENCH_ONLY_CALLER").is_some() {
+        caller_cost();
+        return;
+    }
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful: run either way.
     println!("dualpub benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     caller_cost();

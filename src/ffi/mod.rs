@@ -13,6 +13,9 @@ use crate::token::TokenProvider;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "ffi-bench")]
+pub mod bench;
+
 /// Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
 /// decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
 /// `refreshConfig`, which wait by design.
