@@ -40,14 +40,18 @@ dependencies {
     implementation("androidx.lifecycle:lifecycle-process:2.8.7")
 }
 
-// The Rust library, size-optimised (Cargo profile.release: opt-level z, LTO, strip).
+// The Rust library, size-optimised (Cargo profile.release: opt-level z, LTO, strip). `cargo rustc
+// --crate-type cdylib` builds the .so alone: `cargo build` would compile it in one rustc call with
+// the rlib and cargo runs no LTO on such a call (about 1 MB larger, docs/SIZE.md). cargo-ndk passes
+// the subcommand through and copies the cdylib it reports into jniLibs/<abi>/. From the repository
+// root, so .cargo/config.toml (the SQLite options) applies.
 val cargoNdk by tasks.registering(Exec::class) {
     workingDir = repoRoot
     commandLine(
         "cargo", "ndk",
         "-t", "arm64-v8a", "-t", "armeabi-v7a", "-t", "x86_64",
         "-o", rustJniLibs.get().asFile.path,
-        "build", "--release", "--locked", "-p", "dualpub",
+        "rustc", "--release", "--locked", "-p", "dualpub", "--lib", "--crate-type", "cdylib",
     )
 }
 tasks.named("preBuild") { dependsOn(cargoNdk) }

@@ -7,8 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd .. && pwd)
 
+# The staticlib alone (`cargo rustc --crate-type staticlib`): `cargo build` would compile it in
+# one rustc call with the rlib and cargo runs no LTO on such a call (docs/SIZE.md). From the
+# repository root, so .cargo/config.toml (the SQLite options) applies.
 for target in aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios; do
-    (cd "$root" && cargo build --release --locked -p dualpub --target "$target")
+    (cd "$root" && cargo rustc --release --locked -p dualpub --lib --crate-type staticlib --target "$target")
 done
 
 rm -rf build && mkdir -p build/headers build/sim
