@@ -486,11 +486,17 @@ impl Outbox {
 
     /// Takes the oldest rows pending for `t` (at most `max_count`, and at most `max_bytes` as
     /// measured by `cost`, but always at least one) and marks them in flight.
+    #[cfg(test)]
     pub fn take(&mut self, t: Transport, max_count: usize, max_bytes: usize, cost: impl Fn(&Row) -> usize) -> Vec<Row> {
+        self.take_up_to(t, u64::MAX, max_count, max_bytes, cost)
+    }
+
+    /// [`Outbox::take`], only rows with a sequence number up to `max_seq` (an upload burst's).
+    pub fn take_up_to(&mut self, t: Transport, max_seq: u64, max_count: usize, max_bytes: usize, cost: impl Fn(&Row) -> usize) -> Vec<Row> {
         let mut out = Vec::new();
         let mut bytes = 0;
         while out.len() < max_count {
-            let Some(&seq) = self.pending(t).first() else { break };
+            let Some(&seq) = self.pending(t).first().filter(|s| **s <= max_seq) else { break };
             let Some(row) = self.rows.get_mut(&seq) else {
                 self.pending(t).remove(&seq);
                 continue;
@@ -515,6 +521,15 @@ impl Outbox {
     /// Sequence number of the oldest row pending (not in flight) for `t`.
     pub fn oldest_pending_seq(&self, t: Transport) -> Option<u64> {
         self.pending_set(t).first().copied()
+    }
+
+    /// Number of rows pending (not in flight) for `t` with a sequence number up to `max_seq`.
+    pub fn pending_count_up_to(&self, t: Transport, max_seq: u64) -> usize {
+        if max_seq == u64::MAX {
+            self.pending_count(t)
+        } else {
+            self.pending_set(t).range(..=max_seq).count()
+        }
     }
 
     /// Number of rows pending (not in flight) for `t`.

@@ -216,6 +216,16 @@ impl Gate {
         true
     }
 
+    /// The highest outbox sequence number a transport may take now: the open burst's (a
+    /// location accepted after it opened waits for the next one), or any without a window.
+    pub fn send_bound(&self) -> u64 {
+        let s = self.lock();
+        match s.open {
+            Some(_) if !s.window.is_zero() => s.target,
+            _ => u64::MAX,
+        }
+    }
+
     /// The outbox sequence number the open burst is for, if one is open.
     pub fn burst_target(&self) -> Option<u64> {
         let s = self.lock();
@@ -404,6 +414,14 @@ mod tests {
         assert!(g.settled(BOTH, true, t0), "up to 40 delivered: over, though 41.. are owed");
         assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(30)), "they get the next burst");
         assert_eq!(g.burst_target(), None);
+    }
+
+    #[test]
+    fn a_burst_bounds_what_the_transports_take_to_its_own_locations() {
+        let (g, w0) = (Gate::new(30, None), Gate::new(0, None));
+        assert_eq!((g.send_bound(), w0.send_bound()), (u64::MAX, u64::MAX));
+        assert!(g.open_now(Instant::now(), 7) && w0.open_now(Instant::now(), 7));
+        assert_eq!((g.send_bound(), w0.send_bound()), (7, u64::MAX), "window 0 sends whatever is there");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Instant;
 /// What the Pub/Sub task needs to know to decide whether a batch should go now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct BatchStatus {
-    /// Rows pending (not in flight).
+    /// Rows pending (not in flight) that may go now (with an upload window, the open burst's).
     pub pending: usize,
     /// The oldest pending row was accepted before a `flush` that is waiting.
     pub flushing: bool,
@@ -77,9 +77,10 @@ impl Lane {
     }
 
     /// Takes the oldest pending rows (at most `max_count`, at most `max_bytes` by `cost`, at
-    /// least one) and marks them in flight.
+    /// least one; with an upload window, only the open burst's) and marks them in flight.
     pub fn take(&self, max_count: usize, max_bytes: usize, cost: impl Fn(&Row) -> usize) -> Vec<Row> {
-        self.hub.lock().outbox.take(self.t, max_count, max_bytes, cost)
+        let bound = self.hub.gate.send_bound();
+        self.hub.lock().outbox.take_up_to(self.t, bound, max_count, max_bytes, cost)
     }
 
     /// Acknowledges rows, with their acceptance times for the latency histogram.
@@ -198,7 +199,7 @@ impl Lane {
         let st = self.hub.lock();
         let flush_target = self.hub.flush_target.load(Ordering::SeqCst);
         BatchStatus {
-            pending: st.outbox.pending_count(self.t),
+            pending: st.outbox.pending_count_up_to(self.t, self.hub.gate.send_bound()),
             flushing: st.outbox.oldest_pending_seq(self.t).is_some_and(|s| s <= flush_target),
             cost: st.outbox.pending_cost(self.t, max_count, cost),
             oldest: st.outbox.oldest_pending(self.t),
