@@ -74,7 +74,8 @@ fun main(args: Array<String>) {
         allowInsecure = true,
         // Room for every location of the run: none is dropped for the cap (dropping would not
         // change the caller's cost, but keeps the store's work the same from start to end).
-        maxOutboxRows = maxOf(100_000L, total + 1_000).toUInt(),
+        // Two of the cases send through this publisher (sendLocation and the Rust-timed one).
+        maxOutboxRows = maxOf(100_000L, 2 * total + 1_000).toUInt(),
         reportsEnabled = false,
     )
     val publisher = DualPublisher(config, null)
