@@ -4,9 +4,10 @@
 //! what costs battery is how often the SDK talks, not how much. With a window of W seconds the
 //! transports send nothing on their own: locations wait, durable, until a **burst** opens — W
 //! after the first location owed since the last burst, at once for `flush`/`flushNow`, or
-//! when the network comes back — and then both transports send everything owed in that one
-//! burst. The burst closes as soon as nothing is owed (MQTT hangs up then, so no keep-alive
-//! ping falls between bursts) or every transport still owing something failed in it. A
+//! when the network comes back — and then both transports send, in that one burst, every
+//! location accepted before it opened. The burst closes as soon as those are delivered (MQTT
+//! hangs up then, so no keep-alive ping falls between bursts; what arrived meanwhile gets the
+//! next burst) or every transport still owing something failed in it or sits out. A
 //! transport that failed sits out the following bursts for a while (W doubling up to
 //! [`OUTAGE_MAX_GAP`], reset by its next delivery), so an hour of outage costs it a bounded
 //! number of attempts while the other transport keeps its window. While the app says the network
@@ -20,8 +21,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// The longest wait between two bursts after failed ones (an outage costs each transport
-/// at most about 3600 / 300 + 4 attempts an hour).
+/// The longest a failing transport sits out bursts (an outage costs each transport about
+/// 3600 / 300 + 4 attempts an hour).
 pub(crate) const OUTAGE_MAX_GAP: Duration = Duration::from_secs(300);
 
 /// A burst with no progress for this long closes (a transport hanging on a dead link).
@@ -52,7 +53,7 @@ struct State {
     outage: [u32; 2],
     /// Per transport: it sits out bursts until then (after a failure).
     sit_out_until: [Option<Instant>; 2],
-    /// Bursts opened since start (for tests and the debug report).
+    /// Bursts opened since start (tests read it).
     bursts: u64,
     /// A blocking `flush` waits until then: failures do not end its burst, the transports'
     /// own backoff paces their retries.
