@@ -47,6 +47,11 @@ def bytes_per_location(run):
     return total / max(run["sent"], 1)
 
 
+def per_1k(run, value):
+    """`value` per 1,000 locations the run sent."""
+    return value * 1000 / max(run["sent"], 1)
+
+
 def ratio(a, b):
     return f"{a / b:.2f}×" if b else "n/a"
 
@@ -92,17 +97,17 @@ def main():
         out.append(f"| radio-on ≤ 1,350 s / h (1 Hz) | {pa[1]:.0f} | peer {pp[1]:.0f}, window 0 {cost(z)[1]:.0f} | {verdict(pa[1] <= 1350)} |")
         share = pa[2] / pa[3] if pa[3] else 0.0
         out.append(f"| bursts carrying one transport ≤ 1 % | {pa[2]} of {pa[3]} ({share:.1%}) | peer {pp[2]} of {pp[3]} | {verdict(share <= 0.01)} |")
-        req = a["pubsub_requests"] * 1000 / max(a["sent"], 1)
-        out.append(f"| Pub/Sub requests ≤ 34 per 1,000 locations | {req:.1f} | peer {p['pubsub_requests'] * 1000 / max(p['sent'], 1):.0f} | {verdict(req <= 34)} |")
+        req = per_1k(a, a["pubsub_requests"])
+        out.append(f"| Pub/Sub requests ≤ 34 per 1,000 locations | {req:.1f} | peer {per_1k(p, p['pubsub_requests']):.0f} | {verdict(req <= 34)} |")
         conns = a["analysis"]["backends"]["mqtt"]["connections"] * a["per_hour"]
         out.append(f"| MQTT connections ≤ 1 / h, or the energy case for connect-per-burst | {conns:.0f} / h (one per burst: ARCHITECTURE.md, \"Why MQTT connects per burst\") | peer {p['analysis']['backends']['mqtt']['connections'] * p['per_hour']:.0f} / h | connect-per-burst, by design |")
         ba, bp = bytes_per_location(a), bytes_per_location(p)
         out.append(f"| bytes per location ≤ 0.5 × peer | {ba:.0f} B | peer {bp:.0f} B ({ratio(ba, bp)}) | {verdict(ba <= 0.5 * bp)} |")
-        ca, cp = a["cpu_ms"] * 1000 / max(a["sent"], 1), p["cpu_ms"] * 1000 / max(p["sent"], 1)
+        ca, cp = per_1k(a, a["cpu_ms"]), per_1k(p, p["cpu_ms"])
         out.append(f"| CPU per 1,000 locations ≤ 0.5 × peer | {ca:.0f} ms | peer {cp:.0f} ms ({ratio(ca, cp)}) | {verdict(ca <= 0.5 * cp)} |")
         if a.get("fsyncs") is not None:
-            fs = a["fsyncs"] * 1000 / max(a["sent"], 1)
-            out.append(f"| fsyncs ≤ 20 per 1,000 locations | {fs:.1f} | window 0 {z['fsyncs'] * 1000 / max(z['sent'], 1):.1f} | {verdict(fs <= 20)} |")
+            fs = per_1k(a, a["fsyncs"])
+            out.append(f"| fsyncs ≤ 20 per 1,000 locations | {fs:.1f} | window 0 {per_1k(z, z['fsyncs']):.1f} | {verdict(fs <= 20)} |")
     o = run_of(radio, "outage", w30)
     if o and o.get("outage"):
         f = o["outage"]

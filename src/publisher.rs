@@ -782,8 +782,8 @@ impl Publisher {
         let hub = &self.shared.hub;
         let back = hub.gate.set_network(available);
         self.shared.event(log::Level::Info, "network", || format!("network {}", if available { "available" } else { "unavailable" }));
-        if back && Hub::owed(&hub.lock()).iter().any(|o| *o) {
-            hub.open_burst(None);
+        if back {
+            hub.open_burst(None); // closes again at once if nothing is owed
         }
         hub.wake_all();
     }

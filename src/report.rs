@@ -245,8 +245,13 @@ impl Slot {
 const REPORT_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Slot {
+    /// Not in flight and not pausing after a failed send.
+    fn idle(&self) -> bool {
+        !self.in_flight && self.not_before.is_none_or(|t| std::time::Instant::now() >= t)
+    }
+
     fn ready(&self, persisted_seq: u64) -> bool {
-        !self.in_flight && self.report.seq <= persisted_seq && self.not_before.is_none_or(|t| std::time::Instant::now() >= t)
+        self.idle() && self.report.seq <= persisted_seq
     }
 }
 
@@ -470,7 +475,7 @@ impl Reports {
     /// Whether a report for `t` is waiting or about to (cut, its commit not yet done), not in
     /// flight and not pausing after a failure: an upload burst keeps MQTT connected for it.
     pub fn coming(&self, t: Transport) -> bool {
-        self.slots[t.index()].as_ref().is_some_and(|s| !s.in_flight && s.not_before.is_none_or(|n| std::time::Instant::now() >= n))
+        self.slots[t.index()].as_ref().is_some_and(Slot::idle)
     }
 
     /// Takes the report waiting for `t` (marks it in flight).
