@@ -140,6 +140,10 @@ struct RawConfig {
     upload: Option<RawUpload>,
 }
 
+/// The upload window when neither the app nor the config sets one, in seconds: a burst every
+/// 30 s lets the cellular radio sleep between them (docs/CONTRACT.md#upload-windows).
+pub const DEFAULT_UPLOAD_WINDOW_SECS: u32 = 30;
+
 /// Longest upload window, in seconds (`upload.windowSecs`, `SdkConfig.uploadWindowSecs`).
 pub const MAX_UPLOAD_WINDOW_SECS: u32 = 3600;
 
@@ -556,8 +560,9 @@ pub struct SdkConfig {
     /// Seconds between two upload bursts (0–3,600) unless the migration config sets
     /// `upload.windowSecs`: locations are persisted at once and both transports send them
     /// together in one burst per window, so the radio can sleep in between
-    /// (docs/CONTRACT.md#upload-windows). 0 sends each location as soon as it is durable.
-    #[uniffi(default = 0)]
+    /// (docs/CONTRACT.md#upload-windows). Default 30; 0 sends each location as soon as it is
+    /// durable (for apps that need real time, at the radio's cost: docs/PERFORMANCE.md).
+    #[uniffi(default = 30)]
     pub upload_window_secs: u32,
 }
 

@@ -65,7 +65,7 @@ impl SdkConfig {
                 reports_enabled: true,
                 app_version: None,
                 os_version: None,
-                upload_window_secs: 0,
+                upload_window_secs: crate::config::DEFAULT_UPLOAD_WINDOW_SECS,
             },
         }
     }
@@ -91,7 +91,7 @@ impl SdkConfigBuilder {
         self
     }
 
-    /// Seconds between two upload bursts (default 0: send at once; the migration config's
+    /// Seconds between two upload bursts (default 30; 0 sends at once; the migration config's
     /// `upload.windowSecs` wins).
     pub fn upload_window_secs(mut self, secs: u32) -> Self {
         self.config.upload_window_secs = secs;

@@ -174,21 +174,22 @@ impl Hub {
                 self.metrics.outcome(o);
             }
         }
-        let (owed, drained) = self.burst_view(&st);
+        // The burst's locations delivered (or nothing left that may still go): the burst
+        // closes and MQTT hangs up. Decided before the lock goes (`Gate::settled`).
+        let (owed, delivered_through) = self.burst_view(&st);
+        let closed = self.gate.settled(owed, delivered_through, Instant::now());
         drop(st);
         self.progress.notify_all();
-        // The burst's locations delivered (or nothing left that may still go): the burst
-        // closes and MQTT hangs up.
-        if self.gate.settled(owed, drained, Instant::now()) {
+        if closed {
             self.wake_all();
         }
     }
 
-    /// What each transport owes, and whether the open upload burst's own locations are all
-    /// delivered.
-    fn burst_view(&self, st: &State) -> ([bool; 2], bool) {
-        let drained = self.gate.burst_target().is_some_and(|target| st.outbox.drained_up_to(target));
-        (Self::owed(st), drained)
+    /// What each transport owes, and the highest sequence number up to which every location
+    /// has left the outbox (the gate compares it with the open burst's target itself).
+    fn burst_view(&self, st: &State) -> ([bool; 2], u64) {
+        let delivered_through = st.outbox.oldest_seq().map_or(st.next_seq - 1, |oldest| oldest - 1);
+        (Self::owed(st), delivered_through)
     }
 
     /// Per transport, whether anything is still owed to it.
@@ -198,8 +199,11 @@ impl Hub {
 
     /// Transport `t` failed in the open upload burst: it waits for the next one.
     pub fn burst_failed(&self, t: Transport) {
-        let (owed, drained) = self.burst_view(&self.lock());
-        if self.gate.failed(t, owed, drained, Instant::now()) {
+        let st = self.lock();
+        let (owed, delivered_through) = self.burst_view(&st);
+        let closed = self.gate.failed(t, owed, delivered_through, Instant::now());
+        drop(st);
+        if closed {
             self.wake_all();
         }
     }
@@ -209,14 +213,16 @@ impl Hub {
     /// which failures do not end the burst.
     pub fn open_burst(&self, until: Option<Instant>) {
         let now = Instant::now();
-        let target = self.lock().next_seq - 1;
+        let st = self.lock();
+        let target = st.next_seq - 1;
         let opened = match until {
             Some(until) => self.gate.open_urgent(now, until, target),
             None => self.gate.open_now(now, target),
         };
         if opened {
-            let (owed, drained) = self.burst_view(&self.lock());
-            self.gate.settled(owed, drained, now);
+            let (owed, delivered_through) = self.burst_view(&st);
+            self.gate.settled(owed, delivered_through, now);
+            drop(st);
             self.wake_all();
         }
     }

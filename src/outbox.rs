@@ -677,6 +677,11 @@ impl Outbox {
         (m, p)
     }
 
+    /// Sequence number of the oldest row still in the outbox.
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.rows.keys().next().copied()
+    }
+
     /// Whether every row accepted at or before `seq` has left.
     pub fn drained_up_to(&self, seq: u64) -> bool {
         self.rows.range(..=seq).next().is_none()

@@ -14,7 +14,9 @@
 //! is unavailable nothing is attempted at all. A window of 0 keeps sending at once (the
 //! transports' own retry backoff applies), only the network switch holds them.
 //!
-//! The gate is a leaf lock: nothing else is locked while it is held.
+//! The gate is a leaf lock: nothing else is locked while it is held. Decisions that depend on
+//! what the outbox owes (settle, fail, tick, open) are taken with the publisher's state lock
+//! held, so the look at the outbox and the decision cannot be split by new work.
 
 use crate::outbox::Transport;
 use std::sync::Mutex;
@@ -228,6 +230,7 @@ impl Gate {
     }
 
     /// The outbox sequence number the open burst is for, if one is open.
+    #[cfg(test)]
     pub fn burst_target(&self) -> Option<u64> {
         let s = self.lock();
         s.open.map(|_| s.target)
@@ -235,9 +238,9 @@ impl Gate {
 
     /// Transport `t` failed in the open burst: it sits out bursts for W, 2 W, 4 W … up to
     /// [`OUTAGE_MAX_GAP`] after each failure in a row; `owed` is what each transport still
-    /// owes, `drained` whether the burst's locations are all delivered. Returns whether the
-    /// burst closed.
-    pub fn failed(&self, t: Transport, owed: [bool; 2], drained: bool, now: Instant) -> bool {
+    /// owes, `delivered_through` the highest outbox sequence number up to which every location
+    /// has left the outbox. Returns whether the burst closed.
+    pub fn failed(&self, t: Transport, owed: [bool; 2], delivered_through: u64, now: Instant) -> bool {
         let mut s = self.lock();
         if s.window.is_zero() || s.open.is_none() || s.urgent(now) {
             return false;
@@ -247,22 +250,27 @@ impl Gate {
         s.outage[i] = s.outage[i].saturating_add(1);
         let gap = s.window.saturating_mul(1u32 << s.outage[i].min(16).saturating_sub(1)).min(OUTAGE_MAX_GAP).max(s.window);
         s.sit_out_until[i] = Some(now + gap);
-        let closed = Self::close_if_done(&mut s, owed, drained, now);
+        let closed = Self::close_if_done(&mut s, owed, delivered_through, now);
         drop(s);
         self.changed.notify_one();
         closed
     }
 
     /// Something was acknowledged or stopped being owed; `owed` is what each transport still
-    /// owes, `drained` whether the burst's locations are all delivered. Returns whether the
-    /// burst closed (drained, or every transport still owing something failed or sits out).
-    pub fn settled(&self, owed: [bool; 2], drained: bool, now: Instant) -> bool {
+    /// owes, `delivered_through` the highest outbox sequence number up to which every location
+    /// has left the outbox. Returns whether the burst closed (its locations delivered, or every
+    /// transport still owing something failed or sits out).
+    ///
+    /// Call it with the publisher's state lock still held from the look at the outbox: a
+    /// `sendLocation` and a `flush` in between would otherwise add work and widen the burst
+    /// that a stale look then closes (the flush waits for the next window).
+    pub fn settled(&self, owed: [bool; 2], delivered_through: u64, now: Instant) -> bool {
         let mut s = self.lock();
         if s.open.is_none() {
             return false;
         }
         s.open = Some(now);
-        let closed = Self::close_if_done(&mut s, owed, drained, now);
+        let closed = Self::close_if_done(&mut s, owed, delivered_through, now);
         if closed {
             drop(s);
             self.changed.notify_one();
@@ -277,9 +285,9 @@ impl Gate {
         s.sit_out_until[t.index()] = None;
     }
 
-    fn close_if_done(s: &mut State, owed: [bool; 2], drained: bool, now: Instant) -> bool {
+    fn close_if_done(s: &mut State, owed: [bool; 2], delivered_through: u64, now: Instant) -> bool {
         let urgent = s.urgent(now);
-        let done = drained || Transport::ALL.iter().all(|t| !owed[t.index()] || (!urgent && !s.takes_part(*t, now)));
+        let done = delivered_through >= s.target || Transport::ALL.iter().all(|t| !owed[t.index()] || (!urgent && !s.takes_part(*t, now)));
         if done {
             Self::close(s, owed, now);
         }
@@ -354,11 +362,12 @@ pub(crate) async fn run(hub: std::sync::Arc<crate::hub::Hub>, mut shutdown: toki
         };
         tokio::select! {
             _ = timer => {
-                let (owed, target) = {
+                // Decided under the state lock, so what is owed cannot change meanwhile.
+                let opened = {
                     let st = hub.lock();
-                    (crate::hub::Hub::owed(&st), st.next_seq - 1)
+                    hub.gate.tick(Instant::now(), crate::hub::Hub::owed(&st), st.next_seq - 1)
                 };
-                if hub.gate.tick(Instant::now(), owed, target) {
+                if opened {
                     hub.wake_all();
                 }
             }
@@ -396,11 +405,11 @@ mod tests {
         assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(30)));
         g.work_owed(t0 + Duration::from_secs(5));
         assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(30)), "later work rides the same burst");
-        assert!(!g.tick(t0 + Duration::from_secs(29), BOTH, 0));
-        assert!(g.tick(t0 + Duration::from_secs(30), BOTH, 0));
+        assert!(!g.tick(t0 + Duration::from_secs(29), BOTH, 10));
+        assert!(g.tick(t0 + Duration::from_secs(30), BOTH, 10));
         assert!(g.may_send(Transport::Mqtt) && g.may_send(Transport::PubSub));
-        assert!(!g.settled([true, false], false, t0 + Duration::from_secs(31)), "MQTT still owes");
-        assert!(g.settled(NONE, false, t0 + Duration::from_secs(31)));
+        assert!(!g.settled([true, false], 0, t0 + Duration::from_secs(31)), "MQTT still owes");
+        assert!(g.settled(NONE, 0, t0 + Duration::from_secs(31)));
         assert!(!g.is_open() && !g.may_send(Transport::Mqtt));
         assert_eq!((g.next(), g.bursts()), (Next::Idle, 1));
     }
@@ -411,8 +420,8 @@ mod tests {
         let t0 = Instant::now();
         assert!(g.open_now(t0, 40));
         assert_eq!(g.burst_target(), Some(40));
-        assert!(!g.settled(BOTH, false, t0), "locations up to 40 still owed");
-        assert!(g.settled(BOTH, true, t0), "up to 40 delivered: over, though 41.. are owed");
+        assert!(!g.settled(BOTH, 39, t0), "locations up to 40 still owed");
+        assert!(g.settled(BOTH, 40, t0), "up to 40 delivered: over, though 41.. are owed");
         assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(30)), "they get the next burst");
         assert_eq!(g.burst_target(), None);
     }
@@ -430,7 +439,7 @@ mod tests {
         let g = Gate::new(30, None);
         let t0 = Instant::now();
         g.work_owed(t0);
-        assert!(!g.tick(t0 + Duration::from_secs(30), NONE, 0));
+        assert!(!g.tick(t0 + Duration::from_secs(30), NONE, 10));
         assert_eq!((g.next(), g.bursts()), (Next::Idle, 0));
     }
 
@@ -440,20 +449,20 @@ mod tests {
         let mut now = Instant::now();
         let mut gaps = Vec::new();
         for _ in 0..6 {
-            assert!(g.open_now(now, 0));
+            assert!(g.open_now(now, 10));
             assert!(g.may_send_at(Transport::PubSub, now));
-            assert!(!g.failed(Transport::PubSub, BOTH, false, now), "MQTT still sends in this burst");
+            assert!(!g.failed(Transport::PubSub, BOTH, 0, now), "MQTT still sends in this burst");
             assert!(!g.may_send_at(Transport::PubSub, now) && g.may_send_at(Transport::Mqtt, now));
-            assert!(g.settled([false, true], false, now), "MQTT drained: closed");
+            assert!(g.settled([false, true], 0, now), "MQTT drained: closed");
             let Next::At(due) = g.next() else { panic!("no burst scheduled") };
             gaps.push(due.duration_since(now).as_secs());
             now = due;
-            assert!(g.tick(now, BOTH, 0) || !g.is_open());
+            assert!(g.tick(now, BOTH, 10) || !g.is_open());
         }
         assert_eq!(gaps, [30, 60, 120, 240, 300, 300], "Pub/Sub's sit-out decides the next burst for what only it owes");
         g.delivered(Transport::PubSub);
-        assert!(g.open_now(now, 0));
-        assert!(g.settled(NONE, false, now));
+        assert!(g.open_now(now, 10));
+        assert!(g.settled(NONE, 0, now));
         g.work_owed(now);
         assert_eq!(g.next(), Next::At(now + Duration::from_secs(30)), "back to the window");
     }
@@ -462,13 +471,13 @@ mod tests {
     fn mqtt_keeps_its_window_while_pubsub_sits_out() {
         let g = Gate::new(30, None);
         let t0 = Instant::now();
-        assert!(g.open_now(t0, 0));
-        g.failed(Transport::PubSub, BOTH, false, t0);
-        assert!(g.settled([false, true], false, t0));
+        assert!(g.open_now(t0, 10));
+        g.failed(Transport::PubSub, BOTH, 0, t0);
+        assert!(g.settled([false, true], 0, t0));
         // New MQTT work: the next burst a window away, Pub/Sub not in it.
         let t1 = t0 + Duration::from_secs(30);
         assert_eq!(g.next(), Next::At(t1));
-        assert!(g.tick(t1, BOTH, 0));
+        assert!(g.tick(t1, BOTH, 10));
         assert!(g.may_send_at(Transport::Mqtt, t1) && !g.may_send_at(Transport::PubSub, t1 - Duration::from_secs(1)));
         assert!(g.may_send_at(Transport::PubSub, t1), "its sit-out over, it joins the burst");
     }
@@ -477,10 +486,10 @@ mod tests {
     fn a_blocking_flush_keeps_its_burst_open_through_failures_until_it_gives_up() {
         let g = Gate::new(30, None);
         let t0 = Instant::now();
-        assert!(g.open_urgent(t0, t0 + Duration::from_secs(3_600), 0));
-        assert!(!g.failed(Transport::PubSub, BOTH, false, t0), "failures do not end a flush's burst");
+        assert!(g.open_urgent(t0, t0 + Duration::from_secs(3_600), 10));
+        assert!(!g.failed(Transport::PubSub, BOTH, 0, t0), "failures do not end a flush's burst");
         assert!(g.may_send(Transport::PubSub), "the transport retries at its own backoff");
-        assert!(g.settled(NONE, false, t0), "drained: closed");
+        assert!(g.settled(NONE, 0, t0), "drained: closed");
         assert!(!g.may_send(Transport::PubSub), "and the urgency ends with it");
     }
 
@@ -488,12 +497,12 @@ mod tests {
     fn a_stalled_burst_closes_and_the_network_switch_holds_everything() {
         let g = Gate::new(30, None);
         let t0 = Instant::now();
-        assert!(g.open_now(t0, 0));
+        assert!(g.open_now(t0, 10));
         assert_eq!(g.next(), Next::At(t0 + BURST_STALL));
-        assert!(!g.tick(t0 + BURST_STALL, BOTH, 0));
+        assert!(!g.tick(t0 + BURST_STALL, BOTH, 10));
         assert!(!g.is_open());
         g.set_network(false);
-        assert!(!g.open_now(t0 + BURST_STALL, 0), "no burst without a network");
+        assert!(!g.open_now(t0 + BURST_STALL, 10), "no burst without a network");
         assert!(!g.may_send(Transport::PubSub));
     }
 
@@ -510,5 +519,18 @@ mod tests {
         assert_eq!(g.window(), Duration::from_secs(30));
         g.set_config_window(Some(0));
         assert!(!g.windowed() && g.may_send(Transport::Mqtt));
+    }
+
+    #[test]
+    fn a_look_taken_for_a_narrower_burst_never_closes_one_a_flush_widened() {
+        let g = Gate::new(30, None);
+        let t0 = Instant::now();
+        assert!(g.open_now(t0, 5));
+        // A flush widens the open burst to the locations up to 10 ...
+        assert!(g.open_urgent(t0, t0 + Duration::from_secs(20), 10));
+        // ... while an acknowledgement that saw everything up to 5 delivered reports late.
+        assert!(!g.settled(BOTH, 5, t0), "locations 6–10 are still owed: the burst stays open");
+        assert!(g.may_send(Transport::Mqtt) && g.may_send(Transport::PubSub));
+        assert!(g.settled(NONE, 10, t0));
     }
 }

@@ -47,16 +47,18 @@ fn the_token_is_cached_sent_and_refreshed_after_a_401() {
     let pubsub = pubsub_subscriber_with_token(&emu, "token-refresh", "token-1");
     let p = TestDevice::new(&id, &emu).rollout(100.0).tokens(tokens.clone()).start();
     let first: Vec<String> = (0..5).map(|n| p.send_location(location(n)).unwrap()).collect();
-    assert!(p.flush(WAIT.as_millis() as u64).unwrap().completed);
+    let r = p.flush(WAIT.as_millis() as u64).unwrap();
+    assert!(r.completed, "{r:?} {}", p.debug_report().unwrap());
     let second: Vec<String> = (5..10).map(|n| p.send_location(location(n)).unwrap()).collect();
-    assert!(p.flush(WAIT.as_millis() as u64).unwrap().completed);
+    let r = p.flush(WAIT.as_millis() as u64).unwrap();
+    assert!(r.completed, "{r:?} {}", p.debug_report().unwrap());
     assert_eq!(tokens.calls.load(Ordering::SeqCst), 1, "a valid token is cached, not fetched per request");
 
     // The server now wants another token: the SDK gets a 401, asks the provider again, retries.
     emu.emulator().set_bearer_token(Some("token-2".into()));
     let third: Vec<String> = (10..15).map(|n| p.send_location(location(n)).unwrap()).collect();
     let r = p.flush(WAIT.as_millis() as u64).unwrap();
-    assert!(r.completed, "{r:?}");
+    assert!(r.completed, "{r:?} {}", p.debug_report().unwrap());
     assert_eq!(tokens.calls.load(Ordering::SeqCst), 2);
     emu.emulator().set_bearer_token(None);
     let all: Vec<String> = first.into_iter().chain(second).chain(third).collect();

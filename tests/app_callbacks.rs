@@ -29,7 +29,7 @@ fn hung_token_providers_do_not_stop_networking_in_the_process() {
     let hung = Arc::new(HungTokens(Mutex::new(rx), Default::default()));
     // Six publishers whose Pub/Sub task is stuck in the provider (one call each), then closed.
     for i in 0..6 {
-        let p = TestDevice::new(&device(&format!("hung-{i}")), &emu).rollout(100.0).tokens(hung.clone()).start();
+        let p = TestDevice::new(&device(&format!("hung-{i}")), &emu).rollout(100.0).real_time().tokens(hung.clone()).start();
         p.send_location(location(i)).unwrap();
         let start = Instant::now();
         while hung.1.load(std::sync::atomic::Ordering::SeqCst) <= i && start.elapsed() < Duration::from_secs(2) {

@@ -76,7 +76,7 @@ fn emergency_mode_stops_pubsub_for_every_location_accepted_after_the_apply() {
     let id = device("emergency");
     let mqtt = mqtt_subscriber(&id);
     let pubsub = pubsub_subscriber(&emu, "emergency");
-    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).real_time().start();
     let stop = Arc::new(AtomicBool::new(false));
     let after_apply = Arc::new(AtomicBool::new(false));
     let sender = {
@@ -133,7 +133,7 @@ fn an_open_pubsub_breaker_falls_back_to_mqtt_and_pubsub_still_gets_everything() 
     // MQTT is off for this device: only the fallback can send there.
     let mut migration = rollout(100.0);
     migration.mqtt_enabled = false;
-    let p = TestDevice::new(&id, &emu).migration(migration).start();
+    let p = TestDevice::new(&id, &emu).migration(migration).real_time().start();
     assert!(!p.decision().unwrap().mqtt_enabled);
     let ids: Vec<String> = (0..10).map(|n| p.send_location(location(n)).unwrap()).collect();
     assert!(wait_for_all(&mqtt.collected, &ids, WAIT), "fallback delivered over MQTT while Pub/Sub was failing");
@@ -233,7 +233,7 @@ fn batches_respect_the_byte_limit() {
 fn a_batch_waits_for_the_latency_limit_unless_flushed() {
     let emu = emulator();
     let id = device("batch-latency");
-    let mut c = TestDevice::new(&id, &emu).rollout(100.0).config();
+    let mut c = TestDevice::new(&id, &emu).rollout(100.0).real_time().config();
     c.pubsub.max_batch_latency_ms = 1_500;
     c.reports_enabled = false; // this test counts location requests; a report is a request of its own
     let p = DualPublisher::new(c, None).unwrap();

@@ -76,7 +76,7 @@ fn a_forced_fallback_shows_route_pubsub_on_mqtt() {
     let (mqtt, reports_seen) = (mqtt_subscriber(&id), mqtt_report_subscriber(&id));
     emu.emulator().faults().set(FaultPlan { fail_rate: 1.0, fail_statuses: vec![503], ..FaultPlan::default() });
     let pubsub_only = MigrationConfig { version: 7, mqtt_enabled: false, pubsub_enabled: true, pubsub_percentage: 100.0, ..MigrationConfig::default() };
-    let p = TestDevice::new(&id, &emu).migration(pubsub_only).start();
+    let p = TestDevice::new(&id, &emu).migration(pubsub_only).real_time().start();
     let ids: Vec<String> = (0..3).map(|n| p.send_location(location(n)).unwrap()).collect();
     assert!(wait_for_all(&mqtt.collected, &ids, Duration::from_secs(60)), "Pub/Sub failing: MQTT gets the fallback copies");
     for v in payloads(&mqtt.collected).iter().filter(|v| v["deviceId"] == id.as_str()) {

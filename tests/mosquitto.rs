@@ -55,7 +55,8 @@ fn cut_connections_lose_nothing_and_duplicates_keep_their_event_id() {
     let emu = emulator();
     let id = device("mosq-cut");
     let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
-    let p = TestDevice::new(&id, &emu).mqtt(&proxy.mqtt_url()).migration(mqtt_only()).start();
+    // Real time: the cuts must fall while the SDK is connected and sending.
+    let p = TestDevice::new(&id, &emu).mqtt(&proxy.mqtt_url()).migration(mqtt_only()).real_time().start();
     let mut ids = Vec::new();
     for round in 0..5 {
         let connections = proxy.accepted();

@@ -56,6 +56,22 @@ fn flush_now_sends_everything_queued_at_once_whatever_the_window() {
 }
 
 #[test]
+fn back_to_back_flushes_each_complete_in_their_own_burst() {
+    // A flush right after the previous burst delivered its last location widens or opens a
+    // burst while that burst is being closed: the close must see the new work (ARCHITECTURE.md,
+    // lock order) or the flush waits a whole window.
+    let emu = emulator();
+    let id = device("window-back-to-back");
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
+    for round in 0..15 {
+        (0..5).for_each(|n| drop(p.send_location(location(round * 5 + n)).unwrap()));
+        let r = p.flush(10_000).unwrap();
+        assert!(r.completed, "round {round}: {r:?}");
+    }
+    p.shutdown();
+}
+
+#[test]
 fn nothing_is_attempted_without_a_network_and_one_burst_follows_its_return() {
     let emu = emulator();
     let id = device("window-network");

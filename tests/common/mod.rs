@@ -100,7 +100,8 @@ pub fn config(device_id: &str, mqtt_url: &str, endpoint: &str, migration: Migrat
 
 /// A test device on the local test bed: `TestDevice::new(&id, &emu).rollout(100.0).start()`.
 /// Defaults: the embedded broker, company `c-9`, Pub/Sub at 0 %, batches of 100 within 50 ms,
-/// a data directory of its own under the temp dir, no token provider.
+/// a data directory of its own under the temp dir, no token provider, and the SDK's default
+/// upload window (30 s: tests that do not flush wait for it; see [`TestDevice::real_time`]).
 pub struct TestDevice {
     config: SdkConfig,
     tokens: Option<Arc<dyn TokenProvider>>,
@@ -138,6 +139,14 @@ impl TestDevice {
     /// A token provider for Pub/Sub.
     pub fn tokens(mut self, tokens: Arc<dyn TokenProvider>) -> Self {
         self.tokens = Some(tokens);
+        self
+    }
+
+    /// Upload window 0: every location is sent as soon as it is durable. For tests of
+    /// real-time mechanics (batch latency, breakers, fallback timing, decision changes while
+    /// sending) that the default 30 s window would otherwise hold until its burst.
+    pub fn real_time(mut self) -> Self {
+        self.config.upload_window_secs = 0;
         self
     }
 
