@@ -1,6 +1,8 @@
 //! `dualpub bench …`: measurements that need the real SDK and real backends.
 
 pub mod device;
+pub mod memory;
+pub mod memory_device;
 pub mod radio;
 
 use clap::Subcommand;
@@ -14,6 +16,12 @@ pub enum Bench {
     /// One SDK device driven by `bench radio` over stdin/stdout (internal).
     #[command(hide = true)]
     RadioDevice(Box<device::DeviceArgs>),
+    /// The resident memory of an offline device holding 1,000 and 100,000 locations (sent, imported,
+    /// restored at a restart) against its idle baseline; prints a markdown table (docs/PERFORMANCE.md).
+    Memory(Box<memory::MemoryArgs>),
+    /// One offline SDK device measured by `bench memory`; prints `done {json}` (internal).
+    #[command(hide = true)]
+    MemoryDevice(Box<memory_device::MemoryDeviceArgs>),
 }
 
 /// Runs a benchmark; returns the exit code.
@@ -21,5 +29,7 @@ pub fn run(b: Bench) -> i32 {
     match b {
         Bench::Radio(a) => radio::run(*a),
         Bench::RadioDevice(a) => device::run(*a),
+        Bench::Memory(a) => memory::run(*a),
+        Bench::MemoryDevice(a) => memory_device::run(*a),
     }
 }
