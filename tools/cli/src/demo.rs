@@ -58,6 +58,11 @@ pub struct DemoArgs {
     /// kill test uses it to know what the SDK promised to deliver).
     #[arg(long)]
     pub durable_log: Option<PathBuf>,
+    /// Every device's upload window, in seconds (`SdkConfig.uploadWindowSecs`; default the
+    /// SDK's 30: locations wait, durable, and leave in one burst per window or at the final
+    /// flush). 0 sends each location as soon as it is durable, as for apps that need real time.
+    #[arg(long, default_value_t = dualpub::config::DEFAULT_UPLOAD_WINDOW_SECS, value_name = "SECS")]
+    pub window_secs: u32,
     /// Pause between rounds, in ms (spreads a run over time).
     #[arg(long, default_value_t = 0)]
     pub round_interval_ms: u64,
@@ -484,7 +489,8 @@ impl FleetSettings {
         FleetSettings { mqtt_url, endpoint, data_root, allow_insecure: bed.allow_insecure, migration }
     }
 
-    /// Device `id`'s SDK config (validated): 30 s keep-alive, Pub/Sub batches of up to 200 ms.
+    /// Device `id`'s SDK config (validated): 30 s keep-alive, Pub/Sub batches of up to 200 ms,
+    /// the upload window of `--window-secs`.
     fn sdk_config(&self, args: &DemoArgs, id: &str) -> Result<SdkConfig, dualpub::DualPubError> {
         let data_dir = self.data_root.join(id).to_string_lossy().into_owned();
         let mut builder = SdkConfig::builder(id, self.mqtt_url.as_str(), args.pubsub_project.as_str(), data_dir)
@@ -494,7 +500,8 @@ impl FleetSettings {
             .mqtt_keep_alive_secs(30)
             .mqtt_idle_disconnect_secs(30)
             .allow_insecure(self.allow_insecure)
-            .outbox_limits(100_000, 168);
+            .outbox_limits(100_000, 168)
+            .upload_window_secs(args.window_secs);
         // With a config URL the fetched document decides (MQTT only until it arrives).
         builder = match &args.config_url {
             Some(url) => builder.remote_config(url.as_str(), dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS),

@@ -255,9 +255,13 @@ fn the_verifier_selftest_names_exactly_the_injected_faults() {
 
 #[test]
 fn fallback_copies_and_devices_outside_the_cohort_are_never_missing() {
-    // MQTT off for the Pub/Sub cohort, and Pub/Sub failing for 2 s: its devices fall back to MQTT.
+    // MQTT off for the Pub/Sub cohort, and Pub/Sub failing for 2 s: its devices fall back to
+    // MQTT. In real time: with an upload window the breaker counts one attempt per burst and
+    // opens only minutes into an outage (docs/CONTRACT.md#upload-windows).
     let (code, out, err) = dualpub(&[
         "demo",
+        "--window-secs",
+        "0",
         "--devices",
         "60",
         "--locations-per-device",

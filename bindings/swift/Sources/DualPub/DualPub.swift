@@ -3670,7 +3670,8 @@ public struct SdkConfig {
      * Seconds between two upload bursts (0–3,600) unless the migration config sets
      * `upload.windowSecs`: locations are persisted at once and both transports send them
      * together in one burst per window, so the radio can sleep in between
-     * (docs/CONTRACT.md#upload-windows). 0 sends each location as soon as it is durable.
+     * (docs/CONTRACT.md#upload-windows). Default 30; 0 sends each location as soon as it is
+     * durable (for apps that need real time, at the radio's cost: docs/PERFORMANCE.md).
      */
     public var uploadWindowSecs: UInt32
 
@@ -3731,8 +3732,9 @@ public struct SdkConfig {
          * Seconds between two upload bursts (0–3,600) unless the migration config sets
          * `upload.windowSecs`: locations are persisted at once and both transports send them
          * together in one burst per window, so the radio can sleep in between
-         * (docs/CONTRACT.md#upload-windows). 0 sends each location as soon as it is durable.
-         */uploadWindowSecs: UInt32 = UInt32(0)) {
+         * (docs/CONTRACT.md#upload-windows). Default 30; 0 sends each location as soon as it is
+         * durable (for apps that need real time, at the radio's cost: docs/PERFORMANCE.md).
+         */uploadWindowSecs: UInt32 = UInt32(30)) {
         self.deviceId = deviceId
         self.companyId = companyId
         self.mqtt = mqtt

@@ -4844,9 +4844,10 @@ data class SdkConfig (
      * Seconds between two upload bursts (0–3,600) unless the migration config sets
      * `upload.windowSecs`: locations are persisted at once and both transports send them
      * together in one burst per window, so the radio can sleep in between
-     * (docs/CONTRACT.md#upload-windows). 0 sends each location as soon as it is durable.
+     * (docs/CONTRACT.md#upload-windows). Default 30; 0 sends each location as soon as it is
+     * durable (for apps that need real time, at the radio's cost: docs/PERFORMANCE.md).
      */
-    var `uploadWindowSecs`: kotlin.UInt = 0u 
+    var `uploadWindowSecs`: kotlin.UInt = 30u 
     
 ): Disposable{
     
