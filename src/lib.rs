@@ -32,6 +32,7 @@ pub(crate) mod retry;
 pub mod rollout;
 mod runtime;
 mod secret;
+pub(crate) mod seq_map;
 mod startup;
 pub(crate) mod store;
 pub(crate) mod tasks;

@@ -1,15 +1,23 @@
 //! The outbox: every accepted location with its delivery state per transport. A row leaves
 //! only when every transport that owes it has acknowledged it (docs/CONTRACT.md#per-transport-state).
 //!
-//! The outbox lives in memory (the working set the transports take from) and, when it has a
-//! sink, every change is also sent, in order, to the `dualpub-store` thread that persists it
+//! The outbox's index lives in memory (the transports take from it) and, when it has a sink,
+//! every change is also sent, in order, to the `dualpub-store` thread that persists it
 //! ([`crate::store`]). A new row stays invisible to the transports until the store reports it
 //! durable ([`Outbox::make_visible`]). All methods are called with the publisher's lock held
 //! and do no I/O themselves.
+//!
+//! **Memory.** An index entry is 32 bytes (states, size, times); a row's eventId and payload —
+//! ten times that — stay in memory only for the oldest rows the transports will send next (at
+//! most 2 × [`MAX_RESIDENT`]), rows not yet on disk and rows in flight. Beyond that they live only in
+//! SQLite: once a row is on disk ([`Outbox::mark_on_disk`]) its body may leave memory, and a
+//! transport that reaches a row without one asks the store thread to read the next
+//! [`LOAD_CHUNK`] back ([`Outbox::install`]) and takes them once they are there. So memory no
+//! longer grows with the backlog (docs/PERFORMANCE.md, "Memory").
 
 use crate::metrics::DualOutcome;
-use crate::store::{Msg, Op, StoredConfig, StoredDeadLetter, StoredRow};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::store::{Msg, Op, StoredBody, StoredConfig, StoredDeadLetter, StoredIndex, StoredRow};
+use std::collections::BTreeSet;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +73,7 @@ impl Delivery {
     }
 }
 
-/// One accepted location.
+/// One accepted location: what `sendLocation` inserts, and what a transport takes to send.
 #[derive(Debug, Clone)]
 pub struct Row {
     /// Acceptance order, unique per publisher.
@@ -78,69 +86,62 @@ pub struct Row {
     pub timestamp_ms: i64,
     /// When `sendLocation` accepted it (for latency and age).
     pub accepted_at: Instant,
-    /// The same, as wall-clock milliseconds (persisted).
-    pub accepted_at_ms: i64,
-    /// The same on the run clock (persisted; what a restored row's age is measured by).
-    observed_at_ms: i64,
-    /// The state per transport, indexed by [`Transport::index`].
-    delivery: [Delivery; 2],
-    /// Handed to the transports (durable, or the disk has failed).
-    visible: bool,
+    /// Which transports owe it, `[mqtt, pubsub]`.
+    owed: [bool; 2],
 }
 
 impl Row {
     /// A new row owed to the transports the decision names.
     pub fn new(seq: u64, event_id: Arc<str>, payload: Arc<[u8]>, timestamp_ms: i64, mqtt: bool, pubsub: bool) -> Row {
-        let state = |on| if on { Delivery::Pending } else { Delivery::NotOwed };
-        Row {
-            seq,
-            event_id,
-            payload,
-            timestamp_ms,
-            accepted_at: Instant::now(),
-            accepted_at_ms: crate::clock::now_ms(),
-            observed_at_ms: 0,
-            delivery: [state(mqtt), state(pubsub)],
-            visible: false,
+        Row { seq, event_id, payload, timestamp_ms, accepted_at: Instant::now(), owed: [mqtt, pubsub] }
+    }
+}
+
+/// A row's eventId and payload while they are in memory.
+#[derive(Debug)]
+struct Body {
+    event_id: Arc<str>,
+    payload: Arc<[u8]>,
+}
+
+/// What the outbox holds in memory for every row (32 bytes); the body only while resident.
+#[derive(Debug)]
+struct Entry {
+    /// The run clock at acceptance (what age and latency are measured by).
+    observed_at_ms: i64,
+    /// The location's own timestamp.
+    timestamp_ms: i64,
+    /// Payload bytes (a batch's size is counted without the payload in memory).
+    len: u32,
+    /// The state per transport, indexed by [`Transport::index`].
+    delivery: [Delivery; 2],
+    /// [`VISIBLE`], [`ON_DISK`], [`PINNED`] (one byte keeps the entry at 32).
+    flags: u8,
+    /// The eventId and payload, while resident.
+    body: Option<Box<Body>>,
+}
+
+/// Entry flag: handed to the transports (durable, or the disk has failed).
+const VISIBLE: u8 = 1;
+/// Entry flag: committed to the database, so its body may leave memory.
+const ON_DISK: u8 = 2;
+/// Entry flag: read back for a transport that has not taken it yet; its body stays until then.
+const PINNED: u8 = 4;
+
+impl Entry {
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn mark(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
         }
     }
 
-    /// A row read back from the store at start-up. Its age is the time the SDK observed since it
-    /// was accepted (`clock`), never a wall-clock difference: a clock set forward while the app
-    /// was off must not age a durable backlog into eviction. A row from before the run clock
-    /// existed counts as new.
-    pub fn restored(r: StoredRow, clock: &crate::clock::RunClock) -> Row {
-        let observed_at_ms = clock.restored(r.observed_at_ms);
-        let age = Duration::from_millis((clock.base_ms() - observed_at_ms) as u64);
-        let now = Instant::now();
-        Row {
-            seq: r.seq,
-            event_id: Arc::from(r.event_id),
-            payload: Arc::from(r.payload),
-            timestamp_ms: r.timestamp_ms,
-            accepted_at: now.checked_sub(age).unwrap_or(now),
-            accepted_at_ms: r.accepted_at_ms,
-            observed_at_ms,
-            delivery: [r.mqtt, r.pubsub],
-            visible: false,
-        }
-    }
-
-    fn stored(&self) -> StoredRow {
-        StoredRow {
-            seq: self.seq,
-            event_id: self.event_id.to_string(),
-            payload: self.payload.to_vec(),
-            timestamp_ms: self.timestamp_ms,
-            accepted_at_ms: self.accepted_at_ms,
-            observed_at_ms: Some(self.observed_at_ms),
-            mqtt: self.delivery(Transport::Mqtt),
-            pubsub: self.delivery(Transport::PubSub),
-        }
-    }
-
-    /// This row's state with transport `t`.
-    pub fn delivery(&self, t: Transport) -> Delivery {
+    fn delivery(&self, t: Transport) -> Delivery {
         self.delivery[t.index()]
     }
 
@@ -152,6 +153,15 @@ impl Row {
         !self.delivery.iter().any(|d| d.owed())
     }
 
+    fn in_flight(&self) -> bool {
+        self.delivery.contains(&Delivery::InFlight)
+    }
+
+    /// Whether its body may leave memory now: on disk, and no transport about to send it.
+    fn spillable(&self) -> bool {
+        self.has(ON_DISK) && !self.has(PINNED) && !self.in_flight()
+    }
+
     fn outcome(&self) -> Option<DualOutcome> {
         match (self.delivery(Transport::Mqtt) == Delivery::Acked, self.delivery(Transport::PubSub) == Delivery::Acked) {
             (true, true) => Some(DualOutcome::Both),
@@ -161,6 +171,16 @@ impl Row {
         }
     }
 }
+
+/// Rows whose eventId and payload stay in memory after a shrink, besides those in flight, read
+/// back and not yet taken, or not yet on disk: a full Pub/Sub batch and an MQTT window (about
+/// 0.5 MB). A shrink happens when twice as many are resident, so it costs a scan of the
+/// resident rows once per [`MAX_RESIDENT`] rows at most.
+pub const MAX_RESIDENT: usize = 1_024;
+
+/// Rows read back from the database at a time when a transport reaches rows not in memory (a
+/// full Pub/Sub batch).
+pub const LOAD_CHUNK: usize = 1_000;
 
 /// A row that left the outbox, with which transports delivered it.
 #[derive(Debug, Clone)]
@@ -238,11 +258,17 @@ impl Eviction {
 /// The outbox.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    rows: BTreeMap<u64, Row>,
+    rows: crate::seq_map::SeqMap<Entry>,
     /// Per transport: visible rows waiting to be sent, by acceptance order.
     pending: [BTreeSet<u64>; 2],
     /// Per transport: rows owed (pending or in flight).
     owed: [usize; 2],
+    /// Rows whose body is in memory.
+    resident: BTreeSet<u64>,
+    /// No shrink is tried until more rows than this are resident (see [`Outbox::shrink`]).
+    shrink_at: usize,
+    /// Per transport: bodies asked of the store and not yet installed.
+    loading: [bool; 2],
     /// Oldest first (by id).
     dead_letters: std::collections::VecDeque<KeptLetter>,
     /// Payload bytes of the dead letters.
@@ -290,8 +316,8 @@ impl Outbox {
         if self.sink.is_none() {
             return;
         }
-        match self.rows.get(&seq) {
-            Some(r) => self.persist(Op::Update { seq, mqtt: r.delivery(Transport::Mqtt), pubsub: r.delivery(Transport::PubSub) }),
+        match self.rows.get(seq) {
+            Some(e) => self.persist(Op::Update { seq, mqtt: e.delivery(Transport::Mqtt), pubsub: e.delivery(Transport::PubSub) }),
             None => self.persist(Op::Delete(seq)),
         }
     }
@@ -309,7 +335,7 @@ impl Outbox {
 
     /// The event time (`timestamp`) of row `seq`, if it is still in the outbox.
     pub fn timestamp_of(&self, seq: u64) -> Option<i64> {
-        self.rows.get(&seq).map(|r| r.timestamp_ms)
+        self.rows.get(seq).map(|e| e.timestamp_ms)
     }
 
     /// Persists the config fetcher's state (JSON), in order with everything else.
@@ -317,20 +343,40 @@ impl Outbox {
         self.persist(Op::SaveFetchState(json));
     }
 
-    /// Loads what the store kept: rows (oldest first, visible at once: they are durable) and
-    /// dead letters.
-    pub fn restore(&mut self, rows: Vec<StoredRow>, dead_letters: Vec<StoredDeadLetter>) {
-        let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
-        for r in rows {
-            let row = Row::restored(r, &self.run_clock);
-            for t in Transport::ALL {
-                if row.delivery(t).owed() {
-                    *self.owed_count(t) += 1;
-                }
+    /// The moment of this run at run-clock time `observed_at_ms` (earlier than the run's start
+    /// for a restored row: its age is the time the SDK observed since it was accepted, never a
+    /// wall-clock difference).
+    fn instant_at(&self, observed_at_ms: i64) -> Instant {
+        let age = Duration::from_millis(self.run_clock.now_ms().saturating_sub(observed_at_ms).max(0) as u64);
+        let now = Instant::now();
+        now.checked_sub(age).unwrap_or(now)
+    }
+
+    /// Loads one row the store kept (oldest first; visible at once: it is durable). Its body
+    /// stays on disk until a transport reaches it. A row from before the run clock existed
+    /// counts as new.
+    pub fn restore_row(&mut self, r: StoredIndex) {
+        let entry = Entry {
+            observed_at_ms: self.run_clock.restored(r.observed_at_ms),
+            timestamp_ms: r.timestamp_ms,
+            len: r.len,
+            delivery: [r.mqtt, r.pubsub],
+            flags: VISIBLE | ON_DISK,
+            body: None,
+        };
+        for t in Transport::ALL {
+            if entry.delivery(t).owed() {
+                *self.owed_count(t) += 1;
             }
-            self.rows.insert(row.seq, row);
+            if entry.delivery(t) == Delivery::Pending {
+                self.pending(t).insert(r.seq);
+            }
         }
-        self.make_visible(&seqs);
+        self.rows.insert(r.seq, entry);
+    }
+
+    /// Loads the dead letters the store kept.
+    pub fn restore_dead_letters(&mut self, dead_letters: Vec<StoredDeadLetter>) {
         self.next_dead_letter_id = self.next_dead_letter_id.max(dead_letters.iter().map(|d| d.id).max().unwrap_or(0));
         self.dead_letter_bytes = dead_letters.iter().map(|d| d.payload.len()).sum();
         self.dead_letters = dead_letters
@@ -354,15 +400,81 @@ impl Outbox {
     /// back would help nobody).
     pub fn make_visible(&mut self, seqs: &[u64]) {
         for seq in seqs {
-            let Some(row) = self.rows.get_mut(seq) else { continue };
-            if row.visible {
+            let Some(entry) = self.rows.get_mut(*seq) else { continue };
+            if entry.has(VISIBLE) {
                 continue;
             }
-            row.visible = true;
-            let owed: Vec<Transport> = Transport::ALL.into_iter().filter(|t| row.delivery(*t) == Delivery::Pending).collect();
+            entry.mark(VISIBLE, true);
+            let owed: Vec<Transport> = Transport::ALL.into_iter().filter(|t| entry.delivery(*t) == Delivery::Pending).collect();
             for t in owed {
                 self.pending(t).insert(*seq);
             }
+        }
+    }
+
+    /// Rows `seqs` are committed to the database: their bodies may leave memory.
+    pub fn mark_on_disk(&mut self, seqs: &[u64]) {
+        for seq in seqs {
+            if let Some(entry) = self.rows.get_mut(*seq) {
+                entry.mark(ON_DISK, true);
+            }
+        }
+        self.shrink();
+    }
+
+    /// With more than 2 × [`MAX_RESIDENT`] bodies in memory, drops the newest spillable ones
+    /// until [`MAX_RESIDENT`] are left: the transports send the oldest first, so the newest are
+    /// needed last. After a shrink that could not get there (rows in flight, or not on disk
+    /// while the disk fails) the next is tried only once [`MAX_RESIDENT`] more are resident, so
+    /// the scan costs O(1) per row however it ends.
+    fn shrink(&mut self) {
+        self.shrink_at = self.shrink_at.min(self.resident.len() + MAX_RESIDENT);
+        if self.resident.len() <= self.shrink_at.max(2 * MAX_RESIDENT) {
+            return;
+        }
+        let over = self.resident.len() - MAX_RESIDENT;
+        let spill: Vec<u64> = self.resident.iter().rev().filter(|&&s| self.rows.get(s).is_some_and(Entry::spillable)).take(over).copied().collect();
+        for seq in spill {
+            if let Some(entry) = self.rows.get_mut(seq) {
+                entry.body = None;
+            }
+            self.resident.remove(&seq);
+        }
+        self.shrink_at = self.resident.len() + MAX_RESIDENT;
+    }
+
+    /// Puts back the bodies the store read for `t` ([`crate::store::Msg::Load`]); rows gone or
+    /// resident meanwhile are skipped. `t` may ask again.
+    /// They stay (pinned) until a transport takes them, so a shrink cannot undo a read.
+    pub fn install(&mut self, t: Transport, bodies: Vec<StoredBody>) {
+        self.loading[t.index()] = false;
+        for b in bodies {
+            let Some(entry) = self.rows.get_mut(b.seq) else { continue };
+            if entry.body.is_none() {
+                entry.body = Some(Box::new(Body { event_id: Arc::from(b.event_id), payload: Arc::from(b.payload) }));
+                entry.mark(PINNED, true);
+                self.resident.insert(b.seq);
+            }
+        }
+        self.shrink();
+    }
+
+    /// Rows whose body is in memory.
+    pub fn resident(&self) -> usize {
+        self.resident.len()
+    }
+
+    /// Asks the store for the bodies of up to [`LOAD_CHUNK`] rows pending for `t` without one,
+    /// from `from` on (once at a time per transport).
+    fn request_load(&mut self, t: Transport, from: u64) {
+        let Some(sink) = &self.sink else { return };
+        if self.loading[t.index()] {
+            return;
+        }
+        let seqs: Vec<u64> =
+            self.pending[t.index()].range(from..).filter(|&&s| self.rows.get(s).is_some_and(|e| e.body.is_none())).take(LOAD_CHUNK).copied().collect();
+        if !seqs.is_empty() && sink.send(Msg::Load { transport: t, seqs }).is_ok() {
+            self.loading[t.index()] = true;
         }
     }
 
@@ -371,11 +483,12 @@ impl Outbox {
     /// metrics and debug data live elsewhere and can never evict a location.
     pub fn evict(&mut self) -> Vec<(Eviction, u64)> {
         let Limits { max_rows, max_age } = self.limits;
-        let now = Instant::now();
+        let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let oldest_kept = self.run_clock.now_ms().saturating_sub(max_age_ms);
         let mut out = Vec::new();
         let mut too_old = 0;
-        while let Some((&seq, row)) = self.rows.first_key_value() {
-            if now.duration_since(row.accepted_at) <= max_age {
+        while let Some((seq, entry)) = self.rows.first() {
+            if entry.observed_at_ms >= oldest_kept {
                 break;
             }
             self.remove(seq);
@@ -383,7 +496,7 @@ impl Outbox {
         }
         let mut full = 0;
         while self.rows.len() > max_rows {
-            let Some(&seq) = self.rows.keys().next() else { break };
+            let Some((seq, _)) = self.rows.first() else { break };
             self.remove(seq);
             full += 1;
         }
@@ -431,13 +544,14 @@ impl Outbox {
     }
 
     fn remove(&mut self, seq: u64) {
-        if let Some(row) = self.rows.remove(&seq) {
+        if let Some(entry) = self.rows.remove(seq) {
             for t in Transport::ALL {
-                if row.delivery(t).owed() {
+                if entry.delivery(t).owed() {
                     *self.owed_count(t) -= 1;
                 }
                 self.pending(t).remove(&seq);
             }
+            self.resident.remove(&seq);
             self.persist(Op::Delete(seq));
         }
     }
@@ -450,7 +564,7 @@ impl Outbox {
     /// Whether the outbox is empty.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.len() == 0
     }
 
     fn pending_set(&self, t: Transport) -> &BTreeSet<u64> {
@@ -467,47 +581,88 @@ impl Outbox {
 
     /// Adds an accepted row (in acceptance order). With a sink, it is persisted and stays
     /// invisible to the transports until [`Outbox::make_visible`]; without one it is visible at once.
-    pub fn insert(&mut self, mut row: Row) {
-        row.observed_at_ms = self.run_clock.at(row.accepted_at);
-        let seq = row.seq;
+    pub fn insert(&mut self, row: Row) {
+        let observed_at_ms = self.run_clock.at(row.accepted_at);
+        let state = |on| if on { Delivery::Pending } else { Delivery::NotOwed };
+        let delivery = [state(row.owed[0]), state(row.owed[1])];
         for t in Transport::ALL {
-            if row.delivery(t) == Delivery::Pending {
+            if delivery[t.index()] == Delivery::Pending {
                 *self.owed_count(t) += 1;
             }
         }
         if self.sink.is_some() {
-            self.persist(Op::Insert(row.stored()));
+            self.persist(Op::Insert(StoredRow {
+                seq: row.seq,
+                event_id: row.event_id.to_string(),
+                payload: row.payload.to_vec(),
+                timestamp_ms: row.timestamp_ms,
+                accepted_at_ms: crate::clock::now_ms(),
+                observed_at_ms: Some(observed_at_ms),
+                mqtt: delivery[0],
+                pubsub: delivery[1],
+            }));
         }
-        self.rows.insert(seq, row);
+        let entry = Entry {
+            observed_at_ms,
+            timestamp_ms: row.timestamp_ms,
+            len: u32::try_from(row.payload.len()).unwrap_or(u32::MAX),
+            delivery,
+            flags: 0,
+            body: Some(Box::new(Body { event_id: row.event_id, payload: row.payload })),
+        };
+        self.resident.insert(row.seq);
+        self.rows.insert(row.seq, entry);
         if self.sink.is_none() {
-            self.make_visible(&[seq]);
+            self.make_visible(&[row.seq]);
         }
     }
 
     /// Takes the oldest rows pending for `t` (at most `max_count`, and at most `max_bytes` as
-    /// measured by `cost`, but always at least one) and marks them in flight.
+    /// measured by `cost` of a payload length, but always at least one) and marks them in flight.
     #[cfg(test)]
-    pub fn take(&mut self, t: Transport, max_count: usize, max_bytes: usize, cost: impl Fn(&Row) -> usize) -> Vec<Row> {
+    pub fn take(&mut self, t: Transport, max_count: usize, max_bytes: usize, cost: impl Fn(usize) -> usize) -> Vec<Row> {
         self.take_up_to(t, u64::MAX, max_count, max_bytes, cost)
     }
 
     /// [`Outbox::take`], only rows with a sequence number up to `max_seq` (an upload burst's).
-    pub fn take_up_to(&mut self, t: Transport, max_seq: u64, max_count: usize, max_bytes: usize, cost: impl Fn(&Row) -> usize) -> Vec<Row> {
-        let mut out = Vec::new();
+    /// When it reaches a row whose body is not in memory before the batch is full, it takes
+    /// nothing: it asks the store for the next bodies and the transport is woken once they are
+    /// there (so a batch is never cut short by where memory ends).
+    pub fn take_up_to(&mut self, t: Transport, max_seq: u64, max_count: usize, max_bytes: usize, cost: impl Fn(usize) -> usize) -> Vec<Row> {
+        let mut out: Vec<Row> = Vec::new();
         let mut bytes = 0;
-        while out.len() < max_count {
-            let Some(&seq) = self.pending(t).first().filter(|s| **s <= max_seq) else { break };
-            let Some(row) = self.rows.get_mut(&seq) else {
+        let now = (Instant::now(), self.run_clock.now_ms());
+        let candidates: Vec<u64> = self.pending_set(t).range(..=max_seq).take(max_count).copied().collect();
+        for seq in candidates {
+            let Some(entry) = self.rows.get(seq) else {
                 self.pending(t).remove(&seq);
                 continue;
             };
-            let c = cost(row);
+            let c = cost(entry.len as usize);
             if !out.is_empty() && bytes + c > max_bytes {
                 break;
             }
+            let Some(body) = &entry.body else {
+                // Not in memory: read the next ones back, and take the whole batch then.
+                self.request_load(t, seq);
+                let back: Vec<u64> = out.iter().map(|r| r.seq).collect();
+                self.release(t, &back);
+                return Vec::new();
+            };
             bytes += c;
-            row.set(t, Delivery::InFlight);
-            out.push(row.clone());
+            let age = Duration::from_millis(now.1.saturating_sub(entry.observed_at_ms).max(0) as u64);
+            out.push(Row {
+                seq,
+                event_id: body.event_id.clone(),
+                payload: body.payload.clone(),
+                timestamp_ms: entry.timestamp_ms,
+                accepted_at: now.0.checked_sub(age).unwrap_or(now.0),
+                owed: [entry.delivery(Transport::Mqtt).owed(), entry.delivery(Transport::PubSub).owed()],
+            });
+            if let Some(entry) = self.rows.get_mut(seq) {
+                entry.set(t, Delivery::InFlight);
+                entry.mark(PINNED, false);
+            }
             self.pending(t).remove(&seq);
         }
         out
@@ -515,7 +670,7 @@ impl Outbox {
 
     /// Oldest acceptance time among rows pending (not in flight) for `t`.
     pub fn oldest_pending(&self, t: Transport) -> Option<Instant> {
-        self.pending_set(t).first().and_then(|s| self.rows.get(s)).map(|r| r.accepted_at)
+        self.pending_set(t).first().and_then(|s| self.rows.get(*s)).map(|e| self.instant_at(e.observed_at_ms))
     }
 
     /// Sequence number of the oldest row pending (not in flight) for `t`.
@@ -537,9 +692,10 @@ impl Outbox {
         self.pending_set(t).len()
     }
 
-    /// Sum of `cost` over the oldest `max_count` rows pending for `t` (a batch's size).
-    pub fn pending_cost(&self, t: Transport, max_count: usize, cost: impl Fn(&Row) -> usize) -> usize {
-        self.pending_set(t).iter().take(max_count).filter_map(|s| self.rows.get(s)).map(cost).sum()
+    /// Sum of `cost` (of each payload length) over the oldest `max_count` rows pending for `t`
+    /// (a batch's size).
+    pub fn pending_cost(&self, t: Transport, max_count: usize, cost: impl Fn(usize) -> usize) -> usize {
+        self.pending_set(t).iter().take(max_count).filter_map(|s| self.rows.get(*s)).map(|e| cost(e.len as usize)).sum()
     }
 
     /// Marks rows acknowledged by `t`; returns those that left the outbox.
@@ -550,20 +706,22 @@ impl Outbox {
     fn settle(&mut self, t: Transport, seqs: &[u64], to: Delivery) -> Vec<Completed> {
         let mut done = Vec::new();
         for seq in seqs {
-            let Some(row) = self.rows.get_mut(seq) else { continue };
-            if !row.delivery(t).owed() {
+            let Some(entry) = self.rows.get_mut(*seq) else { continue };
+            if !entry.delivery(t).owed() {
                 continue;
             }
-            row.set(t, to);
-            let finished = row.done().then(|| row.outcome());
+            entry.set(t, to);
+            let finished = entry.done().then(|| entry.outcome());
             self.pending(t).remove(seq);
             *self.owed_count(t) -= 1;
             if let Some(outcome) = finished {
-                self.rows.remove(seq);
+                self.rows.remove(*seq);
+                self.resident.remove(seq);
                 done.push(Completed { outcome });
             }
             self.persist_row(*seq);
         }
+        self.shrink();
         done
     }
 
@@ -571,10 +729,10 @@ impl Outbox {
     /// dropped); they keep their place by acceptance order.
     pub fn release(&mut self, t: Transport, seqs: &[u64]) {
         for seq in seqs {
-            if let Some(row) = self.rows.get_mut(seq) {
-                if row.delivery(t) == Delivery::InFlight {
-                    row.set(t, Delivery::Pending);
-                    let visible = row.visible;
+            if let Some(entry) = self.rows.get_mut(*seq) {
+                if entry.delivery(t) == Delivery::InFlight {
+                    entry.set(t, Delivery::Pending);
+                    let visible = entry.has(VISIBLE);
                     if visible {
                         self.pending(t).insert(*seq);
                     }
@@ -587,10 +745,10 @@ impl Outbox {
     pub fn also_owe(&mut self, t: Transport, seqs: &[u64]) -> u64 {
         let mut n = 0;
         for seq in seqs {
-            if let Some(row) = self.rows.get_mut(seq) {
-                if row.delivery(t) == Delivery::NotOwed {
-                    row.set(t, Delivery::Pending);
-                    let visible = row.visible;
+            if let Some(entry) = self.rows.get_mut(*seq) {
+                if entry.delivery(t) == Delivery::NotOwed {
+                    entry.set(t, Delivery::Pending);
+                    let visible = entry.has(VISIBLE);
                     if visible {
                         self.pending(t).insert(*seq);
                     }
@@ -608,37 +766,42 @@ impl Outbox {
     /// finish their attempt. Returns the rows that left the outbox.
     pub fn stop_owing(&mut self, t: Transport, instead: Transport) -> Vec<Completed> {
         let seqs: Vec<u64> = self.pending(t).iter().copied().collect();
-        let orphans: Vec<u64> = seqs.iter().filter(|s| self.rows.get(s).is_some_and(|r| r.delivery(instead) == Delivery::NotOwed)).copied().collect();
+        let orphans: Vec<u64> = seqs.iter().filter(|&&s| self.rows.get(s).is_some_and(|e| e.delivery(instead) == Delivery::NotOwed)).copied().collect();
         self.also_owe(instead, &orphans);
         self.settle(t, &seqs, Delivery::NotOwed)
     }
 
     /// Moves one in-flight row of `t` to the dead-letter list; returns it if it left the outbox.
+    /// An in-flight row always has its body in memory (a body never leaves while its row is in
+    /// flight); were it missing, the row goes back to the queue rather than be lost.
     pub fn dead_letter(&mut self, t: Transport, seq: u64, error: String) -> Vec<Completed> {
-        if let Some(row) = self.rows.get(&seq) {
-            self.next_dead_letter_id += 1;
-            let now = self.run_clock.now_ms();
-            let stored = StoredDeadLetter {
-                id: self.next_dead_letter_id,
-                event_id: row.event_id.to_string(),
-                payload: row.payload.to_vec(),
-                timestamp_ms: row.timestamp_ms,
-                transport: t,
-                error: error.clone(),
-                observed_at_ms: Some(now),
-            };
-            self.dead_letter_bytes += row.payload.len();
-            let letter = DeadLetter {
-                id: stored.id,
-                event_id: stored.event_id.clone(),
-                payload: String::from_utf8_lossy(&row.payload).into_owned(),
-                transport: t,
-                error,
-                timestamp_ms: row.timestamp_ms,
-            };
-            self.dead_letters.push_back((letter, now));
-            self.persist(Op::DeadLetter(stored));
-        }
+        let Some(entry) = self.rows.get(seq) else { return Vec::new() };
+        let Some(body) = &entry.body else {
+            self.release(t, &[seq]);
+            return Vec::new();
+        };
+        self.next_dead_letter_id += 1;
+        let now = self.run_clock.now_ms();
+        let stored = StoredDeadLetter {
+            id: self.next_dead_letter_id,
+            event_id: body.event_id.to_string(),
+            payload: body.payload.to_vec(),
+            timestamp_ms: entry.timestamp_ms,
+            transport: t,
+            error: error.clone(),
+            observed_at_ms: Some(now),
+        };
+        self.dead_letter_bytes += body.payload.len();
+        let letter = DeadLetter {
+            id: stored.id,
+            event_id: stored.event_id.clone(),
+            payload: String::from_utf8_lossy(&body.payload).into_owned(),
+            transport: t,
+            error,
+            timestamp_ms: entry.timestamp_ms,
+        };
+        self.dead_letters.push_back((letter, now));
+        self.persist(Op::DeadLetter(stored));
         self.settle(t, &[seq], Delivery::DeadLettered)
     }
 
@@ -658,7 +821,7 @@ impl Outbox {
 
     /// Sequence numbers of every row still owed to `t`, oldest first.
     pub fn owed_seqs(&self, t: Transport) -> Vec<u64> {
-        self.rows.values().filter(|r| r.delivery(t).owed()).map(|r| r.seq).collect()
+        self.rows.iter().filter(|(_, e)| e.delivery(t).owed()).map(|(s, _)| s).collect()
     }
 
     /// Rows still owed to `t` (pending or in flight).
@@ -670,26 +833,26 @@ impl Outbox {
     pub fn owed_up_to(&self, seq: u64) -> (u64, u64) {
         let mut m = 0;
         let mut p = 0;
-        for row in self.rows.range(..=seq).map(|(_, r)| r) {
-            m += row.delivery(Transport::Mqtt).owed() as u64;
-            p += row.delivery(Transport::PubSub).owed() as u64;
+        for e in self.rows.up_to(seq).map(|(_, e)| e) {
+            m += e.delivery(Transport::Mqtt).owed() as u64;
+            p += e.delivery(Transport::PubSub).owed() as u64;
         }
         (m, p)
     }
 
     /// Sequence number of the oldest row still in the outbox.
     pub fn oldest_seq(&self) -> Option<u64> {
-        self.rows.keys().next().copied()
+        self.rows.first().map(|(seq, _)| seq)
     }
 
     /// Whether every row accepted at or before `seq` has left.
     pub fn drained_up_to(&self, seq: u64) -> bool {
-        self.rows.range(..=seq).next().is_none()
+        self.rows.up_to(seq).next().is_none()
     }
 
     /// Acceptance time of the oldest row still owed.
     pub fn oldest(&self) -> Option<Instant> {
-        self.rows.values().next().map(|r| r.accepted_at)
+        self.rows.first().map(|(_, e)| self.instant_at(e.observed_at_ms))
     }
 
     /// The dead letters, oldest first: at most `limit` after id `after_id` (a page).
@@ -708,8 +871,8 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn len(r: &Row) -> usize {
-        r.payload.len()
+    fn len(payload_len: usize) -> usize {
+        payload_len
     }
 
     fn row(seq: u64, mqtt: bool, pubsub: bool) -> Row {
@@ -802,24 +965,130 @@ mod tests {
 
     #[test]
     fn restored_rows_age_by_the_run_clock() {
-        let stored = |seq, observed_at_ms| StoredRow {
-            seq,
-            event_id: format!("e{seq}"),
-            payload: b"{}".to_vec(),
-            timestamp_ms: 1,
-            accepted_at_ms: 0, // a wall clock from long ago: ignored
-            observed_at_ms,
-            mqtt: Delivery::Pending,
-            pubsub: Delivery::NotOwed,
-        };
+        let stored = |seq, observed_at_ms| StoredIndex { seq, timestamp_ms: 1, len: 2, observed_at_ms, mqtt: Delivery::Pending, pubsub: Delivery::NotOwed };
         let hour = 3_600_000;
         let limits = Limits { max_rows: 100, max_age: Duration::from_secs(168 * 3600) };
         let (tx, _rx) = std::sync::mpsc::channel();
         let mut o = Outbox::with_sink(tx, limits, crate::clock::RunClock::resume(200 * hour));
         // Observed 169 h and 1 h before the end of the last run; one from before the run clock.
-        o.restore(vec![stored(1, Some(31 * hour)), stored(2, Some(199 * hour)), stored(3, None)], vec![]);
+        for r in [stored(1, Some(31 * hour)), stored(2, Some(199 * hour)), stored(3, None)] {
+            o.restore_row(r);
+        }
         assert_eq!(o.evict(), vec![(Eviction::TooOld, 1)]);
         assert_eq!(o.depth(Transport::Mqtt), 2);
+    }
+
+    /// An outbox with a store channel, `n` rows owed to Pub/Sub only, all committed to disk.
+    fn committed(n: u64) -> (Outbox, std::sync::mpsc::Receiver<Msg>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut o = Outbox::with_sink(tx, Limits::default(), crate::clock::RunClock::resume(0));
+        let seqs: Vec<u64> = (1..=n).collect();
+        for &s in &seqs {
+            o.insert(row(s, false, true));
+        }
+        o.make_visible(&seqs);
+        o.mark_on_disk(&seqs);
+        (o, rx)
+    }
+
+    /// The load requests sent to the store so far (inserts and other ops skipped).
+    fn loads(rx: &std::sync::mpsc::Receiver<Msg>) -> Vec<(Transport, Vec<u64>)> {
+        rx.try_iter().filter_map(|m| if let Msg::Load { transport, seqs } = m { Some((transport, seqs)) } else { None }).collect()
+    }
+
+    fn bodies(seqs: &[u64]) -> Vec<StoredBody> {
+        seqs.iter().map(|&s| StoredBody { seq: s, event_id: format!("e{s}"), payload: b"{}".to_vec() }).collect()
+    }
+
+    #[test]
+    fn an_index_entry_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32, "what a queued location costs in memory besides the map");
+    }
+
+    #[test]
+    fn bodies_beyond_the_resident_limit_stay_on_disk_and_come_back_in_order() {
+        let n = 3 * MAX_RESIDENT as u64 + 3_000;
+        let (mut o, rx) = committed(n);
+        let m = MAX_RESIDENT as u64;
+        assert_eq!(o.resident(), MAX_RESIDENT, "the oldest stay in memory, the newest leave");
+        // The resident rows go at once.
+        let taken = o.take(Transport::PubSub, MAX_RESIDENT, usize::MAX, len);
+        assert_eq!(taken.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=m).collect::<Vec<_>>());
+        assert!(loads(&rx).is_empty(), "nothing read back while memory held the rows");
+        o.ack(Transport::PubSub, &taken.iter().map(|r| r.seq).collect::<Vec<_>>());
+        // The next row is not in memory: no batch cut short, the next 1,000 are asked for, once.
+        assert!(o.take(Transport::PubSub, 1_000, usize::MAX, len).is_empty());
+        assert!(o.take(Transport::PubSub, 1_000, usize::MAX, len).is_empty());
+        let asked = loads(&rx);
+        assert_eq!(asked.len(), 1);
+        assert_eq!((asked[0].0, asked[0].1.first(), asked[0].1.len()), (Transport::PubSub, Some(&(m + 1)), LOAD_CHUNK));
+        o.install(Transport::PubSub, bodies(&asked[0].1));
+        let taken = o.take(Transport::PubSub, 1_000, usize::MAX, len);
+        assert_eq!(taken.iter().map(|r| r.seq).collect::<Vec<_>>(), (m + 1..=m + 1_000).collect::<Vec<_>>(), "in acceptance order");
+        assert_eq!(*taken[999].event_id, *format!("e{}", m + 1_000));
+        assert_eq!(o.depth(Transport::PubSub), (n - m) as usize, "nothing lost on the way");
+    }
+
+    #[test]
+    fn a_batch_reaching_past_memory_is_given_back_whole() {
+        let (mut o, rx) = committed(3 * MAX_RESIDENT as u64);
+        // A batch larger than what memory holds: nothing goes, the rest is asked for.
+        assert!(o.take(Transport::PubSub, MAX_RESIDENT + 10, usize::MAX, len).is_empty());
+        assert_eq!(o.oldest_pending_seq(Transport::PubSub), Some(1), "given back, in place");
+        let asked = loads(&rx).remove(0).1;
+        o.install(Transport::PubSub, bodies(&asked));
+        let taken = o.take(Transport::PubSub, MAX_RESIDENT + 10, usize::MAX, len);
+        assert_eq!(taken.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=MAX_RESIDENT as u64 + 10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_body_leaves_memory_only_when_on_disk_and_not_in_flight() {
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut o = Outbox::with_sink(tx, Limits::default(), crate::clock::RunClock::resume(0));
+        let n = 2 * MAX_RESIDENT as u64 + 10;
+        let seqs: Vec<u64> = (1..=n).collect();
+        for &s in &seqs {
+            o.insert(row(s, true, true));
+        }
+        o.make_visible(&seqs);
+        // MQTT takes everything before the commit reports it on disk, and puts all but the
+        // newest ten back.
+        assert_eq!(o.take(Transport::Mqtt, usize::MAX, usize::MAX, len).len(), n as usize);
+        let (older, newest) = seqs.split_at(seqs.len() - 10);
+        o.release(Transport::Mqtt, older);
+        o.mark_on_disk(&seqs);
+        assert_eq!(o.resident(), MAX_RESIDENT, "shrunk to the limit");
+        assert!(newest.iter().all(|s| o.resident.contains(s)), "in flight: kept");
+        assert!(o.resident.range(..=MAX_RESIDENT as u64 - 10).count() == MAX_RESIDENT - 10, "then the oldest, which go first");
+        // Pub/Sub reaches a row whose body is on disk only: nothing to dead-letter, nothing lost.
+        assert!(o.dead_letter(Transport::PubSub, MAX_RESIDENT as u64, "400".into()).is_empty());
+        assert_eq!(o.depth(Transport::PubSub), n as usize);
+    }
+
+    #[test]
+    fn a_read_back_stays_until_taken() {
+        // Owed to both; Pub/Sub delivers the 2,048 rows in memory while MQTT waits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut o = Outbox::with_sink(tx, Limits::default(), crate::clock::RunClock::resume(0));
+        let add = |o: &mut Outbox, seqs: std::ops::RangeInclusive<u64>| {
+            let seqs: Vec<u64> = seqs.collect();
+            seqs.iter().for_each(|&s| o.insert(row(s, true, true)));
+            o.make_visible(&seqs);
+            o.mark_on_disk(&seqs);
+        };
+        add(&mut o, 1..=5_000);
+        let front = o.take(Transport::PubSub, MAX_RESIDENT, usize::MAX, len);
+        o.ack(Transport::PubSub, &front.iter().map(|r| r.seq).collect::<Vec<_>>());
+        assert!(o.take(Transport::PubSub, 1_000, usize::MAX, len).is_empty());
+        let asked = loads(&rx).remove(0).1;
+        o.install(Transport::PubSub, bodies(&asked));
+        // New rows fill memory past the limit before Pub/Sub takes its read: the shrink drops
+        // the newest it may, and MQTT's old rows, never the read Pub/Sub is waiting for.
+        add(&mut o, 5_001..=6_100);
+        assert!(o.resident() <= 2 * MAX_RESIDENT);
+        let taken = o.take(Transport::PubSub, 1_000, usize::MAX, len);
+        assert_eq!(taken.first().map(|r| r.seq), Some(MAX_RESIDENT as u64 + 1));
+        assert_eq!(taken.len(), 1_000);
     }
 
     #[test]

@@ -292,6 +292,21 @@ impl Shared {
         Ok((FetchResult::Applied { version }, version, change))
     }
 
+    /// Called by the store thread with payloads it read back for `loaded.transport`: they go
+    /// back into the outbox and the transport is woken to take them. A failed read is logged;
+    /// the transport asks again when it is next woken.
+    fn loaded(&self, loaded: store::Loaded) {
+        let t = loaded.transport;
+        self.lock().outbox.install(t, loaded.bodies);
+        match loaded.failed {
+            None => self.hub.wake(t),
+            Some(e) => {
+                self.hub.metrics.storage_error();
+                self.event(log::Level::Error, "storage", || format!("cannot read queued locations back for {} ({e}); will try again", t.as_str()));
+            }
+        }
+    }
+
     /// Called by the store thread after each group commit.
     fn committed(&self, commit: store::Commit) {
         {
@@ -305,6 +320,8 @@ impl Shared {
                     if let Some(&max) = commit.durable.iter().max() {
                         st.durable_seq = st.durable_seq.max(max);
                     }
+                    // On disk: beyond what the transports send next, their payloads leave memory.
+                    st.outbox.mark_on_disk(&commit.durable);
                 }
                 Some(e) => {
                     self.hub.metrics.storage_error();
@@ -335,11 +352,21 @@ fn start_store_writer(
     std::thread::Builder::new()
         .name("dualpub-store".into())
         .spawn(move || {
-            store::run_writer(db, rx, |commit| {
-                if let Some(shared) = shared.upgrade() {
-                    shared.committed(commit);
-                }
-            });
+            let for_loads = shared.clone();
+            store::run_writer(
+                db,
+                rx,
+                |commit| {
+                    if let Some(shared) = shared.upgrade() {
+                        shared.committed(commit);
+                    }
+                },
+                |loaded| {
+                    if let Some(shared) = for_loads.upgrade() {
+                        shared.loaded(loaded);
+                    }
+                },
+            );
             let _ = done_tx.send(());
         })
         .map_err(|source| Error::Start { what: "the store thread", source })?;
@@ -718,7 +745,7 @@ impl Publisher {
             },
             "storage": {"memoryOnly": self.shared.memory_only},
             "queue": {
-                "mqtt": m.mqtt.queue_depth, "pubsub": m.pubsub.queue_depth, "rows": st.outbox.len(),
+                "mqtt": m.mqtt.queue_depth, "pubsub": m.pubsub.queue_depth, "rows": st.outbox.len(), "inMemory": st.outbox.resident(),
                 "oldestAgeSeconds": m.queue_oldest_age_seconds, "durableSeq": st.durable_seq, "nextSeq": st.next_seq,
                 "deadLetters": st.outbox.dead_letter_count(),
             },

@@ -56,7 +56,6 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     let run_clock = crate::clock::RunClock::resume(db.load_observed_ms()?);
     db.record_run_clock(run_clock);
     note_storage(config, &report, &mut notes);
-    let rows = db.load_rows()?;
     let (dead_letters, dead_letters_dropped) = db.load_dead_letters(crate::outbox::MAX_DEAD_LETTERS)?;
     if dead_letters_dropped > 0 {
         notes.push((log::Level::Warn, "dropped", format!("{dead_letters_dropped} dead letter(s): dead_letters_full")));
@@ -73,7 +72,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     let mut tally = tally;
     // A row written by a last commit without its tally (the hub already gone) must not have its
     // seq given out again: the newest row's is the floor.
-    if let Some(seq) = rows.last().and_then(|r| wire_seq(&r.payload)) {
+    if let Some(seq) = db.newest_payload()?.and_then(|p| wire_seq(&p)) {
         tally.counters.last_seq = tally.counters.last_seq.max(seq);
     }
     let fetcher = fetcher(config, &db, persisted.is_some(), http, clock, &mut notes)?;
@@ -102,8 +101,9 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         max_age: std::time::Duration::from_secs(u64::from(config.max_outbox_age_hours) * 3600),
     };
     let mut outbox = Outbox::with_sink(store_tx.clone(), limits, run_clock);
-    let recovered = rows.len() as u64;
-    outbox.restore(rows, dead_letters);
+    // Row by row, without payloads: they stay on disk until a transport reaches them.
+    let recovered = db.load_index(|row| outbox.restore_row(row))?;
+    outbox.restore_dead_letters(dead_letters);
     if recovered > 0 {
         notes.push((log::Level::Info, "storage", format!("resumes {recovered} location(s) from the outbox")));
     }

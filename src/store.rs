@@ -84,6 +84,35 @@ pub struct StoredRow {
     pub pubsub: Delivery,
 }
 
+/// What the outbox keeps in memory of a stored row at start-up: everything but the eventId and
+/// the payload, which stay on disk until a transport is about to send them ([`Store::load_bodies`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredIndex {
+    /// Acceptance order.
+    pub seq: u64,
+    /// The location's timestamp.
+    pub timestamp_ms: i64,
+    /// The payload's length in bytes (what a batch's size is counted in).
+    pub len: u32,
+    /// The run clock at acceptance (`None`: written before the run clock existed).
+    pub observed_at_ms: Option<i64>,
+    /// MQTT state.
+    pub mqtt: Delivery,
+    /// Pub/Sub state.
+    pub pubsub: Delivery,
+}
+
+/// A stored row's eventId and payload, read back for a transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredBody {
+    /// Acceptance order.
+    pub seq: u64,
+    /// The eventId.
+    pub event_id: String,
+    /// The wire JSON.
+    pub payload: Vec<u8>,
+}
+
 /// A stored dead letter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredDeadLetter {
@@ -397,6 +426,10 @@ impl Store {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // 512 KiB of page cache instead of SQLite's 2 MB: the writer appends and the transports
+        // read back consecutive rows, so a small cache costs no reads that matter, and it is
+        // memory a phone keeps for the app's whole life (docs/PERFORMANCE.md, "Memory").
+        conn.pragma_update(None, "cache_size", -512)?;
         let mut store = Store { conn, run_clock: None, found_schema: 0, tally: None };
         store.found_schema = store.migrate()?;
         // Reads every page of both tables: a corrupt file fails here, not later.
@@ -454,11 +487,49 @@ impl Store {
     }
 
     /// Every stored row, oldest first.
+    #[cfg(test)]
     pub fn load_rows(&self) -> rusqlite::Result<Vec<StoredRow>> {
         let mut stmt =
             self.conn.prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms FROM outbox ORDER BY seq")?;
         let rows = stmt.query_map([], |r| stored_row(r, r.get(7)?))?;
         rows.collect()
+    }
+
+    /// Every stored row without its eventId and payload, oldest first, handed to `each` one at
+    /// a time (a 100,000-row backlog is never a vector in memory); returns how many.
+    pub fn load_index(&self, mut each: impl FnMut(StoredIndex)) -> rusqlite::Result<u64> {
+        let mut stmt = self.conn.prepare("SELECT seq, timestamp_ms, length(payload), mqtt, pubsub, observed_at_ms FROM outbox ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            each(StoredIndex {
+                seq: r.get::<_, i64>(0)? as u64,
+                timestamp_ms: r.get(1)?,
+                len: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+                mqtt: delivery(r.get(3)?),
+                pubsub: delivery(r.get(4)?),
+                observed_at_ms: r.get(5)?,
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The payload of the newest stored row, if any.
+    pub fn newest_payload(&self) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.conn.query_row("SELECT payload FROM outbox ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()
+    }
+
+    /// The eventIds and payloads of rows `seqs` (those still stored), for a transport about to
+    /// send them.
+    pub fn load_bodies(&self, seqs: &[u64]) -> rusqlite::Result<Vec<StoredBody>> {
+        let mut stmt = self.conn.prepare_cached("SELECT event_id, payload FROM outbox WHERE seq = ?1")?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            let body = stmt.query_row(params![seq as i64], |r| Ok(StoredBody { seq, event_id: r.get(0)?, payload: r.get(1)? })).optional()?;
+            out.extend(body);
+        }
+        Ok(out)
     }
 
     /// The time the SDK observed on this directory in earlier runs (see `RunClock`).
@@ -596,61 +667,104 @@ impl Store {
 pub enum Msg {
     /// Persist these, in order.
     Ops(Vec<Op>),
+    /// Read these rows' eventIds and payloads back for `transport` (they left memory:
+    /// docs/PERFORMANCE.md, "Memory"); answered through the `loaded` callback of [`run_writer`].
+    Load {
+        /// The transport that wants them.
+        transport: Transport,
+        /// The rows, oldest first.
+        seqs: Vec<u64>,
+    },
     /// Persist what is queued, then stop.
     Stop,
 }
 
+/// The writer's answer to [`Msg::Load`].
+#[derive(Debug)]
+pub struct Loaded {
+    /// The transport that asked.
+    pub transport: Transport,
+    /// The rows still stored, oldest first.
+    pub bodies: Vec<StoredBody>,
+    /// The read failed; `bodies` is empty and the transport asks again later.
+    pub failed: Option<rusqlite::Error>,
+}
+
+/// What the writer has been asked to do and not done yet.
+#[derive(Default)]
+struct Inbox {
+    ops: Vec<Op>,
+    loads: Vec<(Transport, Vec<u64>)>,
+    stopping: bool,
+}
+
+impl Inbox {
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Ops(ops) => self.ops.extend(ops),
+            Msg::Load { transport, seqs } => self.loads.push((transport, seqs)),
+            Msg::Stop => self.stopping = true,
+        }
+    }
+}
+
 /// Runs the writer: waits for ops, gathers everything queued (group commit), applies it in one
 /// transaction and reports through `committed`. A failed commit keeps its ops and retries with
-/// a growing pause, reporting the failure once per attempt. Returns when told to stop (after a
-/// last commit) or when every sender is gone.
-pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut(Commit)) {
+/// a growing pause, reporting the failure once per attempt. Reads asked for by [`Msg::Load`]
+/// are answered through `loaded` after the commit of whatever was queued with them. Returns
+/// when told to stop (after a last commit) or when every sender is gone.
+pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut(Commit), mut loaded: impl FnMut(Loaded)) {
     let mut retry = crate::retry::Backoff::new(crate::retry::Policy::STORE);
-    let mut queued: Vec<Op> = Vec::new();
-    let mut stopping = false;
+    let mut inbox = Inbox::default();
     loop {
-        if queued.is_empty() && !stopping {
+        if inbox.ops.is_empty() && inbox.loads.is_empty() && !inbox.stopping {
             match rx.recv() {
-                Ok(Msg::Ops(ops)) => queued.extend(ops),
-                Ok(Msg::Stop) | Err(_) => stopping = true,
+                Ok(msg) => inbox.take(msg),
+                Err(_) => inbox.stopping = true,
             }
         }
         while let Ok(msg) = rx.try_recv() {
-            match msg {
-                Msg::Ops(ops) => queued.extend(ops),
-                Msg::Stop => stopping = true,
-            }
+            inbox.take(msg);
         }
-        if queued.is_empty() {
-            if stopping {
+        if !inbox.ops.is_empty() {
+            commit(&mut store, &mut inbox, &mut retry, &rx, &mut committed);
+            if inbox.stopping && !inbox.ops.is_empty() && retry.failures() > 5 {
+                committed(Commit { durable: Vec::new(), failed: None, abandoned: inbox.ops.len(), report_seq: None });
                 return;
             }
-            continue;
         }
-        let durable: Vec<u64> = queued.iter().filter_map(|op| if let Op::Insert(r) = op { Some(r.seq) } else { None }).collect();
-        match store.apply(&queued) {
-            Ok(report_seq) => {
-                retry.reset();
-                queued.clear();
-                committed(Commit { durable, failed: None, abandoned: 0, report_seq });
-            }
-            Err(e) => {
-                committed(Commit { durable, failed: Some(e), abandoned: 0, report_seq: None });
-                // Rows inserted and already gone again need never reach the disk: a smaller
-                // retry fits where the full one did not (a full disk frees up as rows leave).
-                compact(&mut queued);
-                // Keep the ops; wait (or for more work / a stop) and try again.
-                let pause = retry.next_delay().max(Duration::from_millis(10));
-                match rx.recv_timeout(pause) {
-                    Ok(Msg::Ops(ops)) => queued.extend(ops),
-                    Ok(Msg::Stop) => stopping = true,
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => stopping = true,
-                }
-                if stopping && retry.failures() > 5 {
-                    committed(Commit { durable: Vec::new(), failed: None, abandoned: queued.len(), report_seq: None });
-                    return;
-                }
+        for (transport, seqs) in std::mem::take(&mut inbox.loads) {
+            loaded(match store.load_bodies(&seqs) {
+                Ok(bodies) => Loaded { transport, bodies, failed: None },
+                Err(e) => Loaded { transport, bodies: Vec::new(), failed: Some(e) },
+            });
+        }
+        if inbox.stopping && inbox.ops.is_empty() {
+            return;
+        }
+    }
+}
+
+/// One group commit of everything queued in `inbox`; on failure keeps the ops (compacted) and
+/// waits a growing pause, or for more work or a stop.
+fn commit(store: &mut Store, inbox: &mut Inbox, retry: &mut crate::retry::Backoff, rx: &Receiver<Msg>, committed: &mut impl FnMut(Commit)) {
+    let durable: Vec<u64> = inbox.ops.iter().filter_map(|op| if let Op::Insert(r) = op { Some(r.seq) } else { None }).collect();
+    match store.apply(&inbox.ops) {
+        Ok(report_seq) => {
+            retry.reset();
+            inbox.ops.clear();
+            committed(Commit { durable, failed: None, abandoned: 0, report_seq });
+        }
+        Err(e) => {
+            committed(Commit { durable, failed: Some(e), abandoned: 0, report_seq: None });
+            // Rows inserted and already gone again need never reach the disk: a smaller
+            // retry fits where the full one did not (a full disk frees up as rows leave).
+            compact(&mut inbox.ops);
+            let pause = retry.next_delay().max(Duration::from_millis(10));
+            match rx.recv_timeout(pause) {
+                Ok(msg) => inbox.take(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => inbox.stopping = true,
             }
         }
     }

@@ -147,3 +147,32 @@ fn dead_letters_survive_a_restart_and_can_be_retried() {
     assert!(wait_for_all(&pubsub.collected, std::slice::from_ref(&e), WAIT), "delivered with its original eventId");
     assert!(q.dead_letters().unwrap().is_empty());
 }
+
+#[test]
+fn a_backlog_larger_than_memory_holds_waits_on_disk_and_leaves_in_order() {
+    // 6,000 queued locations: only the next ones to go keep their payloads in memory
+    // (docs/PERFORMANCE.md, "Memory"); the rest are read back from SQLite as the transports
+    // reach them, in acceptance order, nothing lost.
+    let emu = emulator();
+    let id = device("backlog-on-disk");
+    let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "backlog-on-disk"));
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
+    p.set_network_available(false).unwrap();
+    let mut ids = Vec::new();
+    for chunk in 0..6 {
+        ids.extend(p.send_locations((0..1_000).map(|n| location(chunk * 1_000 + n)).collect()).unwrap());
+        assert!(p.await_durable(10_000).unwrap());
+    }
+    let report: serde_json::Value = serde_json::from_str(&p.debug_report().unwrap()).unwrap();
+    let in_memory = report["queue"]["inMemory"].as_u64().unwrap();
+    assert!(in_memory <= 2_048, "{in_memory} of 6,000 payloads in memory (at most twice MAX_RESIDENT in src/outbox.rs)");
+    p.set_network_available(true).unwrap();
+    let r = p.flush(60_000).unwrap();
+    assert!(r.completed, "{r:?}");
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT) && wait_for_all(&pubsub.collected, &ids, WAIT));
+    for (name, c) in [("MQTT", &mqtt.collected), ("Pub/Sub", &pubsub.collected)] {
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<String> = event_ids(c).into_iter().filter(|e| seen.insert(e.clone())).collect();
+        assert_eq!(first, ids, "{name}: in acceptance order");
+    }
+}

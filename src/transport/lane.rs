@@ -76,9 +76,11 @@ impl Lane {
         self.hub.lock().outbox.depth(self.t)
     }
 
-    /// Takes the oldest pending rows (at most `max_count`, at most `max_bytes` by `cost`, at
-    /// least one; with an upload window, only the open burst's) and marks them in flight.
-    pub fn take(&self, max_count: usize, max_bytes: usize, cost: impl Fn(&Row) -> usize) -> Vec<Row> {
+    /// Takes the oldest pending rows (at most `max_count`, at most `max_bytes` by `cost` of each
+    /// payload length, at least one; with an upload window, only the open burst's) and marks
+    /// them in flight. Empty while their payloads are being read back from the database: the
+    /// lane is woken when they are in memory.
+    pub fn take(&self, max_count: usize, max_bytes: usize, cost: impl Fn(usize) -> usize) -> Vec<Row> {
         let bound = self.hub.gate.send_bound();
         self.hub.lock().outbox.take_up_to(self.t, bound, max_count, max_bytes, cost)
     }
@@ -195,7 +197,7 @@ impl Lane {
     }
 
     /// Where the pending rows stand, for batching.
-    pub fn batch_status(&self, max_count: usize, cost: impl Fn(&Row) -> usize) -> BatchStatus {
+    pub fn batch_status(&self, max_count: usize, cost: impl Fn(usize) -> usize) -> BatchStatus {
         let st = self.hub.lock();
         let flush_target = self.hub.flush_target.load(Ordering::SeqCst);
         BatchStatus {

@@ -172,7 +172,7 @@ impl Session {
         if room == 0 {
             return 0;
         }
-        let rows = lane.take(room, usize::MAX, |r| r.payload.len());
+        let rows = lane.take(room, usize::MAX, |len| len);
         let mut handed = 0;
         for (i, row) in rows.iter().enumerate() {
             if !publish(row) {

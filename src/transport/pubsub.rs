@@ -91,8 +91,9 @@ pub(crate) fn request_body(settings: &Settings, rows: &[Row]) -> Vec<u8> {
     serde_json::to_vec(&PublishRequest { messages }).unwrap_or_default()
 }
 
-fn cost(r: &Row) -> usize {
-    r.payload.len().div_ceil(3) * 4 + MESSAGE_OVERHEAD
+/// A message's share of a request, for a payload of `len` bytes (base64 plus attributes).
+fn cost(len: usize) -> usize {
+    len.div_ceil(3) * 4 + MESSAGE_OVERHEAD
 }
 
 /// What the Pub/Sub task needs from the app's settings.
