@@ -179,6 +179,16 @@ impl Lane {
         self.hub.report_coming(self.t)
     }
 
+    /// Whether the MQTT task has a reason to connect: locations owed that may go now (an upload
+    /// burst, the network available), or a migration report that may go without them — one
+    /// that may wake the radio by itself, or, with a window, one cut at the end of a burst while
+    /// the radio is still on.
+    pub fn worth_connecting(&self) -> bool {
+        let locations = self.depth() > 0 && self.may_send();
+        let report = (self.report_waiting_alone() || (self.windowed() && self.report_ready())) && self.network();
+        locations || report
+    }
+
     /// Whether a report waits that may wake the radio by itself.
     pub fn report_waiting_alone(&self) -> bool {
         self.hub.report_waiting_alone(self.t)

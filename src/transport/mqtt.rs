@@ -242,10 +242,8 @@ impl Session {
 pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Backoff::mqtt();
     loop {
-        // Stay off the radio until there is something to send and it may go (an upload burst,
-        // the network available), or a report that may wake the radio by itself (with a window,
-        // also one cut at the end of a burst while the radio is still on).
-        while !((lane.depth() > 0 && lane.may_send()) || ((lane.report_waiting_alone() || (lane.windowed() && lane.report_ready())) && lane.network())) {
+        // Stay off the radio until there is a reason to connect.
+        while !lane.worth_connecting() {
             tokio::select! {
                 _ = lane.work_arrives() => {}
                 _ = shutdown.changed() => {}
