@@ -293,17 +293,23 @@ impl Shared {
     }
 
     /// Called by the store thread with payloads it read back for `loaded.transport`: they go
-    /// back into the outbox and the transport is woken to take them. A failed read is logged;
-    /// the transport asks again when it is next woken.
+    /// back into the outbox and the transport is woken to take them. After a failed read
+    /// (logged) it is woken [`RELOAD_PAUSE`] later to ask again.
     fn loaded(&self, loaded: store::Loaded) {
         let t = loaded.transport;
         self.lock().outbox.install(t, loaded.bodies);
-        match loaded.failed {
-            None => self.hub.wake(t),
-            Some(e) => {
-                self.hub.metrics.storage_error();
-                self.event(log::Level::Error, "storage", || format!("cannot read queued locations back for {} ({e}); will try again", t.as_str()));
-            }
+        let Some(e) = loaded.failed else {
+            self.hub.wake(t);
+            return;
+        };
+        self.hub.metrics.storage_error();
+        self.event(log::Level::Error, "storage", || format!("cannot read queued locations back for {} ({e}); trying again", t.as_str()));
+        if let Ok(rt) = crate::runtime::handle() {
+            let hub = self.hub.clone();
+            rt.spawn(async move {
+                tokio::time::sleep(RELOAD_PAUSE).await;
+                hub.wake(t);
+            });
         }
     }
 
@@ -389,6 +395,9 @@ pub struct Publisher {
     store_tx: std::sync::mpsc::Sender<store::Msg>,
     store_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
+
+/// How long a transport waits before asking again for payloads the database failed to read.
+const RELOAD_PAUSE: Duration = Duration::from_secs(5);
 
 /// How long `close` waits for the last group commit.
 const CLOSE_PERSIST_TIMEOUT: Duration = Duration::from_secs(5);

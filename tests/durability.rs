@@ -52,6 +52,8 @@ fn a_corrupt_database_is_moved_aside_counted_and_replaced() {
     let emu = emulator();
     let id = device("corrupt");
     let c = TestDevice::new(&id, &emu).config();
+    // A directory left by an earlier run whose process had the same id holds its own copy.
+    let _ = std::fs::remove_dir_all(&c.data_dir);
     std::fs::create_dir_all(&c.data_dir).unwrap();
     std::fs::write(std::path::Path::new(&c.data_dir).join("outbox.db"), b"garbage, not SQLite ".repeat(500)).unwrap();
     let mqtt = mqtt_subscriber(&id);

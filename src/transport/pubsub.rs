@@ -257,8 +257,18 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
             }
             continue;
         }
+        let first = lane.take(max_count, max_bytes, cost);
+        if first.is_empty() && lane.batch_status(max_count, cost).pending > 0 {
+            // Their payloads are being read back from the database (src/outbox.rs, "Memory"):
+            // the lane is woken once they are in memory.
+            tokio::select! {
+                _ = lane.work_arrives() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
         // Batches split after a 400 are sent in order, oldest first.
-        let mut work: Vec<Vec<Row>> = vec![lane.take(max_count, max_bytes, cost)];
+        let mut work: Vec<Vec<Row>> = vec![first];
         let mut delivered = true;
         while let Some(batch) = work.pop() {
             if batch.is_empty() {
