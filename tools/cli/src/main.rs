@@ -7,6 +7,8 @@
 //! - `dualpub bucket --device-id ID …` answers "is this device in the Pub/Sub cohort?".
 //! - `dualpub bench radio [--smoke]` measures what the SDK and the seed design's peer cost a
 //!   phone's cellular radio (docs/RADIO.md).
+//! - `dualpub bench throughput [--smoke]` measures the SDK's window-0 throughput next to bare
+//!   rumqttc + reqwest loops, and a backlog drain (docs/PERFORMANCE.md).
 //! - `dualpub emulator [--port P]` runs the local Pub/Sub emulator.
 //! - `dualpub config-server --file F [--port P]` serves a migration config document (with ETag
 //!   and 304; `POST /_control/mode` makes it answer 304/429/500/slowly/garbage).
@@ -38,7 +40,7 @@ enum Command {
     Demo(Box<demo::DemoArgs>),
     /// Check both pipelines against each other per rollout step, with a verdict (docs/VERIFY.md).
     Verify(Box<verify::VerifyArgs>),
-    /// Measurements (docs/RADIO.md).
+    /// Measurements (docs/RADIO.md, docs/PERFORMANCE.md).
     #[command(subcommand)]
     Bench(bench::Bench),
     /// Print a device's rollout bucket and whether it is in the Pub/Sub cohort.

@@ -2,6 +2,7 @@
 
 pub mod device;
 pub mod radio;
+pub mod throughput;
 
 use clap::Subcommand;
 
@@ -14,6 +15,10 @@ pub enum Bench {
     /// One SDK device driven by `bench radio` over stdin/stdout (internal).
     #[command(hide = true)]
     RadioDevice(Box<device::DeviceArgs>),
+    /// Window-0 throughput of the SDK next to bare rumqttc + reqwest loops in the same run, and
+    /// the time a 10,000-location backlog takes to leave (docs/PERFORMANCE.md); prints a
+    /// markdown table.
+    Throughput(Box<throughput::ThroughputArgs>),
 }
 
 /// Runs a benchmark; returns the exit code.
@@ -21,5 +26,6 @@ pub fn run(b: Bench) -> i32 {
     match b {
         Bench::Radio(a) => radio::run(*a),
         Bench::RadioDevice(a) => device::run(*a),
+        Bench::Throughput(a) => throughput::run(*a),
     }
 }
