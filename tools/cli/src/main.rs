@@ -9,6 +9,8 @@
 //!   phone's cellular radio (docs/RADIO.md).
 //! - `dualpub bench memory [--smoke]` measures the resident memory of an offline device holding
 //!   its backlog (docs/PERFORMANCE.md).
+//! - `dualpub bench throughput [--smoke]` measures the SDK's window-0 throughput next to bare
+//!   rumqttc + reqwest loops, and a backlog drain (docs/PERFORMANCE.md).
 //! - `dualpub emulator [--port P]` runs the local Pub/Sub emulator.
 //! - `dualpub config-server --file F [--port P]` serves a migration config document (with ETag
 //!   and 304; `POST /_control/mode` makes it answer 304/429/500/slowly/garbage).

@@ -4,6 +4,7 @@ pub mod device;
 pub mod memory;
 pub mod memory_device;
 pub mod radio;
+pub mod throughput;
 
 use clap::Subcommand;
 
@@ -22,6 +23,10 @@ pub enum Bench {
     /// One offline SDK device measured by `bench memory`; prints `done {json}` (internal).
     #[command(hide = true)]
     MemoryDevice(Box<memory_device::MemoryDeviceArgs>),
+    /// Window-0 throughput of the SDK next to bare rumqttc + reqwest loops in the same run, and
+    /// the time a 10,000-location backlog takes to leave (docs/PERFORMANCE.md); prints a
+    /// markdown table.
+    Throughput(Box<throughput::ThroughputArgs>),
 }
 
 /// Runs a benchmark; returns the exit code.
@@ -31,5 +36,6 @@ pub fn run(b: Bench) -> i32 {
         Bench::RadioDevice(a) => device::run(*a),
         Bench::Memory(a) => memory::run(*a),
         Bench::MemoryDevice(a) => memory_device::run(*a),
+        Bench::Throughput(a) => throughput::run(*a),
     }
 }

@@ -356,13 +356,13 @@ impl Device {
 }
 
 /// user + system CPU time of `pid` in ms (/proc/<pid>/stat, clock ticks of 10 ms).
-fn cpu_ms(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_ms(pid: u32) -> Option<f64> {
     parse_cpu_ms(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// utime + stime of a `/proc/<pid>/stat` line, in ms (the command name may hold spaces and
 /// parentheses: fields are counted after the last `)`).
-fn parse_cpu_ms(stat: &str) -> Option<f64> {
+pub(crate) fn parse_cpu_ms(stat: &str) -> Option<f64> {
     let after = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     let utime: f64 = f.get(11)?.parse().ok()?;
