@@ -234,7 +234,7 @@ impl Hub {
         let seqs: Vec<u64> = acked.iter().map(|(s, _)| *s).collect();
         let mut st = self.lock();
         let timestamps: Vec<i64> = seqs.iter().filter_map(|s| st.outbox.timestamp_of(*s)).collect();
-        let done = st.outbox.ack(t, &seqs);
+        let done = st.outbox.batched(|o| o.ack(t, &seqs)); // one store message for them all
         self.gate.delivered(t);
         self.metrics.published(t, acked.iter().map(|(_, at)| now.duration_since(*at).as_secs_f64() * 1000.0));
         self.reports().acked(t, timestamps, self.now_ms());

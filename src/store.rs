@@ -602,7 +602,8 @@ impl Store {
             )?;
             let mut update = tx.prepare_cached("UPDATE outbox SET mqtt = ?2, pubsub = ?3 WHERE seq = ?1")?;
             let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
-            for op in ops {
+            let superseded = superseded_updates(ops);
+            for (i, op) in ops.iter().enumerate() {
                 match op {
                     Op::Insert(r) => {
                         insert.execute(params![
@@ -616,6 +617,7 @@ impl Store {
                             r.observed_at_ms
                         ])?;
                     }
+                    Op::Update { .. } if superseded.contains(&i) => {}
                     Op::Update { seq, mqtt, pubsub } => {
                         update.execute(params![*seq as i64, code(*mqtt), code(*pubsub)])?;
                     }
@@ -644,11 +646,11 @@ impl Store {
                 }
             }
             if let Some(clock) = &self.run_clock {
-                tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_ms', ?1)", params![clock.now_ms()])?;
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_ms', ?1)")?.execute(params![clock.now_ms()])?;
             }
             // Read now, after every op above was queued: it holds at least every reportSeq they name.
             if let Some(json) = self.tally.as_ref().and_then(|tally| tally()) {
-                tx.execute("INSERT OR REPLACE INTO report_state (id, json) VALUES (1, ?1)", params![json])?;
+                tx.prepare_cached("INSERT OR REPLACE INTO report_state (id, json) VALUES (1, ?1)")?.execute(params![json])?;
             }
         }
         tx.commit()?;
@@ -773,6 +775,30 @@ fn commit(store: &mut Store, inbox: &mut Inbox, retry: &mut crate::retry::Backof
     }
 }
 
+/// Positions of `Update`s that a later op of the same group makes moot (another `Update` or a
+/// `Delete` of the same row): one commit writes a row's last state only (a row acknowledged
+/// by both transports within a group is one DELETE, not an UPDATE and a DELETE).
+fn superseded_updates(ops: &[Op]) -> std::collections::HashSet<usize> {
+    let mut later = std::collections::HashSet::new();
+    let mut moot = std::collections::HashSet::new();
+    for (i, op) in ops.iter().enumerate().rev() {
+        match op {
+            Op::Update { seq, .. } if !later.insert(*seq) => {
+                moot.insert(i);
+            }
+            Op::Delete(seq) => {
+                later.insert(*seq);
+            }
+            // An insert is never moot, and what came before it is another row's.
+            Op::Insert(r) => {
+                later.remove(&r.seq);
+            }
+            _ => {}
+        }
+    }
+    moot
+}
+
 /// Drops every op of rows whose insert and delete are both still queued.
 fn compact(ops: &mut Vec<Op>) {
     use std::collections::HashSet;
@@ -803,6 +829,19 @@ mod tests {
             pubsub: Delivery::NotOwed,
             observed_at_ms: Some(3),
         }
+    }
+
+    #[test]
+    fn a_group_writes_each_row_s_last_state_only() {
+        let up = |seq, mqtt| Op::Update { seq, mqtt, pubsub: Delivery::Pending };
+        let ops = vec![Op::Insert(row(1)), up(1, Delivery::InFlight), up(1, Delivery::Acked), up(2, Delivery::Acked), Op::Delete(2), up(3, Delivery::Acked)];
+        assert_eq!(superseded_updates(&ops), [1, 3].into_iter().collect(), "the first update of 1, and 2's update before its delete");
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(dir.path(), None).unwrap();
+        s.apply(&[Op::Insert(row(2)), Op::Insert(row(3))]).unwrap();
+        s.apply(&ops).unwrap();
+        let states: Vec<(u64, Delivery)> = s.load_rows().unwrap().iter().map(|r| (r.seq, r.mqtt)).collect();
+        assert_eq!(states, [(1, Delivery::Acked), (3, Delivery::Acked)]);
     }
 
     #[test]

@@ -297,6 +297,41 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, String>>)
     }
 }
 
+/// Handles one event of the connection's event loop (`None`: the loop stopped); a location's
+/// PUBACK is added to `acks` for the caller to pass on. Returns how the connection ends, if it
+/// does.
+fn on_event(ev: Option<Result<Event, String>>, session: &mut Session, lane: &Lane, backoff: &mut Backoff, acks: &mut Vec<(u64, Instant)>) -> Option<End> {
+    match ev {
+        None => return Some(End::Failed("event loop stopped".into())),
+        Some(Err(e)) => return Some(End::Failed(e)),
+        Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+            if let Err(e) = session.on_connack(ack.code) {
+                return Some(e);
+            }
+            lane.set_link(Link::Up);
+            lane.event(log::Level::Info, || "connected".into());
+        }
+        Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
+        Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+            if let Some((sent, first)) = session.on_puback(ack.pkid) {
+                if sent.report {
+                    lane.report_settled(sent.seq, true);
+                } else {
+                    acks.push((sent.seq, sent.accepted_at));
+                }
+                // Only a connection that delivers resets the backoff: one the broker accepts
+                // and then drops (a duplicate client id, an ACL) keeps backing off.
+                if first {
+                    backoff.reset();
+                    lane.metrics().set_circuit_open(Transport::Mqtt, false);
+                }
+            }
+        }
+        Some(Ok(_)) => {}
+    }
+    None
+}
+
 /// One connection, from CONNECT to failure, idleness or shutdown.
 async fn connection(
     lane: &Lane,
@@ -360,34 +395,28 @@ async fn connection(
             }
         };
         tokio::select! {
-            ev = events.recv() => match ev {
-                None => return end(&mut session, End::Failed("event loop stopped".into())),
-                Some(Err(e)) => return end(&mut session, End::Failed(e)),
-                Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                    if let Err(e) = session.on_connack(ack.code) {
+            ev = events.recv() => {
+                // This event and whatever else has arrived meanwhile (up to a window's worth):
+                // their acknowledgements go to the outbox in one call, one lock and one store
+                // message for many PUBACKs.
+                let mut acks = Vec::new();
+                let mut next = Some(ev);
+                let mut handled = 0;
+                while let Some(ev) = next {
+                    let ended = on_event(ev, &mut session, lane, backoff, &mut acks);
+                    if let Some(e) = ended {
+                        if !acks.is_empty() {
+                            lane.ack(&acks);
+                        }
                         return end(&mut session, e);
                     }
-                    lane.set_link(Link::Up);
-                    lane.event(log::Level::Info, || "connected".into());
+                    handled += 1;
+                    next = if handled < WINDOW * 2 { events.try_recv().ok().map(Some) } else { None };
                 }
-                Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
-                Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                    if let Some((sent, first)) = session.on_puback(ack.pkid) {
-                        if sent.report {
-                            lane.report_settled(sent.seq, true);
-                        } else {
-                            lane.ack(&[(sent.seq, sent.accepted_at)]);
-                        }
-                        // Only a connection that delivers resets the backoff: one the broker
-                        // accepts and then drops (a duplicate client id, an ACL) keeps backing off.
-                        if first {
-                            backoff.reset();
-                            lane.metrics().set_circuit_open(Transport::Mqtt, false);
-                        }
-                    }
+                if !acks.is_empty() {
+                    lane.ack(&acks);
                 }
-                Some(Ok(_)) => {}
-            },
+            }
             _ = lane.work_arrives() => {}
             _ = timer => {}
             _ = shutdown.changed() => return end(&mut session, End::Shutdown),
