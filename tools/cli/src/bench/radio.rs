@@ -100,7 +100,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload { name: "0.2hz", interval_s: 5.0, duration_s: 3600.0, outage_s: None },
     Workload { name: "1/30hz", interval_s: 30.0, duration_s: 3600.0, outage_s: None },
     // An hour down at 1/5 Hz, then 15 minutes up at the same rate.
-    Workload { name: "outage", interval_s: 5.0, duration_s: 4500.0, outage_s: Some(3600.0) },
+    Workload { name: "outage", interval_s: 1.0, duration_s: 4500.0, outage_s: Some(3600.0) },
 ];
 
 /// The --smoke workload: three simulated minutes at 1 Hz.
@@ -193,6 +193,9 @@ pub struct OutageFigures {
     /// The locations sent during the outage, per backend.
     backlog_mqtt: Backlog,
     backlog_pubsub: Backlog,
+    /// Pub/Sub requests that reached the emulator from the restore until every location sent
+    /// during the outage had arrived there (None: they never all did).
+    backlog_pubsub_requests: Option<u64>,
     /// The packet log from `start` to the restore, analysed.
     during: Analysis,
     /// The packet log from the restore to `done`, analysed.
@@ -427,6 +430,30 @@ fn device_command(args: &RadioArgs, system: System, w: &Workload, id: &str, mqtt
     Ok(c)
 }
 
+/// Watches, from the restore on, for every location sent during the outage (`seq` 1 to `sent`)
+/// to arrive on Pub/Sub, and returns how many publish requests had reached the emulator by
+/// then (a request for a location sent after the restore may be among them: an upper bound).
+fn count_backlog_requests(emulator: &EmulatorHandle, sub: &Subscriber, sent: u64) -> std::thread::JoinHandle<Option<u64>> {
+    let (emulator, collected) = (emulator.emulator().clone(), sub.collected.clone());
+    let before = emulator.stats().publish_requests;
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs_f64(SETTLE_MAX_S + 120.0);
+        while Instant::now() < deadline {
+            let seqs: HashSet<u64> = collected
+                .all()
+                .iter()
+                .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok().and_then(|v| v["seq"].as_u64()))
+                .filter(|q| (1..=sent).contains(q))
+                .collect();
+            if seqs.len() as u64 == sent {
+                return Some(emulator.stats().publish_requests - before);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
+}
+
 fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, strace: bool) -> Result<RunResult, String> {
     let name = format!("{}-{}", system.name(), w.name.replace('/', "_"));
     let id = format!("radio-{name}-{}", std::process::id());
@@ -452,8 +479,11 @@ fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, 
     let start = Instant::now();
     device.say("start")?;
     let mut restore = None;
+    let mut backlog_requests = None;
     if let Some(outage_s) = w.outage_s {
         std::thread::sleep(Duration::from_secs_f64(outage_s / args.scale));
+        let sent_down = (outage_s / w.interval_s).ceil() as u64;
+        backlog_requests = Some(count_backlog_requests(&emulator, &pubsub_sub, sent_down));
         mqtt_proxy.restore();
         pubsub_proxy.restore();
         restore = Some((Instant::now(), subscribers::now_ms()));
@@ -487,6 +517,7 @@ fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, 
             attempts_pubsub: attempts("pubsub"),
             backlog_mqtt: Backlog::of(&mqtt_sub, sent_down, wall_ms),
             backlog_pubsub: Backlog::of(&pubsub_sub, sent_down, wall_ms),
+            backlog_pubsub_requests: backlog_requests.take().and_then(|h| h.join().ok()).flatten(),
             during: radio::analyse(&entries, args.scale, from, r),
             after: radio::analyse(&entries, args.scale, r, to),
         }
@@ -566,13 +597,14 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
     }
     let outages: Vec<&RunResult> = results.iter().filter(|r| r.outage.is_some()).collect();
     if !outages.is_empty() {
-        s.push_str(&format!("\nOutage: both backends down for the first simulated hour (connections cut, new ones refused; {:.0} real s), then up for 15 simulated minutes; a location every 5 simulated s throughout; the run ends once nothing is owed or {SETTLE_MAX_S:.0} real s after the drain. Totals over the run, not per hour\n\n", 3600.0 / args.scale));
-        s.push_str("| system | locations | connection attempts during the outage MQTT / Pub/Sub | promotions in the outage (T=10 s) | locations sent in the outage: delivered, and real s from the restore until the last of them arrived, MQTT / Pub/Sub | after the restore: promotions (T=10 s) | after the restore: radio-on s | after the restore: MQTT connections | Pub/Sub requests that reached the emulator | delivered MQTT / Pub/Sub |\n");
-        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let interval = WORKLOADS.iter().find(|w| w.outage_s.is_some()).map_or(f64::NAN, |w| w.interval_s);
+        s.push_str(&format!("\nOutage: both backends down for the first simulated hour (connections cut, new ones refused; {:.0} real s), then up for 15 simulated minutes; a location every {interval} simulated s throughout; the run ends once nothing is owed or {SETTLE_MAX_S:.0} real s after the drain. Totals over the run, not per hour\n\n", 3600.0 / args.scale));
+        s.push_str("| system | locations | connection attempts during the outage MQTT / Pub/Sub | promotions in the outage (T=10 s) | locations sent in the outage: delivered, and real s from the restore until the last of them arrived, MQTT / Pub/Sub | Pub/Sub requests from the restore until the last of them arrived | after the restore: promotions (T=10 s) | after the restore: radio-on s | after the restore: MQTT connections | Pub/Sub requests that reached the emulator | delivered MQTT / Pub/Sub |\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in outages {
             let Some(o) = &r.outage else { continue };
             s.push_str(&format!(
-                "| {} | {} | {} / {} | {} | {} / {} | {} | {:.0} | {} | {} | {} / {} |\n",
+                "| {} | {} | {} / {} | {} | {} / {} | {} | {} | {:.0} | {} | {} | {} / {} |\n",
                 r.system,
                 r.sent,
                 o.attempts_mqtt,
@@ -580,6 +612,7 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
                 o.during.costs[0].promotions,
                 o.backlog_mqtt.cell(),
                 o.backlog_pubsub.cell(),
+                o.backlog_pubsub_requests.map_or("-".to_string(), |n| n.to_string()),
                 o.after.costs[0].promotions,
                 o.after.costs[0].radio_on_s,
                 o.after.backends.get("mqtt").map(|b| b.connections).unwrap_or(0),
