@@ -17,6 +17,7 @@ ensure_debian_packages() {
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
     [ -x /usr/bin/chromium ] || missing+=(chromium)   # the HTML report's browser check (headless)
+    command -v shellcheck >/dev/null || missing+=(shellcheck)   # actionlint checks the workflow's run: scripts with it
     if [ ${#missing[@]} -gt 0 ]; then
         echo "==> installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
@@ -91,4 +92,24 @@ ensure_browser_check_tools() {
         mkdir -p "$dir"
         npm install --prefix "$dir" --no-audit --no-fund --silent --save-exact "playwright-core@$PLAYWRIGHT_CORE_VERSION" >/dev/null
     fi
+}
+
+# actionlint (Go module proxy: github.com/rhysd/actionlint) for scripts/mobile-check, which lints
+# .github/workflows/mobile.yml with it; built once into target/tools/bin. Needs Go >= 1.22 (the
+# build machine has one under /usr/local/go; Debian's golang-go is too old).
+ACTIONLINT_VERSION=v1.7.12
+ensure_actionlint() {
+    local bin=target/tools/bin/actionlint
+    if [ -x "$bin" ] && "$bin" -version 2>/dev/null | grep -q "^${ACTIONLINT_VERSION#v}\b\|^$ACTIONLINT_VERSION\b"; then
+        return
+    fi
+    local go
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    if [ ! -x "$go" ]; then
+        echo "actionlint needs Go (>= 1.22) to build; none found" >&2
+        return 1
+    fi
+    echo "==> building actionlint $ACTIONLINT_VERSION (Go module proxy) into target/tools/bin"
+    mkdir -p target/tools/bin
+    GOBIN="$PWD/target/tools/bin" GOFLAGS=-mod=mod "$go" install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
 }

@@ -1,0 +1,1 @@
+"""Text and symbol guards for the Android and iOS packaging (scripts/mobile-check)."""
