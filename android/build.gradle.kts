@@ -3,8 +3,8 @@
 // JNA's AAR, and consumer ProGuard rules that keep JNA working under R8.
 //
 // Needs the Android SDK + NDK, `cargo install cargo-ndk`, and the Rust targets
-// aarch64-linux-android, armv7-linux-androideabi and x86_64-linux-android. Build with
-// `gradle assembleRelease` (or `./gradlew` from a wrapper you add).
+// aarch64-linux-android, armv7-linux-androideabi and x86_64-linux-android. Build with the
+// wrapper in this directory (Gradle 8.10.2): `./gradlew assembleRelease`.
 plugins {
     id("com.android.library") version "8.7.3"
     id("org.jetbrains.kotlin.android") version "2.1.0"
