@@ -2,7 +2,8 @@
 // generated Kotlin bindings from ../bindings/kotlin, the Android helpers in src/main/kotlin,
 // JNA's AAR, and consumer ProGuard rules that keep JNA working under R8.
 //
-// Needs the Android SDK + NDK, `cargo install cargo-ndk`, and the Rust targets
+// Needs the Android SDK + NDK 29.0.14206865, cargo-ndk >= 4.1 (`cargo install cargo-ndk --version
+// 4.1.2 --locked`), and the Rust targets
 // aarch64-linux-android, armv7-linux-androideabi and x86_64-linux-android. Build with the
 // wrapper in this directory (Gradle 8.10.2): `./gradlew assembleRelease`.
 plugins {
@@ -13,11 +14,19 @@ plugins {
 val repoRoot = rootDir.parentFile
 val rustJniLibs = layout.buildDirectory.dir("rustJniLibs")
 
+// The lowest Android API level supported: the app's minSdk and the API level the Rust library is
+// linked against (cargo-ndk's --platform; its default, 21, would not match).
+val minSdkVersion = 24
+// NDK r29: links 16 KB-aligned libraries by default (Google Play requires that of 64-bit
+// libraries for Android 15+), and GitHub's Ubuntu runners have it preinstalled.
+val pinnedNdkVersion = "29.0.14206865"
+
 android {
     namespace = "io.dualpub"
     compileSdk = 35
+    ndkVersion = pinnedNdkVersion
     defaultConfig {
-        minSdk = 24
+        minSdk = minSdkVersion
         consumerProguardFiles("consumer-rules.pro")
     }
     sourceSets["main"].apply {
@@ -44,12 +53,24 @@ dependencies {
 // --crate-type cdylib` builds the .so alone: `cargo build` would compile it in one rustc call with
 // the rlib and cargo runs no LTO on such a call (about 1 MB larger, docs/SIZE.md). cargo-ndk passes
 // the subcommand through and copies the cdylib it reports into jniLibs/<abi>/. From the repository
-// root, so .cargo/config.toml (the SQLite options) applies.
+// root, so .cargo/config.toml (the SQLite options, the 16 KB page alignment) applies.
 val cargoNdk by tasks.registering(Exec::class) {
     workingDir = repoRoot
+    // cargo-ndk takes the NDK from ANDROID_NDK_HOME first (then ANDROID_NDK_ROOT, ..., then the
+    // highest $ANDROID_HOME/ndk/*) and never from Gradle's ndkVersion; on GitHub runners
+    // ANDROID_NDK_HOME is the image's default NDK. Point it at the pinned one.
+    val ndkDir = android.sdkDirectory.resolve("ndk/$pinnedNdkVersion")
+    environment("ANDROID_NDK_HOME", ndkDir.path)
+    doFirst {
+        check(ndkDir.isDirectory) {
+            "NDK $pinnedNdkVersion is not installed at $ndkDir: " +
+                "sdkmanager --install \"ndk;$pinnedNdkVersion\" (android/README.md)"
+        }
+    }
     commandLine(
         "cargo", "ndk",
         "-t", "arm64-v8a", "-t", "armeabi-v7a", "-t", "x86_64",
+        "--platform", minSdkVersion.toString(),
         "-o", rustJniLibs.get().asFile.path,
         "rustc", "--release", "--locked", "-p", "dualpub", "--lib", "--crate-type", "cdylib",
     )
