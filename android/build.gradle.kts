@@ -54,6 +54,18 @@ dependencies {
 // the rlib and cargo runs no LTO on such a call (about 1 MB larger, docs/SIZE.md). cargo-ndk passes
 // the subcommand through and copies the cdylib it reports into jniLibs/<abi>/. From the repository
 // root, so .cargo/config.toml (the SQLite options, the 16 KB page alignment) applies.
+//
+// cargo is not looked up on the Gradle daemon's PATH alone: a daemon started by Android Studio
+// (macOS especially) usually has no ~/.cargo/bin on it. The Gradle property dualpub.cargo wins
+// (~/.gradle/gradle.properties or -Pdualpub.cargo=/path/to/cargo), then $CARGO_HOME/bin/cargo and
+// ~/.cargo/bin/cargo if they exist, then `cargo` on the PATH.
+val cargo: String = providers.gradleProperty("dualpub.cargo").orNull
+    ?: listOfNotNull(System.getenv("CARGO_HOME"), File(System.getProperty("user.home"), ".cargo").path)
+        .filter { it.isNotEmpty() }
+        .map { File(it, "bin/cargo") }
+        .firstOrNull { it.isFile }?.path
+    ?: "cargo"
+
 val cargoNdk by tasks.registering(Exec::class) {
     workingDir = repoRoot
     // cargo-ndk takes the NDK from ANDROID_NDK_HOME first (then ANDROID_NDK_ROOT, ..., then the
@@ -68,7 +80,7 @@ val cargoNdk by tasks.registering(Exec::class) {
         }
     }
     commandLine(
-        "cargo", "ndk",
+        cargo, "ndk",
         "-t", "arm64-v8a", "-t", "armeabi-v7a", "-t", "x86_64",
         "--platform", minSdkVersion.toString(),
         "-o", rustJniLibs.get().asFile.path,
