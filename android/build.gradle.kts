@@ -42,11 +42,16 @@ android {
     }
 }
 
+// Both are `api`, not `implementation`: they are part of this library's public API, so an app
+// compiling against it needs them on its own compile classpath (and the published POM lists them
+// as compile-scope dependencies).
 dependencies {
+    // JNA: the public generated classes extend JNA types (RustBuffer is a com.sun.jna.Structure).
     // The AAR flavour carries JNA's native stubs for every Android ABI.
-    implementation("net.java.dev.jna:jna:5.18.1@aar")
-    // ProcessLifecycleOwner for DualPub.followProcessLifecycle (foreground-only config fetches).
-    implementation("androidx.lifecycle:lifecycle-process:2.8.7")
+    api("net.java.dev.jna:jna:5.18.1@aar")
+    // ProcessLifecycleOwner for DualPub.followProcessLifecycle (foreground-only config fetches),
+    // which returns an androidx.lifecycle.DefaultLifecycleObserver.
+    api("androidx.lifecycle:lifecycle-process:2.8.7")
 }
 
 // The Rust library, size-optimised (Cargo profile.release: opt-level z, LTO, strip). `cargo rustc
