@@ -6,12 +6,18 @@
 // 4.1.2 --locked`), and the Rust targets
 // aarch64-linux-android, armv7-linux-androideabi and x86_64-linux-android. Build with the
 // wrapper in this directory (Gradle 8.10.2): `./gradlew assembleRelease`.
+//
+// No plugin versions here: built on its own, the versions come from settings.gradle.kts
+// (pluginManagement); included into an app's build, the app's AGP and Kotlin plugins are used.
 plugins {
-    id("com.android.library") version "8.7.3"
-    id("org.jetbrains.kotlin.android") version "2.1.0"
+    id("com.android.library")
+    id("org.jetbrains.kotlin.android")
+    `maven-publish`
 }
 
-val repoRoot = rootDir.parentFile
+// Paths from this module's own directory, never rootDir: when an app includes the module, rootDir
+// is the app's root.
+val repoRoot: File = projectDir.parentFile
 val rustJniLibs = layout.buildDirectory.dir("rustJniLibs")
 
 // The lowest Android API level supported: the app's minSdk and the API level the Rust library is
@@ -20,6 +26,15 @@ val minSdkVersion = 24
 // NDK r29: links 16 KB-aligned libraries by default (Google Play requires that of 64-bit
 // libraries for Android 15+), and GitHub's Ubuntu runners have it preinstalled.
 val pinnedNdkVersion = "29.0.14206865"
+
+// The AAR's version is the crate's: [workspace.package] version in the repository's Cargo.toml.
+val cargoToml = repoRoot.resolve("Cargo.toml")
+val crateVersion: String =
+    Regex("""(?m)^\[workspace\.package\][^\[]*?^version\s*=\s*"([^"]+)""")
+        .find(cargoToml.readText())?.groupValues?.get(1)
+        ?: error("no version under [workspace.package] in $cargoToml")
+group = "io.dualpub"
+version = crateVersion
 
 android {
     namespace = "io.dualpub"
@@ -39,6 +54,12 @@ android {
     }
     kotlinOptions {
         jvmTarget = "17"
+    }
+    // The release variant as the "release" software component, with a sources jar.
+    publishing {
+        singleVariant("release") {
+            withSourcesJar()
+        }
     }
 }
 
@@ -93,3 +114,18 @@ val cargoNdk by tasks.registering(Exec::class) {
     )
 }
 tasks.named("preBuild") { dependsOn(cargoNdk) }
+
+// `./gradlew publishToMavenLocal` publishes io.dualpub:dualpub-android:<crate version>: the AAR,
+// its sources, and a POM (and Gradle module metadata) listing JNA (type aar) and lifecycle-process.
+publishing {
+    publications {
+        register<MavenPublication>("release") {
+            groupId = "io.dualpub"
+            artifactId = "dualpub-android"
+            version = crateVersion
+            afterEvaluate {
+                from(components["release"])
+            }
+        }
+    }
+}
