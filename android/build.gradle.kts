@@ -6,7 +6,9 @@
 // 4.1.2 --locked`), and the Rust targets
 // aarch64-linux-android, armv7-linux-androideabi and x86_64-linux-android. Build with the
 // wrapper in this directory (Gradle 8.10.2): `./gradlew assembleRelease`.
-//
+
+import org.jetbrains.kotlin.gradle.dsl.JvmTarget
+
 // No plugin versions here: built on its own, the versions come from settings.gradle.kts
 // (pluginManagement); included into an app's build, the app's AGP and Kotlin plugins are used.
 plugins {
@@ -52,14 +54,17 @@ android {
         sourceCompatibility = JavaVersion.VERSION_17
         targetCompatibility = JavaVersion.VERSION_17
     }
-    kotlinOptions {
-        jvmTarget = "17"
-    }
     // The release variant as the "release" software component, with a sources jar.
     publishing {
         singleVariant("release") {
             withSourcesJar()
         }
+    }
+}
+
+kotlin {
+    compilerOptions {
+        jvmTarget.set(JvmTarget.JVM_17)
     }
 }
 
