@@ -2,10 +2,10 @@
 // generated Kotlin bindings from ../bindings/kotlin, the Android helpers in src/main/kotlin,
 // JNA's AAR, and consumer ProGuard rules that keep JNA working under R8.
 //
-// Needs the Android SDK + NDK 29.0.14206865, cargo-ndk >= 4.1 (`cargo install cargo-ndk --version
-// 4.1.2 --locked`), and the Rust targets
-// aarch64-linux-android, armv7-linux-androideabi and x86_64-linux-android. Build with the
-// wrapper in this directory (Gradle 8.10.2): `./gradlew assembleRelease`.
+// Needs JDK 17, the Android SDK (platform 35) with NDK 29.0.14206865, cargo-ndk >= 4.1
+// (`cargo install cargo-ndk --version 4.1.2 --locked`) and the Rust targets aarch64-linux-android,
+// armv7-linux-androideabi and x86_64-linux-android. Build with the wrapper in this directory
+// (Gradle 8.10.2): `./gradlew assembleRelease`. Step by step: README.md.
 
 import org.jetbrains.kotlin.gradle.dsl.JvmTarget
 
