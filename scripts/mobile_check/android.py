@@ -1,9 +1,10 @@
 """Text checks of the Android build (android/ and .cargo/config.toml), runnable without an Android
 SDK, NDK or Gradle: each one proves from the files that a fix a first build depends on is in place.
 
-CHECKS is a list of (finding, what, function). Each function takes the repository root (a Path)
-and returns None when the fix is in place, or a one-line message saying what is missing and why it
-matters. The checks read Kotlin DSL with regular expressions that tolerate whitespace, quote and
+CHECKS is a list of (finding, what, function), finding being the number of the packaging finding
+the fix answers (the numbering scripts/mobile_check/run.py sorts by). Each function takes the
+repository root (a Path) and returns None when the fix is in place, or a one-line message saying
+what is missing and why it matters (a missing file included). The checks read Kotlin DSL with regular expressions that tolerate whitespace, quote and
 layout changes, after removing comments, so a comment that names a fix never satisfies its check.
 
 `python3 scripts/mobile_check/android.py [ROOT]` runs the checks; `--self-test` also runs
@@ -40,6 +41,20 @@ CARGO_CONFIG = ".cargo/config.toml"
 
 class Missing(Exception):
     """A file a check reads does not exist; its message is the check's failure."""
+
+
+def guard(check):
+    """The check, with a missing file reported as its failure message rather than raised."""
+
+    def guarded(root):
+        try:
+            return check(Path(root))
+        except Missing as e:
+            return f"{e}, so the fix this checks is not in place"
+
+    guarded.__name__ = check.__name__
+    guarded.__doc__ = check.__doc__
+    return guarded
 
 
 def read(root, rel):
@@ -133,6 +148,7 @@ def assignment(code, prop):
 # ---- the checks ------------------------------------------------------------------------------
 
 
+@guard
 def check_use_androidx(root):
     value = properties(read(root, PROPERTIES)).get("android.useAndroidX", "")
     if value.strip().lower() != "true":
@@ -141,6 +157,7 @@ def check_use_androidx(root):
     return None
 
 
+@guard
 def check_wrapper_files(root):
     names = ["android/gradlew", "android/gradlew.bat", WRAPPER_JAR, WRAPPER_PROPERTIES]
     missing = [n for n in names if not (Path(root) / n).is_file()]
@@ -153,6 +170,7 @@ def check_wrapper_files(root):
     return None
 
 
+@guard
 def check_wrapper_jar(root):
     path = Path(root) / WRAPPER_JAR
     if not path.is_file():
@@ -164,6 +182,7 @@ def check_wrapper_jar(root):
     return None
 
 
+@guard
 def check_wrapper_pin(root):
     props = properties(read(root, WRAPPER_PROPERTIES))
     url = props.get("distributionUrl", "")
@@ -176,6 +195,7 @@ def check_wrapper_pin(root):
     return None
 
 
+@guard
 def check_cargo_16k(root):
     try:
         config = tomllib.loads(read(root, CARGO_CONFIG))
@@ -191,6 +211,7 @@ def check_cargo_16k(root):
     return None
 
 
+@guard
 def check_ndk_pinned(root):
     code = build_code(root)
     expr = assignment(code, "ndkVersion")
@@ -200,6 +221,7 @@ def check_ndk_pinned(root):
     return None
 
 
+@guard
 def check_platform_is_min_sdk(root):
     code = build_code(root)
     min_expr = assignment(code, "minSdk")
@@ -220,6 +242,7 @@ def check_platform_is_min_sdk(root):
     return None
 
 
+@guard
 def check_ndk_home_exported(root):
     code = build_code(root)
     m = re.search(r'environment\s*(?:\(\s*(?:mapOf\(\s*)?|\[\s*|\.put\(\s*)"ANDROID_NDK_HOME"\s*'
@@ -241,6 +264,7 @@ def check_ndk_home_exported(root):
     return None
 
 
+@guard
 def check_cargo_from_property(root):
     code = build_code(root)
     if not re.search(r'(?:gradleProperty|findProperty|property)\(\s*"dualpub\.cargo"\s*\)', code):
@@ -255,6 +279,7 @@ def check_cargo_from_property(root):
     return None
 
 
+@guard
 def check_keep_annotations(root):
     kept = []
     for line in read(root, CONSUMER_RULES).splitlines():
@@ -271,6 +296,7 @@ def check_keep_annotations(root):
     return None
 
 
+@guard
 def check_api_dependencies(root):
     code = build_code(root)
     wrong = []
@@ -286,6 +312,7 @@ def check_api_dependencies(root):
     return None
 
 
+@guard
 def check_paths_from_project_dir(root):
     code = build_code(root)
     m = re.search(r"(?<![\w.])(rootDir|rootProject\.(?:projectDir|rootDir|layout))\b", code)
@@ -297,6 +324,7 @@ def check_paths_from_project_dir(root):
     return None
 
 
+@guard
 def check_maven_publish(root):
     code = build_code(root)
     plugins = block(code, "plugins") or ""
@@ -311,6 +339,7 @@ def check_maven_publish(root):
     return None
 
 
+@guard
 def check_no_plugin_versions_in_module(root):
     plugins = block(build_code(root), "plugins")
     if plugins is None:
@@ -327,6 +356,7 @@ def check_no_plugin_versions_in_module(root):
     return None
 
 
+@guard
 def check_kotlin_compiler_options(root):
     code = build_code(root)
     if re.search(r"(?<![\w.])kotlinOptions\s*\{", code):
@@ -336,42 +366,35 @@ def check_kotlin_compiler_options(root):
 
 
 CHECKS = [
-    ("android-useandroidx", "android/gradle.properties sets android.useAndroidX=true", check_use_androidx),
-    ("gradle-wrapper", "gradlew, gradlew.bat, the wrapper jar and properties exist; gradlew is executable",
+    (1, "android/gradle.properties sets android.useAndroidX=true", check_use_androidx),
+    (2, "gradlew, gradlew.bat, the wrapper jar and properties exist; gradlew is executable",
      check_wrapper_files),
-    ("gradle-wrapper", f"the wrapper jar's SHA-256 is Gradle's {GRADLE_VERSION} checksum", check_wrapper_jar),
-    ("gradle-wrapper", f"gradle-wrapper.properties pins gradle-{GRADLE_VERSION}-bin.zip and its SHA-256",
+    (2, f"the wrapper jar's SHA-256 is Gradle's {GRADLE_VERSION} checksum", check_wrapper_jar),
+    (2, f"gradle-wrapper.properties pins gradle-{GRADLE_VERSION}-bin.zip and its SHA-256",
      check_wrapper_pin),
-    ("16k-pages", ".cargo/config.toml links aarch64/x86_64-linux-android with max-page-size=16384",
+    (3, ".cargo/config.toml links aarch64/x86_64-linux-android with max-page-size=16384",
      check_cargo_16k),
-    ("16k-pages", f"build.gradle.kts pins ndkVersion {NDK_VERSION}", check_ndk_pinned),
-    ("16k-pages", "cargo ndk gets --platform equal to minSdk", check_platform_is_min_sdk),
-    ("16k-pages", "the cargo-ndk task exports ANDROID_NDK_HOME as the pinned NDK's directory",
+    (3, f"build.gradle.kts pins ndkVersion {NDK_VERSION}", check_ndk_pinned),
+    (3, "cargo ndk gets --platform equal to minSdk", check_platform_is_min_sdk),
+    (3, "the cargo-ndk task exports ANDROID_NDK_HOME as the pinned NDK's directory",
      check_ndk_home_exported),
-    ("cargo-path", "cargo comes from the dualpub.cargo Gradle property, else ~/.cargo/bin/cargo",
+    (4, "cargo comes from the dualpub.cargo Gradle property, else ~/.cargo/bin/cargo",
      check_cargo_from_property),
-    ("r8-annotations", "consumer-rules.pro keeps RuntimeVisibleAnnotations and AnnotationDefault",
+    (5, "consumer-rules.pro keeps RuntimeVisibleAnnotations and AnnotationDefault",
      check_keep_annotations),
-    ("api-dependencies", "lifecycle-process and JNA are api dependencies", check_api_dependencies),
-    ("includable", "build.gradle.kts resolves paths from projectDir, never rootDir", check_paths_from_project_dir),
-    ("includable", "maven-publish, singleVariant(\"release\") and a publication from components[\"release\"]",
+    (6, "lifecycle-process and JNA are api dependencies", check_api_dependencies),
+    (7, "build.gradle.kts resolves paths from projectDir, never rootDir", check_paths_from_project_dir),
+    (7, "maven-publish, singleVariant(\"release\") and a publication from components[\"release\"]",
      check_maven_publish),
-    ("includable", "no plugin versions in the module's plugins block; settings.gradle.kts has them",
+    (7, "no plugin versions in the module's plugins block; settings.gradle.kts has them",
      check_no_plugin_versions_in_module),
-    ("kotlin-compiler-options", "kotlin { compilerOptions } instead of kotlinOptions", check_kotlin_compiler_options),
+    (7, "kotlin { compilerOptions } instead of kotlinOptions", check_kotlin_compiler_options),
 ]
 
 
 def run(root):
     """Runs every check; returns [(finding, what, message or None)]."""
-    results = []
-    for finding, what, check in CHECKS:
-        try:
-            message = check(Path(root))
-        except Missing as e:
-            message = f"{e}: {what} cannot hold"
-        results.append((finding, what, message))
-    return results
+    return [(finding, what, check(Path(root))) for finding, what, check in CHECKS]
 
 
 # ---- self-test -------------------------------------------------------------------------------
@@ -415,6 +438,7 @@ def _append_bytes(rel, data):
 # (check, what the mutation undoes, mutation): each must make its check fail.
 REVERTS = [
     (check_use_androidx, "android.useAndroidX removed", _edit(PROPERTIES, "android.useAndroidX=true\n", "")),
+    (check_use_androidx, "gradle.properties removed", _remove(PROPERTIES)),
     (check_use_androidx, "android.useAndroidX=false", _edit(PROPERTIES, "android.useAndroidX=true", "android.useAndroidX=false")),
     (check_wrapper_files, "gradlew removed", _remove("android/gradlew")),
     (check_wrapper_files, "gradlew not executable", _chmod_minus_x("android/gradlew")),
@@ -500,10 +524,7 @@ def self_test(root, out=sys.stdout):
         with tempfile.TemporaryDirectory() as tmp:
             _copy(root, Path(tmp))
             mutate(tmp)
-            try:
-                message = check(Path(tmp))
-            except Missing as e:
-                message = str(e)
+            message = check(Path(tmp))
         print(f"{'ok  ' if message else 'FAIL'} revert: {name} -> {message or 'check still passes'}", file=out)
         ok &= bool(message)
     return ok
