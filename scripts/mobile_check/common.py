@@ -16,6 +16,9 @@ IGNORED = [
     "android/sample/app/build/",
     "local.properties",
     "*.xcframework.zip",
+    # Copies ios/build-xcframework.sh makes from bindings/ and tests/vectors/.
+    "ios/Sources/DualPub/DualPub.swift",
+    "ios/Tests/DualPubTests/bucketing.json",
 ]
 
 
@@ -41,6 +44,7 @@ WORKFLOW_STEPS = {
     "an iOS job on macOS": "runs-on: macos-",
     "the XCFramework built": "ios/build-xcframework.sh",
     "the exported symbols checked": "ios/check-symbols.sh",
+    "the XCTest suite's backends (mosquitto, the Pub/Sub emulator)": "dualpub emulator --port 8085",
     "the XCTest suite on an iOS simulator": "xcodebuild test",
 }
 
