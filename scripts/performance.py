@@ -99,6 +99,53 @@ def throughput_rows(t):
     ]
 
 
+def per_location(run, backend, way):
+    """Bytes per location one way on one backend's link."""
+    return run["analysis"]["backends"][backend][way] / max(run["sent"], 1)
+
+
+def gaps(w30, peer, tput, kotlin):
+    """The targets not met, each with the cause measured in this run."""
+    lines = ["## Targets not met: the causes measured in this run\n"]
+    if w30 and peer and bytes_per_location(w30) > 0.5 * bytes_per_location(peer):
+        m_up, ps_up, ps_down = (per_location(w30, "mqtt", "bytes_up"), per_location(w30, "pubsub", "bytes_up"), per_location(w30, "pubsub", "bytes_down"))
+        pm_up, pps_up, pps_down = (per_location(peer, "mqtt", "bytes_up"), per_location(peer, "pubsub", "bytes_up"), per_location(peer, "pubsub", "bytes_down"))
+        lines.append(f"- **Bytes per location.** At 1 Hz with the window the SDK sends {m_up:.0f} B per location up on MQTT (one "
+                     f"QoS 1 PUBLISH per location: the wire JSON, its topic and header) and {ps_up:.0f} B up / {ps_down:.0f} B down on "
+                     f"Pub/Sub (the same JSON base64-encoded, a third larger, with its attributes; one request per burst); the peer "
+                     f"{pm_up:.0f} B on MQTT and {pps_up:.0f} B up / {pps_down:.0f} B down on Pub/Sub (a request per location). The "
+                     f"window already removed the per-request HTTP bytes ({pps_down - ps_down:.0f} B down per location); what is left "
+                     "is each location's JSON carried twice, base64 on one side, which only a wire-contract change (compressed or "
+                     "binary payloads, several locations per MQTT message) could halve (docs/CONTRACT.md).")
+    rounds = (tput or {}).get("rounds") or []
+    if rounds and not tput.get("ratio_met"):
+        def cpu_us(side, keys):
+            values = sorted(sum(r[side]["cpu"][k] for k in keys) * 1000.0 / r[side]["locations"] for r in rounds)
+            return values[len(values) // 2]
+        sdk, bare = cpu_us("sdk", ("caller", "sdk", "store")), cpu_us("bare", ("bare",))
+        store, backends = cpu_us("sdk", ("store",)), cpu_us("sdk", ("backends", "subscribers"))
+        lines.append(f"- **Window-0 throughput.** The SDK spends {sdk:.0f} µs of CPU per location (median of the rounds; "
+                     f"{store:.0f} µs of it on the store thread) against the bare loops' {bare:.0f} µs: it persists every location "
+                     "and every change of its state (an INSERT, then an UPDATE and a DELETE as the acknowledgements come, and the "
+                     "reports' tally with each commit), where the loops keep nothing. On two cores that mosquitto, the emulator and "
+                     f"the subscribers already fill ({backends:.0f} µs per location in the SDK's rounds), that CPU is time.")
+    if kotlin:
+        shape = re.search(r"`BenchObject\.echoId\(location\): String`[^\n]*?\|\s*([0-9.]+)×\s*\|\s*$", kotlin, re.M)
+        real = re.search(r"\*\*sendLocation p50 / floor p50 = ([0-9.]+)×\*\*", kotlin)
+        versus = re.search(r"same-shape no-op `BenchObject\.echoId`: p50 ([0-9.]+)×", kotlin)
+        if shape and real and float(real.group(1)) > 1.2:
+            lines.append(f"- **Kotlin call cost.** A no-op with sendLocation's exact shape (a method on an object: the handle "
+                         f"cloned, the record passed, a String or an error returned) already costs {float(shape.group(1)):.2f}× the "
+                         "floor of an empty function taking the record, with nothing done: JNA's extra calls and buffers for the "
+                         f"handle, the returned string and the error status. The real call is {float(real.group(1)):.2f}× the floor"
+                         + (f", {float(versus.group(1)):.2f}× that no-op" if versus else "")
+                         + ". Reaching 1.2× needs a different exported shape (docs/FFI-BENCH.md).")
+    if len(lines) == 1:
+        lines.append("Every target is met.")
+    lines.append("")
+    return lines
+
+
 def main():
     out = []
     radio = json.loads(read(ROOT / "target" / "radio" / "radio.json") or "[]")
@@ -171,6 +218,7 @@ def main():
     out.append(memory_target(json.loads(read(PERF / "memory.json") or "null")))
     out.extend(throughput_rows(json.loads(read(PERF / "throughput.json") or "null")))
     out.append("")
+    out.extend(gaps(a, p, json.loads(read(PERF / "throughput.json") or "null"), read(PERF / "kotlin-bench.md")))
 
     # Details.
     for title, name in (("Radio: every figure", ROOT / "target" / "radio" / "radio.md"),
