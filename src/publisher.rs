@@ -297,19 +297,27 @@ impl Shared {
     /// (logged) it is woken [`RELOAD_PAUSE`] later to ask again.
     fn loaded(&self, loaded: store::Loaded) {
         let t = loaded.transport;
-        self.lock().outbox.install(t, loaded.bodies);
         let Some(e) = loaded.failed else {
+            self.lock().outbox.install(t, loaded.bodies);
             self.hub.wake(t);
             return;
         };
+        // The transport's read stays "in progress" for the pause, so no take asks again sooner.
         self.hub.metrics.storage_error();
-        self.event(log::Level::Error, "storage", || format!("cannot read queued locations back for {} ({e}); trying again", t.as_str()));
-        if let Ok(rt) = crate::runtime::handle() {
-            let hub = self.hub.clone();
-            rt.spawn(async move {
+        self.event(log::Level::Error, "storage", || {
+            format!("cannot read queued locations back for {} ({e}); trying again in {} s", t.as_str(), RELOAD_PAUSE.as_secs())
+        });
+        let hub = self.hub.clone();
+        let retry = move || {
+            hub.lock().outbox.install(t, Vec::new());
+            hub.wake(t);
+        };
+        match crate::runtime::handle() {
+            Ok(rt) => drop(rt.spawn(async move {
                 tokio::time::sleep(RELOAD_PAUSE).await;
-                hub.wake(t);
-            });
+                retry();
+            })),
+            Err(_) => retry(),
         }
     }
 

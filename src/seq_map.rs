@@ -82,6 +82,10 @@ impl<T> SeqMap<T> {
         while let Some(None) = self.slots.back() {
             self.slots.pop_back();
         }
+        // A drained backlog gives its memory back (a deque keeps its largest capacity otherwise).
+        if self.slots.capacity() > 4 * self.slots.len() + 1024 {
+            self.slots.shrink_to_fit();
+        }
         Some(value)
     }
 
@@ -139,6 +143,19 @@ mod tests {
         assert_eq!(m.first(), Some((3, &6)), "empty: any key starts it again");
         m.insert(1, 2);
         assert_eq!((m.first(), m.len(), m.slots()), (Some((1, &2)), 2, 3), "a key before the others grows the front");
+    }
+
+    #[test]
+    fn a_drained_backlog_gives_its_memory_back() {
+        let mut m = SeqMap::default();
+        for k in 0..100_000 {
+            m.insert(k, k);
+        }
+        for k in 0..99_990 {
+            m.remove(k);
+        }
+        assert!(m.slots.capacity() < 2_048, "capacity {} for {} slots", m.slots.capacity(), m.slots());
+        assert_eq!(m.first(), Some((99_990, &99_990)));
     }
 
     #[test]

@@ -711,6 +711,6 @@ mod tests {
         for w in WORKLOADS.iter().chain([&SMOKE]) {
             assert!((w.duration_s / w.interval_s).fract() == 0.0, "{}", w.name);
         }
-        assert_eq!(WORKLOADS.iter().map(|w| w.count()).collect::<Vec<_>>(), vec![3600, 720, 120, 900]);
+        assert_eq!(WORKLOADS.iter().map(|w| w.count()).collect::<Vec<_>>(), vec![3600, 720, 120, 4500]);
     }
 }
