@@ -247,7 +247,8 @@ fn broker_restarts_and_failing_pubsub_lose_nothing_in_real_time_and_fall_back() 
 /// Five broker restarts and failing Pub/Sub while 10 devices send 1,000 locations each with an
 /// upload window of `window_secs`: nothing durable is lost. In real time (0) the 4 s total
 /// Pub/Sub outage also opens breakers and makes fallback copies; with a window the breaker
-/// counts one attempt per burst (docs/CONTRACT.md#upload-windows), so 4 s open none.
+/// counts one attempt per burst (docs/CONTRACT.md#upload-windows), so 4 s open none, and the
+/// run makes too few requests for a failure to be certain.
 fn broker_restarts_and_failing_pubsub(window_secs: u32) {
     let mut b = bed(&format!("outage-w{window_secs}"));
     // 30 % of Pub/Sub requests fail with 429 or 503, all run long.
@@ -315,7 +316,9 @@ fn broker_restarts_and_failing_pubsub(window_secs: u32) {
     assert_eq!(promised.len(), 10_000);
     assert_eq!((s["pending_mqtt"].as_u64(), s["pending_pubsub"].as_u64()), (Some(0), Some(0)), "{s}");
     assert_eq!((lost_mqtt, lost_pubsub), (0, 0));
-    let mechanics: &[&str] = if window_secs == 0 { &["retries", "fallbacks", "circuit_openings"] } else { &["retries"] };
+    // With a window the whole run is a dozen Pub/Sub requests, so whether one of them failed is
+    // chance: only the loss checks above apply.
+    let mechanics: &[&str] = if window_secs == 0 { &["retries", "fallbacks", "circuit_openings"] } else { &[] };
     for key in mechanics {
         assert!(s[key].as_u64().unwrap() > 0, "{key}: {s}");
     }
