@@ -18,6 +18,7 @@ ensure_debian_packages() {
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
     [ -x /usr/bin/chromium ] || missing+=(chromium)   # the HTML report's browser check (headless)
     command -v shellcheck >/dev/null || missing+=(shellcheck)   # actionlint checks the workflow's run: scripts with it
+    command -v llvm-nm >/dev/null || missing+=(llvm)   # mobile-check reads the static library's bitcode symbols
     if [ ${#missing[@]} -gt 0 ]; then
         echo "==> installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
