@@ -255,6 +255,13 @@ impl Eviction {
     }
 }
 
+/// The moment `now` (an instant and the run clock's time at it, `now_ms`) less the time the SDK
+/// observed since run-clock time `observed_at_ms` (saturating at `now`).
+fn instant_of(now: Instant, now_ms: i64, observed_at_ms: i64) -> Instant {
+    let age = Duration::from_millis(now_ms.saturating_sub(observed_at_ms).max(0) as u64);
+    now.checked_sub(age).unwrap_or(now)
+}
+
 /// The outbox.
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -347,9 +354,7 @@ impl Outbox {
     /// for a restored row: its age is the time the SDK observed since it was accepted, never a
     /// wall-clock difference).
     fn instant_at(&self, observed_at_ms: i64) -> Instant {
-        let age = Duration::from_millis(self.run_clock.now_ms().saturating_sub(observed_at_ms).max(0) as u64);
-        let now = Instant::now();
-        now.checked_sub(age).unwrap_or(now)
+        instant_of(Instant::now(), self.run_clock.now_ms(), observed_at_ms)
     }
 
     /// Loads one row the store kept (oldest first; visible at once: it is durable). Its body
@@ -650,13 +655,12 @@ impl Outbox {
                 return Vec::new();
             };
             bytes += c;
-            let age = Duration::from_millis(now.1.saturating_sub(entry.observed_at_ms).max(0) as u64);
             out.push(Row {
                 seq,
                 event_id: body.event_id.clone(),
                 payload: body.payload.clone(),
                 timestamp_ms: entry.timestamp_ms,
-                accepted_at: now.0.checked_sub(age).unwrap_or(now.0),
+                accepted_at: instant_of(now.0, now.1, entry.observed_at_ms),
                 owed: [entry.delivery(Transport::Mqtt).owed(), entry.delivery(Transport::PubSub).owed()],
             });
             if let Some(entry) = self.rows.get_mut(seq) {
