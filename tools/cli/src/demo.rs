@@ -170,7 +170,7 @@ fn run_steps(args: &DemoArgs) -> Result<i32, String> {
 
 /// `dualpub verify` over what the subscribers received, their own gaps and the reports.
 fn verify(d: &Deliveries, outcome: &Outcome) -> crate::verify::engine::Findings {
-    crate::verify::live::verify_received(&d.mqtt, &d.pubsub, &d.mqtt_gaps, &outcome.report_docs, crate::verify::engine::Thresholds::default())
+    crate::verify::live::verify_received(d.window, &d.mqtt, &d.pubsub, &d.mqtt_gaps, &outcome.report_docs, crate::verify::engine::Thresholds::default())
 }
 
 /// What the steps share: the arguments, the backends, the verifying subscribers, the chaos
@@ -337,6 +337,7 @@ impl<'a> Run<'a> {
             mqtt: s.mqtt.collected.all(),
             pubsub: s.pubsub.collected.all(),
             mqtt_gaps: s.mqtt.collected.gaps(),
+            window: (s.since_ms, subscribers::now_ms()),
         });
         let mut reports = None;
         let mut reports_file = None;
@@ -421,6 +422,8 @@ struct Subscribers {
     mqtt: Subscriber,
     pubsub: Subscriber,
     reports: crate::demo_reports::ReportSubscribers,
+    /// When they began to read (ms since the Unix epoch): the start of the verifier's window.
+    since_ms: i64,
 }
 
 impl Subscribers {
@@ -429,6 +432,7 @@ impl Subscribers {
         if args.no_verify {
             return Ok(None);
         }
+        let since_ms = subscribers::now_ms();
         let filter = dualpub::wire::DEFAULT_TOPIC_TEMPLATE.replace("{deviceId}", "+");
         let sub_name = format!("dualpub-demo-verify-{}-{}", std::process::id(), started.elapsed().as_nanos() % 1_000_000);
         // A persistent session: the broker keeps what arrives while the subscriber reconnects
@@ -445,7 +449,7 @@ impl Subscribers {
             dualpub::config::DEFAULT_REPORTS_TOPIC,
             &format!("{sub_name}-reports"),
         )?;
-        Ok(Some(Subscribers { mqtt, pubsub, reports }))
+        Ok(Some(Subscribers { mqtt, pubsub, reports, since_ms }))
     }
 }
 
@@ -646,6 +650,8 @@ struct Deliveries {
     pubsub: Vec<Received>,
     /// Times the MQTT subscriber was itself disconnected (from, to) ms.
     mqtt_gaps: Vec<(i64, i64)>,
+    /// When the subscribers began and stopped reading (from, to) ms.
+    window: (i64, i64),
 }
 
 /// One line of the `--capture` file.
@@ -678,6 +684,11 @@ fn gap_line(from_ms: i64, to_ms: i64) -> String {
     serde_json::json!({"pipeline": "mqtt", "gap": {"fromMs": from_ms, "toMs": to_ms}}).to_string()
 }
 
+/// The `--capture` line for when the subscribers read: `{"window":{"fromMs":…,"toMs":…}}`.
+fn window_line((from_ms, to_ms): (i64, i64)) -> String {
+    serde_json::json!({"window": {"fromMs": from_ms, "toMs": to_ms}}).to_string()
+}
+
 /// A message's bytes as text: the capture holds them exactly, so they must be UTF-8.
 fn utf8(r: &Received) -> Result<&str, String> {
     std::str::from_utf8(&r.payload).map_err(|e| format!("--capture: a message on {} is not UTF-8: {e}", r.topic_or_key))
@@ -688,11 +699,13 @@ fn open_capture(path: &Path) -> Result<(&Path, File), String> {
     File::create(path).map(|f| (path, f)).map_err(|e| format!("--capture {}: {e}", path.display()))
 }
 
-/// Writes every received message to the `--capture` file in arrival order across both pipelines
-/// (so `dualpub verify` can settle locations as it reads: docs/VERIFY.md), then the gaps.
+/// Writes the window the subscribers read in, then every received message to the `--capture`
+/// file in arrival order across both pipelines (so `dualpub verify` can settle locations as it
+/// reads: docs/VERIFY.md), then the gaps.
 fn write_capture(path: &Path, file: File, d: &Deliveries) -> Result<(), String> {
     let io = |e: std::io::Error| format!("--capture {}: {e}", path.display());
     let mut out = BufWriter::new(file);
+    writeln!(out, "{}", window_line(d.window)).map_err(io)?;
     let mut lines: Vec<(i64, Result<CaptureLine, String>)> = d.mqtt.iter().map(|r| (r.received_at_ms, CaptureLine::mqtt(r))).collect();
     lines.extend(d.pubsub.iter().map(|r| (r.received_at_ms, CaptureLine::pubsub(r))));
     lines.sort_by_key(|(at, _)| *at); // stable: each pipeline keeps its own order on a tie

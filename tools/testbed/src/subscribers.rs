@@ -77,6 +77,11 @@ impl Collected {
         self.gaps.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|&(from, to)| (from, if to == 0 { now } else { to })).collect()
     }
 
+    /// Whether the subscriber is disconnected now (its last gap is still open).
+    pub fn gap_open(&self) -> bool {
+        self.gaps.lock().unwrap_or_else(|p| p.into_inner()).last().is_some_and(|(_, to)| *to == 0)
+    }
+
     /// Every message received, in arrival order (duplicates included).
     pub fn all(&self) -> Vec<Received> {
         self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -28,7 +28,7 @@ pub struct Sources {
 /// Subscribes, reads for the window (a progress line on stderr) feeding `v` as messages arrive
 /// (so its grace bounds memory), and verifies what arrived. Locations whose copies are still on
 /// their way when the window ends count as missing: leave the traffic a margin inside the window.
-pub fn read(s: &Sources, mut v: Verifier) -> Result<Findings, String> {
+pub fn read(s: &Sources, v: Verifier) -> Result<Findings, String> {
     let (host, port) = crate::demo::url_host_port(&s.mqtt_url, 1883).map_err(|e| format!("--mqtt-url: {e}"))?;
     let filter = dualpub::wire::DEFAULT_TOPIC_TEMPLATE.replace("{deviceId}", "+");
     let mqtt = subscribers::mqtt_with_session(&host, port, &filter, Some(&s.session)).map_err(|e| format!("MQTT subscription: {e}"))?;
@@ -42,13 +42,27 @@ pub fn read(s: &Sources, mut v: Verifier) -> Result<Findings, String> {
         &format!("{}-reports", s.subscription),
     )?;
     let start = Instant::now();
+    let from_ms = subscribers::now_ms();
+    let mut v = v.with_window(from_ms, from_ms.saturating_add(i64::try_from(s.window.as_millis()).unwrap_or(i64::MAX)));
+    let mut gaps_fed = 0;
     let mut read = [0usize; 2];
     // A message is stamped before it is stored: one taken now arrived at most this long ago.
     const STAMP_TO_STORE_MS: i64 = 1_000;
     loop {
         let now = subscribers::now_ms();
-        for (i, (pipeline, sub)) in [(Pipeline::Mqtt, &mqtt), (Pipeline::Pubsub, &pubsub)].into_iter().enumerate() {
-            for r in sub.collected.take() {
+        // Messages taken first, then the gaps: a gap is recorded before the messages after it
+        // arrive, so every gap a message taken here follows is fed before it (the verifier needs
+        // gaps before the arrivals after them).
+        let taken = [mqtt.collected.take(), pubsub.collected.take()];
+        let gaps = mqtt.collected.gaps();
+        // The last gap may still be open (its end is now): feed only closed ones, except at the end.
+        let closed = gaps.len().saturating_sub(usize::from(mqtt.collected.gap_open()));
+        for &(from, to) in &gaps[gaps_fed.min(closed)..closed] {
+            v.own_gap(Pipeline::Mqtt, from, to);
+        }
+        gaps_fed = gaps_fed.max(closed);
+        for (i, (pipeline, taken)) in [Pipeline::Mqtt, Pipeline::Pubsub].into_iter().zip(taken).enumerate() {
+            for r in taken {
                 v.arrival(pipeline, r.received_at_ms, &r.payload);
                 read[i] += 1;
             }
@@ -61,7 +75,7 @@ pub fn read(s: &Sources, mut v: Verifier) -> Result<Findings, String> {
         std::thread::sleep(Duration::from_millis(250).min(s.window.saturating_sub(start.elapsed())));
     }
     eprintln!();
-    for (from, to) in mqtt.collected.gaps() {
+    for &(from, to) in mqtt.collected.gaps().get(gaps_fed..).unwrap_or_default() {
         v.own_gap(Pipeline::Mqtt, from, to);
     }
     for (_, r) in reports.received() {
@@ -72,17 +86,25 @@ pub fn read(s: &Sources, mut v: Verifier) -> Result<Findings, String> {
     Ok(v.finish())
 }
 
-/// Verifies what independent subscribers received: each pipeline's messages, the MQTT
-/// subscriber's own gaps (from, to) ms, and the reports (parsed). Used live and by `demo --verify`.
-pub fn verify_received(mqtt: &[Received], pubsub: &[Received], mqtt_gaps: &[(i64, i64)], reports: &[serde_json::Value], t: Thresholds) -> Findings {
-    let mut v = Verifier::new(t);
+/// Verifies what independent subscribers received in `window` (from, to) ms: each pipeline's
+/// messages, the MQTT subscriber's own gaps (from, to) ms, and the reports (parsed). Used by
+/// `demo --verify`.
+pub fn verify_received(
+    window: (i64, i64),
+    mqtt: &[Received],
+    pubsub: &[Received],
+    mqtt_gaps: &[(i64, i64)],
+    reports: &[serde_json::Value],
+    t: Thresholds,
+) -> Findings {
+    let mut v = Verifier::new(t).with_window(window.0, window.1);
+    for (from, to) in mqtt_gaps {
+        v.own_gap(Pipeline::Mqtt, *from, *to);
+    }
     for (pipeline, received) in [(Pipeline::Mqtt, mqtt), (Pipeline::Pubsub, pubsub)] {
         for r in received {
             v.arrival(pipeline, r.received_at_ms, &r.payload);
         }
-    }
-    for (from, to) in mqtt_gaps {
-        v.own_gap(Pipeline::Mqtt, *from, *to);
     }
     for doc in reports {
         v.report(doc);

@@ -4,9 +4,15 @@
 //! reports, joins by eventId and reconciles every missing location with its device's report.
 
 pub mod engine;
+pub mod findings;
+pub mod gaps;
+pub mod histogram;
 pub mod html;
 pub mod live;
 pub mod output;
+pub mod payload;
+pub mod reports;
+pub mod runs;
 pub mod selftest;
 pub mod stats;
 pub mod synthetic;
@@ -125,14 +131,18 @@ pub fn run(args: VerifyArgs) -> i32 {
             }
         };
     }
-    let mut v = args.verifier();
     let capture = args.capture.as_deref().unwrap_or(Path::new("-"));
-    let read = read_capture(capture, &mut v).and_then(|()| args.reports.as_deref().map_or(Ok(()), |r| read_reports(r, &mut v)));
-    if let Err(e) = read {
-        eprintln!("dualpub verify: {e}");
-        return 2;
+    let read = read_capture(capture, args.verifier()).and_then(|mut v| match args.reports.as_deref() {
+        Some(r) => read_reports(r, &mut v).map(|()| v),
+        None => Ok(v),
+    });
+    match read {
+        Ok(v) => report(&args, &v.finish()),
+        Err(e) => {
+            eprintln!("dualpub verify: {e}");
+            2
+        }
     }
-    report(&args, &v.finish())
 }
 
 /// Prints the findings as the options ask (table or JSON, and the HTML page); the exit code.
@@ -166,44 +176,103 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, Result<String, Stri
     Ok(std::io::BufReader::new(file).lines().enumerate().map(move |(i, l)| (i + 1, l.map_err(|e| format!("{shown}: line {}: {e}", i + 1)))))
 }
 
-/// One capture line: a message a pipeline received, or the subscriber's own gap.
+/// One capture line: a message a pipeline received, the subscriber's own gap, or the window the
+/// subscribers read in.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CaptureLine {
-    pipeline: Pipeline,
+    #[serde(default)]
+    pipeline: Option<Pipeline>,
     #[serde(default)]
     received_at_ms: Option<i64>,
     #[serde(default)]
     payload: Option<String>,
     #[serde(default)]
-    gap: Option<Gap>,
+    gap: Option<Span>,
+    #[serde(default)]
+    window: Option<Span>,
 }
 
+/// `{"fromMs", "toMs"}`.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Gap {
+struct Span {
     from_ms: i64,
     to_ms: i64,
 }
 
-/// Feeds a capture file to `v`.
-pub fn read_capture(path: &Path, v: &mut Verifier) -> Result<(), String> {
+/// What a capture holds besides its messages, read before them: the window, the subscribers'
+/// own gaps, and each pipeline's last message line (after it that pipeline has ended).
+#[derive(Default)]
+struct Outline {
+    window: Option<(i64, i64)>,
+    gaps: Vec<(Pipeline, i64, i64)>,
+    last_line: [usize; 2],
+}
+
+/// A capture line that names no pipeline is a window line; any other needs one.
+fn pipeline_of(c: &CaptureLine, path: &Path, n: usize) -> Result<Pipeline, String> {
+    c.pipeline.ok_or_else(|| format!("{}: line {n}: pipeline must be mqtt or pubsub", path.display()))
+}
+
+fn parse_line(path: &Path, n: usize, line: &str) -> Result<CaptureLine, String> {
+    serde_json::from_str(line).map_err(|e| format!("{}: line {n}: {e}", path.display()))
+}
+
+/// Reads a capture's outline (every line is parsed, payloads are skipped).
+fn outline(path: &Path) -> Result<Outline, String> {
+    let mut o = Outline::default();
     for (n, line) in lines(path)? {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let c: CaptureLine = serde_json::from_str(&line).map_err(|e| format!("{}: line {n}: {e}", path.display()))?;
-        match (c.payload, c.gap) {
-            (Some(payload), _) => {
-                let at = c.received_at_ms.ok_or_else(|| format!("{}: line {n}: a message without receivedAtMs", path.display()))?;
-                v.arrival(c.pipeline, at, payload.as_bytes())
-            }
-            (None, Some(g)) => v.own_gap(c.pipeline, g.from_ms, g.to_ms),
+        let c = parse_line(path, n, &line)?;
+        if let Some(w) = &c.window {
+            o.window = Some((w.from_ms, w.to_ms));
+            continue;
+        }
+        let p = pipeline_of(&c, path, n)?;
+        match (&c.payload, &c.gap) {
+            (Some(_), _) => o.last_line[p.index()] = n,
+            (None, Some(g)) => o.gaps.push((p, g.from_ms, g.to_ms)),
             (None, None) => return Err(format!("{}: line {n}: neither a payload nor a gap", path.display())),
         }
     }
-    Ok(())
+    Ok(o)
+}
+
+/// A verifier reading a capture file, fed to it: its window (`{"window": {"fromMs", "toMs"}}`),
+/// the subscribers' gaps, then the messages in file order; after a pipeline's last message it
+/// has ended, so settling no longer waits for it (docs/VERIFY.md, "Memory").
+pub fn read_capture(path: &Path, v: Verifier) -> Result<Verifier, String> {
+    let o = outline(path)?;
+    let mut v = match o.window {
+        Some((from, to)) => v.with_window(from, to),
+        None => v,
+    };
+    for (p, from, to) in &o.gaps {
+        v.own_gap(*p, *from, *to);
+    }
+    for p in Pipeline::ALL {
+        if o.last_line[p.index()] == 0 {
+            v.ended(p);
+        }
+    }
+    for (n, line) in lines(path)? {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let c = parse_line(path, n, &line)?;
+        let (Some(p), Some(payload)) = (c.pipeline, c.payload) else { continue };
+        let at = c.received_at_ms.ok_or_else(|| format!("{}: line {n}: a message without receivedAtMs", path.display()))?;
+        v.arrival(p, at, payload.as_bytes());
+        if o.last_line[p.index()] == n {
+            v.ended(p);
+        }
+    }
+    Ok(v)
 }
 
 /// Feeds a reports file (reports, or envelopes with `report`) to `v`.

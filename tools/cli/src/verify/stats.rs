@@ -1,6 +1,5 @@
 //! The statistics behind a verdict: a one-sided upper confidence bound on a discrepancy rate
-//! (exact binomial, Clopper–Pearson), the least traffic that can show a rate below a threshold,
-//! and percentiles of delays.
+//! (exact binomial, Clopper–Pearson) and the least traffic that can show a rate below a threshold.
 
 /// ln(n!) for the binomial terms (Stirling series beyond a small table; error < 1e-10).
 fn ln_factorial(n: u64) -> f64 {
@@ -80,23 +79,6 @@ pub fn min_trials(threshold: f64, confidence: f64) -> u64 {
     }
     ((1.0 - confidence).ln() / (1.0 - threshold).ln()).ceil() as u64
 }
-/// The `q` quantile (0 < q ≤ 1) by rank — the ⌈q·n⌉-th smallest of n values — of values given
-/// as value → how many times it occurs; `None` when there are none.
-pub fn quantile_of_counts(counts: &std::collections::BTreeMap<i64, u64>, q: f64) -> Option<i64> {
-    let n: u64 = counts.values().sum();
-    if n == 0 {
-        return None;
-    }
-    let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
-    let mut seen = 0u64;
-    counts
-        .iter()
-        .find(|(_, c)| {
-            seen += **c;
-            seen >= rank
-        })
-        .map(|(v, _)| *v)
-}
 
 #[cfg(test)]
 mod tests {
@@ -123,15 +105,5 @@ mod tests {
         let (exact, wilson) = (upper_bound(10_000, 1_000_000, 0.95), wilson_upper(10_000, 1_000_000, 0.95));
         assert!((exact - wilson).abs() / exact < 1e-3, "{exact} {wilson}");
         assert!(upper_bound(u64::MAX / 2, u64::MAX - 1, 0.95) > 0.5);
-    }
-
-    #[test]
-    fn quantiles_are_by_rank() {
-        let counts: std::collections::BTreeMap<i64, u64> = (1..=100).map(|v| (v, 1)).collect();
-        let q = |q| quantile_of_counts(&counts, q);
-        assert_eq!((q(0.001), q(0.01), q(0.5), q(0.99), q(1.0)), (Some(1), Some(1), Some(50), Some(99), Some(100)));
-        let skewed: std::collections::BTreeMap<i64, u64> = [(5, 98), (900, 2)].into();
-        assert_eq!((quantile_of_counts(&skewed, 0.98), quantile_of_counts(&skewed, 0.99)), (Some(5), Some(900)));
-        assert_eq!(quantile_of_counts(&Default::default(), 0.5), None);
     }
 }
