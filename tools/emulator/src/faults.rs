@@ -32,12 +32,25 @@ pub struct FaultPlan {
     pub fault_topic: Option<String>,
     /// Acknowledge the next N published messages normally but deliver them to no subscription.
     pub discard_after_ack_next: u32,
+    /// Acknowledge normally but deliver to no subscription the first message whose data is a
+    /// location of this device with this `seq`, once per entry (e.g. a device's last location).
+    pub discard_after_ack_where: Vec<LocationMatch>,
     /// Deliver the next N published messages twice to every subscription (same `messageId`).
     pub duplicate_next: u32,
     /// Make the next N published messages visible to subscriptions only `delay_ms` after publish.
     pub delay_next: u32,
     /// How long `delay_next` holds a message back.
     pub delay_ms: u64,
+}
+
+/// A location by device and `seq` (docs/CONTRACT.md#version-2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationMatch {
+    /// The payload's `deviceId`.
+    pub device_id: String,
+    /// The payload's `seq`.
+    pub seq: u64,
 }
 
 /// One message hit by a delivery fault.
@@ -50,6 +63,9 @@ pub struct Hit {
     pub topic: String,
     /// The message's `eventId` attribute, if it had one.
     pub event_id: Option<String>,
+    /// The `deviceId` and `seq` of its data, when the data is a location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<LocationMatch>,
     /// Publish time, milliseconds since the Unix epoch (the `publishTime`, truncated).
     pub published_at_ms: u64,
 }
@@ -158,11 +174,12 @@ impl Faults {
         self.lock().plan.reject_data_containing.clone()
     }
 
-    /// Decides the delivery of the next message published on `topic`, and logs it if a fault
-    /// hits it. The faults take their turns: first the `discard_after_ack_next` messages, then
-    /// the `duplicate_next`, then the `delay_next`, so a message gets at most one.
+    /// Decides the delivery of the next message published on `topic` (a location of
+    /// `location`, when its data is one), and logs it if a fault hits it. The faults take their
+    /// turns: first a `discard_after_ack_where` match, then the `discard_after_ack_next`
+    /// messages, then the `duplicate_next`, then the `delay_next`, so a message gets at most one.
     /// Called with the store lock held (lock order: store, then faults).
-    pub(crate) fn delivery(&self, topic: &str, message_id: &str, event_id: Option<&str>, published_at_ms: u64) -> Delivery {
+    pub(crate) fn delivery(&self, topic: &str, message_id: &str, event_id: Option<&str>, location: Option<LocationMatch>, published_at_ms: u64) -> Delivery {
         let mut guard = self.lock();
         let i = &mut *guard;
         let p = &mut i.plan;
@@ -171,7 +188,11 @@ impl Faults {
                 return Delivery::Normal;
             }
         }
-        let (delivery, list) = if p.discard_after_ack_next > 0 {
+        let matched = location.as_ref().and_then(|l| p.discard_after_ack_where.iter().position(|m| m == l));
+        let (delivery, list) = if let Some(m) = matched {
+            p.discard_after_ack_where.remove(m);
+            (Delivery::Discard, &mut i.log.discarded)
+        } else if p.discard_after_ack_next > 0 {
             p.discard_after_ack_next -= 1;
             (Delivery::Discard, &mut i.log.discarded)
         } else if p.duplicate_next > 0 {
@@ -183,7 +204,7 @@ impl Faults {
         } else {
             return Delivery::Normal;
         };
-        list.push(Hit { message_id: message_id.into(), topic: topic.into(), event_id: event_id.map(Into::into), published_at_ms });
+        list.push(Hit { message_id: message_id.into(), topic: topic.into(), event_id: event_id.map(Into::into), location, published_at_ms });
         delivery
     }
 

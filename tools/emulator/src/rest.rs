@@ -242,7 +242,8 @@ fn validate_publish(emu: &Emulator, body: &Bytes) -> Result<Vec<NewMessage>, Rpc
                 _ => key = Some(ordering_key.clone()),
             }
         }
-        out.push(NewMessage { data_b64: base64::engine::general_purpose::STANDARD.encode(&decoded), attributes: m.attributes, ordering_key });
+        let location = serde_json::from_slice::<crate::faults::LocationMatch>(&decoded).ok();
+        out.push(NewMessage { data_b64: base64::engine::general_purpose::STANDARD.encode(&decoded), attributes: m.attributes, ordering_key, location });
     }
     Ok(out)
 }

@@ -71,6 +71,8 @@ pub struct NewMessage {
     pub data_b64: String,
     pub attributes: BTreeMap<String, String>,
     pub ordering_key: String,
+    /// The `deviceId` and `seq` of the data, when it is a location (for the delivery faults).
+    pub location: Option<crate::faults::LocationMatch>,
 }
 
 #[derive(Debug)]
@@ -234,7 +236,7 @@ impl Store {
                 publish_time: publish_time.clone(),
                 ordering_key: m.ordering_key,
             });
-            let delivery = faults.delivery(topic, &id, message.attributes.get("eventId").map(String::as_str), published_at_ms);
+            let delivery = faults.delivery(topic, &id, message.attributes.get("eventId").map(String::as_str), m.location, published_at_ms);
             for s in &subs {
                 if let Some(sub) = i.subs.get_mut(s) {
                     match delivery {

@@ -4,7 +4,7 @@
 //! or images; the page's Content-Security-Policy forbids them), and every string that came from
 //! a device is escaped.
 
-use super::engine::{Cause, Findings, Minute, Pipeline, PipelineTotals, Step};
+use super::engine::{Cause, Findings, Minute, Pipeline, PipelineTotals, Step, Unbound};
 use std::fmt::Write;
 
 /// The ids of the page's charts' `<svg>` elements, in page order.
@@ -83,6 +83,8 @@ pub fn page(f: &Findings) -> String {
     charts(&mut o, f);
     totals(&mut o, f);
     missing_table(&mut o, f);
+    mismatch_table(&mut o, f);
+    unbounded_table(&mut o, f);
     o.push_str("</main>\n</body>\n</html>\n");
     o
 }
@@ -892,6 +894,75 @@ fn missing_table(o: &mut String, f: &Findings) {
     o.push_str("</tbody>\n</table>\n");
     if f.missing.len() > shown {
         let _ = writeln!(o, "<p class=\"muted\">… and {} more: <code>--json</code> lists them all.</p>", count((f.missing.len() - shown) as u64));
+    }
+    o.push_str("</section>\n");
+}
+
+/// How many mismatched locations and unbounded runs the page lists (`--json` lists more).
+pub const MISMATCHES_LISTED: usize = 100;
+
+fn mismatch_table(o: &mut String, f: &Findings) {
+    let total: u64 = f.steps.iter().map(|s| s.mismatches).sum();
+    let shown = f.mismatched.len().min(MISMATCHES_LISTED);
+    let _ = writeln!(o, "<section>\n<h2>Copies whose bytes differ ({} of {})</h2>", count(shown as u64), count(total));
+    if total == 0 {
+        o.push_str("<p>Every copy of every location carries the same bytes.</p>\n</section>\n");
+        return;
+    }
+    o.push_str(
+        "<table id=\"mismatched\">\n<thead><tr><th class=\"l event\">eventId</th><th class=\"l\">device</th><th>seq</th><th>cfg</th>\
+         <th class=\"l\">fields that differ</th><th class=\"l\">copies (digest, pipeline, count)</th></tr></thead>\n<tbody>\n",
+    );
+    for m in &f.mismatched[..shown] {
+        let copies: Vec<String> = m.copies.iter().map(|c| format!("{} {} ×{}", esc(&c.digest), c.pipeline.as_str(), c.copies)).collect();
+        let fields = if m.fields.is_empty() { "none: only the bytes around the values".to_string() } else { m.fields.join(", ") };
+        let _ = writeln!(
+            o,
+            "<tr><td class=\"l mono\">{}</td><td class=\"l mono\">{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l mono\">{}</td></tr>",
+            esc(&m.event_id),
+            esc(&m.device_id),
+            m.seq,
+            m.cfg,
+            esc(&fields),
+            copies.join("<br>")
+        );
+    }
+    o.push_str("</tbody>\n</table>\n");
+    if total > shown as u64 {
+        let _ = writeln!(o, "<p class=\"muted\">… and {} more: <code>--json</code> lists up to 1,000.</p>", count(total - shown as u64));
+    }
+    o.push_str("</section>\n");
+}
+
+/// What an unbounded run means, for people.
+pub fn unbound_label(u: Unbound) -> &'static str {
+    match u {
+        Unbound::NoReport => "no migration report from the device: its last locations cannot be checked",
+        Unbound::OtherEpoch => "its reports are of another data directory: this run's last locations cannot be checked",
+        Unbound::StartUnknown => "a report shows locations accepted, none arrived, and no earlier report says where they begin",
+    }
+}
+
+fn unbounded_table(o: &mut String, f: &Findings) {
+    let shown = f.unbounded.len().min(MISMATCHES_LISTED);
+    let _ = writeln!(o, "<section>\n<h2>Device runs no report bounds ({} of {})</h2>", count(shown as u64), count(f.unbounded_count));
+    if f.unbounded_count == 0 {
+        o.push_str("<p>Every device's reports say where its runs end: a location lost at the end of a run is found.</p>\n</section>\n");
+        return;
+    }
+    o.push_str("<table id=\"unbounded\">\n<thead><tr><th class=\"l\">device</th><th class=\"l\">epoch</th><th class=\"l\">why</th></tr></thead>\n<tbody>\n");
+    for u in &f.unbounded[..shown] {
+        let _ = writeln!(
+            o,
+            "<tr><td class=\"l mono\">{}</td><td class=\"l mono\">{}</td><td class=\"l\">{}</td></tr>",
+            esc(&u.device_id),
+            u.epoch.as_deref().map_or("—".to_string(), esc),
+            unbound_label(u.reason)
+        );
+    }
+    o.push_str("</tbody>\n</table>\n");
+    if f.unbounded_count > shown as u64 {
+        let _ = writeln!(o, "<p class=\"muted\">… and {} more: <code>--json</code> lists up to 1,000.</p>", count(f.unbounded_count - shown as u64));
     }
     o.push_str("</section>\n");
 }

@@ -92,5 +92,29 @@ pub fn table(f: &Findings) -> String {
     if f.missing.len() > 10 {
         let _ = writeln!(o, "  … and {} more (--json lists them all)", f.missing.len() - 10);
     }
+    for m in f.mismatched.iter().take(10) {
+        let copies: Vec<String> = m.copies.iter().map(|c| format!("{} on {} ×{}", c.digest, c.pipeline.as_str(), c.copies)).collect();
+        let fields = if m.fields.is_empty() { "no field (only the bytes around the values)".to_string() } else { m.fields.join(", ") };
+        let _ = writeln!(o, "  bytes differ: {} seq {} {}: {fields}; {}", shown(&m.device_id), m.seq, shown(&m.event_id), copies.join(", "));
+    }
+    let mismatches: u64 = f.steps.iter().map(|s| s.mismatches).sum();
+    if mismatches > 10 {
+        let _ = writeln!(o, "  … and {} more locations whose copies differ (--json lists up to 1,000)", mismatches - 10);
+    }
+    if f.unbounded_count > 0 {
+        let examples: Vec<String> = f
+            .unbounded
+            .iter()
+            .take(5)
+            .map(|u| format!("{} ({})", shown(&u.device_id), serde_json::to_string(&u.reason).unwrap_or_default().trim_matches('"')))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  runs no report bounds (their last locations cannot be checked): {}: {}{}",
+            f.unbounded_count,
+            examples.join(", "),
+            if f.unbounded_count > 5 { ", …" } else { "" }
+        );
+    }
     o
 }

@@ -2,7 +2,9 @@
 //! runs `dualpub demo --verify` (this very binary) with the emulator told to acknowledge and
 //! then discard 37 locations, deliver 50 twice and hold 20 back for 6 s on Pub/Sub, and checks
 //! the verifier's findings against the emulator's own log of the messages it hit. A control
-//! comparison (MQTT's stream checked against itself) must find nothing.
+//! comparison (MQTT's stream checked against itself) must find nothing. A second run sends a
+//! cohort to Pub/Sub only and has the emulator discard the last location of a few devices after
+//! acknowledging it: no pipeline has them, and only the devices' reports say they were owed.
 
 use super::engine::{Pipeline, Thresholds, Verifier};
 use std::collections::BTreeSet;
@@ -12,6 +14,10 @@ const DISCARDED: usize = 37;
 const DUPLICATED: usize = 50;
 const DELAYED: usize = 20;
 const DELAY_MS: u64 = 6_000;
+
+/// Devices whose last location the second run discards (of 20, 30 locations each).
+const TAIL_DEVICES: [u32; 4] = [2, 7, 11, 19];
+const TAIL_LOCATIONS: u64 = 30;
 
 /// The eventIds a fault-log list names.
 fn ids(hits: &serde_json::Value) -> BTreeSet<String> {
@@ -42,6 +48,23 @@ pub fn run() -> i32 {
     }
 }
 
+/// Runs `dualpub demo --verify --json` with these arguments and Pub/Sub faults; its summary.
+fn demo(args: &[&str], faults: &serde_json::Value, capture: &std::path::Path) -> Result<serde_json::Value, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .arg("demo")
+        .args(args)
+        .args(["--verify", "--json", "--capture"])
+        .arg(capture)
+        .args(["--pubsub-faults", &faults.to_string()])
+        .env("RUST_LOG", "error")
+        .output()
+        .map_err(|e| format!("running the demo: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())
+        .map_err(|e| format!("the demo's summary: {e}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
 fn run_checks() -> Result<bool, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let capture = dir.path().join("capture.jsonl");
@@ -49,19 +72,8 @@ fn run_checks() -> Result<bool, String> {
         "faultTopic": "location-updates",
         "discardAfterAckNext": DISCARDED, "duplicateNext": DUPLICATED, "delayNext": DELAYED, "delayMs": DELAY_MS,
     });
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     println!("dualpub verify --selftest: a 40-device demo, all on both pipelines; Pub/Sub discards {DISCARDED} after acknowledging them, delivers {DUPLICATED} twice, holds {DELAYED} back {DELAY_MS} ms");
-    let out = std::process::Command::new(exe)
-        .args(["demo", "--devices", "40", "--locations-per-device", "50", "--rollout", "100", "--verify", "--json"])
-        .arg("--capture")
-        .arg(&capture)
-        .args(["--pubsub-faults", &faults.to_string()])
-        .env("RUST_LOG", "error")
-        .output()
-        .map_err(|e| format!("running the demo: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())
-        .map_err(|e| format!("the demo's summary: {e}\n{}", String::from_utf8_lossy(&out.stderr)))?;
+    let summary = demo(&["--devices", "40", "--locations-per-device", "50", "--rollout", "100"], &faults, &capture)?;
     let (v, injected) = (&summary["verify"], &summary["injected"]);
     let (discarded, duplicated, delayed) = (ids(&injected["discarded"]), ids(&injected["duplicated"]), ids(&injected["delayed"]));
     let missing = v["missing"].as_array().cloned().unwrap_or_default();
@@ -86,6 +98,43 @@ fn run_checks() -> Result<bool, String> {
     ok &= check(&format!("exactly the {DELAYED} delayed listed as late"), late == delayed, format!("{late:?}"));
     ok &= check("verdict fail", v["verdict"] == "fail", v["verdict"].to_string());
     ok &= check("control: MQTT checked against itself finds nothing", control(&capture)?, String::new());
+    ok &= tails(&dir.path().join("tails.jsonl"))?;
+    Ok(ok)
+}
+
+/// The second run: a cohort on Pub/Sub only; the emulator discards the last location of
+/// [`TAIL_DEVICES`] after acknowledging it. Those, and nothing else, must be named.
+fn tails(capture: &std::path::Path) -> Result<bool, String> {
+    let targets: Vec<serde_json::Value> =
+        TAIL_DEVICES.iter().map(|d| serde_json::json!({"deviceId": format!("demo-device-{d}"), "seq": TAIL_LOCATIONS})).collect();
+    let faults = serde_json::json!({"faultTopic": "location-updates", "discardAfterAckWhere": targets});
+    println!(
+        "dualpub verify --selftest: a 20-device demo on Pub/Sub only; Pub/Sub discards the last location of {} devices after acknowledging it",
+        TAIL_DEVICES.len()
+    );
+    let n = TAIL_LOCATIONS.to_string();
+    let summary = demo(&["--devices", "20", "--locations-per-device", &n, "--rollout", "100", "--no-mqtt"], &faults, capture)?;
+    let (v, injected) = (&summary["verify"], &summary["injected"]);
+    let hit: BTreeSet<(String, u64)> = injected["discarded"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| Some((h["location"]["deviceId"].as_str()?.to_string(), h["location"]["seq"].as_u64()?)))
+        .collect();
+    let missing = v["missing"].as_array().cloned().unwrap_or_default();
+    let named: BTreeSet<(String, u64)> = missing
+        .iter()
+        .filter(|m| m["cause"] == "acked_not_received" && m["pipeline"].is_null())
+        .filter_map(|m| Some((m["deviceId"].as_str()?.to_string(), m["seq"].as_u64()?)))
+        .collect();
+    let mut ok =
+        check(&format!("the emulator discarded the last location of {} devices", TAIL_DEVICES.len()), hit.len() == TAIL_DEVICES.len(), format!("{hit:?}"));
+    ok &= check(
+        "exactly those named acked-but-not-received, seen on no pipeline",
+        named == hit && missing.len() == hit.len(),
+        format!("named {named:?}, {} missing", missing.len()),
+    );
+    ok &= check("verdict fail", v["verdict"] == "fail", v["verdict"].to_string());
     Ok(ok)
 }
 
