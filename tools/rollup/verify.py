@@ -5,17 +5,22 @@
     verify.py --clickhouse 'http://host:8123/?database=x' --from-ms MS --to-ms MS [--json]
 
 Without --clickhouse the capture (`dualpub demo --capture`: JSON lines {"pipeline", "receivedAtMs",
-"payload", ...}; `gap` lines are ignored) is loaded into the location landing tables of an
-in-process chDB session (sql/schema.sql, through locations_inbox) and the reports (bare, or
-`{"report": ...}` envelopes: rollup.py reads them) into migration_reports; sql/verify.sql runs
-there. With --clickhouse the same SQL runs on a server's tables (files given are loaded first).
+"payload", ...}, `{"pipeline", "gap": {"fromMs", "toMs"}}` for the subscribers' own gaps and
+`{"window": {"fromMs", "toMs"}}` for when they read) is loaded into the location landing tables
+of an in-process chDB session (sql/schema.sql, through locations_inbox; gaps into
+subscriber_gaps) and the reports (bare, or `{"report": ...}` envelopes: rollup.py reads them)
+into migration_reports; sql/verify.sql runs there over the capture's window (its window line,
+else its first to its last arrival), then sql/verify_mismatches.sql names the copies of the
+mismatched locations. With --clickhouse the same SQL runs on a server's tables (files given are
+loaded first).
 
 It prints what `dualpub verify` prints for the fields the SQL covers: a table, or with --json
-one object with `verdict`, `thresholds`, `steps`, `missing`, `duplicated`, `late` (the CLI's
-shape; the CLI's totals, delays, timeline and worst devices are not made). Everything comes from
-the SQL except each step's 95 % upper bound of its rate (Clopper-Pearson, the CLI's algorithm,
-from discrepancies and trials) and the verdicts, which depend on it. `missing` is ordered by
-deviceId then seq (the CLI orders devices by their first line in the capture).
+one object with `verdict`, `thresholds`, `steps`, `missing`, `duplicated`, `late`, `mismatched`,
+`unbounded` and `unboundedCount` (the CLI's shape; the CLI's totals, delays, timeline and worst
+devices are not made). Everything comes from the SQL except each step's 95 % upper bound of its
+rate (Clopper-Pearson, the CLI's algorithm, from discrepancies and trials) and the verdicts,
+which depend on it. `missing` is ordered by deviceId then seq (the CLI orders devices by their
+first line in the capture), `unbounded` by deviceId.
 
 Exit status as the CLI's: 0 pass, 3 fail, 4 too little traffic, 2 unreadable input, 1 the
 backend failed. Python 3.11, the standard library and chdb (only without --clickhouse).
@@ -38,6 +43,9 @@ import rollup  # noqa: E402  (the backends, the table creation and the reports r
 from rollup import BackendError, InputError  # noqa: E402
 
 SQL = Path(__file__).resolve().parent / "sql" / "verify.sql"
+MISMATCHES_SQL = Path(__file__).resolve().parent / "sql" / "verify_mismatches.sql"
+# the most mismatched locations named (the CLI's MAX_LISTED_MISMATCHES), and unbounded runs listed
+MAX_LISTED = 1_000
 CONFIDENCE = 0.95
 PIPELINES = ("mqtt", "pubsub")
 STEP_COUNTS = ("expected", "received", "missing", "duplicates", "fallbacks", "unexpected", "late")
@@ -51,11 +59,30 @@ ALL_TIME = (0, 10_000_000_000_000)
 # --------------------------------------------------------------------------------------------
 
 
-def read_capture(path: str | Path) -> list[dict]:
-    """The messages of a capture file as locations_inbox rows {"transport", "receivedAtMs",
-    "payload"}; gap lines (the subscriber's own disconnections) are skipped. Raises InputError
-    naming the line that is neither."""
-    rows = []
+class Capture:
+    """A capture file read: its messages as locations_inbox rows {"transport", "receivedAtMs",
+    "payload"}, its subscriber gaps as subscriber_gaps rows, and the window it was read in."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.gaps: list[dict] = []
+        self.window: tuple[int, int] | None = None
+
+    def span(self) -> tuple[int, int]:
+        """The window to verify: the capture's window line, else its first to its last arrival
+        (to + 1: the SQL's window excludes its end), else all time."""
+        if self.window:
+            return self.window[0], self.window[1] + 1
+        if self.rows:
+            times = [r["receivedAtMs"] for r in self.rows]
+            return min(times), max(times) + 1
+        return ALL_TIME
+
+
+def read_capture(path: str | Path) -> Capture:
+    """A capture file's messages, gaps and window. Raises InputError naming the line that is
+    none of them."""
+    c = Capture()
     try:
         with open(path, encoding="utf-8") as f:
             for number, text in enumerate(f, start=1):
@@ -65,18 +92,26 @@ def read_capture(path: str | Path) -> list[dict]:
                     line = json.loads(text)
                 except ValueError as e:
                     raise InputError(f"{path}: line {number}: not JSON ({e})") from None
+                if isinstance(line, dict) and isinstance(line.get("window"), dict) and "pipeline" not in line:
+                    w = line["window"]
+                    c.window = (int(w["fromMs"]), int(w["toMs"]))
+                    continue
                 pipeline = line.get("pipeline") if isinstance(line, dict) else None
                 if pipeline not in PIPELINES:
                     raise InputError(f"{path}: line {number}: pipeline must be mqtt or pubsub")
                 if isinstance(line.get("payload"), str):
                     received = line.get("receivedAtMs")
-                    rows.append({"transport": pipeline, "receivedAtMs": received if isinstance(received, int) else 0,
-                                 "payload": line["payload"]})
-                elif "gap" not in line:
+                    c.rows.append({"transport": pipeline, "receivedAtMs": received if isinstance(received, int) else 0,
+                                   "payload": line["payload"]})
+                elif isinstance(line.get("gap"), dict):
+                    c.gaps.append({"pipeline": pipeline, "from_ms": int(line["gap"]["fromMs"]), "to_ms": int(line["gap"]["toMs"])})
+                else:
                     raise InputError(f"{path}: line {number}: neither a payload nor a gap")
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
-    return rows
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{path}: a window or gap line without integer fromMs and toMs ({e})") from None
+    return c
 
 
 def load_locations(backend, rows: list[dict], batch: int = 50_000) -> None:
@@ -138,19 +173,38 @@ def upper_bound(x: int, n: int, confidence: float = CONFIDENCE) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def _rows(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def _array_literal(items: list[str]) -> str:
+    """A ClickHouse Array(String) parameter value."""
+    return "[" + ",".join("'" + i.replace("\\", "\\\\").replace("'", "\\'") + "'" for i in items) + "]"
+
+
 def run_sql(backend, from_ms: int, to_ms: int, margin_ms: int = 0, late_ms: int = 5_000,
             max_rate_bound: float = 0.001, reports_from_ms: int = ALL_TIME[0]) -> list[dict]:
-    """sql/verify.sql's rows (one per cfg)."""
+    """sql/verify.sql's rows (one per cfg), each with `mismatch_details`: verify_mismatches.sql's
+    rows for its mismatched eventIds (the first MAX_LISTED of all steps in eventId order)."""
     params = {"from_ms": from_ms, "to_ms": to_ms, "margin_ms": margin_ms, "late_ms": late_ms,
               "max_rate_bound": max_rate_bound, "reports_from_ms": reports_from_ms}
-    output = backend.execute(SQL.read_text(encoding="utf-8"), params)
-    return [json.loads(line) for line in output.splitlines() if line.strip()]
+    rows = _rows(backend.execute(SQL.read_text(encoding="utf-8"), params))
+    ids = sorted(i for r in rows for i in r["mismatched_ids"])[:MAX_LISTED]
+    details = {}
+    if ids:
+        found = backend.execute(MISMATCHES_SQL.read_text(encoding="utf-8"),
+                                {"ids": _array_literal(ids), "from_ms": from_ms, "to_ms": to_ms, "margin_ms": margin_ms})
+        details = {d["event_id"]: d for d in _rows(found)}
+    for r in rows:
+        r["mismatch_details"] = [details[i] for i in r["mismatched_ids"] if i in details]
+    return rows
 
 
 def findings(rows: list[dict], max_acked_not_received: int = 0, max_rate_bound: float = 0.001,
              late_ms: int = 5_000) -> dict:
     """The CLI's JSON (the fields the SQL covers) from verify.sql's rows."""
-    steps, missing = [], []
+    steps, missing, mismatched = [], [], []
+    unbounded = rows[0]["unbounded"] if rows else []
     duplicated = {p: [] for p in PIPELINES}
     late = {p: [] for p in PIPELINES}
     verdict = "pass" if rows else "insufficient"
@@ -180,7 +234,13 @@ def findings(rows: list[dict], max_acked_not_received: int = 0, max_rate_bound: 
         for p in PIPELINES:
             duplicated[p] += r[f"duplicated_{p}"]
             late[p] += r[f"late_{p}_ids"]
+        for d in r["mismatch_details"]:
+            device, seq, cfg = d["first"]
+            mismatched.append({"eventId": d["event_id"], "deviceId": device, "seq": seq, "cfg": cfg,
+                               "copies": [{"digest": dg, "pipeline": p, "copies": n} for dg, p, n in d["copies"]],
+                               "fields": d["fields"]})
     missing.sort(key=lambda m: (m["deviceId"], m["seq"]))
+    mismatched.sort(key=lambda m: m["eventId"])
     return {
         "verdict": verdict,
         "thresholds": {"maxAckedNotReceived": max_acked_not_received, "maxRateBound": max_rate_bound,
@@ -190,25 +250,28 @@ def findings(rows: list[dict], max_acked_not_received: int = 0, max_rate_bound: 
         # as the CLI: a pipeline appears only with at least one eventId, listed in eventId order
         "duplicated": {p: sorted(ids) for p, ids in duplicated.items() if ids},
         "late": {p: sorted(ids) for p, ids in late.items() if ids},
+        "mismatched": mismatched[:MAX_LISTED],
+        "unbounded": [{"deviceId": d, "epoch": e or None, "reason": reason} for d, e, reason in unbounded[:MAX_LISTED]],
+        "unboundedCount": len(unbounded),
     }
 
 
 def verify_files(capture: str | Path, reports: str | Path | None = None, **thresholds) -> dict:
     """What `verify.py --capture CAPTURE --reports REPORTS --json` prints, as a dict, computed in
     a fresh chDB session (thresholds: max_acked_not_received, max_rate_bound, late_ms)."""
-    locations = read_capture(capture)
+    c = read_capture(capture)
     report_rows = rollup.read_reports(reports) if reports else []
     backend = rollup.Chdb()
     try:
-        load(backend, locations, report_rows, local=True)
-        rows = run_sql(backend, *ALL_TIME, late_ms=thresholds.get("late_ms", 5_000),
+        load(backend, c, report_rows, local=True)
+        rows = run_sql(backend, *c.span(), late_ms=thresholds.get("late_ms", 5_000),
                        max_rate_bound=thresholds.get("max_rate_bound", 0.001))
     finally:
         backend.close()
     return findings(rows, **thresholds)
 
 
-def load(backend, locations: list[dict], reports: list[dict], local: bool) -> None:
+def load(backend, capture: Capture, reports: list[dict], local: bool) -> None:
     """Creates the landing tables (those missing) and loads both files. On a session of its own
     (chDB) the merges of the location tables are stopped first, so that no copy is collapsed
     before the query; a server's tables merge when they will (docs/VERIFY.md says what that
@@ -217,7 +280,9 @@ def load(backend, locations: list[dict], reports: list[dict], local: bool) -> No
     if local:
         for table in ("locations_mqtt", "locations_pubsub"):
             backend.execute(f"SYSTEM STOP MERGES {table}")
-    load_locations(backend, locations)
+    load_locations(backend, capture.rows)
+    if capture.gaps:
+        backend.execute("INSERT INTO subscriber_gaps FORMAT JSONEachRow", body="\n".join(json.dumps(g) for g in capture.gaps))
     rollup.load(backend, reports)
 
 
@@ -383,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capture", metavar="FILE", help="what the pipelines received (dualpub demo --capture)")
     parser.add_argument("--reports", metavar="FILE", help="the devices' migration reports (dualpub demo --reports-out)")
     parser.add_argument("--clickhouse", metavar="URL", help="run on this ClickHouse server's HTTP interface instead of chDB")
-    parser.add_argument("--from-ms", type=int, default=ALL_TIME[0], metavar="MS", help="window start: first arrival at or after (default: all)")
-    parser.add_argument("--to-ms", type=int, default=ALL_TIME[1], metavar="MS", help="window end: first arrival before (default: all)")
+    parser.add_argument("--from-ms", type=int, metavar="MS",
+                        help="window start: first arrival at or after (default: the capture's window, else all time)")
+    parser.add_argument("--to-ms", type=int, metavar="MS", help="window end: first arrival before (default: as --from-ms)")
     parser.add_argument("--margin-ms", type=int, default=600_000, metavar="MS",
                         help="copies are read this far outside the window (default 600000)")
     parser.add_argument("--reports-from-ms", type=int, default=ALL_TIME[0], metavar="MS",
@@ -410,13 +476,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--clickhouse: {e}")
     backend = None
     try:
-        locations = read_capture(args.capture) if args.capture else []
+        capture = read_capture(args.capture) if args.capture else Capture()
         reports = rollup.read_reports(args.reports) if args.reports else []
         backend = server or rollup.Chdb()
         if args.capture or args.reports:  # a server without files is only read
-            load(backend, locations, reports, local=server is None)
-        rows = run_sql(backend, args.from_ms, args.to_ms, args.margin_ms, args.late_ms, args.max_rate_bound,
-                       args.reports_from_ms)
+            load(backend, capture, reports, local=server is None)
+        span = capture.span()
+        from_ms = span[0] if args.from_ms is None else args.from_ms
+        to_ms = span[1] if args.to_ms is None else args.to_ms
+        rows = run_sql(backend, from_ms, to_ms, args.margin_ms, args.late_ms, args.max_rate_bound, args.reports_from_ms)
     except InputError as e:
         print(f"verify: {e}", file=sys.stderr)
         return 2

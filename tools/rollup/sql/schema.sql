@@ -78,6 +78,11 @@ CREATE TABLE IF NOT EXISTS migration_reports
     -- gauges: the state when the report was cut
     mqtt_depth UInt64,
     pubsub_depth UInt64,
+    -- the seq of the oldest location still owed per transport (0: none); reports of older SDKs
+    -- do not carry them (has_oldest_seq false): a verifier then reads the newest depth seqs
+    mqtt_oldest_seq UInt64,
+    pubsub_oldest_seq UInt64,
+    has_oldest_seq Bool,
     oldest_pending_age_s Float64,
     mqtt_breaker_open Bool,
     pubsub_breaker_open Bool,
@@ -143,6 +148,9 @@ SELECT
     JSONExtract(payload, 'counters', 'configFetches', 'Map(String, UInt64)') AS config_fetches,
     JSONExtractUInt(payload, 'gauges', 'mqttDepth') AS mqtt_depth,
     JSONExtractUInt(payload, 'gauges', 'pubsubDepth') AS pubsub_depth,
+    JSONExtractUInt(payload, 'gauges', 'mqttOldestSeq') AS mqtt_oldest_seq,
+    JSONExtractUInt(payload, 'gauges', 'pubsubOldestSeq') AS pubsub_oldest_seq,
+    JSONHas(payload, 'gauges', 'mqttOldestSeq') AND JSONHas(payload, 'gauges', 'pubsubOldestSeq') AS has_oldest_seq,
     JSONExtractFloat(payload, 'gauges', 'oldestPendingAgeS') AS oldest_pending_age_s,
     JSONExtractBool(payload, 'gauges', 'mqttBreakerOpen') AS mqtt_breaker_open,
     JSONExtractBool(payload, 'gauges', 'pubsubBreakerOpen') AS pubsub_breaker_open,
@@ -224,3 +232,16 @@ SELECT
     payload
 FROM locations_inbox
 WHERE transport = 'pubsub';
+
+-- The verifying subscribers' own disconnections: a location owed to a pipeline that would have
+-- arrived there while its subscriber was down is the verifier's gap, not a loss (verify.sql,
+-- docs/VERIFY.md "Reconciliation"). A subscriber that acknowledges only after its insert has
+-- none; one that may miss messages while disconnected (an expiring session) records each gap.
+CREATE TABLE IF NOT EXISTS subscriber_gaps
+(
+    pipeline LowCardinality(String),           -- 'mqtt' or 'pubsub'
+    from_ms Int64,                             -- ms since the Unix epoch
+    to_ms Int64
+)
+ENGINE = MergeTree
+ORDER BY (pipeline, from_ms);

@@ -61,8 +61,15 @@ impl FieldDigests {
         mask
     }
 
-    fn add(&mut self, slot: usize, text: &[u8]) {
-        let h = (xxhash_rust::xxh64::xxh64(text, slot as u64) & 0xffff) as u16;
+    /// Adds a field's value (slot 15: `key` too, for a field outside [`FIELDS`]).
+    fn add(&mut self, slot: usize, key: &str, raw: &str) {
+        let mut hasher = xxhash_rust::xxh64::Xxh64::new(slot as u64);
+        if slot == 15 {
+            hasher.update(key.as_bytes());
+            hasher.update(&[0]);
+        }
+        hash_value(&mut hasher, raw);
+        let h = (hasher.digest() & 0xffff) as u16;
         if slot == 15 {
             self.digest[15] = self.digest[15].wrapping_add(h); // order does not matter
         } else if self.present & (1 << slot) != 0 {
@@ -77,6 +84,47 @@ impl FieldDigests {
 /// The names of the fields in a [`FieldDigests::differing`] mask, in the contract's order.
 pub fn field_names(mask: u16) -> Vec<&'static str> {
     (0..16).filter(|i| mask & (1 << i) != 0).map(|i| if i < 15 { FIELDS[i] } else { OTHER }).collect()
+}
+
+/// Feeds a JSON value to `h` in one form per value, so that fields compare as JSON values, as
+/// ClickHouse's `JSONExtractKeysAndValuesRaw` writes them (`tools/rollup/sql/verify_mismatches.sql`):
+/// a string decoded, a number that is an integer (`1`, `1.0`, `1e3`) as that integer, any other
+/// number as its double (`52.520` is `52.52`), other values re-written compactly.
+fn hash_value(h: &mut xxhash_rust::xxh64::Xxh64, raw: &str) {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    let integer = |h: &mut xxhash_rust::xxh64::Xxh64, i: i128| {
+        h.update(b"i");
+        h.update(&i.to_le_bytes());
+    };
+    match raw.as_bytes().first() {
+        Some(b'"') => match text_of(raw) {
+            Some(s) => {
+                h.update(b"s");
+                h.update(s.as_bytes());
+            }
+            None => h.update(raw.as_bytes()),
+        },
+        Some(b'-' | b'0'..=b'9') => {
+            let exact = if raw.contains(['.', 'e', 'E']) { None } else { raw.parse::<i64>().map(i128::from).or_else(|_| raw.parse::<u64>().map(i128::from)).ok() };
+            match (exact, raw.parse::<f64>()) {
+                (Some(i), _) => integer(h, i),
+                (None, Ok(f)) if f.fract() == 0.0 && f.abs() < TWO_63 && !(f == 0.0 && f.is_sign_negative()) => integer(h, f as i128),
+                (None, Ok(f)) => {
+                    h.update(b"f");
+                    h.update(&f.to_bits().to_le_bytes());
+                }
+                (None, Err(_)) => h.update(raw.as_bytes()),
+            }
+        }
+        Some(b'{' | b'[') => match serde_json::from_str::<serde_json::Value>(raw) {
+            Ok(v) => {
+                h.update(b"j");
+                h.update(v.to_string().as_bytes());
+            }
+            Err(_) => h.update(raw.as_bytes()),
+        },
+        _ => h.update(raw.as_bytes()),
+    }
 }
 
 /// The parts of a location the verifier reads.
@@ -125,7 +173,11 @@ impl<'de> serde::Deserialize<'de> for Text<'de> {
 
 /// A field's value as JSON text, read as a string (borrowed when it has no escape).
 fn text(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let s = raw.get();
+    text_of(raw.get())
+}
+
+/// A JSON string's text (borrowed when it has no escape); `None` when it is no string.
+fn text_of(s: &str) -> Option<Cow<'_, str>> {
     match s.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
         Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
         _ => serde_json::from_str::<String>(s).ok().map(Cow::Owned),
@@ -149,19 +201,10 @@ impl<'de> Visitor<'de> for LocationVisitor {
         while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             let raw: &'de RawValue = map.next_value()?;
             let slot = FIELDS.iter().position(|f| *f == key);
-            match slot {
-                Some(i) => {
-                    ok &= fields.present & (1 << i) == 0; // a contract field twice: not a location
-                    fields.add(i, raw.get().as_bytes());
-                }
-                None => {
-                    let mut both = Vec::with_capacity(key.len() + 1 + raw.get().len());
-                    both.extend_from_slice(key.as_bytes());
-                    both.push(0);
-                    both.extend_from_slice(raw.get().as_bytes());
-                    fields.add(15, &both);
-                }
+            if let Some(i) = slot {
+                ok &= fields.present & (1 << i) == 0; // a contract field twice: not a location
             }
+            fields.add(slot.unwrap_or(15), &key, raw.get());
             match slot {
                 Some(0) => event_id = text(raw),
                 Some(1) => device_id = text(raw),
@@ -202,6 +245,12 @@ mod tests {
         let spaced = FULL.replace(r#""latitude":"#, r#""latitude": "#).replace(r#""cfg":42}"#, r#""cfg":42 }"#);
         assert_ne!(digest(spaced.as_bytes()), digest(FULL.as_bytes()));
         assert_eq!(a.fields.differing(&parse(spaced.as_bytes()).unwrap().fields), 0, "raw values compare, not bytes around them");
+        // The same values spelled otherwise: the same fields (as ClickHouse compares them).
+        let respelled = FULL.replace("52.52,", "52.520,").replace(r#""accuracy":5.0"#, r#""accuracy":5"#).replace(r#""deviceId":"d-1""#, r#""deviceId":"d\u002d1""#);
+        assert_eq!(a.fields.differing(&parse(respelled.as_bytes()).unwrap().fields), 0);
+        let negative_zero = FULL.replace(r#""speed":1.2"#, r#""speed":-0.0"#);
+        let zero = FULL.replace(r#""speed":1.2"#, r#""speed":0"#);
+        assert_eq!(field_names(parse(zero.as_bytes()).unwrap().fields.differing(&parse(negative_zero.as_bytes()).unwrap().fields)), ["speed"]);
         // A field gone, and one the contract does not know.
         let changed = FULL.replace(r#""battery":0.82,"#, r#""extra":1,"#);
         assert_eq!(field_names(a.fields.differing(&parse(changed.as_bytes()).unwrap().fields)), ["battery", OTHER]);
