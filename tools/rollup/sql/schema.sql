@@ -36,6 +36,9 @@ ENGINE = Null;
 -- Merges happen whenever ClickHouse gets to them, so every query must dedupe on its own
 -- (rollup.sql: LIMIT 1 BY device_id, epoch, report_seq). No PARTITION BY: copies that landed
 -- in different partitions would never collapse.
+-- The gauges mqtt_oldest_seq and pubsub_oldest_seq came later: a table created before them gets
+-- them with ALTER TABLE migration_reports ADD COLUMN IF NOT EXISTS (each UInt64, after
+-- pubsub_depth), and migration_reports_mv must then be dropped and created again.
 CREATE TABLE IF NOT EXISTS migration_reports
 (
     device_id String,
@@ -78,6 +81,8 @@ CREATE TABLE IF NOT EXISTS migration_reports
     -- gauges: the state when the report was cut
     mqtt_depth UInt64,
     pubsub_depth UInt64,
+    mqtt_oldest_seq UInt64,                    -- lowest seq still owed to MQTT; 0: none (or a report without it)
+    pubsub_oldest_seq UInt64,                  -- the same for Pub/Sub
     oldest_pending_age_s Float64,
     mqtt_breaker_open Bool,
     pubsub_breaker_open Bool,
@@ -143,6 +148,8 @@ SELECT
     JSONExtract(payload, 'counters', 'configFetches', 'Map(String, UInt64)') AS config_fetches,
     JSONExtractUInt(payload, 'gauges', 'mqttDepth') AS mqtt_depth,
     JSONExtractUInt(payload, 'gauges', 'pubsubDepth') AS pubsub_depth,
+    JSONExtractUInt(payload, 'gauges', 'mqttOldestSeq') AS mqtt_oldest_seq,
+    JSONExtractUInt(payload, 'gauges', 'pubsubOldestSeq') AS pubsub_oldest_seq,
     JSONExtractFloat(payload, 'gauges', 'oldestPendingAgeS') AS oldest_pending_age_s,
     JSONExtractBool(payload, 'gauges', 'mqttBreakerOpen') AS mqtt_breaker_open,
     JSONExtractBool(payload, 'gauges', 'pubsubBreakerOpen') AS pubsub_breaker_open,
