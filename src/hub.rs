@@ -248,19 +248,24 @@ impl Hub {
         (self.reports_allowed && c.reports_enabled).then_some(c.report_interval_secs)
     }
 
-    /// The figures of this run a report is cut from.
-    fn report_now(&self, st: &State, interval_secs: u32) -> crate::report::Now {
+    /// This run's counters and latency histograms (what the tally persists).
+    fn report_counts(&self, st: &State) -> crate::report::Now {
         let (mut run, latency) = self.metrics.report_parts();
         run.last_seq = st.last_loc_seq;
+        crate::report::Now { run, latency, ..crate::report::Now::default() }
+    }
+
+    /// The figures of this run a report is cut from: the counts and the gauges.
+    fn report_now(&self, st: &State, interval_secs: u32) -> crate::report::Now {
         let gauges = st.gauges();
         crate::report::Now {
-            run,
-            latency,
             decision: Some(st.active.decision.clone()),
             depth: gauges.depth,
+            oldest_seq: Transport::ALL.map(|t| st.outbox.oldest_owed_wire_seq(t).unwrap_or(0)),
             oldest_age_seconds: gauges.oldest_age_seconds,
             breaker_open: Transport::ALL.map(|t| self.metrics.circuit_open(t)),
             interval_secs,
+            ..self.report_counts(st)
         }
     }
 
@@ -299,8 +304,7 @@ impl Hub {
     /// the store).
     pub fn tally(&self) -> Tally {
         let st = self.lock();
-        let interval = self.report_interval(&st).unwrap_or(crate::report::DEFAULT_INTERVAL_SECS);
-        let now = self.report_now(&st, interval);
+        let now = self.report_counts(&st);
         self.reports().tally(&now)
     }
 
@@ -434,7 +438,7 @@ pub(crate) mod test_support {
             .map(|_| {
                 let seq = st.next_seq;
                 st.next_seq += 1;
-                st.outbox.insert(Row::new(seq, format!("e{seq}").into(), Arc::from(&b"{}"[..]), 1, mqtt, pubsub));
+                st.outbox.insert(Row::new(seq, format!("e{seq}").into(), Arc::from(&b"{}"[..]), 1, mqtt, pubsub), Some(seq));
                 seq
             })
             .collect()

@@ -41,6 +41,7 @@ pub(crate) mod token;
 mod transport;
 pub(crate) mod window;
 pub mod wire;
+pub(crate) mod wire_seqs;
 
 pub use config::{MigrationConfig, MqttSettings, Override, PubSubSettings, SdkConfig};
 pub use config_builder::SdkConfigBuilder;

@@ -266,6 +266,8 @@ fn instant_of(now: Instant, now_ms: i64, observed_at_ms: i64) -> Instant {
 #[derive(Debug, Default)]
 pub struct Outbox {
     rows: crate::seq_map::SeqMap<Entry>,
+    /// The wire `seq` each row carries, as runs (not a field of the 32-byte entry).
+    wire: crate::wire_seqs::WireSeqs,
     /// Per transport: visible rows waiting to be sent, by acceptance order.
     pending: [BTreeSet<u64>; 2],
     /// Per transport: rows owed (pending or in flight).
@@ -361,6 +363,7 @@ impl Outbox {
     /// stays on disk until a transport reaches it. A row from before the run clock existed
     /// counts as new.
     pub fn restore_row(&mut self, r: StoredIndex) {
+        self.wire.push(r.seq, r.wire_seq);
         let entry = Entry {
             observed_at_ms: self.run_clock.restored(r.observed_at_ms),
             timestamp_ms: r.timestamp_ms,
@@ -584,9 +587,12 @@ impl Outbox {
         &mut self.owed[t.index()]
     }
 
-    /// Adds an accepted row (in acceptance order). With a sink, it is persisted and stays
-    /// invisible to the transports until [`Outbox::make_visible`]; without one it is visible at once.
-    pub fn insert(&mut self, row: Row) {
+    /// Adds an accepted row (in acceptance order) whose payload carries wire `seq` `wire_seq`
+    /// (`None`: a payload without one). With a sink, it is persisted and stays invisible to the
+    /// transports until [`Outbox::make_visible`]; without one it is visible at once.
+    pub fn insert(&mut self, row: Row, wire_seq: Option<u64>) {
+        self.wire.prune(self.rows.first().map(|(seq, _)| seq));
+        self.wire.push(row.seq, wire_seq);
         let observed_at_ms = self.run_clock.at(row.accepted_at);
         let state = |on| if on { Delivery::Pending } else { Delivery::NotOwed };
         let delivery = [state(row.owed[0]), state(row.owed[1])];
@@ -605,6 +611,7 @@ impl Outbox {
                 observed_at_ms: Some(observed_at_ms),
                 mqtt: delivery[0],
                 pubsub: delivery[1],
+                wire_seq,
             }));
         }
         let entry = Entry {
@@ -756,6 +763,7 @@ impl Outbox {
                     if visible {
                         self.pending(t).insert(*seq);
                     }
+                    self.wire.owed_again(t.index(), *seq);
                     n += 1;
                     self.persist_row(*seq);
                 }
@@ -844,6 +852,18 @@ impl Outbox {
         (m, p)
     }
 
+    /// The lowest wire `seq` among the locations still owed to `t` (pending, in flight, or not
+    /// yet durable), or `None` when nothing is owed to it (or nothing owed carries a `seq`: a
+    /// payload written before wire format version 2). A re-queued dead letter counts with its
+    /// own, old `seq`. Every location of the data directory with a lower `seq` has left `t`'s
+    /// queue. Amortised O(1) per row, plus O(1) per run ([`crate::wire_seqs`]).
+    pub fn oldest_owed_wire_seq(&self, t: Transport) -> Option<u64> {
+        if self.owed[t.index()] == 0 {
+            return None;
+        }
+        self.wire.lowest_owed(t.index(), self.rows.end(), |from, to| self.rows.range(from, to).find(|(_, e)| e.delivery(t).owed()).map(|(seq, _)| seq))
+    }
+
     /// Sequence number of the oldest row still in the outbox.
     pub fn oldest_seq(&self) -> Option<u64> {
         self.rows.first().map(|(seq, _)| seq)
@@ -886,7 +906,7 @@ mod tests {
     #[test]
     fn a_row_leaves_only_when_every_owed_transport_acked() {
         let mut o = Outbox::default();
-        o.insert(row(1, true, true));
+        o.insert(row(1, true, true), Some(1));
         let m = o.take(Transport::Mqtt, 10, 1 << 20, len);
         assert_eq!(m.len(), 1);
         assert!(o.ack(Transport::Mqtt, &[1]).is_empty(), "still owed to Pub/Sub");
@@ -901,7 +921,7 @@ mod tests {
     fn released_rows_keep_their_place() {
         let mut o = Outbox::default();
         for s in 1..=3 {
-            o.insert(row(s, true, false));
+            o.insert(row(s, true, false), Some(s));
         }
         let first = o.take(Transport::Mqtt, 2, 1 << 20, len);
         assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
@@ -914,7 +934,7 @@ mod tests {
     #[test]
     fn fallback_owes_mqtt_and_keeps_pubsub_owed() {
         let mut o = Outbox::default();
-        o.insert(row(1, false, true));
+        o.insert(row(1, false, true), Some(1));
         o.take(Transport::PubSub, 1, 1 << 20, len);
         assert_eq!(o.also_owe(Transport::Mqtt, &[1]), 1);
         assert_eq!(o.also_owe(Transport::Mqtt, &[1]), 0, "counted once");
@@ -927,8 +947,8 @@ mod tests {
     #[test]
     fn stopping_pubsub_hands_orphans_to_mqtt() {
         let mut o = Outbox::default();
-        o.insert(row(1, false, true));
-        o.insert(row(2, true, true));
+        o.insert(row(1, false, true), Some(1));
+        o.insert(row(2, true, true), Some(2));
         let done = o.stop_owing(Transport::PubSub, Transport::Mqtt);
         assert!(done.is_empty());
         assert_eq!((o.depth(Transport::Mqtt), o.depth(Transport::PubSub)), (2, 0));
@@ -938,7 +958,7 @@ mod tests {
     fn byte_limit_splits_batches_but_never_starves() {
         let mut o = Outbox::default();
         for s in 1..=3 {
-            o.insert(row(s, false, true));
+            o.insert(row(s, false, true), Some(s));
         }
         assert_eq!(o.take(Transport::PubSub, 10, 1, len).len(), 1);
         assert_eq!(o.take(Transport::PubSub, 10, 4, len).len(), 2);
@@ -949,7 +969,7 @@ mod tests {
         let mut o = Outbox::default();
         let n = MAX_DEAD_LETTERS as u64 + 5;
         for s in 1..=n {
-            o.insert(row(s, false, true));
+            o.insert(row(s, false, true), Some(s));
         }
         o.take(Transport::PubSub, usize::MAX, usize::MAX, len);
         for s in 1..=n {
@@ -969,7 +989,15 @@ mod tests {
 
     #[test]
     fn restored_rows_age_by_the_run_clock() {
-        let stored = |seq, observed_at_ms| StoredIndex { seq, timestamp_ms: 1, len: 2, observed_at_ms, mqtt: Delivery::Pending, pubsub: Delivery::NotOwed };
+        let stored = |seq, observed_at_ms| StoredIndex {
+            seq,
+            timestamp_ms: 1,
+            len: 2,
+            observed_at_ms,
+            mqtt: Delivery::Pending,
+            pubsub: Delivery::NotOwed,
+            wire_seq: Some(seq),
+        };
         let hour = 3_600_000;
         let limits = Limits { max_rows: 100, max_age: Duration::from_secs(168 * 3600) };
         let (tx, _rx) = std::sync::mpsc::channel();
@@ -988,7 +1016,7 @@ mod tests {
         let mut o = Outbox::with_sink(tx, Limits::default(), crate::clock::RunClock::resume(0));
         let seqs: Vec<u64> = (1..=n).collect();
         for &s in &seqs {
-            o.insert(row(s, false, true));
+            o.insert(row(s, false, true), Some(s));
         }
         o.make_visible(&seqs);
         o.mark_on_disk(&seqs);
@@ -1052,7 +1080,7 @@ mod tests {
         let n = 2 * MAX_RESIDENT as u64 + 10;
         let seqs: Vec<u64> = (1..=n).collect();
         for &s in &seqs {
-            o.insert(row(s, true, true));
+            o.insert(row(s, true, true), Some(s));
         }
         o.make_visible(&seqs);
         // MQTT takes everything before the commit reports it on disk, and puts all but the
@@ -1076,7 +1104,7 @@ mod tests {
         let mut o = Outbox::with_sink(tx, Limits::default(), crate::clock::RunClock::resume(0));
         let add = |o: &mut Outbox, seqs: std::ops::RangeInclusive<u64>| {
             let seqs: Vec<u64> = seqs.collect();
-            seqs.iter().for_each(|&s| o.insert(row(s, true, true)));
+            seqs.iter().for_each(|&s| o.insert(row(s, true, true), Some(s)));
             o.make_visible(&seqs);
             o.mark_on_disk(&seqs);
         };
@@ -1095,10 +1123,112 @@ mod tests {
         assert_eq!(taken.len(), 1_000);
     }
 
+    /// The oldest wire seq owed to each transport, `[mqtt, pubsub]`.
+    fn oldest_owed(o: &Outbox) -> [Option<u64>; 2] {
+        Transport::ALL.map(|t| o.oldest_owed_wire_seq(t))
+    }
+
+    #[test]
+    fn the_oldest_owed_location_stuck_on_mqtt_is_found_while_pubsub_delivers_newer_ones() {
+        let mut o = Outbox::default();
+        assert_eq!(oldest_owed(&o), [None, None], "nothing owed");
+        // Rows 1-5 (wire seqs 101-105) owed to both.
+        for s in 1..=5 {
+            o.insert(row(s, true, true), Some(s + 100));
+        }
+        assert_eq!(oldest_owed(&o), [Some(101), Some(101)]);
+        // Pub/Sub delivers all five; MQTT has 1 and 2 in flight and gets only 2 acknowledged.
+        let all: Vec<u64> = o.take(Transport::PubSub, 10, usize::MAX, len).iter().map(|r| r.seq).collect();
+        o.ack(Transport::PubSub, &all);
+        o.take(Transport::Mqtt, 2, usize::MAX, len);
+        o.ack(Transport::Mqtt, &[2]);
+        assert_eq!(o.oldest_pending_seq(Transport::Mqtt), Some(3), "row 1 is in flight, not pending");
+        assert_eq!(oldest_owed(&o), [Some(101), None], "in flight is still owed; Pub/Sub owes nothing");
+        // A route change: new locations go to Pub/Sub only and are delivered; row 1 stays stuck.
+        for s in 6..=8 {
+            o.insert(row(s, false, true), Some(s + 100));
+        }
+        assert_eq!(oldest_owed(&o), [Some(101), Some(106)]);
+        let newer: Vec<u64> = o.take(Transport::PubSub, 10, usize::MAX, len).iter().map(|r| r.seq).collect();
+        o.ack(Transport::PubSub, &newer);
+        o.release(Transport::Mqtt, &[1]);
+        assert_eq!((o.depth(Transport::Mqtt), oldest_owed(&o)), (4, [Some(101), None]), "MQTT owes 1, 3, 4 and 5: 1 is not among the newest four");
+        o.take(Transport::Mqtt, 1, usize::MAX, len);
+        o.ack(Transport::Mqtt, &[1]);
+        assert_eq!(oldest_owed(&o), [Some(103), None]);
+        let rest: Vec<u64> = o.take(Transport::Mqtt, 10, usize::MAX, len).iter().map(|r| r.seq).collect();
+        o.ack(Transport::Mqtt, &rest);
+        assert_eq!((o.is_empty(), oldest_owed(&o)), (true, [None, None]), "0 in the report when nothing is owed");
+    }
+
+    #[test]
+    fn the_oldest_owed_counts_rows_not_yet_durable_and_rows_owed_again_by_a_fallback() {
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut o = Outbox::with_sink(tx, Limits::default(), crate::clock::RunClock::resume(0));
+        for s in 1..=3 {
+            o.insert(row(s, false, true), Some(s + 10));
+        }
+        o.insert(row(4, true, true), Some(14));
+        assert_eq!(o.pending_count(Transport::Mqtt), 0, "not durable yet: invisible to the transports");
+        assert_eq!(oldest_owed(&o), [Some(14), Some(11)], "but owed");
+        o.make_visible(&[1, 2, 3, 4]);
+        // Pub/Sub's breaker opens: MQTT is made to owe rows 1-3 too, behind where it last looked.
+        o.take(Transport::PubSub, 10, usize::MAX, len);
+        assert_eq!(o.also_owe(Transport::Mqtt, &[1, 2, 3]), 3);
+        assert_eq!(oldest_owed(&o), [Some(11), Some(11)]);
+    }
+
+    #[test]
+    fn wire_seqs_survive_a_restart_and_a_dead_letter_requeue() {
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let mut o = Outbox::with_sink(tx, Limits::default(), crate::clock::RunClock::resume(0));
+        // The last run left rows 3 and 7 (wire seqs 33 and 37) owed to Pub/Sub; its last seq was 40.
+        for (seq, wire) in [(3, 33), (7, 37)] {
+            o.restore_row(StoredIndex {
+                seq,
+                timestamp_ms: 1,
+                len: 2,
+                observed_at_ms: Some(0),
+                mqtt: Delivery::NotOwed,
+                pubsub: Delivery::Pending,
+                wire_seq: Some(wire),
+            });
+        }
+        assert_eq!(oldest_owed(&o), [None, Some(33)]);
+        // This run: outbox seqs continue after 7, wire seqs after 40.
+        for s in 8..=9 {
+            o.insert(row(s, false, true), Some(s + 33));
+        }
+        o.make_visible(&[8, 9]);
+        o.mark_on_disk(&[8, 9]);
+        assert_eq!(o.wire.wire_of(8), Some(41));
+        assert_eq!(o.wire.wire_of(7), Some(37), "restored rows keep theirs");
+        // Rows 3 and 7 are read back and delivered; row 8 (41) is refused and dead-lettered.
+        o.install(
+            Transport::PubSub,
+            vec![StoredBody { seq: 3, event_id: "e3".into(), payload: b"{}".to_vec() }, StoredBody { seq: 7, event_id: "e7".into(), payload: b"{}".to_vec() }],
+        );
+        let taken: Vec<u64> = o.take(Transport::PubSub, 4, usize::MAX, len).iter().map(|r| r.seq).collect();
+        assert_eq!(taken, [3, 7, 8, 9]);
+        o.ack(Transport::PubSub, &[3, 7]);
+        o.dead_letter(Transport::PubSub, 8, "400".into());
+        assert_eq!(oldest_owed(&o), [None, Some(42)]);
+        // Re-queued as row 10, with its bytes and so its seq (41): the oldest owed again.
+        o.take_dead_letters(&[]);
+        o.insert(row(10, false, true), Some(41));
+        assert_eq!((o.wire.wire_of(9), o.wire.wire_of(10)), (Some(42), Some(41)));
+        assert_eq!(oldest_owed(&o), [None, Some(41)], "a re-queued dead letter is the oldest location owed");
+        o.ack(Transport::PubSub, &[9]);
+        // A location accepted after it continues from 43: a run of its own.
+        o.insert(row(11, false, true), Some(43));
+        assert_eq!((o.wire.wire_of(11), oldest_owed(&o)), (Some(43), [None, Some(41)]));
+        assert!(o.wire.runs() <= 3, "the runs of rows gone are pruned: {}", o.wire.runs());
+    }
+
     #[test]
     fn dead_letters_are_kept() {
         let mut o = Outbox::default();
-        o.insert(row(1, false, true));
+        o.insert(row(1, false, true), Some(1));
         o.take(Transport::PubSub, 1, 1 << 20, len);
         let done = o.dead_letter(Transport::PubSub, 1, "400 bad".into());
         assert_eq!(done[0].outcome, None);

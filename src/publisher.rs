@@ -549,7 +549,7 @@ impl Publisher {
                     let id: Arc<str> = Arc::from(wire::new_event_id());
                     let payload = wire::finish(&id, &fields, wire::Acceptance { seq: loc_seq, route, cfg });
                     reports.accepted(loc_seq, ts);
-                    outbox.insert(Row::new(next_seq, id.clone(), Arc::from(payload), ts, mqtt, pubsub));
+                    outbox.insert(Row::new(next_seq, id.clone(), Arc::from(payload), ts, mqtt, pubsub), Some(loc_seq));
                     next_seq += 1;
                     ids.push(id);
                 }
@@ -717,7 +717,10 @@ impl Publisher {
                 let seq = st.next_seq;
                 st.next_seq += 1;
                 let (mqtt, pubsub) = (d.transport == Transport::Mqtt, d.transport == Transport::PubSub);
-                st.outbox.insert(Row::new(seq, Arc::from(d.event_id.as_str()), Arc::from(d.payload.as_bytes()), d.timestamp_ms, mqtt, pubsub));
+                // Its bytes, and so its wire seq, are those it was accepted with (a few hundred
+                // bytes read back; re-queuing is rare and at most MAX_DEAD_LETTERS at once).
+                let wire_seq = crate::wire::seq_of(d.payload.as_bytes());
+                st.outbox.insert(Row::new(seq, Arc::from(d.event_id.as_str()), Arc::from(d.payload.as_bytes()), d.timestamp_ms, mqtt, pubsub), wire_seq);
             }
             letters.len() as u32
         };

@@ -266,6 +266,8 @@ pub struct Now {
     pub decision: Option<RolloutDecision>,
     /// Locations owed per transport.
     pub depth: [u64; 2],
+    /// Per transport, the lowest wire `seq` among the locations it still owes (0: none).
+    pub oldest_seq: [u64; 2],
     /// Age of the oldest location owed, seconds.
     pub oldest_age_seconds: f64,
     /// Breakers open.
@@ -307,6 +309,8 @@ struct DecisionDoc<'a> {
 struct Gauges {
     mqtt_depth: u64,
     pubsub_depth: u64,
+    mqtt_oldest_seq: u64,
+    pubsub_oldest_seq: u64,
     oldest_pending_age_s: f64,
     mqtt_breaker_open: bool,
     pubsub_breaker_open: bool,
@@ -589,6 +593,8 @@ fn document(id: &Identity, tally: &Tally, now: &Now, trigger: Trigger, now_ms: i
             gauges: Gauges {
                 mqtt_depth: now.depth[0],
                 pubsub_depth: now.depth[1],
+                mqtt_oldest_seq: now.oldest_seq[0],
+                pubsub_oldest_seq: now.oldest_seq[1],
                 oldest_pending_age_s: (now.oldest_age_seconds * 10.0).round() / 10.0,
                 mqtt_breaker_open: now.breaker_open[0],
                 pubsub_breaker_open: now.breaker_open[1],
@@ -744,7 +750,7 @@ mod tests {
         let id =
             // Ids that double when escaped in JSON: the most a valid id can cost.
             Identity { device_id: "\"".repeat(128), company_id: Some("\\".repeat(128)), os_version: Some("v".repeat(32)), app_version: Some("a".repeat(32)) };
-        let n = Now { run, latency, depth: [big, big], oldest_age_seconds: 1e9, interval_secs: MAX_INTERVAL_SECS, ..now(900) };
+        let n = Now { run, latency, depth: [big, big], oldest_seq: [big, big], oldest_age_seconds: 1e9, interval_secs: MAX_INTERVAL_SECS, ..now(900) };
         let seq = r.cut(&id, &n, Trigger::Breaker, [true, false], i64::MAX / 4);
         r.persisted(seq);
         let bytes = r.take(Transport::Mqtt).unwrap().bytes;
@@ -757,6 +763,41 @@ mod tests {
         assert_eq!(doc["latency"]["mqtt"].as_array().unwrap().len(), 66);
         let text = String::from_utf8(bytes.to_vec()).unwrap();
         assert!(!text.contains("\"latitude\"") && !text.contains("\"longitude\"") && !text.contains("salt"), "no coordinates, no salt: {text}");
+    }
+
+    /// The document waiting for `t` (its number marked persisted first).
+    fn taken(r: &mut Reports, t: Transport, seq: u64) -> serde_json::Value {
+        r.persisted(seq);
+        serde_json::from_slice(&r.take(t).unwrap().bytes).unwrap()
+    }
+
+    #[test]
+    fn gauges_carry_the_oldest_seq_each_transport_owes_and_0_when_it_owes_none() {
+        let mut r = Reports::resume(Tally::new_epoch(0));
+        let n = Now { depth: [3, 0], oldest_seq: [7, 0], ..now(900) };
+        let seq = r.cut(&id(), &n, Trigger::Interval, [true, false], 1);
+        let g = taken(&mut r, Transport::Mqtt, seq)["gauges"].clone();
+        assert_eq!([&g["mqttDepth"], &g["mqttOldestSeq"], &g["pubsubDepth"], &g["pubsubOldestSeq"]], [3, 7, 0, 0], "{g}");
+    }
+
+    #[test]
+    fn a_cut_report_names_the_oldest_location_stuck_on_mqtt_while_pubsub_delivered_newer_ones() {
+        use crate::hub::test_support::{hub, queue};
+        let both = crate::config::MigrationConfig { version: 1, pubsub_enabled: true, pubsub_percentage: 100.0, ..Default::default() };
+        let hub = hub(both);
+        queue(&hub, 4, true, true);
+        {
+            let mut st = hub.lock();
+            let all: Vec<u64> = st.outbox.take(Transport::PubSub, 10, usize::MAX, |l| l).iter().map(|r| r.seq).collect();
+            st.outbox.ack(Transport::PubSub, &all);
+            // MQTT sends 1 and 2; only 2 is acknowledged: 1 stays in flight, 3 and 4 pending.
+            st.outbox.take(Transport::Mqtt, 2, usize::MAX, |l| l);
+            st.outbox.ack(Transport::Mqtt, &[2]);
+            assert!(hub.cut_report(&st, Trigger::Shutdown));
+        }
+        let doc = taken(&mut hub.reports(), Transport::Mqtt, 1);
+        let g = &doc["gauges"];
+        assert_eq!([&g["mqttDepth"], &g["mqttOldestSeq"], &g["pubsubDepth"], &g["pubsubOldestSeq"]], [3, 1, 0, 0], "{doc}");
     }
 
     #[test]

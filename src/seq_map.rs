@@ -106,6 +106,21 @@ impl<T> SeqMap<T> {
         self.iter().take_while(move |(k, _)| *k <= key).take(n)
     }
 
+    /// The keys and values from `from` up to `end` (exclusive), in key order. Empty slots in
+    /// that range are stepped over one by one: a walk costs the width of the range.
+    pub fn range(&self, from: u64, end: u64) -> impl Iterator<Item = (u64, &T)> {
+        let start = from.max(self.base);
+        let len = self.slots.len();
+        let first = usize::try_from(start - self.base).map_or(len, |i| i.min(len));
+        let last = usize::try_from(end.saturating_sub(self.base)).map_or(len, |i| i.min(len)).max(first);
+        self.slots.range(first..last).enumerate().filter_map(move |(i, v)| v.as_ref().map(|v| (start + i as u64, v)))
+    }
+
+    /// One past the largest key (the smallest key when empty).
+    pub fn end(&self) -> u64 {
+        self.base + self.slots.len() as u64
+    }
+
     /// Slots held, occupied or not (memory is `slots × size_of::<Option<T>>()`).
     #[cfg(test)]
     pub fn slots(&self) -> usize {
@@ -133,6 +148,9 @@ mod tests {
         assert_eq!((m.first(), m.slots()), (Some((16, &32)), 4), "the hole went with the keys before it");
         assert_eq!(m.up_to(17).map(|(k, _)| k).collect::<Vec<_>>(), [16, 17]);
         assert_eq!(m.iter().map(|(k, _)| k).collect::<Vec<_>>(), [16, 17, 18, 19]);
+        assert_eq!(m.range(0, 18).map(|(k, _)| k).collect::<Vec<_>>(), [16, 17], "from before the first key");
+        assert_eq!(m.range(17, u64::MAX).map(|(k, _)| k).collect::<Vec<_>>(), [17, 18, 19]);
+        assert_eq!((m.range(30, 40).count(), m.range(18, 18).count(), m.end()), (0, 0, 20));
         m.insert(25, 50);
         assert_eq!((m.get(22), m.get(25), m.slots()), (None, Some(&50), 10), "a gap in the keys is empty slots");
         for k in [16, 17, 18, 19, 25] {

@@ -72,7 +72,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     let mut tally = tally;
     // A row written by a last commit without its tally (the hub already gone) must not have its
     // seq given out again: the newest row's is the floor.
-    if let Some(seq) = db.newest_payload()?.and_then(|p| wire_seq(&p)) {
+    if let Some(seq) = db.newest_payload()?.and_then(|p| crate::wire::seq_of(&p)) {
         tally.counters.last_seq = tally.counters.last_seq.max(seq);
     }
     let fetcher = fetcher(config, &db, persisted.is_some(), http, clock, &mut notes)?;
@@ -122,15 +122,6 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         tally,
         notes,
     })
-}
-
-/// The wire `seq` of a stored payload (version 2), if it has one.
-fn wire_seq(payload: &[u8]) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Seq {
-        seq: Option<u64>,
-    }
-    serde_json::from_slice::<Seq>(payload).ok()?.seq
 }
 
 /// What opening the database found that is worth telling; deletes old corrupt copies.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// The schema steps, oldest first: step `n` (from 1) takes `PRAGMA user_version` from `n − 1`
 /// to `n`, in one transaction. Never edit a step that shipped; append one.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     // 1: the outbox and the dead letters.
     "CREATE TABLE IF NOT EXISTS outbox (
          seq INTEGER PRIMARY KEY,
@@ -55,6 +55,10 @@ const MIGRATIONS: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS report_state (
          id INTEGER PRIMARY KEY CHECK (id = 1),
          json TEXT NOT NULL);",
+    // 7: each row's wire seq (the `seq` in its payload), read with the index at start-up so the
+    // outbox knows which seqs it still owes without reading payloads back. NULL in rows an
+    // earlier build wrote (and in rows whose payload has none): read from the payload then.
+    "ALTER TABLE outbox ADD COLUMN wire_seq INTEGER;",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -82,6 +86,9 @@ pub struct StoredRow {
     pub mqtt: Delivery,
     /// Pub/Sub state.
     pub pubsub: Delivery,
+    /// The wire `seq` in the payload (`None`: the payload has none, or the row was read from a
+    /// database that did not keep it; the payload says then).
+    pub wire_seq: Option<u64>,
 }
 
 /// What the outbox keeps in memory of a stored row at start-up: everything but the eventId and
@@ -100,6 +107,8 @@ pub struct StoredIndex {
     pub mqtt: Delivery,
     /// Pub/Sub state.
     pub pubsub: Delivery,
+    /// The wire `seq` in the payload (`None`: the payload has none).
+    pub wire_seq: Option<u64>,
 }
 
 /// A stored row's eventId and payload, read back for a transport.
@@ -253,7 +262,8 @@ pub struct OpenReport {
     pub salvaged: usize,
 }
 
-/// A row of `SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub …`.
+/// A row of `SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub …`
+/// (without its wire seq: [`Store::load_index`] reads it from the payload when it is not stored).
 fn stored_row(r: &rusqlite::Row<'_>, observed_at_ms: Option<i64>) -> rusqlite::Result<StoredRow> {
     Ok(StoredRow {
         seq: r.get::<_, i64>(0)? as u64,
@@ -264,6 +274,7 @@ fn stored_row(r: &rusqlite::Row<'_>, observed_at_ms: Option<i64>) -> rusqlite::R
         mqtt: delivery(r.get(5)?),
         pubsub: delivery(r.get(6)?),
         observed_at_ms,
+        wire_seq: None,
     })
 }
 
@@ -492,19 +503,31 @@ impl Store {
     /// Every stored row, oldest first.
     #[cfg(test)]
     pub fn load_rows(&self) -> rusqlite::Result<Vec<StoredRow>> {
-        let mut stmt =
-            self.conn.prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms FROM outbox ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| stored_row(r, r.get(7)?))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms, wire_seq FROM outbox ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| Ok(StoredRow { wire_seq: r.get::<_, Option<i64>>(8)?.map(|s| s as u64), ..stored_row(r, r.get(7)?)? }))?;
         rows.collect()
     }
 
     /// Every stored row without its eventId and payload, oldest first, handed to `each` one at
-    /// a time (a 100,000-row backlog is never a vector in memory); returns how many.
+    /// a time (a 100,000-row backlog is never a vector in memory); returns how many. A row
+    /// without a stored wire seq (written by an earlier build) has its payload read for it.
     pub fn load_index(&self, mut each: impl FnMut(StoredIndex)) -> rusqlite::Result<u64> {
-        let mut stmt = self.conn.prepare("SELECT seq, timestamp_ms, length(payload), mqtt, pubsub, observed_at_ms FROM outbox ORDER BY seq")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, timestamp_ms, length(payload), mqtt, pubsub, observed_at_ms, wire_seq, CASE WHEN wire_seq IS NULL THEN payload END
+             FROM outbox ORDER BY seq",
+        )?;
         let mut rows = stmt.query([])?;
         let mut n = 0;
         while let Some(r) = rows.next()? {
+            let wire_seq = match r.get::<_, Option<i64>>(6)? {
+                Some(seq) => u64::try_from(seq).ok(),
+                None => match r.get_ref(7)? {
+                    rusqlite::types::ValueRef::Blob(payload) | rusqlite::types::ValueRef::Text(payload) => crate::wire::seq_of(payload),
+                    _ => None,
+                },
+            };
             each(StoredIndex {
                 seq: r.get::<_, i64>(0)? as u64,
                 timestamp_ms: r.get(1)?,
@@ -512,6 +535,7 @@ impl Store {
                 mqtt: delivery(r.get(3)?),
                 pubsub: delivery(r.get(4)?),
                 observed_at_ms: r.get(5)?,
+                wire_seq,
             });
             n += 1;
         }
@@ -598,7 +622,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO outbox (seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO outbox (seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms, wire_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             let mut update = tx.prepare_cached("UPDATE outbox SET mqtt = ?2, pubsub = ?3 WHERE seq = ?1")?;
             let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
@@ -614,7 +639,8 @@ impl Store {
                             r.accepted_at_ms,
                             code(r.mqtt),
                             code(r.pubsub),
-                            r.observed_at_ms
+                            r.observed_at_ms,
+                            r.wire_seq.and_then(|s| i64::try_from(s).ok())
                         ])?;
                     }
                     Op::Update { .. } if superseded.contains(&i) => {}
@@ -828,6 +854,7 @@ mod tests {
             mqtt: Delivery::Pending,
             pubsub: Delivery::NotOwed,
             observed_at_ms: Some(3),
+            wire_seq: Some(seq + 100),
         }
     }
 
@@ -933,6 +960,25 @@ mod tests {
         let (letters, dropped) = s.load_dead_letters(10).unwrap();
         assert_eq!((letters.len(), letters[0].observed_at_ms, dropped), (1, None, 0));
         assert_eq!(s.load_observed_ms().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_row_an_earlier_build_wrote_gets_its_wire_seq_from_its_payload() {
+        // Schema 6 kept no wire seq. Its rows: a version 2 payload, a version 1 payload (no seq),
+        // bytes that are not JSON.
+        let dir = directory_at_schema(
+            6,
+            r#"INSERT INTO outbox VALUES (1, 'e1', CAST('{"eventId":"e1","deviceId":"d","latitude":1.0,"longitude":2.0,"timestamp":5,"schemaVersion":2,"seq":42,"route":"both","cfg":3}' AS BLOB), 1, 2, 1, 0, 3);
+               INSERT INTO outbox VALUES (2, 'e2', CAST('{"eventId":"e2","deviceId":"d","latitude":1.0,"longitude":2.0,"timestamp":5,"schemaVersion":1}' AS BLOB), 1, 2, 1, 0, 3);
+               INSERT INTO outbox VALUES (3, 'e3', X'00FF', 1, 2, 1, 0, 3);"#,
+        );
+        let (mut s, _) = Store::open(dir.path(), None).unwrap();
+        // This build stores it with the row: the payload is not read for it.
+        s.apply(&[Op::Insert(StoredRow { seq: 4, payload: b"{\"seq\":1}".to_vec(), wire_seq: Some(43), ..row(4) })]).unwrap();
+        let mut got = Vec::new();
+        s.load_index(|r| got.push((r.seq, r.wire_seq))).unwrap();
+        assert_eq!(got, [(1, Some(42)), (2, None), (3, None), (4, Some(43))]);
+        assert_eq!(s.load_rows().unwrap().iter().map(|r| r.wire_seq).collect::<Vec<_>>(), [None, None, None, Some(43)], "the old rows stay as written");
     }
 
     #[test]

@@ -128,6 +128,16 @@ pub fn finish(event_id: &str, fields: &[u8], a: Acceptance) -> Vec<u8> {
     json
 }
 
+/// The `seq` a payload carries (version 2), read back from its bytes; `None` for a payload
+/// without one (version 1) or that is not a JSON object.
+pub(crate) fn seq_of(payload: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: Option<u64>,
+    }
+    serde_json::from_slice::<Seq>(payload).ok()?.seq
+}
+
 /// The MQTT topic for a device: the template with `{deviceId}` replaced.
 pub fn mqtt_topic(template: &str, device_id: &str) -> String {
     template.replace("{deviceId}", device_id)

@@ -353,6 +353,7 @@ def test_reports_the_sdk_never_sends_are_refused_by_the_schema():
         ("buckets", [[1763790000000, 1, 1, 1, 1]]), ("buckets", [[1763790000001, 1, 1, 1, 1, 1]]),
         ("buckets", [[1763790000000, 1, 1, 1, 1, 1, 1]]), ("unknownField", True),
         ("counters", KeyError), ("latency", KeyError), ("decision.cfg", KeyError), ("gauges.pubsubDepth", KeyError),
+        ("gauges.mqttOldestSeq", -1), ("gauges.pubsubOldestSeq", 1.5), ("gauges.pubsubOldestSeq", "7"),
     ]
     for path, value in bad:
         assert problems(changed(path, value)), f"the schema accepts {path} = {value!r}"
@@ -360,6 +361,10 @@ def test_reports_the_sdk_never_sends_are_refused_by_the_schema():
     assert problems(changed("counters.dropped", {"a_new_reason": 3})) == []
     assert problems(changed("counters.configFetches", {"failed": 2, "later_result": 1})) == []
     assert problems(changed("companyId", KeyError)) == []
+    # Reports of SDK versions before the oldest-seq gauges stay valid.
+    older = changed("gauges.mqttOldestSeq", KeyError)
+    del older["gauges"]["pubsubOldestSeq"]
+    assert problems(older) == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ ENGINE = Null;
 -- Merges happen whenever ClickHouse gets to them, so every query must dedupe on its own
 -- (rollup.sql: LIMIT 1 BY device_id, epoch, report_seq). No PARTITION BY: copies that landed
 -- in different partitions would never collapse.
+-- The gauges mqtt_oldest_seq and pubsub_oldest_seq came later: a table created before them gets
+-- them with ALTER TABLE migration_reports ADD COLUMN IF NOT EXISTS (each UInt64, after
+-- pubsub_depth), and migration_reports_mv must then be dropped and created again.
 CREATE TABLE IF NOT EXISTS migration_reports
 (
     device_id String,
@@ -78,11 +81,8 @@ CREATE TABLE IF NOT EXISTS migration_reports
     -- gauges: the state when the report was cut
     mqtt_depth UInt64,
     pubsub_depth UInt64,
-    -- the seq of the oldest location still owed per transport (0: none); reports of older SDKs
-    -- do not carry them (has_oldest_seq false): a verifier then reads the newest depth seqs
-    mqtt_oldest_seq UInt64,
-    pubsub_oldest_seq UInt64,
-    has_oldest_seq Bool,
+    mqtt_oldest_seq UInt64,                    -- lowest seq still owed to MQTT; 0: none (or a report without it)
+    pubsub_oldest_seq UInt64,                  -- the same for Pub/Sub
     oldest_pending_age_s Float64,
     mqtt_breaker_open Bool,
     pubsub_breaker_open Bool,
@@ -150,7 +150,6 @@ SELECT
     JSONExtractUInt(payload, 'gauges', 'pubsubDepth') AS pubsub_depth,
     JSONExtractUInt(payload, 'gauges', 'mqttOldestSeq') AS mqtt_oldest_seq,
     JSONExtractUInt(payload, 'gauges', 'pubsubOldestSeq') AS pubsub_oldest_seq,
-    JSONHas(payload, 'gauges', 'mqttOldestSeq') AND JSONHas(payload, 'gauges', 'pubsubOldestSeq') AS has_oldest_seq,
     JSONExtractFloat(payload, 'gauges', 'oldestPendingAgeS') AS oldest_pending_age_s,
     JSONExtractBool(payload, 'gauges', 'mqttBreakerOpen') AS mqtt_breaker_open,
     JSONExtractBool(payload, 'gauges', 'pubsubBreakerOpen') AS pubsub_breaker_open,
@@ -232,16 +231,3 @@ SELECT
     payload
 FROM locations_inbox
 WHERE transport = 'pubsub';
-
--- The verifying subscribers' own disconnections: a location owed to a pipeline that would have
--- arrived there while its subscriber was down is the verifier's gap, not a loss (verify.sql,
--- docs/VERIFY.md "Reconciliation"). A subscriber that acknowledges only after its insert has
--- none; one that may miss messages while disconnected (an expiring session) records each gap.
-CREATE TABLE IF NOT EXISTS subscriber_gaps
-(
-    pipeline LowCardinality(String),           -- 'mqtt' or 'pubsub'
-    from_ms Int64,                             -- ms since the Unix epoch
-    to_ms Int64
-)
-ENGINE = MergeTree
-ORDER BY (pipeline, from_ms);

@@ -51,8 +51,8 @@
 --     ends of the run, the device was seen on either pipeline across the gap.
 --   * Reconciliation, per pipeline a location is missing on (for an unseen seq, those its route
 --     owes) that no gap explains: unexplained without a report of its epoch whose lastSeq covers
---     it; still queued where the report holds it (at or after the oldest seq it owes there, or,
---     without those gauges, among the newest `depth`); else acknowledged. Then: unexplained if
+--     it; still queued where the report may hold it (from the lowest seq it owes there, or where
+--     that is not known — 0 with a depth above 0 — among the newest `depth`); else acknowledged. Then: unexplained if
 --     any pipeline is, else while the epoch's drops plus dead letters last (oldest missing
 --     first) dropped_on_device, else acked_not_received if any pipeline acknowledged it, else
 --     still_queued if any still holds it, else verifier_gap.
@@ -109,13 +109,14 @@ activity AS (
 ),
 epochs AS (
     -- per device and epoch: its start, its newest report (reportSeq, cutAt, lastSeq, mqttDepth,
-    -- pubsubDepth, has oldest seqs, mqttOldestSeq, pubsubOldestSeq, drops + dead letters, cfg,
-    -- route), the first report cut inside the window and the last one cut before it
+    -- pubsubDepth, true (a device without reports gets false from the join), mqttOldestSeq,
+    -- pubsubOldestSeq, drops + dead letters, cfg, route), the first report cut inside the
+    -- window and the last one cut before it
     SELECT
         device_id,
         epoch,
         toUnixTimestamp64Milli(argMax(epoch_start, report_seq)) AS epoch_start_ms,
-        argMax((report_seq, toUnixTimestamp64Milli(cut_at), last_seq, mqtt_depth, pubsub_depth, has_oldest_seq,
+        argMax((report_seq, toUnixTimestamp64Milli(cut_at), last_seq, mqtt_depth, pubsub_depth, true,
                 mqtt_oldest_seq, pubsub_oldest_seq, arraySum(mapValues(dropped)) + dead_letters, cfg, route), report_seq) AS newest,
         countIf(toUnixTimestamp64Milli(cut_at) >= {from_ms:Int64}) > 0 AS has_first_in,
         argMinIf((report_seq, last_seq), report_seq, toUnixTimestamp64Milli(cut_at) >= {from_ms:Int64}) AS first_in,
@@ -247,11 +248,12 @@ reconciled AS (
                          AND (s.2 != none_after OR a.last_at >= s.3 - gap_margin_ms)
                          AND (s.1 != 0 OR a.first_at <= s.4 + gap_margin_ms), sp.list) AS gap_pubsub,
         epoch != '' AND newest.3 >= gone_seq AS covered,
-        -- whether the report still holds it for a transport (oldest owed seq, or the newest depth)
-        if(newest.6, newest.7 > 0 AND gone_seq >= newest.7, newest.4 > 0 AND gone_seq > newest.3 - least(newest.4, newest.3))
-            AND gone_seq <= newest.3 AS holds_mqtt,
-        if(newest.6, newest.8 > 0 AND gone_seq >= newest.8, newest.5 > 0 AND gone_seq > newest.3 - least(newest.5, newest.3))
-            AND gone_seq <= newest.3 AS holds_pubsub,
+        -- whether the report may still hold it for a transport: from the lowest seq it owes there,
+        -- or where that is not known (0 with a depth above 0) among the newest depth
+        gone_seq <= newest.3 AND multiIf(newest.7 > 0, gone_seq >= newest.7,
+                                         newest.4 > 0, gone_seq > newest.3 - least(newest.4, newest.3), false) AS holds_mqtt,
+        gone_seq <= newest.3 AND multiIf(newest.8 > 0, gone_seq >= newest.8,
+                                         newest.5 > 0, gone_seq > newest.3 - least(newest.5, newest.3), false) AS holds_pubsub,
         (need_mqtt AND NOT gap_mqtt) OR (need_pubsub AND NOT gap_pubsub) AS unexplained_by_gaps,
         NOT covered AND unexplained_by_gaps AS is_unexplained,
         covered AND ((need_mqtt AND NOT gap_mqtt AND NOT holds_mqtt) OR (need_pubsub AND NOT gap_pubsub AND NOT holds_pubsub)) AS acknowledged,

@@ -614,7 +614,7 @@ mod tests {
             "gauges": {"mqttDepth": depth[0], "pubsubDepth": depth[1]}, "decision": {"cfg": 1, "route": "both"}})
     }
 
-    /// A report of `epoch` begun at `start`, with the oldest seq owed per transport when given.
+    /// A report of `epoch` begun at `start`, with the lowest seq owed per transport when given.
     fn report_of(device: &str, epoch: &str, start: i64, last_seq: u64, depth: [u64; 2], oldest: Option<[u64; 2]>) -> serde_json::Value {
         let mut r = serde_json::json!({"deviceId": device, "epoch": epoch, "epochStartMs": start, "reportSeq": 1, "cutAtMs": start + 1,
             "counters": {"lastSeq": last_seq, "dropped": {}, "deadLetters": 0},

@@ -21,9 +21,10 @@ pub struct DeviceReport {
     pub last_seq: u64,
     /// `gauges.mqttDepth`, `gauges.pubsubDepth`.
     pub depth: [u64; 2],
-    /// `gauges.mqttOldestSeq`, `gauges.pubsubOldestSeq` (0: nothing owed), when the report has
-    /// them (older SDKs did not send them).
-    pub oldest_seq: Option<[u64; 2]>,
+    /// `gauges.mqttOldestSeq`, `gauges.pubsubOldestSeq`: the lowest seq still owed to that
+    /// transport (0: none owed, or — with a depth above 0 — not known, as from an SDK without
+    /// these gauges, which reads as 0).
+    pub oldest_seq: [u64; 2],
     /// Sum of `counters.dropped`.
     pub dropped: u64,
     /// `counters.deadLetters`.
@@ -39,10 +40,6 @@ impl DeviceReport {
     pub fn from_json(v: &serde_json::Value) -> Option<(String, DeviceReport)> {
         let device = v["deviceId"].as_str()?.to_string();
         let (c, g) = (&v["counters"], &v["gauges"]);
-        let oldest = match (g["mqttOldestSeq"].as_u64(), g["pubsubOldestSeq"].as_u64()) {
-            (Some(m), Some(p)) => Some([m, p]),
-            _ => None,
-        };
         let report = DeviceReport {
             epoch: v["epoch"].as_str()?.to_string(),
             epoch_start_ms: v["epochStartMs"].as_i64()?,
@@ -50,7 +47,7 @@ impl DeviceReport {
             cut_at_ms: v["cutAtMs"].as_i64().unwrap_or(i64::MIN),
             last_seq: c["lastSeq"].as_u64()?,
             depth: [g["mqttDepth"].as_u64()?, g["pubsubDepth"].as_u64()?],
-            oldest_seq: oldest,
+            oldest_seq: [g["mqttOldestSeq"].as_u64().unwrap_or(0), g["pubsubOldestSeq"].as_u64().unwrap_or(0)],
             dropped: c["dropped"].as_object().map(|m| m.values().filter_map(|n| n.as_u64()).sum()).unwrap_or(0),
             dead_letters: c["deadLetters"].as_u64().unwrap_or(0),
             cfg: v["decision"]["cfg"].as_u64().unwrap_or(0),
@@ -59,14 +56,17 @@ impl DeviceReport {
         Some((device, report))
     }
 
-    /// Whether this report says `seq` is still owed to the transport of pipeline index `p`:
-    /// at or after the oldest seq it owes there, or — from a report without those gauges —
-    /// among the newest `depth` seqs it gave out.
+    /// Whether this report says `seq` may still be owed to the transport of pipeline index `p`
+    /// (docs/CONTRACT.md#reading-reports): at or after the lowest seq it owes there, up to
+    /// `lastSeq`; when that is not known (0 with a depth above 0), among the newest `depth`.
     pub fn holds(&self, p: usize, seq: u64) -> bool {
-        match self.oldest_seq {
-            Some(oldest) => oldest[p] > 0 && seq >= oldest[p] && seq <= self.last_seq,
-            None => self.depth[p] > 0 && seq > self.last_seq.saturating_sub(self.depth[p]) && seq <= self.last_seq,
-        }
+        let (oldest, depth) = (self.oldest_seq[p], self.depth[p]);
+        seq <= self.last_seq
+            && match (oldest, depth) {
+                (0, 0) => false,
+                (0, _) => seq > self.last_seq.saturating_sub(depth),
+                _ => seq >= oldest,
+            }
     }
 }
 
@@ -226,12 +226,12 @@ mod tests {
 
     #[test]
     fn oldest_owed_seqs_decide_what_is_held_and_depth_does_without_them() {
-        let r = DeviceReport { last_seq: 100, depth: [1, 40], oldest_seq: Some([3, 61]), ..Default::default() };
+        let r = DeviceReport { last_seq: 100, depth: [1, 40], oldest_seq: [3, 61], ..Default::default() };
         assert!(r.holds(0, 3) && r.holds(0, 70) && !r.holds(0, 2), "MQTT holds 3 and everything after it");
         assert!(r.holds(1, 61) && !r.holds(1, 60) && !r.holds(1, 101));
-        let legacy = DeviceReport { oldest_seq: None, ..r.clone() };
-        assert!(!legacy.holds(0, 3) && legacy.holds(0, 100) && legacy.holds(1, 61) && !legacy.holds(1, 60));
-        let none_owed = DeviceReport { oldest_seq: Some([0, 0]), ..r };
-        assert!(!none_owed.holds(0, 100));
+        let legacy = DeviceReport { oldest_seq: [0, 0], ..r.clone() };
+        assert!(!legacy.holds(0, 3) && legacy.holds(0, 100) && legacy.holds(1, 61) && !legacy.holds(1, 60), "not known: the newest depth");
+        let none_owed = DeviceReport { oldest_seq: [0, 0], depth: [0, 0], ..r };
+        assert!(!none_owed.holds(0, 100) && !none_owed.holds(1, 100));
     }
 }
