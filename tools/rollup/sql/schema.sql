@@ -231,3 +231,16 @@ SELECT
     payload
 FROM locations_inbox
 WHERE transport = 'pubsub';
+
+-- The verifying subscribers' own disconnections: a location owed to a pipeline that would have
+-- arrived there while its subscriber was down is the verifier's gap, not a loss (verify.sql,
+-- docs/VERIFY.md "Reconciliation"). A subscriber that acknowledges only after its insert has
+-- none; one that may miss messages while disconnected (an expiring session) records each gap.
+CREATE TABLE IF NOT EXISTS subscriber_gaps
+(
+    pipeline LowCardinality(String),           -- 'mqtt' or 'pubsub'
+    from_ms Int64,                             -- ms since the Unix epoch
+    to_ms Int64
+)
+ENGINE = MergeTree
+ORDER BY (pipeline, from_ms);

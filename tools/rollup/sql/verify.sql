@@ -108,15 +108,14 @@ activity AS (
     SELECT device_id, min(at_ms) AS first_at, max(at_ms) AS last_at FROM arrivals GROUP BY device_id
 ),
 epochs AS (
-    -- per device and epoch: its start, its newest report (reportSeq, cutAt, lastSeq, mqttDepth,
-    -- pubsubDepth, true (a device without reports gets false from the join), mqttOldestSeq,
-    -- pubsubOldestSeq, drops + dead letters, cfg, route), the first report cut inside the
-    -- window and the last one cut before it
+    -- per device and epoch: its start, its newest report (1 reportSeq, 2 cutAt, 3 lastSeq,
+    -- 4 mqttDepth, 5 pubsubDepth, 6 mqttOldestSeq, 7 pubsubOldestSeq, 8 drops + dead letters,
+    -- 9 cfg, 10 route), the first report cut inside the window and the last one cut before it
     SELECT
         device_id,
         epoch,
         toUnixTimestamp64Milli(argMax(epoch_start, report_seq)) AS epoch_start_ms,
-        argMax((report_seq, toUnixTimestamp64Milli(cut_at), last_seq, mqtt_depth, pubsub_depth, true,
+        argMax((report_seq, toUnixTimestamp64Milli(cut_at), last_seq, mqtt_depth, pubsub_depth,
                 mqtt_oldest_seq, pubsub_oldest_seq, arraySum(mapValues(dropped)) + dead_letters, cfg, route), report_seq) AS newest,
         countIf(toUnixTimestamp64Milli(cut_at) >= {from_ms:Int64}) > 0 AS has_first_in,
         argMinIf((report_seq, last_seq), report_seq, toUnixTimestamp64Milli(cut_at) >= {from_ms:Int64}) AS first_in,
@@ -228,7 +227,7 @@ facts AS (
         arrayMap(s -> (2, s, ''), tail)
     ) AS fact
     UNION ALL
-    SELECT device_id, epoch, newest, '' AS event_id, 0 AS seq, newest.11 AS route, newest.10 AS cfg,
+    SELECT device_id, epoch, newest, '' AS event_id, 0 AS seq, newest.10 AS route, newest.9 AS cfg,
            route IN ('both', 'mqtt') AS owes_mqtt, route IN ('both', 'pubsub') AS owes_pubsub,
            0 AS copies_mqtt, 0 AS copies_pubsub, false AS late_mqtt, false AS late_pubsub, false AS mismatch,
            2 AS kind, gone_seq, '' AS gone_on
@@ -250,9 +249,9 @@ reconciled AS (
         epoch != '' AND newest.3 >= gone_seq AS covered,
         -- whether the report may still hold it for a transport: from the lowest seq it owes there,
         -- or where that is not known (0 with a depth above 0) among the newest depth
-        gone_seq <= newest.3 AND multiIf(newest.7 > 0, gone_seq >= newest.7,
+        gone_seq <= newest.3 AND multiIf(newest.6 > 0, gone_seq >= newest.6,
                                          newest.4 > 0, gone_seq > newest.3 - least(newest.4, newest.3), false) AS holds_mqtt,
-        gone_seq <= newest.3 AND multiIf(newest.8 > 0, gone_seq >= newest.8,
+        gone_seq <= newest.3 AND multiIf(newest.7 > 0, gone_seq >= newest.7,
                                          newest.5 > 0, gone_seq > newest.3 - least(newest.5, newest.3), false) AS holds_pubsub,
         (need_mqtt AND NOT gap_mqtt) OR (need_pubsub AND NOT gap_pubsub) AS unexplained_by_gaps,
         NOT covered AND unexplained_by_gaps AS is_unexplained,
@@ -263,7 +262,7 @@ reconciled AS (
                                   ROWS UNBOUNDED PRECEDING) AS drop_rank,
         multiIf(kind = 0, '',
                 is_unexplained, 'unexplained',
-                acknowledged AND drop_rank <= newest.9, 'dropped_on_device',
+                acknowledged AND drop_rank <= newest.8, 'dropped_on_device',
                 acknowledged, 'acked_not_received',
                 covered AND unexplained_by_gaps, 'still_queued',
                 'verifier_gap') AS cause
