@@ -109,8 +109,11 @@ def test_every_message_the_sdk_sends_matches_the_schemas(tmp_path):
         capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, f"dualpub demo failed ({run.returncode}):\n{run.stderr[-4000:]}"
     lines = [json.loads(line) for line in capture.read_text(encoding="utf-8").splitlines() if line.strip()]
-    # Gap lines (the verifying subscriber's own disconnections) carry no message.
-    records = [r for r in lines if "gap" not in r]
+    # The window line (when the subscribers read) and gap lines (their own disconnections)
+    # carry no message.
+    records = [r for r in lines if "gap" not in r and "window" not in r]
+    [window] = [r["window"] for r in lines if "window" in r]
+    assert 0 < window["fromMs"] <= min(r["receivedAtMs"] for r in records) <= max(r["receivedAtMs"] for r in records) <= window["toMs"]
     assert all(isinstance(r.get("receivedAtMs"), int) and r["receivedAtMs"] > 0 for r in records), "every message has its arrival time"
     assert records, "the capture file is empty"
 
