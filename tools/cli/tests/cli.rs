@@ -109,8 +109,11 @@ fn the_demo_captures_every_received_message_as_json_lines() {
     assert_eq!(code, 0, "{err}\n{out}");
     let s = last_json(&out);
     let text = std::fs::read_to_string(&file).unwrap();
-    // Gap lines (the verifying subscriber's own disconnections) carry no message.
-    let lines: Vec<&str> = text.lines().filter(|l| !l.contains(r#""gap":"#)).collect();
+    // The first line is the window the subscribers read in; gap lines (the verifying
+    // subscriber's own disconnections) carry no message.
+    let window: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let (from, to) = (window["window"]["fromMs"].as_i64().unwrap(), window["window"]["toMs"].as_i64().unwrap());
+    let lines: Vec<&str> = text.lines().skip(1).filter(|l| !l.contains(r#""gap":"#)).collect();
     // One line per received message: everything delivered, plus any duplicates as received.
     let received = ["mqtt_delivered", "pubsub_delivered", "duplicates"].iter().map(|k| s[*k].as_u64().unwrap()).sum::<u64>();
     assert_eq!(lines.len() as u64, received, "{text}");
@@ -120,6 +123,7 @@ fn the_demo_captures_every_received_message_as_json_lines() {
         let payload: serde_json::Value = serde_json::from_str(v["payload"].as_str().unwrap()).expect("the payload is the location JSON");
         let (event_id, device_id) = (payload["eventId"].as_str().unwrap(), payload["deviceId"].as_str().unwrap());
         assert!(v["receivedAtMs"].as_i64().unwrap() >= payload["timestamp"].as_i64().unwrap(), "arrival after the fix: {line}");
+        assert!((from..=to).contains(&v["receivedAtMs"].as_i64().unwrap()), "inside the window {from}..{to}: {line}");
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
         match v["pipeline"].as_str().unwrap() {

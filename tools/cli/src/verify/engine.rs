@@ -9,34 +9,57 @@
 pub use super::findings::*;
 use super::gaps::OwnGaps;
 use super::histogram::Histogram;
-use super::payload::{self, FieldDigests};
+use super::payload;
 use super::reports::Reports;
 use super::runs::{self, Run, Segments};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
-/// One location, as seen so far.
+/// One location, as seen so far: 64 bytes, so that a map slot with its 16-byte key is 80 (the
+/// grace's worth of locations is what the verifier holds).
 #[derive(Debug, Clone)]
 struct Entry {
     device: u32,
+    /// Copies per pipeline (saturating).
+    count: [u16; 2],
     seq: u64,
     cfg: u64,
-    route: Route,
     timestamp_ms: i64,
-    /// The first copy's digest and its fields' digests.
+    /// The first copy's digest.
     digest: u64,
-    fields: FieldDigests,
-    mismatch: bool,
-    /// In the settle queue (complete, with a grace).
-    queued: bool,
-    count: [u32; 2],
+    /// Where the first copy came from (see [`Verifier::with_source`]; 56 bits), the route, and
+    /// the mismatch and settle-queue flags.
+    meta: u64,
     first_at: [i64; 2],
 }
 
+const ORIGIN_BITS: u64 = (1 << 56) - 1;
+const MISMATCH: u64 = 1 << 58;
+const QUEUED: u64 = 1 << 59;
+
 impl Entry {
+    fn route(&self) -> Route {
+        match (self.meta >> 56) & 3 {
+            0 => Route::Both,
+            1 => Route::Mqtt,
+            _ => Route::Pubsub,
+        }
+    }
+
+    fn origin(&self) -> u64 {
+        match self.meta & ORIGIN_BITS {
+            ORIGIN_BITS => NO_ORIGIN,
+            o => o,
+        }
+    }
+
+    fn has(&self, flag: u64) -> bool {
+        self.meta & flag != 0
+    }
+
     /// Received on every pipeline its route owes.
     fn complete(&self) -> bool {
-        self.route.pipelines().all(|p| self.count[p.index()] > 0)
+        self.route().pipelines().all(|p| self.count[p.index()] > 0)
     }
 
     /// When its last first copy arrived.
@@ -45,13 +68,18 @@ impl Entry {
     }
 }
 
-/// The copies of a location whose bytes differ: each digest with its copies per pipeline, and
-/// the fields that differ from the first copy (a [`FieldDigests::differing`] mask).
+/// The copies of a location whose bytes differ: each digest with its copies per pipeline and
+/// where its first copy came from.
 #[derive(Debug, Default)]
 struct Variants {
-    copies: Vec<(u64, [u64; 2])>,
-    fields: u16,
+    copies: Vec<(u64, [u64; 2], u64)>,
 }
+
+/// An arrival whose bytes cannot be read again ([`Verifier::arrival`]).
+pub const NO_ORIGIN: u64 = u64::MAX;
+
+/// Reads a message again by the origin it was fed with (a capture's line offset, an index).
+pub type Source = Box<dyn Fn(u64) -> Option<Vec<u8>>>;
 
 /// A location (or a `seq`) not received somewhere, before its cause is known.
 #[derive(Debug)]
@@ -88,7 +116,8 @@ struct Folded {
     duplicated: BTreeMap<Pipeline, Vec<String>>,
     late: BTreeMap<Pipeline, Vec<String>>,
     missing: Vec<Gone>,
-    mismatched: Vec<Mismatch>,
+    /// By key (eventId order for UUIDs), at most [`MAX_LISTED_MISMATCHES`].
+    mismatched: BTreeMap<u128, Mismatch>,
     segments: Segments,
 }
 
@@ -101,7 +130,6 @@ struct Folded {
 /// device's `seq` segments and forgotten; a copy arriving after that is counted as a settled
 /// copy, not joined. A location still missing somewhere is never folded early, so the grace can
 /// hide no loss: it only bounds how long a duplicate is recognised as one.
-#[derive(Debug)]
 pub struct Verifier {
     thresholds: Thresholds,
     grace_ms: Option<i64>,
@@ -122,6 +150,8 @@ pub struct Verifier {
     gaps: OwnGaps,
     /// The window given ([`Verifier::with_window`]), else the first and last arrival.
     window: Option<(i64, i64)>,
+    /// Where the copies of a mismatched location are read again, to name the fields that differ.
+    source: Option<Source>,
     arrivals_span: Option<(i64, i64)>,
     folded: Folded,
 }
@@ -157,6 +187,7 @@ impl Verifier {
             reports: Reports::default(),
             gaps: OwnGaps::default(),
             window: None,
+            source: None,
             arrivals_span: None,
             folded: Folded::default(),
         }
@@ -176,6 +207,14 @@ impl Verifier {
     /// window owes every seq from 1; reports are judged against its start.
     pub fn with_window(mut self, from_ms: i64, to_ms: i64) -> Self {
         self.window = Some((from_ms, to_ms));
+        self
+    }
+
+    /// Where the copies of a location whose bytes differ can be read again by the origin they were
+    /// fed with ([`Verifier::arrival_from`]): the fields that differ are then named exactly, and
+    /// nothing but the first copy's origin (8 bytes) is kept per location meanwhile.
+    pub fn with_source(mut self, source: Source) -> Self {
+        self.source = Some(source);
         self
     }
 
@@ -215,8 +254,15 @@ impl Verifier {
         d
     }
 
-    /// One message `pipeline` received at `received_at_ms` (duplicates included).
+    /// One message `pipeline` received at `received_at_ms` (duplicates included), which cannot
+    /// be read again.
     pub fn arrival(&mut self, pipeline: Pipeline, received_at_ms: i64, bytes: &[u8]) {
+        self.arrival_from(pipeline, received_at_ms, bytes, NO_ORIGIN);
+    }
+
+    /// One message `pipeline` received at `received_at_ms` (duplicates included), which the
+    /// source ([`Verifier::with_source`]) can read again by `origin`.
+    pub fn arrival_from(&mut self, pipeline: Pipeline, received_at_ms: i64, bytes: &[u8], origin: u64) {
         let p = pipeline.index();
         self.totals[p].messages += 1;
         self.arrivals_span = Some(self.arrivals_span.map_or((received_at_ms, received_at_ms), |(a, b)| (a.min(received_at_ms), b.max(received_at_ms))));
@@ -233,36 +279,37 @@ impl Verifier {
             return;
         }
         let digest = payload::digest(bytes);
+        let route_bits = match route {
+            Route::Both => 0,
+            Route::Mqtt => 1,
+            Route::Pubsub => 2,
+        };
         let e = self.entries.entry(k).or_insert_with(|| Entry {
             device,
+            count: [0, 0],
             seq: w.seq,
             cfg: w.cfg,
-            route,
             timestamp_ms: w.timestamp,
             digest,
-            fields: w.fields,
-            mismatch: false,
-            queued: false,
-            count: [0, 0],
+            meta: origin.min(ORIGIN_BITS) | (route_bits << 56),
             first_at: [i64::MAX, i64::MAX],
         });
-        if e.mismatch || e.digest != digest {
-            let v = self.variants.entry(k).or_insert_with(|| Variants { copies: vec![(e.digest, e.count.map(u64::from))], fields: 0 });
-            match v.copies.iter_mut().find(|(d, _)| *d == digest) {
-                Some((_, n)) => n[p] += 1,
+        if e.has(MISMATCH) || e.digest != digest {
+            let v = self.variants.entry(k).or_insert_with(|| Variants { copies: vec![(e.digest, e.count.map(u64::from), e.origin())] });
+            match v.copies.iter_mut().find(|(d, _, _)| *d == digest) {
+                Some((_, n, _)) => n[p] += 1,
                 None => {
                     let mut n = [0, 0];
                     n[p] = 1;
-                    v.copies.push((digest, n));
+                    v.copies.push((digest, n, origin));
                 }
             }
-            v.fields |= e.fields.differing(&w.fields);
-            e.mismatch = true;
+            e.meta |= MISMATCH;
         }
-        e.count[p] += 1;
+        e.count[p] = e.count[p].saturating_add(1);
         e.first_at[p] = e.first_at[p].min(received_at_ms);
-        if self.grace_ms.is_some() && !e.queued && e.complete() {
-            e.queued = true;
+        if self.grace_ms.is_some() && !e.has(QUEUED) && e.complete() {
+            e.meta |= QUEUED;
             self.queue.push_back((e.last_at(), k));
         }
         if k >> 127 == 1 {
@@ -317,18 +364,20 @@ impl Verifier {
         let late_ms = self.thresholds.late_ms;
         let id = if k >> 127 == 1 { self.ids.remove(&k).unwrap_or_default() } else { self.event_id(k) };
         let f = &mut self.folded;
-        runs::add(&mut f.segments, e.device, k, e.seq, e.cfg, e.route);
+        let route = e.route();
+        runs::add(&mut f.segments, e.device, k, e.seq, e.cfg, route);
         let step = f.steps.entry(e.cfg).or_insert_with(|| Step { cfg: e.cfg, ..Step::default() });
         f.step_devices.entry(e.cfg).or_default().insert(e.device);
         step.locations += 1;
-        if e.mismatch {
+        if e.has(MISMATCH) {
             step.mismatches += 1;
             let v = self.variants.remove(&k).unwrap_or_default();
-            if f.mismatched.len() < MAX_LISTED_MISMATCHES {
+            // The smallest eventIds are kept (as the SQL lists them), whatever the settling order.
+            if f.mismatched.len() < MAX_LISTED_MISMATCHES || f.mismatched.last_key_value().is_some_and(|(last, _)| k < *last) {
                 let mut copies: Vec<MismatchCopy> = v
                     .copies
                     .iter()
-                    .flat_map(|(d, n)| {
+                    .flat_map(|(d, n, _)| {
                         Pipeline::ALL.into_iter().filter(|p| n[p.index()] > 0).map(|p| MismatchCopy {
                             digest: payload::digest_hex(*d),
                             pipeline: p,
@@ -337,14 +386,15 @@ impl Verifier {
                     })
                     .collect();
                 copies.sort();
-                f.mismatched.push(Mismatch {
-                    event_id: id.clone(),
-                    device_id: self.devices[e.device as usize].clone(),
-                    seq: e.seq,
-                    cfg: e.cfg,
-                    copies,
-                    fields: payload::field_names(v.fields),
-                });
+                // Each variant's first copy read again: the fields that differ, if all can be read.
+                let read = |o: u64| self.source.as_ref().filter(|_| o != NO_ORIGIN).and_then(|s| s(o)).and_then(|b| payload::field_values(&b));
+                let values: Option<Vec<_>> = v.copies.iter().map(|(_, _, o)| read(*o)).collect();
+                let device_id = self.devices[e.device as usize].clone();
+                let m = Mismatch { event_id: id.clone(), device_id, seq: e.seq, cfg: e.cfg, copies, fields: values.map(|v| payload::differing(&v)) };
+                f.mismatched.insert(k, m);
+                if f.mismatched.len() > MAX_LISTED_MISMATCHES {
+                    f.mismatched.pop_last();
+                }
             }
         }
         let listed = |list: &mut BTreeMap<Pipeline, Vec<String>>, p: Pipeline| {
@@ -366,7 +416,7 @@ impl Verifier {
                 let start_ms = e.first_at[i].div_euclid(60_000).saturating_mul(60_000);
                 let m = f.minutes.entry(start_ms).or_insert_with(|| Minute { start_ms, ..Minute::default() });
                 match p {
-                    Pipeline::Mqtt if !e.route.owes(p) => m.fallbacks += 1,
+                    Pipeline::Mqtt if !route.owes(p) => m.fallbacks += 1,
                     Pipeline::Mqtt => m.mqtt += 1,
                     Pipeline::Pubsub => m.pubsub += 1,
                 }
@@ -381,7 +431,7 @@ impl Verifier {
                     listed(&mut f.late, p);
                 }
             }
-            if e.route.owes(p) {
+            if route.owes(p) {
                 ps.expected += 1;
                 if got {
                     ps.received += 1;
@@ -392,7 +442,7 @@ impl Verifier {
                         seq: e.seq,
                         cfg: e.cfg,
                         pipeline: Some(p),
-                        route: e.route,
+                        route,
                         key: Some(k),
                         event_id: id.clone(),
                         epoch: None,
@@ -458,12 +508,13 @@ impl Verifier {
                 self.fold(k, e);
             }
         }
-        let Folded { mut steps, mut step_devices, delays, chart_delays, minutes, mut duplicated, mut late, missing: mut gone, mut mismatched, segments } =
+        let Folded { mut steps, mut step_devices, delays, chart_delays, minutes, mut duplicated, mut late, missing: mut gone, mismatched, segments } =
             std::mem::take(&mut self.folded);
         // Listed in eventId order, however they were settled.
         for ids in duplicated.values_mut().chain(late.values_mut()) {
             ids.sort_unstable();
         }
+        let mut mismatched: Vec<Mismatch> = mismatched.into_values().collect();
         mismatched.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         // Devices known only from their reports: every location of theirs vanished.
         let mut reporting: Vec<String> = self.reports.devices().filter(|d| !self.device_index.contains_key(*d)).map(String::from).collect();
@@ -638,6 +689,11 @@ mod tests {
     }
 
     #[test]
+    fn a_held_location_costs_80_bytes_of_map_slot() {
+        assert_eq!(std::mem::size_of::<(u128, Entry)>(), 80);
+    }
+
+    #[test]
     fn a_clean_run_passes_with_enough_traffic_and_is_insufficient_without() {
         let mut v = Verifier::new(Thresholds::default());
         fleet(&mut v, "d-1", 0, 1_600, &[]);
@@ -740,23 +796,25 @@ mod tests {
 
     #[test]
     fn the_verifiers_own_gap_and_changed_bytes_are_told_apart() {
-        let mut v = Verifier::new(Thresholds::default());
-        v.own_gap(Pipeline::Mqtt, 9_000, 11_000);
         let a = location(1, "d", 1, "both", 1);
-        v.arrival(Pipeline::Pubsub, 10_000, &a);
         let b = location(2, "d", 2, "both", 1);
-        v.arrival(Pipeline::Mqtt, 14_000, &b);
         let mut changed = b.clone();
         changed.extend_from_slice(b" ");
-        v.arrival(Pipeline::Pubsub, 14_000, &changed);
-        let flipped = String::from_utf8(b.clone()).unwrap().replace("\"latitude\":1.0", "\"latitude\":1.5");
-        v.arrival(Pipeline::Pubsub, 14_500, flipped.as_bytes());
+        let flipped = String::from_utf8(b.clone()).unwrap().replace("\"latitude\":1.0", "\"latitude\":1.5").into_bytes();
+        // The copies can be read again by their index (as a capture's by their offset).
+        let copies = vec![a.clone(), b.clone(), changed.clone(), flipped.clone()];
+        let mut v = Verifier::new(Thresholds::default()).with_source(Box::new(move |i| copies.get(i as usize).cloned()));
+        v.own_gap(Pipeline::Mqtt, 9_000, 11_000);
+        v.arrival_from(Pipeline::Pubsub, 10_000, &a, 0);
+        v.arrival_from(Pipeline::Mqtt, 14_000, &b, 1);
+        v.arrival_from(Pipeline::Pubsub, 14_000, &changed, 2);
+        v.arrival_from(Pipeline::Pubsub, 14_500, &flipped, 3);
         v.report(&report("d", 1, 2, [0, 0], 0));
         let f = v.finish();
         assert_eq!(f.missing.iter().map(|m| m.cause).collect::<Vec<_>>(), [Cause::VerifierGap]);
         assert_eq!((f.steps[0].mismatches, f.steps[0].discrepancies), (1, 1));
         let [m] = &f.mismatched[..] else { panic!("{:?}", f.mismatched) };
-        assert_eq!((m.event_id.as_str(), m.seq, m.fields.clone()), ("01936f1e-7c3a-7cc1-9f0a-000000000002", 2, vec!["latitude"]));
+        assert_eq!((m.event_id.as_str(), m.seq, m.fields.clone()), ("01936f1e-7c3a-7cc1-9f0a-000000000002", 2, Some(vec!["latitude"])));
         let copies: Vec<(Pipeline, u64)> = m.copies.iter().map(|c| (c.pipeline, c.copies)).collect();
         assert_eq!(copies.len(), 3, "the original on MQTT, the spaced and the flipped copy on Pub/Sub: {copies:?}");
         assert!(m.copies.iter().any(|c| c.digest == payload::digest_hex(payload::digest(&b)) && c.pipeline == Pipeline::Mqtt));

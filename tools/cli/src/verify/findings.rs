@@ -271,10 +271,11 @@ pub struct Mismatch {
     /// Each distinct message seen, per pipeline: its digest (xxHash64 of the bytes, 16 hex
     /// digits) and how many copies of it; by digest, then pipeline.
     pub copies: Vec<MismatchCopy>,
-    /// The fields whose values differ between the copies, in the contract's order (`(other)`
-    /// for fields outside it); empty when only the bytes around the values differ (spaces,
-    /// field order, number spelling of the same text).
-    pub fields: Vec<&'static str>,
+    /// The fields whose values differ between the copies (compared as JSON values), in the
+    /// contract's order (`(other)` for fields outside it); empty when only the bytes around the
+    /// values differ (spaces, field order, another spelling of the same number); `None` when
+    /// the copies could not be read again (a live run).
+    pub fields: Option<Vec<&'static str>>,
 }
 
 /// One variant of a mismatched location on one pipeline.

@@ -915,7 +915,11 @@ fn mismatch_table(o: &mut String, f: &Findings) {
     );
     for m in &f.mismatched[..shown] {
         let copies: Vec<String> = m.copies.iter().map(|c| format!("{} {} ×{}", esc(&c.digest), c.pipeline.as_str(), c.copies)).collect();
-        let fields = if m.fields.is_empty() { "none: only the bytes around the values".to_string() } else { m.fields.join(", ") };
+        let fields = match &m.fields {
+            None => "not known (the copies could not be read again)".to_string(),
+            Some(f) if f.is_empty() => "none: only the bytes around the values".to_string(),
+            Some(f) => f.join(", "),
+        };
         let _ = writeln!(
             o,
             "<tr><td class=\"l mono\">{}</td><td class=\"l mono\">{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l mono\">{}</td></tr>",

@@ -43,7 +43,8 @@ pub fn read(s: &Sources, v: Verifier) -> Result<Findings, String> {
     )?;
     let start = Instant::now();
     let from_ms = subscribers::now_ms();
-    let mut v = v.with_window(from_ms, from_ms.saturating_add(i64::try_from(s.window.as_millis()).unwrap_or(i64::MAX)));
+    let mut spool = Spool::new()?;
+    let mut v = v.with_window(from_ms, from_ms.saturating_add(i64::try_from(s.window.as_millis()).unwrap_or(i64::MAX))).with_source(spool.source()?);
     let mut gaps_fed = 0;
     let mut read = [0usize; 2];
     // A message is stamped before it is stored: one taken now arrived at most this long ago.
@@ -62,8 +63,10 @@ pub fn read(s: &Sources, v: Verifier) -> Result<Findings, String> {
         }
         gaps_fed = gaps_fed.max(closed);
         for (i, (pipeline, taken)) in [Pipeline::Mqtt, Pipeline::Pubsub].into_iter().zip(taken).enumerate() {
-            for r in taken {
-                v.arrival(pipeline, r.received_at_ms, &r.payload);
+            let origins = taken.iter().map(|r| spool.write(&r.payload)).collect::<Result<Vec<u64>, String>>()?;
+            spool.flush()?;
+            for (r, origin) in taken.iter().zip(origins) {
+                v.arrival_from(pipeline, r.received_at_ms, &r.payload, origin);
                 read[i] += 1;
             }
             v.advance(pipeline, now - STAMP_TO_STORE_MS);
@@ -84,6 +87,53 @@ pub fn read(s: &Sources, v: Verifier) -> Result<Findings, String> {
         }
     }
     Ok(v.finish())
+}
+
+/// What a live run read, written to a temporary file as it arrives (each message as its length
+/// and its bytes), so that the copies of a location whose bytes differ can be read again to name
+/// the fields that differ. Disk, not memory: about the size of the messages read.
+struct Spool {
+    file: std::io::BufWriter<std::fs::File>,
+    path: tempfile::TempPath,
+    offset: u64,
+}
+
+impl Spool {
+    fn new() -> Result<Spool, String> {
+        let (file, path) = tempfile::NamedTempFile::new().map_err(|e| format!("a temporary file for what is read: {e}"))?.into_parts();
+        Ok(Spool { file: std::io::BufWriter::new(file), path, offset: 0 })
+    }
+
+    /// Writes one message; its offset.
+    fn write(&mut self, bytes: &[u8]) -> Result<u64, String> {
+        use std::io::Write;
+        let at = self.offset;
+        let len = u32::try_from(bytes.len()).map_err(|_| "a message over 4 GiB".to_string())?;
+        self.file.write_all(&len.to_le_bytes()).and_then(|()| self.file.write_all(bytes)).map_err(|e| format!("the temporary file: {e}"))?;
+        self.offset += 4 + u64::from(len);
+        Ok(at)
+    }
+
+    /// Makes what was written readable (the verifier may read a message back as it settles).
+    fn flush(&mut self) -> Result<(), String> {
+        use std::io::Write;
+        self.file.flush().map_err(|e| format!("the temporary file: {e}"))
+    }
+
+    /// Reads a message back by its offset, once flushed.
+    fn source(&self) -> Result<super::engine::Source, String> {
+        let path = self.path.to_path_buf();
+        Ok(Box::new(move |offset| {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(&path).ok()?;
+            f.seek(SeekFrom::Start(offset)).ok()?;
+            let mut len = [0u8; 4];
+            f.read_exact(&mut len).ok()?;
+            let mut bytes = vec![0; u32::from_le_bytes(len) as usize];
+            f.read_exact(&mut bytes).ok()?;
+            Some(bytes)
+        }))
+    }
 }
 
 /// Verifies what independent subscribers received in `window` (from, to) ms: each pipeline's

@@ -171,9 +171,43 @@ pub fn exit_code(f: &Findings) -> i32 {
 }
 
 fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, Result<String, String>)>, String> {
+    Ok(lines_at(path)?.map(|(n, _, l)| (n, l)))
+}
+
+/// A file's lines with their numbers and byte offsets.
+fn lines_at(path: &Path) -> Result<impl Iterator<Item = (usize, u64, Result<String, String>)>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let shown = path.display().to_string();
-    Ok(std::io::BufReader::new(file).lines().enumerate().map(move |(i, l)| (i + 1, l.map_err(|e| format!("{shown}: line {}: {e}", i + 1)))))
+    let mut reader = std::io::BufReader::new(file);
+    let (mut n, mut offset) = (0usize, 0u64);
+    Ok(std::iter::from_fn(move || {
+        let mut line = String::new();
+        let at = offset;
+        n += 1;
+        match reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(read) => {
+                offset += read as u64;
+                let end = line.trim_end_matches(['\n', '\r']).len();
+                line.truncate(end);
+                Some((n, at, Ok(line)))
+            }
+            Err(e) => Some((n, at, Err(format!("{shown}: line {n}: {e}")))),
+        }
+    }))
+}
+
+/// A capture's message by its line's byte offset (a [`Verifier`]'s source).
+pub fn capture_source(path: &Path) -> engine::Source {
+    let path = path.to_path_buf();
+    Box::new(move |offset| {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::open(&path).ok()?;
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        let mut line = String::new();
+        std::io::BufReader::new(file).read_line(&mut line).ok()?;
+        serde_json::from_str::<CaptureLine>(&line).ok()?.payload.map(String::into_bytes)
+    })
 }
 
 /// One capture line: a message a pipeline received, the subscriber's own gap, or the window the
@@ -243,10 +277,13 @@ fn outline(path: &Path) -> Result<Outline, String> {
 }
 
 /// A verifier reading a capture file, fed to it: its window (`{"window": {"fromMs", "toMs"}}`),
-/// the subscribers' gaps, then the messages in file order; after a pipeline's last message it
-/// has ended, so settling no longer waits for it (docs/VERIFY.md, "Memory").
+/// the subscribers' gaps, then the messages in file order, each with its line's offset (the
+/// file is the verifier's source: the copies of a mismatched location are read again); after a
+/// pipeline's last message it has ended, so settling no longer waits for it (docs/VERIFY.md,
+/// "Memory").
 pub fn read_capture(path: &Path, v: Verifier) -> Result<Verifier, String> {
     let o = outline(path)?;
+    let v = v.with_source(capture_source(path));
     let mut v = match o.window {
         Some((from, to)) => v.with_window(from, to),
         None => v,
@@ -259,7 +296,7 @@ pub fn read_capture(path: &Path, v: Verifier) -> Result<Verifier, String> {
             v.ended(p);
         }
     }
-    for (n, line) in lines(path)? {
+    for (n, offset, line) in lines_at(path)? {
         let line = line?;
         if line.trim().is_empty() {
             continue;
@@ -267,7 +304,7 @@ pub fn read_capture(path: &Path, v: Verifier) -> Result<Verifier, String> {
         let c = parse_line(path, n, &line)?;
         let (Some(p), Some(payload)) = (c.pipeline, c.payload) else { continue };
         let at = c.received_at_ms.ok_or_else(|| format!("{}: line {n}: a message without receivedAtMs", path.display()))?;
-        v.arrival(p, at, payload.as_bytes());
+        v.arrival_from(p, at, payload.as_bytes(), offset);
         if o.last_line[p.index()] == n {
             v.ended(p);
         }

@@ -94,7 +94,11 @@ pub fn table(f: &Findings) -> String {
     }
     for m in f.mismatched.iter().take(10) {
         let copies: Vec<String> = m.copies.iter().map(|c| format!("{} on {} ×{}", c.digest, c.pipeline.as_str(), c.copies)).collect();
-        let fields = if m.fields.is_empty() { "no field (only the bytes around the values)".to_string() } else { m.fields.join(", ") };
+        let fields = match &m.fields {
+            None => "fields not known (the copies could not be read again)".to_string(),
+            Some(f) if f.is_empty() => "no field (only the bytes around the values)".to_string(),
+            Some(f) => f.join(", "),
+        };
         let _ = writeln!(o, "  bytes differ: {} seq {} {}: {fields}; {}", shown(&m.device_id), m.seq, shown(&m.event_id), copies.join(", "));
     }
     let mismatches: u64 = f.steps.iter().map(|s| s.mismatches).sum();
