@@ -98,6 +98,25 @@ ensure_browser_check_tools() {
 # actionlint (Go module proxy: github.com/rhysd/actionlint) for scripts/mobile-check, which lints
 # .github/workflows/mobile.yml with it; built once into target/tools/bin. Needs Go >= 1.22 (the
 # build machine has one under /usr/local/go; Debian's golang-go is too old).
+# Prometheus's promtool (`promtool test rules`) for the SLO alert rules in tools/rollup/alerts/.
+PROMTOOL_VERSION=v0.316.0
+ensure_promtool() {
+    local bin=target/tools/bin/promtool
+    if [ -x "$bin" ] && [ "$(cat target/tools/bin/.promtool-version 2>/dev/null)" = "$PROMTOOL_VERSION" ]; then
+        return
+    fi
+    local go
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    if [ ! -x "$go" ]; then
+        echo "promtool needs Go to build; none found" >&2
+        return 1
+    fi
+    echo "==> building promtool $PROMTOOL_VERSION (Go module proxy) into target/tools/bin"
+    mkdir -p target/tools/bin
+    GOBIN="$PWD/target/tools/bin" GOFLAGS=-mod=mod "$go" install "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
+    echo "$PROMTOOL_VERSION" > target/tools/bin/.promtool-version
+}
+
 ACTIONLINT_VERSION=v1.7.12
 ensure_actionlint() {
     local bin=target/tools/bin/actionlint

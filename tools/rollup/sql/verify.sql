@@ -73,13 +73,13 @@ WITH
 arrivals AS (
     -- every copy either pipeline received in the scanned range: one row each, duplicates kept
     SELECT event_id, device_id, seq, route, cfg, toUnixTimestamp64Milli(received_at) AS at_ms,
-           false AS on_pubsub, xxHash64(payload) AS bytes_hash
+           toUnixTimestamp64Milli(timestamp) AS ts_ms, false AS on_pubsub, xxHash64(payload) AS bytes_hash
     FROM locations_mqtt
     WHERE received_at >= scan_from AND received_at < scan_to
       AND route IN ('both', 'mqtt', 'pubsub') AND event_id != '' AND device_id != ''
     UNION ALL
     SELECT event_id, device_id, seq, route, cfg, toUnixTimestamp64Milli(received_at) AS at_ms,
-           true AS on_pubsub, xxHash64(payload) AS bytes_hash
+           toUnixTimestamp64Milli(timestamp) AS ts_ms, true AS on_pubsub, xxHash64(payload) AS bytes_hash
     FROM locations_pubsub
     WHERE received_at >= scan_from AND received_at < scan_to
       AND route IN ('both', 'mqtt', 'pubsub') AND event_id != '' AND device_id != ''
@@ -137,6 +137,7 @@ locations AS (
         argMin(seq, at_ms) AS first_seq,
         argMin(route, at_ms) AS first_route,
         argMin(cfg, at_ms) AS first_cfg,
+        argMin(ts_ms, at_ms) AS first_ts_ms,
         countIf(NOT on_pubsub) AS copies_mqtt,
         countIf(on_pubsub) AS copies_pubsub,
         minIf(at_ms, NOT on_pubsub) AS first_mqtt,      -- read only when copies_mqtt > 0
@@ -149,11 +150,12 @@ locations AS (
 judged AS (
     -- what the route owed each pipeline, and what arrived late (after the other pipeline's copy)
     SELECT
-        * EXCEPT (first_device_id, first_seq, first_route, first_cfg),
+        * EXCEPT (first_device_id, first_seq, first_route, first_cfg, first_ts_ms),
         first_device_id AS device_id,
         first_seq AS seq,
         first_route AS route,
         first_cfg AS cfg,
+        first_ts_ms AS ts_ms,
         route IN ('both', 'mqtt') AS owes_mqtt,
         route IN ('both', 'pubsub') AS owes_pubsub,
         copies_mqtt > 0 AND copies_pubsub > 0 AND first_mqtt - first_pubsub > {late_ms:Int64} AS late_mqtt,
@@ -216,7 +218,8 @@ vanished AS (
 facts AS (
     -- per location: itself (kind 0), each pipeline it was owed to and never reached (kind 1),
     -- each seq skipped just below it or after it (kind 2); then each seq of an epoch without runs
-    SELECT device_id, epoch, newest, event_id, seq, route, cfg, owes_mqtt, owes_pubsub, copies_mqtt, copies_pubsub,
+    -- (ts_ms: the location's timestamp; for an epoch without runs, its newest report's cut)
+    SELECT device_id, epoch, newest, event_id, seq, route, cfg, ts_ms, owes_mqtt, owes_pubsub, copies_mqtt, copies_pubsub,
            late_mqtt, late_pubsub, mismatch, fact.1 AS kind, fact.2 AS gone_seq, fact.3 AS gone_on
     FROM sequenced
     ARRAY JOIN arrayConcat(
@@ -227,7 +230,7 @@ facts AS (
         arrayMap(s -> (2, s, ''), tail)
     ) AS fact
     UNION ALL
-    SELECT device_id, epoch, newest, '' AS event_id, 0 AS seq, newest.10 AS route, newest.9 AS cfg,
+    SELECT device_id, epoch, newest, '' AS event_id, 0 AS seq, newest.10 AS route, newest.9 AS cfg, newest.2 AS ts_ms,
            route IN ('both', 'mqtt') AS owes_mqtt, route IN ('both', 'pubsub') AS owes_pubsub,
            0 AS copies_mqtt, 0 AS copies_pubsub, false AS late_mqtt, false AS late_pubsub, false AS mismatch,
            2 AS kind, gone_seq, '' AS gone_on
@@ -318,6 +321,7 @@ unbounded AS (
         SELECT device_id, epoch, 'start_unknown' AS reason FROM vanished WHERE start_unknown
     )
 )
+-- (the steps: sli.sql puts its own final SELECT here, after the same CTEs)
 SELECT
     cfg, devices, locations,
     mqtt_expected, mqtt_received, mqtt_missing, mqtt_duplicates, mqtt_fallbacks, mqtt_unexpected, mqtt_late,

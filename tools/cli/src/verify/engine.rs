@@ -12,6 +12,7 @@ use super::histogram::Histogram;
 use super::payload;
 use super::reports::Reports;
 use super::runs::{self, Run, Segments};
+use super::sli::Slis;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
@@ -96,6 +97,9 @@ struct Gone {
     event_id: String,
     /// Its run's epoch (an index into the device's epochs), once known.
     epoch: Option<usize>,
+    /// Its `timestamp` (for one seen on neither pipeline, its run neighbour's): its minute in the
+    /// per-minute indicators.
+    timestamp_ms: i64,
 }
 
 /// The eventIds listed as duplicated, and as late, per pipeline (the counts are exact).
@@ -119,6 +123,7 @@ struct Folded {
     /// By key (eventId order for UUIDs), at most [`MAX_LISTED_MISMATCHES`].
     mismatched: BTreeMap<u128, Mismatch>,
     segments: Segments,
+    slis: Slis,
 }
 
 /// Joins both pipelines by eventId.
@@ -273,6 +278,7 @@ impl Verifier {
         let k = key(&w.event_id);
         let device = self.device(&w.device_id);
         self.gaps.arrival(device, pipeline, w.seq, received_at_ms);
+        self.folded.slis.copy(pipeline, w.cfg, route, w.timestamp, received_at_ms);
         if !self.entries.contains_key(&k) && runs::contains(&self.folded.segments, device, k, w.seq) {
             self.totals[p].settled_copies += 1;
             self.advance(pipeline, received_at_ms);
@@ -365,7 +371,8 @@ impl Verifier {
         let id = if k >> 127 == 1 { self.ids.remove(&k).unwrap_or_default() } else { self.event_id(k) };
         let f = &mut self.folded;
         let route = e.route();
-        runs::add(&mut f.segments, e.device, k, e.seq, e.cfg, route);
+        runs::add(&mut f.segments, e.device, k, e.seq, e.cfg, route, e.timestamp_ms);
+        f.slis.location(e.cfg, route, e.timestamp_ms, e.count.map(|n| n > 0));
         let step = f.steps.entry(e.cfg).or_insert_with(|| Step { cfg: e.cfg, ..Step::default() });
         f.step_devices.entry(e.cfg).or_default().insert(e.device);
         step.locations += 1;
@@ -446,6 +453,7 @@ impl Verifier {
                         key: Some(k),
                         event_id: id.clone(),
                         epoch: None,
+                        timestamp_ms: e.timestamp_ms,
                     });
                 }
             } else if got {
@@ -463,8 +471,8 @@ impl Verifier {
     /// still queued if the report holds it there; else — on any pipeline — dropped while the
     /// epoch's drops last (`drops_left`, oldest missing first), else acknowledged but not
     /// received. A location is still queued only if every pipeline that does not explain it by
-    /// a gap still holds it.
-    fn cause(&self, g: &Gone, drops_left: &mut u64) -> Cause {
+    /// a gap still holds it. `gaps` gets each pipeline on which the verifier's own gap explains it.
+    fn cause(&self, g: &Gone, drops_left: &mut u64, gaps: &mut Vec<Pipeline>) -> Cause {
         let device = &self.devices[g.device as usize];
         let report = g.epoch.and_then(|e| self.reports.epochs(device).get(e)).map(|e| &e.newest).filter(|r| r.last_seq >= g.seq);
         let pipelines: Vec<Pipeline> = match g.pipeline {
@@ -474,6 +482,7 @@ impl Verifier {
         let (mut unexplained, mut needs, mut queued) = (false, false, false);
         for p in pipelines {
             if self.gaps.shadowed(g.device, p, g.seq) {
+                gaps.push(p);
                 continue;
             }
             match report {
@@ -508,7 +517,7 @@ impl Verifier {
                 self.fold(k, e);
             }
         }
-        let Folded { mut steps, mut step_devices, delays, chart_delays, minutes, mut duplicated, mut late, missing: mut gone, mismatched, segments } =
+        let Folded { mut steps, mut step_devices, delays, chart_delays, minutes, mut duplicated, mut late, missing: mut gone, mismatched, segments, mut slis } =
             std::mem::take(&mut self.folded);
         // Listed in eventId order, however they were settled.
         for ids in duplicated.values_mut().chain(late.values_mut()) {
@@ -532,6 +541,7 @@ impl Verifier {
             let epochs = self.reports.epochs(name);
             let owing = runs::owing(d as u32, &segments, epochs, window_from);
             for u in owing.unseen {
+                slis.unseen(u.cfg, u.route, u.timestamp_ms);
                 gone.push(Gone {
                     device: d as u32,
                     seq: u.seq,
@@ -541,6 +551,7 @@ impl Verifier {
                     key: None,
                     event_id: String::new(),
                     epoch: u.epoch,
+                    timestamp_ms: u.timestamp_ms,
                 });
             }
             for (cfg, n) in owing.unlisted {
@@ -570,7 +581,11 @@ impl Verifier {
             let left = drops_left.entry((g.device, g.epoch)).or_insert_with(|| {
                 g.epoch.and_then(|e| self.reports.epochs(device).get(e)).map_or(0, |e| e.newest.dropped.saturating_add(e.newest.dead_letters))
             });
-            let cause = self.cause(g, left);
+            let mut gaps = Vec::new();
+            let cause = self.cause(g, left, &mut gaps);
+            for p in gaps {
+                slis.verifier_gap(p, g.cfg, g.route, g.timestamp_ms);
+            }
             let step = steps.entry(g.cfg).or_insert_with(|| Step { cfg: g.cfg, ..Step::default() });
             *step.causes.entry(cause).or_default() += 1;
             if g.pipeline.is_none() {
@@ -640,6 +655,7 @@ impl Verifier {
             unbounded,
             unbounded_count,
             window,
+            sli: slis.rows(),
         }
     }
 }

@@ -234,6 +234,9 @@ pub struct Findings {
     /// The window the locations were read in: when the subscribers started and stopped reading
     /// (from the capture's `window` line or the live reading), else the first and last arrival.
     pub window: Option<(i64, i64)>,
+    /// Per minute of the locations' `timestamp`, pipeline, config version and route: the service
+    /// level indicators (completeness, freshness, duplicates, fallbacks).
+    pub sli: Vec<super::sli::SliMinute>,
 }
 
 /// The most mismatches listed (the counts per step are exact).

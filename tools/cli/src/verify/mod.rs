@@ -14,6 +14,7 @@ pub mod payload;
 pub mod reports;
 pub mod runs;
 pub mod selftest;
+pub mod sli;
 pub mod stats;
 pub mod synthetic;
 

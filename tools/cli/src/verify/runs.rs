@@ -24,15 +24,18 @@ pub struct Segment {
     pub last_seq: u64,
     pub cfg: u64,
     pub route: Route,
+    /// The `timestamp` of its first and its last location.
+    pub first_ts: i64,
+    pub last_ts: i64,
 }
 
 /// Every device's segments, by device then first eventId (one map: a map per device would cost
 /// a node each).
 pub type Segments = BTreeMap<(u32, u128), Segment>;
 
-/// Adds a settled location to its device's segments, joining the segment before or after it when
-/// both key and seq follow on (with the same cfg and route).
-pub fn add(segs: &mut Segments, device: u32, key: u128, seq: u64, cfg: u64, route: Route) {
+/// Adds a settled location (its `timestamp` `ts`) to its device's segments, joining the segment
+/// before or after it when both key and seq follow on (with the same cfg and route).
+pub fn add(segs: &mut Segments, device: u32, key: u128, seq: u64, cfg: u64, route: Route, ts: i64) {
     if segs.contains_key(&(device, key)) {
         return; // the same eventId settled twice (a copy with other bytes): its seq is known
     }
@@ -47,17 +50,17 @@ pub fn add(segs: &mut Segments, device: u32, key: u128, seq: u64, cfg: u64, rout
     match (before, after) {
         (Some((bf, b)), Some((af, a))) => {
             segs.remove(&af);
-            segs.insert(bf, Segment { last_key: a.last_key, last_seq: a.last_seq, ..b });
+            segs.insert(bf, Segment { last_key: a.last_key, last_seq: a.last_seq, last_ts: a.last_ts, ..b });
         }
         (Some((bf, b)), None) => {
-            segs.insert(bf, Segment { last_key: key, last_seq: seq, ..b });
+            segs.insert(bf, Segment { last_key: key, last_seq: seq, last_ts: ts, ..b });
         }
         (None, Some((af, a))) => {
             segs.remove(&af);
-            segs.insert((device, key), Segment { first_seq: seq, ..a });
+            segs.insert((device, key), Segment { first_seq: seq, first_ts: ts, ..a });
         }
         (None, None) => {
-            segs.insert((device, key), Segment { last_key: key, first_seq: seq, last_seq: seq, cfg, route });
+            segs.insert((device, key), Segment { last_key: key, first_seq: seq, last_seq: seq, cfg, route, first_ts: ts, last_ts: ts });
         }
     }
 }
@@ -91,6 +94,9 @@ pub struct Unseen {
     /// locations arrived).
     pub cfg: u64,
     pub route: Route,
+    /// The `timestamp` of that location (of the report's cut, in an epoch without locations):
+    /// the minute its per-minute indicators count it in.
+    pub timestamp_ms: i64,
     /// The epoch its run belongs to.
     pub epoch: Option<usize>,
 }
@@ -114,11 +120,13 @@ pub fn run_of(runs: &[Run], key: u128) -> Option<&Run> {
 }
 
 impl Owing {
-    /// Lists the seqs `from..=to` (up to the run's cap; `listed` counts what the run listed).
-    fn owe(&mut self, from: u64, to: u64, cfg: u64, route: Route, epoch: Option<usize>, listed: &mut u64) {
+    /// Lists the seqs `from..=to`, each like `like` (up to the run's cap; `listed` counts what the
+    /// run listed).
+    fn owe(&mut self, from: u64, to: u64, like: Unseen, listed: &mut u64) {
         let gap = to.saturating_sub(from).saturating_add(1);
         let list = gap.min(MAX_LISTED_GAP.saturating_sub(*listed));
-        self.unseen.extend((from..from + list).map(|seq| Unseen { seq, cfg, route, epoch }));
+        let cfg = like.cfg;
+        self.unseen.extend((from..from + list).map(|seq| Unseen { seq, ..like.clone() }));
         *listed += list;
         if gap > list {
             *self.unlisted.entry(cfg).or_default() += gap - list;
@@ -156,13 +164,13 @@ pub fn owing(device: u32, segs: &Segments, epochs: &[Epoch], window_from: i64) -
         let mut listed = 0u64;
         for s in &run {
             if s.first_seq > expect {
-                out.owe(expect, s.first_seq - 1, s.cfg, s.route, epoch, &mut listed);
+                out.owe(expect, s.first_seq - 1, Unseen { seq: 0, cfg: s.cfg, route: s.route, timestamp_ms: s.first_ts, epoch }, &mut listed);
             }
             expect = expect.max(s.last_seq.saturating_add(1));
         }
         if let (true, Some(r), Some(last)) = (last_of_epoch, report, run.iter().max_by_key(|s| s.last_seq)) {
             if r.last_seq >= expect {
-                out.owe(expect, r.last_seq, last.cfg, last.route, epoch, &mut listed);
+                out.owe(expect, r.last_seq, Unseen { seq: 0, cfg: last.cfg, route: last.route, timestamp_ms: last.last_ts, epoch }, &mut listed);
             }
         }
         if epoch.is_none() {
@@ -176,7 +184,10 @@ pub fn owing(device: u32, segs: &Segments, epochs: &[Epoch], window_from: i64) -
         }
         let mut listed = 0u64;
         match ep.owed_without_arrivals(window_from) {
-            Owed::Seqs(first, last) => out.owe(first, last, ep.newest.cfg, ep.newest.route, Some(e), &mut listed),
+            Owed::Seqs(first, last) => {
+                let n = &ep.newest;
+                out.owe(first, last, Unseen { seq: 0, cfg: n.cfg, route: n.route, timestamp_ms: n.cut_at_ms, epoch: Some(e) }, &mut listed)
+            }
             Owed::Unknown => out.unbounded.push((Some(e), Unbound::StartUnknown)),
             Owed::Nothing => {}
         }
@@ -197,7 +208,7 @@ mod tests {
     fn settled(seqs: &[(u64, i64)]) -> Segments {
         let mut segs = Segments::new();
         for (i, (seq, ms)) in seqs.iter().enumerate() {
-            add(&mut segs, 0, key(*ms, i as u128), *seq, 1, Route::Both);
+            add(&mut segs, 0, key(*ms, i as u128), *seq, 1, Route::Both, *ms);
         }
         segs
     }
