@@ -121,6 +121,15 @@ async function main() {
             if (steps !== findings.steps.length) failures.push(`${steps} step rows, findings have ${findings.steps.length} steps`);
             const missing = await page.locator('#missing tbody tr').count();
             if (missing !== Math.min(MISSING_LISTED, findings.missing.length)) failures.push(`${missing} missing rows, findings have ${findings.missing.length}`);
+            const mismatched = await page.locator('#mismatched tbody tr').count();
+            if (mismatched !== Math.min(MISSING_LISTED, findings.mismatched.length)) failures.push(`${mismatched} mismatch rows, findings have ${findings.mismatched.length}`);
+            for (const m of findings.mismatched.slice(0, MISSING_LISTED)) {
+                const row = page.locator('#mismatched tbody tr', { hasText: m.eventId });
+                if (await row.count() !== 1) failures.push(`mismatch ${m.eventId} is not named on the page`);
+                else if (m.fields && m.fields.length && !(await row.textContent()).includes(m.fields.join(', '))) failures.push(`mismatch ${m.eventId}: fields ${m.fields} not shown`);
+            }
+            const unbounded = await page.locator('#unbounded tbody tr').count();
+            if (unbounded !== Math.min(MISSING_LISTED, findings.unbounded.length)) failures.push(`${unbounded} unbounded rows, findings have ${findings.unbounded.length}`);
         }
         await page.screenshot({ path: args.screenshot, fullPage: true });
         console.log(`    verdict ${verdict}`);

@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args, Debug, Clone)]
 pub struct VerifyArgs {
     /// What the pipelines received: JSON lines of `{"pipeline": "mqtt"|"pubsub", "receivedAtMs",
-    /// "payload"}` (the `dualpub demo --capture` format), and `{"pipeline", "gap": {"fromMs",
-    /// "toMs"}}` lines for the subscriber's own disconnections.
+    /// "payload"}` (the `dualpub demo --capture` format), `{"pipeline", "gap": {"fromMs",
+    /// "toMs"}}` lines for the subscriber's own disconnections, and a `{"window": {"fromMs",
+    /// "toMs"}}` line for when the subscribers read (else the first to the last arrival).
     #[arg(long, value_name = "FILE", required_unless_present_any = ["synthetic", "selftest", "mqtt_url"])]
     pub capture: Option<PathBuf>,
     /// Instead of a capture: read the pipelines live for `--window-secs`: this MQTT broker
