@@ -818,7 +818,7 @@ mod tests {
         changed.extend_from_slice(b" ");
         let flipped = String::from_utf8(b.clone()).unwrap().replace("\"latitude\":1.0", "\"latitude\":1.5").into_bytes();
         // The copies can be read again by their index (as a capture's by their offset).
-        let copies = vec![a.clone(), b.clone(), changed.clone(), flipped.clone()];
+        let copies = [a.clone(), b.clone(), changed.clone(), flipped.clone()];
         let mut v = Verifier::new(Thresholds::default()).with_source(Box::new(move |i| copies.get(i as usize).cloned()));
         v.own_gap(Pipeline::Mqtt, 9_000, 11_000);
         v.arrival_from(Pipeline::Pubsub, 10_000, &a, 0);
