@@ -118,6 +118,27 @@ fn discarded_messages_are_acknowledged_but_reach_no_subscription() {
 }
 
 #[test]
+fn a_location_by_device_and_seq_is_acknowledged_but_reaches_no_subscription() {
+    use base64::Engine;
+    let emu = emulator(&["sub-a"]);
+    set_plan(&emu, json!({"discardAfterAckWhere": [{"deviceId": "d-2", "seq": 3}, {"deviceId": "d-9", "seq": 1}]}));
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let messages: Vec<Value> = [("d-1", 3), ("d-2", 2), ("d-2", 3), ("d-2", 3)]
+        .iter()
+        .enumerate()
+        .map(|(i, (d, seq))| json!({"data": b64(format!(r#"{{"deviceId":"{d}","seq":{seq},"eventId":"x"}}"#)), "attributes": {"eventId": format!("e{i}")}}))
+        .collect();
+    let (code, body) = http(&emu, "POST", &format!("/v1/{TOPIC}:publish"), &json!({"messages": messages}));
+    assert_eq!((code, body["messageIds"].as_array().map(Vec::len)), (200, Some(4)), "acknowledged, all four");
+    let log = emu.emulator().fault_log();
+    assert_eq!(events(&log.discarded), ["e2"], "the first match only: each entry once");
+    assert_eq!(log.discarded[0].location.as_ref().map(|l| (l.device_id.as_str(), l.seq)), Some(("d-2", 3)));
+    let got: Vec<String> = pull_now(&emu, "sub-a").into_iter().map(|(e, _, _)| e).collect();
+    assert_eq!(got, ["e0", "e1", "e3"]);
+    assert_eq!(emu.emulator().faults().plan().discard_after_ack_where.len(), 1, "d-9's entry is left");
+}
+
+#[test]
 fn duplicated_messages_are_delivered_twice_with_one_message_id() {
     let emu = emulator(&["sub-a", "sub-b"]);
     set_plan(&emu, json!({"duplicateNext": 2}));
