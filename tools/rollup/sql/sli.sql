@@ -33,7 +33,7 @@ recon AS (
            countIf(if(p = 'mqtt', gap_mqtt, gap_pubsub)) AS verifier_gap
     FROM reconciled
     ARRAY JOIN arrayFilter(x -> (x = 'mqtt' AND need_mqtt) OR (x = 'pubsub' AND need_pubsub), ['mqtt', 'pubsub']) AS p
-    WHERE kind > 0 AND ts_ms >= {minutes_from_ms:Int64} AND ts_ms < {minutes_to_ms:Int64}
+    WHERE kind IN (1, 2) AND ts_ms >= {minutes_from_ms:Int64} AND ts_ms < {minutes_to_ms:Int64}
     GROUP BY minute_ms, pipeline, cfg, route
 )
 SELECT

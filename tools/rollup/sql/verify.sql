@@ -59,11 +59,12 @@
 --   * The location tables keep every copy (MergeTree, docs/VERIFY.md): duplicates, first
 --     arrivals and mismatches between copies are counted from the rows themselves.
 --
--- Returns one row per cfg, ordered by cfg (a row with cfg NULL, if any, carries only the
--- unbounded runs); columns are named after the CLI's JSON fields (mqtt_expected is
--- steps[].mqtt.expected). `missing` lists (device_id, seq, kind, event_id, pipeline, cause) with
--- kind 1 = owed and not received, 2 = seq seen on neither pipeline (event_id '' and pipeline
--- ''), ordered by device, seq. `unbounded` lists (device_id, epoch, reason).
+-- Returns one row per cfg, ordered by cfg; columns are named after the CLI's JSON fields
+-- (mqtt_expected is steps[].mqtt.expected). `missing` lists (device_id, seq, kind, event_id,
+-- pipeline, cause) with kind 1 = owed and not received, 2 = seq seen on neither pipeline
+-- (event_id '' and pipeline ''), ordered by device, seq. `unbounded` lists (device_id, epoch,
+-- reason) of the device runs no report bounds, in the row of their cfg; a row with `facts` 0
+-- carries only those (it is no rollout step).
 WITH
     fromUnixTimestamp64Milli({from_ms:Int64} - {margin_ms:Int64}, 'UTC') AS scan_from,
     fromUnixTimestamp64Milli({to_ms:Int64} + {margin_ms:Int64}, 'UTC') AS scan_to,
@@ -93,19 +94,19 @@ gaps AS (
 shadows AS (
     -- per device and pipeline: for each of that pipeline's gaps, the highest seq received before
     -- it and the lowest after it (0 and none_after: none), and when the device was first and last
-    -- seen on either pipeline
-    SELECT device_id, on_pubsub, groupArray((before, after, from_ms, to_ms)) AS list
+    -- seen on either pipeline. Read only when the subscribers had gaps.
+    SELECT device_id, on_pubsub, groupArray((before, after, from_ms, to_ms)) AS list, any(first_at) AS first_at, any(last_at) AS last_at
     FROM (
         SELECT a.device_id AS device_id, g.on_pubsub AS on_pubsub, g.from_ms AS from_ms, g.to_ms AS to_ms,
-               maxIf(a.seq, a.at_ms < g.from_ms - gap_margin_ms) AS before,
-               if(countIf(a.at_ms > g.to_ms + gap_margin_ms) = 0, none_after, minIf(a.seq, a.at_ms > g.to_ms + gap_margin_ms)) AS after
-        FROM arrivals AS a INNER JOIN gaps AS g ON a.on_pubsub = g.on_pubsub
+               maxIf(a.seq, a.on_pubsub = g.on_pubsub AND a.at_ms < g.from_ms - gap_margin_ms) AS before,
+               if(countIf(a.on_pubsub = g.on_pubsub AND a.at_ms > g.to_ms + gap_margin_ms) = 0, none_after,
+                  minIf(a.seq, a.on_pubsub = g.on_pubsub AND a.at_ms > g.to_ms + gap_margin_ms)) AS after,
+               min(a.at_ms) AS first_at, max(a.at_ms) AS last_at
+        FROM arrivals AS a CROSS JOIN gaps AS g
+        WHERE (SELECT count() FROM gaps) > 0
         GROUP BY a.device_id, g.on_pubsub, g.from_ms, g.to_ms
     )
     GROUP BY device_id, on_pubsub
-),
-activity AS (
-    SELECT device_id, min(at_ms) AS first_at, max(at_ms) AS last_at FROM arrivals GROUP BY device_id
 ),
 epochs AS (
     -- per device and epoch: its start, its newest report (1 reportSeq, 2 cutAt, 3 lastSeq,
@@ -124,9 +125,6 @@ epochs AS (
     FROM migration_reports
     WHERE received_at >= fromUnixTimestamp64Milli({reports_from_ms:Int64}, 'UTC')
     GROUP BY device_id, epoch
-),
-reporting AS (
-    SELECT DISTINCT device_id FROM epochs
 ),
 locations AS (
     -- one row per location (eventId): what each pipeline got of it
@@ -170,85 +168,98 @@ runs AS (
     SELECT *, sum(starts_run) OVER (PARTITION BY device_id ORDER BY event_id ROWS UNBOUNDED PRECEDING) AS run
     FROM judged
 ),
-run_epochs AS (
-    -- each run's epoch: the latest that began at or before its first eventId's time (a UUIDv7's
-    -- milliseconds; an eventId that is none belongs to the newest epoch); epoch '' when none
-    SELECT h.device_id AS device_id, h.run AS run, e.epoch AS epoch, e.epoch_start_ms AS epoch_start_ms, e.newest AS newest,
-           max(h.run) OVER (PARTITION BY h.device_id, e.epoch) = h.run AS last_of_epoch
-    FROM (
-        SELECT device_id, run,
-               if(match(min(event_id), '^[0-9a-f]{8}-[0-9a-f]{4}-7'),
-                  toInt64(reinterpretAsUInt64(reverse(unhex(substring(replaceAll(min(event_id), '-', ''), 1, 12))))),
-                  9223372036854775807) AS first_ms
-        FROM runs GROUP BY device_id, run
-    ) AS h
-    ASOF LEFT JOIN epochs AS e ON h.device_id = e.device_id AND h.first_ms >= e.epoch_start_ms
-),
 sequenced AS (
-    -- the seq values of a run seen on neither pipeline, each given to the location just above
-    -- it (with the lowest cfg of that seq's locations): from the previous seq of the run + 1, or
-    -- from 1 before the first location of a run after a restart or of an epoch begun in the
-    -- window; and after the run's last location up to its epoch's newest lastSeq
+    -- each location in its run by seq: the seq before it, its place, the run's size, and the time
+    -- of the run's first eventId (a UUIDv7's milliseconds; an eventId that is none: the newest
+    -- epoch's)
     SELECT
-        runs.*,
-        re.epoch AS epoch,
-        re.newest AS newest,
+        *,
         lagInFrame(seq, 1, 0) OVER by_seq AS prev_seq,
-        row_number() OVER by_seq = 1 AS first_of_run,
-        row_number() OVER (PARTITION BY device_id, run ORDER BY seq DESC, cfg DESC) = 1 AS last_of_run,
-        run > 0 OR (re.epoch != '' AND re.epoch_start_ms >= {from_ms:Int64}) AS from_one,
-        if(first_of_run, if(from_one, range(toUInt64(1), seq), []), range(prev_seq + 1, seq)) AS skipped,
-        if(last_of_run AND re.epoch != '' AND re.last_of_epoch AND newest.3 > seq, range(seq + 1, newest.3 + 1), []) AS tail
+        row_number() OVER by_seq AS nth_of_run,
+        count() OVER whole_run AS run_size,
+        min(event_id) OVER whole_run AS run_first_event,
+        if(match(run_first_event, '^[0-9a-f]{8}-[0-9a-f]{4}-7'),
+           toInt64(reinterpretAsUInt64(reverse(unhex(substring(replaceAll(run_first_event, '-', ''), 1, 12))))),
+           9223372036854775807) AS run_first_ms
     FROM runs
-    LEFT JOIN run_epochs AS re USING (device_id, run)
-    WINDOW by_seq AS (PARTITION BY device_id, run ORDER BY seq, cfg ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+    WINDOW by_seq AS (PARTITION BY device_id, run ORDER BY seq, cfg ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
+           whole_run AS (PARTITION BY device_id, run ORDER BY seq, cfg ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 ),
-vanished AS (
-    -- epochs with reports and no run: what their reports say was owed inside the window
-    SELECT
-        e.device_id AS device_id, e.epoch AS epoch, e.newest AS newest,
-        multiIf(e.epoch_start_ms >= {from_ms:Int64}, toUInt64(1),
-                e.has_first_in AND e.first_in.1 < e.newest.1, e.first_in.2 + 1,
-                toUInt64(0)) AS first,
-        first = 0 AND NOT (e.newest.2 < {from_ms:Int64} OR (e.has_last_before AND e.last_before.2 = e.newest.3)) AS start_unknown
-    FROM epochs AS e
-    LEFT ANTI JOIN (SELECT DISTINCT device_id, epoch FROM run_epochs WHERE epoch != '') AS r
-        ON e.device_id = r.device_id AND e.epoch = r.epoch
+stream AS (
+    -- every location with its run's epoch (the latest that began at or before the run's first
+    -- eventId: ASOF JOIN; '' when none), and one row more per reported epoch (is_location false)
+    SELECT s.device_id AS device_id, e.epoch AS epoch, true AS is_location, s.event_id AS event_id, s.seq AS seq,
+           s.route AS route, s.cfg AS cfg, s.ts_ms AS ts_ms, s.owes_mqtt AS owes_mqtt, s.owes_pubsub AS owes_pubsub,
+           s.copies_mqtt AS copies_mqtt, s.copies_pubsub AS copies_pubsub, s.late_mqtt AS late_mqtt,
+           s.late_pubsub AS late_pubsub, s.mismatch AS mismatch, s.run AS run, s.prev_seq AS prev_seq,
+           s.nth_of_run AS nth_of_run, s.run_size AS run_size, e.epoch_start_ms AS epoch_start_ms, e.newest.3 AS last_seq,
+           toUInt64(0) AS vanished_first, false AS start_unknown
+    FROM sequenced AS s
+    ASOF LEFT JOIN epochs AS e ON s.device_id = e.device_id AND s.run_first_ms >= e.epoch_start_ms
+    UNION ALL
+    -- the seqs an epoch owed in the window if none of its locations arrived: from 1 if it began
+    -- in the window, else from the lastSeq + 1 of its first report cut in the window (when a
+    -- later one exists); start_unknown when a report in the window shows it active and neither
+    -- says where its seqs begin (nor does the last report before the window show the same lastSeq)
+    SELECT device_id, epoch, false, '', 0, newest.10, newest.9, newest.2, newest.10 IN ('both', 'mqtt'),
+           newest.10 IN ('both', 'pubsub'), 0, 0, false, false, false, 0, 0, 0, 0, epoch_start_ms, newest.3,
+           multiIf(epoch_start_ms >= {from_ms:Int64}, toUInt64(1),
+                   has_first_in AND first_in.1 < newest.1, first_in.2 + 1,
+                   toUInt64(0)),
+           NOT (epoch_start_ms >= {from_ms:Int64} OR (has_first_in AND first_in.1 < newest.1)
+                OR newest.2 < {from_ms:Int64} OR (has_last_before AND last_before.2 = newest.3))
+    FROM epochs
+),
+placed AS (
+    -- per epoch: whether any of its runs arrived, and which of its runs is the last
+    SELECT *,
+           countIf(is_location) OVER by_epoch > 0 AS epoch_has_runs,
+           maxIf(run, is_location) OVER by_epoch = run AS last_of_epoch
+    FROM stream
+    WINDOW by_epoch AS (PARTITION BY device_id, epoch)
 ),
 facts AS (
-    -- per location: itself (kind 0), each pipeline it was owed to and never reached (kind 1),
-    -- each seq skipped just below it or after it (kind 2); then each seq of an epoch without runs
-    -- (ts_ms: the location's timestamp; for an epoch without runs, its newest report's cut)
-    SELECT device_id, epoch, newest, event_id, seq, route, cfg, ts_ms, owes_mqtt, owes_pubsub, copies_mqtt, copies_pubsub,
+    -- per location: itself (kind 0), each pipeline it was owed to and never reached (kind 1), each
+    -- seq of its run seen on neither pipeline just below it or after it (kind 2: inside the run
+    -- from the seq before it, or from 1 before the first location of a run after a restart or of
+    -- an epoch begun in the window; after the last location of its epoch's last run up to the
+    -- newest lastSeq), and a run of no reported epoch (kind 3); per epoch without runs, each seq
+    -- it owed (kind 2) or that it cannot be bounded (kind 3). gone_on is the pipeline for kind 1,
+    -- the reason for kind 3. ts_ms: the location's timestamp (the report's cut for an epoch).
+    SELECT device_id, epoch, event_id, seq, route, cfg, ts_ms, owes_mqtt, owes_pubsub, copies_mqtt, copies_pubsub,
            late_mqtt, late_pubsub, mismatch, fact.1 AS kind, fact.2 AS gone_seq, fact.3 AS gone_on
-    FROM sequenced
-    ARRAY JOIN arrayConcat(
-        [(0, seq, '')],
-        if(owes_mqtt AND copies_mqtt = 0, [(1, seq, 'mqtt')], []),
-        if(owes_pubsub AND copies_pubsub = 0, [(1, seq, 'pubsub')], []),
-        arrayMap(s -> (2, s, ''), skipped),
-        arrayMap(s -> (2, s, ''), tail)
+    FROM placed
+    ARRAY JOIN if(is_location,
+        arrayConcat(
+            [(0, seq, '')],
+            if(owes_mqtt AND copies_mqtt = 0, [(1, seq, 'mqtt')], []),
+            if(owes_pubsub AND copies_pubsub = 0, [(1, seq, 'pubsub')], []),
+            arrayMap(x -> (2, x, ''),
+                     if(nth_of_run = 1, if(run > 0 OR (epoch != '' AND epoch_start_ms >= {from_ms:Int64}), range(toUInt64(1), seq), []),
+                        range(prev_seq + 1, seq))),
+            arrayMap(x -> (2, x, ''),
+                     if(nth_of_run = run_size AND epoch != '' AND last_of_epoch AND last_seq > seq, range(seq + 1, last_seq + 1), [])),
+            if(nth_of_run = 1 AND epoch = '',
+               [(3, toUInt64(0), if(device_id IN (SELECT device_id FROM epochs), 'other_epoch', 'no_report'))], [])),
+        if(epoch_has_runs, [],
+           arrayConcat(arrayMap(x -> (2, x, ''), if(vanished_first > 0 AND vanished_first <= last_seq, range(vanished_first, last_seq + 1), [])),
+                       if(start_unknown, [(3, toUInt64(0), 'start_unknown')], [])))
     ) AS fact
-    UNION ALL
-    SELECT device_id, epoch, newest, '' AS event_id, 0 AS seq, newest.10 AS route, newest.9 AS cfg, newest.2 AS ts_ms,
-           route IN ('both', 'mqtt') AS owes_mqtt, route IN ('both', 'pubsub') AS owes_pubsub,
-           0 AS copies_mqtt, 0 AS copies_pubsub, false AS late_mqtt, false AS late_pubsub, false AS mismatch,
-           2 AS kind, gone_seq, '' AS gone_on
-    FROM vanished
-    ARRAY JOIN if(first > 0 AND first <= newest.3, range(first, newest.3 + 1), []) AS gone_seq
 ),
 reconciled AS (
     SELECT
-        device_id, f.* EXCEPT (device_id),
+        device_id, epoch, f.* EXCEPT (device_id, epoch),
+        -- the epoch's newest report (see epochs)
+        e.newest AS newest,
         -- the pipelines it is missing on, and whether the verifier's own gap there explains it
         kind = 1 AND gone_on = 'mqtt' OR kind = 2 AND route IN ('both', 'mqtt') AS need_mqtt,
         kind = 1 AND gone_on = 'pubsub' OR kind = 2 AND route IN ('both', 'pubsub') AS need_pubsub,
         arrayExists(s -> NOT (s.1 = 0 AND s.2 = none_after) AND s.1 < gone_seq AND gone_seq < s.2
-                         AND (s.2 != none_after OR a.last_at >= s.3 - gap_margin_ms)
-                         AND (s.1 != 0 OR a.first_at <= s.4 + gap_margin_ms), sm.list) AS gap_mqtt,
+                         AND (s.2 != none_after OR sm.last_at >= s.3 - gap_margin_ms)
+                         AND (s.1 != 0 OR sm.first_at <= s.4 + gap_margin_ms), sm.list) AS gap_mqtt,
         arrayExists(s -> NOT (s.1 = 0 AND s.2 = none_after) AND s.1 < gone_seq AND gone_seq < s.2
-                         AND (s.2 != none_after OR a.last_at >= s.3 - gap_margin_ms)
-                         AND (s.1 != 0 OR a.first_at <= s.4 + gap_margin_ms), sp.list) AS gap_pubsub,
+                         AND (s.2 != none_after OR sp.last_at >= s.3 - gap_margin_ms)
+                         AND (s.1 != 0 OR sp.first_at <= s.4 + gap_margin_ms), sp.list) AS gap_pubsub,
         epoch != '' AND newest.3 >= gone_seq AS covered,
         -- whether the report may still hold it for a transport: from the lowest seq it owes there,
         -- or where that is not known (0 with a depth above 0) among the newest depth
@@ -260,25 +271,26 @@ reconciled AS (
         NOT covered AND unexplained_by_gaps AS is_unexplained,
         covered AND ((need_mqtt AND NOT gap_mqtt AND NOT holds_mqtt) OR (need_pubsub AND NOT gap_pubsub AND NOT holds_pubsub)) AS acknowledged,
         -- the epoch's drops go to its oldest missing locations some transport acknowledged
-        kind > 0 AND acknowledged AS may_be_dropped,
-        sum(may_be_dropped) OVER (PARTITION BY device_id, f.epoch ORDER BY gone_seq, if(kind = 2, '', f.event_id)
+        kind IN (1, 2) AND acknowledged AS may_be_dropped,
+        sum(may_be_dropped) OVER (PARTITION BY device_id, epoch ORDER BY gone_seq, if(kind = 2, '', f.event_id)
                                   ROWS UNBOUNDED PRECEDING) AS drop_rank,
-        multiIf(kind = 0, '',
+        multiIf(kind NOT IN (1, 2), '',
                 is_unexplained, 'unexplained',
                 acknowledged AND drop_rank <= newest.8, 'dropped_on_device',
                 acknowledged, 'acked_not_received',
                 covered AND unexplained_by_gaps, 'still_queued',
                 'verifier_gap') AS cause
     FROM facts AS f
-    LEFT JOIN activity AS a USING (device_id)
-    LEFT JOIN (SELECT device_id, list FROM shadows WHERE NOT on_pubsub) AS sm USING (device_id)
-    LEFT JOIN (SELECT device_id, list FROM shadows WHERE on_pubsub) AS sp USING (device_id)
+    LEFT JOIN (SELECT device_id, epoch, newest FROM epochs) AS e USING (device_id, epoch)
+    LEFT JOIN (SELECT device_id, list, first_at, last_at FROM shadows WHERE NOT on_pubsub) AS sm USING (device_id)
+    LEFT JOIN (SELECT device_id, list, first_at, last_at FROM shadows WHERE on_pubsub) AS sp USING (device_id)
 ),
 steps AS (
     SELECT
         cfg,
-        uniqExactIf(device_id, kind != 1) AS devices,
+        uniqExactIf(device_id, kind IN (0, 2)) AS devices,
         countIf(kind = 0) AS locations,
+        countIf(kind IN (0, 1, 2)) AS facts,
         countIf(kind = 0 AND owes_mqtt) AS mqtt_expected,
         countIf(kind = 0 AND owes_mqtt AND copies_mqtt > 0) AS mqtt_received,
         countIf(kind = 1 AND gone_on = 'mqtt') AS mqtt_missing,
@@ -300,30 +312,20 @@ steps AS (
         countIf(cause = 'dropped_on_device') AS dropped_on_device,
         countIf(cause = 'verifier_gap') AS verifier_gap,
         countIf(cause = 'unexplained') AS unexplained,
-        arraySort(groupArrayIf((device_id, gone_seq, kind, if(kind = 2, '', event_id), gone_on, cause), kind > 0)) AS missing,
+        arraySort(groupArrayIf((device_id, gone_seq, kind, if(kind = 2, '', event_id), gone_on, cause), kind IN (1, 2))) AS missing,
         arraySort(groupArrayIf(event_id, kind = 0 AND copies_mqtt > 1)) AS duplicated_mqtt,
         arraySort(groupArrayIf(event_id, kind = 0 AND copies_pubsub > 1)) AS duplicated_pubsub,
         arraySort(groupArrayIf(event_id, kind = 0 AND late_mqtt)) AS late_mqtt_ids,
         arraySort(groupArrayIf(event_id, kind = 0 AND late_pubsub)) AS late_pubsub_ids,
-        arraySort(groupArrayIf(event_id, kind = 0 AND mismatch)) AS mismatched_ids
+        arraySort(groupArrayIf(event_id, kind = 0 AND mismatch)) AS mismatched_ids,
+        -- device runs no report bounds: (device_id, epoch, reason)
+        arraySort(groupArrayIf((device_id, epoch, gone_on), kind = 3)) AS unbounded
     FROM reconciled
     GROUP BY cfg
-),
-unbounded AS (
-    -- runs of no reported epoch, and epochs without runs whose reports cannot say where the
-    -- window's seqs begin
-    SELECT arraySort(groupArray((device_id, epoch, reason))) AS list
-    FROM (
-        SELECT re.device_id AS device_id, '' AS epoch,
-               if(re.device_id IN (SELECT device_id FROM reporting), 'other_epoch', 'no_report') AS reason
-        FROM run_epochs AS re WHERE re.epoch = ''
-        UNION ALL
-        SELECT device_id, epoch, 'start_unknown' AS reason FROM vanished WHERE start_unknown
-    )
 )
 -- (the steps: sli.sql puts its own final SELECT here, after the same CTEs)
 SELECT
-    cfg, devices, locations,
+    cfg, devices, locations, facts,
     mqtt_expected, mqtt_received, mqtt_missing, mqtt_duplicates, mqtt_fallbacks, mqtt_unexpected, mqtt_late,
     pubsub_expected, pubsub_received, pubsub_missing, pubsub_duplicates, pubsub_fallbacks, pubsub_unexpected, pubsub_late,
     unseen, mismatches,
@@ -337,7 +339,6 @@ SELECT
     if(trials = 0, 0., discrepancies / trials) AS rate,
     -- the trials zero discrepancies need for the upper bound to reach max_rate_bound
     toUInt64(ceil(log(1 - confidence) / log(1 - {max_rate_bound:Float64}))) AS min_trials,
-    missing, duplicated_mqtt, duplicated_pubsub, late_mqtt_ids, late_pubsub_ids, mismatched_ids,
-    (SELECT list FROM unbounded) AS unbounded
+    missing, duplicated_mqtt, duplicated_pubsub, late_mqtt_ids, late_pubsub_ids, mismatched_ids, unbounded
 FROM steps
 ORDER BY cfg
