@@ -418,6 +418,11 @@ pub(crate) mod test_support {
 
     /// A hub in force with `config` for device `d-1`.
     pub fn hub(config: MigrationConfig) -> Arc<Hub> {
+        hub_with_window(config, 0)
+    }
+
+    /// The same with an upload window of `window_secs`.
+    pub fn hub_with_window(config: MigrationConfig, window_secs: u32) -> Arc<Hub> {
         let decision = crate::rollout::decide(&config, "d-1", None);
         let setup = Setup {
             active: Active { config, decision, source: ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() },
@@ -426,7 +431,7 @@ pub(crate) mod test_support {
             identity: Identity { device_id: "d-1".into(), ..Identity::default() },
             reports_allowed: true,
             clock: Arc::new(crate::clock::ManualClock::new(1_000)),
-            upload_window_secs: 0,
+            upload_window_secs: window_secs,
         };
         Arc::new(Hub::new(Outbox::default(), setup, Events::default()))
     }

@@ -57,6 +57,8 @@ struct State {
     sit_out_until: [Option<Instant>; 2],
     /// Bursts opened since start (tests read it).
     bursts: u64,
+    /// Times the window task woke (tests read it: offline, it must not spin).
+    wakeups: u64,
     /// A blocking `flush` waits until then: failures do not end its burst, the transports'
     /// own backoff paces their retries.
     urgent_until: Option<Instant>,
@@ -101,6 +103,7 @@ impl Gate {
                 outage: [0; 2],
                 sit_out_until: [None; 2],
                 bursts: 0,
+                wakeups: 0,
                 urgent_until: None,
                 target: 0,
             }),
@@ -310,14 +313,29 @@ impl Gate {
         Transport::ALL.iter().filter(|t| owed[t.index()]).map(|t| s.sit_out_until[t.index()].map_or(now + s.window, |u| u.max(now + s.window))).min()
     }
 
-    /// What the window task waits for.
+    /// What the window task waits for: nothing while the network is unavailable (no burst can
+    /// open; its return pokes the task and opens one).
     pub fn next(&self) -> Next {
         let s = self.lock();
+        if !s.network {
+            return Next::Idle;
+        }
         match (s.open, s.due) {
             (Some(progress), _) => Next::At(progress + BURST_STALL),
             (None, Some(due)) => Next::At(due),
             (None, None) => Next::Idle,
         }
+    }
+
+    /// Counts one wakeup of the window task.
+    fn woke(&self) {
+        self.lock().wakeups += 1;
+    }
+
+    /// How many times the window task woke since start.
+    #[cfg(test)]
+    pub fn wakeups(&self) -> u64 {
+        self.lock().wakeups
     }
 
     /// The window task's tick at `now`: opens a due burst (true: wake the transports) or closes
@@ -362,6 +380,7 @@ pub(crate) async fn run(hub: std::sync::Arc<crate::hub::Hub>, mut shutdown: toki
         };
         tokio::select! {
             _ = timer => {
+                hub.gate.woke();
                 // Decided under the state lock, so what is owed cannot change meanwhile.
                 let opened = {
                     let st = hub.lock();
@@ -371,7 +390,7 @@ pub(crate) async fn run(hub: std::sync::Arc<crate::hub::Hub>, mut shutdown: toki
                     hub.wake_all();
                 }
             }
-            _ = hub.gate.changed.notified() => {}
+            _ = hub.gate.changed.notified() => hub.gate.woke(),
             _ = shutdown.changed() => {}
         }
     }
@@ -380,6 +399,29 @@ pub(crate) async fn run(hub: std::sync::Arc<crate::hub::Hub>, mut shutdown: toki
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offline_with_a_location_owed_the_window_task_sleeps() {
+        // A 1 s window, one location owed, the network gone: once the burst falls due the task
+        // must wait for the network's return, not wake again and again.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let hub = crate::hub::test_support::hub_with_window(Default::default(), 1);
+        crate::hub::test_support::queue(&hub, 1, true, true);
+        hub.gate.set_network(false);
+        hub.wake_all();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let task = rt.spawn(run(hub.clone(), shutdown));
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(2_500)).await });
+        let offline = hub.gate.wakeups();
+        assert!(offline <= 5, "{offline} wakeups in 2.5 s offline");
+        assert_eq!(hub.gate.bursts(), 0);
+        // The network's return opens the burst.
+        assert!(hub.gate.set_network(true));
+        hub.open_burst(None);
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+        assert_eq!(hub.gate.bursts(), 1);
+        task.abort();
+    }
 
     const BOTH: [bool; 2] = [true, true];
     const NONE: [bool; 2] = [false, false];
