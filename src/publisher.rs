@@ -495,6 +495,12 @@ impl Publisher {
             rt.spawn(async move { crate::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
             rt.spawn(crate::report::run(reporting, report_rx)),
         ];
+        // A backlog restored from disk gets a burst now: a start is a good moment to send, and
+        // with a window nothing else would schedule one until a new location arrives.
+        let backlog = Hub::owed(&shared.lock()).contains(&true);
+        if backlog {
+            shared.hub.open_burst(None);
+        }
         Ok(Publisher { shared, shutdown, tasks: crate::tasks::Tasks::new(tasks), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
     }
 
@@ -880,9 +886,12 @@ impl Publisher {
     /// report covers them).
     fn last_report_out(&self) {
         let hub = &self.shared.hub;
-        if runtime::on_sdk_thread() {
-            return; // the transports need this very thread
+        if runtime::on_sdk_thread() || !hub.gate.network() {
+            return; // the transports need this very thread; or nothing can leave
         }
+        // The report goes after the locations owed to its transport: with an upload window they
+        // get a last burst now (bounded by the same wait).
+        hub.open_burst(None);
         let start = Instant::now();
         let mut st = self.shared.lock();
         while Transport::ALL.into_iter().any(|t| !hub.link_down(t) && hub.reports().leaving(t, hub.link_up(t))) {
@@ -919,9 +928,10 @@ impl Publisher {
         self.shared.lock().closed
     }
 
-    /// Stops accepting, sends the last migration report (waits at most 2 s, only over transports
-    /// not known to be down), stops the transport tasks (they finish the attempt in progress, at
-    /// most 3 s), disconnects, and waits (at most 5 s) until the outbox is on disk: 10 s at worst.
+    /// Stops accepting, sends what is owed and the last migration report in a last burst (waits
+    /// at most 2 s, only over transports not known to be down, not at all while the network is
+    /// unavailable), stops the transport tasks (they finish the attempt in progress, at most
+    /// 3 s), disconnects, and waits (at most 5 s) until the outbox is on disk: 10 s at worst.
     /// What is still owed is delivered by the next publisher on the same data directory.
     pub fn close(&self) {
         let was_closed = {

@@ -116,3 +116,57 @@ fn the_migration_config_sets_the_window_remotely() {
     assert!(wait_for_all(&mqtt.collected, &now, Duration::from_millis(1_500)), "window 0 sends at once");
     p.shutdown();
 }
+
+#[test]
+fn a_backlog_restored_at_start_gets_a_burst_at_once() {
+    // 50 locations queued with the network off and an hour's window, the publisher closed; the
+    // next one on the same data directory sends them at start, not an hour (or a new location)
+    // later.
+    let emu = emulator();
+    let id = device("window-restored");
+    let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "window-restored"));
+    let p = TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.upload_window_secs = 3_600).start();
+    p.set_network_available(false).unwrap();
+    let ids: Vec<String> = (0..50).map(|n| p.send_location(location(n)).unwrap()).collect();
+    p.await_durable(5_000).unwrap();
+    p.shutdown();
+    assert!(mqtt.collected.is_empty() && pubsub.collected.is_empty(), "offline: nothing left");
+    let start = Instant::now();
+    let again = TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.upload_window_secs = 3_600).start();
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT) && wait_for_all(&pubsub.collected, &ids, WAIT), "restored: sent at start");
+    assert!(start.elapsed() < WAIT, "{:?}", start.elapsed());
+    again.shutdown();
+}
+
+#[test]
+fn short_lived_publishers_deliver_what_they_queued_in_a_last_burst() {
+    // Create, 5 locations, shutdown — with a 30 s window, 20 times on one data directory: every
+    // location reaches both pipelines, and no shutdown waits out its 2 s for a report that could
+    // not leave behind locations that had no burst.
+    let emu = emulator();
+    let id = device("window-short-lived");
+    let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "window-short-lived"));
+    let mut ids = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for round in 0..20 {
+        let p = TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.upload_window_secs = 30).start();
+        ids.extend((0..5).map(|n| p.send_location(location(round * 5 + n)).unwrap()));
+        let start = Instant::now();
+        p.shutdown();
+        slowest = slowest.max(start.elapsed());
+    }
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT) && wait_for_all(&pubsub.collected, &ids, WAIT), "all 100 on both");
+    assert!(slowest < Duration::from_millis(1_900), "a shutdown took {slowest:?}: it waited for a report that could not go");
+}
+
+#[test]
+fn offline_a_shutdown_does_not_wait_for_a_report_that_cannot_go() {
+    let emu = emulator();
+    let id = device("window-offline-close");
+    let p = TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.upload_window_secs = 30).start();
+    p.set_network_available(false).unwrap();
+    (0..5).for_each(|n| drop(p.send_location(location(n)).unwrap()));
+    let start = Instant::now();
+    p.shutdown();
+    assert!(start.elapsed() < Duration::from_millis(1_500), "{:?}", start.elapsed());
+}
