@@ -309,15 +309,17 @@ impl Outbox {
     }
 
     /// Runs `f`, sending the changes it makes to the store as one message, so the store commits
-    /// them together (one `sendLocations` call becomes durable, and visible, at once).
+    /// them together (one `sendLocations` call becomes durable, and visible, at once). If `f`
+    /// panics, the changes it made are sent all the same and the batch is closed before the
+    /// panic goes on: later changes are never swallowed by a batch left open.
     pub fn batched<R>(&mut self, f: impl FnOnce(&mut Outbox) -> R) -> R {
         *self.batch.borrow_mut() = Some(Vec::new());
-        let r = f(self);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
         let ops = self.batch.borrow_mut().take().unwrap_or_default();
         if let (false, Some(sink)) = (ops.is_empty(), &self.sink) {
             let _ = sink.send(Msg::Ops(ops));
         }
-        r
+        r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// Persists a row's new state: gone if nothing is owed any more, else its states.
@@ -915,6 +917,28 @@ mod tests {
         let done = o.ack(Transport::PubSub, &[1]);
         assert_eq!(done[0].outcome, Some(DualOutcome::Both));
         assert!(o.drained_up_to(1));
+    }
+
+    #[test]
+    fn a_panic_inside_a_batch_sends_its_changes_and_closes_it() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut o = Outbox::with_sink(tx, Limits::default(), crate::clock::RunClock::resume(0));
+        let hit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            o.batched(|o| {
+                o.insert(row(1, true, true), Some(1));
+                panic!("injected");
+            })
+        }));
+        assert!(hit.is_err(), "the panic goes on");
+        o.insert(row(2, true, true), Some(2));
+        let sent: Vec<Vec<u64>> = rx
+            .try_iter()
+            .map(|m| match m {
+                Msg::Ops(ops) => ops.iter().filter_map(|op| if let Op::Insert(r) = op { Some(r.seq) } else { None }).collect(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(sent, [vec![1], vec![2]], "the batch's insert sent, the next one on its own");
     }
 
     #[test]
