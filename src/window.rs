@@ -223,12 +223,14 @@ impl Gate {
     }
 
     /// The highest outbox sequence number a transport may take now: the open burst's (a
-    /// location accepted after it opened waits for the next one), or any without a window.
+    /// location accepted after it opened waits for the next one), none with a window and no
+    /// burst open (a blocking flush opens one), any without a window.
     pub fn send_bound(&self) -> u64 {
         let s = self.lock();
         match s.open {
-            Some(_) if !s.window.is_zero() => s.target,
-            _ => u64::MAX,
+            _ if s.window.is_zero() => u64::MAX,
+            Some(_) => s.target,
+            None => 0,
         }
     }
 
@@ -471,7 +473,7 @@ mod tests {
     #[test]
     fn a_burst_bounds_what_the_transports_take_to_its_own_locations() {
         let (g, w0) = (Gate::new(30, None), Gate::new(0, None));
-        assert_eq!((g.send_bound(), w0.send_bound()), (u64::MAX, u64::MAX));
+        assert_eq!((g.send_bound(), w0.send_bound()), (0, u64::MAX), "no burst open: nothing with a window");
         assert!(g.open_now(Instant::now(), 7) && w0.open_now(Instant::now(), 7));
         assert_eq!((g.send_bound(), w0.send_bound()), (7, u64::MAX), "window 0 sends whatever is there");
     }

@@ -81,8 +81,11 @@ impl Lane {
     /// them in flight. Empty while their payloads are being read back from the database: the
     /// lane is woken when they are in memory.
     pub fn take(&self, max_count: usize, max_bytes: usize, cost: impl Fn(usize) -> usize) -> Vec<Row> {
+        // The bound is read under the state lock (the lock order is state, then gate), so a
+        // burst closing meanwhile cannot let rows accepted after it go.
+        let mut st = self.hub.lock();
         let bound = self.hub.gate.send_bound();
-        self.hub.lock().outbox.take_up_to(self.t, bound, max_count, max_bytes, cost)
+        st.outbox.take_up_to(self.t, bound, max_count, max_bytes, cost)
     }
 
     /// Acknowledges rows, with their acceptance times for the latency histogram.
@@ -216,5 +219,23 @@ impl Lane {
             cost: st.outbox.pending_cost(self.t, max_count, cost),
             oldest: st.outbox.oldest_pending(self.t),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::test_support::{hub_with_window, queue};
+
+    #[test]
+    fn with_a_window_and_no_burst_open_nothing_is_taken() {
+        let hub = hub_with_window(Default::default(), 30);
+        queue(&hub, 3, true, true);
+        let lane = Lane::new(hub.clone(), Transport::Mqtt);
+        assert!(lane.take(10, 1 << 20, |n| n).is_empty(), "no burst: nothing may go");
+        hub.open_burst(None);
+        queue(&hub, 2, true, true);
+        let taken: Vec<u64> = lane.take(10, 1 << 20, |n| n).iter().map(|r| r.seq).collect();
+        assert_eq!(taken, [1, 2, 3], "the burst's locations, not those accepted after it opened");
     }
 }
