@@ -19,8 +19,8 @@ pub enum ValidationError {
         /// The offending field.
         field: &'static str,
     },
-    /// The timestamp lies more than 24 h in the future.
-    #[error("timestamp is more than 24 h in the future")]
+    /// The timestamp lies after 2100-01-01 (a unit mistake: microseconds or nanoseconds).
+    #[error("timestamp is after 2100-01-01: milliseconds since the Unix epoch are expected")]
     TimestampInFuture,
     /// A device or company id broke the id rules (docs/CONTRACT.md#device-and-company-ids).
     #[error("invalid {kind}: {reason}")]

@@ -2,9 +2,15 @@
 
 use crate::error::ValidationError;
 
-/// How far in the future a location's timestamp may lie (clock skew on phones is real,
-/// a day is not).
+/// How far after the phone's clock a location's timestamp may lie before it counts as clock
+/// skew (`dualpub_clock_skew_total`): a fix stamped by GNSS on a phone whose clock is wrong is
+/// accepted and counted, not refused.
 pub const MAX_FUTURE_SKEW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The latest timestamp accepted, whatever the phone's clock: 2100-01-01T00:00:00Z. A later one
+/// is a unit mistake (microseconds or nanoseconds for milliseconds), refused as
+/// `timestamp_in_future`.
+pub const MAX_TIMESTAMP_MS: i64 = 4_102_444_800_000;
 
 /// Longest device or company id, in bytes of UTF-8.
 pub const MAX_ID_BYTES: usize = 128;
@@ -36,8 +42,8 @@ pub struct Location {
 }
 
 impl Location {
-    /// Checks every field against docs/CONTRACT.md#location-validation; `now_ms` is the wall clock used for the future bound.
-    pub fn validate(&self, now_ms: i64) -> Result<(), ValidationError> {
+    /// Checks every field against docs/CONTRACT.md#location-validation.
+    pub fn validate(&self) -> Result<(), ValidationError> {
         finite("latitude", self.latitude)?;
         finite("longitude", self.longitude)?;
         if !(-90.0..=90.0).contains(&self.latitude) {
@@ -72,10 +78,16 @@ impl Location {
         if self.timestamp_ms <= 0 {
             return Err(ValidationError::OutOfRange { field: "timestamp" });
         }
-        if self.timestamp_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS) {
+        if self.timestamp_ms > MAX_TIMESTAMP_MS {
             return Err(ValidationError::TimestampInFuture);
         }
         Ok(())
+    }
+
+    /// Whether its timestamp lies more than [`MAX_FUTURE_SKEW_MS`] after `now_ms` (the phone's
+    /// clock): accepted, but counted as clock skew.
+    pub fn skewed(&self, now_ms: i64) -> bool {
+        self.timestamp_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS)
     }
 }
 
@@ -165,11 +177,21 @@ mod tests {
 
     #[test]
     fn accepts_a_normal_fix_and_the_boundaries() {
-        assert_eq!(ok().validate(NOW), Ok(()));
+        assert_eq!(ok().validate(), Ok(()));
         let edge = Location { latitude: -90.0, longitude: 180.0, bearing: Some(0.0), ..ok() };
-        assert_eq!(edge.validate(NOW), Ok(()));
+        assert_eq!(edge.validate(), Ok(()));
         let future = Location { timestamp_ms: NOW + MAX_FUTURE_SKEW_MS, ..ok() };
-        assert_eq!(future.validate(NOW), Ok(()));
+        assert_eq!((future.validate(), future.skewed(NOW)), (Ok(()), false));
+    }
+
+    #[test]
+    fn a_gnss_fix_on_a_phone_whose_clock_is_a_day_behind_is_accepted_and_counted_as_skew() {
+        // The phone's clock 25 h behind the fix's (GNSS) time.
+        let fix = Location { timestamp_ms: NOW + 25 * 3_600_000, ..ok() };
+        assert_eq!(fix.validate(), Ok(()));
+        assert!(fix.skewed(NOW));
+        let last = Location { timestamp_ms: MAX_TIMESTAMP_MS, ..ok() };
+        assert_eq!(last.validate(), Ok(()), "2100-01-01 is the last accepted instant");
     }
 
     #[test]
@@ -185,10 +207,11 @@ mod tests {
             (Location { altitude: Some(f64::NEG_INFINITY), ..ok() }, ValidationError::NotFinite { field: "altitude" }),
             (Location { battery: Some(1.5), ..ok() }, ValidationError::OutOfRange { field: "battery" }),
             (Location { timestamp_ms: 0, ..ok() }, ValidationError::OutOfRange { field: "timestamp" }),
-            (Location { timestamp_ms: NOW + MAX_FUTURE_SKEW_MS + 1, ..ok() }, ValidationError::TimestampInFuture),
+            (Location { timestamp_ms: MAX_TIMESTAMP_MS + 1, ..ok() }, ValidationError::TimestampInFuture),
+            (Location { timestamp_ms: NOW * 1_000, ..ok() }, ValidationError::TimestampInFuture),
         ];
         for (loc, want) in cases {
-            assert_eq!(loc.validate(NOW), Err(want.clone()), "{loc:?}");
+            assert_eq!(loc.validate(), Err(want.clone()), "{loc:?}");
         }
     }
 

@@ -86,6 +86,7 @@ pub struct Metrics {
     storage_errors: AtomicU64,
     storage_resets: AtomicU64,
     decision_changes: AtomicU64,
+    clock_skew: AtomicU64,
     config_rejected: Mutex<BTreeMap<String, u64>>,
     config_fetches: Mutex<BTreeMap<String, u64>>,
     recovered: AtomicU64,
@@ -208,6 +209,11 @@ impl Metrics {
     pub fn decision_changed(&self) {
         self.decision_changes.fetch_add(1, Relaxed);
     }
+    /// Locations accepted with a timestamp more than a day after the phone's clock
+    /// (`dualpub_clock_skew_total`).
+    pub fn clock_skew(&self, n: u64) {
+        self.clock_skew.fetch_add(n, Relaxed);
+    }
     /// A corrupt outbox database was moved aside and a fresh one created.
     pub fn storage_reset(&self) {
         self.storage_resets.fetch_add(1, Relaxed);
@@ -286,6 +292,7 @@ impl Metrics {
             storage_errors: self.storage_errors.load(Relaxed),
             storage_resets: self.storage_resets.load(Relaxed),
             decision_changes: self.decision_changes.load(Relaxed),
+            clock_skew: self.clock_skew.load(Relaxed),
             config_rejected: lock(&self.config_rejected).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             config_fetches: lock(&self.config_fetches).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             recovered: self.recovered.load(Relaxed),
@@ -362,6 +369,7 @@ impl Metrics {
             let _ = writeln!(o, "dualpub_config_fetches_total{{result=\"{r}\"}} {v}");
         }
         let _ = writeln!(o, "# TYPE dualpub_decision_changes_total counter\ndualpub_decision_changes_total {}", s.decision_changes);
+        let _ = writeln!(o, "# TYPE dualpub_clock_skew_total counter\ndualpub_clock_skew_total {}", s.clock_skew);
         let _ = writeln!(o, "# TYPE dualpub_recovered_total counter\ndualpub_recovered_total {}", s.recovered);
         let _ = writeln!(o, "# TYPE dualpub_bytes_sent_total counter");
         for tm in [&s.mqtt, &s.pubsub] {
@@ -450,6 +458,9 @@ pub struct MetricsSnapshot {
     pub config_fetches: HashMap<String, u64>,
     /// Changes of decision since start-up (`dualpub_decision_changes_total`).
     pub decision_changes: u64,
+    /// Locations accepted with a timestamp more than a day after the phone's clock (a wrong
+    /// clock, or a fix stamped by GNSS): `dualpub_clock_skew_total`.
+    pub clock_skew: u64,
     /// Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
     pub recovered: u64,
     /// Age of the oldest location still owed, seconds.

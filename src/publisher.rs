@@ -522,7 +522,7 @@ impl Publisher {
         }
         let now = clock::now_ms();
         for (i, loc) in locations.iter().enumerate() {
-            if let Err(e) = loc.validate(now) {
+            if let Err(e) = loc.validate() {
                 hub.metrics.rejected(e.metric_reason());
                 let reason = if locations.len() > 1 { format!("location {i}: {e}") } else { e.to_string() };
                 return Err(DualPubError::InvalidLocation { reason });
@@ -567,6 +567,13 @@ impl Publisher {
             hub.enforce_limits(&mut st);
             (mqtt, pubsub)
         };
+        // A timestamp a day or more after the phone's clock: a wrong clock, or a GNSS time the
+        // phone's clock disagrees with. Accepted (the fix is the app's data), counted and told.
+        let skewed = locations.iter().filter(|l| l.skewed(now)).count() as u64;
+        if skewed > 0 {
+            hub.metrics.clock_skew(skewed);
+            hub.event(log::Level::Warn, "clock_skew", || format!("{skewed} location(s) stamped more than 24 h after the phone's clock"));
+        }
         if hub.events.debug_mode() {
             let precise = self.shared.precise_coordinates.load(Ordering::Relaxed);
             for (id, loc) in ids.iter().zip(&locations) {

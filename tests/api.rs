@@ -147,7 +147,7 @@ fn bad_locations_are_typed_errors_counted_by_reason_and_queue_nothing() {
         (Location { bearing: Some(360.0), ..location(0) }, "invalid_bearing"),
         (Location { battery: Some(2.0), ..location(0) }, "invalid_battery"),
         (Location { timestamp_ms: -5, ..location(0) }, "invalid_timestamp"),
-        (Location { timestamp_ms: far_future_ms() + 48 * 3_600_000, ..location(0) }, "timestamp_in_future"),
+        (Location { timestamp_ms: dualpub::location::MAX_TIMESTAMP_MS + 1, ..location(0) }, "timestamp_in_future"),
     ];
     for (loc, reason) in &cases {
         let e = p.send_location(loc.clone()).unwrap_err();
@@ -164,6 +164,23 @@ fn bad_locations_are_typed_errors_counted_by_reason_and_queue_nothing() {
     assert_eq!(m.rejected["timestamp_in_future"], 1);
     assert_eq!(m.rejected.values().sum::<u64>(), cases.len() as u64 + 1);
     assert_eq!((m.mqtt.queue_depth, m.pubsub.queue_depth), (0, 0));
+}
+
+#[test]
+fn a_gnss_fix_on_a_phone_whose_clock_is_a_day_behind_is_delivered_and_counted() {
+    // The phone's clock 25 h behind the time the fix carries: accepted, delivered, counted as
+    // clock skew (a unit mistake, past 2100, is still refused).
+    let emu = emulator();
+    let id = device("api-clock-skew");
+    let mqtt = mqtt_subscriber(&id);
+    let p = TestDevice::new(&id, &emu).real_time().start();
+    let ahead = Location { timestamp_ms: dualpub::clock::now_ms() + 25 * 3_600_000, ..location(0) };
+    let event_id = p.send_location(ahead).expect("accepted");
+    assert!(wait_for_all(&mqtt.collected, std::slice::from_ref(&event_id), Duration::from_secs(20)));
+    let m = p.metrics().unwrap();
+    assert_eq!((m.accepted, m.rejected.len()), (1, 0));
+    assert!(p.metrics_prometheus().unwrap().contains("dualpub_clock_skew_total 1"), "counted as clock skew");
+    p.shutdown();
 }
 
 #[test]
