@@ -1,6 +1,8 @@
-//! A circuit breaker per transport (docs/CONTRACT.md#circuit-breaker): after `threshold` consecutive failures it opens
-//! for a period that grows with every re-opening; when the period ends, one probe may pass
-//! (half-open); its success closes the breaker, its failure re-opens it for longer.
+//! A circuit breaker per transport (docs/CONTRACT.md#circuit-breaker): after `threshold` consecutive failures — or
+//! after consecutive failures spanning [`Breaker::span`], so that an outage seen one attempt per
+//! upload burst is noticed by its length, not after as many bursts — it opens for a period that
+//! grows with every re-opening; when the period ends, one probe may pass (half-open); its
+//! success closes the breaker, its failure re-opens it for longer.
 
 use std::time::{Duration, Instant};
 
@@ -22,20 +24,32 @@ pub struct Breaker {
     base: Duration,
     cap: Duration,
     consecutive: u32,
+    /// When the first of the consecutive failures happened.
+    failing_since: Option<Instant>,
     opens: u32,
     open_until: Option<Instant>,
 }
 
+/// Two or more consecutive failures at least this far apart open the breaker whatever the
+/// threshold: with an upload window a transport tries once a burst, so five failures would take
+/// sixteen windows (eight minutes at 30 s, hours at longer windows).
+const SPAN: Duration = Duration::from_secs(30);
+
 impl Breaker {
     /// Opens after `threshold` consecutive failures for `min(cap, base × 2^reopenings)`.
     pub fn new(threshold: u32, base: Duration, cap: Duration) -> Self {
-        Breaker { threshold, base, cap, consecutive: 0, opens: 0, open_until: None }
+        Breaker { threshold, base, cap, consecutive: 0, failing_since: None, opens: 0, open_until: None }
     }
 
-    /// Pub/Sub: 5 failures, open 2 s, doubling up to 1 minute (one probe a minute costs the
-    /// battery nothing and notices a recovered backend quickly).
+    /// Pub/Sub: 5 failures (or failures spanning 30 s), open 2 s, doubling up to 1 minute (one
+    /// probe a minute costs the battery nothing and notices a recovered backend quickly).
     pub fn pubsub() -> Self {
         Breaker::new(5, Duration::from_secs(2), Duration::from_secs(60))
+    }
+
+    /// How far apart two consecutive failures open the breaker whatever their number.
+    pub const fn span() -> Duration {
+        SPAN
     }
 
     /// The state at `now`.
@@ -51,6 +65,7 @@ impl Breaker {
     pub fn success(&mut self) -> bool {
         let was_open = self.open_until.is_some();
         self.consecutive = 0;
+        self.failing_since = None;
         self.opens = 0;
         self.open_until = None;
         was_open
@@ -60,8 +75,10 @@ impl Breaker {
     /// half-open probe re-opens it, for longer).
     pub fn failure(&mut self, now: Instant) -> bool {
         self.consecutive = self.consecutive.saturating_add(1);
+        let since = *self.failing_since.get_or_insert(now);
+        let long = self.consecutive >= 2 && now.saturating_duration_since(since) >= SPAN;
         let probe_failed = matches!(self.state(now), BreakerState::HalfOpen);
-        if probe_failed || (self.open_until.is_none() && self.consecutive >= self.threshold) {
+        if probe_failed || (self.open_until.is_none() && (self.consecutive >= self.threshold || long)) {
             self.open(now);
             return true;
         }
@@ -103,6 +120,17 @@ mod tests {
         assert!(b.success(), "a good probe closes");
         assert_eq!(b.state(t2), BreakerState::Closed);
         assert!(!b.failure(t2), "the count starts again");
+    }
+
+    #[test]
+    fn two_failures_thirty_seconds_apart_open_it_whatever_the_threshold() {
+        let mut b = Breaker::new(5, Duration::from_secs(2), Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert!(!b.failure(t0), "one failure is no outage");
+        assert!(!b.failure(t0 + Duration::from_secs(29)), "29 s of failures: not yet");
+        assert!(b.failure(t0 + Duration::from_secs(30)), "failing for 30 s: open");
+        b.success();
+        assert!(!b.failure(t0 + Duration::from_secs(100)), "a success starts the span again");
     }
 
     #[test]

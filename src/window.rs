@@ -53,8 +53,10 @@ struct State {
     failed: [bool; 2],
     /// Per transport: attempts in a row that failed (reset by a delivery).
     outage: [u32; 2],
-    /// Per transport: it sits out bursts until then (after a failure).
+    /// Per transport: it sits out bursts until then (after a failure)…
     sit_out_until: [Option<Instant>; 2],
+    /// … counted from its last failure (a new window recomputes the sit-out from it).
+    failed_at: [Option<Instant>; 2],
     /// Bursts opened since start (tests read it).
     bursts: u64,
     /// Times the window task woke (tests read it: offline, it must not spin).
@@ -102,6 +104,7 @@ impl Gate {
                 failed: [false; 2],
                 outage: [0; 2],
                 sit_out_until: [None; 2],
+                failed_at: [None; 2],
                 bursts: 0,
                 wakeups: 0,
                 urgent_until: None,
@@ -115,10 +118,17 @@ impl Gate {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The config in force changed: its window (`None`: the app's default).
+    /// The config in force changed: its window (`None`: the app's default). A transport sitting
+    /// out bursts after a failure sits out what the new window gives from that failure (a
+    /// sit-out begun under an hour's window does not outlast a config that shortens it).
     pub fn set_config_window(&self, secs: Option<u32>) {
         let mut s = self.lock();
         s.window = secs.map_or(s.default_window, |v| Duration::from_secs(v.into()));
+        for i in 0..2 {
+            if let (Some(_), Some(at)) = (s.sit_out_until[i], s.failed_at[i]) {
+                s.sit_out_until[i] = Some(at + Self::sit_out(s.window, s.outage[i]));
+            }
+        }
         if s.window.is_zero() {
             s.due = None;
         } else if let Some(due) = s.due {
@@ -253,8 +263,8 @@ impl Gate {
         let i = t.index();
         s.failed[i] = true;
         s.outage[i] = s.outage[i].saturating_add(1);
-        let gap = s.window.saturating_mul(1u32 << s.outage[i].min(16).saturating_sub(1)).min(OUTAGE_MAX_GAP).max(s.window);
-        s.sit_out_until[i] = Some(now + gap);
+        s.failed_at[i] = Some(now);
+        s.sit_out_until[i] = Some(now + Self::sit_out(s.window, s.outage[i]));
         let closed = Self::close_if_done(&mut s, owed, delivered_through, now);
         drop(s);
         self.changed.notify_one();
@@ -288,6 +298,13 @@ impl Gate {
         let mut s = self.lock();
         s.outage[t.index()] = 0;
         s.sit_out_until[t.index()] = None;
+        s.failed_at[t.index()] = None;
+    }
+
+    /// How long a transport sits out after its `outage`-th failure in a row: W, 2 W, 4 W … up
+    /// to [`OUTAGE_MAX_GAP`], never less than W.
+    fn sit_out(window: Duration, outage: u32) -> Duration {
+        window.saturating_mul(1u32 << outage.min(16).saturating_sub(1)).min(OUTAGE_MAX_GAP).max(window)
     }
 
     fn close_if_done(s: &mut State, owed: [bool; 2], delivered_through: u64, now: Instant) -> bool {
@@ -401,6 +418,53 @@ pub(crate) async fn run(hub: std::sync::Arc<crate::hub::Hub>, mut shutdown: toki
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When Pub/Sub's breaker opens (so MQTT takes over) for a device on Pub/Sub only whose
+    /// every publish fails, at window `w`: Pub/Sub tries once a burst, sits out after each
+    /// failure; the first burst opens a window after the first location (time 0).
+    fn fallback_after(w: Duration) -> Duration {
+        let g = Gate::new(w.as_secs() as u32, None);
+        let mut breaker = crate::breaker::Breaker::pubsub();
+        let t0 = Instant::now();
+        let mut now = t0;
+        g.work_owed(now);
+        for _ in 0..20 {
+            now = match g.next() {
+                Next::At(at) => at,
+                Next::Idle => panic!("nothing scheduled"),
+            };
+            if !g.tick(now, [false, true], 1) {
+                continue; // a sit-out's end, or a stalled burst closing
+            }
+            if breaker.failure(now) {
+                return now - t0;
+            }
+            g.failed(Transport::PubSub, [false, true], 0, now);
+        }
+        panic!("no fallback after 20 bursts");
+    }
+
+    #[test]
+    fn with_a_window_fallback_comes_within_two_windows_and_a_minute() {
+        for secs in [1u64, 10, 30, 60, 300, 3_600] {
+            let w = Duration::from_secs(secs);
+            let took = fallback_after(w);
+            assert!(took <= 2 * w + Duration::from_secs(60), "window {secs} s: the breaker opened after {took:?}");
+        }
+        assert_eq!(fallback_after(Duration::from_secs(30)), Duration::from_secs(60), "two failed bursts 30 s apart");
+    }
+
+    #[test]
+    fn a_shorter_window_shortens_a_sit_out_begun_under_a_longer_one() {
+        let g = Gate::new(3_600, None);
+        let t0 = Instant::now();
+        assert!(g.open_now(t0, 1));
+        g.failed(Transport::PubSub, [false, true], 0, t0);
+        assert!(!g.may_send_at(Transport::PubSub, t0 + Duration::from_secs(60)));
+        g.set_config_window(Some(30));
+        g.open_now(t0 + Duration::from_secs(31), 1);
+        assert!(g.may_send_at(Transport::PubSub, t0 + Duration::from_secs(31)), "30 s after the failure, under the new window");
+    }
 
     #[test]
     fn offline_with_a_location_owed_the_window_task_sleeps() {
