@@ -275,15 +275,20 @@ impl Hub {
     /// one was cut.
     pub fn cut_report(&self, st: &State, trigger: Trigger) -> bool {
         let Some(interval) = self.report_interval(st) else { return false };
-        let now_ms = self.now_ms();
+        let (now_ms, run_ms) = (self.now_ms(), st.outbox.run_now_ms());
         let mut reports = self.reports();
-        if !reports.may_cut(trigger, interval, now_ms) {
+        // A config change deferred by the once-a-minute rule is cut at the next chance after it.
+        let trigger = if trigger != Trigger::Config && reports.config_due(run_ms) { Trigger::Config } else { trigger };
+        if !reports.may_cut(trigger, interval, now_ms, run_ms) {
+            if trigger == Trigger::Config {
+                reports.defer_config();
+            }
             return false;
         }
         let d = &st.active.decision;
         let targets = [d.mqtt_enabled || (d.fallback_to_mqtt && self.metrics.circuit_open(Transport::PubSub)), d.pubsub_enabled];
         let now = self.report_now(st, interval);
-        let seq = reports.cut(&self.identity, &now, trigger, targets, now_ms);
+        let seq = reports.cut(&self.identity, &now, trigger, targets, now_ms, run_ms);
         drop(reports);
         // A commit persists the new reportSeq (with the counters) and every location accepted
         // before it; the store then says so (Hub::report_persisted).
@@ -297,6 +302,13 @@ impl Hub {
         let st = self.lock();
         let interval = self.report_interval(&st)?;
         Some(self.reports().silent_due_ms(interval))
+    }
+
+    /// How long until a deferred config-change report may be cut, if one waits.
+    pub fn config_report_due_in(&self) -> Option<std::time::Duration> {
+        let st = self.lock();
+        let due = self.reports().config_due_run_ms()?;
+        Some(std::time::Duration::from_millis(due.saturating_sub(st.outbox.run_now_ms()).max(0) as u64))
     }
 
     /// The tally to persist with a commit. Runs on the `dualpub-store` thread inside the open

@@ -308,6 +308,11 @@ impl Outbox {
         }
     }
 
+    /// The run clock now (ms): the time the SDK observed, across runs.
+    pub fn run_now_ms(&self) -> i64 {
+        self.run_clock.now_ms()
+    }
+
     /// Runs `f`, sending the changes it makes to the store as one message, so the store commits
     /// them together (one `sendLocations` call becomes durable, and visible, at once). If `f`
     /// panics, the changes it made are sent all the same and the batch is closed before the

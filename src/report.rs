@@ -22,8 +22,15 @@ pub const DEFAULT_INTERVAL_SECS: u32 = 900;
 pub const MIN_INTERVAL_SECS: u32 = 300;
 /// Most time between two reports a config may ask for.
 pub const MAX_INTERVAL_SECS: u32 = 86_400;
-/// Most reports cut in one day (UTC, device clock), `close` included.
+/// Most reports cut in one day of the run clock (the time the SDK observed, which a wall clock
+/// set back or forward does not move), `close` included.
 pub const MAX_REPORTS_PER_DAY: u32 = 300;
+/// Of those, most cut for a config change or a breaker: the rest stay for the interval, silent
+/// and shutdown reports, so a flapping config cannot silence a device for the day.
+pub const MAX_TRIGGERED_PER_DAY: u32 = 200;
+/// Config-change reports are cut at most this often (run clock, ms); the changes in between
+/// are reported together, once the minute is over, with the decision then in force.
+pub const CONFIG_REPORT_GAP_MS: i64 = 60_000;
 /// The MQTT topic of reports; `{deviceId}` is replaced by the device id.
 pub const MQTT_TOPIC_TEMPLATE: &str = "device/migration-report/{deviceId}";
 /// Width of an event-time bucket.
@@ -162,10 +169,16 @@ pub struct Tally {
     pub report_seq: u64,
     /// When it was cut.
     pub last_cut_ms: Option<i64>,
-    /// The day (ms since the epoch / 86,400,000) `reports_in_day` counts.
+    /// The day of the run clock (run ms / 86,400,000) `reports_in_day` counts.
     pub day: i64,
     /// Reports cut that day.
     pub reports_in_day: u32,
+    /// Of those, cut for a config change or a breaker.
+    pub triggered_in_day: u32,
+    /// When the last config-change report was cut (run clock, ms).
+    pub config_cut_run_ms: Option<i64>,
+    /// A config change waits to be reported (it came within a minute of the last one).
+    pub config_pending: bool,
     /// Counters (with `lastSeq`).
     pub counters: Counters,
     /// Latency histogram counts, MQTT then Pub/Sub.
@@ -408,11 +421,18 @@ impl Reports {
         newly
     }
 
-    /// Whether a report may be cut at `now_ms` for `trigger`: never more than
-    /// [`MAX_REPORTS_PER_DAY`] a day; a breaker report never sooner than [`MIN_INTERVAL_SECS`]
-    /// after the last one, a periodic one never sooner than the interval (at least that).
-    pub fn may_cut(&self, trigger: Trigger, interval_secs: u32, now_ms: i64) -> bool {
-        if self.base.day == now_ms.div_euclid(DAY_MS) && self.base.reports_in_day >= MAX_REPORTS_PER_DAY {
+    /// Whether a report may be cut at `now_ms` (device clock; `run_ms` on the run clock) for
+    /// `trigger`: never more than [`MAX_REPORTS_PER_DAY`] a day of the run clock, of which at
+    /// most [`MAX_TRIGGERED_PER_DAY`] for config changes and breakers; a config-change report
+    /// never sooner than [`CONFIG_REPORT_GAP_MS`] after the last one, a breaker report never
+    /// sooner than [`MIN_INTERVAL_SECS`] after the last report, a periodic one never sooner than
+    /// the interval (at least that).
+    pub fn may_cut(&self, trigger: Trigger, interval_secs: u32, now_ms: i64, run_ms: i64) -> bool {
+        let today = self.base.day == run_ms.div_euclid(DAY_MS);
+        if today && self.base.reports_in_day >= MAX_REPORTS_PER_DAY {
+            return false;
+        }
+        if today && matches!(trigger, Trigger::Config | Trigger::Breaker) && self.base.triggered_in_day >= MAX_TRIGGERED_PER_DAY {
             return false;
         }
         // A clock set back (now before the last cut) makes the report due rather than stopping
@@ -421,9 +441,10 @@ impl Reports {
         let elapsed = |d: i64, at_least: i64| d < 0 || d >= at_least;
         let secs = |s: u32| i64::from(s) * 1000;
         match trigger {
-            // A config change always cuts one (within the daily cap): its counters must be
-            // attributed to the decision they accrued under.
-            Trigger::Shutdown | Trigger::Config => true,
+            Trigger::Shutdown => true,
+            // A config change cuts one (within the caps) so that its counters are attributed to
+            // the decision they accrued under; a flapping config, once a minute.
+            Trigger::Config => self.base.config_cut_run_ms.is_none_or(|t| run_ms < t || run_ms - t >= CONFIG_REPORT_GAP_MS),
             Trigger::Breaker => since.is_none_or(|d| elapsed(d, secs(MIN_INTERVAL_SECS))),
             Trigger::Interval => since.is_none_or(|d| elapsed(d, secs(interval_secs.max(MIN_INTERVAL_SECS)))),
             Trigger::Silent => elapsed(now_ms.saturating_sub(self.quiet_since_ms()), 2 * secs(interval_secs.max(MIN_INTERVAL_SECS))),
@@ -440,16 +461,40 @@ impl Reports {
         self.quiet_since_ms().saturating_add(2 * i64::from(interval_secs.max(MIN_INTERVAL_SECS)) * 1000)
     }
 
-    /// Cuts a report at `now_ms` and puts it in the slot of each transport of `targets`
-    /// (replacing an older one not yet sent: counters are cumulative, nothing is lost).
-    /// Returns its `reportSeq`.
-    pub fn cut(&mut self, id: &Identity, now: &Now, trigger: Trigger, targets: [bool; 2], now_ms: i64) -> u64 {
-        let day = now_ms.div_euclid(DAY_MS);
+    /// A config change came too soon after the last config report: it is reported once the
+    /// minute is over ([`Reports::config_due`]).
+    pub fn defer_config(&mut self) {
+        self.base.config_pending = true;
+    }
+
+    /// When a deferred config-change report may be cut (run clock, ms), if one waits.
+    pub fn config_due_run_ms(&self) -> Option<i64> {
+        self.base.config_pending.then(|| self.base.config_cut_run_ms.map_or(0, |t| t.saturating_add(CONFIG_REPORT_GAP_MS)))
+    }
+
+    /// Whether a deferred config-change report may be cut at `run_ms`.
+    pub fn config_due(&self, run_ms: i64) -> bool {
+        self.config_due_run_ms().is_some_and(|due| run_ms >= due)
+    }
+
+    /// Cuts a report at `now_ms` (`run_ms` on the run clock) and puts it in the slot of each
+    /// transport of `targets` (replacing an older one not yet sent: counters are cumulative,
+    /// nothing is lost). Returns its `reportSeq`.
+    pub fn cut(&mut self, id: &Identity, now: &Now, trigger: Trigger, targets: [bool; 2], now_ms: i64, run_ms: i64) -> u64 {
+        let day = run_ms.div_euclid(DAY_MS);
         if self.base.day != day {
             self.base.day = day;
             self.base.reports_in_day = 0;
+            self.base.triggered_in_day = 0;
         }
         self.base.reports_in_day += 1;
+        if matches!(trigger, Trigger::Config | Trigger::Breaker) {
+            self.base.triggered_in_day += 1;
+        }
+        if trigger == Trigger::Config {
+            self.base.config_cut_run_ms = Some(run_ms);
+            self.base.config_pending = false;
+        }
         self.base.report_seq += 1;
         self.base.last_cut_ms = Some(now_ms);
         let tally = self.tally(now);
@@ -546,6 +591,10 @@ pub(crate) async fn run(hub: Arc<crate::hub::Hub>, mut shutdown: tokio::sync::wa
             d => d.clamp(1_000, RECHECK_MS),
         });
         let mut wait = std::time::Duration::from_millis(wait_ms as u64);
+        // A config change deferred by the once-a-minute rule is reported when the minute ends.
+        if let Some(due) = hub.config_report_due_in() {
+            wait = wait.min(due + std::time::Duration::from_millis(10));
+        }
         // A report backing off after a failed send is tried again when its pause ends.
         let retry = hub.reports().next_retry();
         if let Some(at) = retry {
@@ -653,37 +702,70 @@ mod tests {
     fn the_schedule_keeps_its_intervals_and_its_daily_cap() {
         let mut r = Reports::resume(Tally::new_epoch(0));
         let t0 = 1_000_000;
-        assert!(r.may_cut(Trigger::Interval, 900, t0), "never reported: due");
-        r.cut(&id(), &now(900), Trigger::Interval, [true, false], t0);
-        assert!(!r.may_cut(Trigger::Interval, 900, t0 + 899_999));
-        assert!(r.may_cut(Trigger::Interval, 900, t0 + 900_000));
-        assert!(!r.may_cut(Trigger::Interval, 60, t0 + 299_999), "never sooner than 300 s, whatever the config");
-        assert!(!r.may_cut(Trigger::Breaker, 900, t0 + 299_999));
-        assert!(r.may_cut(Trigger::Config, 900, t0 + 1), "a config change always reports (within the daily cap)");
-        assert!(r.may_cut(Trigger::Breaker, 900, t0 + 300_000));
-        assert!(r.may_cut(Trigger::Shutdown, 900, t0 + 1));
-        assert!(!r.may_cut(Trigger::Silent, 900, t0 + 1_799_999));
-        assert!(r.may_cut(Trigger::Silent, 900, t0 + 1_800_000));
+        assert!(r.may_cut(Trigger::Interval, 900, t0, t0), "never reported: due");
+        r.cut(&id(), &now(900), Trigger::Interval, [true, false], t0, t0);
+        assert!(!r.may_cut(Trigger::Interval, 900, t0 + 899_999, t0 + 899_999));
+        assert!(r.may_cut(Trigger::Interval, 900, t0 + 900_000, t0 + 900_000));
+        assert!(!r.may_cut(Trigger::Interval, 60, t0 + 299_999, t0 + 299_999), "never sooner than 300 s, whatever the config");
+        assert!(!r.may_cut(Trigger::Breaker, 900, t0 + 299_999, t0 + 299_999));
+        assert!(r.may_cut(Trigger::Config, 900, t0 + 1, t0 + 1), "a config change reports (within the daily caps, once a minute)");
+        assert!(r.may_cut(Trigger::Breaker, 900, t0 + 300_000, t0 + 300_000));
+        assert!(r.may_cut(Trigger::Shutdown, 900, t0 + 1, t0 + 1));
+        assert!(!r.may_cut(Trigger::Silent, 900, t0 + 1_799_999, t0 + 1_799_999));
+        assert!(r.may_cut(Trigger::Silent, 900, t0 + 1_800_000, t0 + 1_800_000));
         r.acked(Transport::Mqtt, [t0], t0 + 1_000_000);
-        assert!(!r.may_cut(Trigger::Silent, 900, t0 + 1_800_000), "traffic since: not silent");
+        assert!(!r.may_cut(Trigger::Silent, 900, t0 + 1_800_000, t0 + 1_800_000), "traffic since: not silent");
         assert_eq!(r.silent_due_ms(900), t0 + 2_800_000);
         let day = 10 * DAY_MS;
         for i in 0..MAX_REPORTS_PER_DAY {
-            assert!(r.may_cut(Trigger::Shutdown, 900, day + i64::from(i)));
-            r.cut(&id(), &now(900), Trigger::Shutdown, [true, false], day + i64::from(i));
+            assert!(r.may_cut(Trigger::Shutdown, 900, day + i64::from(i), day + i64::from(i)));
+            r.cut(&id(), &now(900), Trigger::Shutdown, [true, false], day + i64::from(i), day + i64::from(i));
         }
-        assert!(!r.may_cut(Trigger::Shutdown, 900, day + 1_000), "the daily cap holds even at shutdown");
-        assert!(r.may_cut(Trigger::Shutdown, 900, day + DAY_MS), "a new day");
+        assert!(!r.may_cut(Trigger::Shutdown, 900, day + 1_000, day + 1_000), "the daily cap holds even at shutdown");
+        assert!(r.may_cut(Trigger::Shutdown, 900, day + DAY_MS, day + DAY_MS), "a new day");
         let later = day + DAY_MS + 1;
-        r.cut(&id(), &now(900), Trigger::Interval, [true, false], later);
-        assert!(r.may_cut(Trigger::Interval, 900, later - 3_600_000), "a clock set back an hour: due at once, not in an hour");
-        assert!(r.may_cut(Trigger::Breaker, 900, later - 1));
+        r.cut(&id(), &now(900), Trigger::Interval, [true, false], later, later);
+        assert!(r.may_cut(Trigger::Interval, 900, later - 3_600_000, later - 3_600_000), "a clock set back an hour: due at once, not in an hour");
+        assert!(r.may_cut(Trigger::Breaker, 900, later - 1, later - 1));
+    }
+
+    #[test]
+    fn a_flapping_config_reports_once_a_minute_and_leaves_room_for_the_others() {
+        let mut r = Reports::resume(Tally::new_epoch(0));
+        let t0 = 10 * DAY_MS;
+        // 600 changes in 30 s: one report, then one waiting for the minute to end.
+        let mut cut = 0;
+        for i in 0..600 {
+            let t = t0 + i * 50;
+            if r.may_cut(Trigger::Config, 900, t, t) {
+                r.cut(&id(), &now(900), Trigger::Config, [true, false], t, t);
+                cut += 1;
+            } else {
+                r.defer_config();
+            }
+        }
+        assert_eq!(cut, 1);
+        assert!(!r.config_due(t0 + 59_999) && r.config_due(t0 + CONFIG_REPORT_GAP_MS), "the deferred one a minute after");
+        // Config changes and breakers use at most 200 of the day's 300: shutdown still reports.
+        for i in 0..250 {
+            let t = t0 + (i + 2) * CONFIG_REPORT_GAP_MS;
+            if r.may_cut(Trigger::Config, 900, t, t) {
+                r.cut(&id(), &now(900), Trigger::Config, [true, false], t, t);
+            }
+        }
+        assert_eq!(r.base.triggered_in_day, MAX_TRIGGERED_PER_DAY);
+        let late = t0 + 300 * CONFIG_REPORT_GAP_MS;
+        assert!(!r.may_cut(Trigger::Config, 900, late, late), "no more config reports today");
+        assert!(r.may_cut(Trigger::Shutdown, 900, late, late), "shutdown still reports");
+        // A wall clock jumping a day either way does not reset the count: the run clock's day does.
+        assert!(!r.may_cut(Trigger::Config, 900, late + DAY_MS, late), "tomorrow by the wall clock, not by the run clock");
+        assert!(!r.may_cut(Trigger::Config, 900, late - DAY_MS, late));
     }
 
     #[test]
     fn a_report_goes_only_once_its_number_is_persisted_and_the_newest_replaces_an_unsent_one() {
         let mut r = Reports::resume(Tally::new_epoch(0));
-        let first = r.cut(&id(), &now(900), Trigger::Interval, [true, true], 1);
+        let first = r.cut(&id(), &now(900), Trigger::Interval, [true, true], 1, 1);
         assert!(r.take(Transport::Mqtt).is_none(), "not yet on disk");
         r.persisted(first);
         let out = r.take(Transport::Mqtt).unwrap();
@@ -691,7 +773,7 @@ mod tests {
         assert!(r.take(Transport::Mqtt).is_none(), "in flight");
         r.settled(Transport::Mqtt, 1, false);
         assert!(r.owed(Transport::Mqtt) && !r.waiting(Transport::Mqtt), "a failed send puts it back, to try again in a minute");
-        let second = r.cut(&id(), &now(900), Trigger::Config, [true, true], 2);
+        let second = r.cut(&id(), &now(900), Trigger::Config, [true, true], 2, 2);
         r.persisted(second);
         assert_eq!(r.take(Transport::PubSub).unwrap().seq, 2, "only the newest waits");
         assert_eq!(r.take(Transport::Mqtt).unwrap().seq, 2);
@@ -709,11 +791,11 @@ mod tests {
         r.accepted(2, 1_799_999);
         r.accepted(3, 1_800_000);
         r.acked(Transport::PubSub, [1_200_000, 1_800_000], 5);
-        let seq = r.cut(&id(), &now(900), Trigger::Interval, [true, false], 10);
+        let seq = r.cut(&id(), &now(900), Trigger::Interval, [true, false], 10, 10);
         r.persisted(seq);
         let doc: serde_json::Value = serde_json::from_slice(&r.take(Transport::Mqtt).unwrap().bytes).unwrap();
         assert_eq!(doc["buckets"], serde_json::json!([[1_200_000, 2, 0, 1, 1, 2], [1_800_000, 1, 0, 1, 3, 3]]));
-        let seq = r.cut(&id(), &now(900), Trigger::Shutdown, [true, false], 20);
+        let seq = r.cut(&id(), &now(900), Trigger::Shutdown, [true, false], 20, 20);
         r.persisted(seq);
         let doc: serde_json::Value = serde_json::from_slice(&r.take(Transport::Mqtt).unwrap().bytes).unwrap();
         assert_eq!(doc["buckets"], serde_json::json!([]));
@@ -751,7 +833,7 @@ mod tests {
             // Ids that double when escaped in JSON: the most a valid id can cost.
             Identity { device_id: "\"".repeat(128), company_id: Some("\\".repeat(128)), os_version: Some("v".repeat(32)), app_version: Some("a".repeat(32)) };
         let n = Now { run, latency, depth: [big, big], oldest_seq: [big, big], oldest_age_seconds: 1e9, interval_secs: MAX_INTERVAL_SECS, ..now(900) };
-        let seq = r.cut(&id, &n, Trigger::Breaker, [true, false], i64::MAX / 4);
+        let seq = r.cut(&id, &n, Trigger::Breaker, [true, false], i64::MAX / 4, i64::MAX / 4);
         r.persisted(seq);
         let bytes = r.take(Transport::Mqtt).unwrap().bytes;
         assert!(bytes.len() <= MAX_REPORT_BYTES, "{} bytes", bytes.len());
@@ -775,7 +857,7 @@ mod tests {
     fn gauges_carry_the_oldest_seq_each_transport_owes_and_0_when_it_owes_none() {
         let mut r = Reports::resume(Tally::new_epoch(0));
         let n = Now { depth: [3, 0], oldest_seq: [7, 0], ..now(900) };
-        let seq = r.cut(&id(), &n, Trigger::Interval, [true, false], 1);
+        let seq = r.cut(&id(), &n, Trigger::Interval, [true, false], 1, 1);
         let g = taken(&mut r, Transport::Mqtt, seq)["gauges"].clone();
         assert_eq!([&g["mqttDepth"], &g["mqttOldestSeq"], &g["pubsubDepth"], &g["pubsubOldestSeq"]], [3, 7, 0, 0], "{g}");
     }

@@ -402,3 +402,21 @@ fn a_report_names_the_oldest_location_each_transport_still_owes_after_a_route_ch
     assert_eq!(last["counters"]["lastSeq"].as_u64(), Some(11), "{last}");
     assert_eq!(gauges(&last), [Some(3), Some(1), Some(0), Some(0)], "restored: MQTT still owes 1-3: {}", last["gauges"]);
 }
+
+#[test]
+fn a_flapping_config_reports_once_a_minute_and_the_shutdown_report_still_goes() {
+    // 400 config changes in a burst: at most one config report a minute, so the daily cap is
+    // not spent and the shutdown report (and the interval ones) still go.
+    let emu = emulator();
+    let id = device("reports-flapping");
+    let seen = mqtt_report_subscriber(&id);
+    let p = TestDevice::new(&id, &emu).rollout(0.0).real_time().start();
+    for version in 1..=400u64 {
+        let pct = if version % 2 == 0 { 100.0 } else { 0.0 };
+        p.apply_config(MigrationConfig { version, pubsub_percentage: pct, ..MigrationConfig::default() }).unwrap();
+    }
+    p.shutdown();
+    assert!(seen.collected.wait_until(WAIT, |c| reports(c).iter().any(|r| r["trigger"] == "shutdown")), "{:?}", reports(&seen.collected));
+    let shutdown = reports(&seen.collected).into_iter().find(|r| r["trigger"] == "shutdown").unwrap();
+    assert!(shutdown["reportSeq"].as_u64().unwrap() <= 3, "config reports cut: {}", shutdown["reportSeq"]);
+}
