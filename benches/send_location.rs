@@ -9,8 +9,14 @@
 //! - Start-up with a backlog: `Publisher::new` on a data directory holding those 100,000
 //!   undelivered locations, against the same on an empty directory.
 //!
-//! `BENCH_ONLY_CALLER=1` runs only the caller cost; `BENCH_SPACING_US=N` spins N µs before each
-//! timed call, like a caller doing other work between calls (docs/FFI-BENCH.md).
+//! - A stuck row: `send_location` while one location stays owed to an MQTT that never answers and
+//!   a week of locations at 1 Hz (604,800) went to Pub/Sub after it, each timed call followed by
+//!   the delivery of what it sent (so the rows after the stuck one have all left, every time),
+//!   against the same publisher without the stuck row.
+//!
+//! `BENCH_ONLY_CALLER=1` runs only the caller cost; `BENCH_ONLY_STUCK=1` only the stuck row
+//! (`BENCH_GAP=N` locations after it instead of a week's); `BENCH_SPACING_US=N` spins N µs before
+//! each timed call, like a caller doing other work between calls (docs/FFI-BENCH.md).
 
 use dualpub::{Location, MigrationConfig, Publisher, SdkConfig};
 use std::time::{Duration, Instant};
@@ -70,7 +76,7 @@ fn caller_cost() {
     for n in 0..CALLS {
         let loc = location(n);
         let t = Instant::now();
-        loc.validate(dualpub::clock::now_ms()).unwrap();
+        loc.validate().unwrap();
         let id = dualpub::wire::new_event_id();
         let acceptance = dualpub::wire::Acceptance { seq: n as u64 + 1, route: dualpub::wire::Route::Both, cfg: 1 };
         std::hint::black_box(dualpub::wire::encode(&id, "bench-device", None, &loc, acceptance));
@@ -169,10 +175,103 @@ fn open_with_backlog(backlog: &std::path::Path) {
     println!("  ratio: {:.0}x", full.as_secs_f64() / base.as_secs_f64().max(1e-9));
 }
 
+/// Timed `send_location` calls of one stuck-row run, sorted, and how long the gap took to send.
+struct StuckRun {
+    calls: Vec<Duration>,
+    gap_in: Duration,
+}
+
+/// One publisher on the Pub/Sub emulator (MQTT off for the device, fallback on) with MQTT
+/// unreachable. `stuck`: Pub/Sub refuses the first location as invalid, so it is dead-lettered
+/// and owed to MQTT alone — which never answers. Then `gap` locations go to Pub/Sub, then
+/// `CYCLES` timed calls, each waiting for its location to leave.
+fn stuck_run(stuck: bool, gap: usize) -> StuckRun {
+    const CYCLES: usize = 2_000;
+    let emu = dualpub_testbed::EmulatorHandle::spawn(dualpub_testbed::EmulatorOptions::default()).unwrap();
+    for topic in ["bench", "migration-reports"] {
+        dualpub_testbed::subscribers::create_topic(&emu.url(), "bench", topic).unwrap();
+    }
+    const MARKER: f64 = 12345.678;
+    if stuck {
+        emu.emulator().faults().set(dualpub_testbed::FaultPlan { reject_data_containing: Some(MARKER.to_string()), ..Default::default() });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let migration = MigrationConfig { version: 1, mqtt_enabled: false, pubsub_enabled: true, pubsub_percentage: 100.0, ..MigrationConfig::default() };
+    let config = SdkConfig::builder("bench-stuck", format!("mqtt://127.0.0.1:{port}"), "bench", dir.path().to_string_lossy())
+        .pubsub_endpoint(emu.url())
+        .pubsub_topic("bench")
+        .pubsub_batch(1_000, 1_000_000, 1)
+        .upload_window_secs(0)
+        .migration(migration)
+        .allow_insecure(true)
+        .outbox_limits(10_000_000, 168)
+        .build()
+        .unwrap();
+    let p = Publisher::new(config, None).unwrap();
+    let drained = |p: &Publisher, timeout: Duration| {
+        let until = Instant::now() + timeout;
+        while p.metrics().pubsub.queue_depth > 0 {
+            assert!(Instant::now() < until, "Pub/Sub did not drain: {:?}", p.metrics().pubsub);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    p.send_location(Location { altitude: Some(MARKER), ..location(0) }).unwrap();
+    drained(&p, Duration::from_secs(60));
+    let m = p.metrics();
+    assert_eq!((m.dead_letter, m.mqtt.queue_depth), (u64::from(stuck), u64::from(stuck)), "the stuck row: {m:?}");
+    let start = Instant::now();
+    for n in 1..=gap {
+        p.send_location(location(n)).unwrap();
+        if n % 10_000 == 0 {
+            drained(&p, Duration::from_secs(120));
+        }
+    }
+    drained(&p, Duration::from_secs(120));
+    let gap_in = start.elapsed();
+    let mut calls = Vec::with_capacity(CYCLES);
+    for n in 0..CYCLES {
+        let loc = location(gap + 1 + n);
+        let t = Instant::now();
+        std::hint::black_box(p.send_location(loc).unwrap());
+        calls.push(t.elapsed());
+        drained(&p, Duration::from_secs(10));
+    }
+    assert_eq!(p.metrics().mqtt.queue_depth, u64::from(stuck), "the stuck row is still owed");
+    p.close();
+    calls.sort();
+    StuckRun { calls, gap_in }
+}
+
+fn stuck_row() {
+    let gap = std::env::var("BENCH_GAP").ok().and_then(|v| v.parse().ok()).unwrap_or(604_800);
+    let control = stuck_run(false, gap);
+    let stuck = stuck_run(true, gap);
+    println!("sendLocation with one row stuck on MQTT and {gap} locations delivered to Pub/Sub after it:");
+    for (name, r) in [("stuck row", &stuck), ("baseline (no stuck row)", &control)] {
+        let c = &r.calls;
+        println!(
+            "  {name:<24} p50 {:>8.2} µs   p99 {:>8.2} µs   max {:>9.1} µs   ({} calls; the gap sent in {:.1} s)",
+            us(percentile(c, 0.5)),
+            us(percentile(c, 0.99)),
+            us(*c.last().unwrap()),
+            c.len(),
+            r.gap_in.as_secs_f64()
+        );
+    }
+    let ratio = |q| us(percentile(&stuck.calls, q)) / us(percentile(&control.calls, q));
+    println!("  ratio stuck / baseline: p50 {:.2}x, p99 {:.2}x", ratio(0.5), ratio(0.99));
+    println!("  target p99 within 2x of the baseline: {}", if ratio(0.99) <= 2.0 { "met" } else { "NOT met" });
+}
+
 fn main() {
     // BENCH_ONLY_CALLER=1: only the caller cost (seconds).
     if std::env::var_os("BENCH_ONLY_CALLER").is_some() {
         caller_cost();
+        return;
+    }
+    if std::env::var_os("BENCH_ONLY_STUCK").is_some() {
+        stuck_row();
         return;
     }
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful: run either way.
@@ -180,4 +279,5 @@ fn main() {
     caller_cost();
     let backlog = durable_rate();
     open_with_backlog(backlog.path());
+    stuck_row();
 }
