@@ -1,5 +1,5 @@
 //! A circuit breaker per transport (docs/CONTRACT.md#circuit-breaker): after `threshold` consecutive failures — or
-//! after consecutive failures spanning [`Breaker::span`], so that an outage seen one attempt per
+//! after consecutive failures spanning [`SPAN`], so that an outage seen one attempt per
 //! upload burst is noticed by its length, not after as many bursts — it opens for a period that
 //! grows with every re-opening; when the period ends, one probe may pass (half-open); its
 //! success closes the breaker, its failure re-opens it for longer.
@@ -45,11 +45,6 @@ impl Breaker {
     /// probe a minute costs the battery nothing and notices a recovered backend quickly).
     pub fn pubsub() -> Self {
         Breaker::new(5, Duration::from_secs(2), Duration::from_secs(60))
-    }
-
-    /// How far apart two consecutive failures open the breaker whatever their number.
-    pub const fn span() -> Duration {
-        SPAN
     }
 
     /// The state at `now`.

@@ -269,6 +269,15 @@ impl Hub {
         }
     }
 
+    /// Whether decision `d` sends new work to `t` now: Pub/Sub when enabled; MQTT when enabled,
+    /// or as Pub/Sub's fallback while its breaker is open (docs/CONTRACT.md#fallback).
+    pub fn owes(&self, t: Transport, d: &crate::rollout::RolloutDecision) -> bool {
+        match t {
+            Transport::Mqtt => d.mqtt_enabled || (d.pubsub_enabled && d.fallback_to_mqtt && self.metrics.circuit_open(Transport::PubSub)),
+            Transport::PubSub => d.pubsub_enabled,
+        }
+    }
+
     /// Cuts a report for `trigger` if reports are on and the schedule allows it, for every
     /// transport the decision in force sends to (and MQTT while Pub/Sub's breaker has it fall
     /// back). It goes once its number is on disk ([`Hub::report_persisted`]). Returns whether
@@ -286,7 +295,7 @@ impl Hub {
             return false;
         }
         let d = &st.active.decision;
-        let targets = [d.mqtt_enabled || (d.fallback_to_mqtt && self.metrics.circuit_open(Transport::PubSub)), d.pubsub_enabled];
+        let targets = [self.owes(Transport::Mqtt, d), d.pubsub_enabled];
         let now = self.report_now(st, interval);
         let seq = reports.cut(&self.identity, &now, trigger, targets, now_ms, run_ms);
         drop(reports);

@@ -43,6 +43,14 @@ impl Transport {
         }
     }
 
+    /// The other transport.
+    pub const fn other(self) -> Transport {
+        match self {
+            Transport::Mqtt => Transport::PubSub,
+            Transport::PubSub => Transport::Mqtt,
+        }
+    }
+
     /// The label used in metrics and logs.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -780,12 +788,23 @@ impl Outbox {
         n as u64
     }
 
-    /// The config stopped owing `t`: rows pending for it are released from that duty, and
-    /// `instead` is made to owe any row that would otherwise be owed to nobody. Rows in flight
-    /// finish their attempt. Returns the rows that left the outbox.
-    pub fn stop_owing(&mut self, t: Transport, instead: Transport) -> Vec<Completed> {
-        let seqs: Vec<u64> = self.pending(t).iter().copied().collect();
-        let orphans: Vec<u64> = seqs.iter().filter(|&&s| self.rows.get(s).is_some_and(|e| e.delivery(instead) == Delivery::NotOwed)).copied().collect();
+    /// The config stopped owing `t`: rows pending for it are released from that duty, and the
+    /// other transport is made to owe any row that would otherwise be owed to nobody. A row the
+    /// other transport dead-lettered stays owed to `t` (its only way out). Rows in flight finish
+    /// their attempt. Returns the rows that left the outbox.
+    pub fn stop_owing(&mut self, t: Transport) -> Vec<Completed> {
+        let instead = t.other();
+        let mut seqs = Vec::new();
+        let mut orphans = Vec::new();
+        let pending: Vec<u64> = self.pending(t).iter().copied().collect();
+        for seq in pending {
+            match self.rows.get(seq).map(|e| e.delivery(instead)) {
+                Some(Delivery::DeadLettered) => continue,
+                Some(Delivery::NotOwed) => orphans.push(seq),
+                _ => {}
+            }
+            seqs.push(seq);
+        }
         self.also_owe(instead, &orphans);
         self.settle(t, &seqs, Delivery::NotOwed)
     }
@@ -978,9 +997,24 @@ mod tests {
         let mut o = Outbox::default();
         o.insert(row(1, false, true), Some(1));
         o.insert(row(2, true, true), Some(2));
-        let done = o.stop_owing(Transport::PubSub, Transport::Mqtt);
+        let done = o.stop_owing(Transport::PubSub);
         assert!(done.is_empty());
         assert_eq!((o.depth(Transport::Mqtt), o.depth(Transport::PubSub)), (2, 0));
+    }
+
+    #[test]
+    fn stopping_mqtt_hands_orphans_to_pubsub_but_keeps_a_dead_letters_copy() {
+        let mut o = Outbox::default();
+        o.insert(row(1, true, false), Some(1));
+        o.insert(row(2, true, true), Some(2));
+        // Row 3: Pub/Sub refused it as invalid; its MQTT copy is its only way out.
+        o.insert(row(3, true, true), Some(3));
+        o.take(Transport::PubSub, 10, 1 << 20, len);
+        o.release(Transport::PubSub, &[2]);
+        o.dead_letter(Transport::PubSub, 3, "400".into());
+        assert!(o.stop_owing(Transport::Mqtt).is_empty());
+        assert_eq!(o.owed_seqs(Transport::Mqtt), [3]);
+        assert_eq!(o.owed_seqs(Transport::PubSub), [1, 2]);
     }
 
     #[test]

@@ -190,9 +190,17 @@ impl Shared {
         let applied_at_ms = clock::now_ms();
         st.outbox.persist_config(store::StoredConfig { json: document, source: source.as_str().into(), applied_at_ms });
         let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms, host_overrides }));
-        // A decision that stops Pub/Sub (an emergency above all) also stops what is queued
-        // for it; MQTT takes over anything that would otherwise be owed to nobody.
-        let done = if old.decision.pubsub_enabled && !decision.pubsub_enabled { st.outbox.stop_owing(Transport::PubSub, Transport::Mqtt) } else { Vec::new() };
+        // A decision that stops a transport (an emergency stopping Pub/Sub; MQTT turned off at the
+        // end of the migration) also stops what is queued for it; the other transport takes over
+        // anything that would otherwise be owed to nobody (docs/CONTRACT.md#decision).
+        // MQTT carrying Pub/Sub's fallback keeps what it holds.
+        let mut done = Vec::new();
+        for t in Transport::ALL {
+            let was = if t == Transport::Mqtt { old.decision.mqtt_enabled } else { old.decision.pubsub_enabled };
+            if was && !self.hub.owes(t, &decision) {
+                done.extend(st.outbox.stop_owing(t));
+            }
+        }
         let config_debug = st.active.config.debug_mode;
         let window = st.active.config.upload_window_secs;
         self.hub.completed(st, &done);

@@ -315,3 +315,29 @@ fn flush_reports_what_is_still_pending_when_a_backend_is_down() {
     assert!(m.queue_oldest_age_seconds > 1.0);
     assert!(m.mqtt.retries >= 1, "reconnect attempts are counted");
 }
+
+#[test]
+fn turning_mqtt_off_hands_what_waits_for_it_to_pubsub() {
+    // The end of the migration: MQTT is turned off (here it is already unreachable, as a
+    // decommissioned broker) while locations routed to MQTT alone before the change wait for it.
+    let emu = emulator();
+    let id = device("mqtt-off");
+    let pubsub = pubsub_subscriber(&emu, "mqtt-off");
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).real_time().start();
+    let before: Vec<String> = (0..5).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(p.await_durable(10_000).unwrap());
+    assert_eq!(p.metrics().unwrap().mqtt.queue_depth, 5);
+    let mut off = rollout(100.0);
+    off.version = 2;
+    off.mqtt_enabled = false;
+    let d = p.apply_config(off).unwrap();
+    assert_eq!((d.mqtt_enabled, d.pubsub_enabled), (false, true));
+    let after: Vec<String> = (5..10).map(|n| p.send_location(location(n)).unwrap()).collect();
+    let report = p.flush(20_000).unwrap();
+    assert!(report.completed, "nothing waits for the MQTT the config turned off: {report:?}");
+    let all = [before, after].concat();
+    assert!(wait_for_all(&pubsub.collected, &all, WAIT), "Pub/Sub received {} of 10", pubsub.collected.all().len());
+    let m = p.metrics().unwrap();
+    assert_eq!((m.mqtt.queue_depth, m.pubsub.queue_depth, m.mqtt.published), (0, 0, 0));
+    p.shutdown();
+}

@@ -349,42 +349,39 @@ fn eventually(done: impl Fn() -> bool) -> bool {
 }
 
 #[test]
-fn a_report_names_the_oldest_location_each_transport_still_owes_after_a_route_change() {
-    // Both transports with MQTT unreachable: seqs 1-3 stay owed to MQTT while Pub/Sub delivers
-    // them. Then Pub/Sub only: seqs 4-10 go to Pub/Sub alone. MQTT still owes 3 locations, but
-    // they are the oldest (1-3), not the newest 3 (8-10): the depth alone cannot say which.
+fn a_report_names_the_oldest_location_each_transport_still_owes_when_it_is_not_among_the_newest() {
+    // A Pub/Sub-only device with MQTT unreachable: Pub/Sub refuses seqs 1-3 as invalid, so they
+    // are dead-lettered and owed to MQTT alone, while Pub/Sub delivers 4-10. MQTT still owes 3
+    // locations, but they are the oldest (1-3), not the newest 3 (8-10): the depth alone cannot
+    // say which.
     let emu = emulator();
+    let marker = 12345.678;
+    emu.emulator().faults().set(FaultPlan { reject_data_containing: Some(marker.to_string()), ..FaultPlan::default() });
     let id = device("reports-oldest");
     let _ = std::fs::remove_dir_all(data_dir(&id));
     let seen = pubsub_report_subscriber(&emu, &format!("oldest-{id}"));
-    let start = || on_clock(TestDevice::new(&id, &emu).rollout(100.0).mqtt(&dead_mqtt()).real_time()).1;
+    let pubsub_only = MigrationConfig { version: 2, mqtt_enabled: false, pubsub_enabled: true, pubsub_percentage: 100.0, ..MigrationConfig::default() };
+    let start = || on_clock(TestDevice::new(&id, &emu).migration(pubsub_only.clone()).mqtt(&dead_mqtt()).real_time()).1;
     let p = start();
     let delivered = |p: &Publisher, n: u64| {
         let m = p.metrics();
         m.pubsub.published >= n && m.pubsub.queue_depth == 0
     };
     for n in 0..3 {
-        p.send_location(location(n)).unwrap();
+        p.send_location(dualpub::Location { altitude: Some(marker), ..location(n) }).unwrap();
     }
-    assert!(eventually(|| delivered(&p, 3)), "Pub/Sub delivers 1-3: {:?}", p.metrics().pubsub);
-    let pubsub_only = MigrationConfig { version: 2, mqtt_enabled: false, pubsub_enabled: true, pubsub_percentage: 100.0, ..MigrationConfig::default() };
-    p.apply_config(pubsub_only).unwrap();
+    assert!(eventually(|| p.metrics().dead_letter == 3), "Pub/Sub refuses 1-3: {:?}", p.metrics());
     for n in 3..10 {
         p.send_location(location(n)).unwrap();
     }
-    assert!(eventually(|| delivered(&p, 10)), "Pub/Sub delivers 4-10: {:?}", p.metrics().pubsub);
-    assert!(seen.collected.wait_until(WAIT, |c| reports(c).iter().any(|r| r["trigger"] == "config")), "{:?}", reports(&seen.collected));
+    assert!(eventually(|| delivered(&p, 7)), "Pub/Sub delivers 4-10: {:?}", p.metrics().pubsub);
     p.close();
     assert!(seen.collected.wait_until(WAIT, |c| reports(c).iter().any(|r| r["trigger"] == "shutdown")), "{:?}", reports(&seen.collected));
     let got = reports(&seen.collected);
-    let config = got.iter().find(|r| r["trigger"] == "config").unwrap();
     let gauges = |r: &Value| {
         let g = &r["gauges"];
         [g["mqttDepth"].as_u64(), g["mqttOldestSeq"].as_u64(), g["pubsubDepth"].as_u64(), g["pubsubOldestSeq"].as_u64()]
     };
-    // Cut just before the change, under the old route (both).
-    assert_eq!(config["decision"]["route"], "both");
-    assert_eq!(gauges(config), [Some(3), Some(1), Some(0), Some(0)], "MQTT owes 1-3, Pub/Sub nothing: {}", config["gauges"]);
     let last = got.iter().find(|r| r["trigger"] == "shutdown").unwrap();
     assert_eq!((last["decision"]["route"].as_str(), last["counters"]["lastSeq"].as_u64()), (Some("pubsub"), Some(10)), "{last}");
     assert_eq!(gauges(last), [Some(3), Some(1), Some(0), Some(0)], "MQTT still owes 1-3: {}", last["gauges"]);

@@ -101,27 +101,20 @@ impl Lane {
     }
 
     /// As [`Lane::release`]; and if the config stopped owing this transport while they were in
-    /// flight, MQTT takes over whatever would otherwise be owed to nobody.
+    /// flight, the other transport takes over whatever would otherwise be owed to nobody.
     pub fn release_or_hand_over(&self, seqs: &[u64]) {
         let mut st = self.hub.lock();
         st.outbox.release(self.t, seqs);
-        if !self.owed_by(&st.active.decision) {
-            let done = st.outbox.stop_owing(self.t, Transport::Mqtt);
+        if !self.hub.owes(self.t, &st.active.decision) {
+            let done = st.outbox.stop_owing(self.t);
             self.hub.completed(st, &done);
-            self.hub.wake(Transport::Mqtt);
-        }
-    }
-
-    fn owed_by(&self, d: &crate::rollout::RolloutDecision) -> bool {
-        match self.t {
-            Transport::Mqtt => true,
-            Transport::PubSub => d.pubsub_enabled,
+            self.hub.wake(self.t.other());
         }
     }
 
     /// Whether the decision in force still sends new work to this transport.
     pub fn owed_by_config(&self) -> bool {
-        self.owed_by(&self.hub.lock().active.decision)
+        self.hub.owes(self.t, &self.hub.lock().active.decision)
     }
 
     /// Makes MQTT owe `seqs` too, when the config allows fallback; they stay owed here. Returns

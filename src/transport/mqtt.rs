@@ -350,7 +350,7 @@ async fn connection(
         if matches!(end, End::Failed(_)) && !seqs.is_empty() {
             lane.metrics().failed(Transport::Mqtt, seqs.len() as u64);
         }
-        lane.release(&seqs);
+        lane.release_or_hand_over(&seqs);
         for seq in reports {
             lane.report_settled(seq, false);
         }
