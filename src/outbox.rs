@@ -604,8 +604,8 @@ impl Outbox {
         if self.sink.is_some() {
             self.persist(Op::Insert(StoredRow {
                 seq: row.seq,
-                event_id: row.event_id.to_string(),
-                payload: row.payload.to_vec(),
+                event_id: row.event_id.clone(),
+                payload: row.payload.clone(),
                 timestamp_ms: row.timestamp_ms,
                 accepted_at_ms: crate::clock::now_ms(),
                 observed_at_ms: Some(observed_at_ms),

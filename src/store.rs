@@ -11,6 +11,7 @@ use crate::outbox::{Delivery, Transport};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The schema steps, oldest first: step `n` (from 1) takes `PRAGMA user_version` from `n − 1`
@@ -72,10 +73,10 @@ pub const DB_FILE: &str = "outbox.db";
 pub struct StoredRow {
     /// Acceptance order.
     pub seq: u64,
-    /// The eventId.
-    pub event_id: String,
-    /// The wire JSON.
-    pub payload: Vec<u8>,
+    /// The eventId (shared with the outbox's copy: a queued insert holds no second one).
+    pub event_id: Arc<str>,
+    /// The wire JSON (shared with the outbox's copy).
+    pub payload: Arc<[u8]>,
     /// The location's timestamp.
     pub timestamp_ms: i64,
     /// Wall-clock acceptance time.
@@ -267,8 +268,8 @@ pub struct OpenReport {
 fn stored_row(r: &rusqlite::Row<'_>, observed_at_ms: Option<i64>) -> rusqlite::Result<StoredRow> {
     Ok(StoredRow {
         seq: r.get::<_, i64>(0)? as u64,
-        event_id: r.get(1)?,
-        payload: r.get(2)?,
+        event_id: r.get::<_, String>(1)?.into(),
+        payload: r.get::<_, Vec<u8>>(2)?.into(),
         timestamp_ms: r.get(3)?,
         accepted_at_ms: r.get(4)?,
         mqtt: delivery(r.get(5)?),
@@ -633,8 +634,8 @@ impl Store {
                     Op::Insert(r) => {
                         insert.execute(params![
                             r.seq as i64,
-                            r.event_id,
-                            r.payload,
+                            &*r.event_id,
+                            &*r.payload,
                             r.timestamp_ms,
                             r.accepted_at_ms,
                             code(r.mqtt),
@@ -847,8 +848,8 @@ mod tests {
     fn row(seq: u64) -> StoredRow {
         StoredRow {
             seq,
-            event_id: format!("e{seq}"),
-            payload: b"{}".to_vec(),
+            event_id: format!("e{seq}").into(),
+            payload: b"{}".to_vec().into(),
             timestamp_ms: 1,
             accepted_at_ms: 2,
             mqtt: Delivery::Pending,
@@ -974,7 +975,7 @@ mod tests {
         );
         let (mut s, _) = Store::open(dir.path(), None).unwrap();
         // This build stores it with the row: the payload is not read for it.
-        s.apply(&[Op::Insert(StoredRow { seq: 4, payload: b"{\"seq\":1}".to_vec(), wire_seq: Some(43), ..row(4) })]).unwrap();
+        s.apply(&[Op::Insert(StoredRow { seq: 4, payload: b"{\"seq\":1}".to_vec().into(), wire_seq: Some(43), ..row(4) })]).unwrap();
         let mut got = Vec::new();
         s.load_index(|r| got.push((r.seq, r.wire_seq))).unwrap();
         assert_eq!(got, [(1, Some(42)), (2, None), (3, None), (4, Some(43))]);
@@ -1005,7 +1006,7 @@ mod tests {
     fn a_full_database_fails_writes_and_compaction_drops_rows_already_gone() {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, _) = Store::open(dir.path(), Some(64 * 1024)).unwrap();
-        let big = |seq| StoredRow { payload: vec![b'x'; 4000], ..row(seq) };
+        let big = |seq| StoredRow { payload: vec![b'x'; 4000].into(), ..row(seq) };
         let mut ops: Vec<Op> = (1..=40).map(|i| Op::Insert(big(i))).collect();
         let e = s.apply(&ops).unwrap_err();
         assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull), "{e}");
