@@ -256,8 +256,8 @@ pub struct OpenReport {
     pub reason: Option<String>,
     /// The file was written by a newer SDK (this schema version); it is read as this build's.
     pub newer_schema: Option<i32>,
-    /// No database could be created (the disk is full, this says why): the outbox lives in an
-    /// in-memory database for this run.
+    /// No database could be created or written (a full disk, a read-only file system, no
+    /// permission: this says why): the outbox lives in an in-memory database for this run.
     pub memory_only: Option<String>,
     /// Locations read back from the corrupt database (moved aside) into the fresh one.
     pub salvaged: usize,
@@ -378,14 +378,40 @@ fn is_corrupt(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
 }
 
+/// A database SQLite may not write: a read-only file system or file, no permission, or a file
+/// it cannot open at all.
+fn is_unwritable(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied | rusqlite::ErrorCode::CannotOpen))
+}
+
+/// A data directory the app may not write (a read-only file system, no permission: `EROFS`,
+/// `EACCES`, `EPERM`) or with no room left for even an empty file.
+fn is_unwritable_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ReadOnlyFilesystem | PermissionDenied | StorageFull | QuotaExceeded)
+}
+
 impl Store {
     /// Opens (or creates) `dir/outbox.db`. A corrupt or unreadable file is moved aside and a
-    /// fresh database created; the report says so. Fails only when the directory is unusable
-    /// or another publisher holds the database.
+    /// fresh database created; the report says so. A directory or database that cannot be
+    /// written (a full disk, a read-only file system, no permission) gives an in-memory database
+    /// for this run. Fails only when another publisher holds the database, or for a failure
+    /// none of these explain.
     pub fn open(dir: &Path, max_bytes: Option<u64>) -> Result<(Store, OpenReport), StoreError> {
-        private_dir(dir).map_err(|source| StoreError::Io { what: dir.display().to_string(), source })?;
         let path = dir.join(DB_FILE);
-        private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
+        let prepared = private_dir(dir)
+            .map_err(|source| StoreError::Io { what: dir.display().to_string(), source })
+            .and_then(|()| private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source }));
+        match prepared {
+            Ok(()) => {}
+            // Not writable: keep the outbox in memory for this run rather than refuse the app (a
+            // kill loses what is queued; what the directory holds stays there for a later run).
+            Err(StoreError::Io { source, what }) if is_unwritable_io(&source) => {
+                let why = StoreError::Io { source, what }.to_string();
+                return Ok((Store::in_memory()?, OpenReport { memory_only: Some(why), ..OpenReport::default() }));
+            }
+            Err(e) => return Err(e),
+        }
         let opened = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s));
         match opened {
             Ok(store) => {
@@ -393,9 +419,9 @@ impl Store {
                 Ok((store, OpenReport { newer_schema, ..OpenReport::default() }))
             }
             Err(e) if is_busy(&e) => Err(StoreError::Busy(path)),
-            // A full disk (or quota) leaves no room for even a fresh database: keep the outbox in
-            // memory for this run rather than refuse the app (a kill loses what is queued).
-            Err(e) if is_full(&e) => {
+            // A full disk (or quota) leaves no room for even a fresh database, and a read-only
+            // one takes nothing: in memory for this run, as above.
+            Err(e) if is_full(&e) || is_unwritable(&e) => {
                 let store = Store::in_memory()?;
                 Ok((store, OpenReport { memory_only: Some(e.to_string()), ..OpenReport::default() }))
             }
