@@ -466,6 +466,9 @@ impl Publisher {
         if r.dead_letters_dropped > 0 {
             hub.metrics.dropped(crate::outbox::Eviction::DeadLettersFull.as_str(), r.dead_letters_dropped);
         }
+        if r.unreadable > 0 {
+            hub.metrics.dropped(crate::metrics::DROPPED_UNREADABLE, r.unreadable);
+        }
         hub.metrics.recovered(r.recovered);
         let pubsub_settings = pubsub::Settings::from_config(&config);
         let shared = Arc::new(Shared {

@@ -8,6 +8,7 @@
 //! once the disk has failed, see [`Commit::failed`]).
 
 use crate::outbox::{Delivery, Transport};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -199,6 +200,45 @@ pub struct Commit {
     pub report_seq: Option<u64>,
 }
 
+/// What a salvage carried from a damaged (or lost) database into a fresh one.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Salvage {
+    /// Outbox rows carried over.
+    pub rows: u64,
+    /// Outbox keys (`seq`s) where nothing could be read, as ranges `from..end`: a row there, if
+    /// there was one, was not carried over.
+    pub lost_rows: Vec<(u64, u64)>,
+    /// Outbox rows at most lost: the keys missing between the readable rows around each
+    /// unreadable part (an unreadable part with nothing readable after it is not counted).
+    pub rows_lost: u64,
+    /// Dead letters carried over.
+    pub dead_letters: u64,
+    /// Dead-letter ids where nothing could be read, as ranges `from..end`.
+    pub lost_dead_letters: Vec<(i64, i64)>,
+    /// Tables not carried over whole.
+    pub damaged: Vec<&'static str>,
+    /// The salvage stopped before the end (the fresh database could not take more: this says
+    /// why); what was left is only in the old file.
+    pub stopped: Option<String>,
+}
+
+impl Salvage {
+    /// A phrase for the log: "N location(s) and M dead letter(s) still readable, …".
+    pub fn describe(&self) -> String {
+        let mut text = format!("the {} location(s) and {} dead letter(s) still readable in it", self.rows, self.dead_letters);
+        if !self.damaged.is_empty() {
+            text += &format!("; unreadable parts in {}", self.damaged.join(", "));
+            if self.rows_lost > 0 {
+                text += &format!(" (at most {} location(s) lost)", self.rows_lost);
+            }
+        }
+        if let Some(why) = &self.stopped {
+            text += &format!("; stopped early ({why}), the rest stays in the old file");
+        }
+        text
+    }
+}
+
 /// Gives the reports' tally (JSON) to write with every commit (`None`: nothing to write). It is
 /// called on the writer thread inside the open transaction.
 pub type TallySource = Box<dyn Fn() -> Option<String> + Send>;
@@ -259,44 +299,231 @@ pub struct OpenReport {
     /// No database could be created or written (a full disk, a read-only file system, no
     /// permission: this says why): the outbox lives in an in-memory database for this run.
     pub memory_only: Option<String>,
-    /// Locations read back from the corrupt database (moved aside) into the fresh one.
-    pub salvaged: usize,
+    /// What was read back from the corrupt database (moved aside) into the fresh one.
+    pub salvage: Salvage,
 }
 
-/// A row of `SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub …`
-/// (without its wire seq: [`Store::load_index`] reads it from the payload when it is not stored).
-fn stored_row(r: &rusqlite::Row<'_>, observed_at_ms: Option<i64>) -> rusqlite::Result<StoredRow> {
-    Ok(StoredRow {
-        seq: r.get::<_, i64>(0)? as u64,
-        event_id: r.get::<_, String>(1)?.into(),
-        payload: r.get::<_, Vec<u8>>(2)?.into(),
-        timestamp_ms: r.get(3)?,
-        accepted_at_ms: r.get(4)?,
-        mqtt: delivery(r.get(5)?),
-        pubsub: delivery(r.get(6)?),
-        observed_at_ms,
-        wire_seq: None,
-    })
+/// Rows read from a damaged database at a time, and written to the fresh one in one
+/// transaction: what a salvage holds in memory at once.
+const SALVAGE_CHUNK: i64 = 512;
+
+/// The tables a salvage carries over, with the integer key it reads them by (`meta` is keyed
+/// by text; its rowid orders it).
+const SALVAGED: [(&str, &str); 6] =
+    [("outbox", "seq"), ("dead_letters", "id"), ("config", "id"), ("fetch_state", "id"), ("report_state", "id"), ("meta", "rowid")];
+
+/// The columns of `table` (none if it does not exist).
+fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let names = stmt.query_map([table], |r| r.get(0))?.collect();
+    names
 }
 
-/// What can still be read from a corrupt database: the rows of the outbox up to the first
-/// unreadable page, and the last known good config. As ops to apply to a fresh database.
-fn salvage(path: &Path) -> Vec<Op> {
-    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else { return Vec::new() };
-    let mut ops = Vec::new();
-    if let Ok(mut stmt) = conn.prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub FROM outbox ORDER BY seq") {
-        // No run-clock time: the row counts as new (an age is never guessed).
-        if let Ok(rows) = stmt.query_map([], |r| stored_row(r, None)) {
-            ops.extend(rows.map_while(Result::ok).map(Op::Insert));
+/// What one table's salvage carried over.
+#[derive(Debug, Default)]
+struct Copied {
+    rows: u64,
+    /// Key ranges `from..end` where nothing could be read.
+    lost: Vec<(i64, i64)>,
+    /// Keys at most lost (see [`Salvage::rows_lost`]).
+    lost_at_most: u64,
+}
+
+/// Up to [`SALVAGE_CHUNK`] rows of `read` (key first) from key `from` on, and whether the read
+/// stopped at an error rather than at the end.
+fn read_chunk(src: &Connection, read: &str, from: i64, width: usize) -> (Vec<(i64, Vec<Value>)>, bool) {
+    let mut out = Vec::new();
+    let Ok(mut stmt) = src.prepare_cached(read) else { return (out, true) };
+    let Ok(mut rows) = stmt.query(params![from, SALVAGE_CHUNK]) else { return (out, true) };
+    loop {
+        match rows.next() {
+            Ok(Some(r)) => {
+                let key = r.get::<_, i64>(0);
+                let values: rusqlite::Result<Vec<Value>> = (1..=width).map(|i| r.get::<_, Value>(i)).collect();
+                match (key, values) {
+                    (Ok(key), Ok(values)) => out.push((key, values)),
+                    _ => return (out, true),
+                }
+            }
+            Ok(None) => return (out, false),
+            Err(_) => return (out, true),
         }
     }
-    let config = conn.query_row("SELECT json, source, applied_at_ms FROM config WHERE id = 1", [], |r| {
-        Ok(StoredConfig { json: r.get(0)?, source: r.get(1)?, applied_at_ms: r.get(2)? })
-    });
-    if let Ok(c) = config {
-        ops.push(Op::SaveConfig(c));
+}
+
+/// Writes `rows` with `write` in one transaction; returns how many went in. A row the fresh
+/// table refuses (garbage that passed for a row: a NULL where none may be) is left out; any
+/// other failure (a full disk) is returned.
+fn write_chunk(dst: &Connection, write: &str, rows: &[(i64, Vec<Value>)]) -> rusqlite::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
     }
-    ops
+    let tx = dst.unchecked_transaction()?;
+    let mut n = 0;
+    {
+        let mut stmt = tx.prepare_cached(write)?;
+        for (_, values) in rows {
+            match stmt.execute(rusqlite::params_from_iter(values.iter())) {
+                Ok(_) => n += 1,
+                Err(e) if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::ConstraintViolation | rusqlite::ErrorCode::TypeMismatch)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Whether a read of one row (every column) from key `x` on works.
+fn readable_from(src: &Connection, probe: &str, x: i64) -> bool {
+    src.prepare_cached(probe).and_then(|mut stmt| stmt.query_row([x], |_| Ok(())).optional()).is_ok()
+}
+
+/// Reading from key `from` on fails: the smallest key after it from which reading works again
+/// (steps doubling until one works, then bisecting back); `None` when nothing after `from` can
+/// be read.
+fn resume_after(src: &Connection, probe: &str, from: i64) -> Option<i64> {
+    let mut lo = from;
+    // The keys salvaged are never negative: from below zero, zero is where to look first (steps
+    // doubling from far below it would leap from there to the end of the key space).
+    let start = match from < 0 {
+        true if readable_from(src, probe, 0) => return Some(bisect(src, probe, lo, 0)),
+        true => {
+            lo = 0;
+            0
+        }
+        false => from,
+    };
+    let mut step = 1i128;
+    let hi = loop {
+        let x = (i128::from(start) + step).min(i128::from(i64::MAX)) as i64;
+        if readable_from(src, probe, x) {
+            break x;
+        }
+        if x == i64::MAX {
+            return None;
+        }
+        (lo, step) = (x, step * 2);
+    };
+    Some(bisect(src, probe, lo, hi))
+}
+
+/// The smallest key in `lo + 1..=hi` from which reading works, reading from `lo` failing and
+/// from `hi` working.
+fn bisect(src: &Connection, probe: &str, mut lo: i64, mut hi: i64) -> i64 {
+    while i128::from(hi) - i128::from(lo) > 1 {
+        let mid = (i128::from(lo) + (i128::from(hi) - i128::from(lo)) / 2) as i64;
+        if readable_from(src, probe, mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// Copies `table` from `src` to `dst` by key ranges of [`SALVAGE_CHUNK`] rows, stepping over
+/// the keys that cannot be read ([`resume_after`]). Only the columns both have are copied. A
+/// failure to write `dst` is returned; what could not be read is listed.
+fn copy_table(src: &Connection, dst: &Connection, table: &str, key: &str) -> rusqlite::Result<Copied> {
+    let mut out = Copied::default();
+    let wanted = columns(dst, table)?;
+    let cols: Vec<String> = match columns(src, table) {
+        Ok(have) => have.into_iter().filter(|c| wanted.contains(c)).collect(),
+        Err(_) => {
+            out.lost.push((i64::MIN, i64::MAX));
+            return Ok(out);
+        }
+    };
+    if cols.is_empty() {
+        return Ok(out); // an older schema without it
+    }
+    let list = cols.join(", ");
+    let read = format!("SELECT {key}, {list} FROM {table} WHERE {key} >= ?1 ORDER BY {key} LIMIT ?2");
+    let probe = format!("SELECT {key}, {list} FROM {table} WHERE {key} >= ?1 ORDER BY {key} LIMIT 1");
+    let write = format!("INSERT OR REPLACE INTO {table} ({list}) VALUES ({})", vec!["?"; cols.len()].join(", "));
+    let mut from = i64::MIN;
+    loop {
+        let (rows, failed) = read_chunk(src, &read, from, cols.len());
+        out.rows += write_chunk(dst, &write, &rows)?;
+        // Keys only ever move forward, whatever a damaged page returns.
+        let advanced = rows.last().map(|(k, _)| *k).filter(|&k| k >= from);
+        if let Some(k) = advanced {
+            match k.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        let full = rows.len() as i64 == SALVAGE_CHUNK;
+        if advanced.is_some() {
+            if failed || full {
+                continue; // more to read, or read again from where it failed
+            }
+            break;
+        }
+        if !failed && !full {
+            break; // the end
+        }
+        // Nothing readable from `from` on: skip to where reading works again. The keys skipped
+        // are at most the rows lost (keys start at 1).
+        match resume_after(src, &probe, from) {
+            Some(resume) => {
+                out.lost.push((from, resume));
+                out.lost_at_most += u64::try_from(i128::from(resume) - i128::from(from.max(1))).unwrap_or(0);
+                from = resume;
+            }
+            None => {
+                out.lost.push((from, i64::MAX));
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Carries everything readable of `src` (a damaged or lost database) into `dst` (a fresh one),
+/// table by table, streamed in chunks ([`copy_table`]): the outbox, the dead letters, the
+/// last known good config, the fetch state, the reports' tally and the run clock. When the run
+/// clock itself is unreadable it restarts at the newest time a salvaged row or dead letter
+/// carries, so nothing salvaged is younger than the clock.
+pub fn salvage_into(src: &Connection, dst: &Connection) -> Salvage {
+    let mut out = Salvage::default();
+    for (table, key) in SALVAGED {
+        let copied = match copy_table(src, dst, table, key) {
+            Ok(c) => c,
+            Err(e) => {
+                out.stopped = Some(e.to_string());
+                out.damaged.push(table);
+                break;
+            }
+        };
+        if !copied.lost.is_empty() {
+            out.damaged.push(table);
+        }
+        match table {
+            "outbox" => {
+                out.rows = copied.rows;
+                out.rows_lost = copied.lost_at_most;
+                out.lost_rows = copied.lost.iter().map(|&(a, b)| (a.max(0) as u64, if b == i64::MAX { u64::MAX } else { b.max(0) as u64 })).collect();
+            }
+            "dead_letters" => {
+                out.dead_letters = copied.rows;
+                out.lost_dead_letters = copied.lost;
+            }
+            _ => {}
+        }
+    }
+    let clock: rusqlite::Result<Option<i64>> = dst.query_row("SELECT value FROM meta WHERE key = 'observed_ms'", [], |r| r.get(0)).optional();
+    if out.stopped.is_none() && matches!(clock, Ok(None)) {
+        let newest: rusqlite::Result<Option<i64>> =
+            dst.query_row("SELECT MAX(m) FROM (SELECT MAX(observed_at_ms) AS m FROM outbox UNION ALL SELECT MAX(observed_at_ms) FROM dead_letters)", [], |r| {
+                r.get(0)
+            });
+        if let Ok(Some(ms)) = newest {
+            let _ = dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_ms', ?1)", params![ms]);
+        }
+    }
+    out
 }
 
 /// The SQLite store.
@@ -391,6 +618,18 @@ fn is_unwritable_io(e: &std::io::Error) -> bool {
     matches!(e.kind(), ReadOnlyFilesystem | PermissionDenied | StorageFull | QuotaExceeded)
 }
 
+/// Moves the database `path` (with its `-wal` and `-shm` files) to `aside`.
+fn move_aside(path: &Path, aside: &Path) -> std::io::Result<()> {
+    std::fs::rename(path, aside)?;
+    for suffix in ["-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{suffix}", path.display()));
+        if side.exists() {
+            let _ = std::fs::rename(&side, format!("{}{suffix}", aside.display()));
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) `dir/outbox.db`. A corrupt or unreadable file is moved aside and a
     /// fresh database created; the report says so. A directory or database that cannot be
@@ -429,23 +668,19 @@ impl Store {
             Err(e) => {
                 let reason = e.to_string();
                 let aside = dir.join(format!("{DB_FILE}.corrupt-{}", crate::clock::now_ms()));
-                std::fs::rename(&path, &aside).map_err(|source| StoreError::Io { what: "moving the corrupt database aside".into(), source })?;
-                for suffix in ["-wal", "-shm"] {
-                    let side = dir.join(format!("{DB_FILE}{suffix}"));
-                    if side.exists() {
-                        let _ = std::fs::rename(&side, dir.join(format!("{}{suffix}", aside.display())));
-                    }
-                }
+                move_aside(&path, &aside).map_err(|source| StoreError::Io { what: "moving the corrupt database aside".into(), source })?;
                 private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
-                let mut store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
-                let salvaged = salvage(&aside);
+                let store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
                 // What cannot be written (a disk too full for it) stays in the copy; the app
                 // still gets its publisher.
-                let rows = match store.apply(&salvaged) {
-                    Ok(_) => salvaged.iter().filter(|op| matches!(op, Op::Insert(_))).count(),
-                    Err(_) => 0,
+                let salvage = match Connection::open_with_flags(&aside, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+                    Ok(old) => {
+                        let _ = old.pragma_update(None, "cache_size", -512);
+                        salvage_into(&old, &store.conn)
+                    }
+                    Err(e) => Salvage { damaged: SALVAGED.iter().map(|(t, _)| *t).collect(), stopped: Some(e.to_string()), ..Salvage::default() },
                 };
-                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), salvaged: rows, ..OpenReport::default() }))
+                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), salvage, ..OpenReport::default() }))
             }
         }
     }
@@ -533,7 +768,19 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms, wire_seq FROM outbox ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| Ok(StoredRow { wire_seq: r.get::<_, Option<i64>>(8)?.map(|s| s as u64), ..stored_row(r, r.get(7)?)? }))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                event_id: r.get::<_, String>(1)?.into(),
+                payload: r.get::<_, Vec<u8>>(2)?.into(),
+                timestamp_ms: r.get(3)?,
+                accepted_at_ms: r.get(4)?,
+                mqtt: delivery(r.get(5)?),
+                pubsub: delivery(r.get(6)?),
+                observed_at_ms: r.get(7)?,
+                wire_seq: r.get::<_, Option<i64>>(8)?.map(|s| s as u64),
+            })
+        })?;
         rows.collect()
     }
 
@@ -1048,5 +1295,114 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_first, _) = Store::open(dir.path(), None).unwrap();
         assert!(matches!(Store::open(dir.path(), None), Err(StoreError::Busy(_))));
+    }
+
+    /// A row with an eventId that can be found in the file, and a payload of a location's size.
+    fn sized(seq: u64) -> StoredRow {
+        StoredRow { event_id: format!("<ev-{seq:08}>").into(), payload: vec![b'x'; 300].into(), ..row(seq) }
+    }
+
+    /// Per page of the database at `db` (from 1), the rows on it, and the page size.
+    fn rows_by_page(db: &Path) -> (std::collections::BTreeMap<u64, Vec<u64>>, u64) {
+        let bytes = std::fs::read(db).unwrap();
+        let page_size = u64::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+        let mut pages = std::collections::BTreeMap::<u64, Vec<u64>>::new();
+        // Table leaves only (type 13): an interior page keeps stale bytes of the rows it once held.
+        for (i, page) in bytes.chunks(page_size as usize).enumerate().skip(1).filter(|(_, p)| p[0] == 13) {
+            for w in page.windows(13).filter(|w| w.starts_with(b"<ev-") && w[12] == b'>') {
+                let seq: u64 = std::str::from_utf8(&w[4..12]).unwrap().parse().unwrap();
+                pages.entry(i as u64 + 1).or_default().push(seq);
+            }
+        }
+        pages.values_mut().for_each(|rows| rows.sort_unstable());
+        (pages, page_size)
+    }
+
+    /// The page holding row `seq`, with the rows on it.
+    fn page_of(pages: &std::collections::BTreeMap<u64, Vec<u64>>, seq: u64) -> (u64, Vec<u64>) {
+        pages.iter().find(|(_, rows)| rows.contains(&seq)).map(|(p, rows)| (*p, rows.clone())).unwrap()
+    }
+
+    /// Overwrites page `page` (from 1) with garbage.
+    fn damage(db: &Path, page: u64, page_size: u64) {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+        f.seek(std::io::SeekFrom::Start((page - 1) * page_size)).unwrap();
+        f.write_all(&vec![0xEE; page_size as usize]).unwrap();
+    }
+
+    /// A closed data directory with rows 1..=n, three dead letters, a config, a fetch state, a
+    /// tally and a run clock.
+    fn filled(n: u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(dir.path(), None).unwrap();
+        s.record_run_clock(crate::clock::RunClock::resume(5_000));
+        s.record_tally(Box::new(|| Some("{\"epoch\":\"e-1\"}".into())));
+        let mut ops: Vec<Op> = (1..=n).map(|i| Op::Insert(sized(i))).collect();
+        for id in 1..=3 {
+            let d = StoredDeadLetter {
+                id,
+                event_id: format!("d{id}"),
+                payload: b"{}".to_vec(),
+                timestamp_ms: 1,
+                transport: Transport::PubSub,
+                error: "400".into(),
+                observed_at_ms: Some(9),
+            };
+            ops.push(Op::DeadLetter(d));
+        }
+        ops.push(Op::SaveConfig(StoredConfig { json: "{}".into(), source: "app".into(), applied_at_ms: 1 }));
+        ops.push(Op::SaveFetchState("{\"failures\":2}".into()));
+        s.apply(&ops).unwrap();
+        dir
+    }
+
+    #[test]
+    fn salvage_steps_over_bad_pages_and_keeps_every_table() {
+        let dir = filled(3_000);
+        let db = dir.path().join(DB_FILE);
+        let (pages, page_size) = rows_by_page(&db);
+        let bad: Vec<(u64, Vec<u64>)> = [1, 1_500, 3_000].into_iter().map(|seq| page_of(&pages, seq)).collect();
+        for (page, _) in &bad {
+            damage(&db, *page, page_size);
+        }
+        let (s, report) = Store::open(dir.path(), None).unwrap();
+        assert!(report.moved_aside.is_some());
+        let lost: u64 = bad.iter().map(|(_, rows)| rows.len() as u64).sum();
+        assert_eq!(report.salvage.rows, 3_000 - lost, "every row not on a bad page: {:?}", report.salvage);
+        let kept: std::collections::HashSet<u64> = s.load_rows().unwrap().iter().map(|r| r.seq).collect();
+        for (_, rows) in &bad {
+            assert!(rows.iter().all(|r| !kept.contains(r)));
+            assert!(
+                report.salvage.lost_rows.iter().any(|&(from, end)| rows.iter().all(|r| (from..end).contains(r))),
+                "{rows:?} in {:?}",
+                report.salvage.lost_rows
+            );
+        }
+        assert_eq!(report.salvage.lost_rows.last().map(|r| r.1), Some(u64::MAX), "nothing readable after the last page");
+        assert_eq!(report.salvage.rows_lost, (bad[0].1.len() + bad[1].1.len()) as u64, "the rows between readable ones are counted");
+        assert_eq!(report.salvage.damaged, ["outbox"]);
+        assert_eq!(s.load_dead_letters(10).unwrap().0.len(), 3);
+        assert!(s.load_config().unwrap().is_some());
+        assert_eq!(s.load_fetch_state().unwrap().as_deref(), Some("{\"failures\":2}"));
+        assert_eq!(s.load_tally().unwrap().as_deref(), Some("{\"epoch\":\"e-1\"}"));
+        assert!(s.load_observed_ms().unwrap() >= 5_000, "the run clock goes on");
+        assert_eq!(s.load_rows().unwrap().iter().map(|r| r.observed_at_ms).max(), Some(Some(3)), "and the rows keep their place on it");
+    }
+
+    #[test]
+    fn an_unreadable_run_clock_restarts_at_the_newest_salvaged_time() {
+        let dir = filled(10);
+        let db = dir.path().join(DB_FILE);
+        let page = {
+            let c = Connection::open(&db).unwrap();
+            let page: i64 = c.query_row("SELECT rootpage FROM sqlite_master WHERE name = 'meta'", [], |r| r.get(0)).unwrap();
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+            page as u64
+        };
+        damage(&db, page, rows_by_page(&db).1);
+        let (s, report) = Store::open(dir.path(), None).unwrap();
+        assert!(report.salvage.damaged.contains(&"meta"), "{:?}", report.salvage);
+        assert_eq!(s.load_observed_ms().unwrap(), 9, "the newest time a row or dead letter carries");
     }
 }

@@ -1,13 +1,120 @@
-//! A hostile disk: a read-only data directory. Every test here goes through the public API.
+//! A hostile disk: a corrupt database at start-up, a read-only data directory. Every test here
+//! goes through the public API; the database is reached into only to damage it (or to read what
+//! a publisher left there).
 
 mod common;
 
 use common::*;
 use dualpub::DualPublisher;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+/// A page of the outbox table: its number (from 1) and the eventIds of its rows.
+struct Leaf {
+    page: i64,
+    event_ids: Vec<String>,
+}
+
+/// The page of `db` (closed, its WAL checkpointed: no publisher on it) that holds each of
+/// `ids` (an eventId is stored with its row, twice: in its column and in the payload), and the
+/// page size.
+fn pages_of(db: &Path, ids: &[String]) -> (std::collections::HashMap<String, i64>, i64) {
+    let bytes = std::fs::read(db).unwrap();
+    let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
+        1 => 65_536,
+        n => i64::from(n),
+    };
+    let wanted: std::collections::HashSet<&[u8]> = ids.iter().map(|i| i.as_bytes()).collect();
+    let mut at = std::collections::HashMap::new();
+    // Table leaves only (type 13): an interior page keeps stale bytes of the rows it once held.
+    for (i, page) in bytes.chunks(page_size as usize).enumerate().skip(1).filter(|(_, p)| p[0] == 13) {
+        for w in 0..page.len().saturating_sub(36) {
+            if page[w + 8] == b'-' && page[w + 13] == b'-' && page[w + 23] == b'-' && wanted.contains(&page[w..w + 36]) {
+                at.entry(String::from_utf8(page[w..w + 36].to_vec()).unwrap()).or_insert(i as i64 + 1);
+            }
+        }
+    }
+    assert_eq!(at.len(), ids.len(), "every row found on a page");
+    (at, page_size)
+}
+
+/// The outbox page holding `ids[k]`, with every row on it, and the page size.
+fn leaf_of(db: &Path, ids: &[String], k: usize) -> (Leaf, i64) {
+    let (at, page_size) = pages_of(db, ids);
+    let page = at[&ids[k]];
+    let event_ids: Vec<String> = ids.iter().filter(|i| at[*i] == page).cloned().collect();
+    assert!(event_ids.len() > 1 && event_ids.len() < 100, "a leaf page of the outbox: {} rows", event_ids.len());
+    (Leaf { page, event_ids }, page_size)
+}
+
+/// Overwrites page `page` (from 1) of `db` with garbage, as a failing flash cell would.
+fn damage_page(db: &Path, page: i64, page_size: i64) {
+    use std::io::{Seek, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    f.seek(std::io::SeekFrom::Start(((page - 1) * page_size) as u64)).unwrap();
+    f.write_all(&vec![0xEE; page_size as usize]).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// A fresh data directory for `id` (a directory an earlier process with the same pid left is
+/// removed).
+fn fresh(id: &str) -> PathBuf {
+    let dir = data_dir(id);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
 
 fn debug(p: &DualPublisher) -> serde_json::Value {
     serde_json::from_str(&p.debug_report().unwrap()).unwrap()
+}
+
+/// A 100,000-row outbox with one bad page in the middle: salvage steps over the page, keeps
+/// every other row and every other table (dead letters, the reports' tally, the fetch state,
+/// the run clock).
+#[test]
+fn salvage_steps_over_a_bad_page_and_keeps_every_table() {
+    let emu = emulator();
+    let id = device("salvage-all");
+    fresh(&id);
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
+    let mut ids = Vec::new();
+    for start in (0..100_000).step_by(10_000) {
+        ids.extend(p.send_locations((start..start + 10_000).map(location).collect()).unwrap());
+    }
+    // Two seconds of observed time: the rows are that old on the run clock.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(p.await_durable(60_000).unwrap());
+    let epoch = debug(&p)["reports"]["epoch"].as_str().unwrap().to_string();
+    p.shutdown();
+    drop(p);
+    let db = outbox_db(&id);
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        for n in 1..=3 {
+            conn.execute(
+                "INSERT INTO dead_letters (id, event_id, payload, timestamp_ms, transport, error, observed_at_ms) VALUES (?1, ?2, X'7B7D', 1, 1, 'HTTP 400', 100)",
+                rusqlite::params![n, format!("dead-{n}")],
+            )
+            .unwrap();
+        }
+        conn.execute("INSERT OR REPLACE INTO fetch_state (id, json) VALUES (1, '{\"failures\":4}')", []).unwrap();
+    }
+    let (bad, page_size) = leaf_of(&db, &ids, ids.len() / 2);
+    damage_page(&db, bad.page, page_size);
+    let readable = ids.len() - bad.event_ids.len();
+
+    let started = Instant::now();
+    let q = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
+    let took = started.elapsed();
+    let m = q.metrics().unwrap();
+    let d = debug(&q);
+    eprintln!("salvaged {} of {readable} readable rows in {took:?}; dropped {:?}", m.recovered, m.dropped);
+    assert_eq!(m.storage_resets, 1, "the corrupt file was moved aside");
+    assert!(m.recovered as f64 >= 0.999 * readable as f64, "{} of {readable} readable rows salvaged", m.recovered);
+    assert_eq!(m.dropped.get("unreadable"), Some(&(bad.event_ids.len() as u64)), "the rows of the bad page are counted: {:?}", m.dropped);
+    assert_eq!(d["queue"]["deadLetters"], 3, "dead letters salvaged: {d}");
+    assert_eq!(d["reports"]["epoch"], epoch.as_str(), "the reports' tally salvaged: the epoch goes on");
+    assert_eq!(d["configFetch"]["state"]["failures"], 4, "the fetch state salvaged: {}", d["configFetch"]);
+    assert!(m.queue_oldest_age_seconds >= 2.0, "the run clock salvaged: the rows keep their age ({} s)", m.queue_oldest_age_seconds);
 }
 
 /// A tmpfs mounted for one test, unmounted when dropped.
