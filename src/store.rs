@@ -10,10 +10,11 @@
 use crate::outbox::{Delivery, Transport};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The schema steps, oldest first: step `n` (from 1) takes `PRAGMA user_version` from `n − 1`
 /// to `n`, in one transaction. Never edit a step that shipped; append one.
@@ -706,6 +707,9 @@ impl Store {
         // A WAL checkpoint every 2,000 pages (8 MB of WAL) instead of 1,000: the checkpoints' two
         // fsyncs each were most of the outbox's fsyncs (docs/RADIO.md, "fsyncs").
         conn.pragma_update(None, "wal_autocheckpoint", 2000)?;
+        // After a checkpoint the WAL file is cut back to 1 MiB instead of keeping its largest
+        // size: on a full disk the space it held is what the next commits need.
+        conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
         let mut store = Store { conn, run_clock: None, found_schema: 0, tally: None };
         store.found_schema = store.migrate()?;
         // Reads every page of both tables: a corrupt file fails here, not later.
@@ -957,6 +961,12 @@ impl Store {
         Ok(checkpoint)
     }
 
+    /// After a failed commit on a full disk: checkpoints the WAL and truncates it to nothing, so
+    /// the space the failed transaction took is free for the next (smaller) one.
+    fn truncate_wal(&self) {
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+
     /// From now on every commit also writes the reports' tally from `source`.
     pub fn record_tally(&mut self, source: TallySource) {
         self.tally = Some(source);
@@ -995,10 +1005,24 @@ pub struct Loaded {
     pub failed: Option<rusqlite::Error>,
 }
 
+/// Most ops in one transaction, and most payload bytes: a backlog commits in chunks, oldest
+/// first, so a disk with some room left takes what fits. Until a commit has failed, a chunk
+/// ends only where a message does (one `sendLocations` call becomes durable, and visible, at once).
+const CHUNK_OPS: usize = 1_000;
+const CHUNK_BYTES: usize = 512 * 1024;
+
+/// The shortest pause between commit attempts while stopping (the publisher waits for the
+/// writer at most a few seconds).
+const STOPPING_PAUSE: Duration = Duration::from_millis(100);
+
 /// What the writer has been asked to do and not done yet.
 #[derive(Default)]
 struct Inbox {
-    ops: Vec<Op>,
+    ops: VecDeque<Op>,
+    /// Where each message not yet reported visible ends (an index into `ops`).
+    ends: VecDeque<usize>,
+    /// `ops[..reported]` were reported visible by a failed commit: a chunk may end anywhere there.
+    reported: usize,
     loads: Vec<(Transport, Vec<u64>)>,
     stopping: bool,
 }
@@ -1006,71 +1030,182 @@ struct Inbox {
 impl Inbox {
     fn take(&mut self, msg: Msg) {
         match msg {
-            Msg::Ops(ops) => self.ops.extend(ops),
+            Msg::Ops(ops) => {
+                self.ops.extend(ops);
+                self.ends.push_back(self.ops.len());
+            }
             Msg::Load { transport, seqs } => self.loads.push((transport, seqs)),
             Msg::Stop => self.stopping = true,
         }
     }
+
+    /// How many ops the next transaction takes: up to [`CHUNK_OPS`] and [`CHUNK_BYTES`] (at
+    /// least one), extended to the end of the message it stops in unless that was reported
+    /// visible already.
+    fn chunk(&self) -> usize {
+        let (mut n, mut bytes) = (0, 0);
+        for op in &self.ops {
+            n += 1;
+            bytes += match op {
+                Op::Insert(r) => r.payload.len(),
+                Op::DeadLetter(d) => d.payload.len(),
+                _ => 0,
+            };
+            if n >= CHUNK_OPS || bytes >= CHUNK_BYTES {
+                break;
+            }
+        }
+        if n <= self.reported {
+            return n;
+        }
+        self.ends.iter().copied().find(|&end| end >= n).unwrap_or(self.ops.len()).min(self.ops.len())
+    }
+
+    /// The first `n` ops were committed.
+    fn committed(&mut self, n: usize) {
+        self.ops.drain(..n);
+        self.reported = self.reported.saturating_sub(n);
+        while self.ends.front().is_some_and(|&end| end <= n) {
+            self.ends.pop_front();
+        }
+        self.ends.iter_mut().for_each(|end| *end -= n);
+    }
+
+    /// New rows not yet reported; from now on all of them are.
+    fn report_all(&mut self) -> Vec<u64> {
+        let fresh = inserts(self.ops.range(self.reported..));
+        self.reported = self.ops.len();
+        self.ends.clear();
+        fresh
+    }
 }
 
-/// Runs the writer: waits for ops, gathers everything queued (group commit), applies it in one
-/// transaction and reports through `committed`. A failed commit keeps its ops and retries with
-/// a growing pause, reporting the failure once per attempt. Reads asked for by [`Msg::Load`]
-/// are answered through `loaded` after the commit of whatever was queued with them. Returns
-/// when told to stop (after a last commit) or when every sender is gone.
-pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut(Commit), mut loaded: impl FnMut(Loaded)) {
-    let mut retry = crate::retry::Backoff::new(crate::retry::Policy::STORE);
-    let mut inbox = Inbox::default();
+/// The seqs of the inserts among `ops`.
+fn inserts<'a>(ops: impl IntoIterator<Item = &'a Op>) -> Vec<u64> {
+    ops.into_iter().filter_map(|op| if let Op::Insert(r) = op { Some(r.seq) } else { None }).collect()
+}
+
+/// The writer thread's state.
+struct Writer<C, L> {
+    store: Store,
+    rx: Receiver<Msg>,
+    committed: C,
+    loaded: L,
+    inbox: Inbox,
+    retry: crate::retry::Backoff,
+    /// After a failed commit: no new attempt before this (what arrives meanwhile is gathered).
+    not_before: Option<Instant>,
+}
+
+/// Runs the writer: waits for ops, gathers everything queued (group commit), applies it in
+/// transactions of bounded size, oldest first, and reports each through `committed`. A failed
+/// commit keeps its ops (compacted) and waits a growing pause, gathering what arrives
+/// meanwhile; reads asked for by [`Msg::Load`] are answered (through `loaded`) during the pause
+/// too, and otherwise after the commit of whatever was queued with them. Returns when told to
+/// stop (after a last commit) or when every sender is gone.
+pub fn run_writer(store: Store, rx: Receiver<Msg>, committed: impl FnMut(Commit), loaded: impl FnMut(Loaded)) {
+    let mut w =
+        Writer { store, rx, committed, loaded, inbox: Inbox::default(), retry: crate::retry::Backoff::new(crate::retry::Policy::STORE), not_before: None };
     loop {
-        if inbox.ops.is_empty() && inbox.loads.is_empty() && !inbox.stopping {
-            match rx.recv() {
-                Ok(msg) => inbox.take(msg),
-                Err(_) => inbox.stopping = true,
-            }
+        w.wait();
+        while let Ok(msg) = w.rx.try_recv() {
+            w.inbox.take(msg);
         }
-        while let Ok(msg) = rx.try_recv() {
-            inbox.take(msg);
+        if w.inbox.stopping {
+            w.not_before = w.not_before.map(|t| t.min(Instant::now() + STOPPING_PAUSE));
         }
-        if !inbox.ops.is_empty() {
-            commit(&mut store, &mut inbox, &mut retry, &rx, &mut committed);
-            if inbox.stopping && !inbox.ops.is_empty() && retry.failures() > 5 {
-                committed(Commit { durable: Vec::new(), failed: None, abandoned: inbox.ops.len(), report_seq: None });
+        if !w.inbox.ops.is_empty() && w.not_before.is_none_or(|t| Instant::now() >= t) {
+            w.commit();
+        }
+        w.answer_loads();
+        if w.inbox.stopping {
+            if w.inbox.ops.is_empty() {
                 return;
             }
-        }
-        for (transport, seqs) in std::mem::take(&mut inbox.loads) {
-            loaded(match store.load_bodies(&seqs) {
-                Ok(bodies) => Loaded { transport, bodies, failed: None },
-                Err(e) => Loaded { transport, bodies: Vec::new(), failed: Some(e) },
-            });
-        }
-        if inbox.stopping && inbox.ops.is_empty() {
-            return;
+            if w.retry.failures() > 5 {
+                let abandoned = w.inbox.ops.len();
+                (w.committed)(Commit { abandoned, ..Commit::default() });
+                return;
+            }
         }
     }
 }
 
-/// One group commit of everything queued in `inbox`; on failure keeps the ops (compacted) and
-/// waits a growing pause, or for more work or a stop.
-fn commit(store: &mut Store, inbox: &mut Inbox, retry: &mut crate::retry::Backoff, rx: &Receiver<Msg>, committed: &mut impl FnMut(Commit)) {
-    let durable: Vec<u64> = inbox.ops.iter().filter_map(|op| if let Op::Insert(r) = op { Some(r.seq) } else { None }).collect();
-    match store.apply(&inbox.ops) {
-        Ok(report_seq) => {
-            retry.reset();
-            inbox.ops.clear();
-            committed(Commit { durable, failed: None, abandoned: 0, report_seq });
+impl<C: FnMut(Commit), L: FnMut(Loaded)> Writer<C, L> {
+    /// Waits until there is something to do: a message, or the end of a retry pause.
+    fn wait(&mut self) {
+        if !self.inbox.loads.is_empty() {
+            return;
         }
-        Err(e) => {
-            committed(Commit { durable, failed: Some(e), abandoned: 0, report_seq: None });
-            // Rows inserted and already gone again need never reach the disk: a smaller
-            // retry fits where the full one did not (a full disk frees up as rows leave).
-            compact(&mut inbox.ops);
-            let pause = retry.next_delay().max(Duration::from_millis(10));
-            match rx.recv_timeout(pause) {
-                Ok(msg) => inbox.take(msg),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => inbox.stopping = true,
+        let now = Instant::now();
+        let timeout = match (self.inbox.ops.is_empty(), self.not_before) {
+            (false, None) => return,
+            (false, Some(t)) if t <= now => return,
+            (false, Some(t)) => Some(t - now),
+            (true, _) if self.inbox.stopping => return,
+            (true, _) => None,
+        };
+        if self.inbox.stopping {
+            // Nothing more is coming: only the pause is left to wait.
+            std::thread::sleep(timeout.unwrap_or_default());
+            return;
+        }
+        let got = match timeout {
+            Some(t) => self.rx.recv_timeout(t),
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok(msg) => self.inbox.take(msg),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => self.inbox.stopping = true,
+        }
+    }
+
+    /// Commits what is queued, chunk by chunk, oldest first, until it is all in or a chunk fails.
+    fn commit(&mut self) {
+        while !self.inbox.ops.is_empty() {
+            let n = self.inbox.chunk();
+            match self.store.apply(&self.inbox.ops.make_contiguous()[..n]) {
+                Ok(report_seq) => {
+                    let durable = inserts(self.inbox.ops.range(..n));
+                    self.inbox.committed(n);
+                    self.retry.reset();
+                    self.not_before = None;
+                    (self.committed)(Commit { durable, report_seq, ..Commit::default() });
+                }
+                Err(e) => return self.failed(e),
             }
+        }
+    }
+
+    /// A chunk failed: the rows not yet visible are made so (delivered from memory), the ops
+    /// kept (compacted), and the next attempt waits a growing pause.
+    fn failed(&mut self, e: rusqlite::Error) {
+        let full = is_full(&e);
+        let durable = self.inbox.report_all();
+        (self.committed)(Commit { durable, failed: Some(e), ..Commit::default() });
+        // Rows inserted and already gone again need never reach the disk: a smaller retry fits
+        // where the full one did not (a full disk frees up as rows leave).
+        compact(&mut self.inbox.ops);
+        self.inbox.reported = self.inbox.ops.len();
+        if full {
+            self.store.truncate_wal();
+        }
+        let mut pause = self.retry.next_delay().max(Duration::from_millis(10));
+        if self.inbox.stopping {
+            pause = pause.min(STOPPING_PAUSE);
+        }
+        self.not_before = Some(Instant::now() + pause);
+    }
+
+    /// Answers the reads asked for.
+    fn answer_loads(&mut self) {
+        for (transport, seqs) in std::mem::take(&mut self.inbox.loads) {
+            let answer = match self.store.load_bodies(&seqs) {
+                Ok(bodies) => Loaded { transport, bodies, failed: None },
+                Err(e) => Loaded { transport, bodies: Vec::new(), failed: Some(e) },
+            };
+            (self.loaded)(answer);
         }
     }
 }
@@ -1100,9 +1235,9 @@ fn superseded_updates(ops: &[Op]) -> std::collections::HashSet<usize> {
 }
 
 /// Drops every op of rows whose insert and delete are both still queued.
-fn compact(ops: &mut Vec<Op>) {
+fn compact(ops: &mut VecDeque<Op>) {
     use std::collections::HashSet;
-    let inserted: HashSet<u64> = ops.iter().filter_map(|o| if let Op::Insert(r) = o { Some(r.seq) } else { None }).collect();
+    let inserted: HashSet<u64> = inserts(ops.iter()).into_iter().collect();
     let gone: HashSet<u64> = ops.iter().filter_map(|o| if let Op::Delete(s) = o { Some(*s) } else { None }).filter(|s| inserted.contains(s)).collect();
     if gone.is_empty() {
         return;
@@ -1280,13 +1415,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, _) = Store::open(dir.path(), Some(64 * 1024)).unwrap();
         let big = |seq| StoredRow { payload: vec![b'x'; 4000].into(), ..row(seq) };
-        let mut ops: Vec<Op> = (1..=40).map(|i| Op::Insert(big(i))).collect();
-        let e = s.apply(&ops).unwrap_err();
+        let mut ops: VecDeque<Op> = (1..=40).map(|i| Op::Insert(big(i))).collect();
+        let e = s.apply(ops.make_contiguous()).unwrap_err();
         assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull), "{e}");
         ops.extend((1..=35).map(Op::Delete));
         compact(&mut ops);
         assert_eq!(ops.len(), 5);
-        s.apply(&ops).unwrap();
+        s.apply(ops.make_contiguous()).unwrap();
         assert_eq!(s.load_rows().unwrap().len(), 5);
     }
 
@@ -1404,5 +1539,49 @@ mod tests {
         let (s, report) = Store::open(dir.path(), None).unwrap();
         assert!(report.salvage.damaged.contains(&"meta"), "{:?}", report.salvage);
         assert_eq!(s.load_observed_ms().unwrap(), 9, "the newest time a row or dead letter carries");
+    }
+
+    #[test]
+    fn a_chunk_ends_where_a_message_does_until_a_commit_failed() {
+        let mut inbox = Inbox::default();
+        for n in [3, 2_000, 5] {
+            inbox.take(Msg::Ops((0..n).map(Op::Delete).collect()));
+        }
+        assert_eq!(inbox.chunk(), 2_003, "one sendLocations call is committed whole");
+        assert_eq!(inbox.report_all().len(), 0);
+        assert_eq!(inbox.chunk(), CHUNK_OPS, "after a failure: bounded");
+        inbox.committed(CHUNK_OPS);
+        inbox.take(Msg::Ops((0..10).map(Op::Delete).collect()));
+        assert_eq!((inbox.ops.len(), inbox.reported), (1_018, 1_008));
+        assert_eq!(inbox.chunk(), CHUNK_OPS);
+        inbox.committed(CHUNK_OPS);
+        assert_eq!(inbox.chunk(), 18, "up to the end of the message past what was reported");
+    }
+
+    #[test]
+    fn a_full_database_commits_what_fits_oldest_first_and_waits_its_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), Some(1 << 20)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            run_writer(store, rx, move |c| seen_tx.send((c.durable, c.failed.is_some())).unwrap(), |_| {});
+        });
+        // 1.4 MB of rows against 1 MB of room, in one message.
+        tx.send(Msg::Ops((1..=4_000).map(|i| Op::Insert(sized(i))).collect())).unwrap();
+        // A message every 20 ms for 2 s: gathered during the pauses, not each an attempt.
+        for i in 0..100 {
+            tx.send(Msg::Ops(vec![Op::Update { seq: 1 + i % 10, mqtt: Delivery::Pending, pubsub: Delivery::NotOwed }])).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(tx);
+        writer.join().unwrap();
+        let commits: Vec<(Vec<u64>, bool)> = seen.try_iter().collect();
+        let failures = commits.iter().filter(|c| c.1).count();
+        let durable: Vec<u64> = commits.iter().filter(|c| !c.1).flat_map(|c| c.0.clone()).collect();
+        assert!(commits[0].1 && commits[0].0.len() == 4_000, "the first attempt fails; its rows are made visible");
+        assert!(failures <= 16, "{failures} failed commits in 2 s of messages every 20 ms");
+        assert!(durable.len() >= 1_000 && durable.len() < 4_000, "what fits is durable: {}", durable.len());
+        assert!(durable.windows(2).all(|w| w[0] < w[1]) && durable[0] == 1, "oldest first");
     }
 }

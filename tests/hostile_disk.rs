@@ -1,6 +1,6 @@
-//! A hostile disk: a corrupt database at start-up, a read-only data directory. Every test here
-//! goes through the public API; the database is reached into only to damage it (or to read what
-//! a publisher left there).
+//! A hostile disk: a corrupt database at start-up, a full disk (or `maxStorageBytes`), a
+//! read-only data directory. Every test here goes through the public API; the database is
+//! reached into only to damage it (or to read what a publisher left there).
 
 mod common;
 
@@ -115,6 +115,37 @@ fn salvage_steps_over_a_bad_page_and_keeps_every_table() {
     assert_eq!(d["reports"]["epoch"], epoch.as_str(), "the reports' tally salvaged: the epoch goes on");
     assert_eq!(d["configFetch"]["state"]["failures"], 4, "the fetch state salvaged: {}", d["configFetch"]);
     assert!(m.queue_oldest_age_seconds >= 2.0, "the run clock salvaged: the rows keep their age ({} s)", m.queue_oldest_age_seconds);
+}
+
+/// `maxStorageBytes` reached with a backlog far larger than the room left: the backlog commits
+/// in bounded chunks, oldest first, so what fits is durable; a failed commit waits its retry
+/// pause (locations arriving meanwhile are gathered, not each a new attempt).
+#[test]
+fn a_full_database_commits_what_fits_and_honours_its_retry_pause() {
+    let emu = emulator();
+    let id = device("full-progress");
+    fresh(&id);
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).with(|c| c.max_storage_bytes = Some(2 << 20)).start();
+    // About 7 MB of locations against 2 MB of room.
+    for start in (0..20_000).step_by(10_000) {
+        p.send_locations((start..start + 10_000).map(location).collect()).unwrap();
+    }
+    assert!(!p.await_durable(3_000).unwrap(), "not all of it fits");
+    std::thread::sleep(Duration::from_secs(5));
+    let before = p.metrics().unwrap().storage_errors;
+    for n in 0..20 {
+        p.send_location(location(50_000 + n)).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let failed = p.metrics().unwrap().storage_errors - before;
+    eprintln!("{failed} failed commits in 20 s at 1 location a second");
+    assert!(failed <= 14, "{failed} failed commits in 20 s: the retry pause is not honoured");
+    p.shutdown();
+    drop(p);
+    let q = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
+    let recovered = q.metrics().unwrap().recovered;
+    eprintln!("{recovered} locations durable");
+    assert!(recovered >= 2_000, "what fitted was committed: {recovered} locations durable");
 }
 
 /// A tmpfs mounted for one test, unmounted when dropped.
