@@ -3,9 +3,17 @@
 //! ever waits on the disk.
 //!
 //! Every change to the in-memory outbox is sent here as an [`Op`], in order, under the outbox
-//! lock; the writer applies whatever has queued up in one transaction and then reports which
-//! new rows are durable. A row becomes visible to the transports only once it is durable (or
-//! once the disk has failed, see [`Commit::failed`]).
+//! lock; the writer applies whatever has queued up in bounded transactions, oldest first, and
+//! then reports which new rows are durable. A row becomes visible to the transports only once
+//! it is durable (or once the disk has failed, see [`Commit::failed`]).
+//!
+//! **A hostile disk.** A database SQLite calls corrupt is salvaged into a fresh file by key
+//! ranges, stepping over the unreadable pages ([`salvage_into`]): at start-up (the damaged file
+//! moved aside) and while running ([`Store::rebuild`]), when a read or a commit meets a corrupt
+//! page or when the file was deleted or replaced under the open database (its device and inode
+//! no longer those at the path). A read-back meeting an unreadable row answers the rows it could
+//! read and names the others ([`Loaded::unreadable`]). A failed commit (a full disk) waits its
+//! retry pause, then commits the backlog in bounded chunks, oldest first, so what fits is durable.
 
 use crate::outbox::{Delivery, Transport};
 use rusqlite::types::Value;
@@ -125,6 +133,15 @@ pub struct StoredBody {
     pub payload: Vec<u8>,
 }
 
+/// What a read-back found ([`Store::load_bodies`]).
+#[derive(Debug, Default)]
+pub struct Bodies {
+    /// The rows still stored and readable, oldest first.
+    pub found: Vec<StoredBody>,
+    /// Rows on a corrupt page: they cannot be read, now or later.
+    pub unreadable: Vec<u64>,
+}
+
 /// A stored dead letter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredDeadLetter {
@@ -187,18 +204,57 @@ pub struct StoredConfig {
     pub applied_at_ms: i64,
 }
 
-/// What the writer reports after each group commit.
+/// What the writer reports after each group commit (or after a rebuild of the database).
 #[derive(Debug, Default)]
 pub struct Commit {
     /// Sequence numbers of rows inserted by this commit (now durable).
     pub durable: Vec<u64>,
-    /// The commit failed (disk full, I/O error): the rows of `durable` are *not* durable; the
-    /// ops are kept and retried.
-    pub failed: Option<rusqlite::Error>,
+    /// The commit failed (disk full, I/O error, the database file lost and not recreated yet):
+    /// the rows of `durable` are *not* durable; the ops are kept and retried.
+    pub failed: Option<StoreError>,
     /// The writer gives up at shutdown: this many changes could not be persisted.
     pub abandoned: usize,
     /// The newest report checkpoint in this commit: reports up to this `reportSeq` may go.
     pub report_seq: Option<u64>,
+    /// Changes to existing rows, dead letters or settings the damaged database could not take
+    /// (a corrupt page) and that were left out so the rest could commit; never a new location.
+    pub skipped: usize,
+    /// The database was rebuilt into a fresh file (nothing else in this report).
+    pub rebuilt: Option<Rebuilt>,
+}
+
+/// Why the database was rebuilt while running.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RebuildCause {
+    /// SQLite found a corrupt page (this is what it said).
+    Corrupt(String),
+    /// The file (or its directory) was deleted or replaced under the open database: SQLite
+    /// went on writing to a file nothing can open again.
+    Lost,
+}
+
+/// A database rebuilt while running: what could be read of the old one is in a fresh file at
+/// the same path.
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// Why.
+    pub cause: RebuildCause,
+    /// Where the damaged file was moved (a corrupt one; or whatever had taken the path).
+    pub moved_aside: Option<PathBuf>,
+    /// What was carried over, and the key ranges that could not be read.
+    pub salvage: Salvage,
+}
+
+impl Rebuilt {
+    /// A sentence for the log.
+    pub fn describe(&self) -> String {
+        let what = match &self.cause {
+            RebuildCause::Corrupt(why) => format!("the outbox database is damaged ({why}); rebuilt it"),
+            RebuildCause::Lost => "the outbox database was deleted or replaced while in use; recreated it".into(),
+        };
+        let aside = self.moved_aside.as_ref().map(|p| format!("; the old file moved aside to {}", p.display())).unwrap_or_default();
+        format!("{what} with {}{aside}", self.salvage.describe())
+    }
 }
 
 /// What a salvage carried from a damaged (or lost) database into a fresh one.
@@ -269,7 +325,7 @@ fn transport_code(t: Transport) -> i64 {
     }
 }
 
-/// Why the store could not be opened.
+/// Why the store could not be opened, or could not go on writing.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another publisher (in this or another process) holds the database.
@@ -286,6 +342,21 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database file was deleted or replaced under the open database and could not be
+    /// recreated yet (this says why): commits reach no file that survives the process.
+    #[error("the outbox database was deleted or replaced while in use and cannot be recreated yet ({0})")]
+    Lost(String),
+    /// A rebuild could not carry everything readable into the fresh file (this says why); the
+    /// old file stays in use.
+    #[error("cannot rebuild the outbox database: {0}")]
+    Rebuild(String),
+}
+
+impl StoreError {
+    fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> StoreError {
+        let what = what.to_string();
+        move |source| StoreError::Io { what, source }
+    }
 }
 
 /// What opening found.
@@ -527,9 +598,35 @@ pub fn salvage_into(src: &Connection, dst: &Connection) -> Salvage {
     out
 }
 
+/// A file's identity: device and inode (Unix). The path is compared with it to notice the file,
+/// or its directory, deleted or replaced under the open database.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> std::io::Result<Option<FileId>> {
+    let meta = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(Some((meta.dev(), meta.ino())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Ok(None)
+    }
+}
+
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
+    /// The database file (`None`: in memory).
+    path: Option<PathBuf>,
+    /// The identity of the file opened at `path`.
+    identity: Option<FileId>,
+    /// `maxStorageBytes`.
+    max_bytes: Option<u64>,
+    /// A rebuilt file at this path could not be opened yet: it is, before anything else.
+    reopen: Option<PathBuf>,
     /// Recorded with every commit, when set.
     run_clock: Option<crate::clock::RunClock>,
     /// The schema version the file had when opened.
@@ -631,17 +728,50 @@ fn move_aside(path: &Path, aside: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A rebuild ([`Store::rebuild`]) left its fresh file behind (the process ended between closing
+/// the old file and renaming the new one into place, or the rename failed): when nothing is at
+/// `path` the newest such file takes its place; the others are removed.
+fn adopt_rebuilt(dir: &Path, path: &Path) {
+    let prefix = format!("{DB_FILE}.rebuild-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let stamp = e.file_name().to_str()?.strip_prefix(&prefix)?.parse::<u64>().ok()?;
+            Some((stamp, e.path()))
+        })
+        .collect();
+    found.sort();
+    let mut found: Vec<PathBuf> = found.into_iter().map(|(_, p)| p).collect();
+    if let Some(newest) = found.pop() {
+        if path.exists() {
+            found.push(newest);
+        } else if std::fs::rename(&newest, path).is_ok() {
+            let _ = std::fs::rename(format!("{}-wal", newest.display()), format!("{}-wal", path.display()));
+        }
+    }
+    for stale in found {
+        remove_database(&stale);
+    }
+}
+
+/// Removes the database `path` and its `-wal` and `-shm` files, if there.
+fn remove_database(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 impl Store {
-    /// Opens (or creates) `dir/outbox.db`. A corrupt or unreadable file is moved aside and a
-    /// fresh database created; the report says so. A directory or database that cannot be
-    /// written (a full disk, a read-only file system, no permission) gives an in-memory database
-    /// for this run. Fails only when another publisher holds the database, or for a failure
-    /// none of these explain.
+    /// Opens (or creates) `dir/outbox.db`. A corrupt or unreadable file is moved aside, a fresh
+    /// database created and what is readable of the old one salvaged into it; the report says
+    /// so. A directory or database that cannot be written (a full disk, a read-only file system,
+    /// no permission) gives an in-memory database for this run. Fails only when another
+    /// publisher holds the database, or for a failure none of these explain.
     pub fn open(dir: &Path, max_bytes: Option<u64>) -> Result<(Store, OpenReport), StoreError> {
         let path = dir.join(DB_FILE);
-        let prepared = private_dir(dir)
-            .map_err(|source| StoreError::Io { what: dir.display().to_string(), source })
-            .and_then(|()| private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source }));
+        adopt_rebuilt(dir, &path);
+        let prepared = private_dir(dir).map_err(StoreError::io(dir.display())).and_then(|()| private_file(&path).map_err(StoreError::io(path.display())));
         match prepared {
             Ok(()) => {}
             // Not writable: keep the outbox in memory for this run rather than refuse the app (a
@@ -652,8 +782,7 @@ impl Store {
             }
             Err(e) => return Err(e),
         }
-        let opened = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s));
-        match opened {
+        match Store::open_file(&path, max_bytes) {
             Ok(store) => {
                 let newer_schema = (store.found_schema > SCHEMA_VERSION).then_some(store.found_schema);
                 Ok((store, OpenReport { newer_schema, ..OpenReport::default() }))
@@ -669,9 +798,9 @@ impl Store {
             Err(e) => {
                 let reason = e.to_string();
                 let aside = dir.join(format!("{DB_FILE}.corrupt-{}", crate::clock::now_ms()));
-                move_aside(&path, &aside).map_err(|source| StoreError::Io { what: "moving the corrupt database aside".into(), source })?;
-                private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
-                let store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
+                move_aside(&path, &aside).map_err(StoreError::io("moving the corrupt database aside"))?;
+                private_file(&path).map_err(StoreError::io(path.display()))?;
+                let store = Store::open_file(&path, max_bytes)?;
                 // What cannot be written (a disk too full for it) stays in the copy; the app
                 // still gets its publisher.
                 let salvage = match Connection::open_with_flags(&aside, OpenFlags::SQLITE_OPEN_READ_WRITE) {
@@ -688,12 +817,13 @@ impl Store {
 
     /// An outbox database in memory (nothing survives the process), for a disk with no room.
     fn in_memory() -> rusqlite::Result<Store> {
-        let mut store = Store { conn: Connection::open_in_memory()?, run_clock: None, found_schema: 0, tally: None };
+        let conn = Connection::open_in_memory()?;
+        let mut store = Store { conn, path: None, identity: None, max_bytes: None, reopen: None, run_clock: None, found_schema: 0, tally: None };
         store.found_schema = store.migrate()?;
         Ok(store)
     }
 
-    fn open_file(path: &Path) -> rusqlite::Result<Store> {
+    fn open_file(path: &Path, max_bytes: Option<u64>) -> rusqlite::Result<Store> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         conn.busy_timeout(Duration::from_millis(200))?;
         // One publisher per data directory: the exclusive lock is taken by the first write below.
@@ -710,13 +840,15 @@ impl Store {
         // After a checkpoint the WAL file is cut back to 1 MiB instead of keeping its largest
         // size: on a full disk the space it held is what the next commits need.
         conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
-        let mut store = Store { conn, run_clock: None, found_schema: 0, tally: None };
+        let identity = file_id(path).ok().flatten();
+        let mut store = Store { conn, path: Some(path.to_path_buf()), identity, max_bytes, reopen: None, run_clock: None, found_schema: 0, tally: None };
         store.found_schema = store.migrate()?;
         // Reads every page of both tables: a corrupt file fails here, not later.
         let check: String = store.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT), Some(format!("quick_check: {check}"))));
         }
+        store.limit(max_bytes)?;
         Ok(store)
     }
 
@@ -826,13 +958,18 @@ impl Store {
     }
 
     /// The eventIds and payloads of rows `seqs` (those still stored), for a transport about to
-    /// send them.
-    pub fn load_bodies(&self, seqs: &[u64]) -> rusqlite::Result<Vec<StoredBody>> {
+    /// send them, read row by row: a row on a corrupt page is named in [`Bodies::unreadable`]
+    /// and the others are read all the same. Fails (for a later try) on any other error.
+    pub fn load_bodies(&mut self, seqs: &[u64]) -> rusqlite::Result<Bodies> {
+        self.ensure_open()?;
         let mut stmt = self.conn.prepare_cached("SELECT event_id, payload FROM outbox WHERE seq = ?1")?;
-        let mut out = Vec::with_capacity(seqs.len());
+        let mut out = Bodies { found: Vec::with_capacity(seqs.len()), unreadable: Vec::new() };
         for &seq in seqs {
-            let body = stmt.query_row(params![seq as i64], |r| Ok(StoredBody { seq, event_id: r.get(0)?, payload: r.get(1)? })).optional()?;
-            out.extend(body);
+            match stmt.query_row(params![seq as i64], |r| Ok(StoredBody { seq, event_id: r.get(0)?, payload: r.get(1)? })).optional() {
+                Ok(body) => out.found.extend(body),
+                Err(e) if is_corrupt(&e) => out.unreadable.push(seq),
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
@@ -896,6 +1033,52 @@ impl Store {
     /// Applies `ops` in one transaction (with the tally, when recorded); returns the newest
     /// report checkpoint among them.
     pub fn apply(&mut self, ops: &[Op]) -> rusqlite::Result<Option<u64>> {
+        self.apply_ops(ops, true)
+    }
+
+    /// [`Store::apply`] on a database with a corrupt page that cannot be rebuilt now: after a
+    /// corruption error SQLite fails everything else in that transaction, so the ops are split
+    /// in halves, each its own transaction, down to the single ops the damage refuses, which are
+    /// left out (the run clock and tally too, when they are what fails); returns how many were.
+    /// A new location's insert refused that way fails the whole (the halves already in were
+    /// committed; applying them again changes nothing), so no location is ever reported durable
+    /// that is not.
+    pub fn apply_around_damage(&mut self, ops: &[Op]) -> rusqlite::Result<(Option<u64>, usize)> {
+        let extras = match self.apply_ops(&[], true) {
+            Ok(_) => true,
+            Err(e) if is_corrupt(&e) => false,
+            Err(e) => return Err(e),
+        };
+        let mut done = (None, usize::from(!extras));
+        self.apply_split(ops, extras, &mut done)?;
+        Ok(done)
+    }
+
+    fn apply_split(&mut self, ops: &[Op], extras: bool, done: &mut (Option<u64>, usize)) -> rusqlite::Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match self.apply_ops(ops, extras) {
+            Ok(checkpoint) => {
+                done.0 = done.0.max(checkpoint);
+                Ok(())
+            }
+            Err(e) if is_corrupt(&e) && ops.len() == 1 && !matches!(ops[0], Op::Insert(_)) => {
+                done.1 += 1;
+                Ok(())
+            }
+            Err(e) if is_corrupt(&e) && ops.len() > 1 => {
+                let (first, rest) = ops.split_at(ops.len() / 2);
+                self.apply_split(first, extras, done)?;
+                self.apply_split(rest, extras, done)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies `ops` in one transaction, with the run clock and the tally when `extras`.
+    fn apply_ops(&mut self, ops: &[Op], extras: bool) -> rusqlite::Result<Option<u64>> {
+        self.ensure_open()?;
         let mut checkpoint = None;
         let tx = self.conn.transaction()?;
         {
@@ -949,11 +1132,11 @@ impl Store {
                     Op::Checkpoint(seq) => checkpoint = checkpoint.max(Some(*seq)),
                 }
             }
-            if let Some(clock) = &self.run_clock {
+            if let Some(clock) = self.run_clock.as_ref().filter(|_| extras) {
                 tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_ms', ?1)")?.execute(params![clock.now_ms()])?;
             }
             // Read now, after every op above was queued: it holds at least every reportSeq they name.
-            if let Some(json) = self.tally.as_ref().and_then(|tally| tally()) {
+            if let Some(json) = self.tally.as_ref().filter(|_| extras).and_then(|tally| tally()) {
                 tx.prepare_cached("INSERT OR REPLACE INTO report_state (id, json) VALUES (1, ?1)")?.execute(params![json])?;
             }
         }
@@ -965,6 +1148,86 @@ impl Store {
     /// the space the failed transaction took is free for the next (smaller) one.
     fn truncate_wal(&self) {
         let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+
+    /// Whether the file at the path is no longer the one open (deleted, or replaced), so
+    /// nothing written now would survive the process.
+    pub fn lost(&self) -> bool {
+        let (Some(path), Some(id), None) = (&self.path, self.identity, &self.reopen) else { return false };
+        match file_id(path) {
+            Ok(now) => now != Some(id),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Opens the rebuilt file a [`Store::rebuild`] could not open at once.
+    fn ensure_open(&mut self) -> rusqlite::Result<()> {
+        if let Some(path) = self.reopen.clone() {
+            let opened = Store::open_file(&path, self.max_bytes)?;
+            (self.conn, self.identity, self.reopen) = (opened.conn, opened.identity, None);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the database while running: everything readable through the open connection
+    /// (which still reads a file deleted under it) is salvaged into a fresh file, which then
+    /// takes the path (the directory recreated if it went; a damaged file, or whatever took its
+    /// place, moved aside). Nothing changes unless the salvage carried everything it could read.
+    pub fn rebuild(&mut self, cause: RebuildCause) -> Result<Rebuilt, StoreError> {
+        let Some(path) = self.path.clone() else { return Err(StoreError::Rebuild("the outbox is in memory".into())) };
+        self.ensure_open()?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        private_dir(&dir).map_err(StoreError::io(dir.display()))?;
+        let stamp = crate::clock::now_ms();
+        let fresh_path = dir.join(format!("{DB_FILE}.rebuild-{stamp}"));
+        remove_database(&fresh_path);
+        private_file(&fresh_path).map_err(StoreError::io(fresh_path.display()))?;
+        let salvage = {
+            let fresh = match Store::open_file(&fresh_path, self.max_bytes) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    remove_database(&fresh_path);
+                    return Err(StoreError::Rebuild(e.to_string()));
+                }
+            };
+            let salvage = salvage_into(&self.conn, &fresh.conn);
+            drop(fresh); // closed: its WAL checkpointed into it
+            if let Some(why) = &salvage.stopped {
+                remove_database(&fresh_path);
+                return Err(StoreError::Rebuild(why.clone()));
+            }
+            salvage
+        };
+        // The old connection closes first: closing removes its WAL by name, which must not be
+        // the new file's yet.
+        drop(std::mem::replace(&mut self.conn, Connection::open_in_memory()?));
+        let moved_aside = match path.exists() {
+            true => {
+                let aside = dir.join(format!("{DB_FILE}.corrupt-{stamp}"));
+                move_aside(&path, &aside).map(|()| aside).ok()
+            }
+            false => None,
+        };
+        let wal = PathBuf::from(format!("{}-wal", fresh_path.display()));
+        let _ = std::fs::remove_file(format!("{}-shm", fresh_path.display()));
+        let _ = std::fs::remove_file(format!("{}-wal", path.display()));
+        let placed = std::fs::rename(&fresh_path, &path);
+        if placed.is_ok() && wal.exists() {
+            let _ = std::fs::rename(&wal, format!("{}-wal", path.display()));
+        }
+        // Everything is in the fresh file now (at the path, unless the rename failed: then it is
+        // used where it is, and a later start adopts it). If it cannot be opened this moment,
+        // it is before the next commit or read.
+        if let Err(e) = placed {
+            self.path = Some(fresh_path.clone());
+            self.reopen = Some(fresh_path);
+            let _ = self.ensure_open();
+            return Err(StoreError::io("placing the rebuilt outbox database")(e));
+        }
+        self.reopen = Some(path);
+        self.identity = None;
+        let _ = self.ensure_open();
+        Ok(Rebuilt { cause, moved_aside, salvage })
     }
 
     /// From now on every commit also writes the reports' tally from `source`.
@@ -1001,9 +1264,19 @@ pub struct Loaded {
     pub transport: Transport,
     /// The rows still stored, oldest first.
     pub bodies: Vec<StoredBody>,
+    /// Rows on a corrupt page of the database: they can never be read back (the database is
+    /// rebuilt without them).
+    pub unreadable: Vec<u64>,
     /// The read failed; `bodies` is empty and the transport asks again later.
     pub failed: Option<rusqlite::Error>,
 }
+
+/// How long a writer with nothing to do waits before it looks whether its database file is
+/// still the one at the path (a commit looks each time).
+const IDLE_CHECK: Duration = Duration::from_secs(60);
+
+/// After a rebuild failed, the least time before the next is tried.
+const REBUILD_PAUSE: Duration = Duration::from_secs(60);
 
 /// Most ops in one transaction, and most payload bytes: a backlog commits in chunks, oldest
 /// first, so a disk with some room left takes what fits. Until a commit has failed, a chunk
@@ -1095,17 +1368,31 @@ struct Writer<C, L> {
     retry: crate::retry::Backoff,
     /// After a failed commit: no new attempt before this (what arrives meanwhile is gathered).
     not_before: Option<Instant>,
+    /// A read met a corrupt page (SQLite's words): the database is rebuilt at the next chance.
+    damaged: Option<String>,
+    /// After a failed rebuild: none before this.
+    rebuild_not_before: Option<Instant>,
 }
 
 /// Runs the writer: waits for ops, gathers everything queued (group commit), applies it in
 /// transactions of bounded size, oldest first, and reports each through `committed`. A failed
 /// commit keeps its ops (compacted) and waits a growing pause, gathering what arrives
 /// meanwhile; reads asked for by [`Msg::Load`] are answered (through `loaded`) during the pause
-/// too, and otherwise after the commit of whatever was queued with them. Returns when told to
-/// stop (after a last commit) or when every sender is gone.
+/// too, and otherwise after the commit of whatever was queued with them. A corrupt page, or the
+/// database file deleted or replaced under it, has the database rebuilt ([`Store::rebuild`]).
+/// Returns when told to stop (after a last commit) or when every sender is gone.
 pub fn run_writer(store: Store, rx: Receiver<Msg>, committed: impl FnMut(Commit), loaded: impl FnMut(Loaded)) {
-    let mut w =
-        Writer { store, rx, committed, loaded, inbox: Inbox::default(), retry: crate::retry::Backoff::new(crate::retry::Policy::STORE), not_before: None };
+    let mut w = Writer {
+        store,
+        rx,
+        committed,
+        loaded,
+        inbox: Inbox::default(),
+        retry: crate::retry::Backoff::new(crate::retry::Policy::STORE),
+        not_before: None,
+        damaged: None,
+        rebuild_not_before: None,
+    };
     loop {
         w.wait();
         while let Ok(msg) = w.rx.try_recv() {
@@ -1113,6 +1400,9 @@ pub fn run_writer(store: Store, rx: Receiver<Msg>, committed: impl FnMut(Commit)
         }
         if w.inbox.stopping {
             w.not_before = w.not_before.map(|t| t.min(Instant::now() + STOPPING_PAUSE));
+        }
+        if let Some(why) = w.damaged.clone().filter(|_| w.may_rebuild()) {
+            w.rebuild_or_report(RebuildCause::Corrupt(why));
         }
         if !w.inbox.ops.is_empty() && w.not_before.is_none_or(|t| Instant::now() >= t) {
             w.commit();
@@ -1132,32 +1422,67 @@ pub fn run_writer(store: Store, rx: Receiver<Msg>, committed: impl FnMut(Commit)
 }
 
 impl<C: FnMut(Commit), L: FnMut(Loaded)> Writer<C, L> {
-    /// Waits until there is something to do: a message, or the end of a retry pause.
+    /// Waits until there is something to do: a message, the end of a retry pause, or (idle)
+    /// the time to look whether the database file is still there.
     fn wait(&mut self) {
-        if !self.inbox.loads.is_empty() {
+        if !self.inbox.loads.is_empty() || (self.damaged.is_some() && self.may_rebuild()) {
             return;
         }
         let now = Instant::now();
-        let timeout = match (self.inbox.ops.is_empty(), self.not_before) {
+        let (timeout, idle) = match (self.inbox.ops.is_empty(), self.not_before) {
             (false, None) => return,
             (false, Some(t)) if t <= now => return,
-            (false, Some(t)) => Some(t - now),
+            (false, Some(t)) => (t - now, false),
             (true, _) if self.inbox.stopping => return,
-            (true, _) => None,
+            (true, _) => (IDLE_CHECK, true),
         };
         if self.inbox.stopping {
             // Nothing more is coming: only the pause is left to wait.
-            std::thread::sleep(timeout.unwrap_or_default());
+            std::thread::sleep(timeout);
             return;
         }
-        let got = match timeout {
-            Some(t) => self.rx.recv_timeout(t),
-            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match got {
+        match self.rx.recv_timeout(timeout) {
             Ok(msg) => self.inbox.take(msg),
+            Err(RecvTimeoutError::Timeout) if idle && self.store.lost() => {
+                self.rebuild_or_report(RebuildCause::Lost);
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => self.inbox.stopping = true,
+        }
+    }
+
+    fn may_rebuild(&self) -> bool {
+        self.rebuild_not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Rebuilds the database and reports it; a failure is returned (the next try waits
+    /// [`REBUILD_PAUSE`]).
+    fn rebuild(&mut self, cause: RebuildCause) -> Result<(), StoreError> {
+        if !self.may_rebuild() {
+            return Err(StoreError::Rebuild("an attempt failed moments ago".into()));
+        }
+        match self.store.rebuild(cause) {
+            Ok(rebuilt) => {
+                self.damaged = None;
+                self.rebuild_not_before = None;
+                (self.committed)(Commit { rebuilt: Some(rebuilt), ..Commit::default() });
+                Ok(())
+            }
+            Err(e) => {
+                self.rebuild_not_before = Some(Instant::now() + REBUILD_PAUSE);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Writer::rebuild`], a failure reported (a storage error, logged).
+    fn rebuild_or_report(&mut self, cause: RebuildCause) -> bool {
+        match self.rebuild(cause) {
+            Ok(()) => true,
+            Err(e) => {
+                (self.committed)(Commit { failed: Some(e), ..Commit::default() });
+                false
+            }
         }
     }
 
@@ -1165,23 +1490,53 @@ impl<C: FnMut(Commit), L: FnMut(Loaded)> Writer<C, L> {
     fn commit(&mut self) {
         while !self.inbox.ops.is_empty() {
             let n = self.inbox.chunk();
-            match self.store.apply(&self.inbox.ops.make_contiguous()[..n]) {
-                Ok(report_seq) => {
+            match self.apply_chunk(n) {
+                Ok((report_seq, skipped)) => {
                     let durable = inserts(self.inbox.ops.range(..n));
                     self.inbox.committed(n);
                     self.retry.reset();
                     self.not_before = None;
-                    (self.committed)(Commit { durable, report_seq, ..Commit::default() });
+                    (self.committed)(Commit { durable, report_seq, skipped, ..Commit::default() });
                 }
                 Err(e) => return self.failed(e),
             }
         }
     }
 
+    /// Applies the first `n` queued ops in one transaction. On a corrupt page the database is
+    /// rebuilt and the chunk applied to the new one; when it cannot be rebuilt now, the chunk
+    /// goes in without the changes the damage refuses. A file deleted or replaced under the
+    /// database has it recreated before the chunk counts as committed.
+    fn apply_chunk(&mut self, n: usize) -> Result<(Option<u64>, usize), StoreError> {
+        let first = self.store.apply(&self.inbox.ops.make_contiguous()[..n]);
+        let applied = match first {
+            Ok(report_seq) => (report_seq, 0),
+            Err(e) if is_corrupt(&e) => {
+                let rebuilt = self.may_rebuild() && self.rebuild_or_report(RebuildCause::Corrupt(e.to_string()));
+                if !rebuilt {
+                    self.damaged.get_or_insert_with(|| e.to_string());
+                }
+                let ops = &self.inbox.ops.make_contiguous()[..n];
+                match rebuilt {
+                    true => self.store.apply(ops).map(|report_seq| (report_seq, 0))?,
+                    false => self.store.apply_around_damage(ops)?,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // What this chunk wrote went to a file nothing can open again: it is durable once the
+        // database is recreated from the open one (the ops stay queued until then; they are
+        // idempotent).
+        if self.store.lost() {
+            self.rebuild(RebuildCause::Lost).map_err(|e| StoreError::Lost(e.to_string()))?;
+        }
+        Ok(applied)
+    }
+
     /// A chunk failed: the rows not yet visible are made so (delivered from memory), the ops
     /// kept (compacted), and the next attempt waits a growing pause.
-    fn failed(&mut self, e: rusqlite::Error) {
-        let full = is_full(&e);
+    fn failed(&mut self, e: StoreError) {
+        let full = matches!(&e, StoreError::Sqlite(e) if is_full(e));
         let durable = self.inbox.report_all();
         (self.committed)(Commit { durable, failed: Some(e), ..Commit::default() });
         // Rows inserted and already gone again need never reach the disk: a smaller retry fits
@@ -1198,12 +1553,17 @@ impl<C: FnMut(Commit), L: FnMut(Loaded)> Writer<C, L> {
         self.not_before = Some(Instant::now() + pause);
     }
 
-    /// Answers the reads asked for.
+    /// Answers the reads asked for. One that meets a corrupt page has the database rebuilt next.
     fn answer_loads(&mut self) {
         for (transport, seqs) in std::mem::take(&mut self.inbox.loads) {
             let answer = match self.store.load_bodies(&seqs) {
-                Ok(bodies) => Loaded { transport, bodies, failed: None },
-                Err(e) => Loaded { transport, bodies: Vec::new(), failed: Some(e) },
+                Ok(Bodies { found, unreadable }) => {
+                    if !unreadable.is_empty() {
+                        self.damaged.get_or_insert_with(|| format!("{} row(s) unreadable", unreadable.len()));
+                    }
+                    Loaded { transport, bodies: found, unreadable, failed: None }
+                }
+                Err(e) => Loaded { transport, bodies: Vec::new(), unreadable: Vec::new(), failed: Some(e) },
             };
             (self.loaded)(answer);
         }
@@ -1539,6 +1899,68 @@ mod tests {
         let (s, report) = Store::open(dir.path(), None).unwrap();
         assert!(report.salvage.damaged.contains(&"meta"), "{:?}", report.salvage);
         assert_eq!(s.load_observed_ms().unwrap(), 9, "the newest time a row or dead letter carries");
+    }
+
+    #[test]
+    fn a_read_back_names_the_unreadable_rows_reads_the_rest_and_a_rebuild_drops_the_page() {
+        let dir = filled(3_000);
+        let db = dir.path().join(DB_FILE);
+        let (pages, page_size) = rows_by_page(&db);
+        let (page, on_page) = page_of(&pages, 300);
+        let (mut s, _) = Store::open(dir.path(), None).unwrap();
+        s.conn.execute_batch("PRAGMA shrink_memory").unwrap();
+        damage(&db, page, page_size);
+        let asked: Vec<u64> = (on_page[0] - 5..=on_page[on_page.len() - 1] + 5).collect();
+        let got = s.load_bodies(&asked).unwrap();
+        assert_eq!(got.unreadable, on_page);
+        assert_eq!(got.found.len(), 10, "the rows around it are read all the same");
+        // A change on the bad page fails; left out, the rest commits.
+        let e = s.apply(&[Op::Delete(on_page[0])]).unwrap_err();
+        assert!(is_corrupt(&e), "{e}");
+        let ops =
+            [Op::Insert(sized(3_001)), Op::Delete(on_page[0]), Op::Update { seq: on_page[1], mqtt: Delivery::Acked, pubsub: Delivery::NotOwed }, Op::Delete(2)];
+        assert_eq!(s.apply_around_damage(&ops).unwrap().1, 2);
+        // Rebuilt: the bad page's rows are gone, everything else is there, the file is healthy.
+        let r = s.rebuild(RebuildCause::Corrupt("test".into())).unwrap();
+        assert_eq!(r.salvage.rows, 3_000 - 1 - on_page.len() as u64 + 1);
+        assert!(r.salvage.lost_rows.iter().any(|&(from, end)| on_page.iter().all(|seq| (from..end).contains(seq))), "{:?}", r.salvage.lost_rows);
+        assert!(r.moved_aside.as_ref().is_some_and(|p| p.exists()), "the damaged file is kept for inspection");
+        s.apply(&[Op::Delete(3)]).unwrap();
+        assert_eq!(s.load_bodies(&asked).unwrap().unreadable, Vec::<u64>::new());
+        drop(s);
+        let (s, report) = Store::open(dir.path(), None).unwrap();
+        assert_eq!((report.moved_aside, s.load_rows().unwrap().len()), (None, 3_001 - 2 - on_page.len()));
+    }
+
+    #[test]
+    fn a_database_deleted_under_the_store_is_noticed_and_recreated_from_the_open_file() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let (mut s, _) = Store::open(&dir, None).unwrap();
+        s.apply(&(1..=100).map(|i| Op::Insert(sized(i))).collect::<Vec<_>>()).unwrap();
+        assert!(!s.lost());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(s.lost(), "the path no longer leads to the open file");
+        // SQLite goes on writing to the deleted file.
+        s.apply(&(101..=150).map(|i| Op::Insert(sized(i))).collect::<Vec<_>>()).unwrap();
+        let r = s.rebuild(RebuildCause::Lost).unwrap();
+        assert_eq!((r.salvage.rows, r.moved_aside), (150, None));
+        assert!(!s.lost() && dir.join(DB_FILE).exists());
+        s.apply(&[Op::Insert(sized(151))]).unwrap();
+        drop(s);
+        let (s, _) = Store::open(&dir, None).unwrap();
+        assert_eq!(s.load_rows().unwrap().len(), 151);
+    }
+
+    #[test]
+    fn a_rebuilt_file_left_behind_is_adopted() {
+        let dir = filled(5);
+        let path = dir.path().join(DB_FILE);
+        std::fs::rename(&path, dir.path().join(format!("{DB_FILE}.rebuild-17"))).unwrap();
+        std::fs::write(dir.path().join(format!("{DB_FILE}.rebuild-3")), b"older").unwrap();
+        let (s, report) = Store::open(dir.path(), None).unwrap();
+        assert_eq!((report.moved_aside, s.load_rows().unwrap().len()), (None, 5));
+        assert!(!dir.path().join(format!("{DB_FILE}.rebuild-3")).exists());
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! A hostile disk: a corrupt database at start-up, a full disk (or `maxStorageBytes`), a
-//! read-only data directory. Every test here goes through the public API; the database is
-//! reached into only to damage it (or to read what a publisher left there).
+//! A hostile disk: an unreadable page under a running publisher, a corrupt database at start-up,
+//! the data directory deleted while running, a full disk (or `maxStorageBytes`), a read-only
+//! data directory. Every test here goes through the public API; the database is reached into
+//! only to damage it (or to read what a publisher left there).
 
 mod common;
 
 use common::*;
-use dualpub::DualPublisher;
+use dualpub::{DualPublisher, SdkConfig};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
 /// A page of the outbox table: its number (from 1) and the eventIds of its rows.
 struct Leaf {
     page: i64,
@@ -63,8 +67,86 @@ fn fresh(id: &str) -> PathBuf {
     dir
 }
 
+/// Queues `n` locations (MQTT only, broker dead) in `id`'s data directory and closes the publisher.
+fn queue_offline(id: &str, emu: &EmulatorHandle, n: usize) -> Vec<String> {
+    fresh(id);
+    let p = TestDevice::new(id, emu).mqtt(&dead_mqtt()).start();
+    let mut ids = Vec::with_capacity(n);
+    for start in (0..n).step_by(10_000) {
+        ids.extend(p.send_locations((start..n.min(start + 10_000)).map(location).collect()).unwrap());
+    }
+    assert!(p.await_durable(60_000).unwrap());
+    p.shutdown();
+    ids
+}
+
 fn debug(p: &DualPublisher) -> serde_json::Value {
     serde_json::from_str(&p.debug_report().unwrap()).unwrap()
+}
+
+/// One unreadable page under a running publisher costs its own rows (counted, logged) and
+/// nothing else: the rows after it are delivered, new locations too.
+#[test]
+fn an_unreadable_page_under_a_running_publisher_costs_only_its_own_rows() {
+    let emu = emulator();
+    let id = device("bad-page-read");
+    let ids = queue_offline(&id, &emu, 3_000);
+    let db = outbox_db(&id);
+    // A page the start-up reads leave out of SQLite's page cache (it keeps the newest).
+    let (bad, page_size) = leaf_of(&db, &ids, 1_200);
+    let mqtt = mqtt_subscriber(&id);
+    let p = TestDevice::new(&id, &emu).with(|c| c.upload_window_secs = 3600).start();
+    damage_page(&db, bad.page, page_size);
+    let later = p.send_location(location(9_999)).unwrap();
+    assert!(p.await_durable(10_000).unwrap(), "new locations are durable");
+    let r = p.flush(WAIT.as_millis() as u64).unwrap();
+    assert!(r.completed, "the transport got past the bad page: {r:?}");
+    let readable: Vec<String> = ids.iter().filter(|e| !bad.event_ids.contains(e)).cloned().chain([later.clone()]).collect();
+    assert!(wait_for_all(&mqtt.collected, &readable, WAIT), "every readable location and the new one were delivered");
+    let m = p.metrics().unwrap();
+    assert_eq!(m.dropped.get("unreadable"), Some(&(bad.event_ids.len() as u64)), "each unreadable row counted once: {:?}", m.dropped);
+    let recent = debug(&p)["recentErrors"].to_string();
+    assert!(recent.contains("unreadable"), "{recent}");
+    // Commits still work, and what was accepted after the damage survives a restart.
+    p.send_locations((0..20).map(location).collect()).unwrap();
+    assert!(p.await_durable(10_000).unwrap());
+    p.shutdown();
+    drop(p);
+    let q = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
+    let m = q.metrics().unwrap();
+    assert_eq!((m.storage_resets, m.recovered), (0, 20), "the rebuilt database is healthy and holds what is owed: {m:?}");
+}
+
+/// The row cap evicting rows on an unreadable page: the DELETE fails, and it must not make every
+/// later commit fail with it.
+#[test]
+fn evicting_rows_on_an_unreadable_page_leaves_commits_working() {
+    let emu = emulator();
+    let id = device("bad-page-evict");
+    let ids = queue_offline(&id, &emu, 2_000);
+    let db = outbox_db(&id);
+    let (bad, page_size) = leaf_of(&db, &ids, 10);
+    let capped = |c: &mut SdkConfig| {
+        c.max_outbox_rows = 2_000;
+        c.upload_window_secs = 3600;
+    };
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).with(capped).start();
+    damage_page(&db, bad.page, page_size);
+    // Each new location evicts the oldest: the rows on the bad page among them.
+    let new: Vec<String> = (0..100).map(|n| p.send_location(location(20_000 + n)).unwrap()).collect();
+    assert!(p.await_durable(10_000).unwrap(), "commits go on after the failed eviction");
+    let later = p.send_location(location(30_000)).unwrap();
+    assert!(p.await_durable(10_000).unwrap(), "and keep going");
+    assert_eq!(p.metrics().unwrap().dropped.get("outbox_full"), Some(&101));
+    p.shutdown();
+    drop(p);
+    let mqtt = mqtt_subscriber(&id);
+    let q = TestDevice::new(&id, &emu).with(capped).start();
+    assert_eq!(q.metrics().unwrap().recovered, 2_000, "the newest 2,000 survived the restart");
+    assert!(q.flush(WAIT.as_millis() as u64).unwrap().completed);
+    let mut accepted_after = new;
+    accepted_after.push(later);
+    assert!(wait_for_all(&mqtt.collected, &accepted_after, WAIT), "everything accepted after the damage was delivered");
 }
 
 /// A 100,000-row outbox with one bad page in the middle: salvage steps over the page, keeps
@@ -115,6 +197,33 @@ fn salvage_steps_over_a_bad_page_and_keeps_every_table() {
     assert_eq!(d["reports"]["epoch"], epoch.as_str(), "the reports' tally salvaged: the epoch goes on");
     assert_eq!(d["configFetch"]["state"]["failures"], 4, "the fetch state salvaged: {}", d["configFetch"]);
     assert!(m.queue_oldest_age_seconds >= 2.0, "the run clock salvaged: the rows keep their age ({} s)", m.queue_oldest_age_seconds);
+}
+
+/// The data directory deleted under a running publisher: noticed, reported, recreated, and
+/// everything accepted is still there after a restart.
+#[test]
+fn a_data_directory_deleted_while_running_is_recreated_with_everything_owed() {
+    let emu = emulator();
+    let id = device("deleted-dir");
+    let dir = fresh(&id);
+    let p = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).start();
+    let mut ids = p.send_locations((0..200).map(location).collect()).unwrap();
+    assert!(p.await_durable(10_000).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    ids.extend(p.send_locations((200..400).map(location).collect()).unwrap());
+    assert!(p.await_durable(10_000).unwrap());
+    let m = p.metrics().unwrap();
+    assert!(m.storage_errors >= 1, "the loss of the file is a storage error: {m:?}");
+    let recent = debug(&p)["recentErrors"].to_string();
+    assert!(recent.contains("deleted"), "and logged: {recent}");
+    assert!(outbox_db(&id).exists(), "the directory and the database were recreated");
+    p.shutdown();
+    drop(p);
+    let mqtt = mqtt_subscriber(&id);
+    let q = TestDevice::new(&id, &emu).start();
+    assert_eq!(q.metrics().unwrap().recovered, 400, "everything accepted survived the deletion");
+    assert!(q.flush(WAIT.as_millis() as u64).unwrap().completed);
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT));
 }
 
 /// `maxStorageBytes` reached with a backlog far larger than the room left: the backlog commits
