@@ -1275,7 +1275,8 @@ pub struct Loaded {
 /// still the one at the path (a commit looks each time).
 const IDLE_CHECK: Duration = Duration::from_secs(60);
 
-/// After a rebuild failed, the least time before the next is tried.
+/// After a rebuild failed, the least time before the next is tried; after one for a corrupt
+/// page, before the next for a corrupt page.
 const REBUILD_PAUSE: Duration = Duration::from_secs(60);
 
 /// Most ops in one transaction, and most payload bytes: a backlog commits in chunks, oldest
@@ -1372,6 +1373,9 @@ struct Writer<C, L> {
     damaged: Option<String>,
     /// After a failed rebuild: none before this.
     rebuild_not_before: Option<Instant>,
+    /// After a rebuild for a corrupt page: no other for a corrupt page before this (a disk that
+    /// keeps damaging pages has commits go around the damage instead, not a rebuild each time).
+    corrupt_not_before: Option<Instant>,
 }
 
 /// Runs the writer: waits for ops, gathers everything queued (group commit), applies it in
@@ -1392,6 +1396,7 @@ pub fn run_writer(store: Store, rx: Receiver<Msg>, committed: impl FnMut(Commit)
         not_before: None,
         damaged: None,
         rebuild_not_before: None,
+        corrupt_not_before: None,
     };
     loop {
         w.wait();
@@ -1401,7 +1406,7 @@ pub fn run_writer(store: Store, rx: Receiver<Msg>, committed: impl FnMut(Commit)
         if w.inbox.stopping {
             w.not_before = w.not_before.map(|t| t.min(Instant::now() + STOPPING_PAUSE));
         }
-        if let Some(why) = w.damaged.clone().filter(|_| w.may_rebuild()) {
+        if let Some(why) = w.damaged.clone().filter(|_| w.may_rebuild_corrupt()) {
             w.rebuild_or_report(RebuildCause::Corrupt(why));
         }
         if !w.inbox.ops.is_empty() && w.not_before.is_none_or(|t| Instant::now() >= t) {
@@ -1425,7 +1430,7 @@ impl<C: FnMut(Commit), L: FnMut(Loaded)> Writer<C, L> {
     /// Waits until there is something to do: a message, the end of a retry pause, or (idle)
     /// the time to look whether the database file is still there.
     fn wait(&mut self) {
-        if !self.inbox.loads.is_empty() || (self.damaged.is_some() && self.may_rebuild()) {
+        if !self.inbox.loads.is_empty() || (self.damaged.is_some() && self.may_rebuild_corrupt()) {
             return;
         }
         let now = Instant::now();
@@ -1455,16 +1460,24 @@ impl<C: FnMut(Commit), L: FnMut(Loaded)> Writer<C, L> {
         self.rebuild_not_before.is_none_or(|t| Instant::now() >= t)
     }
 
+    fn may_rebuild_corrupt(&self) -> bool {
+        self.may_rebuild() && self.corrupt_not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
     /// Rebuilds the database and reports it; a failure is returned (the next try waits
     /// [`REBUILD_PAUSE`]).
     fn rebuild(&mut self, cause: RebuildCause) -> Result<(), StoreError> {
         if !self.may_rebuild() {
             return Err(StoreError::Rebuild("an attempt failed moments ago".into()));
         }
+        let corrupt = matches!(cause, RebuildCause::Corrupt(_));
         match self.store.rebuild(cause) {
             Ok(rebuilt) => {
                 self.damaged = None;
                 self.rebuild_not_before = None;
+                if corrupt {
+                    self.corrupt_not_before = Some(Instant::now() + REBUILD_PAUSE);
+                }
                 (self.committed)(Commit { rebuilt: Some(rebuilt), ..Commit::default() });
                 Ok(())
             }
@@ -1512,14 +1525,15 @@ impl<C: FnMut(Commit), L: FnMut(Loaded)> Writer<C, L> {
         let applied = match first {
             Ok(report_seq) => (report_seq, 0),
             Err(e) if is_corrupt(&e) => {
-                let rebuilt = self.may_rebuild() && self.rebuild_or_report(RebuildCause::Corrupt(e.to_string()));
-                if !rebuilt {
-                    self.damaged.get_or_insert_with(|| e.to_string());
-                }
+                let rebuilt = self.may_rebuild_corrupt() && self.rebuild_or_report(RebuildCause::Corrupt(e.to_string()));
                 let ops = &self.inbox.ops.make_contiguous()[..n];
-                match rebuilt {
-                    true => self.store.apply(ops).map(|report_seq| (report_seq, 0))?,
-                    false => self.store.apply_around_damage(ops)?,
+                match if rebuilt { self.store.apply(ops) } else { Err(e) } {
+                    Ok(report_seq) => (report_seq, 0),
+                    Err(e) if is_corrupt(&e) => {
+                        self.damaged.get_or_insert_with(|| e.to_string());
+                        self.store.apply_around_damage(ops)?
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             Err(e) => return Err(e.into()),
