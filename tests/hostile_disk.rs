@@ -265,9 +265,13 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     /// A tmpfs of 4 MiB; `None` where mounting is not allowed (not root).
     fn mount(name: &str) -> Option<Tmpfs> {
+        Tmpfs::mount_sized(name, "4m")
+    }
+
+    fn mount_sized(name: &str, size: &str) -> Option<Tmpfs> {
         let dir = std::env::temp_dir().join(format!("dualpub-tmpfs-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&dir).status().ok()?.success();
+        let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&dir).status().ok()?.success();
         ok.then_some(Tmpfs(dir))
     }
 
@@ -361,4 +365,171 @@ fn a_data_directory_without_permission_gives_a_memory_only_publisher() {
     let _ = std::fs::remove_dir_all(&locked);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("1 passed"), "the publisher as `nobody`:\n{text}");
+}
+
+// Figures, not checks (run one at a time, each alone in its process):
+// cargo test -p dualpub --test hostile_disk -- --ignored --nocapture --exact <name>
+
+/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// CPU time (user + system, clock ticks of 10 ms) of this process's `dualpub-store` thread.
+fn store_cpu_ticks() -> u64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim() == "dualpub-store" {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+            let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+            return fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        }
+    }
+    panic!("no dualpub-store thread")
+}
+
+/// An offline device (both endpoints closed ports) on `dir`.
+fn offline(id: &str, dir: &Path) -> SdkConfig {
+    let mut c = config(id, &dead_mqtt(), "http://127.0.0.1:9", rollout(0.0));
+    c.data_dir = dir.to_string_lossy().into_owned();
+    c
+}
+
+/// Start-up on a 100,000-row outbox, healthy and with one bad page in the middle: time of
+/// `new` and the growth of the peak resident memory (`VmHWM`) during it, each start a process of
+/// its own (this test binary again, [`figures_start_child`]).
+#[test]
+#[ignore = "figures"]
+fn figures_salvage_at_start_up() {
+    let emu = emulator();
+    let id = device("figures-salvage");
+    let ids = queue_offline(&id, &emu, 100_000);
+    let db = outbox_db(&id);
+    let (bad, page_size) = leaf_of(&db, &ids, ids.len() / 2);
+    let runs = 3;
+    for (case, damaged) in [("healthy", false), ("one bad page", true)] {
+        let mut figures = Vec::new();
+        for run in 0..runs {
+            let dir = std::env::temp_dir().join(format!("dualpub-figures-start-{}-{run}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(&db, dir.join("outbox.db")).unwrap();
+            if damaged {
+                damage_page(&dir.join("outbox.db"), bad.page, page_size);
+            }
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", "figures_start_child", "--nocapture"])
+                .env("DUALPUB_FIGURES_DIR", &dir)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            let line = text.lines().find(|l| l.starts_with("FIGURES")).unwrap_or_else(|| panic!("{text}")).to_string();
+            figures.push(line);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        eprintln!("{case} ({} readable rows):\n  {}", ids.len() - if damaged { bad.event_ids.len() } else { 0 }, figures.join("\n  "));
+    }
+}
+
+/// One start for [`figures_salvage_at_start_up`] (does nothing unless it sets the directory).
+#[test]
+#[ignore = "figures"]
+fn figures_start_child() {
+    let Ok(dir) = std::env::var("DUALPUB_FIGURES_DIR") else { return };
+    let c = offline(&device("figures-child"), Path::new(&dir));
+    let (hwm, rss) = (status_kib("VmHWM"), status_kib("VmRSS"));
+    let started = Instant::now();
+    let p = DualPublisher::new(c, None).unwrap();
+    let took = started.elapsed();
+    let m = p.metrics().unwrap();
+    println!(
+        "FIGURES new {:.0} ms, VmHWM +{:.1} MB (from {:.1} MB; VmRSS before {:.1} MB), recovered {}, resets {}",
+        took.as_secs_f64() * 1000.0,
+        (status_kib("VmHWM") - hwm) as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        m.recovered,
+        m.storage_resets
+    );
+    p.shutdown();
+}
+
+/// A database at `maxStorageBytes` (1 MiB) with about 60,000 locations queued and one arriving a
+/// second: failed commits a second, the store thread's CPU, resident memory per queued location.
+#[test]
+#[ignore = "figures"]
+fn figures_full_database() {
+    let id = device("figures-full");
+    let dir = fresh(&id);
+    let mut c = offline(&id, &dir);
+    c.max_storage_bytes = Some(1 << 20);
+    let p = DualPublisher::new(c, None).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = status_kib("VmRSS");
+    for start in (0..60_000).step_by(10_000) {
+        p.send_locations((start..start + 10_000).map(location).collect()).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(15));
+    let queued = status_kib("VmRSS");
+    let (errors, cpu, started) = (p.metrics().unwrap().storage_errors, store_cpu_ticks(), Instant::now());
+    for n in 0..60 {
+        p.send_location(location(100_000 + n)).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let m = p.metrics().unwrap();
+    let durable = debug(&p)["queue"]["durableSeq"].clone();
+    eprintln!(
+        "FIGURES full database: {} queued (durable through seq {durable}), {:.2} failed commits/s, store thread {:.1} % of a core, VmRSS {:.1} MB idle -> {:.1} MB queued ({:.0} bytes per queued location)",
+        m.mqtt.queue_depth,
+        (m.storage_errors - errors) as f64 / secs,
+        (store_cpu_ticks() - cpu) as f64 / secs,
+        idle as f64 / 1024.0,
+        queued as f64 / 1024.0,
+        (queued - idle) as f64 * 1024.0 / 60_000.0
+    );
+    p.shutdown();
+}
+
+/// A full disk (a 24 MiB tmpfs filled up) with about 60,000 locations queued, then 6 MB freed:
+/// what the next ten seconds commit, and what the WAL takes of the space.
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "figures"]
+fn figures_full_disk() {
+    let Some(disk) = Tmpfs::mount_sized("figures-full-disk", "24m") else {
+        eprintln!("SKIPPED: needs root");
+        return;
+    };
+    let dir = disk.0.join("device");
+    let p = DualPublisher::new(offline(&device("figures-disk"), &dir), None).unwrap();
+    p.send_location(location(0)).unwrap();
+    assert!(p.await_durable(5_000).unwrap());
+    let filler_path = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(&filler_path).unwrap();
+        while filler.write_all(&[0u8; 65_536]).is_ok() {}
+        let _ = filler.sync_all();
+    }
+    for start in (0..60_000).step_by(10_000) {
+        p.send_locations((start..start + 10_000).map(location).collect()).unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    let free = || {
+        let out = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(&disk.0).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse::<u64>().unwrap() as f64 / 1e6
+    };
+    let wal = || std::fs::metadata(dir.join("outbox.db-wal")).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    let durable = || debug(&p)["queue"]["durableSeq"].as_u64().unwrap();
+    eprintln!("FIGURES before: free {:.1} MB, WAL {:.1} MB, durable through seq {}", free(), wal(), durable());
+    let filler = std::fs::OpenOptions::new().write(true).open(&filler_path).unwrap();
+    let len = filler.metadata().unwrap().len();
+    filler.set_len(len - 6_000_000).unwrap();
+    for s in 1..=10 {
+        std::thread::sleep(Duration::from_secs(1));
+        eprintln!("FIGURES {s:>2} s after freeing 6 MB: free {:.1} MB, WAL {:.1} MB, durable through seq {}", free(), wal(), durable());
+    }
+    p.shutdown();
 }
