@@ -57,6 +57,10 @@ impl Histogram {
     }
 }
 
+/// The `reason` of `dualpub_dropped_total` for locations on an unreadable (corrupt) page of the
+/// outbox database: read back, salvaged, or carried over by a rebuild, they could not be.
+pub const DROPPED_UNREADABLE: &str = "unreadable";
+
 /// Per-transport counters.
 #[derive(Debug, Default)]
 struct TransportCounters {
@@ -185,7 +189,8 @@ impl Metrics {
     pub fn fallback(&self, n: u64) {
         self.fallback.fetch_add(n, Relaxed);
     }
-    /// A location was dropped for `reason` (always logged too).
+    /// A location was dropped for `reason` (always logged too): an [`crate::outbox::Eviction`]'s,
+    /// or [`DROPPED_UNREADABLE`].
     pub fn dropped(&self, reason: &str, n: u64) {
         *lock(&self.dropped).entry(reason.to_string()).or_default() += n;
     }

@@ -482,6 +482,66 @@ impl Outbox {
         self.shrink();
     }
 
+    /// Rows `seqs` cannot be read back from the database (a corrupt page): those still here
+    /// without their body in memory leave the outbox. Returns how many (the caller counts them,
+    /// `dropped{unreadable}`, and logs them).
+    pub fn drop_unreadable(&mut self, seqs: &[u64]) -> u64 {
+        let gone: Vec<u64> = seqs.iter().copied().filter(|&s| self.rows.get(s).is_some_and(|e| e.body.is_none())).collect();
+        gone.iter().for_each(|&seq| self.remove(seq));
+        gone.len() as u64
+    }
+
+    /// The database was rebuilt without the rows with keys in `lost` and the dead letters with
+    /// ids in `lost_letters` (ranges `from..end`): a row that was on disk is written again if its
+    /// body is in memory, and leaves the outbox if it was only on the lost disk; dead letters
+    /// (always in memory) are written again. Returns (rows written again, rows gone); the caller
+    /// counts the gone ones (`dropped{unreadable}`) and logs them.
+    pub fn rebuilt_without(&mut self, lost: &[(u64, u64)], lost_letters: &[(i64, i64)]) -> (u64, u64) {
+        let on_disk: Vec<u64> =
+            lost.iter().flat_map(|&(from, end)| self.rows.range(from, end).filter(|(_, e)| e.has(ON_DISK)).map(|(seq, _)| seq).collect::<Vec<_>>()).collect();
+        let (mut again, mut gone) = (0, 0);
+        let now = (self.run_clock.now_ms(), crate::clock::now_ms());
+        for seq in on_disk {
+            let Some(entry) = self.rows.get(seq) else { continue };
+            let Some(body) = &entry.body else {
+                self.remove(seq);
+                gone += 1;
+                continue;
+            };
+            let row = StoredRow {
+                seq,
+                event_id: body.event_id.clone(),
+                payload: body.payload.clone(),
+                timestamp_ms: entry.timestamp_ms,
+                accepted_at_ms: now.1 - (now.0 - entry.observed_at_ms).max(0),
+                observed_at_ms: Some(entry.observed_at_ms),
+                mqtt: entry.delivery(Transport::Mqtt),
+                pubsub: entry.delivery(Transport::PubSub),
+                wire_seq: crate::wire::seq_of(&body.payload),
+            };
+            self.persist(Op::Insert(row));
+            again += 1;
+        }
+        let letters: Vec<Op> = self
+            .dead_letters
+            .iter()
+            .filter(|(d, _)| lost_letters.iter().any(|&(from, end)| (from..end).contains(&d.id)))
+            .map(|(d, at)| {
+                Op::DeadLetter(StoredDeadLetter {
+                    id: d.id,
+                    event_id: d.event_id.clone(),
+                    payload: d.payload.clone().into_bytes(),
+                    timestamp_ms: d.timestamp_ms,
+                    transport: d.transport,
+                    error: d.error.clone(),
+                    observed_at_ms: Some(*at),
+                })
+            })
+            .collect();
+        letters.into_iter().for_each(|op| self.persist(op));
+        (again, gone)
+    }
+
     /// Rows whose body is in memory.
     pub fn resident(&self) -> usize {
         self.resident.len()
@@ -619,8 +679,8 @@ impl Outbox {
         if self.sink.is_some() {
             self.persist(Op::Insert(StoredRow {
                 seq: row.seq,
-                event_id: row.event_id.to_string(),
-                payload: row.payload.to_vec(),
+                event_id: row.event_id.clone(),
+                payload: row.payload.clone(),
                 timestamp_ms: row.timestamp_ms,
                 accepted_at_ms: crate::clock::now_ms(),
                 observed_at_ms: Some(observed_at_ms),

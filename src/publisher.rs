@@ -305,6 +305,11 @@ impl Shared {
     /// (logged) it is woken [`RELOAD_PAUSE`] later to ask again.
     fn loaded(&self, loaded: store::Loaded) {
         let t = loaded.transport;
+        if !loaded.unreadable.is_empty() {
+            let mut st = self.lock();
+            let gone = st.outbox.drop_unreadable(&loaded.unreadable);
+            self.unreadable(st, gone);
+        }
         let Some(e) = loaded.failed else {
             self.lock().outbox.install(t, loaded.bodies);
             self.hub.wake(t);
@@ -329,8 +334,44 @@ impl Shared {
         }
     }
 
+    /// `gone` locations left the outbox (`st`) because the database cannot read them: counted
+    /// and logged; `flush` waiters and the upload burst see them gone.
+    fn unreadable(&self, st: MutexGuard<'_, State>, gone: u64) {
+        if gone > 0 {
+            self.hub.metrics.dropped(crate::metrics::DROPPED_UNREADABLE, gone);
+        }
+        self.hub.completed(st, &[]);
+        if gone > 0 {
+            self.event(log::Level::Warn, "dropped", || {
+                format!("{gone} location(s): {} (a damaged page of the outbox database)", crate::metrics::DROPPED_UNREADABLE)
+            });
+        }
+    }
+
+    /// Called by the store thread after it rebuilt the database: what the new file lacks is
+    /// written again from memory, or (only on the lost disk) leaves the outbox, counted.
+    fn rebuilt(&self, r: &store::Rebuilt) {
+        match r.cause {
+            store::RebuildCause::Corrupt(_) => self.hub.metrics.storage_reset(),
+            store::RebuildCause::Lost => self.hub.metrics.storage_error(),
+        }
+        self.event(log::Level::Error, "storage", || r.describe());
+        let mut st = self.lock();
+        let (again, gone) = st.outbox.rebuilt_without(&r.salvage.lost_rows, &r.salvage.lost_dead_letters);
+        self.unreadable(st, gone);
+        if again > 0 {
+            self.event(log::Level::Warn, "storage", || format!("wrote {again} location(s) the rebuilt outbox database lacked again from memory"));
+        }
+    }
+
     /// Called by the store thread after each group commit.
     fn committed(&self, commit: store::Commit) {
+        if let Some(r) = &commit.rebuilt {
+            self.rebuilt(r);
+        }
+        if commit.skipped > 0 {
+            self.event(log::Level::Error, "storage", || format!("left {} change(s) the damaged outbox database refused out of a commit", commit.skipped));
+        }
         {
             let mut st = self.lock();
             // Durable, or the disk failed: either way the transports may have them now.
@@ -473,6 +514,9 @@ impl Publisher {
         hub.enforce_limits(&mut hub.lock());
         if r.dead_letters_dropped > 0 {
             hub.metrics.dropped(crate::outbox::Eviction::DeadLettersFull.as_str(), r.dead_letters_dropped);
+        }
+        if r.unreadable > 0 {
+            hub.metrics.dropped(crate::metrics::DROPPED_UNREADABLE, r.unreadable);
         }
         hub.metrics.recovered(r.recovered);
         let pubsub_settings = pubsub::Settings::from_config(&config);

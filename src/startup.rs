@@ -37,6 +37,9 @@ pub(crate) struct Restored {
     pub reset: bool,
     /// Dead letters beyond the cap, deleted as the outbox was opened.
     pub dead_letters_dropped: u64,
+    /// Locations lost on the unreadable pages of a corrupt database (at most this many: the
+    /// keys missing around them), counted as `dropped{unreadable}`.
+    pub unreadable: u64,
     /// The outbox lives in memory only (no room on the disk).
     pub memory_only: bool,
     /// The config in force and the decision it gives this device.
@@ -116,6 +119,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         recovered,
         reset: report.moved_aside.is_some(),
         dead_letters_dropped,
+        unreadable: report.salvage.rows_lost,
         memory_only: report.memory_only.is_some(),
         active: Active { config: migration, decision, source, applied_at_ms, host_overrides },
         fetcher,
@@ -130,12 +134,11 @@ fn note_storage(config: &SdkConfig, report: &crate::store::OpenReport, notes: &m
         notes.push((
             log::Level::Error,
             "storage",
-            format!(
-                "the outbox database was unreadable ({reason}); moved aside to {} and started afresh with the {} location(s) still readable in it",
-                aside.display(),
-                report.salvaged
-            ),
+            format!("the outbox database was unreadable ({reason}); moved aside to {} and started afresh with {}", aside.display(), report.salvage.describe()),
         ));
+        if report.salvage.rows_lost > 0 {
+            notes.push((log::Level::Warn, "dropped", format!("{} location(s): {}", report.salvage.rows_lost, crate::metrics::DROPPED_UNREADABLE)));
+        }
     }
     let keep_ms = i64::from(config.max_outbox_age_hours) * 3_600_000;
     let pruned = crate::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);

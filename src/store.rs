@@ -3,15 +3,26 @@
 //! ever waits on the disk.
 //!
 //! Every change to the in-memory outbox is sent here as an [`Op`], in order, under the outbox
-//! lock; the writer applies whatever has queued up in one transaction and then reports which
-//! new rows are durable. A row becomes visible to the transports only once it is durable (or
-//! once the disk has failed, see [`Commit::failed`]).
+//! lock; the writer applies whatever has queued up in bounded transactions, oldest first, and
+//! then reports which new rows are durable. A row becomes visible to the transports only once
+//! it is durable (or once the disk has failed, see [`Commit::failed`]).
+//!
+//! **A hostile disk.** A database SQLite calls corrupt is salvaged into a fresh file by key
+//! ranges, stepping over the unreadable pages ([`salvage_into`]): at start-up (the damaged file
+//! moved aside) and while running ([`Store::rebuild`]), when a read or a commit meets a corrupt
+//! page or when the file was deleted or replaced under the open database (its device and inode
+//! no longer those at the path). A read-back meeting an unreadable row answers the rows it could
+//! read and names the others ([`Loaded::unreadable`]). A failed commit (a full disk) waits its
+//! retry pause, then commits the backlog in bounded chunks, oldest first, so what fits is durable.
 
 use crate::outbox::{Delivery, Transport};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The schema steps, oldest first: step `n` (from 1) takes `PRAGMA user_version` from `n − 1`
 /// to `n`, in one transaction. Never edit a step that shipped; append one.
@@ -72,10 +83,10 @@ pub const DB_FILE: &str = "outbox.db";
 pub struct StoredRow {
     /// Acceptance order.
     pub seq: u64,
-    /// The eventId.
-    pub event_id: String,
-    /// The wire JSON.
-    pub payload: Vec<u8>,
+    /// The eventId (shared with the outbox's copy: a queued insert holds no second one).
+    pub event_id: Arc<str>,
+    /// The wire JSON (shared with the outbox's copy).
+    pub payload: Arc<[u8]>,
     /// The location's timestamp.
     pub timestamp_ms: i64,
     /// Wall-clock acceptance time.
@@ -120,6 +131,15 @@ pub struct StoredBody {
     pub event_id: String,
     /// The wire JSON.
     pub payload: Vec<u8>,
+}
+
+/// What a read-back found ([`Store::load_bodies`]).
+#[derive(Debug, Default)]
+pub struct Bodies {
+    /// The rows still stored and readable, oldest first.
+    pub found: Vec<StoredBody>,
+    /// Rows on a corrupt page: they cannot be read, now or later.
+    pub unreadable: Vec<u64>,
 }
 
 /// A stored dead letter.
@@ -184,18 +204,96 @@ pub struct StoredConfig {
     pub applied_at_ms: i64,
 }
 
-/// What the writer reports after each group commit.
+/// What the writer reports after each group commit (or after a rebuild of the database).
 #[derive(Debug, Default)]
 pub struct Commit {
     /// Sequence numbers of rows inserted by this commit (now durable).
     pub durable: Vec<u64>,
-    /// The commit failed (disk full, I/O error): the rows of `durable` are *not* durable; the
-    /// ops are kept and retried.
-    pub failed: Option<rusqlite::Error>,
+    /// The commit failed (disk full, I/O error, the database file lost and not recreated yet):
+    /// the rows of `durable` are *not* durable; the ops are kept and retried.
+    pub failed: Option<StoreError>,
     /// The writer gives up at shutdown: this many changes could not be persisted.
     pub abandoned: usize,
     /// The newest report checkpoint in this commit: reports up to this `reportSeq` may go.
     pub report_seq: Option<u64>,
+    /// Changes to existing rows, dead letters or settings the damaged database could not take
+    /// (a corrupt page) and that were left out so the rest could commit; never a new location.
+    pub skipped: usize,
+    /// The database was rebuilt into a fresh file (nothing else in this report).
+    pub rebuilt: Option<Rebuilt>,
+}
+
+/// Why the database was rebuilt while running.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RebuildCause {
+    /// SQLite found a corrupt page (this is what it said).
+    Corrupt(String),
+    /// The file (or its directory) was deleted or replaced under the open database: SQLite
+    /// went on writing to a file nothing can open again.
+    Lost,
+}
+
+/// A database rebuilt while running: what could be read of the old one is in a fresh file at
+/// the same path.
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// Why.
+    pub cause: RebuildCause,
+    /// Where the damaged file was moved (a corrupt one; or whatever had taken the path).
+    pub moved_aside: Option<PathBuf>,
+    /// What was carried over, and the key ranges that could not be read.
+    pub salvage: Salvage,
+}
+
+impl Rebuilt {
+    /// A sentence for the log.
+    pub fn describe(&self) -> String {
+        let what = match &self.cause {
+            RebuildCause::Corrupt(why) => format!("the outbox database is damaged ({why}); rebuilt it"),
+            RebuildCause::Lost => "the outbox database was deleted or replaced while in use; recreated it".into(),
+        };
+        let aside = self.moved_aside.as_ref().map(|p| format!("; the old file moved aside to {}", p.display())).unwrap_or_default();
+        format!("{what} with {}{aside}", self.salvage.describe())
+    }
+}
+
+/// What a salvage carried from a damaged (or lost) database into a fresh one.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Salvage {
+    /// Outbox rows carried over.
+    pub rows: u64,
+    /// Outbox keys (`seq`s) where nothing could be read, as ranges `from..end`: a row there, if
+    /// there was one, was not carried over.
+    pub lost_rows: Vec<(u64, u64)>,
+    /// Outbox rows at most lost: the keys missing between the readable rows around each
+    /// unreadable part (an unreadable part with nothing readable after it is not counted).
+    pub rows_lost: u64,
+    /// Dead letters carried over.
+    pub dead_letters: u64,
+    /// Dead-letter ids where nothing could be read, as ranges `from..end`.
+    pub lost_dead_letters: Vec<(i64, i64)>,
+    /// Tables not carried over whole.
+    pub damaged: Vec<&'static str>,
+    /// The salvage stopped before the end (the fresh database could not take more: this says
+    /// why); what was left is only in the old file.
+    pub stopped: Option<String>,
+}
+
+impl Salvage {
+    /// A phrase for the log: "N location(s) and M dead letter(s) still readable, …".
+    pub fn describe(&self) -> String {
+        let mut text = format!("the {} location(s) and {} dead letter(s) still readable in it", self.rows, self.dead_letters);
+        if !self.damaged.is_empty() {
+            text += &format!("; unreadable parts in {}", self.damaged.join(", "));
+            if self.rows_lost > 0 {
+                text += &format!(" (at most {} location(s) lost)", self.rows_lost);
+            }
+        }
+        if let Some(why) = &self.stopped {
+            text += &format!("; stopped early ({why}), the rest stays in the old file");
+        }
+        text
+    }
 }
 
 /// Gives the reports' tally (JSON) to write with every commit (`None`: nothing to write). It is
@@ -227,7 +325,7 @@ fn transport_code(t: Transport) -> i64 {
     }
 }
 
-/// Why the store could not be opened.
+/// Why the store could not be opened, or could not go on writing.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another publisher (in this or another process) holds the database.
@@ -244,6 +342,21 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database file was deleted or replaced under the open database and could not be
+    /// recreated yet (this says why): commits reach no file that survives the process.
+    #[error("the outbox database was deleted or replaced while in use and cannot be recreated yet ({0})")]
+    Lost(String),
+    /// A rebuild could not carry everything readable into the fresh file (this says why); the
+    /// old file stays in use.
+    #[error("cannot rebuild the outbox database: {0}")]
+    Rebuild(String),
+}
+
+impl StoreError {
+    fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> StoreError {
+        let what = what.to_string();
+        move |source| StoreError::Io { what, source }
+    }
 }
 
 /// What opening found.
@@ -255,52 +368,265 @@ pub struct OpenReport {
     pub reason: Option<String>,
     /// The file was written by a newer SDK (this schema version); it is read as this build's.
     pub newer_schema: Option<i32>,
-    /// No database could be created (the disk is full, this says why): the outbox lives in an
-    /// in-memory database for this run.
+    /// No database could be created or written (a full disk, a read-only file system, no
+    /// permission: this says why): the outbox lives in an in-memory database for this run.
     pub memory_only: Option<String>,
-    /// Locations read back from the corrupt database (moved aside) into the fresh one.
-    pub salvaged: usize,
+    /// What was read back from the corrupt database (moved aside) into the fresh one.
+    pub salvage: Salvage,
 }
 
-/// A row of `SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub …`
-/// (without its wire seq: [`Store::load_index`] reads it from the payload when it is not stored).
-fn stored_row(r: &rusqlite::Row<'_>, observed_at_ms: Option<i64>) -> rusqlite::Result<StoredRow> {
-    Ok(StoredRow {
-        seq: r.get::<_, i64>(0)? as u64,
-        event_id: r.get(1)?,
-        payload: r.get(2)?,
-        timestamp_ms: r.get(3)?,
-        accepted_at_ms: r.get(4)?,
-        mqtt: delivery(r.get(5)?),
-        pubsub: delivery(r.get(6)?),
-        observed_at_ms,
-        wire_seq: None,
-    })
+/// Rows read from a damaged database at a time, and written to the fresh one in one
+/// transaction: what a salvage holds in memory at once.
+const SALVAGE_CHUNK: i64 = 512;
+
+/// The tables a salvage carries over, with the integer key it reads them by (`meta` is keyed
+/// by text; its rowid orders it).
+const SALVAGED: [(&str, &str); 6] =
+    [("outbox", "seq"), ("dead_letters", "id"), ("config", "id"), ("fetch_state", "id"), ("report_state", "id"), ("meta", "rowid")];
+
+/// The columns of `table` (none if it does not exist).
+fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    let names = stmt.query_map([table], |r| r.get(0))?.collect();
+    names
 }
 
-/// What can still be read from a corrupt database: the rows of the outbox up to the first
-/// unreadable page, and the last known good config. As ops to apply to a fresh database.
-fn salvage(path: &Path) -> Vec<Op> {
-    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE) else { return Vec::new() };
-    let mut ops = Vec::new();
-    if let Ok(mut stmt) = conn.prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub FROM outbox ORDER BY seq") {
-        // No run-clock time: the row counts as new (an age is never guessed).
-        if let Ok(rows) = stmt.query_map([], |r| stored_row(r, None)) {
-            ops.extend(rows.map_while(Result::ok).map(Op::Insert));
+/// What one table's salvage carried over.
+#[derive(Debug, Default)]
+struct Copied {
+    rows: u64,
+    /// Key ranges `from..end` where nothing could be read.
+    lost: Vec<(i64, i64)>,
+    /// Keys at most lost (see [`Salvage::rows_lost`]).
+    lost_at_most: u64,
+}
+
+/// Up to [`SALVAGE_CHUNK`] rows of `read` (key first) from key `from` on, and whether the read
+/// stopped at an error rather than at the end.
+fn read_chunk(src: &Connection, read: &str, from: i64, width: usize) -> (Vec<(i64, Vec<Value>)>, bool) {
+    let mut out = Vec::new();
+    let Ok(mut stmt) = src.prepare_cached(read) else { return (out, true) };
+    let Ok(mut rows) = stmt.query(params![from, SALVAGE_CHUNK]) else { return (out, true) };
+    loop {
+        match rows.next() {
+            Ok(Some(r)) => {
+                let key = r.get::<_, i64>(0);
+                let values: rusqlite::Result<Vec<Value>> = (1..=width).map(|i| r.get::<_, Value>(i)).collect();
+                match (key, values) {
+                    (Ok(key), Ok(values)) => out.push((key, values)),
+                    _ => return (out, true),
+                }
+            }
+            Ok(None) => return (out, false),
+            Err(_) => return (out, true),
         }
     }
-    let config = conn.query_row("SELECT json, source, applied_at_ms FROM config WHERE id = 1", [], |r| {
-        Ok(StoredConfig { json: r.get(0)?, source: r.get(1)?, applied_at_ms: r.get(2)? })
-    });
-    if let Ok(c) = config {
-        ops.push(Op::SaveConfig(c));
+}
+
+/// Writes `rows` with `write` in one transaction; returns how many went in. A row the fresh
+/// table refuses (garbage that passed for a row: a NULL where none may be) is left out; any
+/// other failure (a full disk) is returned.
+fn write_chunk(dst: &Connection, write: &str, rows: &[(i64, Vec<Value>)]) -> rusqlite::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
     }
-    ops
+    let tx = dst.unchecked_transaction()?;
+    let mut n = 0;
+    {
+        let mut stmt = tx.prepare_cached(write)?;
+        for (_, values) in rows {
+            match stmt.execute(rusqlite::params_from_iter(values.iter())) {
+                Ok(_) => n += 1,
+                Err(e) if matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::ConstraintViolation | rusqlite::ErrorCode::TypeMismatch)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Whether a read of one row (every column) from key `x` on works.
+fn readable_from(src: &Connection, probe: &str, x: i64) -> bool {
+    src.prepare_cached(probe).and_then(|mut stmt| stmt.query_row([x], |_| Ok(())).optional()).is_ok()
+}
+
+/// Reading from key `from` on fails: the smallest key after it from which reading works again
+/// (steps doubling until one works, then bisecting back); `None` when nothing after `from` can
+/// be read.
+fn resume_after(src: &Connection, probe: &str, from: i64) -> Option<i64> {
+    let mut lo = from;
+    // The keys salvaged are never negative: from below zero, zero is where to look first (steps
+    // doubling from far below it would leap from there to the end of the key space).
+    let start = match from < 0 {
+        true if readable_from(src, probe, 0) => return Some(bisect(src, probe, lo, 0)),
+        true => {
+            lo = 0;
+            0
+        }
+        false => from,
+    };
+    let mut step = 1i128;
+    let hi = loop {
+        let x = (i128::from(start) + step).min(i128::from(i64::MAX)) as i64;
+        if readable_from(src, probe, x) {
+            break x;
+        }
+        if x == i64::MAX {
+            return None;
+        }
+        (lo, step) = (x, step * 2);
+    };
+    Some(bisect(src, probe, lo, hi))
+}
+
+/// The smallest key in `lo + 1..=hi` from which reading works, reading from `lo` failing and
+/// from `hi` working.
+fn bisect(src: &Connection, probe: &str, mut lo: i64, mut hi: i64) -> i64 {
+    while i128::from(hi) - i128::from(lo) > 1 {
+        let mid = (i128::from(lo) + (i128::from(hi) - i128::from(lo)) / 2) as i64;
+        if readable_from(src, probe, mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// Copies `table` from `src` to `dst` by key ranges of [`SALVAGE_CHUNK`] rows, stepping over
+/// the keys that cannot be read ([`resume_after`]). Only the columns both have are copied. A
+/// failure to write `dst` is returned; what could not be read is listed.
+fn copy_table(src: &Connection, dst: &Connection, table: &str, key: &str) -> rusqlite::Result<Copied> {
+    let mut out = Copied::default();
+    let wanted = columns(dst, table)?;
+    let cols: Vec<String> = match columns(src, table) {
+        Ok(have) => have.into_iter().filter(|c| wanted.contains(c)).collect(),
+        Err(_) => {
+            out.lost.push((i64::MIN, i64::MAX));
+            return Ok(out);
+        }
+    };
+    if cols.is_empty() {
+        return Ok(out); // an older schema without it
+    }
+    let list = cols.join(", ");
+    let read = format!("SELECT {key}, {list} FROM {table} WHERE {key} >= ?1 ORDER BY {key} LIMIT ?2");
+    let probe = format!("SELECT {key}, {list} FROM {table} WHERE {key} >= ?1 ORDER BY {key} LIMIT 1");
+    let write = format!("INSERT OR REPLACE INTO {table} ({list}) VALUES ({})", vec!["?"; cols.len()].join(", "));
+    let mut from = i64::MIN;
+    loop {
+        let (rows, failed) = read_chunk(src, &read, from, cols.len());
+        out.rows += write_chunk(dst, &write, &rows)?;
+        // Keys only ever move forward, whatever a damaged page returns.
+        let advanced = rows.last().map(|(k, _)| *k).filter(|&k| k >= from);
+        if let Some(k) = advanced {
+            match k.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        let full = rows.len() as i64 == SALVAGE_CHUNK;
+        if advanced.is_some() {
+            if failed || full {
+                continue; // more to read, or read again from where it failed
+            }
+            break;
+        }
+        if !failed && !full {
+            break; // the end
+        }
+        // Nothing readable from `from` on: skip to where reading works again. The keys skipped
+        // are at most the rows lost (keys start at 1).
+        match resume_after(src, &probe, from) {
+            Some(resume) => {
+                out.lost.push((from, resume));
+                out.lost_at_most += u64::try_from(i128::from(resume) - i128::from(from.max(1))).unwrap_or(0);
+                from = resume;
+            }
+            None => {
+                out.lost.push((from, i64::MAX));
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Carries everything readable of `src` (a damaged or lost database) into `dst` (a fresh one),
+/// table by table, streamed in chunks ([`copy_table`]): the outbox, the dead letters, the
+/// last known good config, the fetch state, the reports' tally and the run clock. When the run
+/// clock itself is unreadable it restarts at the newest time a salvaged row or dead letter
+/// carries, so nothing salvaged is younger than the clock.
+pub fn salvage_into(src: &Connection, dst: &Connection) -> Salvage {
+    let mut out = Salvage::default();
+    for (table, key) in SALVAGED {
+        let copied = match copy_table(src, dst, table, key) {
+            Ok(c) => c,
+            Err(e) => {
+                out.stopped = Some(e.to_string());
+                out.damaged.push(table);
+                break;
+            }
+        };
+        if !copied.lost.is_empty() {
+            out.damaged.push(table);
+        }
+        match table {
+            "outbox" => {
+                out.rows = copied.rows;
+                out.rows_lost = copied.lost_at_most;
+                out.lost_rows = copied.lost.iter().map(|&(a, b)| (a.max(0) as u64, if b == i64::MAX { u64::MAX } else { b.max(0) as u64 })).collect();
+            }
+            "dead_letters" => {
+                out.dead_letters = copied.rows;
+                out.lost_dead_letters = copied.lost;
+            }
+            _ => {}
+        }
+    }
+    let clock: rusqlite::Result<Option<i64>> = dst.query_row("SELECT value FROM meta WHERE key = 'observed_ms'", [], |r| r.get(0)).optional();
+    if out.stopped.is_none() && matches!(clock, Ok(None)) {
+        let newest: rusqlite::Result<Option<i64>> =
+            dst.query_row("SELECT MAX(m) FROM (SELECT MAX(observed_at_ms) AS m FROM outbox UNION ALL SELECT MAX(observed_at_ms) FROM dead_letters)", [], |r| {
+                r.get(0)
+            });
+        if let Ok(Some(ms)) = newest {
+            let _ = dst.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_ms', ?1)", params![ms]);
+        }
+    }
+    out
+}
+
+/// A file's identity: device and inode (Unix). The path is compared with it to notice the file,
+/// or its directory, deleted or replaced under the open database.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> std::io::Result<Option<FileId>> {
+    let meta = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(Some((meta.dev(), meta.ino())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        Ok(None)
+    }
 }
 
 /// The SQLite store.
 pub struct Store {
     conn: Connection,
+    /// The database file (`None`: in memory).
+    path: Option<PathBuf>,
+    /// The identity of the file opened at `path`.
+    identity: Option<FileId>,
+    /// `maxStorageBytes`.
+    max_bytes: Option<u64>,
+    /// A rebuilt file at this path could not be opened yet: it is, before anything else.
+    reopen: Option<PathBuf>,
     /// Recorded with every commit, when set.
     run_clock: Option<crate::clock::RunClock>,
     /// The schema version the file had when opened.
@@ -377,24 +703,94 @@ fn is_corrupt(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
 }
 
+/// A database SQLite may not write: a read-only file system or file, no permission, or a file
+/// it cannot open at all.
+fn is_unwritable(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied | rusqlite::ErrorCode::CannotOpen))
+}
+
+/// A data directory the app may not write (a read-only file system, no permission: `EROFS`,
+/// `EACCES`, `EPERM`) or with no room left for even an empty file.
+fn is_unwritable_io(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ReadOnlyFilesystem | PermissionDenied | StorageFull | QuotaExceeded)
+}
+
+/// Moves the database `path` (with its `-wal` and `-shm` files) to `aside`.
+fn move_aside(path: &Path, aside: &Path) -> std::io::Result<()> {
+    std::fs::rename(path, aside)?;
+    for suffix in ["-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{suffix}", path.display()));
+        if side.exists() {
+            let _ = std::fs::rename(&side, format!("{}{suffix}", aside.display()));
+        }
+    }
+    Ok(())
+}
+
+/// A rebuild ([`Store::rebuild`]) left its fresh file behind (the process ended between closing
+/// the old file and renaming the new one into place, or the rename failed): when nothing is at
+/// `path` the newest such file takes its place; the others are removed.
+fn adopt_rebuilt(dir: &Path, path: &Path) {
+    let prefix = format!("{DB_FILE}.rebuild-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let stamp = e.file_name().to_str()?.strip_prefix(&prefix)?.parse::<u64>().ok()?;
+            Some((stamp, e.path()))
+        })
+        .collect();
+    found.sort();
+    let mut found: Vec<PathBuf> = found.into_iter().map(|(_, p)| p).collect();
+    if let Some(newest) = found.pop() {
+        if path.exists() {
+            found.push(newest);
+        } else if std::fs::rename(&newest, path).is_ok() {
+            let _ = std::fs::rename(format!("{}-wal", newest.display()), format!("{}-wal", path.display()));
+        }
+    }
+    for stale in found {
+        remove_database(&stale);
+    }
+}
+
+/// Removes the database `path` and its `-wal` and `-shm` files, if there.
+fn remove_database(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 impl Store {
-    /// Opens (or creates) `dir/outbox.db`. A corrupt or unreadable file is moved aside and a
-    /// fresh database created; the report says so. Fails only when the directory is unusable
-    /// or another publisher holds the database.
+    /// Opens (or creates) `dir/outbox.db`. A corrupt or unreadable file is moved aside, a fresh
+    /// database created and what is readable of the old one salvaged into it; the report says
+    /// so. A directory or database that cannot be written (a full disk, a read-only file system,
+    /// no permission) gives an in-memory database for this run. Fails only when another
+    /// publisher holds the database, or for a failure none of these explain.
     pub fn open(dir: &Path, max_bytes: Option<u64>) -> Result<(Store, OpenReport), StoreError> {
-        private_dir(dir).map_err(|source| StoreError::Io { what: dir.display().to_string(), source })?;
         let path = dir.join(DB_FILE);
-        private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
-        let opened = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s));
-        match opened {
+        adopt_rebuilt(dir, &path);
+        let prepared = private_dir(dir).map_err(StoreError::io(dir.display())).and_then(|()| private_file(&path).map_err(StoreError::io(path.display())));
+        match prepared {
+            Ok(()) => {}
+            // Not writable: keep the outbox in memory for this run rather than refuse the app (a
+            // kill loses what is queued; what the directory holds stays there for a later run).
+            Err(StoreError::Io { source, what }) if is_unwritable_io(&source) => {
+                let why = StoreError::Io { source, what }.to_string();
+                return Ok((Store::in_memory()?, OpenReport { memory_only: Some(why), ..OpenReport::default() }));
+            }
+            Err(e) => return Err(e),
+        }
+        match Store::open_file(&path, max_bytes) {
             Ok(store) => {
                 let newer_schema = (store.found_schema > SCHEMA_VERSION).then_some(store.found_schema);
                 Ok((store, OpenReport { newer_schema, ..OpenReport::default() }))
             }
             Err(e) if is_busy(&e) => Err(StoreError::Busy(path)),
-            // A full disk (or quota) leaves no room for even a fresh database: keep the outbox in
-            // memory for this run rather than refuse the app (a kill loses what is queued).
-            Err(e) if is_full(&e) => {
+            // A full disk (or quota) leaves no room for even a fresh database, and a read-only
+            // one takes nothing: in memory for this run, as above.
+            Err(e) if is_full(&e) || is_unwritable(&e) => {
                 let store = Store::in_memory()?;
                 Ok((store, OpenReport { memory_only: Some(e.to_string()), ..OpenReport::default() }))
             }
@@ -402,35 +798,32 @@ impl Store {
             Err(e) => {
                 let reason = e.to_string();
                 let aside = dir.join(format!("{DB_FILE}.corrupt-{}", crate::clock::now_ms()));
-                std::fs::rename(&path, &aside).map_err(|source| StoreError::Io { what: "moving the corrupt database aside".into(), source })?;
-                for suffix in ["-wal", "-shm"] {
-                    let side = dir.join(format!("{DB_FILE}{suffix}"));
-                    if side.exists() {
-                        let _ = std::fs::rename(&side, dir.join(format!("{}{suffix}", aside.display())));
-                    }
-                }
-                private_file(&path).map_err(|source| StoreError::Io { what: path.display().to_string(), source })?;
-                let mut store = Store::open_file(&path).and_then(|s| s.limit(max_bytes).map(|_| s))?;
-                let salvaged = salvage(&aside);
+                move_aside(&path, &aside).map_err(StoreError::io("moving the corrupt database aside"))?;
+                private_file(&path).map_err(StoreError::io(path.display()))?;
+                let store = Store::open_file(&path, max_bytes)?;
                 // What cannot be written (a disk too full for it) stays in the copy; the app
                 // still gets its publisher.
-                let rows = match store.apply(&salvaged) {
-                    Ok(_) => salvaged.iter().filter(|op| matches!(op, Op::Insert(_))).count(),
-                    Err(_) => 0,
+                let salvage = match Connection::open_with_flags(&aside, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+                    Ok(old) => {
+                        let _ = old.pragma_update(None, "cache_size", -512);
+                        salvage_into(&old, &store.conn)
+                    }
+                    Err(e) => Salvage { damaged: SALVAGED.iter().map(|(t, _)| *t).collect(), stopped: Some(e.to_string()), ..Salvage::default() },
                 };
-                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), salvaged: rows, ..OpenReport::default() }))
+                Ok((store, OpenReport { moved_aside: Some(aside), reason: Some(reason), salvage, ..OpenReport::default() }))
             }
         }
     }
 
     /// An outbox database in memory (nothing survives the process), for a disk with no room.
     fn in_memory() -> rusqlite::Result<Store> {
-        let mut store = Store { conn: Connection::open_in_memory()?, run_clock: None, found_schema: 0, tally: None };
+        let conn = Connection::open_in_memory()?;
+        let mut store = Store { conn, path: None, identity: None, max_bytes: None, reopen: None, run_clock: None, found_schema: 0, tally: None };
         store.found_schema = store.migrate()?;
         Ok(store)
     }
 
-    fn open_file(path: &Path) -> rusqlite::Result<Store> {
+    fn open_file(path: &Path, max_bytes: Option<u64>) -> rusqlite::Result<Store> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         conn.busy_timeout(Duration::from_millis(200))?;
         // One publisher per data directory: the exclusive lock is taken by the first write below.
@@ -444,13 +837,18 @@ impl Store {
         // A WAL checkpoint every 2,000 pages (8 MB of WAL) instead of 1,000: the checkpoints' two
         // fsyncs each were most of the outbox's fsyncs (docs/RADIO.md, "fsyncs").
         conn.pragma_update(None, "wal_autocheckpoint", 2000)?;
-        let mut store = Store { conn, run_clock: None, found_schema: 0, tally: None };
+        // After a checkpoint the WAL file is cut back to 1 MiB instead of keeping its largest
+        // size: on a full disk the space it held is what the next commits need.
+        conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
+        let identity = file_id(path).ok().flatten();
+        let mut store = Store { conn, path: Some(path.to_path_buf()), identity, max_bytes, reopen: None, run_clock: None, found_schema: 0, tally: None };
         store.found_schema = store.migrate()?;
         // Reads every page of both tables: a corrupt file fails here, not later.
         let check: String = store.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT), Some(format!("quick_check: {check}"))));
         }
+        store.limit(max_bytes)?;
         Ok(store)
     }
 
@@ -506,7 +904,19 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare("SELECT seq, event_id, payload, timestamp_ms, accepted_at_ms, mqtt, pubsub, observed_at_ms, wire_seq FROM outbox ORDER BY seq")?;
-        let rows = stmt.query_map([], |r| Ok(StoredRow { wire_seq: r.get::<_, Option<i64>>(8)?.map(|s| s as u64), ..stored_row(r, r.get(7)?)? }))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                event_id: r.get::<_, String>(1)?.into(),
+                payload: r.get::<_, Vec<u8>>(2)?.into(),
+                timestamp_ms: r.get(3)?,
+                accepted_at_ms: r.get(4)?,
+                mqtt: delivery(r.get(5)?),
+                pubsub: delivery(r.get(6)?),
+                observed_at_ms: r.get(7)?,
+                wire_seq: r.get::<_, Option<i64>>(8)?.map(|s| s as u64),
+            })
+        })?;
         rows.collect()
     }
 
@@ -548,13 +958,18 @@ impl Store {
     }
 
     /// The eventIds and payloads of rows `seqs` (those still stored), for a transport about to
-    /// send them.
-    pub fn load_bodies(&self, seqs: &[u64]) -> rusqlite::Result<Vec<StoredBody>> {
+    /// send them, read row by row: a row on a corrupt page is named in [`Bodies::unreadable`]
+    /// and the others are read all the same. Fails (for a later try) on any other error.
+    pub fn load_bodies(&mut self, seqs: &[u64]) -> rusqlite::Result<Bodies> {
+        self.ensure_open()?;
         let mut stmt = self.conn.prepare_cached("SELECT event_id, payload FROM outbox WHERE seq = ?1")?;
-        let mut out = Vec::with_capacity(seqs.len());
+        let mut out = Bodies { found: Vec::with_capacity(seqs.len()), unreadable: Vec::new() };
         for &seq in seqs {
-            let body = stmt.query_row(params![seq as i64], |r| Ok(StoredBody { seq, event_id: r.get(0)?, payload: r.get(1)? })).optional()?;
-            out.extend(body);
+            match stmt.query_row(params![seq as i64], |r| Ok(StoredBody { seq, event_id: r.get(0)?, payload: r.get(1)? })).optional() {
+                Ok(body) => out.found.extend(body),
+                Err(e) if is_corrupt(&e) => out.unreadable.push(seq),
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
@@ -618,6 +1033,52 @@ impl Store {
     /// Applies `ops` in one transaction (with the tally, when recorded); returns the newest
     /// report checkpoint among them.
     pub fn apply(&mut self, ops: &[Op]) -> rusqlite::Result<Option<u64>> {
+        self.apply_ops(ops, true)
+    }
+
+    /// [`Store::apply`] on a database with a corrupt page that cannot be rebuilt now: after a
+    /// corruption error SQLite fails everything else in that transaction, so the ops are split
+    /// in halves, each its own transaction, down to the single ops the damage refuses, which are
+    /// left out (the run clock and tally too, when they are what fails); returns how many were.
+    /// A new location's insert refused that way fails the whole (the halves already in were
+    /// committed; applying them again changes nothing), so no location is ever reported durable
+    /// that is not.
+    pub fn apply_around_damage(&mut self, ops: &[Op]) -> rusqlite::Result<(Option<u64>, usize)> {
+        let extras = match self.apply_ops(&[], true) {
+            Ok(_) => true,
+            Err(e) if is_corrupt(&e) => false,
+            Err(e) => return Err(e),
+        };
+        let mut done = (None, usize::from(!extras));
+        self.apply_split(ops, extras, &mut done)?;
+        Ok(done)
+    }
+
+    fn apply_split(&mut self, ops: &[Op], extras: bool, done: &mut (Option<u64>, usize)) -> rusqlite::Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        match self.apply_ops(ops, extras) {
+            Ok(checkpoint) => {
+                done.0 = done.0.max(checkpoint);
+                Ok(())
+            }
+            Err(e) if is_corrupt(&e) && ops.len() == 1 && !matches!(ops[0], Op::Insert(_)) => {
+                done.1 += 1;
+                Ok(())
+            }
+            Err(e) if is_corrupt(&e) && ops.len() > 1 => {
+                let (first, rest) = ops.split_at(ops.len() / 2);
+                self.apply_split(first, extras, done)?;
+                self.apply_split(rest, extras, done)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies `ops` in one transaction, with the run clock and the tally when `extras`.
+    fn apply_ops(&mut self, ops: &[Op], extras: bool) -> rusqlite::Result<Option<u64>> {
+        self.ensure_open()?;
         let mut checkpoint = None;
         let tx = self.conn.transaction()?;
         {
@@ -633,8 +1094,8 @@ impl Store {
                     Op::Insert(r) => {
                         insert.execute(params![
                             r.seq as i64,
-                            r.event_id,
-                            r.payload,
+                            &*r.event_id,
+                            &*r.payload,
                             r.timestamp_ms,
                             r.accepted_at_ms,
                             code(r.mqtt),
@@ -671,16 +1132,102 @@ impl Store {
                     Op::Checkpoint(seq) => checkpoint = checkpoint.max(Some(*seq)),
                 }
             }
-            if let Some(clock) = &self.run_clock {
+            if let Some(clock) = self.run_clock.as_ref().filter(|_| extras) {
                 tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('observed_ms', ?1)")?.execute(params![clock.now_ms()])?;
             }
             // Read now, after every op above was queued: it holds at least every reportSeq they name.
-            if let Some(json) = self.tally.as_ref().and_then(|tally| tally()) {
+            if let Some(json) = self.tally.as_ref().filter(|_| extras).and_then(|tally| tally()) {
                 tx.prepare_cached("INSERT OR REPLACE INTO report_state (id, json) VALUES (1, ?1)")?.execute(params![json])?;
             }
         }
         tx.commit()?;
         Ok(checkpoint)
+    }
+
+    /// After a failed commit on a full disk: checkpoints the WAL and truncates it to nothing, so
+    /// the space the failed transaction took is free for the next (smaller) one.
+    fn truncate_wal(&self) {
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+
+    /// Whether the file at the path is no longer the one open (deleted, or replaced), so
+    /// nothing written now would survive the process.
+    pub fn lost(&self) -> bool {
+        let (Some(path), Some(id), None) = (&self.path, self.identity, &self.reopen) else { return false };
+        match file_id(path) {
+            Ok(now) => now != Some(id),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Opens the rebuilt file a [`Store::rebuild`] could not open at once.
+    fn ensure_open(&mut self) -> rusqlite::Result<()> {
+        if let Some(path) = self.reopen.clone() {
+            let opened = Store::open_file(&path, self.max_bytes)?;
+            (self.conn, self.identity, self.reopen) = (opened.conn, opened.identity, None);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the database while running: everything readable through the open connection
+    /// (which still reads a file deleted under it) is salvaged into a fresh file, which then
+    /// takes the path (the directory recreated if it went; a damaged file, or whatever took its
+    /// place, moved aside). Nothing changes unless the salvage carried everything it could read.
+    pub fn rebuild(&mut self, cause: RebuildCause) -> Result<Rebuilt, StoreError> {
+        let Some(path) = self.path.clone() else { return Err(StoreError::Rebuild("the outbox is in memory".into())) };
+        self.ensure_open()?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        private_dir(&dir).map_err(StoreError::io(dir.display()))?;
+        let stamp = crate::clock::now_ms();
+        let fresh_path = dir.join(format!("{DB_FILE}.rebuild-{stamp}"));
+        remove_database(&fresh_path);
+        private_file(&fresh_path).map_err(StoreError::io(fresh_path.display()))?;
+        let salvage = {
+            let fresh = match Store::open_file(&fresh_path, self.max_bytes) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    remove_database(&fresh_path);
+                    return Err(StoreError::Rebuild(e.to_string()));
+                }
+            };
+            let salvage = salvage_into(&self.conn, &fresh.conn);
+            drop(fresh); // closed: its WAL checkpointed into it
+            if let Some(why) = &salvage.stopped {
+                remove_database(&fresh_path);
+                return Err(StoreError::Rebuild(why.clone()));
+            }
+            salvage
+        };
+        // The old connection closes first: closing removes its WAL by name, which must not be
+        // the new file's yet.
+        drop(std::mem::replace(&mut self.conn, Connection::open_in_memory()?));
+        let moved_aside = match path.exists() {
+            true => {
+                let aside = dir.join(format!("{DB_FILE}.corrupt-{stamp}"));
+                move_aside(&path, &aside).map(|()| aside).ok()
+            }
+            false => None,
+        };
+        let wal = PathBuf::from(format!("{}-wal", fresh_path.display()));
+        let _ = std::fs::remove_file(format!("{}-shm", fresh_path.display()));
+        let _ = std::fs::remove_file(format!("{}-wal", path.display()));
+        let placed = std::fs::rename(&fresh_path, &path);
+        if placed.is_ok() && wal.exists() {
+            let _ = std::fs::rename(&wal, format!("{}-wal", path.display()));
+        }
+        // Everything is in the fresh file now (at the path, unless the rename failed: then it is
+        // used where it is, and a later start adopts it). If it cannot be opened this moment,
+        // it is before the next commit or read.
+        if let Err(e) = placed {
+            self.path = Some(fresh_path.clone());
+            self.reopen = Some(fresh_path);
+            let _ = self.ensure_open();
+            return Err(StoreError::io("placing the rebuilt outbox database")(e));
+        }
+        self.reopen = Some(path);
+        self.identity = None;
+        let _ = self.ensure_open();
+        Ok(Rebuilt { cause, moved_aside, salvage })
     }
 
     /// From now on every commit also writes the reports' tally from `source`.
@@ -717,14 +1264,39 @@ pub struct Loaded {
     pub transport: Transport,
     /// The rows still stored, oldest first.
     pub bodies: Vec<StoredBody>,
+    /// Rows on a corrupt page of the database: they can never be read back (the database is
+    /// rebuilt without them).
+    pub unreadable: Vec<u64>,
     /// The read failed; `bodies` is empty and the transport asks again later.
     pub failed: Option<rusqlite::Error>,
 }
 
+/// How long a writer with nothing to do waits before it looks whether its database file is
+/// still the one at the path (a commit looks each time).
+const IDLE_CHECK: Duration = Duration::from_secs(60);
+
+/// After a rebuild failed, the least time before the next is tried; after one for a corrupt
+/// page, before the next for a corrupt page.
+const REBUILD_PAUSE: Duration = Duration::from_secs(60);
+
+/// Most ops in one transaction, and most payload bytes: a backlog commits in chunks, oldest
+/// first, so a disk with some room left takes what fits. Until a commit has failed, a chunk
+/// ends only where a message does (one `sendLocations` call becomes durable, and visible, at once).
+const CHUNK_OPS: usize = 1_000;
+const CHUNK_BYTES: usize = 512 * 1024;
+
+/// The shortest pause between commit attempts while stopping (the publisher waits for the
+/// writer at most a few seconds).
+const STOPPING_PAUSE: Duration = Duration::from_millis(100);
+
 /// What the writer has been asked to do and not done yet.
 #[derive(Default)]
 struct Inbox {
-    ops: Vec<Op>,
+    ops: VecDeque<Op>,
+    /// Where each message not yet reported visible ends (an index into `ops`).
+    ends: VecDeque<usize>,
+    /// `ops[..reported]` were reported visible by a failed commit: a chunk may end anywhere there.
+    reported: usize,
     loads: Vec<(Transport, Vec<u64>)>,
     stopping: bool,
 }
@@ -732,71 +1304,282 @@ struct Inbox {
 impl Inbox {
     fn take(&mut self, msg: Msg) {
         match msg {
-            Msg::Ops(ops) => self.ops.extend(ops),
+            Msg::Ops(ops) => {
+                self.ops.extend(ops);
+                self.ends.push_back(self.ops.len());
+            }
             Msg::Load { transport, seqs } => self.loads.push((transport, seqs)),
             Msg::Stop => self.stopping = true,
         }
     }
+
+    /// How many ops the next transaction takes: up to [`CHUNK_OPS`] and [`CHUNK_BYTES`] (at
+    /// least one), extended to the end of the message it stops in unless that was reported
+    /// visible already.
+    fn chunk(&self) -> usize {
+        let (mut n, mut bytes) = (0, 0);
+        for op in &self.ops {
+            n += 1;
+            bytes += match op {
+                Op::Insert(r) => r.payload.len(),
+                Op::DeadLetter(d) => d.payload.len(),
+                _ => 0,
+            };
+            if n >= CHUNK_OPS || bytes >= CHUNK_BYTES {
+                break;
+            }
+        }
+        if n <= self.reported {
+            return n;
+        }
+        self.ends.iter().copied().find(|&end| end >= n).unwrap_or(self.ops.len()).min(self.ops.len())
+    }
+
+    /// The first `n` ops were committed.
+    fn committed(&mut self, n: usize) {
+        self.ops.drain(..n);
+        self.reported = self.reported.saturating_sub(n);
+        while self.ends.front().is_some_and(|&end| end <= n) {
+            self.ends.pop_front();
+        }
+        self.ends.iter_mut().for_each(|end| *end -= n);
+    }
+
+    /// New rows not yet reported; from now on all of them are.
+    fn report_all(&mut self) -> Vec<u64> {
+        let fresh = inserts(self.ops.range(self.reported..));
+        self.reported = self.ops.len();
+        self.ends.clear();
+        fresh
+    }
 }
 
-/// Runs the writer: waits for ops, gathers everything queued (group commit), applies it in one
-/// transaction and reports through `committed`. A failed commit keeps its ops and retries with
-/// a growing pause, reporting the failure once per attempt. Reads asked for by [`Msg::Load`]
-/// are answered through `loaded` after the commit of whatever was queued with them. Returns
-/// when told to stop (after a last commit) or when every sender is gone.
-pub fn run_writer(mut store: Store, rx: Receiver<Msg>, mut committed: impl FnMut(Commit), mut loaded: impl FnMut(Loaded)) {
-    let mut retry = crate::retry::Backoff::new(crate::retry::Policy::STORE);
-    let mut inbox = Inbox::default();
+/// The seqs of the inserts among `ops`.
+fn inserts<'a>(ops: impl IntoIterator<Item = &'a Op>) -> Vec<u64> {
+    ops.into_iter().filter_map(|op| if let Op::Insert(r) = op { Some(r.seq) } else { None }).collect()
+}
+
+/// The writer thread's state.
+struct Writer<C, L> {
+    store: Store,
+    rx: Receiver<Msg>,
+    committed: C,
+    loaded: L,
+    inbox: Inbox,
+    retry: crate::retry::Backoff,
+    /// After a failed commit: no new attempt before this (what arrives meanwhile is gathered).
+    not_before: Option<Instant>,
+    /// A read met a corrupt page (SQLite's words): the database is rebuilt at the next chance.
+    damaged: Option<String>,
+    /// After a failed rebuild: none before this.
+    rebuild_not_before: Option<Instant>,
+    /// After a rebuild for a corrupt page: no other for a corrupt page before this (a disk that
+    /// keeps damaging pages has commits go around the damage instead, not a rebuild each time).
+    corrupt_not_before: Option<Instant>,
+}
+
+/// Runs the writer: waits for ops, gathers everything queued (group commit), applies it in
+/// transactions of bounded size, oldest first, and reports each through `committed`. A failed
+/// commit keeps its ops (compacted) and waits a growing pause, gathering what arrives
+/// meanwhile; reads asked for by [`Msg::Load`] are answered (through `loaded`) during the pause
+/// too, and otherwise after the commit of whatever was queued with them. A corrupt page, or the
+/// database file deleted or replaced under it, has the database rebuilt ([`Store::rebuild`]).
+/// Returns when told to stop (after a last commit) or when every sender is gone.
+pub fn run_writer(store: Store, rx: Receiver<Msg>, committed: impl FnMut(Commit), loaded: impl FnMut(Loaded)) {
+    let mut w = Writer {
+        store,
+        rx,
+        committed,
+        loaded,
+        inbox: Inbox::default(),
+        retry: crate::retry::Backoff::new(crate::retry::Policy::STORE),
+        not_before: None,
+        damaged: None,
+        rebuild_not_before: None,
+        corrupt_not_before: None,
+    };
     loop {
-        if inbox.ops.is_empty() && inbox.loads.is_empty() && !inbox.stopping {
-            match rx.recv() {
-                Ok(msg) => inbox.take(msg),
-                Err(_) => inbox.stopping = true,
-            }
+        w.wait();
+        while let Ok(msg) = w.rx.try_recv() {
+            w.inbox.take(msg);
         }
-        while let Ok(msg) = rx.try_recv() {
-            inbox.take(msg);
+        if w.inbox.stopping {
+            w.not_before = w.not_before.map(|t| t.min(Instant::now() + STOPPING_PAUSE));
         }
-        if !inbox.ops.is_empty() {
-            commit(&mut store, &mut inbox, &mut retry, &rx, &mut committed);
-            if inbox.stopping && !inbox.ops.is_empty() && retry.failures() > 5 {
-                committed(Commit { durable: Vec::new(), failed: None, abandoned: inbox.ops.len(), report_seq: None });
+        if let Some(why) = w.damaged.clone().filter(|_| w.may_rebuild_corrupt()) {
+            w.rebuild_or_report(RebuildCause::Corrupt(why));
+        }
+        if !w.inbox.ops.is_empty() && w.not_before.is_none_or(|t| Instant::now() >= t) {
+            w.commit();
+        }
+        w.answer_loads();
+        if w.inbox.stopping {
+            if w.inbox.ops.is_empty() {
                 return;
             }
-        }
-        for (transport, seqs) in std::mem::take(&mut inbox.loads) {
-            loaded(match store.load_bodies(&seqs) {
-                Ok(bodies) => Loaded { transport, bodies, failed: None },
-                Err(e) => Loaded { transport, bodies: Vec::new(), failed: Some(e) },
-            });
-        }
-        if inbox.stopping && inbox.ops.is_empty() {
-            return;
+            if w.retry.failures() > 5 {
+                let abandoned = w.inbox.ops.len();
+                (w.committed)(Commit { abandoned, ..Commit::default() });
+                return;
+            }
         }
     }
 }
 
-/// One group commit of everything queued in `inbox`; on failure keeps the ops (compacted) and
-/// waits a growing pause, or for more work or a stop.
-fn commit(store: &mut Store, inbox: &mut Inbox, retry: &mut crate::retry::Backoff, rx: &Receiver<Msg>, committed: &mut impl FnMut(Commit)) {
-    let durable: Vec<u64> = inbox.ops.iter().filter_map(|op| if let Op::Insert(r) = op { Some(r.seq) } else { None }).collect();
-    match store.apply(&inbox.ops) {
-        Ok(report_seq) => {
-            retry.reset();
-            inbox.ops.clear();
-            committed(Commit { durable, failed: None, abandoned: 0, report_seq });
+impl<C: FnMut(Commit), L: FnMut(Loaded)> Writer<C, L> {
+    /// Waits until there is something to do: a message, the end of a retry pause, or (idle)
+    /// the time to look whether the database file is still there.
+    fn wait(&mut self) {
+        if !self.inbox.loads.is_empty() || (self.damaged.is_some() && self.may_rebuild_corrupt()) {
+            return;
         }
-        Err(e) => {
-            committed(Commit { durable, failed: Some(e), abandoned: 0, report_seq: None });
-            // Rows inserted and already gone again need never reach the disk: a smaller
-            // retry fits where the full one did not (a full disk frees up as rows leave).
-            compact(&mut inbox.ops);
-            let pause = retry.next_delay().max(Duration::from_millis(10));
-            match rx.recv_timeout(pause) {
-                Ok(msg) => inbox.take(msg),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => inbox.stopping = true,
+        let now = Instant::now();
+        let (timeout, idle) = match (self.inbox.ops.is_empty(), self.not_before) {
+            (false, None) => return,
+            (false, Some(t)) if t <= now => return,
+            (false, Some(t)) => (t - now, false),
+            (true, _) if self.inbox.stopping => return,
+            (true, _) => (IDLE_CHECK, true),
+        };
+        if self.inbox.stopping {
+            // Nothing more is coming: only the pause is left to wait.
+            std::thread::sleep(timeout);
+            return;
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(msg) => self.inbox.take(msg),
+            Err(RecvTimeoutError::Timeout) if idle && self.store.lost() => {
+                self.rebuild_or_report(RebuildCause::Lost);
             }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => self.inbox.stopping = true,
+        }
+    }
+
+    fn may_rebuild(&self) -> bool {
+        self.rebuild_not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn may_rebuild_corrupt(&self) -> bool {
+        self.may_rebuild() && self.corrupt_not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Rebuilds the database and reports it; a failure is returned (the next try waits
+    /// [`REBUILD_PAUSE`]).
+    fn rebuild(&mut self, cause: RebuildCause) -> Result<(), StoreError> {
+        if !self.may_rebuild() {
+            return Err(StoreError::Rebuild("an attempt failed moments ago".into()));
+        }
+        let corrupt = matches!(cause, RebuildCause::Corrupt(_));
+        match self.store.rebuild(cause) {
+            Ok(rebuilt) => {
+                self.damaged = None;
+                self.rebuild_not_before = None;
+                if corrupt {
+                    self.corrupt_not_before = Some(Instant::now() + REBUILD_PAUSE);
+                }
+                (self.committed)(Commit { rebuilt: Some(rebuilt), ..Commit::default() });
+                Ok(())
+            }
+            Err(e) => {
+                self.rebuild_not_before = Some(Instant::now() + REBUILD_PAUSE);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Writer::rebuild`], a failure reported (a storage error, logged).
+    fn rebuild_or_report(&mut self, cause: RebuildCause) -> bool {
+        match self.rebuild(cause) {
+            Ok(()) => true,
+            Err(e) => {
+                (self.committed)(Commit { failed: Some(e), ..Commit::default() });
+                false
+            }
+        }
+    }
+
+    /// Commits what is queued, chunk by chunk, oldest first, until it is all in or a chunk fails.
+    fn commit(&mut self) {
+        while !self.inbox.ops.is_empty() {
+            let n = self.inbox.chunk();
+            match self.apply_chunk(n) {
+                Ok((report_seq, skipped)) => {
+                    let durable = inserts(self.inbox.ops.range(..n));
+                    self.inbox.committed(n);
+                    self.retry.reset();
+                    self.not_before = None;
+                    (self.committed)(Commit { durable, report_seq, skipped, ..Commit::default() });
+                }
+                Err(e) => return self.failed(e),
+            }
+        }
+    }
+
+    /// Applies the first `n` queued ops in one transaction. On a corrupt page the database is
+    /// rebuilt and the chunk applied to the new one; when it cannot be rebuilt now, the chunk
+    /// goes in without the changes the damage refuses. A file deleted or replaced under the
+    /// database has it recreated before the chunk counts as committed.
+    fn apply_chunk(&mut self, n: usize) -> Result<(Option<u64>, usize), StoreError> {
+        let first = self.store.apply(&self.inbox.ops.make_contiguous()[..n]);
+        let applied = match first {
+            Ok(report_seq) => (report_seq, 0),
+            Err(e) if is_corrupt(&e) => {
+                let rebuilt = self.may_rebuild_corrupt() && self.rebuild_or_report(RebuildCause::Corrupt(e.to_string()));
+                let ops = &self.inbox.ops.make_contiguous()[..n];
+                match if rebuilt { self.store.apply(ops) } else { Err(e) } {
+                    Ok(report_seq) => (report_seq, 0),
+                    Err(e) if is_corrupt(&e) => {
+                        self.damaged.get_or_insert_with(|| e.to_string());
+                        self.store.apply_around_damage(ops)?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // What this chunk wrote went to a file nothing can open again: it is durable once the
+        // database is recreated from the open one (the ops stay queued until then; they are
+        // idempotent).
+        if self.store.lost() {
+            self.rebuild(RebuildCause::Lost).map_err(|e| StoreError::Lost(e.to_string()))?;
+        }
+        Ok(applied)
+    }
+
+    /// A chunk failed: the rows not yet visible are made so (delivered from memory), the ops
+    /// kept (compacted), and the next attempt waits a growing pause.
+    fn failed(&mut self, e: StoreError) {
+        let full = matches!(&e, StoreError::Sqlite(e) if is_full(e));
+        let durable = self.inbox.report_all();
+        (self.committed)(Commit { durable, failed: Some(e), ..Commit::default() });
+        // Rows inserted and already gone again need never reach the disk: a smaller retry fits
+        // where the full one did not (a full disk frees up as rows leave).
+        compact(&mut self.inbox.ops);
+        self.inbox.reported = self.inbox.ops.len();
+        if full {
+            self.store.truncate_wal();
+        }
+        let mut pause = self.retry.next_delay().max(Duration::from_millis(10));
+        if self.inbox.stopping {
+            pause = pause.min(STOPPING_PAUSE);
+        }
+        self.not_before = Some(Instant::now() + pause);
+    }
+
+    /// Answers the reads asked for. One that meets a corrupt page has the database rebuilt next.
+    fn answer_loads(&mut self) {
+        for (transport, seqs) in std::mem::take(&mut self.inbox.loads) {
+            let answer = match self.store.load_bodies(&seqs) {
+                Ok(Bodies { found, unreadable }) => {
+                    if !unreadable.is_empty() {
+                        self.damaged.get_or_insert_with(|| format!("{} row(s) unreadable", unreadable.len()));
+                    }
+                    Loaded { transport, bodies: found, unreadable, failed: None }
+                }
+                Err(e) => Loaded { transport, bodies: Vec::new(), unreadable: Vec::new(), failed: Some(e) },
+            };
+            (self.loaded)(answer);
         }
     }
 }
@@ -826,9 +1609,9 @@ fn superseded_updates(ops: &[Op]) -> std::collections::HashSet<usize> {
 }
 
 /// Drops every op of rows whose insert and delete are both still queued.
-fn compact(ops: &mut Vec<Op>) {
+fn compact(ops: &mut VecDeque<Op>) {
     use std::collections::HashSet;
-    let inserted: HashSet<u64> = ops.iter().filter_map(|o| if let Op::Insert(r) = o { Some(r.seq) } else { None }).collect();
+    let inserted: HashSet<u64> = inserts(ops.iter()).into_iter().collect();
     let gone: HashSet<u64> = ops.iter().filter_map(|o| if let Op::Delete(s) = o { Some(*s) } else { None }).filter(|s| inserted.contains(s)).collect();
     if gone.is_empty() {
         return;
@@ -847,8 +1630,8 @@ mod tests {
     fn row(seq: u64) -> StoredRow {
         StoredRow {
             seq,
-            event_id: format!("e{seq}"),
-            payload: b"{}".to_vec(),
+            event_id: format!("e{seq}").into(),
+            payload: b"{}".to_vec().into(),
             timestamp_ms: 1,
             accepted_at_ms: 2,
             mqtt: Delivery::Pending,
@@ -974,7 +1757,7 @@ mod tests {
         );
         let (mut s, _) = Store::open(dir.path(), None).unwrap();
         // This build stores it with the row: the payload is not read for it.
-        s.apply(&[Op::Insert(StoredRow { seq: 4, payload: b"{\"seq\":1}".to_vec(), wire_seq: Some(43), ..row(4) })]).unwrap();
+        s.apply(&[Op::Insert(StoredRow { seq: 4, payload: b"{\"seq\":1}".to_vec().into(), wire_seq: Some(43), ..row(4) })]).unwrap();
         let mut got = Vec::new();
         s.load_index(|r| got.push((r.seq, r.wire_seq))).unwrap();
         assert_eq!(got, [(1, Some(42)), (2, None), (3, None), (4, Some(43))]);
@@ -1005,14 +1788,14 @@ mod tests {
     fn a_full_database_fails_writes_and_compaction_drops_rows_already_gone() {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, _) = Store::open(dir.path(), Some(64 * 1024)).unwrap();
-        let big = |seq| StoredRow { payload: vec![b'x'; 4000], ..row(seq) };
-        let mut ops: Vec<Op> = (1..=40).map(|i| Op::Insert(big(i))).collect();
-        let e = s.apply(&ops).unwrap_err();
+        let big = |seq| StoredRow { payload: vec![b'x'; 4000].into(), ..row(seq) };
+        let mut ops: VecDeque<Op> = (1..=40).map(|i| Op::Insert(big(i))).collect();
+        let e = s.apply(ops.make_contiguous()).unwrap_err();
         assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull), "{e}");
         ops.extend((1..=35).map(Op::Delete));
         compact(&mut ops);
         assert_eq!(ops.len(), 5);
-        s.apply(&ops).unwrap();
+        s.apply(ops.make_contiguous()).unwrap();
         assert_eq!(s.load_rows().unwrap().len(), 5);
     }
 
@@ -1021,5 +1804,220 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_first, _) = Store::open(dir.path(), None).unwrap();
         assert!(matches!(Store::open(dir.path(), None), Err(StoreError::Busy(_))));
+    }
+
+    /// A row with an eventId that can be found in the file, and a payload of a location's size.
+    fn sized(seq: u64) -> StoredRow {
+        StoredRow { event_id: format!("<ev-{seq:08}>").into(), payload: vec![b'x'; 300].into(), ..row(seq) }
+    }
+
+    /// Per page of the database at `db` (from 1), the rows on it, and the page size.
+    fn rows_by_page(db: &Path) -> (std::collections::BTreeMap<u64, Vec<u64>>, u64) {
+        let bytes = std::fs::read(db).unwrap();
+        let page_size = u64::from(u16::from_be_bytes([bytes[16], bytes[17]]));
+        let mut pages = std::collections::BTreeMap::<u64, Vec<u64>>::new();
+        // Table leaves only (type 13): an interior page keeps stale bytes of the rows it once held.
+        for (i, page) in bytes.chunks(page_size as usize).enumerate().skip(1).filter(|(_, p)| p[0] == 13) {
+            for w in page.windows(13).filter(|w| w.starts_with(b"<ev-") && w[12] == b'>') {
+                let seq: u64 = std::str::from_utf8(&w[4..12]).unwrap().parse().unwrap();
+                pages.entry(i as u64 + 1).or_default().push(seq);
+            }
+        }
+        pages.values_mut().for_each(|rows| rows.sort_unstable());
+        (pages, page_size)
+    }
+
+    /// The page holding row `seq`, with the rows on it.
+    fn page_of(pages: &std::collections::BTreeMap<u64, Vec<u64>>, seq: u64) -> (u64, Vec<u64>) {
+        pages.iter().find(|(_, rows)| rows.contains(&seq)).map(|(p, rows)| (*p, rows.clone())).unwrap()
+    }
+
+    /// Overwrites page `page` (from 1) with garbage.
+    fn damage(db: &Path, page: u64, page_size: u64) {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+        f.seek(std::io::SeekFrom::Start((page - 1) * page_size)).unwrap();
+        f.write_all(&vec![0xEE; page_size as usize]).unwrap();
+    }
+
+    /// A closed data directory with rows 1..=n, three dead letters, a config, a fetch state, a
+    /// tally and a run clock.
+    fn filled(n: u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = Store::open(dir.path(), None).unwrap();
+        s.record_run_clock(crate::clock::RunClock::resume(5_000));
+        s.record_tally(Box::new(|| Some("{\"epoch\":\"e-1\"}".into())));
+        let mut ops: Vec<Op> = (1..=n).map(|i| Op::Insert(sized(i))).collect();
+        for id in 1..=3 {
+            let d = StoredDeadLetter {
+                id,
+                event_id: format!("d{id}"),
+                payload: b"{}".to_vec(),
+                timestamp_ms: 1,
+                transport: Transport::PubSub,
+                error: "400".into(),
+                observed_at_ms: Some(9),
+            };
+            ops.push(Op::DeadLetter(d));
+        }
+        ops.push(Op::SaveConfig(StoredConfig { json: "{}".into(), source: "app".into(), applied_at_ms: 1 }));
+        ops.push(Op::SaveFetchState("{\"failures\":2}".into()));
+        s.apply(&ops).unwrap();
+        dir
+    }
+
+    #[test]
+    fn salvage_steps_over_bad_pages_and_keeps_every_table() {
+        let dir = filled(3_000);
+        let db = dir.path().join(DB_FILE);
+        let (pages, page_size) = rows_by_page(&db);
+        let bad: Vec<(u64, Vec<u64>)> = [1, 1_500, 3_000].into_iter().map(|seq| page_of(&pages, seq)).collect();
+        for (page, _) in &bad {
+            damage(&db, *page, page_size);
+        }
+        let (s, report) = Store::open(dir.path(), None).unwrap();
+        assert!(report.moved_aside.is_some());
+        let lost: u64 = bad.iter().map(|(_, rows)| rows.len() as u64).sum();
+        assert_eq!(report.salvage.rows, 3_000 - lost, "every row not on a bad page: {:?}", report.salvage);
+        let kept: std::collections::HashSet<u64> = s.load_rows().unwrap().iter().map(|r| r.seq).collect();
+        for (_, rows) in &bad {
+            assert!(rows.iter().all(|r| !kept.contains(r)));
+            assert!(
+                report.salvage.lost_rows.iter().any(|&(from, end)| rows.iter().all(|r| (from..end).contains(r))),
+                "{rows:?} in {:?}",
+                report.salvage.lost_rows
+            );
+        }
+        assert_eq!(report.salvage.lost_rows.last().map(|r| r.1), Some(u64::MAX), "nothing readable after the last page");
+        assert_eq!(report.salvage.rows_lost, (bad[0].1.len() + bad[1].1.len()) as u64, "the rows between readable ones are counted");
+        assert_eq!(report.salvage.damaged, ["outbox"]);
+        assert_eq!(s.load_dead_letters(10).unwrap().0.len(), 3);
+        assert!(s.load_config().unwrap().is_some());
+        assert_eq!(s.load_fetch_state().unwrap().as_deref(), Some("{\"failures\":2}"));
+        assert_eq!(s.load_tally().unwrap().as_deref(), Some("{\"epoch\":\"e-1\"}"));
+        assert!(s.load_observed_ms().unwrap() >= 5_000, "the run clock goes on");
+        assert_eq!(s.load_rows().unwrap().iter().map(|r| r.observed_at_ms).max(), Some(Some(3)), "and the rows keep their place on it");
+    }
+
+    #[test]
+    fn an_unreadable_run_clock_restarts_at_the_newest_salvaged_time() {
+        let dir = filled(10);
+        let db = dir.path().join(DB_FILE);
+        let page = {
+            let c = Connection::open(&db).unwrap();
+            let page: i64 = c.query_row("SELECT rootpage FROM sqlite_master WHERE name = 'meta'", [], |r| r.get(0)).unwrap();
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+            page as u64
+        };
+        damage(&db, page, rows_by_page(&db).1);
+        let (s, report) = Store::open(dir.path(), None).unwrap();
+        assert!(report.salvage.damaged.contains(&"meta"), "{:?}", report.salvage);
+        assert_eq!(s.load_observed_ms().unwrap(), 9, "the newest time a row or dead letter carries");
+    }
+
+    #[test]
+    fn a_read_back_names_the_unreadable_rows_reads_the_rest_and_a_rebuild_drops_the_page() {
+        let dir = filled(3_000);
+        let db = dir.path().join(DB_FILE);
+        let (pages, page_size) = rows_by_page(&db);
+        let (page, on_page) = page_of(&pages, 300);
+        let (mut s, _) = Store::open(dir.path(), None).unwrap();
+        s.conn.execute_batch("PRAGMA shrink_memory").unwrap();
+        damage(&db, page, page_size);
+        let asked: Vec<u64> = (on_page[0] - 5..=on_page[on_page.len() - 1] + 5).collect();
+        let got = s.load_bodies(&asked).unwrap();
+        assert_eq!(got.unreadable, on_page);
+        assert_eq!(got.found.len(), 10, "the rows around it are read all the same");
+        // A change on the bad page fails; left out, the rest commits.
+        let e = s.apply(&[Op::Delete(on_page[0])]).unwrap_err();
+        assert!(is_corrupt(&e), "{e}");
+        let ops =
+            [Op::Insert(sized(3_001)), Op::Delete(on_page[0]), Op::Update { seq: on_page[1], mqtt: Delivery::Acked, pubsub: Delivery::NotOwed }, Op::Delete(2)];
+        assert_eq!(s.apply_around_damage(&ops).unwrap().1, 2);
+        // Rebuilt: the bad page's rows are gone, everything else is there, the file is healthy.
+        let r = s.rebuild(RebuildCause::Corrupt("test".into())).unwrap();
+        assert_eq!(r.salvage.rows, 3_000 - 1 - on_page.len() as u64 + 1);
+        assert!(r.salvage.lost_rows.iter().any(|&(from, end)| on_page.iter().all(|seq| (from..end).contains(seq))), "{:?}", r.salvage.lost_rows);
+        assert!(r.moved_aside.as_ref().is_some_and(|p| p.exists()), "the damaged file is kept for inspection");
+        s.apply(&[Op::Delete(3)]).unwrap();
+        assert_eq!(s.load_bodies(&asked).unwrap().unreadable, Vec::<u64>::new());
+        drop(s);
+        let (s, report) = Store::open(dir.path(), None).unwrap();
+        assert_eq!((report.moved_aside, s.load_rows().unwrap().len()), (None, 3_001 - 2 - on_page.len()));
+    }
+
+    #[test]
+    fn a_database_deleted_under_the_store_is_noticed_and_recreated_from_the_open_file() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let (mut s, _) = Store::open(&dir, None).unwrap();
+        s.apply(&(1..=100).map(|i| Op::Insert(sized(i))).collect::<Vec<_>>()).unwrap();
+        assert!(!s.lost());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(s.lost(), "the path no longer leads to the open file");
+        // SQLite goes on writing to the deleted file.
+        s.apply(&(101..=150).map(|i| Op::Insert(sized(i))).collect::<Vec<_>>()).unwrap();
+        let r = s.rebuild(RebuildCause::Lost).unwrap();
+        assert_eq!((r.salvage.rows, r.moved_aside), (150, None));
+        assert!(!s.lost() && dir.join(DB_FILE).exists());
+        s.apply(&[Op::Insert(sized(151))]).unwrap();
+        drop(s);
+        let (s, _) = Store::open(&dir, None).unwrap();
+        assert_eq!(s.load_rows().unwrap().len(), 151);
+    }
+
+    #[test]
+    fn a_rebuilt_file_left_behind_is_adopted() {
+        let dir = filled(5);
+        let path = dir.path().join(DB_FILE);
+        std::fs::rename(&path, dir.path().join(format!("{DB_FILE}.rebuild-17"))).unwrap();
+        std::fs::write(dir.path().join(format!("{DB_FILE}.rebuild-3")), b"older").unwrap();
+        let (s, report) = Store::open(dir.path(), None).unwrap();
+        assert_eq!((report.moved_aside, s.load_rows().unwrap().len()), (None, 5));
+        assert!(!dir.path().join(format!("{DB_FILE}.rebuild-3")).exists());
+    }
+
+    #[test]
+    fn a_chunk_ends_where_a_message_does_until_a_commit_failed() {
+        let mut inbox = Inbox::default();
+        for n in [3, 2_000, 5] {
+            inbox.take(Msg::Ops((0..n).map(Op::Delete).collect()));
+        }
+        assert_eq!(inbox.chunk(), 2_003, "one sendLocations call is committed whole");
+        assert_eq!(inbox.report_all().len(), 0);
+        assert_eq!(inbox.chunk(), CHUNK_OPS, "after a failure: bounded");
+        inbox.committed(CHUNK_OPS);
+        inbox.take(Msg::Ops((0..10).map(Op::Delete).collect()));
+        assert_eq!((inbox.ops.len(), inbox.reported), (1_018, 1_008));
+        assert_eq!(inbox.chunk(), CHUNK_OPS);
+        inbox.committed(CHUNK_OPS);
+        assert_eq!(inbox.chunk(), 18, "up to the end of the message past what was reported");
+    }
+
+    #[test]
+    fn a_full_database_commits_what_fits_oldest_first_and_waits_its_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), Some(1 << 20)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            run_writer(store, rx, move |c| seen_tx.send((c.durable, c.failed.is_some())).unwrap(), |_| {});
+        });
+        // 1.4 MB of rows against 1 MB of room, in one message.
+        tx.send(Msg::Ops((1..=4_000).map(|i| Op::Insert(sized(i))).collect())).unwrap();
+        // A message every 20 ms for 2 s: gathered during the pauses, not each an attempt.
+        for i in 0..100 {
+            tx.send(Msg::Ops(vec![Op::Update { seq: 1 + i % 10, mqtt: Delivery::Pending, pubsub: Delivery::NotOwed }])).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(tx);
+        writer.join().unwrap();
+        let commits: Vec<(Vec<u64>, bool)> = seen.try_iter().collect();
+        let failures = commits.iter().filter(|c| c.1).count();
+        let durable: Vec<u64> = commits.iter().filter(|c| !c.1).flat_map(|c| c.0.clone()).collect();
+        assert!(commits[0].1 && commits[0].0.len() == 4_000, "the first attempt fails; its rows are made visible");
+        assert!(failures <= 16, "{failures} failed commits in 2 s of messages every 20 ms");
+        assert!(durable.len() >= 1_000 && durable.len() < 4_000, "what fits is durable: {}", durable.len());
+        assert!(durable.windows(2).all(|w| w[0] < w[1]) && durable[0] == 1, "oldest first");
     }
 }
