@@ -2741,6 +2741,11 @@ public struct MetricsSnapshot: Equatable, Hashable {
      */
     public var decisionChanges: UInt64
     /**
+     * Locations accepted with a timestamp more than a day after the phone's clock (a wrong
+     * clock, or a fix stamped by GNSS): `dualpub_clock_skew_total`.
+     */
+    public var clockSkew: UInt64
+    /**
      * Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
      */
     public var recovered: UInt64
@@ -2811,6 +2816,10 @@ public struct MetricsSnapshot: Equatable, Hashable {
          * Changes of decision since start-up (`dualpub_decision_changes_total`).
          */decisionChanges: UInt64, 
         /**
+         * Locations accepted with a timestamp more than a day after the phone's clock (a wrong
+         * clock, or a fix stamped by GNSS): `dualpub_clock_skew_total`.
+         */clockSkew: UInt64, 
+        /**
          * Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
          */recovered: UInt64, 
         /**
@@ -2838,6 +2847,7 @@ public struct MetricsSnapshot: Equatable, Hashable {
         self.configRejected = configRejected
         self.configFetches = configFetches
         self.decisionChanges = decisionChanges
+        self.clockSkew = clockSkew
         self.recovered = recovered
         self.queueOldestAgeSeconds = queueOldestAgeSeconds
         self.configVersion = configVersion
@@ -2876,6 +2886,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
                 configRejected: FfiConverterDictionaryStringUInt64.read(from: &buf), 
                 configFetches: FfiConverterDictionaryStringUInt64.read(from: &buf), 
                 decisionChanges: FfiConverterUInt64.read(from: &buf), 
+                clockSkew: FfiConverterUInt64.read(from: &buf), 
                 recovered: FfiConverterUInt64.read(from: &buf), 
                 queueOldestAgeSeconds: FfiConverterDouble.read(from: &buf), 
                 configVersion: FfiConverterUInt64.read(from: &buf), 
@@ -2900,6 +2911,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
         FfiConverterDictionaryStringUInt64.write(value.configRejected, into: &buf)
         FfiConverterDictionaryStringUInt64.write(value.configFetches, into: &buf)
         FfiConverterUInt64.write(value.decisionChanges, into: &buf)
+        FfiConverterUInt64.write(value.clockSkew, into: &buf)
         FfiConverterUInt64.write(value.recovered, into: &buf)
         FfiConverterDouble.write(value.queueOldestAgeSeconds, into: &buf)
         FfiConverterUInt64.write(value.configVersion, into: &buf)

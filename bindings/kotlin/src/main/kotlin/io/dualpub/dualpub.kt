@@ -4139,6 +4139,12 @@ data class MetricsSnapshot (
     var `decisionChanges`: kotlin.ULong
     , 
     /**
+     * Locations accepted with a timestamp more than a day after the phone's clock (a wrong
+     * clock, or a fix stamped by GNSS): `dualpub_clock_skew_total`.
+     */
+    var `clockSkew`: kotlin.ULong
+    , 
+    /**
      * Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
      */
     var `recovered`: kotlin.ULong
@@ -4190,6 +4196,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterMapStringULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterDouble.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
@@ -4213,6 +4220,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterMapStringULong.allocationSize(value.`configRejected`) +
             FfiConverterMapStringULong.allocationSize(value.`configFetches`) +
             FfiConverterULong.allocationSize(value.`decisionChanges`) +
+            FfiConverterULong.allocationSize(value.`clockSkew`) +
             FfiConverterULong.allocationSize(value.`recovered`) +
             FfiConverterDouble.allocationSize(value.`queueOldestAgeSeconds`) +
             FfiConverterULong.allocationSize(value.`configVersion`) +
@@ -4236,6 +4244,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterMapStringULong.write(value.`configRejected`, buf)
             FfiConverterMapStringULong.write(value.`configFetches`, buf)
             FfiConverterULong.write(value.`decisionChanges`, buf)
+            FfiConverterULong.write(value.`clockSkew`, buf)
             FfiConverterULong.write(value.`recovered`, buf)
             FfiConverterDouble.write(value.`queueOldestAgeSeconds`, buf)
             FfiConverterULong.write(value.`configVersion`, buf)
