@@ -199,10 +199,13 @@ class DualPublisherTest {
     }
 
     @Test
-    fun `a timestamp days ahead is an InvalidLocation`() {
+    fun `a timestamp days ahead of the phone's clock is accepted and counted, one past 2100 refused`() {
         publisher("future").use { p ->
+            // A GNSS fix on a phone whose clock is days behind: delivered, counted as clock skew.
+            p.sendLocation(TestBed.location(0).copy(timestampMs = System.currentTimeMillis() + 3L * 86_400_000))
+            assertEquals(1uL, p.metrics().clockSkew)
             val e = assertThrows(DualPubException.InvalidLocation::class.java) {
-                p.sendLocation(TestBed.location(0).copy(timestampMs = System.currentTimeMillis() + 3L * 86_400_000))
+                p.sendLocation(TestBed.location(1).copy(timestampMs = 4_200_000_000_000L))
             }
             assertTrue(e.message!!.contains("future"), e.message)
         }
