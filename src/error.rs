@@ -229,7 +229,7 @@ pub(crate) enum Error {
     },
     /// The data directory cannot be used.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::outbox::store::StoreError),
     /// Reading the outbox failed.
     #[error("reading the outbox: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -32,16 +32,13 @@ pub(crate) mod retry;
 pub mod rollout;
 mod runtime;
 mod secret;
-pub(crate) mod seq_map;
 mod startup;
-pub(crate) mod store;
 pub(crate) mod tasks;
 mod tls;
 pub(crate) mod token;
 mod transport;
 pub(crate) mod window;
 pub mod wire;
-pub(crate) mod wire_seqs;
 
 pub use config::{MigrationConfig, MqttSettings, Override, PubSubSettings, SdkConfig};
 pub use config_builder::SdkConfigBuilder;

@@ -9,10 +9,10 @@ use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::Error;
 use crate::fetch::{FetchState, Fetcher};
 use crate::hub::Active;
+use crate::outbox::store::{Msg, Store};
 use crate::outbox::Outbox;
 use crate::remote::ConfigSource;
 use crate::rollout::decide;
-use crate::store::{Msg, Store};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
@@ -129,7 +129,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
 }
 
 /// What opening the database found that is worth telling; deletes old corrupt copies.
-fn note_storage(config: &SdkConfig, report: &crate::store::OpenReport, notes: &mut Vec<Note>) {
+fn note_storage(config: &SdkConfig, report: &crate::outbox::store::OpenReport, notes: &mut Vec<Note>) {
     if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
         notes.push((
             log::Level::Error,
@@ -141,7 +141,7 @@ fn note_storage(config: &SdkConfig, report: &crate::store::OpenReport, notes: &m
         }
     }
     let keep_ms = i64::from(config.max_outbox_age_hours) * 3_600_000;
-    let pruned = crate::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);
+    let pruned = crate::outbox::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);
     if pruned > 0 {
         notes.push((log::Level::Info, "storage", format!("deleted {pruned} corrupt database copy(ies) older than maxOutboxAgeHours")));
     }
@@ -153,7 +153,11 @@ fn note_storage(config: &SdkConfig, report: &crate::store::OpenReport, notes: &m
         ));
     }
     if let Some(v) = report.newer_schema {
-        notes.push((log::Level::Warn, "storage", format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::store::SCHEMA_VERSION)));
+        notes.push((
+            log::Level::Warn,
+            "storage",
+            format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::outbox::store::SCHEMA_VERSION),
+        ));
     }
 }
 

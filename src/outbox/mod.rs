@@ -3,7 +3,7 @@
 //!
 //! The outbox's index lives in memory (the transports take from it) and, when it has a sink,
 //! every change is also sent, in order, to the `dualpub-store` thread that persists it
-//! ([`crate::store`]). A new row stays invisible to the transports until the store reports it
+//! ([`store`]). A new row stays invisible to the transports until the store reports it
 //! durable ([`Outbox::make_visible`]). All methods are called with the publisher's lock held
 //! and do no I/O themselves.
 //!
@@ -15,12 +15,16 @@
 //! [`LOAD_CHUNK`] back ([`Outbox::install`]) and takes them once they are there. So memory no
 //! longer grows with the backlog (docs/PERFORMANCE.md, "Memory").
 
+pub(crate) mod seq_map;
+pub(crate) mod store;
+pub(crate) mod wire_seqs;
+
 use crate::metrics::DualOutcome;
-use crate::store::{Msg, Op, StoredBody, StoredConfig, StoredDeadLetter, StoredIndex, StoredRow};
 use std::collections::BTreeSet;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use store::{Msg, Op, StoredBody, StoredConfig, StoredDeadLetter, StoredIndex, StoredRow};
 
 /// The two transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, uniffi::Enum)]
@@ -273,9 +277,9 @@ fn instant_of(now: Instant, now_ms: i64, observed_at_ms: i64) -> Instant {
 /// The outbox.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    rows: crate::seq_map::SeqMap<Entry>,
+    rows: seq_map::SeqMap<Entry>,
     /// The wire `seq` each row carries, as runs (not a field of the 32-byte entry).
-    wire: crate::wire_seqs::WireSeqs,
+    wire: wire_seqs::WireSeqs,
     /// Per transport: visible rows waiting to be sent, by acceptance order.
     pending: [BTreeSet<u64>; 2],
     /// Per transport: rows owed (pending or in flight).
@@ -466,7 +470,7 @@ impl Outbox {
         self.shrink_at = self.resident.len() + MAX_RESIDENT;
     }
 
-    /// Puts back the bodies the store read for `t` ([`crate::store::Msg::Load`]); rows gone or
+    /// Puts back the bodies the store read for `t` ([`store::Msg::Load`]); rows gone or
     /// resident meanwhile are skipped. `t` may ask again.
     /// They stay (pinned) until a transport takes them, so a shrink cannot undo a read.
     pub fn install(&mut self, t: Transport, bodies: Vec<StoredBody>) {
@@ -942,7 +946,7 @@ impl Outbox {
     /// yet durable), or `None` when nothing is owed to it (or nothing owed carries a `seq`: a
     /// payload written before wire format version 2). A re-queued dead letter counts with its
     /// own, old `seq`. Every location of the data directory with a lower `seq` has left `t`'s
-    /// queue. Amortised O(1) per row, plus O(1) per run ([`crate::wire_seqs`]).
+    /// queue. Amortised O(1) per row, plus O(1) per run ([`wire_seqs`]).
     pub fn oldest_owed_wire_seq(&self, t: Transport) -> Option<u64> {
         if self.owed[t.index()] == 0 {
             return None;
