@@ -5,13 +5,13 @@
 //! [`crate::transport::Lane`]. The migration reports' schedule and slots hang off it too
 //! ([`crate::report`]): they are cut from the same counters and outbox, under the same lock.
 
+use crate::config::rollout::RolloutDecision;
+use crate::config::source::ConfigSource;
 use crate::config::MigrationConfig;
 use crate::debug::Events;
 use crate::metrics::Metrics;
 use crate::outbox::{Completed, Outbox, Transport};
-use crate::remote::ConfigSource;
 use crate::report::{CutReport, Identity, Reports, Tally, Trigger};
-use crate::rollout::RolloutDecision;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -271,7 +271,7 @@ impl Hub {
 
     /// Whether decision `d` sends new work to `t` now: Pub/Sub when enabled; MQTT when enabled,
     /// or as Pub/Sub's fallback while its breaker is open (docs/CONTRACT.md#fallback).
-    pub fn owes(&self, t: Transport, d: &crate::rollout::RolloutDecision) -> bool {
+    pub fn owes(&self, t: Transport, d: &crate::config::rollout::RolloutDecision) -> bool {
         match t {
             Transport::Mqtt => d.mqtt_enabled || (d.pubsub_enabled && d.fallback_to_mqtt && self.metrics.circuit_open(Transport::PubSub)),
             Transport::PubSub => d.pubsub_enabled,
@@ -444,7 +444,7 @@ pub(crate) mod test_support {
 
     /// The same with an upload window of `window_secs`.
     pub fn hub_with_window(config: MigrationConfig, window_secs: u32) -> Arc<Hub> {
-        let decision = crate::rollout::decide(&config, "d-1", None);
+        let decision = crate::config::rollout::decide(&config, "d-1", None);
         let setup = Setup {
             active: Active { config, decision, source: ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() },
             max_seq: 0,

@@ -2,16 +2,16 @@
 //! decision in force, applies configs (the app's or fetched ones), and owns the tasks that
 //! deliver. See ARCHITECTURE.md for the flow of one location and the threads.
 
+use crate::config::fetch::{FetchResult, Fetcher, Response, Trigger};
+use crate::config::rollout::{decide, RolloutDecision};
+use crate::config::source::{ConfigListener, ConfigSource};
 use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::{DualPubError, Error};
-use crate::fetch::{FetchResult, Fetcher, Response, Trigger};
 use crate::hub::{Active, Hub, State};
 use crate::location::Location;
 use crate::metrics::{Gauges, MetricsSnapshot};
 use crate::outbox::store;
 use crate::outbox::{DeadLetter, Row, Transport};
-use crate::remote::{ConfigListener, ConfigSource};
-use crate::rollout::{decide, RolloutDecision};
 use crate::token::{TokenCache, TokenProvider};
 use crate::transport::{mqtt, pubsub, Lane};
 use crate::{clock, runtime, wire};
@@ -175,7 +175,7 @@ impl Shared {
         let mut document = config.document().inspect_err(|e| self.config_refused(e))?;
         if !host_overrides.is_empty() {
             let mut json = config.to_json();
-            json[crate::remote::HOST_OVERRIDES_KEY] = serde_json::json!(host_overrides);
+            json[crate::config::source::HOST_OVERRIDES_KEY] = serde_json::json!(host_overrides);
             document = json.to_string();
         }
         let s = &self.settings;
@@ -545,7 +545,7 @@ impl Publisher {
             rt.spawn(crate::window::run(windowing, window_rx)),
             rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
-            rt.spawn(async move { crate::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
+            rt.spawn(async move { crate::config::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
             rt.spawn(crate::report::run(reporting, report_rx)),
         ];
         // A backlog restored from disk gets a burst now: a start is a good moment to send, and
@@ -655,7 +655,7 @@ impl Publisher {
     /// Applies a migration config at once; returns the new decision. An invalid config is
     /// refused and the one in force stays.
     pub fn apply_config(&self, config: MigrationConfig) -> Result<RolloutDecision, DualPubError> {
-        self.shared.apply(config, crate::remote::ConfigSource::App, HostOverrides::new())
+        self.shared.apply(config, crate::config::source::ConfigSource::App, HostOverrides::new())
     }
 
     /// Applies the host app's remote values (Firebase Remote Config keys, docs/CONTRACT.md#host-remote-values) on
@@ -663,15 +663,15 @@ impl Publisher {
     pub fn apply_remote_values(&self, values: std::collections::HashMap<String, String>) -> Result<RolloutDecision, DualPubError> {
         let current = self.shared.active();
         let (config, host_overrides) =
-            crate::remote::from_remote_values(&current.config, &current.host_overrides, &values).inspect_err(|e| self.shared.config_refused(e))?;
-        self.shared.apply(config, crate::remote::ConfigSource::Host, host_overrides)
+            crate::config::source::from_remote_values(&current.config, &current.host_overrides, &values).inspect_err(|e| self.shared.config_refused(e))?;
+        self.shared.apply(config, crate::config::source::ConfigSource::Host, host_overrides)
     }
 
     /// What the SDK knows about the config in force and about fetching it.
-    pub fn config_status(&self) -> crate::remote::ConfigStatus {
+    pub fn config_status(&self) -> crate::config::source::ConfigStatus {
         let a = self.shared.active();
         let f = self.shared.fetcher.snapshot();
-        crate::remote::ConfigStatus {
+        crate::config::source::ConfigStatus {
             version: a.config.version,
             source: a.source,
             applied_at_ms: a.applied_at_ms,
@@ -689,19 +689,19 @@ impl Publisher {
     /// earlier failure's backoff is in force, and applies it. A fetch that starts while this call
     /// waits for one in progress answers for it too. Blocks at most
     /// 25 s: background threads only (an async task gets `Internal`).
-    pub fn refresh_config(&self) -> Result<crate::fetch::FetchResult, DualPubError> {
-        self.run_fetch(crate::fetch::Trigger::Refresh).map(|r| r.unwrap_or(crate::fetch::FetchResult::NotConfigured))
+    pub fn refresh_config(&self) -> Result<crate::config::fetch::FetchResult, DualPubError> {
+        self.run_fetch(crate::config::fetch::Trigger::Refresh).map(|r| r.unwrap_or(crate::config::fetch::FetchResult::NotConfigured))
     }
 
     /// Runs the fetch schedule once, now, as the background task does when its timer fires:
     /// fetches only if due, in the foreground and not in backoff. `None` when it made no attempt.
     /// Blocks like [`Publisher::refresh_config`]. For tests and simulations with a `ManualClock`.
-    pub fn poll_config(&self) -> Result<Option<crate::fetch::FetchResult>, DualPubError> {
-        self.run_fetch(crate::fetch::Trigger::Schedule)
+    pub fn poll_config(&self) -> Result<Option<crate::config::fetch::FetchResult>, DualPubError> {
+        self.run_fetch(crate::config::fetch::Trigger::Schedule)
     }
 
-    fn run_fetch(&self, trigger: crate::fetch::Trigger) -> Result<Option<crate::fetch::FetchResult>, DualPubError> {
-        use crate::fetch::{FetchResult, REFRESH_TIMEOUT};
+    fn run_fetch(&self, trigger: crate::config::fetch::Trigger) -> Result<Option<crate::config::fetch::FetchResult>, DualPubError> {
+        use crate::config::fetch::{FetchResult, REFRESH_TIMEOUT};
         let events = &self.shared.hub.events;
         if self.is_closed() {
             return Err(Error::Closed.report(events));
@@ -736,7 +736,7 @@ impl Publisher {
     }
 
     /// Registers the app's listener for decision changes (`None` removes it).
-    pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::remote::ConfigListener>>) {
+    pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::config::source::ConfigListener>>) {
         let st = self.shared.lock();
         // After close nothing is kept: a listener holding its publisher would never be freed.
         let old = std::mem::replace(&mut *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()), if st.closed { None } else { listener });
@@ -849,7 +849,7 @@ impl Publisher {
                 "configured": self.shared.settings.remote_config_url.is_some(),
                 "foreground": self.shared.fetcher.foreground(),
                 // Without the URL: it may carry a key in its query.
-                "state": crate::fetch::FetchState { url: None, ..self.shared.fetcher.snapshot() },
+                "state": crate::config::fetch::FetchState { url: None, ..self.shared.fetcher.snapshot() },
                 "nextFetchAtMs": self.shared.fetcher.next_due_ms(),
             },
             "reports": self.shared.hub.reports().status(),

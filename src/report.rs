@@ -6,9 +6,9 @@
 //! report waits in. It knows nothing of the network: the transports ask the hub for a report
 //! when they have room, and tell it when one was acknowledged.
 
+use crate::config::rollout::RolloutDecision;
 use crate::metrics::Histogram;
 use crate::outbox::Transport;
-use crate::rollout::RolloutDecision;
 use crate::wire::Route;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -612,7 +612,7 @@ pub(crate) async fn run(hub: Arc<crate::hub::Hub>, mut shutdown: tokio::sync::wa
 /// The report's JSON, with as many event-time buckets (newest kept) as fit in
 /// [`MAX_REPORT_BYTES`].
 fn document(id: &Identity, tally: &Tally, now: &Now, trigger: Trigger, now_ms: i64, buckets: &BTreeMap<i64, Bucket>, dropped: u64) -> Vec<u8> {
-    let d = now.decision.clone().unwrap_or_else(|| crate::rollout::decide(&Default::default(), &id.device_id, None));
+    let d = now.decision.clone().unwrap_or_else(|| crate::config::rollout::decide(&Default::default(), &id.device_id, None));
     let route = Route::of(d.mqtt_enabled, d.pubsub_enabled);
     let rows: Vec<[i64; 6]> =
         buckets.iter().map(|(start, b)| [*start, b.accepted as i64, b.acked[0] as i64, b.acked[1] as i64, b.first_seq as i64, b.last_seq as i64]).collect();
@@ -677,7 +677,7 @@ mod tests {
     use super::*;
 
     fn now(interval: u32) -> Now {
-        Now { interval_secs: interval, decision: Some(crate::rollout::decide(&Default::default(), "d-1", None)), ..Now::default() }
+        Now { interval_secs: interval, decision: Some(crate::config::rollout::decide(&Default::default(), "d-1", None)), ..Now::default() }
     }
 
     fn id() -> Identity {

@@ -5,14 +5,14 @@
 //! the publisher to log through its funnel once it exists.
 
 use crate::clock::Clock;
+use crate::config::fetch::{FetchState, Fetcher};
+use crate::config::rollout::decide;
+use crate::config::source::ConfigSource;
 use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::Error;
-use crate::fetch::{FetchState, Fetcher};
 use crate::hub::Active;
 use crate::outbox::store::{Msg, Store};
 use crate::outbox::Outbox;
-use crate::remote::ConfigSource;
-use crate::rollout::decide;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
@@ -181,7 +181,7 @@ fn persisted_config(db: &Store, notes: &mut Vec<Note>) -> Result<Option<Persiste
 fn host_overrides(json: &str) -> std::collections::BTreeSet<String> {
     serde_json::from_str::<serde_json::Value>(json)
         .ok()
-        .and_then(|v| serde_json::from_value(v.get(crate::remote::HOST_OVERRIDES_KEY)?.clone()).ok())
+        .and_then(|v| serde_json::from_value(v.get(crate::config::source::HOST_OVERRIDES_KEY)?.clone()).ok())
         .unwrap_or_default()
 }
 

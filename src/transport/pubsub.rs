@@ -631,11 +631,11 @@ mod tests {
         {
             let mut st = h.lock();
             let config = MigrationConfig { emergency_mode: true, ..MigrationConfig::default() };
-            let decision = crate::rollout::decide(&config, "d-1", None);
+            let decision = crate::config::rollout::decide(&config, "d-1", None);
             st.active = Arc::new(crate::hub::Active {
                 config,
                 decision,
-                source: crate::remote::ConfigSource::App,
+                source: crate::config::source::ConfigSource::App,
                 applied_at_ms: 0,
                 host_overrides: Default::default(),
             });

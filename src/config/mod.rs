@@ -1,9 +1,14 @@
 //! Configuration: the app's [`SdkConfig`] (fixed at construction: endpoints, credentials,
 //! storage) and the remote [`MigrationConfig`] (flags and percentages only, docs/CONTRACT.md#migration-config).
 
+pub(crate) mod builder;
+pub(crate) mod fetch;
+pub mod rollout;
+pub(crate) mod source;
+
 use crate::error::{bounded, ConfigError, Error};
 use crate::location::validate_id;
-use crate::rollout::RolloutAlgorithm;
+use rollout::RolloutAlgorithm;
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -303,7 +308,7 @@ impl MigrationConfig {
             for (k, v) in m.unwrap_or_default() {
                 let parsed = serde_json::from_value::<RawOverride>(v).map_err(bounded).and_then(|o| {
                     validate_id(kind, &k).map_err(|e| e.to_string())?;
-                    if !normalized.insert(crate::rollout::normalize_id(&k)) {
+                    if !normalized.insert(crate::config::rollout::normalize_id(&k)) {
                         return Err("another override names the same id (ids match case-insensitively)".into());
                     }
                     if let Some(p) = o.pubsub_percentage {
@@ -417,7 +422,7 @@ impl MigrationConfig {
         for (kind, field, map) in [("device id", "deviceOverrides", &self.device_overrides), ("company id", "companyOverrides", &self.company_overrides)] {
             let mut seen = std::collections::HashSet::new();
             for (id, o) in map {
-                if !seen.insert(crate::rollout::normalize_id(id)) {
+                if !seen.insert(crate::config::rollout::normalize_id(id)) {
                     return Err(ConfigError::InvalidValue {
                         field: format!("{field}[{:?}]", truncate(id)),
                         reason: "two overrides name the same id (ids match case-insensitively)".into(),
