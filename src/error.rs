@@ -284,7 +284,7 @@ impl Error {
 
     /// Logs the failure through the publisher's funnel (so `debugReport()` shows it) when
     /// [`Error::log_level`] says so, and returns the public error.
-    pub fn report(self, events: &crate::debug::Events) -> DualPubError {
+    pub fn report(self, events: &crate::telemetry::events::Events) -> DualPubError {
         if let Some(level) = self.log_level() {
             events.event(level, self.kind(), || self.to_string());
         }
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn the_sdks_own_failures_are_logged_and_reach_the_debug_report() {
-        let events = crate::debug::Events::default();
+        let events = crate::telemetry::events::Events::default();
         let _ = Error::Sqlite(rusqlite::Error::InvalidQuery).report(&events);
         let _ = Error::Validation(ValidationError::TimestampInFuture).report(&events);
         let recent = events.recent();

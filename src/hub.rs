@@ -3,15 +3,15 @@
 //! transport, wake `flush` waiters), the metrics and the log funnel. The API, the store thread
 //! and the transport tasks meet here; each transport sees it only through its narrow
 //! [`crate::transport::Lane`]. The migration reports' schedule and slots hang off it too
-//! ([`crate::report`]): they are cut from the same counters and outbox, under the same lock.
+//! ([`crate::telemetry::reports`]): they are cut from the same counters and outbox, under the same lock.
 
 use crate::config::rollout::RolloutDecision;
 use crate::config::source::ConfigSource;
 use crate::config::MigrationConfig;
-use crate::debug::Events;
-use crate::metrics::Metrics;
 use crate::outbox::{Completed, Outbox, Transport};
-use crate::report::{CutReport, Identity, Reports, Tally, Trigger};
+use crate::telemetry::events::Events;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::reports::{CutReport, Identity, Reports, Tally, Trigger};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -43,8 +43,8 @@ pub(crate) struct State {
 
 impl State {
     /// The gauges of the outbox and the decision in force (for `metrics()` and reports).
-    pub fn gauges(&self) -> crate::metrics::Gauges {
-        crate::metrics::Gauges {
+    pub fn gauges(&self) -> crate::telemetry::metrics::Gauges {
+        crate::telemetry::metrics::Gauges {
             depth: Transport::ALL.map(|t| self.outbox.depth(t) as u64),
             oldest_age_seconds: self.outbox.oldest().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
             config_version: self.active.decision.config_version,
@@ -249,16 +249,16 @@ impl Hub {
     }
 
     /// This run's counters and latency histograms (what the tally persists).
-    fn report_counts(&self, st: &State) -> crate::report::Now {
+    fn report_counts(&self, st: &State) -> crate::telemetry::reports::Now {
         let (mut run, latency) = self.metrics.report_parts();
         run.last_seq = st.last_loc_seq;
-        crate::report::Now { run, latency, ..crate::report::Now::default() }
+        crate::telemetry::reports::Now { run, latency, ..crate::telemetry::reports::Now::default() }
     }
 
     /// The figures of this run a report is cut from: the counts and the gauges.
-    fn report_now(&self, st: &State, interval_secs: u32) -> crate::report::Now {
+    fn report_now(&self, st: &State, interval_secs: u32) -> crate::telemetry::reports::Now {
         let gauges = st.gauges();
-        crate::report::Now {
+        crate::telemetry::reports::Now {
             decision: Some(st.active.decision.clone()),
             depth: gauges.depth,
             oldest_seq: Transport::ALL.map(|t| st.outbox.oldest_owed_wire_seq(t).unwrap_or(0)),

@@ -9,9 +9,9 @@ use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::{DualPubError, Error};
 use crate::hub::{Active, Hub, State};
 use crate::location::Location;
-use crate::metrics::{Gauges, MetricsSnapshot};
 use crate::outbox::store;
 use crate::outbox::{DeadLetter, Row, Transport};
+use crate::telemetry::metrics::{Gauges, MetricsSnapshot};
 use crate::token::{TokenCache, TokenProvider};
 use crate::transport::{mqtt, pubsub, Lane};
 use crate::{clock, runtime, wire};
@@ -89,7 +89,7 @@ impl Shared {
         let st = self.lock();
         let changed = !st.closed && self.hub.events.set_debug_mode(on);
         if changed {
-            crate::logging::debug_mode_changed(on);
+            crate::telemetry::logging::debug_mode_changed(on);
         }
         drop(st);
         if changed {
@@ -186,7 +186,7 @@ impl Shared {
         }
         if st.active.decision != decision {
             // Cut before the change, so the report's decision is the one its counters accrued under.
-            self.hub.cut_report(&st, crate::report::Trigger::Config);
+            self.hub.cut_report(&st, crate::telemetry::reports::Trigger::Config);
         }
         let applied_at_ms = clock::now_ms();
         st.outbox.persist_config(store::StoredConfig { json: document, source: source.as_str().into(), applied_at_ms });
@@ -339,12 +339,12 @@ impl Shared {
     /// and logged; `flush` waiters and the upload burst see them gone.
     fn unreadable(&self, st: MutexGuard<'_, State>, gone: u64) {
         if gone > 0 {
-            self.hub.metrics.dropped(crate::metrics::DROPPED_UNREADABLE, gone);
+            self.hub.metrics.dropped(crate::telemetry::metrics::DROPPED_UNREADABLE, gone);
         }
         self.hub.completed(st, &[]);
         if gone > 0 {
             self.event(log::Level::Warn, "dropped", || {
-                format!("{gone} location(s): {} (a damaged page of the outbox database)", crate::metrics::DROPPED_UNREADABLE)
+                format!("{gone} location(s): {} (a damaged page of the outbox database)", crate::telemetry::metrics::DROPPED_UNREADABLE)
             });
         }
     }
@@ -473,9 +473,9 @@ impl Publisher {
     /// As [`Publisher::new`], with the clock the config fetcher schedules by (a
     /// [`crate::clock::ManualClock`] lets a test or simulation move time at will).
     pub fn with_clock(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, DualPubError> {
-        crate::logging::init();
+        crate::telemetry::logging::init();
         // No publisher, so no debug report yet: a failure here is logged and returned.
-        Self::start(config, token_provider, clock).map_err(|e| e.report(&crate::debug::Events::default()))
+        Self::start(config, token_provider, clock).map_err(|e| e.report(&crate::telemetry::events::Events::default()))
     }
 
     fn start(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
@@ -488,7 +488,7 @@ impl Publisher {
             active: r.active,
             max_seq: r.max_seq,
             tally: r.tally,
-            identity: crate::report::Identity {
+            identity: crate::telemetry::reports::Identity {
                 device_id: config.device_id.clone(),
                 company_id: config.company_id.clone(),
                 os_version: config.os_version.clone(),
@@ -498,7 +498,7 @@ impl Publisher {
             clock,
             upload_window_secs: config.upload_window_secs,
         };
-        let hub = Arc::new(Hub::new(r.outbox, setup, crate::debug::Events::default()));
+        let hub = Arc::new(Hub::new(r.outbox, setup, crate::telemetry::events::Events::default()));
         // Every commit persists the reports' tally (counters, schedule, last seq) with the outbox.
         let tallying = Arc::downgrade(&hub);
         r.db.record_tally(Box::new(move || serde_json::to_string(&tallying.upgrade()?.tally()).ok()));
@@ -517,7 +517,7 @@ impl Publisher {
             hub.metrics.dropped(crate::outbox::Eviction::DeadLettersFull.as_str(), r.dead_letters_dropped);
         }
         if r.unreadable > 0 {
-            hub.metrics.dropped(crate::metrics::DROPPED_UNREADABLE, r.unreadable);
+            hub.metrics.dropped(crate::telemetry::metrics::DROPPED_UNREADABLE, r.unreadable);
         }
         hub.metrics.recovered(r.recovered);
         let pubsub_settings = pubsub::Settings::from_config(&config);
@@ -546,7 +546,7 @@ impl Publisher {
             rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
             rt.spawn(async move { crate::config::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
-            rt.spawn(crate::report::run(reporting, report_rx)),
+            rt.spawn(crate::telemetry::reports::run(reporting, report_rx)),
         ];
         // A backlog restored from disk gets a burst now: a start is a good moment to send, and
         // with a window nothing else would schedule one until a new location arrives.
@@ -631,7 +631,8 @@ impl Publisher {
             let precise = self.shared.precise_coordinates.load(Ordering::Relaxed);
             for (id, loc) in ids.iter().zip(&locations) {
                 hub.event(log::Level::Debug, "accepted", || {
-                    let (lat, lon) = (crate::logging::coordinate(loc.latitude, precise), crate::logging::coordinate(loc.longitude, precise));
+                    let (lat, lon) =
+                        (crate::telemetry::logging::coordinate(loc.latitude, precise), crate::telemetry::logging::coordinate(loc.longitude, precise));
                     format!(
                         "{id} at {lat},{lon} for {}",
                         match (mqtt, pubsub) {
@@ -808,7 +809,7 @@ impl Publisher {
     }
 
     /// Registers the app's debug listener (`None` removes it).
-    pub fn set_debug_listener(&self, listener: Option<Arc<dyn crate::debug::DebugListener>>) {
+    pub fn set_debug_listener(&self, listener: Option<Arc<dyn crate::telemetry::events::DebugListener>>) {
         let st = self.shared.lock();
         self.shared.hub.events.set_listener(if st.closed { None } else { listener });
     }
@@ -998,7 +999,7 @@ impl Publisher {
             let mut st = self.shared.lock();
             let was_closed = std::mem::replace(&mut st.closed, true);
             if !was_closed {
-                self.shared.hub.cut_report(&st, crate::report::Trigger::Shutdown);
+                self.shared.hub.cut_report(&st, crate::telemetry::reports::Trigger::Shutdown);
             }
             was_closed
         };
@@ -1009,7 +1010,7 @@ impl Publisher {
         let _ = self.shutdown.send(true);
         self.shared.hub.progress.notify_all();
         if self.shared.hub.events.set_debug_mode(false) {
-            crate::logging::debug_mode_changed(false);
+            crate::telemetry::logging::debug_mode_changed(false);
         }
         // Drop the app's listeners (a listener that holds its publisher forms a cycle across
         // the FFI) and end the `dualpub-debug` thread now, not when the object is freed.

@@ -47,7 +47,7 @@ pub(crate) struct Restored {
     /// The config fetcher, resuming its saved state.
     pub fetcher: Fetcher,
     /// The migration reports' tally (a new epoch when the directory has none).
-    pub tally: crate::report::Tally,
+    pub tally: crate::telemetry::reports::Tally,
     /// What to log.
     pub notes: Vec<Note>,
 }
@@ -66,11 +66,11 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     let max_seq = db.max_seq()?;
     let persisted = persisted_config(&db, &mut notes)?;
     let tally = match db.load_tally()? {
-        Some(json) => crate::report::Tally::from_json(&json).unwrap_or_else(|| {
+        Some(json) => crate::telemetry::reports::Tally::from_json(&json).unwrap_or_else(|| {
             notes.push((log::Level::Warn, "report", "the migration report counters were unreadable; a new epoch starts".into()));
-            crate::report::Tally::new_epoch(clock.now_ms())
+            crate::telemetry::reports::Tally::new_epoch(clock.now_ms())
         }),
-        None => crate::report::Tally::new_epoch(clock.now_ms()),
+        None => crate::telemetry::reports::Tally::new_epoch(clock.now_ms()),
     };
     let mut tally = tally;
     // A row written by a last commit without its tally (the hub already gone) must not have its
@@ -137,7 +137,7 @@ fn note_storage(config: &SdkConfig, report: &crate::outbox::store::OpenReport, n
             format!("the outbox database was unreadable ({reason}); moved aside to {} and started afresh with {}", aside.display(), report.salvage.describe()),
         ));
         if report.salvage.rows_lost > 0 {
-            notes.push((log::Level::Warn, "dropped", format!("{} location(s): {}", report.salvage.rows_lost, crate::metrics::DROPPED_UNREADABLE)));
+            notes.push((log::Level::Warn, "dropped", format!("{} location(s): {}", report.salvage.rows_lost, crate::telemetry::metrics::DROPPED_UNREADABLE)));
         }
     }
     let keep_ms = i64::from(config.max_outbox_age_hours) * 3_600_000;

@@ -95,7 +95,7 @@ impl Default for MigrationConfig {
             device_overrides: HashMap::new(),
             company_overrides: HashMap::new(),
             reports_enabled: true,
-            report_interval_secs: crate::report::DEFAULT_INTERVAL_SECS,
+            report_interval_secs: crate::telemetry::reports::DEFAULT_INTERVAL_SECS,
             upload_window_secs: None,
         }
     }
@@ -406,7 +406,7 @@ impl MigrationConfig {
     /// Checks every value (not the size).
     fn validate_values(&self) -> Result<(), ConfigError> {
         percentage("pubsubPercentage", self.pubsub_percentage)?;
-        use crate::report::{MAX_INTERVAL_SECS, MIN_INTERVAL_SECS};
+        use crate::telemetry::reports::{MAX_INTERVAL_SECS, MIN_INTERVAL_SECS};
         if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&self.report_interval_secs) {
             return Err(ConfigError::InvalidValue {
                 field: "reports.intervalSecs".into(),

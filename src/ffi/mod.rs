@@ -3,12 +3,12 @@
 
 use crate::config::rollout::{self, RolloutAlgorithm, RolloutDecision};
 use crate::config::{MigrationConfig, SdkConfig};
-use crate::debug::DebugListener;
 use crate::error::DualPubError;
 use crate::location::Location;
-use crate::metrics::MetricsSnapshot;
 use crate::outbox::DeadLetter;
 use crate::publisher::{FlushReport, Publisher};
+use crate::telemetry::events::DebugListener;
+use crate::telemetry::metrics::MetricsSnapshot;
 use crate::token::TokenProvider;
 use std::sync::Arc;
 use std::time::Duration;

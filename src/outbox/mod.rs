@@ -19,7 +19,7 @@ pub(crate) mod seq_map;
 pub(crate) mod store;
 pub(crate) mod wire_seqs;
 
-use crate::metrics::DualOutcome;
+use crate::telemetry::metrics::DualOutcome;
 use std::collections::BTreeSet;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;

@@ -61,7 +61,7 @@ const MIGRATIONS: [&str; 7] = [
          value INTEGER NOT NULL);",
     // 5: when each dead letter was dead-lettered, on the run clock (dead letters age like rows).
     "ALTER TABLE dead_letters ADD COLUMN observed_at_ms INTEGER;",
-    // 6: the migration reports' tally (crate::report::Tally as JSON): cumulative counters, the
+    // 6: the migration reports' tally (crate::telemetry::reports::Tally as JSON): cumulative counters, the
     // schedule and the last location seq, written with every commit.
     "CREATE TABLE IF NOT EXISTS report_state (
          id INTEGER PRIMARY KEY CHECK (id = 1),

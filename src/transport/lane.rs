@@ -3,8 +3,8 @@
 //! nothing else of the publisher.
 
 use crate::hub::Hub;
-use crate::metrics::Metrics;
 use crate::outbox::{Row, Transport};
+use crate::telemetry::metrics::Metrics;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -153,7 +153,7 @@ impl Lane {
 
     /// The migration report waiting for this transport, if it may go now (see
     /// [`Hub::take_report`]); `connected`: this transport's link is up anyway.
-    pub fn take_report(&self, connected: bool) -> Option<crate::report::CutReport> {
+    pub fn take_report(&self, connected: bool) -> Option<crate::telemetry::reports::CutReport> {
         self.hub.take_report(self.t, connected)
     }
 
@@ -193,7 +193,7 @@ impl Lane {
     /// This transport's breaker opened: the fleet hears of it in a report (rate-limited).
     pub fn breaker_opened(&self) {
         let st = self.hub.lock();
-        self.hub.cut_report(&st, crate::report::Trigger::Breaker);
+        self.hub.cut_report(&st, crate::telemetry::reports::Trigger::Breaker);
     }
 
     /// Records what the last attempt said of this transport's link (`close` waits briefly for

@@ -75,7 +75,7 @@ pub(crate) fn settings(config: &SdkConfig) -> Result<Settings, Error> {
     Ok(Settings {
         options: o,
         topic: crate::wire::mqtt_topic(&m.topic_template, &config.device_id),
-        report_topic: crate::wire::mqtt_topic(crate::report::MQTT_TOPIC_TEMPLATE, &config.device_id),
+        report_topic: crate::wire::mqtt_topic(crate::telemetry::reports::MQTT_TOPIC_TEMPLATE, &config.device_id),
         // A broker that keeps the connection alive but never acknowledges must not stall MQTT.
         ack_timeout: (keep_alive * 2).max(Duration::from_secs(30)),
         idle_disconnect: Duration::from_secs(m.idle_disconnect_secs.into()),

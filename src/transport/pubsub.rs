@@ -334,7 +334,7 @@ impl Rest {
     }
 
     /// Publishes one migration report to the reports' topic; its answer classified.
-    pub async fn publish_report(&mut self, report: &crate::report::CutReport) -> Outcome {
+    pub async fn publish_report(&mut self, report: &crate::telemetry::reports::CutReport) -> Outcome {
         let bearer = match self.tokens.bearer().await {
             Ok(b) => b,
             Err(e) => return Outcome::Retry { why: e.to_string(), retry_after: None },

@@ -233,8 +233,8 @@ impl Metrics {
     }
 
     /// This run's counters in a report's shape (`last_seq` left 0) and latency histograms.
-    pub(crate) fn report_parts(&self) -> (crate::report::Counters, [Histogram; 2]) {
-        use crate::report::{Counters, DualCounts, TransportCounts};
+    pub(crate) fn report_parts(&self) -> (crate::telemetry::reports::Counters, [Histogram; 2]) {
+        use crate::telemetry::reports::{Counters, DualCounts, TransportCounts};
         let t = |t: Transport| {
             let c = self.t(t);
             TransportCounts {

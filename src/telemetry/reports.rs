@@ -7,8 +7,8 @@
 //! when they have room, and tell it when one was acknowledged.
 
 use crate::config::rollout::RolloutDecision;
-use crate::metrics::Histogram;
 use crate::outbox::Transport;
+use crate::telemetry::metrics::Histogram;
 use crate::wire::Route;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -812,7 +812,7 @@ mod tests {
             run.rejected.insert(format!("invalid_{field}"), big);
         }
         run.rejected.insert("timestamp_in_future".into(), big);
-        for reason in ["outbox_full", "too_old", "dead_letters_full", "dead_letter_too_old", crate::metrics::DROPPED_UNREADABLE] {
+        for reason in ["outbox_full", "too_old", "dead_letters_full", "dead_letter_too_old", crate::telemetry::metrics::DROPPED_UNREADABLE] {
             run.dropped.insert(reason.into(), big);
         }
         for result in ["applied", "not_modified", "rejected", "failed"] {
