@@ -30,7 +30,6 @@ pub(crate) mod telemetry;
 mod tls;
 pub(crate) mod token;
 mod transport;
-pub(crate) mod window;
 pub mod wire;
 
 pub use config::builder::SdkConfigBuilder;

@@ -7,13 +7,14 @@ use crate::config::rollout::{decide, RolloutDecision};
 use crate::config::source::{ConfigListener, ConfigSource};
 use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::{DualPubError, Error};
+use crate::hub::Lane;
 use crate::hub::{Active, Hub, State};
 use crate::location::Location;
 use crate::outbox::store;
 use crate::outbox::{DeadLetter, Row, Transport};
 use crate::telemetry::metrics::{Gauges, MetricsSnapshot};
 use crate::token::{TokenCache, TokenProvider};
-use crate::transport::{mqtt, pubsub, Lane};
+use crate::transport::{mqtt, pubsub};
 use crate::{clock, runtime, wire};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -542,7 +543,7 @@ impl Publisher {
         let (reporting, report_rx) = (hub.clone(), rx.clone());
         let (windowing, window_rx) = (hub.clone(), rx.clone());
         let tasks = vec![
-            rt.spawn(crate::window::run(windowing, window_rx)),
+            rt.spawn(crate::hub::gate::run(windowing, window_rx)),
             rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
             rt.spawn(async move { crate::config::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),

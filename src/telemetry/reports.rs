@@ -600,7 +600,7 @@ pub(crate) async fn run(hub: Arc<crate::hub::Hub>, mut shutdown: tokio::sync::wa
         if let Some(at) = retry {
             wait = wait.min(at.saturating_duration_since(std::time::Instant::now()) + std::time::Duration::from_millis(10));
         }
-        if !crate::transport::sleep_or_shutdown(wait, &mut shutdown).await {
+        if !crate::runtime::sleep_or_shutdown(wait, &mut shutdown).await {
             return;
         }
         if !hub.report_tick() && retry.is_some_and(|at| std::time::Instant::now() >= at) {

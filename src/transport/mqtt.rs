@@ -15,11 +15,12 @@
 
 use crate::config::SdkConfig;
 use crate::error::Error;
+use crate::hub::Lane;
 use crate::hub::Link;
 use crate::outbox::{Row, Transport};
 use crate::retry::Backoff;
+use crate::runtime::sleep_or_shutdown;
 use crate::tls;
-use crate::transport::{sleep_or_shutdown, Lane};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -11,10 +11,11 @@
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::SdkConfig;
 use crate::http::{without_url, MAX_RESPONSE_BYTES};
+use crate::hub::Lane;
 use crate::outbox::{Row, Transport};
 use crate::retry::{parse_retry_after, Backoff};
+use crate::runtime::sleep_or_shutdown;
 use crate::token::TokenCache;
-use crate::transport::{sleep_or_shutdown, Lane};
 use crate::wire;
 use base64::Engine;
 use serde::Serialize;

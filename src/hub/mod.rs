@@ -2,8 +2,13 @@
 //! location accepted after a config is applied is routed by it), the signals around it (wake a
 //! transport, wake `flush` waiters), the metrics and the log funnel. The API, the store thread
 //! and the transport tasks meet here; each transport sees it only through its narrow
-//! [`crate::transport::Lane`]. The migration reports' schedule and slots hang off it too
+//! [`Lane`]. The migration reports' schedule and slots hang off it too
 //! ([`crate::telemetry::reports`]): they are cut from the same counters and outbox, under the same lock.
+
+pub(crate) mod gate;
+pub(crate) mod lane;
+
+pub(crate) use lane::Lane;
 
 use crate::config::rollout::RolloutDecision;
 use crate::config::source::ConfigSource;
@@ -79,7 +84,7 @@ pub(crate) struct Hub {
     /// waits a moment for the last report over a link that is up or not yet tried.
     links: [AtomicU8; 2],
     /// When the transports may send: upload bursts and the app's network switch (a leaf lock).
-    pub gate: crate::window::Gate,
+    pub gate: gate::Gate,
 }
 
 /// What a transport's last attempt said of its link.
@@ -120,7 +125,7 @@ impl Hub {
     /// after `setup.max_seq` and location `seq`s after the tally's.
     pub fn new(outbox: Outbox, setup: Setup, events: Events) -> Self {
         let Setup { active, max_seq, tally, identity, reports_allowed, clock, upload_window_secs } = setup;
-        let gate = crate::window::Gate::new(upload_window_secs, active.config.upload_window_secs);
+        let gate = gate::Gate::new(upload_window_secs, active.config.upload_window_secs);
         let last_loc_seq = tally.counters.last_seq;
         Hub {
             state: Mutex::new(State { outbox, next_seq: max_seq + 1, durable_seq: max_seq, last_loc_seq, active: Arc::new(active), closed: false }),
