@@ -10,7 +10,6 @@
 
 uniffi::setup_scaffolding!();
 
-pub(crate) mod breaker;
 pub(crate) mod callback;
 pub mod clock;
 pub mod config;
@@ -28,7 +27,6 @@ mod startup;
 pub(crate) mod tasks;
 pub(crate) mod telemetry;
 mod tls;
-pub(crate) mod token;
 mod transport;
 pub mod wire;
 
@@ -47,4 +45,4 @@ pub use secret::Secret;
 pub use telemetry::events::{DebugEvent, DebugListener};
 pub use telemetry::metrics::{MetricsSnapshot, TransportMetrics};
 pub use telemetry::{logging, metrics};
-pub use token::{AccessToken, TokenProvider};
+pub use transport::token::{AccessToken, TokenProvider};

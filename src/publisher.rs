@@ -13,7 +13,7 @@ use crate::location::Location;
 use crate::outbox::store;
 use crate::outbox::{DeadLetter, Row, Transport};
 use crate::telemetry::metrics::{Gauges, MetricsSnapshot};
-use crate::token::{TokenCache, TokenProvider};
+use crate::transport::token::{TokenCache, TokenProvider};
 use crate::transport::{mqtt, pubsub};
 use crate::{clock, runtime, wire};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -9,7 +9,7 @@ use crate::outbox::DeadLetter;
 use crate::publisher::{FlushReport, Publisher};
 use crate::telemetry::events::DebugListener;
 use crate::telemetry::metrics::MetricsSnapshot;
-use crate::token::TokenProvider;
+use crate::transport::token::TokenProvider;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -424,7 +424,7 @@ mod tests {
     /// failure; the first burst opens a window after the first location (time 0).
     fn fallback_after(w: Duration) -> Duration {
         let g = Gate::new(w.as_secs() as u32, None);
-        let mut breaker = crate::breaker::Breaker::pubsub();
+        let mut breaker = crate::transport::breaker::Breaker::pubsub();
         let t0 = Instant::now();
         let mut now = t0;
         g.work_owed(now);

@@ -1,5 +1,7 @@
 //! The two transports. Each runs as one task on the SDK runtime, takes rows owed to it through
 //! its [`crate::hub::Lane`], and reports acknowledgements back; neither keeps anything the outbox does not.
 
+pub(crate) mod breaker;
 pub(crate) mod mqtt;
 pub(crate) mod pubsub;
+pub(crate) mod token;

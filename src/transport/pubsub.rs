@@ -8,14 +8,14 @@
 //! backoff, open the breaker and fall back to MQTT) is the [`Machine`] state machine, which
 //! knows nothing of the network; [`run`] feeds it the answers of [`Rest::publish`].
 
-use crate::breaker::{Breaker, BreakerState};
 use crate::config::SdkConfig;
 use crate::http::{without_url, MAX_RESPONSE_BYTES};
 use crate::hub::Lane;
 use crate::outbox::{Row, Transport};
 use crate::retry::{parse_retry_after, Backoff};
 use crate::runtime::sleep_or_shutdown;
-use crate::token::TokenCache;
+use crate::transport::breaker::{Breaker, BreakerState};
+use crate::transport::token::TokenCache;
 use crate::wire;
 use base64::Engine;
 use serde::Serialize;
