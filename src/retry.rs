@@ -93,7 +93,7 @@ impl Backoff {
     /// The delay after a failure that may have come with a `Retry-After`.
     pub fn next_delay_with(&mut self, retry_after: Option<Duration>) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        self.policy.delay(self.failures, retry_after, &mut rand::rng())
+        self.policy.delay(self.failures, retry_after, &mut jitter_rng())
     }
 
     /// Failures counted so far.
@@ -120,6 +120,12 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     }
     // More digits than a u64 holds is still "very long", not "absent".
     Some(digits.parse::<u64>().map_or(MAX_RETRY_AFTER, Duration::from_secs).min(MAX_RETRY_AFTER))
+}
+
+/// A generator for retry jitter: a small one (no cryptographic strength needed), seeded from the
+/// OS on each failure that asks for a delay.
+pub(crate) fn jitter_rng() -> rand::rngs::SmallRng {
+    rand::SeedableRng::from_os_rng()
 }
 
 #[cfg(test)]
@@ -168,7 +174,7 @@ mod tests {
     fn absurd_retry_after_values_are_clamped_not_overflowed() {
         for huge in ["9223372036854775", "7700000000000000", "99999999999999999999999"] {
             assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
-            let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
             for p in [Policy::CONFIG_FETCH, Policy::PUBSUB, Policy::MQTT] {
                 assert_eq!(p.delay(1, parse_retry_after(huge), &mut rng), p.cap);
             }
@@ -179,7 +185,7 @@ mod tests {
     fn the_config_fetch_backoff_doubles_from_30_s_to_an_hour_with_jitter_above_the_floor() {
         let p = Policy::CONFIG_FETCH;
         let ms = |d: Duration| d.as_millis() as i64;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         let ceilings: Vec<i64> = (1..=9).map(|f| ms(p.ceiling(f))).collect();
         assert_eq!(ceilings, [30_000, 60_000, 120_000, 240_000, 480_000, 960_000, 1_920_000, 3_600_000, 3_600_000]);
         for failures in 1..40 {

@@ -57,7 +57,9 @@ fn cut_connections_lose_nothing_and_duplicates_keep_their_event_id() {
     let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
     // Real time: the cuts must fall while the SDK is connected and sending.
     let p = TestDevice::new(&id, &emu).mqtt(&proxy.mqtt_url()).migration(mqtt_only()).real_time().start();
-    let mut ids = Vec::new();
+    // Connected before the first cut, so each of the five cuts ends a live connection.
+    let mut ids = vec![p.send_location(location(999)).unwrap()];
+    assert!(p.flush(30_000).unwrap().completed);
     for round in 0..5 {
         let connections = proxy.accepted();
         ids.extend((0..300).map(|n| p.send_location(location(round * 1000 + n)).unwrap()));

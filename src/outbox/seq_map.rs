@@ -7,9 +7,10 @@
 //! Rows leave the outbox in acceptance order per transport, so the empty slots between the
 //! oldest row and the newest stay few. A row stuck while thousands after it are delivered (owed
 //! to a transport that stays unreachable) would make the deque span the whole gap: a key more
-//! than [`MAX_SPAN`] behind the newest leaves the deque for a side map of **stragglers**, so the
-//! deque never spans more than [`MAX_SPAN`] slots (2 MB of 32-byte entries) whatever is stuck,
-//! and a straggler costs a map node (about 75 bytes) until it leaves.
+//! than [`MAX_SPAN`] behind the newest leaves the deque for a side map of **stragglers** while
+//! the deque is less than half full, so empty slots never span more than [`MAX_SPAN`] (2 MB of
+//! 32-byte entries) whatever is stuck, and a straggler costs a map node (about 75 bytes) until it
+//! leaves. A dense backlog (everything owed, nothing stuck) stays in the deque.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -94,8 +95,10 @@ impl<T> SeqMap<T> {
             self.len = 0;
             self.base = key;
         }
-        // Keep the deque within MAX_SPAN of the newest key: its oldest values become stragglers.
-        while key - self.base >= MAX_SPAN {
+        // Keep a sparse deque within MAX_SPAN of the newest key: its oldest values become
+        // stragglers. A dense one (a backlog owed everywhere) stays whole: a slot costs less than
+        // a map node.
+        while key - self.base >= MAX_SPAN && (self.len as u64) * 2 < key - self.base {
             match self.slots.pop_front() {
                 Some(Some(v)) => {
                     self.stragglers.insert(self.base, v);
@@ -267,6 +270,15 @@ mod tests {
     }
 
     #[test]
+    fn a_dense_backlog_stays_in_the_deque() {
+        let mut m = SeqMap::default();
+        for k in 0..200_000u64 {
+            m.insert(k, k);
+        }
+        assert_eq!((m.stragglers(), m.slots(), m.len()), (0, 200_000, 200_000), "no map node for a dense backlog");
+    }
+
+    #[test]
     fn behaves_as_an_ordered_map_whatever_the_gaps() {
         // Random inserts (mostly increasing, with far jumps and keys before the front) and
         // removals, checked against a BTreeMap after every step.
@@ -305,7 +317,9 @@ mod tests {
             }
             assert_eq!(m.len(), model.len());
             assert_eq!(m.first(), model.iter().next().map(|(k, v)| (*k, v)));
-            assert!(m.slots() as u64 <= MAX_SPAN + 1, "{} slots", m.slots());
+            let in_deque = (m.len() - m.stragglers()) as u64;
+            let empty = m.slots() as u64 - in_deque;
+            assert!(empty <= MAX_SPAN.max(in_deque) + 1, "{empty} empty slots beside {in_deque} values");
             if step % 1_000 == 0 {
                 assert!(m.iter().map(|(k, v)| (k, *v)).eq(model.iter().map(|(k, v)| (*k, *v))));
                 let (from, to) = (newest.saturating_sub((r >> 16) % 100_000), newest.saturating_sub((r >> 32) % 1_000));
