@@ -23,8 +23,6 @@ mod publisher;
 pub(crate) mod retry;
 mod runtime;
 mod secret;
-mod startup;
-pub(crate) mod tasks;
 pub(crate) mod telemetry;
 mod tls;
 mod transport;

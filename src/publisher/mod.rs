@@ -2,6 +2,9 @@
 //! decision in force, applies configs (the app's or fetched ones), and owns the tasks that
 //! deliver. See ARCHITECTURE.md for the flow of one location and the threads.
 
+mod start;
+pub(crate) mod tasks;
+
 use crate::config::fetch::{FetchResult, Fetcher, Response, Trigger};
 use crate::config::rollout::{decide, RolloutDecision};
 use crate::config::source::{ConfigListener, ConfigSource};
@@ -449,7 +452,7 @@ pub const MAX_LOCATIONS_PER_CALL: usize = 10_000;
 pub struct Publisher {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    tasks: crate::tasks::Tasks,
+    tasks: tasks::Tasks,
     /// The store writer's channel (to stop it) and the signal it sends when done.
     store_tx: std::sync::mpsc::Sender<store::Msg>,
     store_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -484,7 +487,7 @@ impl Publisher {
         let mqtt_settings = mqtt::settings(&config)?;
         let http = crate::http::client(&config, crate::http::Redirects::Never)?;
         let rt = runtime::handle()?;
-        let mut r = crate::startup::restore(&config, crate::http::client(&config, crate::http::Redirects::Safe)?, clock.clone())?;
+        let mut r = start::restore(&config, crate::http::client(&config, crate::http::Redirects::Safe)?, clock.clone())?;
         let setup = crate::hub::Setup {
             active: r.active,
             max_seq: r.max_seq,
@@ -543,11 +546,11 @@ impl Publisher {
         let (reporting, report_rx) = (hub.clone(), rx.clone());
         let (windowing, window_rx) = (hub.clone(), rx.clone());
         let tasks = vec![
-            rt.spawn(crate::hub::gate::run(windowing, window_rx)),
+            rt.spawn(tasks::window(windowing, window_rx)),
             rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
             rt.spawn(async move { crate::config::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
-            rt.spawn(crate::telemetry::reports::run(reporting, report_rx)),
+            rt.spawn(tasks::reports(reporting, report_rx)),
         ];
         // A backlog restored from disk gets a burst now: a start is a good moment to send, and
         // with a window nothing else would schedule one until a new location arrives.
@@ -555,7 +558,7 @@ impl Publisher {
         if backlog {
             shared.hub.open_burst(None);
         }
-        Ok(Publisher { shared, shutdown, tasks: crate::tasks::Tasks::new(tasks), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
+        Ok(Publisher { shared, shutdown, tasks: tasks::Tasks::new(tasks), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
     }
 
     /// Validates `location`, gives it an eventId and queues it for every transport the decision
