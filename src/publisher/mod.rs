@@ -190,7 +190,7 @@ impl Shared {
         }
         if st.active.decision != decision {
             // Cut before the change, so the report's decision is the one its counters accrued under.
-            self.hub.cut_report(&st, crate::telemetry::reports::Trigger::Config);
+            self.hub.reporter().cut(&st, crate::telemetry::reports::Trigger::Config);
         }
         let applied_at_ms = clock::now_ms();
         st.outbox.persist_config(store::StoredConfig { json: document, source: source.as_str().into(), applied_at_ms });
@@ -398,7 +398,7 @@ impl Shared {
             }
         }
         if let (Some(seq), None) = (commit.report_seq, &commit.failed) {
-            self.hub.report_persisted(seq);
+            self.hub.reporter().persisted(seq);
         }
         if commit.abandoned > 0 {
             self.event(log::Level::Error, "storage", || format!("gave up persisting {} change(s) at shutdown", commit.abandoned));
@@ -505,7 +505,7 @@ impl Publisher {
         let hub = Arc::new(Hub::new(r.outbox, setup, crate::telemetry::events::Events::default()));
         // Every commit persists the reports' tally (counters, schedule, last seq) with the outbox.
         let tallying = Arc::downgrade(&hub);
-        r.db.record_tally(Box::new(move || serde_json::to_string(&tallying.upgrade()?.tally()).ok()));
+        r.db.record_tally(Box::new(move || serde_json::to_string(&tallying.upgrade()?.reporter().tally()).ok()));
         for (level, kind, message) in r.notes {
             hub.event(level, kind, || message);
         }
@@ -604,7 +604,7 @@ impl Publisher {
             if fallback {
                 hub.metrics.fallback(count);
             }
-            let mut reports = hub.reports();
+            let mut reports = hub.reporter().slots();
             let (mut next_seq, mut loc_seq) = (st.next_seq, st.last_loc_seq);
             st.outbox.batched(|outbox| {
                 for (fields, ts) in started {
@@ -857,7 +857,7 @@ impl Publisher {
                 "state": crate::config::fetch::FetchState { url: None, ..self.shared.fetcher.snapshot() },
                 "nextFetchAtMs": self.shared.fetcher.next_due_ms(),
             },
-            "reports": self.shared.hub.reports().status(),
+            "reports": self.shared.hub.reporter().slots().status(),
             "recentErrors": self.shared.hub.events.recent(),
         });
         report.to_string()
@@ -959,7 +959,7 @@ impl Publisher {
         hub.open_burst(None);
         let start = Instant::now();
         let mut st = self.shared.lock();
-        while Transport::ALL.into_iter().any(|t| !hub.link_down(t) && hub.reports().leaving(t, hub.link_up(t))) {
+        while Transport::ALL.into_iter().any(|t| !hub.links.down(t) && hub.reporter().slots().leaving(t, hub.links.up(t))) {
             let left = CLOSE_REPORT_WAIT.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;
@@ -985,7 +985,7 @@ impl Publisher {
     /// report if two intervals passed without location traffic. Returns whether it cut one.
     /// For tests and simulations with a [`crate::clock::ManualClock`].
     pub fn poll_reports(&self) -> bool {
-        self.shared.hub.report_tick()
+        self.shared.hub.reporter().tick()
     }
 
     /// Whether `close` was called.
@@ -1003,7 +1003,7 @@ impl Publisher {
             let mut st = self.shared.lock();
             let was_closed = std::mem::replace(&mut st.closed, true);
             if !was_closed {
-                self.shared.hub.cut_report(&st, crate::telemetry::reports::Trigger::Shutdown);
+                self.shared.hub.reporter().cut(&st, crate::telemetry::reports::Trigger::Shutdown);
             }
             was_closed
         };

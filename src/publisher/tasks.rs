@@ -92,24 +92,24 @@ pub(crate) async fn reports(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) 
     const RECHECK_MS: i64 = 300_000;
     loop {
         // Past due and not cut (the daily cap): look again in five minutes, not in a loop.
-        let wait_ms = hub.silent_report_due_ms().map_or(RECHECK_MS, |due| match due.saturating_sub(hub.now_ms()) {
+        let wait_ms = hub.reporter().silent_due_ms().map_or(RECHECK_MS, |due| match due.saturating_sub(hub.now_ms()) {
             d if d <= 0 => RECHECK_MS,
             d => d.clamp(1_000, RECHECK_MS),
         });
         let mut wait = std::time::Duration::from_millis(wait_ms as u64);
         // A config change deferred by the once-a-minute rule is reported when the minute ends.
-        if let Some(due) = hub.config_report_due_in() {
+        if let Some(due) = hub.reporter().config_due_in() {
             wait = wait.min(due + std::time::Duration::from_millis(10));
         }
         // A report backing off after a failed send is tried again when its pause ends.
-        let retry = hub.reports().next_retry();
+        let retry = hub.reporter().slots().next_retry();
         if let Some(at) = retry {
             wait = wait.min(at.saturating_duration_since(std::time::Instant::now()) + std::time::Duration::from_millis(10));
         }
         if !runtime::sleep_or_shutdown(wait, &mut shutdown).await {
             return;
         }
-        if !hub.report_tick() && retry.is_some_and(|at| std::time::Instant::now() >= at) {
+        if !hub.reporter().tick() && retry.is_some_and(|at| std::time::Instant::now() >= at) {
             hub.wake_all();
         }
     }

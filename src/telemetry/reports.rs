@@ -845,9 +845,9 @@ mod tests {
             // MQTT sends 1 and 2; only 2 is acknowledged: 1 stays in flight, 3 and 4 pending.
             st.outbox.take(Transport::Mqtt, 2, usize::MAX, |l| l);
             st.outbox.ack(Transport::Mqtt, &[2]);
-            assert!(hub.cut_report(&st, Trigger::Shutdown));
+            assert!(hub.reporter().cut(&st, Trigger::Shutdown));
         }
-        let doc = taken(&mut hub.reports(), Transport::Mqtt, 1);
+        let doc = taken(&mut hub.reporter().slots(), Transport::Mqtt, 1);
         let g = &doc["gauges"];
         assert_eq!([&g["mqttDepth"], &g["mqttOldestSeq"], &g["pubsubDepth"], &g["pubsubOldestSeq"]], [3, 1, 0, 0], "{doc}");
     }
