@@ -95,7 +95,7 @@ impl Default for MigrationConfig {
             device_overrides: HashMap::new(),
             company_overrides: HashMap::new(),
             reports_enabled: true,
-            report_interval_secs: crate::telemetry::reports::DEFAULT_INTERVAL_SECS,
+            report_interval_secs: DEFAULT_REPORT_INTERVAL_SECS,
             upload_window_secs: None,
         }
     }
@@ -406,11 +406,11 @@ impl MigrationConfig {
     /// Checks every value (not the size).
     fn validate_values(&self) -> Result<(), ConfigError> {
         percentage("pubsubPercentage", self.pubsub_percentage)?;
-        use crate::telemetry::reports::{MAX_INTERVAL_SECS, MIN_INTERVAL_SECS};
-        if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&self.report_interval_secs) {
+
+        if !(MIN_REPORT_INTERVAL_SECS..=MAX_REPORT_INTERVAL_SECS).contains(&self.report_interval_secs) {
             return Err(ConfigError::InvalidValue {
                 field: "reports.intervalSecs".into(),
-                reason: format!("{} is not in {MIN_INTERVAL_SECS}–{MAX_INTERVAL_SECS}", self.report_interval_secs),
+                reason: format!("{} is not in {MIN_REPORT_INTERVAL_SECS}–{MAX_REPORT_INTERVAL_SECS}", self.report_interval_secs),
             });
         }
         if let Some(w) = self.upload_window_secs.filter(|w| *w > MAX_UPLOAD_WINDOW_SECS) {
@@ -573,6 +573,13 @@ pub struct SdkConfig {
 
 /// The default Pub/Sub topic of migration reports (`pubsub.reportsTopic`).
 pub const DEFAULT_REPORTS_TOPIC: &str = "migration-reports";
+
+/// Default time between two reports, in seconds.
+pub const DEFAULT_REPORT_INTERVAL_SECS: u32 = 900;
+/// Least time between two reports, whatever the config says (only `close` may report sooner).
+pub const MIN_REPORT_INTERVAL_SECS: u32 = 300;
+/// Most time between two reports a config may ask for.
+pub const MAX_REPORT_INTERVAL_SECS: u32 = 86_400;
 
 /// Default least time between two scheduled config fetches (15 minutes).
 pub const DEFAULT_CONFIG_FETCH_INTERVAL_SECS: u32 = 900;

@@ -479,15 +479,15 @@ impl Publisher {
     pub fn with_clock(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, DualPubError> {
         crate::telemetry::logging::init();
         // No publisher, so no debug report yet: a failure here is logged and returned.
-        Self::start(config, token_provider, clock).map_err(|e| e.report(&crate::telemetry::events::Events::default()))
+        Self::start(config, token_provider, clock).map_err(|e| crate::telemetry::events::Events::default().failed(e))
     }
 
     fn start(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
         config.check()?;
         let mqtt_settings = mqtt::settings(&config)?;
-        let http = crate::http::client(&config, crate::http::Redirects::Never)?;
+        let http = crate::http::client(config.pubsub.ca_certificates_pem.as_deref(), crate::http::Redirects::Never)?;
         let rt = runtime::handle()?;
-        let mut r = start::restore(&config, crate::http::client(&config, crate::http::Redirects::Safe)?, clock.clone())?;
+        let mut r = start::restore(&config, crate::http::client(config.pubsub.ca_certificates_pem.as_deref(), crate::http::Redirects::Safe)?, clock.clone())?;
         let setup = crate::hub::Setup {
             active: r.active,
             max_seq: r.max_seq,
@@ -709,23 +709,23 @@ impl Publisher {
         use crate::config::fetch::{FetchResult, REFRESH_TIMEOUT};
         let events = &self.shared.hub.events;
         if self.is_closed() {
-            return Err(Error::Closed.report(events));
+            return Err(events.failed(Error::Closed));
         }
         if tokio::runtime::Handle::try_current().is_ok() {
             // Blocking here would hold an async worker (perhaps one the fetch itself needs).
-            return Err(Error::WouldBlock("refreshConfig").report(events));
+            return Err(events.failed(Error::WouldBlock("refreshConfig")));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let shared = self.shared.clone();
-        runtime::handle().map_err(|e| e.report(events))?.spawn(async move {
+        runtime::handle().map_err(|e| events.failed(e))?.spawn(async move {
             // One deadline for waiting on a fetch in progress and for our own.
             let r = tokio::time::timeout(REFRESH_TIMEOUT, shared.fetch_config(trigger)).await;
             let timed_out = || (Some(FetchResult::Failed { reason: format!("no answer within {} s", REFRESH_TIMEOUT.as_secs()) }), None);
             let _ = tx.send(r.unwrap_or_else(|_| timed_out()));
         });
-        let (result, change) = rx.recv_timeout(REFRESH_TIMEOUT + Duration::from_secs(5)).map_err(|_| Error::Lost("the config fetch").report(events))?;
+        let (result, change) = rx.recv_timeout(REFRESH_TIMEOUT + Duration::from_secs(5)).map_err(|_| events.failed(Error::Lost("the config fetch")))?;
         if self.is_closed() {
-            return Err(Error::Closed.report(events));
+            return Err(events.failed(Error::Closed));
         }
         // The listener hears of the change on this (the app's) thread, before the call returns.
         if let Some((old, new)) = change {

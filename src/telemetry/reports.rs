@@ -7,6 +7,7 @@
 //! when they have room, and tell it when one was acknowledged.
 
 use crate::config::rollout::RolloutDecision;
+use crate::config::MIN_REPORT_INTERVAL_SECS;
 use crate::outbox::Transport;
 use crate::telemetry::metrics::Histogram;
 use crate::wire::Route;
@@ -16,12 +17,6 @@ use std::sync::Arc;
 
 /// The largest report, in bytes; event-time buckets are left out (oldest first) to stay within it.
 pub const MAX_REPORT_BYTES: usize = 4096;
-/// Default time between two reports, in seconds.
-pub const DEFAULT_INTERVAL_SECS: u32 = 900;
-/// Least time between two reports, whatever the config says (only `close` may report sooner).
-pub const MIN_INTERVAL_SECS: u32 = 300;
-/// Most time between two reports a config may ask for.
-pub const MAX_INTERVAL_SECS: u32 = 86_400;
 /// Most reports cut in one day of the run clock (the time the SDK observed, which a wall clock
 /// set back or forward does not move), `close` included.
 pub const MAX_REPORTS_PER_DAY: u32 = 300;
@@ -425,7 +420,7 @@ impl Reports {
     /// `trigger`: never more than [`MAX_REPORTS_PER_DAY`] a day of the run clock, of which at
     /// most [`MAX_TRIGGERED_PER_DAY`] for config changes and breakers; a config-change report
     /// never sooner than [`CONFIG_REPORT_GAP_MS`] after the last one, a breaker report never
-    /// sooner than [`MIN_INTERVAL_SECS`] after the last report, a periodic one never sooner than
+    /// sooner than [`MIN_REPORT_INTERVAL_SECS`] after the last report, a periodic one never sooner than
     /// the interval (at least that).
     pub fn may_cut(&self, trigger: Trigger, interval_secs: u32, now_ms: i64, run_ms: i64) -> bool {
         let today = self.base.day == run_ms.div_euclid(DAY_MS);
@@ -445,9 +440,9 @@ impl Reports {
             // A config change cuts one (within the caps) so that its counters are attributed to
             // the decision they accrued under; a flapping config, once a minute.
             Trigger::Config => self.base.config_cut_run_ms.is_none_or(|t| run_ms < t || run_ms - t >= CONFIG_REPORT_GAP_MS),
-            Trigger::Breaker => since.is_none_or(|d| elapsed(d, secs(MIN_INTERVAL_SECS))),
-            Trigger::Interval => since.is_none_or(|d| elapsed(d, secs(interval_secs.max(MIN_INTERVAL_SECS)))),
-            Trigger::Silent => elapsed(now_ms.saturating_sub(self.quiet_since_ms()), 2 * secs(interval_secs.max(MIN_INTERVAL_SECS))),
+            Trigger::Breaker => since.is_none_or(|d| elapsed(d, secs(MIN_REPORT_INTERVAL_SECS))),
+            Trigger::Interval => since.is_none_or(|d| elapsed(d, secs(interval_secs.max(MIN_REPORT_INTERVAL_SECS)))),
+            Trigger::Silent => elapsed(now_ms.saturating_sub(self.quiet_since_ms()), 2 * secs(interval_secs.max(MIN_REPORT_INTERVAL_SECS))),
         }
     }
 
@@ -458,7 +453,7 @@ impl Reports {
 
     /// When a silent report becomes due (device clock, ms).
     pub fn silent_due_ms(&self, interval_secs: u32) -> i64 {
-        self.quiet_since_ms().saturating_add(2 * i64::from(interval_secs.max(MIN_INTERVAL_SECS)) * 1000)
+        self.quiet_since_ms().saturating_add(2 * i64::from(interval_secs.max(MIN_REPORT_INTERVAL_SECS)) * 1000)
     }
 
     /// A config change came too soon after the last config report: it is reported once the
@@ -802,7 +797,15 @@ mod tests {
         let id =
             // Ids that double when escaped in JSON: the most a valid id can cost.
             Identity { device_id: "\"".repeat(128), company_id: Some("\\".repeat(128)), os_version: Some("v".repeat(32)), app_version: Some("a".repeat(32)) };
-        let n = Now { run, latency, depth: [big, big], oldest_seq: [big, big], oldest_age_seconds: 1e9, interval_secs: MAX_INTERVAL_SECS, ..now(900) };
+        let n = Now {
+            run,
+            latency,
+            depth: [big, big],
+            oldest_seq: [big, big],
+            oldest_age_seconds: 1e9,
+            interval_secs: crate::config::MAX_REPORT_INTERVAL_SECS,
+            ..now(900)
+        };
         let seq = r.cut(&id, &n, Trigger::Breaker, [true, false], i64::MAX / 4, i64::MAX / 4);
         r.persisted(seq);
         let bytes = r.take(Transport::Mqtt).unwrap().bytes;
