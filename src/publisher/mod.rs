@@ -2,12 +2,14 @@
 //! decision in force, applies configs (the app's or fetched ones), and owns the tasks that
 //! deliver. See ARCHITECTURE.md for the flow of one location and the threads.
 
+mod apply;
+mod listener;
 mod start;
+mod store_thread;
 pub(crate) mod tasks;
 
-use crate::config::fetch::{FetchResult, Fetcher, Response, Trigger};
-use crate::config::rollout::{decide, RolloutDecision};
-use crate::config::source::{ConfigListener, ConfigSource};
+use crate::config::fetch::Fetcher;
+use crate::config::rollout::RolloutDecision;
 use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::{DualPubError, Error};
 use crate::hub::Lane;
@@ -47,12 +49,8 @@ pub(crate) struct Shared {
     debug_local: Mutex<Option<bool>>,
     /// The app opted in to precise coordinates in debug output.
     precise_coordinates: AtomicBool,
-    /// The app's listener for decision changes.
-    config_listener: Mutex<Option<Arc<dyn ConfigListener>>>,
-    /// Decision changes not yet told to the listener (see [`Shared::tell_listener`]).
-    untold: Mutex<std::collections::VecDeque<Change>>,
-    /// Someone is telling the listener (see [`Shared::tell_untold`]).
-    telling: AtomicBool,
+    /// The app's listener for decision changes and the changes not yet told to it.
+    listener: listener::Listener,
     /// Config documents or values refused since start-up.
     config_rejected: AtomicU64,
     /// Fetches the migration config from `remoteConfigUrl`.
@@ -60,9 +58,6 @@ pub(crate) struct Shared {
     /// The disk had no room for the outbox database: it lives in memory for this run.
     memory_only: bool,
 }
-
-/// A change of decision to tell the app's listener about: (old, new).
-type Change = (RolloutDecision, RolloutDecision);
 
 /// Ids of the device overrides the host app's remote values set.
 type HostOverrides = std::collections::BTreeSet<String>;
@@ -82,363 +77,6 @@ impl Shared {
     fn active(&self) -> Arc<Active> {
         self.lock().active.clone()
     }
-
-    /// Recomputes debug mode from the config and the app's local switch; takes effect at once
-    /// (log level and event stream).
-    fn refresh_debug_mode(&self, config_debug: bool) {
-        let local = *self.debug_local.lock().unwrap_or_else(|p| p.into_inner());
-        let on = local.unwrap_or(config_debug);
-        // Under the state lock, so a closed publisher (which left debug mode for good) never
-        // raises the process-wide log level again.
-        let st = self.lock();
-        let changed = !st.closed && self.hub.events.set_debug_mode(on);
-        if changed {
-            crate::telemetry::logging::debug_mode_changed(on);
-        }
-        drop(st);
-        if changed {
-            self.event(log::Level::Info, "debug", || format!("debug mode {}", if on { "on" } else { "off" }));
-        }
-    }
-
-    /// Counts and logs a refused config.
-    fn config_refused(&self, e: &crate::error::ConfigError) {
-        self.config_rejected.fetch_add(1, Ordering::SeqCst);
-        self.hub.metrics.config_rejected(e.metric_reason(), 1);
-        self.event(log::Level::Warn, "config", || format!("refused a config: {e}"));
-    }
-
-    /// Parses a config document (docs/CONTRACT.md#refused-skipped-or-ignored): refused whole (and
-    /// counted) if malformed; invalid overrides and forbidden fields are left out, counted and logged.
-    fn parse_document(&self, json: &str) -> Result<MigrationConfig, crate::error::ConfigError> {
-        let parsed = MigrationConfig::parse(json).inspect_err(|e| self.config_refused(e))?;
-        for why in &parsed.skipped {
-            self.hub.metrics.config_rejected("invalid_override", 1);
-            self.event(log::Level::Warn, "config", || format!("skipped an invalid override: {why}"));
-        }
-        for why in &parsed.ignored {
-            self.hub.metrics.config_rejected("ignored_field", 1);
-            self.event(log::Level::Warn, "config", || format!("ignored {why}"));
-        }
-        Ok(parsed.config)
-    }
-
-    /// Applies `config` at once (from `source`); returns the new decision. An invalid config is
-    /// refused and counted, and the one in force stays. The app's `ConfigListener` hears of a
-    /// change before this returns, on this thread.
-    fn apply(&self, config: MigrationConfig, source: ConfigSource, host_overrides: HostOverrides) -> Result<RolloutDecision, DualPubError> {
-        let (decision, change) = self.apply_quietly(config, source, host_overrides)?;
-        if let Some((old, new)) = change {
-            self.tell_listener(old, new);
-        }
-        Ok(decision)
-    }
-
-    /// Tells the app's `ConfigListener` (if any) that the decision changed; whatever it throws
-    /// or panics with stays here. See [`Shared::tell_untold`].
-    fn tell_listener(&self, old: RolloutDecision, new: RolloutDecision) {
-        self.untold.lock().unwrap_or_else(|p| p.into_inner()).push_back((old, new));
-        self.tell_untold();
-    }
-
-    /// Tells the listener every queued change, in order, one call at a time. Whoever finds no
-    /// one telling does the telling; a change queued meanwhile (by another thread, or by the
-    /// listener itself applying a config) is told by that teller once the current call returns,
-    /// so a listener that applies configs back and forth loops instead of recursing.
-    fn tell_untold(&self) {
-        loop {
-            if self.telling.swap(true, Ordering::SeqCst) {
-                return; // someone (perhaps this very thread, further up) is telling
-            }
-            loop {
-                let next = self.untold.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                let Some((old, new)) = next else { break };
-                let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if let Some(l) = listener {
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(old, new)));
-                }
-            }
-            self.telling.store(false, Ordering::SeqCst);
-            // A change queued after the last pop and before the flag was cleared found someone
-            // telling and left it to us: go round again.
-            if self.untold.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
-                return;
-            }
-        }
-    }
-
-    /// As [`Shared::apply`], leaving the listener to the caller: returns the new decision and,
-    /// if it changed, (old, new) to tell the listener once the caller holds no lock.
-    fn apply_quietly(
-        &self,
-        config: MigrationConfig,
-        source: ConfigSource,
-        host_overrides: HostOverrides,
-    ) -> Result<(RolloutDecision, Option<Change>), DualPubError> {
-        // Validated and serialised once, before the lock: the document may be 256 KiB.
-        let mut document = config.document().inspect_err(|e| self.config_refused(e))?;
-        if !host_overrides.is_empty() {
-            let mut json = config.to_json();
-            json[crate::config::source::HOST_OVERRIDES_KEY] = serde_json::json!(host_overrides);
-            document = json.to_string();
-        }
-        let s = &self.settings;
-        let decision = decide(&config, &s.device_id, s.company_id.as_deref());
-        let mut st = self.lock();
-        if st.closed {
-            return Err(DualPubError::Closed);
-        }
-        if st.active.decision != decision {
-            // Cut before the change, so the report's decision is the one its counters accrued under.
-            self.hub.reporter().cut(&st, crate::telemetry::reports::Trigger::Config);
-        }
-        let applied_at_ms = clock::now_ms();
-        st.outbox.persist_config(store::StoredConfig { json: document, source: source.as_str().into(), applied_at_ms });
-        let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms, host_overrides }));
-        // A decision that stops a transport (an emergency stopping Pub/Sub; MQTT turned off at the
-        // end of the migration) also stops what is queued for it; the other transport takes over
-        // anything that would otherwise be owed to nobody (docs/CONTRACT.md#decision).
-        // MQTT carrying Pub/Sub's fallback keeps what it holds.
-        let mut done = Vec::new();
-        for t in Transport::ALL {
-            let was = if t == Transport::Mqtt { old.decision.mqtt_enabled } else { old.decision.pubsub_enabled };
-            if was && !self.hub.owes(t, &decision) {
-                done.extend(st.outbox.stop_owing(t));
-            }
-        }
-        let config_debug = st.active.config.debug_mode;
-        let window = st.active.config.upload_window_secs;
-        self.hub.completed(st, &done);
-        self.hub.gate.set_config_window(window);
-        self.refresh_debug_mode(config_debug);
-        let change = (old.decision != decision).then(|| (old.decision.clone(), decision.clone()));
-        if change.is_some() {
-            self.hub.metrics.decision_changed();
-            self.event(log::Level::Info, "config", || {
-                let (o, n) = (&old.decision, &decision);
-                format!(
-                    "decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
-                    o.config_version,
-                    n.config_version,
-                    o.mqtt_enabled,
-                    n.mqtt_enabled,
-                    o.pubsub_enabled,
-                    n.pubsub_enabled,
-                    o.reason.as_str(),
-                    n.reason.as_str()
-                )
-            });
-        }
-        self.hub.wake_all();
-        Ok((decision, change))
-    }
-
-    /// One config fetch, start to end: asks the fetcher for the document, applies what it
-    /// answered and records the result (persisted with the fetch state). Returns the result
-    /// (`None` when the schedule did not call for an attempt) and the change of decision, which
-    /// the caller tells the listener off the runtime (a listener may block, e.g. in `flush`).
-    async fn fetch_config(&self, trigger: Trigger) -> (Option<FetchResult>, Option<Change>) {
-        let mut attempt = match self.fetcher.begin(trigger).await {
-            Ok(a) => a,
-            Err(answer) => return (answer, None),
-        };
-        let response = attempt.get().await;
-        if self.lock().closed {
-            // Closed meanwhile: nothing to record, nobody to tell.
-            return (Some(FetchResult::Failed { reason: "the publisher is closed".into() }), None);
-        }
-        let (result, retry_after_ms, accepted, change) = match response {
-            Response::Document { text, etag } => match self.apply_fetched(&text, attempt.newest_version()) {
-                Ok((result, version, change)) => (result, None, Some((version, etag)), change),
-                Err(e) => (FetchResult::Rejected { reason: e.to_string() }, None, None, None),
-            },
-            Response::NotModified => (FetchResult::NotModified, None, None, None),
-            Response::Refused(e) => {
-                self.config_refused(&e);
-                (FetchResult::Rejected { reason: e.to_string() }, None, None, None)
-            }
-            Response::Failed { reason, retry_after_ms } => (FetchResult::Failed { reason }, retry_after_ms, None, None),
-        };
-        let state = attempt.finish(result.clone(), retry_after_ms, accepted);
-        self.hub.metrics.config_fetched(result.label());
-        let level = if result.is_failure() { log::Level::Warn } else { log::Level::Info };
-        let ended = self.fetcher.now_ms();
-        self.event(level, "config_fetch", || match state.backoff_until_ms {
-            Some(until) if result.is_failure() => format!("{result:?}; next attempt in {} s", (until - ended) / 1000),
-            _ => format!("{result:?}"),
-        });
-        if let Ok(json) = serde_json::to_string(&state) {
-            self.lock().outbox.persist_fetch_state(json);
-        }
-        (Some(result), change)
-    }
-
-    /// A scheduled fetch (the fetch task, on the runtime): a change of decision is told to the
-    /// listener on an SDK callback thread, never on a runtime worker.
-    async fn scheduled_fetch(self: &Arc<Self>) -> Option<FetchResult> {
-        let (result, change) = self.fetch_config(Trigger::Schedule).await;
-        if let Some(c) = change {
-            // Queued first: if no callback thread can be had now, the next change tells it too.
-            self.untold.lock().unwrap_or_else(|p| p.into_inner()).push_back(c);
-            let shared = self.clone();
-            if crate::callback::spawn(move || shared.tell_untold()).is_none() {
-                self.event(log::Level::Error, "config", || "ConfigListener told later: too many app callbacks are stuck".into());
-            }
-        }
-        result
-    }
-
-    /// Parses and applies a fetched document; refused (and counted) if it is older than one
-    /// fetched before. Returns the result, the document's version and the change of decision.
-    fn apply_fetched(&self, text: &str, newest: Option<u64>) -> Result<(FetchResult, u64, Option<Change>), DualPubError> {
-        let config = self.parse_document(text)?;
-        let version = config.version;
-        if let Some(newest) = newest.filter(|&n| version < n) {
-            let e = crate::error::ConfigError::StaleVersion { version, newest };
-            self.config_refused(&e);
-            return Err(e.into());
-        }
-        if self.active().config == config {
-            return Ok((FetchResult::NotModified, version, None));
-        }
-        let (_, change) = self.apply_quietly(config, ConfigSource::Fetched, HostOverrides::new())?;
-        Ok((FetchResult::Applied { version }, version, change))
-    }
-
-    /// Called by the store thread with payloads it read back for `loaded.transport`: they go
-    /// back into the outbox and the transport is woken to take them. After a failed read
-    /// (logged) it is woken [`RELOAD_PAUSE`] later to ask again.
-    fn loaded(&self, loaded: store::Loaded) {
-        let t = loaded.transport;
-        if !loaded.unreadable.is_empty() {
-            let mut st = self.lock();
-            let gone = st.outbox.drop_unreadable(&loaded.unreadable);
-            self.unreadable(st, gone);
-        }
-        let Some(e) = loaded.failed else {
-            self.lock().outbox.install(t, loaded.bodies);
-            self.hub.wake(t);
-            return;
-        };
-        // The transport's read stays "in progress" for the pause, so no take asks again sooner.
-        self.hub.metrics.storage_error();
-        self.event(log::Level::Error, "storage", || {
-            format!("cannot read queued locations back for {} ({e}); trying again in {} s", t.as_str(), RELOAD_PAUSE.as_secs())
-        });
-        let hub = self.hub.clone();
-        let retry = move || {
-            hub.lock().outbox.install(t, Vec::new());
-            hub.wake(t);
-        };
-        match crate::runtime::handle() {
-            Ok(rt) => drop(rt.spawn(async move {
-                tokio::time::sleep(RELOAD_PAUSE).await;
-                retry();
-            })),
-            Err(_) => retry(),
-        }
-    }
-
-    /// `gone` locations left the outbox (`st`) because the database cannot read them: counted
-    /// and logged; `flush` waiters and the upload burst see them gone.
-    fn unreadable(&self, st: MutexGuard<'_, State>, gone: u64) {
-        if gone > 0 {
-            self.hub.metrics.dropped(crate::telemetry::metrics::DROPPED_UNREADABLE, gone);
-        }
-        self.hub.completed(st, &[]);
-        if gone > 0 {
-            self.event(log::Level::Warn, "dropped", || {
-                format!("{gone} location(s): {} (a damaged page of the outbox database)", crate::telemetry::metrics::DROPPED_UNREADABLE)
-            });
-        }
-    }
-
-    /// Called by the store thread after it rebuilt the database: what the new file lacks is
-    /// written again from memory, or (only on the lost disk) leaves the outbox, counted.
-    fn rebuilt(&self, r: &store::Rebuilt) {
-        match r.cause {
-            store::RebuildCause::Corrupt(_) => self.hub.metrics.storage_reset(),
-            store::RebuildCause::Lost => self.hub.metrics.storage_error(),
-        }
-        self.event(log::Level::Error, "storage", || r.describe());
-        let mut st = self.lock();
-        let (again, gone) = st.outbox.rebuilt_without(&r.salvage.lost_rows, &r.salvage.lost_dead_letters);
-        self.unreadable(st, gone);
-        if again > 0 {
-            self.event(log::Level::Warn, "storage", || format!("wrote {again} location(s) the rebuilt outbox database lacked again from memory"));
-        }
-    }
-
-    /// Called by the store thread after each group commit.
-    fn committed(&self, commit: store::Commit) {
-        if let Some(r) = &commit.rebuilt {
-            self.rebuilt(r);
-        }
-        if commit.skipped > 0 {
-            self.event(log::Level::Error, "storage", || format!("left {} change(s) the damaged outbox database refused out of a commit", commit.skipped));
-        }
-        {
-            let mut st = self.lock();
-            // Durable, or the disk failed: either way the transports may have them now.
-            st.outbox.make_visible(&commit.durable);
-            match &commit.failed {
-                // In memory only (no room on the disk): committed, but nothing survives a kill.
-                None if self.memory_only => {}
-                None => {
-                    if let Some(&max) = commit.durable.iter().max() {
-                        st.durable_seq = st.durable_seq.max(max);
-                    }
-                    // On disk: beyond what the transports send next, their payloads leave memory.
-                    st.outbox.mark_on_disk(&commit.durable);
-                }
-                Some(e) => {
-                    self.hub.metrics.storage_error();
-                    self.event(log::Level::Error, "storage", || format!("cannot persist the outbox ({e}); delivering from memory and retrying"));
-                }
-            }
-        }
-        if let (Some(seq), None) = (commit.report_seq, &commit.failed) {
-            self.hub.reporter().persisted(seq);
-        }
-        if commit.abandoned > 0 {
-            self.event(log::Level::Error, "storage", || format!("gave up persisting {} change(s) at shutdown", commit.abandoned));
-        }
-        self.hub.progress.notify_all();
-        if !commit.durable.is_empty() {
-            self.hub.wake_all();
-        }
-    }
-}
-
-/// Starts the `dualpub-store` thread; the returned receiver fires when it has finished.
-fn start_store_writer(
-    db: store::Store,
-    rx: std::sync::mpsc::Receiver<store::Msg>,
-    shared: std::sync::Weak<Shared>,
-) -> Result<std::sync::mpsc::Receiver<()>, Error> {
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("dualpub-store".into())
-        .spawn(move || {
-            let for_loads = shared.clone();
-            store::run_writer(
-                db,
-                rx,
-                |commit| {
-                    if let Some(shared) = shared.upgrade() {
-                        shared.committed(commit);
-                    }
-                },
-                |loaded| {
-                    if let Some(shared) = for_loads.upgrade() {
-                        shared.loaded(loaded);
-                    }
-                },
-            );
-            let _ = done_tx.send(());
-        })
-        .map_err(|source| Error::Start { what: "the store thread", source })?;
-    Ok(done_rx)
 }
 
 /// The most locations one `sendLocations` call accepts: the lock that inserts them is held for
@@ -457,9 +95,6 @@ pub struct Publisher {
     store_tx: std::sync::mpsc::Sender<store::Msg>,
     store_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
-
-/// How long a transport waits before asking again for payloads the database failed to read.
-const RELOAD_PAUSE: Duration = Duration::from_secs(5);
 
 /// How long `close` waits for the last group commit.
 const CLOSE_PERSIST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -530,15 +165,13 @@ impl Publisher {
             hub: hub.clone(),
             debug_local: Mutex::new(None),
             precise_coordinates: AtomicBool::new(false),
-            config_listener: Mutex::new(None),
-            untold: Mutex::new(Default::default()),
-            telling: AtomicBool::new(false),
+            listener: listener::Listener::default(),
             config_rejected: AtomicU64::new(0),
             fetcher: r.fetcher,
             memory_only: r.memory_only,
         });
         shared.refresh_debug_mode(shared.active().config.debug_mode);
-        let store_done = start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
+        let store_done = store_thread::start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
         let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(token_provider));
         let fetching = shared.clone();
@@ -729,7 +362,7 @@ impl Publisher {
         }
         // The listener hears of the change on this (the app's) thread, before the call returns.
         if let Some((old, new)) = change {
-            self.shared.tell_listener(old, new);
+            self.shared.listener.tell(old, new);
         }
         Ok(result)
     }
@@ -744,7 +377,7 @@ impl Publisher {
     pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::config::source::ConfigListener>>) {
         let st = self.shared.lock();
         // After close nothing is kept: a listener holding its publisher would never be freed.
-        let old = std::mem::replace(&mut *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()), if st.closed { None } else { listener });
+        let old = self.shared.listener.replace(if st.closed { None } else { listener });
         drop(st);
         // The old listener is released (a call into the app's runtime) with no lock held.
         drop(old);
