@@ -156,7 +156,8 @@ pub(crate) fn bounded_log(text: String) -> String {
 }
 
 /// Every failure inside the SDK, with its cause. Public calls turn it into a [`DualPubError`]
-/// through [`Error::report`] (or `From` where no publisher exists yet).
+/// through the log funnel's `Events::failed` (telemetry), which logs it, or `From` where nothing
+/// is to be logged.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     /// A location or id was refused.

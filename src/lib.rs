@@ -3,8 +3,12 @@
 //!
 //! The pure-Rust core ([`Publisher`]) is usable directly; [`ffi`] exports it to Kotlin and
 //! Swift through UniFFI. The public Rust surface is what README.md documents: the types
-//! re-exported here and the modules `clock`, `config`, `location`, `logging`, `metrics`,
-//! `rollout` and `wire`; everything else is internal.
+//! re-exported here and the public modules `clock`, `config`, `error`, `ffi`, `location`,
+//! `logging`, `metrics`, `rollout` and `wire`; everything else is internal.
+//!
+//! The tree follows the architecture (ARCHITECTURE.md, "The tree"): one folder per subsystem —
+//! `outbox/`, `config/`, `telemetry/`, `hub/`, `transport/`, `publisher/`, `ffi/`, each
+//! importing only those before it in that list — and, at the top, the leaves they all use.
 
 #![warn(missing_docs)]
 
