@@ -162,7 +162,9 @@ fn an_idle_mqtt_connection_hangs_up_and_the_next_location_reconnects() {
     assert_eq!(proxy.open_connections(), 0, "no connection before anything is owed");
     let first = p.send_location(location(0)).unwrap();
     assert!(p.flush(10_000).unwrap().completed);
-    assert_eq!(proxy.open_connections(), 1);
+    // One connection carried it (it may already be hanging up: the idle timer is 1 s and a
+    // loaded machine can take that long to get back here).
+    assert_eq!(proxy.accepted(), 1);
     // Owing nothing for longer than idleDisconnectSecs: the SDK hangs up.
     let start = std::time::Instant::now();
     while proxy.open_connections() > 0 && start.elapsed() < Duration::from_secs(10) {
