@@ -17,7 +17,6 @@
 
 mod bench;
 mod demo;
-mod demo_reports;
 mod verify;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -33,7 +33,7 @@ pub fn read(s: &Sources, v: Verifier) -> Result<Findings, String> {
     let filter = dualpub::wire::DEFAULT_TOPIC_TEMPLATE.replace("{deviceId}", "+");
     let mqtt = subscribers::mqtt_with_session(&host, port, &filter, Some(&s.session)).map_err(|e| format!("MQTT subscription: {e}"))?;
     let pubsub = subscribers::pubsub(&s.pubsub_endpoint, &s.project, &s.topic, &s.subscription).map_err(|e| format!("Pub/Sub subscription: {e}"))?;
-    let reports = crate::demo_reports::ReportSubscribers::start(
+    let reports = crate::demo::reports::ReportSubscribers::start(
         &host,
         port,
         &s.pubsub_endpoint,

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub(crate) mod reports;
+
 /// Options of `dualpub demo`.
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -145,7 +147,7 @@ fn run_steps(args: &DemoArgs) -> Result<i32, String> {
     summary.print_table();
     if let (Some(command), Some(path)) = (&args.rollup, &outcome.reports_file) {
         println!("fleet rollup of the migration reports ({command})");
-        crate::demo_reports::run_rollup(command, path)?;
+        reports::run_rollup(command, path)?;
     }
     let findings = match (args.verify, &outcome.deliveries) {
         (true, Some(d)) => Some(verify(d, &outcome)),
@@ -324,7 +326,7 @@ impl<'a> Run<'a> {
     fn collect(&mut self, pending: Pending) -> Result<Outcome, String> {
         let metrics: Vec<MetricsSnapshot> = self.fleet.iter().filter_map(|(_, p)| p.metrics().ok()).collect();
         if let Some(path) = &self.args.metrics_out {
-            crate::demo_reports::write_metrics(path, &self.fleet, &metrics)?;
+            reports::write_metrics(path, &self.fleet, &metrics)?;
         }
         std::thread::scope(|s| {
             for (_, p) in &self.fleet {
@@ -350,8 +352,8 @@ impl<'a> Run<'a> {
             reports = Some(ReportsSeen { mqtt, pubsub: received.len() - mqtt, devices_with_last: last });
             if self.args.reports_out.is_some() || self.args.rollup.is_some() {
                 let dir = self._data_dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_else(std::env::temp_dir);
-                let path = crate::demo_reports::reports_path(self.args.reports_out.as_ref(), &dir);
-                crate::demo_reports::write_reports(&path, &received)?;
+                let path = reports::reports_path(self.args.reports_out.as_ref(), &dir);
+                reports::write_reports(&path, &received)?;
                 reports_file = Some(path);
             }
         }
@@ -421,7 +423,7 @@ fn allow_insecure(args: &DemoArgs, mqtt_url: &str, endpoint: &str) -> bool {
 struct Subscribers {
     mqtt: Subscriber,
     pubsub: Subscriber,
-    reports: crate::demo_reports::ReportSubscribers,
+    reports: reports::ReportSubscribers,
     /// When they began to read (ms since the Unix epoch): the start of the verifier's window.
     since_ms: i64,
 }
@@ -441,7 +443,7 @@ impl Subscribers {
             subscribers::mqtt_with_session(&bed.mqtt_host, bed.mqtt_port, &filter, Some(&sub_name)).map_err(|e| format!("verifying MQTT subscriber: {e}"))?;
         let pubsub = subscribers::pubsub(&bed.endpoint, &args.pubsub_project, &args.pubsub_topic, &sub_name)
             .map_err(|e| format!("verifying Pub/Sub subscription: {e}"))?;
-        let reports = crate::demo_reports::ReportSubscribers::start(
+        let reports = reports::ReportSubscribers::start(
             &bed.mqtt_host,
             bed.mqtt_port,
             &bed.endpoint,
