@@ -26,7 +26,7 @@ impl TestBed {
     pub(super) fn start(args: &DemoArgs) -> Result<TestBed, String> {
         let (mqtt_url, mqtt_host, mqtt_port, broker) = match &args.mqtt_url {
             Some(u) => {
-                let (host, port) = url_host_port(u, 1883)?;
+                let (host, port) = dualpub_testbed::url_host_port(u, 1883)?;
                 (u.clone(), host, port, None)
             }
             None => {
@@ -60,16 +60,6 @@ fn allow_insecure(args: &DemoArgs, mqtt_url: &str, endpoint: &str) -> bool {
     args.allow_insecure || (mqtt_local_or_tls && pubsub_local_or_tls && config_local_or_tls)
 }
 
-/// Host and port of a URL (`default_port` when it names none).
-pub(crate) fn url_host_port(url: &str, default_port: u16) -> Result<(String, u16), String> {
-    let rest = url.split_once("://").map(|(_, r)| r).ok_or_else(|| format!("{url:?} is not a URL"))?;
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    match hostport.rsplit_once(':') {
-        Some((h, p)) => Ok((h.trim_matches(['[', ']']).to_string(), p.parse().map_err(|_| format!("bad port in {url:?}"))?)),
-        None => Ok((hostport.to_string(), default_port)),
-    }
-}
-
 /// `--chaos`: fault proxies in front of the broker and the Pub/Sub endpoint, and a thread that
 /// keeps breaking things until [`Chaos::calm`].
 pub(super) struct Chaos {
@@ -87,7 +77,7 @@ impl Chaos {
         use std::net::ToSocketAddrs;
         let resolve = |host: &str, port: u16| (host, port).to_socket_addrs()?.next().ok_or_else(|| std::io::Error::other(format!("cannot resolve {host}")));
         let mqtt = Arc::new(FaultProxy::start(resolve(mqtt_host, mqtt_port)?)?);
-        let (host, port) = url_host_port(endpoint, 80).map_err(std::io::Error::other)?;
+        let (host, port) = dualpub_testbed::url_host_port(endpoint, 80).map_err(std::io::Error::other)?;
         let pubsub = Arc::new(FaultProxy::start(resolve(&host, port)?)?);
         let emulator = emulator.map(|e| e.emulator().clone());
         let stop = Arc::new(AtomicBool::new(false));

@@ -4,6 +4,7 @@
 
 use super::bed::TestBed;
 use super::DemoArgs;
+use dualpub_testbed::report_subscribers::ReportSubscribers;
 use dualpub_testbed::subscribers::{self, Received, Subscriber};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,7 +17,7 @@ use std::time::Instant;
 pub(super) struct Subscribers {
     pub(super) mqtt: Subscriber,
     pub(super) pubsub: Subscriber,
-    pub(super) reports: super::reports::ReportSubscribers,
+    pub(super) reports: ReportSubscribers,
     /// When they began to read (ms since the Unix epoch): the start of the verifier's window.
     pub(super) since_ms: i64,
 }
@@ -36,7 +37,7 @@ impl Subscribers {
             subscribers::mqtt_with_session(&bed.mqtt_host, bed.mqtt_port, &filter, Some(&sub_name)).map_err(|e| format!("verifying MQTT subscriber: {e}"))?;
         let pubsub = subscribers::pubsub(&bed.endpoint, &args.pubsub_project, &args.pubsub_topic, &sub_name)
             .map_err(|e| format!("verifying Pub/Sub subscription: {e}"))?;
-        let reports = super::reports::ReportSubscribers::start(
+        let reports = ReportSubscribers::start(
             &bed.mqtt_host,
             bed.mqtt_port,
             &bed.endpoint,
@@ -49,13 +50,13 @@ impl Subscribers {
 }
 
 /// Every message the subscribers received, in arrival order, duplicates included.
-pub(super) struct Deliveries {
-    pub(super) mqtt: Vec<Received>,
-    pub(super) pubsub: Vec<Received>,
+pub struct Deliveries {
+    pub mqtt: Vec<Received>,
+    pub pubsub: Vec<Received>,
     /// Times the MQTT subscriber was itself disconnected (from, to) ms.
-    pub(super) mqtt_gaps: Vec<(i64, i64)>,
+    pub mqtt_gaps: Vec<(i64, i64)>,
     /// When the subscribers began and stopped reading (from, to) ms.
-    pub(super) window: (i64, i64),
+    pub window: (i64, i64),
 }
 
 /// One line of the `--capture` file.

@@ -11,11 +11,11 @@
 mod bed;
 mod capture;
 mod fleet;
-pub(crate) mod reports;
+mod reports;
 mod summary;
 
 use bed::{Chaos, TestBed};
-use capture::{Deliveries, Subscribers};
+use capture::Subscribers;
 use clap::Args;
 use dualpub::{DualPublisher, MetricsSnapshot};
 use dualpub_testbed::subscribers::{self, Collected};
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use summary::Summary;
 
-pub(crate) use bed::url_host_port;
+pub use capture::Deliveries;
 
 /// Options of `dualpub demo`.
 #[derive(Args, Debug, Clone)]
@@ -135,16 +135,28 @@ fn fail(msg: impl std::fmt::Display) -> i32 {
     1
 }
 
+/// What `--verify` concluded: its table, its findings as JSON (the `verify` of `--json`), and
+/// whether the verdict failed (which fails the demo).
+pub struct Verdict {
+    pub table: String,
+    pub findings: serde_json::Value,
+    pub failed: bool,
+}
+
+/// The verifier `--verify` runs on what the subscribers received and the migration reports they
+/// received (parsed). The caller hands it in: the demo does not depend on `dualpub verify`.
+pub type Verify<'a> = &'a dyn Fn(&Deliveries, &[serde_json::Value]) -> Result<Verdict, String>;
+
 /// Runs the demo; returns the process exit code (0 only if nothing was lost).
-pub fn run(args: DemoArgs) -> i32 {
+pub fn run(args: DemoArgs, verify: Verify) -> i32 {
     if !(args.rollout.is_finite() && (0.0..=100.0).contains(&args.rollout)) {
         return fail(format!("--rollout must be in [0, 100], got {}", args.rollout));
     }
-    run_steps(&args).unwrap_or_else(fail)
+    run_steps(&args, verify).unwrap_or_else(fail)
 }
 
 /// The demo's steps in order; an `Err` is a setup or I/O failure (exit code 1).
-fn run_steps(args: &DemoArgs) -> Result<i32, String> {
+fn run_steps(args: &DemoArgs, verify: Verify) -> Result<i32, String> {
     let capture = args.capture.as_deref().map(capture::open_capture).transpose()?;
     let mut run = Run::start(args)?;
     let progress = Progress::start((args.devices * args.locations_per_device) as u64, run.subscribers.as_ref());
@@ -163,30 +175,25 @@ fn run_steps(args: &DemoArgs) -> Result<i32, String> {
         println!("fleet rollup of the migration reports ({command})");
         reports::run_rollup(command, path)?;
     }
-    let findings = match (args.verify, &outcome.deliveries) {
-        (true, Some(d)) => Some(verify(d, &outcome)),
+    let verdict = match (args.verify, &outcome.deliveries) {
+        (true, Some(d)) => Some(verify(d, &outcome.report_docs)?),
         _ => None,
     };
-    if let Some(f) = &findings {
-        print!("{}", crate::verify::output::table(f));
+    if let Some(v) = &verdict {
+        print!("{}", v.table);
     }
     if args.json {
         let mut json: serde_json::Value = serde_json::from_str(&summary.json()).map_err(|e| e.to_string())?;
-        if let Some(f) = &findings {
-            json["verify"] = serde_json::to_value(f).map_err(|e| e.to_string())?;
+        if let Some(v) = &verdict {
+            json["verify"] = v.findings.clone();
         }
         if args.pubsub_faults.is_some() {
             json["injected"] = serde_json::to_value(&outcome.injected).map_err(|e| e.to_string())?;
         }
         println!("{json}");
     }
-    let verdict_failed = findings.as_ref().is_some_and(|f| f.verdict == "fail");
+    let verdict_failed = verdict.as_ref().is_some_and(|v| v.failed);
     Ok(if verdict_failed { summary.exit_code().max(3) } else { summary.exit_code() })
-}
-
-/// `dualpub verify` over what the subscribers received, their own gaps and the reports.
-fn verify(d: &Deliveries, outcome: &Outcome) -> crate::verify::engine::Findings {
-    crate::verify::live::verify_received(d.window, &d.mqtt, &d.pubsub, &d.mqtt_gaps, &outcome.report_docs, crate::verify::engine::Thresholds::default())
 }
 
 /// What the steps share: the arguments, the backends, the verifying subscribers, the chaos
