@@ -15,6 +15,7 @@
 //! - `dualpub config-server --file F [--port P]` serves a migration config document (with ETag
 //!   and 304; `POST /_control/mode` makes it answer 304/429/500/slowly/garbage).
 
+mod backend;
 mod bench;
 mod demo;
 mod verify;

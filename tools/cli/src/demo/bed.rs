@@ -24,7 +24,7 @@ pub(super) struct TestBed {
 impl TestBed {
     /// Starts the embedded broker and emulator where no URL was given, and says what is used.
     pub(super) fn start(args: &DemoArgs) -> Result<TestBed, String> {
-        let (mqtt_url, mqtt_host, mqtt_port, broker) = match &args.mqtt_url {
+        let (mqtt_url, mqtt_host, mqtt_port, broker) = match &args.backend.mqtt_url {
             Some(u) => {
                 let (host, port) = dualpub_testbed::url_host_port(u, 1883)?;
                 (u.clone(), host, port, None)
@@ -34,25 +34,25 @@ impl TestBed {
                 (b.url(), "127.0.0.1".to_string(), b.port, Some(b))
             }
         };
-        let (endpoint, emulator) = match &args.pubsub_endpoint {
+        let (endpoint, emulator) = match &args.backend.pubsub_endpoint {
             Some(e) => (e.trim_end_matches('/').to_string(), None),
             None => {
                 let h = EmulatorHandle::spawn(EmulatorOptions::default()).map_err(|e| format!("cannot start the Pub/Sub emulator: {e}"))?;
-                subscribers::create_topic(&h.url(), &args.pubsub_project, &args.pubsub_topic).map_err(|e| e.to_string())?;
-                subscribers::create_topic(&h.url(), &args.pubsub_project, dualpub::config::DEFAULT_REPORTS_TOPIC).map_err(|e| e.to_string())?;
+                subscribers::create_topic(&h.url(), &args.backend.pubsub_project, &args.backend.pubsub_topic).map_err(|e| e.to_string())?;
+                subscribers::create_topic(&h.url(), &args.backend.pubsub_project, dualpub::config::DEFAULT_REPORTS_TOPIC).map_err(|e| e.to_string())?;
                 (h.url(), Some(h))
             }
         };
         let allow_insecure = allow_insecure(args, &mqtt_url, &endpoint);
-        eprintln!("dualpub demo: MQTT {mqtt_url}, Pub/Sub {endpoint} (project {}, topic {})", args.pubsub_project, args.pubsub_topic);
+        eprintln!("dualpub demo: MQTT {mqtt_url}, Pub/Sub {endpoint} (project {}, topic {})", args.backend.pubsub_project, args.backend.pubsub_topic);
         Ok(TestBed { mqtt_url, mqtt_host, mqtt_port, endpoint, allow_insecure, emulator, _broker: broker })
     }
 }
 
 /// Plaintext is allowed without --allow-insecure only towards the servers started here.
 fn allow_insecure(args: &DemoArgs, mqtt_url: &str, endpoint: &str) -> bool {
-    let mqtt_local_or_tls = args.mqtt_url.is_none() || mqtt_url.starts_with("mqtts://");
-    let pubsub_local_or_tls = args.pubsub_endpoint.is_none() || endpoint.starts_with("https://");
+    let mqtt_local_or_tls = args.backend.mqtt_url.is_none() || mqtt_url.starts_with("mqtts://");
+    let pubsub_local_or_tls = args.backend.pubsub_endpoint.is_none() || endpoint.starts_with("https://");
     let config_local_or_tls = args
         .config_url
         .as_deref()

@@ -53,9 +53,9 @@ impl FleetSettings {
     /// the upload window of `--window-secs`.
     fn sdk_config(&self, args: &DemoArgs, id: &str) -> Result<SdkConfig, dualpub::DualPubError> {
         let data_dir = self.data_root.join(id).to_string_lossy().into_owned();
-        let mut builder = SdkConfig::builder(id, self.mqtt_url.as_str(), args.pubsub_project.as_str(), data_dir)
+        let mut builder = SdkConfig::builder(id, self.mqtt_url.as_str(), args.backend.pubsub_project.as_str(), data_dir)
             .pubsub_endpoint(self.endpoint.as_str())
-            .pubsub_topic(args.pubsub_topic.as_str())
+            .pubsub_topic(args.backend.pubsub_topic.as_str())
             .pubsub_batch(1000, 1_000_000, 200)
             .mqtt_keep_alive_secs(30)
             .mqtt_idle_disconnect_secs(30)

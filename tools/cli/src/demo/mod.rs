@@ -46,18 +46,9 @@ pub struct DemoArgs {
     /// Rollout salt.
     #[arg(long, default_value = dualpub::config::DEFAULT_SALT)]
     pub salt: String,
-    /// Use this MQTT broker instead of the embedded one.
-    #[arg(long)]
-    pub mqtt_url: Option<String>,
-    /// Use this Pub/Sub endpoint instead of the embedded emulator (the topic must exist).
-    #[arg(long)]
-    pub pubsub_endpoint: Option<String>,
-    /// Pub/Sub project.
-    #[arg(long, default_value = "dualpub-demo")]
-    pub pubsub_project: String,
-    /// Pub/Sub topic.
-    #[arg(long, default_value = "location-updates")]
-    pub pubsub_topic: String,
+    /// The MQTT broker and the Pub/Sub endpoint, project and topic.
+    #[command(flatten)]
+    pub backend: crate::backend::BackendArgs,
     /// Permit mqtt:// and http:// URLs for external servers (the embedded ones are local).
     #[arg(long)]
     pub allow_insecure: bool,
