@@ -5299,7 +5299,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_configlistener_on_decision_changed() != 670) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config() != 48547) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config() != 32475) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_apply_config_json() != 64022) {
@@ -5317,13 +5317,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_config_status() != 31652) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_current_config() != 62367) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_current_config() != 65326) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters() != 14440) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters() != 39490) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page() != 12849) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page() != 18952) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_debug_report() != 6022) {
@@ -5386,7 +5386,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_tokenprovider_fetch_token() != 10272) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_constructor_dualpublisher_new() != 31768) {
+    if (uniffi_dualpub_checksum_constructor_dualpublisher_new() != 10172) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_constructor_secret_new() != 42411) {
