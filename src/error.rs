@@ -1,49 +1,11 @@
 //! Errors. Inside the SDK every failure is an `Error`, which keeps its cause (SQLite, URL,
-//! TLS, storage, token provider). It becomes the small public [`DualPubError`] in one place,
-//! `Error::report`, which also decides what is logged (and so what `debugReport()` shows).
-//! Nothing here ever panics across the FFI.
+//! TLS, storage, token provider). It becomes the small public [`DualPubError`] through `From`;
+//! [`Error::log_level`] and [`Error::kind`] say how the log funnel (`telemetry::events`) logs it
+//! (and so what `debugReport()` shows). This module describes failures and logs nothing; it
+//! names only the error types of the store, TLS and location validation. Nothing here ever
+//! panics across the FFI.
 
-/// Why a location or an id was refused. Carried inside [`DualPubError`] and counted in
-/// `dualpub_locations_rejected_total{reason}` under [`ValidationError::metric_reason`].
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ValidationError {
-    /// A number was NaN or infinite.
-    #[error("{field} is not a finite number")]
-    NotFinite {
-        /// The offending field.
-        field: &'static str,
-    },
-    /// A number was outside its documented range.
-    #[error("{field} is out of range")]
-    OutOfRange {
-        /// The offending field.
-        field: &'static str,
-    },
-    /// The timestamp lies after 2100-01-01 (a unit mistake: microseconds or nanoseconds).
-    #[error("timestamp is after 2100-01-01: milliseconds since the Unix epoch are expected")]
-    TimestampInFuture,
-    /// A device or company id broke the id rules (docs/CONTRACT.md#device-and-company-ids).
-    #[error("invalid {kind}: {reason}")]
-    BadId {
-        /// "device id" or "company id".
-        kind: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-impl ValidationError {
-    /// The `reason` label used in `dualpub_locations_rejected_total`.
-    pub fn metric_reason(&self) -> String {
-        match self {
-            ValidationError::NotFinite { field } | ValidationError::OutOfRange { field } => {
-                format!("invalid_{field}")
-            }
-            ValidationError::TimestampInFuture => "timestamp_in_future".into(),
-            ValidationError::BadId { .. } => "invalid_id".into(),
-        }
-    }
-}
+pub use crate::location::ValidationError;
 
 /// Why a migration config was refused as a whole (the last known good stays in force).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -194,7 +156,8 @@ pub(crate) fn bounded_log(text: String) -> String {
 }
 
 /// Every failure inside the SDK, with its cause. Public calls turn it into a [`DualPubError`]
-/// through [`Error::report`] (or `From` where no publisher exists yet).
+/// through the log funnel's `Events::failed` (telemetry), which logs it, or `From` where nothing
+/// is to be logged.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     /// A location or id was refused.
@@ -229,7 +192,7 @@ pub(crate) enum Error {
     },
     /// The data directory cannot be used.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::outbox::store::StoreError),
     /// Reading the outbox failed.
     #[error("reading the outbox: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -273,22 +236,13 @@ impl Error {
     }
 
     /// The event kind it is logged under.
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             Error::Validation(_) => "location",
             Error::Config(_) | Error::Setting { .. } | Error::Url { .. } | Error::Tls { .. } => "config",
             Error::Store(_) | Error::Sqlite(_) => "storage",
             _ => "internal",
         }
-    }
-
-    /// Logs the failure through the publisher's funnel (so `debugReport()` shows it) when
-    /// [`Error::log_level`] says so, and returns the public error.
-    pub fn report(self, events: &crate::debug::Events) -> DualPubError {
-        if let Some(level) = self.log_level() {
-            events.event(level, self.kind(), || self.to_string());
-        }
-        self.into()
     }
 }
 
@@ -327,15 +281,5 @@ mod tests {
             assert!(is(&public), "{text} became {public:?}");
             assert!(public.to_string().contains(&text), "the public message keeps the cause: {public} / {text}");
         }
-    }
-
-    #[test]
-    fn the_sdks_own_failures_are_logged_and_reach_the_debug_report() {
-        let events = crate::debug::Events::default();
-        let _ = Error::Sqlite(rusqlite::Error::InvalidQuery).report(&events);
-        let _ = Error::Validation(ValidationError::TimestampInFuture).report(&events);
-        let recent = events.recent();
-        assert_eq!(recent.len(), 1, "{recent:?}");
-        assert!(recent[0].contains("storage") && recent[0].contains("reading the outbox"), "{recent:?}");
     }
 }

@@ -4,7 +4,6 @@
 //! a key). They differ in redirects: a Pub/Sub publish never follows one (locations must not be
 //! re-posted elsewhere); a config fetch may follow a few (a CDN), never from TLS to plaintext.
 
-use crate::config::SdkConfig;
 use crate::error::Error;
 use crate::{tls, wire};
 use std::time::Duration;
@@ -27,10 +26,10 @@ pub(crate) enum Redirects {
 /// The largest response body the SDK reads from Pub/Sub (message ids need a few KiB).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// Builds a client from the app's settings (validated already).
-pub(crate) fn client(config: &SdkConfig, redirects: Redirects) -> Result<reqwest::Client, Error> {
-    let tls = tls::client_config(config.pubsub.ca_certificates_pem.as_deref(), &[b"http/1.1"])
-        .map_err(|source| Error::Tls { field: "pubsub.caCertificatesPem", source })?;
+/// Builds a client trusting `ca_pem` (the app's `pubsub.caCertificatesPem`, validated already)
+/// or, without it, the platform's roots.
+pub(crate) fn client(ca_pem: Option<&str>, redirects: Redirects) -> Result<reqwest::Client, Error> {
+    let tls = tls::client_config(ca_pem, &[b"http/1.1"]).map_err(|source| Error::Tls { field: "pubsub.caCertificatesPem", source })?;
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured((*tls).clone())
         .timeout(REQUEST_TIMEOUT)

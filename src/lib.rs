@@ -3,57 +3,48 @@
 //!
 //! The pure-Rust core ([`Publisher`]) is usable directly; [`ffi`] exports it to Kotlin and
 //! Swift through UniFFI. The public Rust surface is what README.md documents: the types
-//! re-exported here and the modules `clock`, `config`, `location`, `logging`, `metrics`,
-//! `rollout` and `wire`; everything else is internal.
+//! re-exported here and the public modules `clock`, `config`, `error`, `ffi`, `location`,
+//! `logging`, `metrics`, `rollout` and `wire`; everything else is internal.
+//!
+//! The tree follows the architecture (ARCHITECTURE.md, "The tree"): one folder per subsystem —
+//! `outbox/`, `config/`, `telemetry/`, `hub/`, `transport/`, `publisher/`, `ffi/`, each
+//! importing only those before it in that list — and, at the top, the leaves they all use.
 
 #![warn(missing_docs)]
 
 uniffi::setup_scaffolding!();
 
-pub(crate) mod breaker;
 pub(crate) mod callback;
 pub mod clock;
 pub mod config;
-mod config_builder;
-pub(crate) mod debug;
 pub mod error;
-pub(crate) mod fetch;
 pub mod ffi;
 pub(crate) mod http;
 pub(crate) mod hub;
 pub mod location;
-pub mod logging;
-pub mod metrics;
 pub(crate) mod outbox;
 mod publisher;
-pub(crate) mod remote;
-pub(crate) mod report;
 pub(crate) mod retry;
-pub mod rollout;
 mod runtime;
 mod secret;
-pub(crate) mod seq_map;
-mod startup;
-pub(crate) mod store;
-pub(crate) mod tasks;
+pub(crate) mod telemetry;
 mod tls;
-pub(crate) mod token;
 mod transport;
-pub(crate) mod window;
 pub mod wire;
-pub(crate) mod wire_seqs;
 
+pub use config::builder::SdkConfigBuilder;
+pub use config::fetch::FetchResult;
+pub use config::rollout;
+pub use config::rollout::{DecisionReason, RolloutAlgorithm, RolloutDecision};
+pub use config::source::{ConfigListener, ConfigSource, ConfigStatus};
 pub use config::{MigrationConfig, MqttSettings, Override, PubSubSettings, SdkConfig};
-pub use config_builder::SdkConfigBuilder;
-pub use debug::{DebugEvent, DebugListener};
 pub use error::{DualPubError, TokenError};
-pub use fetch::FetchResult;
 pub use ffi::{sdk_version, DualPublisher};
 pub use location::Location;
-pub use metrics::{MetricsSnapshot, TransportMetrics};
 pub use outbox::{DeadLetter, Transport};
 pub use publisher::{FlushReport, Publisher};
-pub use remote::{ConfigListener, ConfigSource, ConfigStatus};
-pub use rollout::{DecisionReason, RolloutAlgorithm, RolloutDecision};
 pub use secret::Secret;
-pub use token::{AccessToken, TokenProvider};
+pub use telemetry::events::{DebugEvent, DebugListener};
+pub use telemetry::metrics::{MetricsSnapshot, TransportMetrics};
+pub use telemetry::{logging, metrics};
+pub use transport::token::{AccessToken, TokenProvider};

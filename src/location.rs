@@ -1,6 +1,46 @@
 //! The location an app hands to the SDK, and the validation rules (docs/CONTRACT.md#location-validation).
 
-use crate::error::ValidationError;
+/// Why a location or an id was refused. Carried inside [`DualPubError`](crate::DualPubError) and counted in
+/// `dualpub_locations_rejected_total{reason}` under [`ValidationError::metric_reason`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidationError {
+    /// A number was NaN or infinite.
+    #[error("{field} is not a finite number")]
+    NotFinite {
+        /// The offending field.
+        field: &'static str,
+    },
+    /// A number was outside its documented range.
+    #[error("{field} is out of range")]
+    OutOfRange {
+        /// The offending field.
+        field: &'static str,
+    },
+    /// The timestamp lies after 2100-01-01 (a unit mistake: microseconds or nanoseconds).
+    #[error("timestamp is after 2100-01-01: milliseconds since the Unix epoch are expected")]
+    TimestampInFuture,
+    /// A device or company id broke the id rules (docs/CONTRACT.md#device-and-company-ids).
+    #[error("invalid {kind}: {reason}")]
+    BadId {
+        /// "device id" or "company id".
+        kind: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ValidationError {
+    /// The `reason` label used in `dualpub_locations_rejected_total`.
+    pub fn metric_reason(&self) -> String {
+        match self {
+            ValidationError::NotFinite { field } | ValidationError::OutOfRange { field } => {
+                format!("invalid_{field}")
+            }
+            ValidationError::TimestampInFuture => "timestamp_in_future".into(),
+            ValidationError::BadId { .. } => "invalid_id".into(),
+        }
+    }
+}
 
 /// How far after the phone's clock a location's timestamp may lie before it counts as clock
 /// skew (`dualpub_clock_skew_total`): a fix stamped by GNSS on a phone whose clock is wrong is

@@ -37,3 +37,14 @@ pub(crate) fn handle() -> Result<Handle, Error> {
         .map(|rt| rt.handle().clone())
         .map_err(|(kind, text)| Error::Start { what: "the SDK runtime", source: std::io::Error::new(*kind, text.clone()) })
 }
+
+/// Sleeps for `d` unless shutdown is signalled first; returns false on shutdown.
+pub(crate) async fn sleep_or_shutdown(d: std::time::Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = shutdown.changed() => false,
+    }
+}

@@ -27,7 +27,10 @@ fn hung_token_providers_do_not_stop_networking_in_the_process() {
     let emu = emulator();
     let (_never_sent, rx) = std::sync::mpsc::channel();
     let hung = Arc::new(HungTokens(Mutex::new(rx), Default::default()));
-    // Six publishers whose Pub/Sub task is stuck in the provider (one call each), then closed.
+    // Six publishers whose Pub/Sub task is stuck in the provider (one call each), then closed
+    // — at once, each on its own thread: a close waits a few seconds for the stuck task, and six
+    // in a row cost half a minute of every suite run.
+    let mut stuck = Vec::new();
     for i in 0..6 {
         let p = TestDevice::new(&device(&format!("hung-{i}")), &emu).rollout(100.0).real_time().tokens(hung.clone()).start();
         p.send_location(location(i)).unwrap();
@@ -35,8 +38,14 @@ fn hung_token_providers_do_not_stop_networking_in_the_process() {
         while hung.1.load(std::sync::atomic::Ordering::SeqCst) <= i && start.elapsed() < Duration::from_secs(2) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        p.shutdown();
+        stuck.push(p);
     }
+    std::thread::scope(|s| {
+        for p in &stuck {
+            s.spawn(|| p.shutdown());
+        }
+    });
+    drop(stuck);
     assert!(hung.1.load(std::sync::atomic::Ordering::SeqCst) >= 4, "at least four calls hang (as many as the runtime's blocking pool holds)");
     // A new publisher that needs a host-name lookup (localhost) still delivers.
     let localhost = format!("mqtt://localhost:{}", broker().port);

@@ -1,7 +1,8 @@
-//! Acceptance (issue 5): a fleet of 1,000 devices follows the config served by the local config
+//! Acceptance: a fleet of 1,000 devices follows the config served by the local config
 //! server through a whole rollout: 0 → 1 → 10 → 25.5 → 50 → 100 % → emergency → 100 → 10 %.
 //! At every step each device fetches (as after a silent push), its decision is checked against
-//! an independent computation of GUIDE §4, and it sends one location; at the end the Pub/Sub
+//! an independent computation of the bucketing rule (docs/CONTRACT.md#bucketing, algorithm v1),
+//! and it sends one location; at the end the Pub/Sub
 //! and MQTT subscribers must have received exactly what the decisions promised.
 
 mod common;
@@ -21,7 +22,8 @@ const SALT: &str = "pubsub-migration";
 const STEPS: [(f64, bool); 9] =
     [(0.0, false), (1.0, false), (10.0, false), (25.5, false), (50.0, false), (100.0, false), (100.0, true), (100.0, false), (10.0, false)];
 
-/// GUIDE §4 v1, written here independently of the SDK.
+/// The bucketing rule, algorithm v1 (docs/CONTRACT.md#bucketing), written here independently of
+/// the SDK.
 fn predicted(device_id: &str, percentage: f64, emergency: bool) -> bool {
     if emergency {
         return false;

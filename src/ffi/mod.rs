@@ -1,15 +1,15 @@
 //! The exported layer: a thin `DualPublisher` object over [`crate::Publisher`]. Kotlin and
 //! Swift see only what is declared here and in the records it uses.
 
+use crate::config::rollout::{self, RolloutAlgorithm, RolloutDecision};
 use crate::config::{MigrationConfig, SdkConfig};
-use crate::debug::DebugListener;
 use crate::error::DualPubError;
 use crate::location::Location;
-use crate::metrics::MetricsSnapshot;
 use crate::outbox::DeadLetter;
 use crate::publisher::{FlushReport, Publisher};
-use crate::rollout::{self, RolloutAlgorithm, RolloutDecision};
-use crate::token::TokenProvider;
+use crate::telemetry::events::DebugListener;
+use crate::telemetry::metrics::MetricsSnapshot;
+use crate::transport::token::TokenProvider;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,14 +73,14 @@ impl DualPublisher {
 
     /// The config in force (version, source, when applied, how many were refused) and the
     /// state of fetching it (last fetch and result, ETag, backoff, next fetch).
-    pub fn config_status(&self) -> Result<crate::remote::ConfigStatus, DualPubError> {
+    pub fn config_status(&self) -> Result<crate::config::source::ConfigStatus, DualPubError> {
         Ok(self.open()?.config_status())
     }
 
     /// Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
     /// unless a backoff is in force, and applies it; returns what happened. Blocks until the
     /// fetch ends (at most 25 s): never call it on the UI thread.
-    pub fn refresh_config(&self) -> Result<crate::fetch::FetchResult, DualPubError> {
+    pub fn refresh_config(&self) -> Result<crate::config::fetch::FetchResult, DualPubError> {
         self.open()?.refresh_config()
     }
 
@@ -92,7 +92,7 @@ impl DualPublisher {
     }
 
     /// Registers a listener for every change of decision (`None` removes it).
-    pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::remote::ConfigListener>>) -> Result<(), DualPubError> {
+    pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::config::source::ConfigListener>>) -> Result<(), DualPubError> {
         self.open()?.set_config_listener(listener);
         Ok(())
     }

@@ -15,11 +15,12 @@
 
 use crate::config::SdkConfig;
 use crate::error::Error;
+use crate::hub::Lane;
 use crate::hub::Link;
 use crate::outbox::{Row, Transport};
 use crate::retry::Backoff;
+use crate::runtime::sleep_or_shutdown;
 use crate::tls;
-use crate::transport::{sleep_or_shutdown, Lane};
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -75,7 +76,7 @@ pub(crate) fn settings(config: &SdkConfig) -> Result<Settings, Error> {
     Ok(Settings {
         options: o,
         topic: crate::wire::mqtt_topic(&m.topic_template, &config.device_id),
-        report_topic: crate::wire::mqtt_topic(crate::report::MQTT_TOPIC_TEMPLATE, &config.device_id),
+        report_topic: crate::wire::mqtt_topic(crate::telemetry::reports::MQTT_TOPIC_TEMPLATE, &config.device_id),
         // A broker that keeps the connection alive but never acknowledges must not stall MQTT.
         ack_timeout: (keep_alive * 2).max(Duration::from_secs(30)),
         idle_disconnect: Duration::from_secs(m.idle_disconnect_secs.into()),

@@ -8,13 +8,14 @@
 //! backoff, open the breaker and fall back to MQTT) is the [`Machine`] state machine, which
 //! knows nothing of the network; [`run`] feeds it the answers of [`Rest::publish`].
 
-use crate::breaker::{Breaker, BreakerState};
 use crate::config::SdkConfig;
 use crate::http::{without_url, MAX_RESPONSE_BYTES};
+use crate::hub::Lane;
 use crate::outbox::{Row, Transport};
 use crate::retry::{parse_retry_after, Backoff};
-use crate::token::TokenCache;
-use crate::transport::{sleep_or_shutdown, Lane};
+use crate::runtime::sleep_or_shutdown;
+use crate::transport::breaker::{Breaker, BreakerState};
+use crate::transport::token::TokenCache;
 use crate::wire;
 use base64::Engine;
 use serde::Serialize;
@@ -334,7 +335,7 @@ impl Rest {
     }
 
     /// Publishes one migration report to the reports' topic; its answer classified.
-    pub async fn publish_report(&mut self, report: &crate::report::CutReport) -> Outcome {
+    pub async fn publish_report(&mut self, report: &crate::telemetry::reports::CutReport) -> Outcome {
         let bearer = match self.tokens.bearer().await {
             Ok(b) => b,
             Err(e) => return Outcome::Retry { why: e.to_string(), retry_after: None },
@@ -631,11 +632,11 @@ mod tests {
         {
             let mut st = h.lock();
             let config = MigrationConfig { emergency_mode: true, ..MigrationConfig::default() };
-            let decision = crate::rollout::decide(&config, "d-1", None);
+            let decision = crate::config::rollout::decide(&config, "d-1", None);
             st.active = Arc::new(crate::hub::Active {
                 config,
                 decision,
-                source: crate::remote::ConfigSource::App,
+                source: crate::config::source::ConfigSource::App,
                 applied_at_ms: 0,
                 host_overrides: Default::default(),
             });

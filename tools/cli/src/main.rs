@@ -15,9 +15,9 @@
 //! - `dualpub config-server --file F [--port P]` serves a migration config document (with ETag
 //!   and 304; `POST /_control/mode` makes it answer 304/429/500/slowly/garbage).
 
+mod backend;
 mod bench;
 mod demo;
-mod demo_reports;
 mod verify;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -84,7 +84,7 @@ enum Command {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,rumqttd=off")).init();
     let code = match Cli::parse().command {
-        Command::Demo(args) => demo::run(*args),
+        Command::Demo(args) => demo::run(*args, &verify_demo),
         Command::Verify(args) => verify::run(*args),
         Command::Bench(b) => bench::run(b),
         Command::Bucket { device_id, salt, algorithm, percentage } => bucket(&device_id, &salt, algorithm, percentage),
@@ -92,6 +92,15 @@ fn main() {
         Command::ConfigServer { file, port } => config_server(file, port),
     };
     std::process::exit(code);
+}
+
+/// `demo --verify`: the verifier over what the demo's subscribers received, its own gaps and the
+/// reports, with the default thresholds. Wired here so that neither the demo nor the verifier
+/// imports the other.
+fn verify_demo(d: &demo::Deliveries, reports: &[serde_json::Value]) -> Result<demo::Verdict, String> {
+    let f = verify::live::verify_received(d.window, &d.mqtt, &d.pubsub, &d.mqtt_gaps, reports, verify::engine::Thresholds::default());
+    let findings = serde_json::to_value(&f).map_err(|e| e.to_string())?;
+    Ok(demo::Verdict { table: verify::output::table(&f), findings, failed: f.verdict == "fail" })
 }
 
 fn bucket(device_id: &str, salt: &str, algorithm: Algorithm, percentage: Option<f64>) -> i32 {

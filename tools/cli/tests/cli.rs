@@ -11,7 +11,8 @@ fn last_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim().lines().last().expect("output")).expect("last line is JSON")
 }
 
-/// GUIDE §4 `v1`, written out again here so the demo is checked against the rule, not the SDK.
+/// The bucketing rule `v1` (docs/CONTRACT.md#bucketing), written out again here so the demo is
+/// checked against the rule, not the SDK.
 fn v1_in_cohort(id: &str, salt: &str, percentage: f64) -> bool {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("{salt}:{}", id.trim_matches(|c: char| c.is_ascii_whitespace()).to_ascii_lowercase()).as_bytes());

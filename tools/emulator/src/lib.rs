@@ -1,4 +1,4 @@
-//! A local Google Pub/Sub emulator, faithful to the documented REST surface (GUIDE §7), with
+//! A local Google Pub/Sub emulator, faithful to the documented REST surface (docs/emulator.md), with
 //! fault injection. Dev-only: the tests, the demo and the Kotlin suite run it; the mobile
 //! library never links it.
 //!

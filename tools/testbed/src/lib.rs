@@ -1,7 +1,7 @@
 //! The test bed shared by the integration tests and the demo (dev-only): an embedded MQTT
 //! broker (rumqttd), a mosquitto launcher, and two independent subscribers that count what
-//! really reached each backend — an MQTT subscription and a Pub/Sub pull subscription — and a
-//! local remote-config server.
+//! really reached each backend — an MQTT subscription and a Pub/Sub pull subscription — with
+//! their counterparts on the migration-report topics, and a local remote-config server.
 
 pub mod broker;
 pub mod config_server;
@@ -10,6 +10,7 @@ pub mod packet_log;
 pub mod proxy;
 pub mod rabbitmq;
 pub mod radio;
+pub mod report_subscribers;
 pub mod subscribers;
 
 pub use dualpub_emulator::{EmulatorHandle, EmulatorOptions, FaultPlan};
@@ -17,6 +18,16 @@ pub use dualpub_emulator::{EmulatorHandle, EmulatorOptions, FaultPlan};
 /// A free TCP port on 127.0.0.1 (bound and released; a tiny race is accepted in dev tools).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Host and port of a URL (`default_port` when it names none), e.g. a broker's `mqtt://host:port`.
+pub fn url_host_port(url: &str, default_port: u16) -> Result<(String, u16), String> {
+    let rest = url.split_once("://").map(|(_, r)| r).ok_or_else(|| format!("{url:?} is not a URL"))?;
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    match hostport.rsplit_once(':') {
+        Some((h, p)) => Ok((h.trim_matches(['[', ']']).to_string(), p.parse().map_err(|_| format!("bad port in {url:?}"))?)),
+        None => Ok((hostport.to_string(), default_port)),
+    }
 }
 
 /// Waits until something accepts TCP connections on `port`, up to `timeout`.
@@ -39,4 +50,19 @@ pub fn http_client() -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
     reqwest::Client::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_names_its_host_and_port_or_takes_the_default() {
+        assert_eq!(url_host_port("mqtt://127.0.0.1:1884", 1883), Ok(("127.0.0.1".into(), 1884)));
+        assert_eq!(url_host_port("mqtts://broker.example", 8883), Ok(("broker.example".into(), 8883)));
+        assert_eq!(url_host_port("http://[::1]:8085/v1/projects", 80), Ok(("::1".into(), 8085)));
+        assert_eq!(url_host_port("http://emulator/v1", 80), Ok(("emulator".into(), 80)));
+        assert_eq!(url_host_port("127.0.0.1:1883", 1883), Err("\"127.0.0.1:1883\" is not a URL".into()));
+        assert_eq!(url_host_port("mqtt://host:port", 1883), Err("bad port in \"mqtt://host:port\"".into()));
+    }
 }

@@ -5287,25 +5287,25 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_dualpub_checksum_func_rollout_bucket() != 19549) {
+    if (uniffi_dualpub_checksum_func_rollout_bucket() != 29129) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_func_rollout_in_cohort() != 38910) {
+    if (uniffi_dualpub_checksum_func_rollout_in_cohort() != 65364) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_func_sdk_version() != 20083) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_debuglistener_on_debug_event() != 50495) {
+    if (uniffi_dualpub_checksum_method_configlistener_on_decision_changed() != 670) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config() != 55117) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config() != 32475) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config_json() != 55556) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_apply_config_json() != 64022) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_apply_remote_values() != 37302) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_apply_remote_values() != 61596) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_await_durable() != 26668) {
@@ -5314,22 +5314,22 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode() != 51105) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_config_status() != 22675) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_config_status() != 31652) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_current_config() != 62367) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_current_config() != 65326) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters() != 14440) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters() != 39490) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page() != 12849) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page() != 18952) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_debug_report() != 6022) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_decision() != 4033) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_decision() != 30238) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_flush() != 20990) {
@@ -5338,13 +5338,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_flush_now() != 4096) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_metrics() != 27403) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_metrics() != 56308) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_metrics_prometheus() != 6197) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_refresh_config() != 45844) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_refresh_config() != 17041) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_retry_dead_letters() != 14122) {
@@ -5359,10 +5359,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_set_app_foreground() != 22107) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_set_config_listener() != 40639) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_config_listener() != 48475) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener() != 46439) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener() != 62305) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_mode() != 34906) {
@@ -5377,16 +5377,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_shutdown() != 56240) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_configlistener_on_decision_changed() != 61234) {
-        return InitializationResult.apiChecksumMismatch
-    }
     if (uniffi_dualpub_checksum_method_secret_is_empty() != 20676) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_tokenprovider_fetch_token() != 146) {
+    if (uniffi_dualpub_checksum_method_debuglistener_on_debug_event() != 16531) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_constructor_dualpublisher_new() != 60701) {
+    if (uniffi_dualpub_checksum_method_tokenprovider_fetch_token() != 10272) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_constructor_dualpublisher_new() != 10172) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_constructor_secret_new() != 42411) {

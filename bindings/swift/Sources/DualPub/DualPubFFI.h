@@ -243,16 +243,16 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_DEBUG_LISTENER_METHOD0
-#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_DEBUG_LISTENER_METHOD0
-typedef void (*UniffiCallbackInterfaceDebugListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONFIG_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONFIG_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceConfigListenerMethod0)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONFIG_LISTENER_METHOD0
-#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CONFIG_LISTENER_METHOD0
-typedef void (*UniffiCallbackInterfaceConfigListenerMethod0)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_DEBUG_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_DEBUG_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceDebugListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
 
@@ -264,15 +264,6 @@ typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, RustBuffer
     );
 
 #endif
-#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DEBUG_LISTENER
-#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DEBUG_LISTENER
-typedef struct UniffiVTableCallbackInterfaceDebugListener {
-    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
-    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
-    UniffiCallbackInterfaceDebugListenerMethod0 _Nonnull onDebugEvent;
-} UniffiVTableCallbackInterfaceDebugListener;
-
-#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CONFIG_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CONFIG_LISTENER
 typedef struct UniffiVTableCallbackInterfaceConfigListener {
@@ -280,6 +271,15 @@ typedef struct UniffiVTableCallbackInterfaceConfigListener {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceConfigListenerMethod0 _Nonnull onDecisionChanged;
 } UniffiVTableCallbackInterfaceConfigListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DEBUG_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_DEBUG_LISTENER
+typedef struct UniffiVTableCallbackInterfaceDebugListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceDebugListenerMethod0 _Nonnull onDebugEvent;
+} UniffiVTableCallbackInterfaceDebugListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
@@ -291,24 +291,24 @@ typedef struct UniffiVTableCallbackInterfaceTokenProvider {
 } UniffiVTableCallbackInterfaceTokenProvider;
 
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DEBUGLISTENER
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DEBUGLISTENER
-uint64_t uniffi_dualpub_fn_clone_debuglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_CONFIGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_CONFIGLISTENER
+uint64_t uniffi_dualpub_fn_clone_configlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DEBUGLISTENER
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DEBUGLISTENER
-void uniffi_dualpub_fn_free_debuglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_CONFIGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_CONFIGLISTENER
+void uniffi_dualpub_fn_free_configlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_DEBUGLISTENER
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_DEBUGLISTENER
-void uniffi_dualpub_fn_init_callback_vtable_debuglistener(const UniffiVTableCallbackInterfaceDebugListener* _Nonnull vtable
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_CONFIGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_CONFIGLISTENER
+void uniffi_dualpub_fn_init_callback_vtable_configlistener(const UniffiVTableCallbackInterfaceConfigListener* _Nonnull vtable
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
-void uniffi_dualpub_fn_method_debuglistener_on_debug_event(uint64_t ptr, RustBuffer event, RustCallStatus *_Nonnull out_status
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
+void uniffi_dualpub_fn_method_configlistener_on_decision_changed(uint64_t ptr, RustBuffer old, RustBuffer new, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DUALPUBLISHER
@@ -456,26 +456,6 @@ void uniffi_dualpub_fn_method_dualpublisher_set_precise_coordinates_in_debug(uin
 void uniffi_dualpub_fn_method_dualpublisher_shutdown(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_CONFIGLISTENER
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_CONFIGLISTENER
-uint64_t uniffi_dualpub_fn_clone_configlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_CONFIGLISTENER
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_CONFIGLISTENER
-void uniffi_dualpub_fn_free_configlistener(uint64_t handle, RustCallStatus *_Nonnull out_status
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_CONFIGLISTENER
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_CONFIGLISTENER
-void uniffi_dualpub_fn_init_callback_vtable_configlistener(const UniffiVTableCallbackInterfaceConfigListener* _Nonnull vtable
-);
-#endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
-void uniffi_dualpub_fn_method_configlistener_on_decision_changed(uint64_t ptr, RustBuffer old, RustBuffer new, RustCallStatus *_Nonnull out_status
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_SECRET
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_SECRET
 uint64_t uniffi_dualpub_fn_clone_secret(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -514,6 +494,26 @@ int8_t uniffi_dualpub_fn_method_secret_uniffi_trait_eq_eq(uint64_t ptr, uint64_t
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_EQ_NE
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_SECRET_UNIFFI_TRAIT_EQ_NE
 int8_t uniffi_dualpub_fn_method_secret_uniffi_trait_eq_ne(uint64_t ptr, uint64_t other, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DEBUGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DEBUGLISTENER
+uint64_t uniffi_dualpub_fn_clone_debuglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DEBUGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DEBUGLISTENER
+void uniffi_dualpub_fn_free_debuglistener(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_DEBUGLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_DEBUGLISTENER
+void uniffi_dualpub_fn_init_callback_vtable_debuglistener(const UniffiVTableCallbackInterfaceDebugListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
+void uniffi_dualpub_fn_method_debuglistener_on_debug_event(uint64_t ptr, RustBuffer event, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_TOKENPROVIDER
@@ -830,9 +830,9 @@ uint16_t uniffi_dualpub_checksum_func_sdk_version(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
-uint16_t uniffi_dualpub_checksum_method_debuglistener_on_debug_event(void
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
+uint16_t uniffi_dualpub_checksum_method_configlistener_on_decision_changed(void
     
 );
 #endif
@@ -992,15 +992,15 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_shutdown(void
     
 );
 #endif
-#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
-#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_CONFIGLISTENER_ON_DECISION_CHANGED
-uint16_t uniffi_dualpub_checksum_method_configlistener_on_decision_changed(void
-    
-);
-#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_SECRET_IS_EMPTY
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_SECRET_IS_EMPTY
 uint16_t uniffi_dualpub_checksum_method_secret_is_empty(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
+uint16_t uniffi_dualpub_checksum_method_debuglistener_on_debug_event(void
     
 );
 #endif

@@ -9,6 +9,7 @@
 //! prints one line `done {json}` with the figures and the SDK's own counts (accepted, owed per
 //! transport, dropped, recovered) so the harness can tell that nothing was lost.
 
+use super::procfs::Status;
 use clap::{Args, ValueEnum};
 use dualpub::{MigrationConfig, Publisher, SdkConfig};
 use std::io::Write;
@@ -52,36 +53,6 @@ pub struct MemoryDeviceArgs {
 
 /// The device id of every run: the rollout is 100 %, so any id owes both transports.
 const DEVICE_ID: &str = "memory-bench-device";
-
-/// The memory figures of `/proc/self/status`, in KiB.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    /// Resident set now (`VmRSS`).
-    pub rss_kib: u64,
-    /// The resident set's high-water mark over the process's life (`VmHWM`).
-    pub hwm_kib: u64,
-    /// The anonymous part of the resident set (heap, stacks: `RssAnon`).
-    pub anon_kib: u64,
-    /// The file-backed part (the binary's pages, mapped files: `RssFile`).
-    pub file_kib: u64,
-}
-
-impl Status {
-    /// This process's figures now.
-    pub fn read() -> Result<Status, String> {
-        let text = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
-        Status::parse(&text).ok_or_else(|| "no VmRSS/VmHWM in /proc/self/status".into())
-    }
-
-    /// The figures of a `/proc/<pid>/status` text (`None` without `VmRSS` or `VmHWM`).
-    pub fn parse(text: &str) -> Option<Status> {
-        let field = |name: &str| {
-            text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim_start_matches(':').split_whitespace().next()?.parse::<u64>().ok()))
-        };
-        Some(Status { rss_kib: field("VmRSS")?, hwm_kib: field("VmHWM")?, anon_kib: field("RssAnon").unwrap_or(0), file_kib: field("RssFile").unwrap_or(0) })
-    }
-}
 
 /// Runs the device; returns the exit code.
 pub fn run(a: MemoryDeviceArgs) -> i32 {
@@ -228,14 +199,6 @@ fn say(line: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_status_figures_are_read_in_kib() {
-        let text = "Name:\tdualpub\nVmPeak:\t  300000 kB\nVmHWM:\t   96000 kB\nVmRSS:\t   12000 kB\nRssAnon:\t    9000 kB\nRssFile:\t    3000 kB\n";
-        let s = Status::parse(text).unwrap();
-        assert_eq!((s.rss_kib, s.hwm_kib, s.anon_kib, s.file_kib), (12000, 96000, 9000, 3000));
-        assert!(Status::parse("Name:\tx\n").is_none());
-    }
 
     #[test]
     fn the_config_owes_both_transports_and_keeps_the_default_caps() {

@@ -3,6 +3,7 @@
 pub mod device;
 pub mod memory;
 pub mod memory_device;
+pub mod procfs;
 pub mod radio;
 pub mod throughput;
 

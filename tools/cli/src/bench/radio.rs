@@ -5,6 +5,7 @@
 //! behind a logging proxy; time is scaled by `--scale`; the packet log is cut into bursts
 //! (`dualpub_testbed::radio`) and reported as a markdown table.
 
+use super::procfs::{self, cpu_ms};
 use dualpub_testbed::mosquitto::Mosquitto;
 use dualpub_testbed::packet_log::{Kind, PacketLog};
 use dualpub_testbed::proxy::FaultProxy;
@@ -334,8 +335,7 @@ impl Device {
         if self.strace_out.is_none() {
             return;
         }
-        let children = format!("/proc/{0}/task/{0}/children", self.child.id());
-        if let Some(pid) = std::fs::read_to_string(children).ok().and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok())) {
+        if let Some(pid) = procfs::first_child(self.child.id()) {
             self.pid = pid;
         }
     }
@@ -356,21 +356,6 @@ impl Device {
         }
         self.strace_out.as_deref().and_then(fsyncs_from_strace)
     }
-}
-
-/// user + system CPU time of `pid` in ms (/proc/<pid>/stat, clock ticks of 10 ms).
-pub(crate) fn cpu_ms(pid: u32) -> Option<f64> {
-    parse_cpu_ms(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-/// utime + stime of a `/proc/<pid>/stat` line, in ms (the command name may hold spaces and
-/// parentheses: fields are counted after the last `)`).
-pub(crate) fn parse_cpu_ms(stat: &str) -> Option<f64> {
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) * 10.0)
 }
 
 /// The calls column of `strace -c` for fsync and fdatasync.
@@ -667,13 +652,6 @@ fn smoke_checks(results: &[RunResult]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_time_is_read_after_the_command_name() {
-        let stat = "4242 (java (main) x) S 1 4242 4242 0 -1 4194304 100 0 0 0 250 37 0 0 20 0 20 0 99 0 0";
-        assert_eq!(parse_cpu_ms(stat), Some(2870.0));
-        assert_eq!(parse_cpu_ms("garbage"), None);
-    }
 
     #[test]
     fn fsyncs_are_summed_from_strace_c() {

@@ -17,6 +17,7 @@
 //! Every run is checked by independent subscribers (an MQTT subscription and a Pub/Sub pull
 //! subscription, `dualpub_testbed::subscribers`): a run whose locations did not all arrive fails.
 
+use super::procfs;
 use dualpub::{Location, MigrationConfig, Publisher, SdkConfig};
 use dualpub_testbed::mosquitto::Mosquitto;
 use dualpub_testbed::subscribers::{self, Subscriber};
@@ -279,7 +280,7 @@ impl Backends {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mosquitto = Mosquitto::start(dir.path(), None).map_err(|e| format!("mosquitto: {e}"))?;
         let emulator = EmulatorHandle::spawn(EmulatorOptions::default()).map_err(|e| format!("emulator: {e}"))?;
-        Ok(Backends { mosquitto, mosquitto_pid: child_pid("mosquitto"), _mosquitto_dir: dir, emulator })
+        Ok(Backends { mosquitto, mosquitto_pid: procfs::child_pid("mosquitto"), _mosquitto_dir: dir, emulator })
     }
 
     /// CPU time spent so far, by who spent it.
@@ -348,13 +349,11 @@ pub struct Cpu {
 
 impl Cpu {
     fn now(mosquitto_pid: Option<u32>) -> Cpu {
-        let mut c = Cpu { backends: mosquitto_pid.and_then(crate::bench::radio::cpu_ms).unwrap_or(0.0), ..Cpu::default() };
+        let mut c = Cpu { backends: mosquitto_pid.and_then(procfs::cpu_ms).unwrap_or(0.0), ..Cpu::default() };
         let pid = std::process::id();
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return c };
-        for task in tasks.flatten() {
-            let Some(stat) = std::fs::read_to_string(task.path().join("stat")).ok() else { continue };
-            let (Some(ms), Some(comm)) = (crate::bench::radio::parse_cpu_ms(&stat), comm_of(&stat)) else { continue };
-            let main = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) == Some(pid);
+        for (tid, stat) in procfs::own_threads() {
+            let (Some(ms), Some(comm)) = (procfs::parse_cpu_ms(&stat), procfs::comm_of(&stat)) else { continue };
+            let main = tid == pid;
             match () {
                 _ if main => c.caller += ms,
                 _ if comm.starts_with("dualpub-store") => c.store += ms,
@@ -383,22 +382,6 @@ impl Cpu {
     fn client(&self) -> f64 {
         self.caller + self.sdk + self.store + self.bare
     }
-}
-
-/// The command name in a `/proc/…/stat` line (between the first `(` and the last `)`).
-fn comm_of(stat: &str) -> Option<&str> {
-    Some(&stat[stat.find('(')? + 1..stat.rfind(')')?])
-}
-
-/// A child process of this one named `name` (mosquitto, started by the test bed).
-fn child_pid(name: &str) -> Option<u32> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-        let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
-        (comm_of(&stat)? == name && ppid == me).then_some(pid)
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -815,13 +798,6 @@ mod tests {
         assert_eq!(body["messages"].as_array().unwrap().len(), 2);
         assert_eq!(body["messages"][0]["orderingKey"], "d-1");
         assert_eq!(body["messages"][0]["attributes"]["eventId"], p[0].event_id.as_str());
-    }
-
-    #[test]
-    fn the_command_name_is_read_between_the_outer_parentheses() {
-        assert_eq!(comm_of("4242 (dualpub-store) S 1 4242"), Some("dualpub-store"));
-        assert_eq!(comm_of("4242 (java (main) x) S 1 4242"), Some("java (main) x"));
-        assert_eq!(comm_of("garbage"), None);
     }
 
     #[test]

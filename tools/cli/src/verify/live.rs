@@ -29,11 +29,11 @@ pub struct Sources {
 /// (so its grace bounds memory), and verifies what arrived. Locations whose copies are still on
 /// their way when the window ends count as missing: leave the traffic a margin inside the window.
 pub fn read(s: &Sources, v: Verifier) -> Result<Findings, String> {
-    let (host, port) = crate::demo::url_host_port(&s.mqtt_url, 1883).map_err(|e| format!("--mqtt-url: {e}"))?;
+    let (host, port) = dualpub_testbed::url_host_port(&s.mqtt_url, 1883).map_err(|e| format!("--mqtt-url: {e}"))?;
     let filter = dualpub::wire::DEFAULT_TOPIC_TEMPLATE.replace("{deviceId}", "+");
     let mqtt = subscribers::mqtt_with_session(&host, port, &filter, Some(&s.session)).map_err(|e| format!("MQTT subscription: {e}"))?;
     let pubsub = subscribers::pubsub(&s.pubsub_endpoint, &s.project, &s.topic, &s.subscription).map_err(|e| format!("Pub/Sub subscription: {e}"))?;
-    let reports = crate::demo_reports::ReportSubscribers::start(
+    let reports = dualpub_testbed::report_subscribers::ReportSubscribers::start(
         &host,
         port,
         &s.pubsub_endpoint,

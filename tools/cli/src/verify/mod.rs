@@ -22,8 +22,22 @@ use engine::{Findings, Pipeline, Thresholds, Verifier};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-/// Options of `dualpub verify`.
+/// Options of `dualpub verify`. The backend flags read the pipelines live instead of a capture,
+/// so their help and rules are this command's own.
 #[derive(clap::Args, Debug, Clone)]
+#[command(
+    mut_arg("mqtt_url", |a| a
+        .value_name("URL")
+        .conflicts_with("capture")
+        .requires("pubsub_endpoint")
+        .help("Instead of a capture: read the pipelines live for `--window-secs`: this MQTT broker (`device/telemetry/+`, persistent session `--session`) …")),
+    mut_arg("pubsub_endpoint", |a| a
+        .value_name("URL")
+        .requires("mqtt_url")
+        .help("… and this Pub/Sub endpoint (pull subscription `--subscription` on `--pubsub-topic`), with the migration reports of both")),
+    mut_arg("pubsub_project", |a| a.help("The Pub/Sub project (live)")),
+    mut_arg("pubsub_topic", |a| a.help("The locations topic (live)")),
+)]
 pub struct VerifyArgs {
     /// What the pipelines received: JSON lines of `{"pipeline": "mqtt"|"pubsub", "receivedAtMs",
     /// "payload"}` (the `dualpub demo --capture` format), `{"pipeline", "gap": {"fromMs",
@@ -31,20 +45,9 @@ pub struct VerifyArgs {
     /// "toMs"}}` line for when the subscribers read (else the first to the last arrival).
     #[arg(long, value_name = "FILE", required_unless_present_any = ["synthetic", "selftest", "mqtt_url"])]
     pub capture: Option<PathBuf>,
-    /// Instead of a capture: read the pipelines live for `--window-secs`: this MQTT broker
-    /// (`device/telemetry/+`, persistent session `--session`) …
-    #[arg(long, value_name = "URL", conflicts_with = "capture", requires = "pubsub_endpoint")]
-    pub mqtt_url: Option<String>,
-    /// … and this Pub/Sub endpoint (pull subscription `--subscription` on `--pubsub-topic`),
-    /// with the migration reports of both.
-    #[arg(long, value_name = "URL", requires = "mqtt_url")]
-    pub pubsub_endpoint: Option<String>,
-    /// The Pub/Sub project (live).
-    #[arg(long, default_value = "dualpub-demo")]
-    pub pubsub_project: String,
-    /// The locations topic (live).
-    #[arg(long, default_value = "location-updates")]
-    pub pubsub_topic: String,
+    /// Instead of a capture: read the pipelines live (the help of each flag is set above).
+    #[command(flatten)]
+    pub backend: crate::backend::BackendArgs,
     /// The pull subscription (live; created on the topic if missing).
     #[arg(long, default_value = "dualpub-verify")]
     pub subscription: String,
@@ -115,13 +118,13 @@ pub fn run(args: VerifyArgs) -> i32 {
     if let Some(n) = args.synthetic {
         return synthetic::measure(n, &args);
     }
-    if let (Some(mqtt_url), Some(endpoint)) = (&args.mqtt_url, &args.pubsub_endpoint) {
+    if let (Some(mqtt_url), Some(endpoint)) = (&args.backend.mqtt_url, &args.backend.pubsub_endpoint) {
         let sources = live::Sources {
             mqtt_url: mqtt_url.clone(),
             session: args.session.clone(),
             pubsub_endpoint: endpoint.trim_end_matches('/').to_string(),
-            project: args.pubsub_project.clone(),
-            topic: args.pubsub_topic.clone(),
+            project: args.backend.pubsub_project.clone(),
+            topic: args.backend.pubsub_topic.clone(),
             subscription: args.subscription.clone(),
             window: std::time::Duration::from_secs(args.window_secs),
         };

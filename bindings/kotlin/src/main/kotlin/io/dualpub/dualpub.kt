@@ -650,33 +650,14 @@ internal open class UniffiForeignFutureResultVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
-internal interface UniffiCallbackInterfaceDebugListenerMethod0 : com.sun.jna.Callback {
-    fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
-}
 internal interface UniffiCallbackInterfaceConfigListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`old`: RustBuffer.ByValue,`new`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceDebugListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
-}
-@Structure.FieldOrder("uniffiFree", "uniffiClone", "onDebugEvent")
-internal open class UniffiVTableCallbackInterfaceDebugListener(
-    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
-    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-    @JvmField internal var `onDebugEvent`: UniffiCallbackInterfaceDebugListenerMethod0? = null,
-) : Structure() {
-    class UniffiByValue(
-        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
-        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-        `onDebugEvent`: UniffiCallbackInterfaceDebugListenerMethod0? = null,
-    ): UniffiVTableCallbackInterfaceDebugListener(`uniffiFree`,`uniffiClone`,`onDebugEvent`,), Structure.ByValue
-
-   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceDebugListener) {
-        `uniffiFree` = other.`uniffiFree`
-        `uniffiClone` = other.`uniffiClone`
-        `onDebugEvent` = other.`onDebugEvent`
-    }
-
 }
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onDecisionChanged")
 internal open class UniffiVTableCallbackInterfaceConfigListener(
@@ -694,6 +675,25 @@ internal open class UniffiVTableCallbackInterfaceConfigListener(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onDecisionChanged` = other.`onDecisionChanged`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onDebugEvent")
+internal open class UniffiVTableCallbackInterfaceDebugListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onDebugEvent`: UniffiCallbackInterfaceDebugListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onDebugEvent`: UniffiCallbackInterfaceDebugListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceDebugListener(`uniffiFree`,`uniffiClone`,`onDebugEvent`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceDebugListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onDebugEvent` = other.`onDebugEvent`
     }
 
 }
@@ -746,7 +746,7 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_func_sdk_version(
     ): Int
-    external fun uniffi_dualpub_checksum_method_debuglistener_on_debug_event(
+    external fun uniffi_dualpub_checksum_method_configlistener_on_decision_changed(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_apply_config(
     ): Int
@@ -800,9 +800,9 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_shutdown(
     ): Int
-    external fun uniffi_dualpub_checksum_method_configlistener_on_decision_changed(
-    ): Int
     external fun uniffi_dualpub_checksum_method_secret_is_empty(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_debuglistener_on_debug_event(
     ): Int
     external fun uniffi_dualpub_checksum_method_tokenprovider_fetch_token(
     ): Int
@@ -833,13 +833,13 @@ internal object UniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
-    external fun uniffi_dualpub_fn_clone_debuglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_dualpub_fn_clone_configlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_dualpub_fn_free_debuglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_dualpub_fn_free_configlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_dualpub_fn_init_callback_vtable_debuglistener(`vtable`: UniffiVTableCallbackInterfaceDebugListener,
+    external fun uniffi_dualpub_fn_init_callback_vtable_configlistener(`vtable`: UniffiVTableCallbackInterfaceConfigListener,
     ): Unit
-    external fun uniffi_dualpub_fn_method_debuglistener_on_debug_event(`ptr`: Long,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_dualpub_fn_method_configlistener_on_decision_changed(`ptr`: Long,`old`: RustBuffer.ByValue,`new`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_clone_dualpublisher(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -899,14 +899,6 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_dualpub_fn_clone_configlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_dualpub_fn_free_configlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_dualpub_fn_init_callback_vtable_configlistener(`vtable`: UniffiVTableCallbackInterfaceConfigListener,
-    ): Unit
-    external fun uniffi_dualpub_fn_method_configlistener_on_decision_changed(`ptr`: Long,`old`: RustBuffer.ByValue,`new`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
     external fun uniffi_dualpub_fn_clone_secret(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_dualpub_fn_free_secret(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -923,6 +915,14 @@ internal object UniffiLib {
     ): Byte
     external fun uniffi_dualpub_fn_method_secret_uniffi_trait_eq_ne(`ptr`: Long,`other`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
+    external fun uniffi_dualpub_fn_clone_debuglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_free_debuglistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_init_callback_vtable_debuglistener(`vtable`: UniffiVTableCallbackInterfaceDebugListener,
+    ): Unit
+    external fun uniffi_dualpub_fn_method_debuglistener_on_debug_event(`ptr`: Long,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_dualpub_fn_clone_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_dualpub_fn_free_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 

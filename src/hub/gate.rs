@@ -347,7 +347,7 @@ impl Gate {
     }
 
     /// Counts one wakeup of the window task.
-    fn woke(&self) {
+    pub fn woke(&self) {
         self.lock().wakeups += 1;
     }
 
@@ -383,38 +383,6 @@ impl Gate {
     }
 }
 
-/// The window task: opens each burst when it is due (waking both transports at once, so they
-/// start within moments of each other) and closes a stalled one.
-pub(crate) async fn run(hub: std::sync::Arc<crate::hub::Hub>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let next = hub.gate.next();
-        let timer = async {
-            match next {
-                Next::At(at) => tokio::time::sleep_until(at.into()).await,
-                Next::Idle => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = timer => {
-                hub.gate.woke();
-                // Decided under the state lock, so what is owed cannot change meanwhile.
-                let opened = {
-                    let st = hub.lock();
-                    hub.gate.tick(Instant::now(), crate::hub::Hub::owed(&st), st.next_seq - 1)
-                };
-                if opened {
-                    hub.wake_all();
-                }
-            }
-            _ = hub.gate.changed.notified() => hub.gate.woke(),
-            _ = shutdown.changed() => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,7 +392,7 @@ mod tests {
     /// failure; the first burst opens a window after the first location (time 0).
     fn fallback_after(w: Duration) -> Duration {
         let g = Gate::new(w.as_secs() as u32, None);
-        let mut breaker = crate::breaker::Breaker::pubsub();
+        let mut breaker = crate::transport::breaker::Breaker::pubsub();
         let t0 = Instant::now();
         let mut now = t0;
         g.work_owed(now);
@@ -476,7 +444,7 @@ mod tests {
         hub.gate.set_network(false);
         hub.wake_all();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let task = rt.spawn(run(hub.clone(), shutdown));
+        let task = rt.spawn(crate::publisher::tasks::window(hub.clone(), shutdown));
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(2_500)).await });
         let offline = hub.gate.wakeups();
         assert!(offline <= 5, "{offline} wakeups in 2.5 s offline");

@@ -8,6 +8,7 @@
 //! Coordinates are rounded to about 1 km unless the app opts in; tokens and passwords are never
 //! part of any message.
 
+use crate::error::{DualPubError, Error};
 use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -150,6 +151,15 @@ pub(crate) struct Events {
 }
 
 impl Events {
+    /// Logs a failure through this funnel (so `debugReport()` shows it) when
+    /// [`Error::log_level`] says so, and returns the public error.
+    pub(crate) fn failed(&self, e: Error) -> DualPubError {
+        if let Some(level) = e.log_level() {
+            self.event(level, e.kind(), || e.to_string());
+        }
+        e.into()
+    }
+
     /// Logs an event and, in debug mode, streams it to the app's debug listener. `message` is
     /// only formatted when someone will see it.
     pub fn event(&self, level: log::Level, kind: &str, message: impl FnOnce() -> String) {
@@ -212,5 +222,15 @@ mod tests {
         assert!(d.dropped() >= 140);
         assert_eq!(d.recent().len(), 1, "only warnings and errors are kept");
         assert!(d.recent()[0].contains("not streamed"));
+    }
+
+    #[test]
+    fn the_sdks_own_failures_are_logged_and_reach_the_debug_report() {
+        let events = Events::default();
+        let _ = events.failed(Error::Sqlite(rusqlite::Error::InvalidQuery));
+        let _ = events.failed(Error::Validation(crate::error::ValidationError::TimestampInFuture));
+        let recent = events.recent();
+        assert_eq!(recent.len(), 1, "{recent:?}");
+        assert!(recent[0].contains("storage") && recent[0].contains("reading the outbox"), "{recent:?}");
     }
 }

@@ -98,16 +98,7 @@ pub struct Metrics {
     samples: Mutex<Option<[Vec<f64>; 2]>>,
 }
 
-/// Which transports delivered a location once it left the outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DualOutcome {
-    /// Acknowledged by both.
-    Both,
-    /// Acknowledged by MQTT only.
-    MqttOnly,
-    /// Acknowledged by Pub/Sub only.
-    PubSubOnly,
-}
+pub use crate::outbox::DualOutcome;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic elsewhere must not take the metrics down with it.
@@ -233,8 +224,8 @@ impl Metrics {
     }
 
     /// This run's counters in a report's shape (`last_seq` left 0) and latency histograms.
-    pub(crate) fn report_parts(&self) -> (crate::report::Counters, [Histogram; 2]) {
-        use crate::report::{Counters, DualCounts, TransportCounts};
+    pub(crate) fn report_parts(&self) -> (crate::telemetry::reports::Counters, [Histogram; 2]) {
+        use crate::telemetry::reports::{Counters, DualCounts, TransportCounts};
         let t = |t: Transport| {
             let c = self.t(t);
             TransportCounts {

@@ -3,8 +3,8 @@
 //! nothing else of the publisher.
 
 use crate::hub::Hub;
-use crate::metrics::Metrics;
 use crate::outbox::{Row, Transport};
+use crate::telemetry::metrics::Metrics;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -152,14 +152,14 @@ impl Lane {
     }
 
     /// The migration report waiting for this transport, if it may go now (see
-    /// [`Hub::take_report`]); `connected`: this transport's link is up anyway.
-    pub fn take_report(&self, connected: bool) -> Option<crate::report::CutReport> {
-        self.hub.take_report(self.t, connected)
+    /// [`Reporter::take`](crate::hub::Reporter::take)); `connected`: this transport's link is up anyway.
+    pub fn take_report(&self, connected: bool) -> Option<crate::telemetry::reports::CutReport> {
+        self.hub.reporter().take(self.t, connected)
     }
 
     /// Report `seq` was delivered, or the attempt failed (it waits, and is tried again later).
     pub fn report_settled(&self, seq: u64, delivered: bool) {
-        self.hub.report_settled(self.t, seq, delivered);
+        self.hub.reporter().settled(self.t, seq, delivered);
         if !delivered {
             self.event(log::Level::Debug, || format!("migration report {seq} not delivered; kept for later"));
         }
@@ -167,12 +167,12 @@ impl Lane {
 
     /// Whether a report waits that [`Lane::take_report`] would hand over without a connection.
     pub fn report_ready(&self) -> bool {
-        self.hub.report_ready(self.t)
+        self.hub.reporter().ready(self.t)
     }
 
     /// Whether a report for this transport waits or is about to (its commit not yet done).
     pub fn report_coming(&self) -> bool {
-        self.hub.report_coming(self.t)
+        self.hub.reporter().coming(self.t)
     }
 
     /// Whether the MQTT task has a reason to connect: locations owed that may go now (an upload
@@ -187,19 +187,19 @@ impl Lane {
 
     /// Whether a report waits that may wake the radio by itself.
     pub fn report_waiting_alone(&self) -> bool {
-        self.hub.report_waiting_alone(self.t)
+        self.hub.reporter().waiting_alone(self.t)
     }
 
     /// This transport's breaker opened: the fleet hears of it in a report (rate-limited).
     pub fn breaker_opened(&self) {
         let st = self.hub.lock();
-        self.hub.cut_report(&st, crate::report::Trigger::Breaker);
+        self.hub.reporter().cut(&st, crate::telemetry::reports::Trigger::Breaker);
     }
 
     /// Records what the last attempt said of this transport's link (`close` waits briefly for
     /// the last report only over a link not known to be down).
     pub fn set_link(&self, link: crate::hub::Link) {
-        self.hub.set_link(self.t, link);
+        self.hub.links.set(self.t, link);
     }
 
     /// Where the pending rows stand, for batching.

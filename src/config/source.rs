@@ -1,9 +1,9 @@
 //! Where the migration config in force came from, its status, the app's `ConfigListener`, and
 //! the mapping of host-app remote values (Firebase Remote Config keys, docs/CONTRACT.md#host-remote-values).
 
+use crate::config::rollout::RolloutDecision;
 use crate::config::MigrationConfig;
 use crate::error::ConfigError;
-use crate::rollout::RolloutDecision;
 use std::collections::HashMap;
 
 /// Where the config in force came from.
@@ -48,7 +48,7 @@ pub struct ConfigStatus {
     /// When the last fetch from `remoteConfigUrl` started (ms since the epoch), if ever.
     pub last_fetch_at_ms: Option<i64>,
     /// How the last fetch ended, if there was one.
-    pub last_fetch_result: Option<crate::fetch::FetchResult>,
+    pub last_fetch_result: Option<crate::config::fetch::FetchResult>,
     /// The ETag of the document fetched last.
     pub etag: Option<String>,
     /// No fetch is made before this time (a backoff after failures), if set.

@@ -5,14 +5,14 @@
 //! the publisher to log through its funnel once it exists.
 
 use crate::clock::Clock;
+use crate::config::fetch::{FetchState, Fetcher};
+use crate::config::rollout::decide;
+use crate::config::source::ConfigSource;
 use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::Error;
-use crate::fetch::{FetchState, Fetcher};
 use crate::hub::Active;
+use crate::outbox::store::{Msg, Store};
 use crate::outbox::Outbox;
-use crate::remote::ConfigSource;
-use crate::rollout::decide;
-use crate::store::{Msg, Store};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
@@ -47,7 +47,7 @@ pub(crate) struct Restored {
     /// The config fetcher, resuming its saved state.
     pub fetcher: Fetcher,
     /// The migration reports' tally (a new epoch when the directory has none).
-    pub tally: crate::report::Tally,
+    pub tally: crate::telemetry::reports::Tally,
     /// What to log.
     pub notes: Vec<Note>,
 }
@@ -66,11 +66,11 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
     let max_seq = db.max_seq()?;
     let persisted = persisted_config(&db, &mut notes)?;
     let tally = match db.load_tally()? {
-        Some(json) => crate::report::Tally::from_json(&json).unwrap_or_else(|| {
+        Some(json) => crate::telemetry::reports::Tally::from_json(&json).unwrap_or_else(|| {
             notes.push((log::Level::Warn, "report", "the migration report counters were unreadable; a new epoch starts".into()));
-            crate::report::Tally::new_epoch(clock.now_ms())
+            crate::telemetry::reports::Tally::new_epoch(clock.now_ms())
         }),
-        None => crate::report::Tally::new_epoch(clock.now_ms()),
+        None => crate::telemetry::reports::Tally::new_epoch(clock.now_ms()),
     };
     let mut tally = tally;
     // A row written by a last commit without its tally (the hub already gone) must not have its
@@ -129,7 +129,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
 }
 
 /// What opening the database found that is worth telling; deletes old corrupt copies.
-fn note_storage(config: &SdkConfig, report: &crate::store::OpenReport, notes: &mut Vec<Note>) {
+fn note_storage(config: &SdkConfig, report: &crate::outbox::store::OpenReport, notes: &mut Vec<Note>) {
     if let (Some(aside), Some(reason)) = (&report.moved_aside, &report.reason) {
         notes.push((
             log::Level::Error,
@@ -137,11 +137,11 @@ fn note_storage(config: &SdkConfig, report: &crate::store::OpenReport, notes: &m
             format!("the outbox database was unreadable ({reason}); moved aside to {} and started afresh with {}", aside.display(), report.salvage.describe()),
         ));
         if report.salvage.rows_lost > 0 {
-            notes.push((log::Level::Warn, "dropped", format!("{} location(s): {}", report.salvage.rows_lost, crate::metrics::DROPPED_UNREADABLE)));
+            notes.push((log::Level::Warn, "dropped", format!("{} location(s): {}", report.salvage.rows_lost, crate::telemetry::metrics::DROPPED_UNREADABLE)));
         }
     }
     let keep_ms = i64::from(config.max_outbox_age_hours) * 3_600_000;
-    let pruned = crate::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);
+    let pruned = crate::outbox::store::prune_corrupt_copies(std::path::Path::new(&config.data_dir), crate::clock::now_ms(), keep_ms);
     if pruned > 0 {
         notes.push((log::Level::Info, "storage", format!("deleted {pruned} corrupt database copy(ies) older than maxOutboxAgeHours")));
     }
@@ -153,7 +153,11 @@ fn note_storage(config: &SdkConfig, report: &crate::store::OpenReport, notes: &m
         ));
     }
     if let Some(v) = report.newer_schema {
-        notes.push((log::Level::Warn, "storage", format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::store::SCHEMA_VERSION)));
+        notes.push((
+            log::Level::Warn,
+            "storage",
+            format!("outbox schema {v} is newer than this SDK's {}; reading it as such", crate::outbox::store::SCHEMA_VERSION),
+        ));
     }
 }
 
@@ -177,7 +181,7 @@ fn persisted_config(db: &Store, notes: &mut Vec<Note>) -> Result<Option<Persiste
 fn host_overrides(json: &str) -> std::collections::BTreeSet<String> {
     serde_json::from_str::<serde_json::Value>(json)
         .ok()
-        .and_then(|v| serde_json::from_value(v.get(crate::remote::HOST_OVERRIDES_KEY)?.clone()).ok())
+        .and_then(|v| serde_json::from_value(v.get(crate::config::source::HOST_OVERRIDES_KEY)?.clone()).ok())
         .unwrap_or_default()
 }
 

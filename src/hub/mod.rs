@@ -2,17 +2,26 @@
 //! location accepted after a config is applied is routed by it), the signals around it (wake a
 //! transport, wake `flush` waiters), the metrics and the log funnel. The API, the store thread
 //! and the transport tasks meet here; each transport sees it only through its narrow
-//! [`crate::transport::Lane`]. The migration reports' schedule and slots hang off it too
-//! ([`crate::report`]): they are cut from the same counters and outbox, under the same lock.
+//! [`Lane`]. The migration reports' schedule and slots hang off it too
+//! ([`crate::telemetry::reports`]): they are cut from the same counters and outbox, under the same lock.
 
+pub(crate) mod gate;
+pub(crate) mod lane;
+mod links;
+mod reporter;
+
+pub(crate) use lane::Lane;
+pub(crate) use links::{Link, Links};
+pub(crate) use reporter::Reporter;
+
+use crate::config::rollout::RolloutDecision;
+use crate::config::source::ConfigSource;
 use crate::config::MigrationConfig;
-use crate::debug::Events;
-use crate::metrics::Metrics;
 use crate::outbox::{Completed, Outbox, Transport};
-use crate::remote::ConfigSource;
-use crate::report::{CutReport, Identity, Reports, Tally, Trigger};
-use crate::rollout::RolloutDecision;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use crate::telemetry::events::Events;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::reports::{Identity, Reports, Tally, Trigger};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -43,8 +52,8 @@ pub(crate) struct State {
 
 impl State {
     /// The gauges of the outbox and the decision in force (for `metrics()` and reports).
-    pub fn gauges(&self) -> crate::metrics::Gauges {
-        crate::metrics::Gauges {
+    pub fn gauges(&self) -> crate::telemetry::metrics::Gauges {
+        crate::telemetry::metrics::Gauges {
             depth: Transport::ALL.map(|t| self.outbox.depth(t) as u64),
             oldest_age_seconds: self.outbox.oldest().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
             config_version: self.active.decision.config_version,
@@ -75,22 +84,11 @@ pub(crate) struct Hub {
     reports_allowed: bool,
     /// The clock reports are scheduled and stamped by.
     clock: Arc<dyn crate::clock::Clock>,
-    /// Per transport, what its last attempt said of the link ([`Link`] as a number), so `close`
-    /// waits a moment for the last report over a link that is up or not yet tried.
-    links: [AtomicU8; 2],
+    /// Per transport, what its last attempt said of the link, so `close` waits a moment for
+    /// the last report over a link that is up or not yet tried.
+    pub links: Links,
     /// When the transports may send: upload bursts and the app's network switch (a leaf lock).
-    pub gate: crate::window::Gate,
-}
-
-/// What a transport's last attempt said of its link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Link {
-    /// Not tried since start-up, or hung up while idle.
-    Untried = 0,
-    /// Connected (MQTT) or the last request was answered (Pub/Sub).
-    Up = 1,
-    /// The last attempt failed.
-    Down = 2,
+    pub gate: gate::Gate,
 }
 
 /// How long after a transport delivered locations the radio counts as still on: a report not
@@ -120,7 +118,7 @@ impl Hub {
     /// after `setup.max_seq` and location `seq`s after the tally's.
     pub fn new(outbox: Outbox, setup: Setup, events: Events) -> Self {
         let Setup { active, max_seq, tally, identity, reports_allowed, clock, upload_window_secs } = setup;
-        let gate = crate::window::Gate::new(upload_window_secs, active.config.upload_window_secs);
+        let gate = gate::Gate::new(upload_window_secs, active.config.upload_window_secs);
         let last_loc_seq = tally.counters.last_seq;
         Hub {
             state: Mutex::new(State { outbox, next_seq: max_seq + 1, durable_seq: max_seq, last_loc_seq, active: Arc::new(active), closed: false }),
@@ -133,19 +131,19 @@ impl Hub {
             identity,
             reports_allowed,
             clock,
-            links: [AtomicU8::new(Link::Untried as u8), AtomicU8::new(Link::Untried as u8)],
+            links: Links::default(),
             gate,
         }
-    }
-
-    /// Locks the reports (after the state, if both are needed).
-    pub fn reports(&self) -> MutexGuard<'_, Reports> {
-        self.reports.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The device clock, ms.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// The migration reports' handle on this hub.
+    pub fn reporter(&self) -> Reporter<'_> {
+        Reporter::new(self)
     }
 
     /// Locks the state; a poisoned lock (a panic elsewhere) is recovered, never propagated.
@@ -237,166 +235,18 @@ impl Hub {
         let done = st.outbox.batched(|o| o.ack(t, &seqs)); // one store message for them all
         self.gate.delivered(t);
         self.metrics.published(t, acked.iter().map(|(_, at)| now.duration_since(*at).as_secs_f64() * 1000.0));
-        self.reports().acked(t, timestamps, self.now_ms());
-        self.cut_report(&st, Trigger::Interval);
+        self.reporter().slots().acked(t, timestamps, self.now_ms());
+        self.reporter().cut(&st, Trigger::Interval);
         self.completed(st, &done);
-    }
-
-    /// The interval of reports in force and whether reports are on at all (app and config).
-    fn report_interval(&self, st: &State) -> Option<u32> {
-        let c = &st.active.config;
-        (self.reports_allowed && c.reports_enabled).then_some(c.report_interval_secs)
-    }
-
-    /// This run's counters and latency histograms (what the tally persists).
-    fn report_counts(&self, st: &State) -> crate::report::Now {
-        let (mut run, latency) = self.metrics.report_parts();
-        run.last_seq = st.last_loc_seq;
-        crate::report::Now { run, latency, ..crate::report::Now::default() }
-    }
-
-    /// The figures of this run a report is cut from: the counts and the gauges.
-    fn report_now(&self, st: &State, interval_secs: u32) -> crate::report::Now {
-        let gauges = st.gauges();
-        crate::report::Now {
-            decision: Some(st.active.decision.clone()),
-            depth: gauges.depth,
-            oldest_seq: Transport::ALL.map(|t| st.outbox.oldest_owed_wire_seq(t).unwrap_or(0)),
-            oldest_age_seconds: gauges.oldest_age_seconds,
-            breaker_open: Transport::ALL.map(|t| self.metrics.circuit_open(t)),
-            interval_secs,
-            ..self.report_counts(st)
-        }
     }
 
     /// Whether decision `d` sends new work to `t` now: Pub/Sub when enabled; MQTT when enabled,
     /// or as Pub/Sub's fallback while its breaker is open (docs/CONTRACT.md#fallback).
-    pub fn owes(&self, t: Transport, d: &crate::rollout::RolloutDecision) -> bool {
+    pub fn owes(&self, t: Transport, d: &crate::config::rollout::RolloutDecision) -> bool {
         match t {
             Transport::Mqtt => d.mqtt_enabled || (d.pubsub_enabled && d.fallback_to_mqtt && self.metrics.circuit_open(Transport::PubSub)),
             Transport::PubSub => d.pubsub_enabled,
         }
-    }
-
-    /// Cuts a report for `trigger` if reports are on and the schedule allows it, for every
-    /// transport the decision in force sends to (and MQTT while Pub/Sub's breaker has it fall
-    /// back). It goes once its number is on disk ([`Hub::report_persisted`]). Returns whether
-    /// one was cut.
-    pub fn cut_report(&self, st: &State, trigger: Trigger) -> bool {
-        let Some(interval) = self.report_interval(st) else { return false };
-        let (now_ms, run_ms) = (self.now_ms(), st.outbox.run_now_ms());
-        let mut reports = self.reports();
-        // A config change deferred by the once-a-minute rule is cut at the next chance after it.
-        let trigger = if trigger != Trigger::Config && reports.config_due(run_ms) { Trigger::Config } else { trigger };
-        if !reports.may_cut(trigger, interval, now_ms, run_ms) {
-            if trigger == Trigger::Config {
-                reports.defer_config();
-            }
-            return false;
-        }
-        let d = &st.active.decision;
-        let targets = [self.owes(Transport::Mqtt, d), d.pubsub_enabled];
-        let now = self.report_now(st, interval);
-        let seq = reports.cut(&self.identity, &now, trigger, targets, now_ms, run_ms);
-        drop(reports);
-        // A commit persists the new reportSeq (with the counters) and every location accepted
-        // before it; the store then says so (Hub::report_persisted).
-        st.outbox.persist_checkpoint(seq);
-        self.event(log::Level::Debug, "report", || format!("report {seq} cut ({})", trigger.as_str()));
-        true
-    }
-
-    /// When the next silent report is due (device clock, ms), if reports are on.
-    pub fn silent_report_due_ms(&self) -> Option<i64> {
-        let st = self.lock();
-        let interval = self.report_interval(&st)?;
-        Some(self.reports().silent_due_ms(interval))
-    }
-
-    /// How long until a deferred config-change report may be cut, if one waits.
-    pub fn config_report_due_in(&self) -> Option<std::time::Duration> {
-        let st = self.lock();
-        let due = self.reports().config_due_run_ms()?;
-        Some(std::time::Duration::from_millis(due.saturating_sub(st.outbox.run_now_ms()).max(0) as u64))
-    }
-
-    /// The tally to persist with a commit. Runs on the `dualpub-store` thread inside the open
-    /// SQLite transaction (it takes `state`, then `Reports`; nothing holding `state` waits for
-    /// the store).
-    pub fn tally(&self) -> Tally {
-        let st = self.lock();
-        let now = self.report_counts(&st);
-        self.reports().tally(&now)
-    }
-
-    /// Reports up to `seq` are on disk: the transports may send them.
-    pub fn report_persisted(&self, seq: u64) {
-        if self.reports().persisted(seq) {
-            self.wake_all();
-        }
-    }
-
-    /// Cuts a silent report if one is due (two intervals without location traffic); it may
-    /// wake the radio by itself. Returns whether one was cut.
-    pub fn report_tick(&self) -> bool {
-        let st = self.lock();
-        self.cut_report(&st, Trigger::Silent)
-    }
-
-    /// Whether the report waiting for `t` (if any) may go now: once no location is pending for
-    /// `t` (a report never goes ahead of a location), and only if it may wake the radio by itself
-    /// or the radio is on anyway (`t` is connected, or a transport delivered within the last 20 s).
-    fn report_may_go(st: &State, reports: &Reports, t: Transport, connected: bool) -> bool {
-        st.outbox.pending_count(t) == 0 && (connected || reports.waiting_alone(t) || reports.warm(RADIO_WARM))
-    }
-
-    /// The report waiting for `t`, if it may go now (see `report_may_go`); marked in flight.
-    pub fn take_report(&self, t: Transport, connected: bool) -> Option<CutReport> {
-        let st = self.lock();
-        let mut reports = self.reports();
-        if !Self::report_may_go(&st, &reports, t, connected) {
-            return None;
-        }
-        reports.take(t)
-    }
-
-    /// Whether a report waits for `t` that [`Hub::take_report`] would hand over now (without
-    /// a connection).
-    pub fn report_ready(&self, t: Transport) -> bool {
-        let st = self.lock();
-        let reports = self.reports();
-        reports.waiting(t) && Self::report_may_go(&st, &reports, t, false)
-    }
-
-    /// Whether a report for `t` waits or is about to (see `Reports::coming`).
-    pub fn report_coming(&self, t: Transport) -> bool {
-        self.reports().coming(t)
-    }
-
-    /// Whether a report waits for `t` that may wake the radio by itself.
-    pub fn report_waiting_alone(&self, t: Transport) -> bool {
-        self.reports().waiting_alone(t)
-    }
-
-    /// `t` delivered report `seq` (`delivered`), or the attempt failed and it waits again.
-    pub fn report_settled(&self, t: Transport, seq: u64, delivered: bool) {
-        self.reports().settled(t, seq, delivered);
-        self.progress.notify_all();
-    }
-
-    /// Records what `t`'s last attempt said of its link.
-    pub fn set_link(&self, t: Transport, link: Link) {
-        self.links[t.index()].store(link as u8, Ordering::Relaxed);
-    }
-
-    /// Whether `t`'s link is known to be down (its last attempt failed).
-    pub fn link_down(&self, t: Transport) -> bool {
-        self.links[t.index()].load(Ordering::Relaxed) == Link::Down as u8
-    }
-
-    /// Whether `t`'s link is up (connected, or the last request answered).
-    pub fn link_up(&self, t: Transport) -> bool {
-        self.links[t.index()].load(Ordering::Relaxed) == Link::Up as u8
     }
 
     /// Wakes the task of transport `t` (there may be work: with an upload window, the next
@@ -444,7 +294,7 @@ pub(crate) mod test_support {
 
     /// The same with an upload window of `window_secs`.
     pub fn hub_with_window(config: MigrationConfig, window_secs: u32) -> Arc<Hub> {
-        let decision = crate::rollout::decide(&config, "d-1", None);
+        let decision = crate::config::rollout::decide(&config, "d-1", None);
         let setup = Setup {
             active: Active { config, decision, source: ConfigSource::App, applied_at_ms: 0, host_overrides: Default::default() },
             max_seq: 0,

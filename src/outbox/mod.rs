@@ -3,7 +3,7 @@
 //!
 //! The outbox's index lives in memory (the transports take from it) and, when it has a sink,
 //! every change is also sent, in order, to the `dualpub-store` thread that persists it
-//! ([`crate::store`]). A new row stays invisible to the transports until the store reports it
+//! ([`store`]). A new row stays invisible to the transports until the store reports it
 //! durable ([`Outbox::make_visible`]). All methods are called with the publisher's lock held
 //! and do no I/O themselves.
 //!
@@ -15,95 +15,19 @@
 //! [`LOAD_CHUNK`] back ([`Outbox::install`]) and takes them once they are there. So memory no
 //! longer grows with the backlog (docs/PERFORMANCE.md, "Memory").
 
-use crate::metrics::DualOutcome;
-use crate::store::{Msg, Op, StoredBody, StoredConfig, StoredDeadLetter, StoredIndex, StoredRow};
+mod dead_letters;
+mod rows;
+pub(crate) mod seq_map;
+pub(crate) mod store;
+pub(crate) mod wire_seqs;
+
+pub use dead_letters::{DeadLetter, MAX_DEAD_LETTERS};
+pub use rows::{Delivery, DualOutcome, Row, Transport};
 use std::collections::BTreeSet;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The two transports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, uniffi::Enum)]
-pub enum Transport {
-    /// MQTT (the legacy pipeline).
-    Mqtt,
-    /// Google Pub/Sub (the new pipeline).
-    PubSub,
-}
-
-impl Transport {
-    /// Both transports, in index order.
-    pub const ALL: [Transport; 2] = [Transport::Mqtt, Transport::PubSub];
-
-    /// This transport's slot in per-transport arrays (`[mqtt, pubsub]`).
-    pub const fn index(self) -> usize {
-        match self {
-            Transport::Mqtt => 0,
-            Transport::PubSub => 1,
-        }
-    }
-
-    /// The other transport.
-    pub const fn other(self) -> Transport {
-        match self {
-            Transport::Mqtt => Transport::PubSub,
-            Transport::PubSub => Transport::Mqtt,
-        }
-    }
-
-    /// The label used in metrics and logs.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Transport::Mqtt => "mqtt",
-            Transport::PubSub => "pubsub",
-        }
-    }
-}
-
-/// Where a location stands with one transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// This transport does not owe the location.
-    NotOwed,
-    /// Owed and waiting to be sent.
-    Pending,
-    /// Sent; waiting for the acknowledgement.
-    InFlight,
-    /// Acknowledged (PUBACK for that publish, or a Pub/Sub messageId).
-    Acked,
-    /// Refused as invalid by the transport and kept in the dead-letter list.
-    DeadLettered,
-}
-
-impl Delivery {
-    fn owed(self) -> bool {
-        matches!(self, Delivery::Pending | Delivery::InFlight)
-    }
-}
-
-/// One accepted location: what `sendLocation` inserts, and what a transport takes to send.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// Acceptance order, unique per publisher.
-    pub seq: u64,
-    /// The eventId (UUIDv7), the same on every transport and every retry.
-    pub event_id: Arc<str>,
-    /// The wire JSON, shared by both transports.
-    pub payload: Arc<[u8]>,
-    /// The location's own timestamp (for the Pub/Sub attribute).
-    pub timestamp_ms: i64,
-    /// When `sendLocation` accepted it (for latency and age).
-    pub accepted_at: Instant,
-    /// Which transports owe it, `[mqtt, pubsub]`.
-    owed: [bool; 2],
-}
-
-impl Row {
-    /// A new row owed to the transports the decision names.
-    pub fn new(seq: u64, event_id: Arc<str>, payload: Arc<[u8]>, timestamp_ms: i64, mqtt: bool, pubsub: bool) -> Row {
-        Row { seq, event_id, payload, timestamp_ms, accepted_at: Instant::now(), owed: [mqtt, pubsub] }
-    }
-}
+use store::{Msg, Op, StoredBody, StoredConfig, StoredDeadLetter, StoredIndex, StoredRow};
 
 /// A row's eventId and payload while they are in memory.
 #[derive(Debug)]
@@ -197,23 +121,6 @@ pub struct Completed {
     pub outcome: Option<DualOutcome>,
 }
 
-/// A message Pub/Sub refused as invalid (HTTP 400), kept (durably) rather than deleted.
-#[derive(Debug, Clone, PartialEq, uniffi::Record)]
-pub struct DeadLetter {
-    /// Id for `retryDeadLetters`.
-    pub id: i64,
-    /// The eventId.
-    pub event_id: String,
-    /// The wire JSON.
-    pub payload: String,
-    /// The transport that refused it.
-    pub transport: Transport,
-    /// What the server said.
-    pub error: String,
-    /// The location's timestamp.
-    pub timestamp_ms: i64,
-}
-
 /// Why rows (or dead letters) were evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Eviction {
@@ -221,20 +128,12 @@ pub enum Eviction {
     OutboxFull,
     /// The row was older than the age limit.
     TooOld,
-    /// The dead-letter list reached [`MAX_DEAD_LETTERS`] or [`MAX_DEAD_LETTER_BYTES`].
+    /// The dead-letter list reached [`MAX_DEAD_LETTERS`] or
+    /// [`MAX_DEAD_LETTER_BYTES`](dead_letters::MAX_DEAD_LETTER_BYTES).
     DeadLettersFull,
     /// The dead letter's location was older than the age limit.
     DeadLetterTooOld,
 }
-
-/// A dead letter with when it was dead-lettered, on the run clock.
-type KeptLetter = (DeadLetter, i64);
-
-/// Most dead letters kept; beyond it the oldest are dropped (counted as `dead_letters_full`).
-pub const MAX_DEAD_LETTERS: usize = 10_000;
-
-/// Most payload bytes the dead letters keep in all.
-pub const MAX_DEAD_LETTER_BYTES: usize = 16 << 20;
 
 /// The outbox's caps.
 #[derive(Debug, Clone, Copy)]
@@ -273,9 +172,9 @@ fn instant_of(now: Instant, now_ms: i64, observed_at_ms: i64) -> Instant {
 /// The outbox.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    rows: crate::seq_map::SeqMap<Entry>,
+    rows: seq_map::SeqMap<Entry>,
     /// The wire `seq` each row carries, as runs (not a field of the 32-byte entry).
-    wire: crate::wire_seqs::WireSeqs,
+    wire: wire_seqs::WireSeqs,
     /// Per transport: visible rows waiting to be sent, by acceptance order.
     pending: [BTreeSet<u64>; 2],
     /// Per transport: rows owed (pending or in flight).
@@ -286,16 +185,11 @@ pub struct Outbox {
     shrink_at: usize,
     /// Per transport: bodies asked of the store and not yet installed.
     loading: [bool; 2],
-    /// Oldest first (by id).
-    dead_letters: std::collections::VecDeque<KeptLetter>,
-    /// Payload bytes of the dead letters.
-    dead_letter_bytes: usize,
-    next_dead_letter_id: i64,
+    /// The messages a transport refused as invalid.
+    dead_letters: dead_letters::DeadLetters,
     limits: Limits,
     /// The SDK's run clock (rows record their acceptance on it).
     run_clock: crate::clock::RunClock,
-    /// When the dead letters were last checked for age.
-    last_age_sweep: Option<Instant>,
     sink: Option<Sender<Msg>>,
     /// Changes gathered by [`Outbox::batched`], sent to the store as one message.
     batch: std::cell::RefCell<Option<Vec<Op>>>,
@@ -400,23 +294,8 @@ impl Outbox {
 
     /// Loads the dead letters the store kept.
     pub fn restore_dead_letters(&mut self, dead_letters: Vec<StoredDeadLetter>) {
-        self.next_dead_letter_id = self.next_dead_letter_id.max(dead_letters.iter().map(|d| d.id).max().unwrap_or(0));
-        self.dead_letter_bytes = dead_letters.iter().map(|d| d.payload.len()).sum();
-        self.dead_letters = dead_letters
-            .into_iter()
-            .map(|d| {
-                let at = self.run_clock.restored(d.observed_at_ms);
-                let letter = DeadLetter {
-                    id: d.id,
-                    event_id: d.event_id,
-                    payload: String::from_utf8_lossy(&d.payload).into_owned(),
-                    transport: d.transport,
-                    error: d.error,
-                    timestamp_ms: d.timestamp_ms,
-                };
-                (letter, at)
-            })
-            .collect();
+        let run_clock = &self.run_clock;
+        self.dead_letters.restore(dead_letters, |observed_at_ms| run_clock.restored(observed_at_ms));
     }
 
     /// Hands rows to the transports: they are durable now (or the disk failed and holding them
@@ -466,7 +345,7 @@ impl Outbox {
         self.shrink_at = self.resident.len() + MAX_RESIDENT;
     }
 
-    /// Puts back the bodies the store read for `t` ([`crate::store::Msg::Load`]); rows gone or
+    /// Puts back the bodies the store read for `t` ([`store::Msg::Load`]); rows gone or
     /// resident meanwhile are skipped. `t` may ask again.
     /// They stay (pinned) until a transport takes them, so a shrink cannot undo a read.
     pub fn install(&mut self, t: Transport, bodies: Vec<StoredBody>) {
@@ -522,23 +401,9 @@ impl Outbox {
             self.persist(Op::Insert(row));
             again += 1;
         }
-        let letters: Vec<Op> = self
-            .dead_letters
-            .iter()
-            .filter(|(d, _)| lost_letters.iter().any(|&(from, end)| (from..end).contains(&d.id)))
-            .map(|(d, at)| {
-                Op::DeadLetter(StoredDeadLetter {
-                    id: d.id,
-                    event_id: d.event_id.clone(),
-                    payload: d.payload.clone().into_bytes(),
-                    timestamp_ms: d.timestamp_ms,
-                    transport: d.transport,
-                    error: d.error.clone(),
-                    observed_at_ms: Some(*at),
-                })
-            })
-            .collect();
-        letters.into_iter().for_each(|op| self.persist(op));
+        for letter in self.dead_letters.stored_in(lost_letters) {
+            self.persist(Op::DeadLetter(letter));
+        }
         (again, gone)
     }
 
@@ -593,37 +458,13 @@ impl Outbox {
         out
     }
 
-    /// Drops the dead letters kept longer than the age limit (on the run clock, as rows are
-    /// aged; looked for at most once a minute: the list may hold thousands), then the oldest
-    /// beyond [`MAX_DEAD_LETTERS`] or [`MAX_DEAD_LETTER_BYTES`].
+    /// Drops the dead letters beyond their caps (`DeadLetters::cap`) and persists it.
     fn cap_dead_letters(&mut self) -> Vec<(Eviction, u64)> {
-        let mut too_old = 0;
-        if self.last_age_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-            self.last_age_sweep = Some(Instant::now());
-            let max_age_ms = i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX);
-            let oldest_kept = self.run_clock.now_ms().saturating_sub(max_age_ms);
-            let (old, kept): (Vec<KeptLetter>, Vec<KeptLetter>) = std::mem::take(&mut self.dead_letters).into_iter().partition(|(_, at)| *at < oldest_kept);
-            self.dead_letters = kept.into();
-            for (d, _) in &old {
-                self.dead_letter_bytes -= d.payload.len();
-                self.persist(Op::RemoveDeadLetter(d.id));
-            }
-            too_old = old.len() as u64;
-        }
-        let mut full = 0;
-        while self.dead_letters.len() > MAX_DEAD_LETTERS || self.dead_letter_bytes > MAX_DEAD_LETTER_BYTES {
-            let Some(id) = self.dead_letters.front().map(|(d, _)| d.id) else { break };
-            self.remove_dead_letter_front();
+        let (dropped, counts) = self.dead_letters.cap(self.limits.max_age, self.run_clock.now_ms());
+        for id in dropped {
             self.persist(Op::RemoveDeadLetter(id));
-            full += 1;
         }
-        [(Eviction::DeadLetterTooOld, too_old), (Eviction::DeadLettersFull, full)].into_iter().filter(|(_, n)| *n > 0).collect()
-    }
-
-    fn remove_dead_letter_front(&mut self) {
-        if let Some((d, _)) = self.dead_letters.pop_front() {
-            self.dead_letter_bytes -= d.payload.len();
-        }
+        counts
     }
 
     fn remove(&mut self, seq: u64) {
@@ -878,27 +719,8 @@ impl Outbox {
             self.release(t, &[seq]);
             return Vec::new();
         };
-        self.next_dead_letter_id += 1;
         let now = self.run_clock.now_ms();
-        let stored = StoredDeadLetter {
-            id: self.next_dead_letter_id,
-            event_id: body.event_id.to_string(),
-            payload: body.payload.to_vec(),
-            timestamp_ms: entry.timestamp_ms,
-            transport: t,
-            error: error.clone(),
-            observed_at_ms: Some(now),
-        };
-        self.dead_letter_bytes += body.payload.len();
-        let letter = DeadLetter {
-            id: stored.id,
-            event_id: stored.event_id.clone(),
-            payload: String::from_utf8_lossy(&body.payload).into_owned(),
-            transport: t,
-            error,
-            timestamp_ms: entry.timestamp_ms,
-        };
-        self.dead_letters.push_back((letter, now));
+        let stored = self.dead_letters.keep(&body.event_id, &body.payload, entry.timestamp_ms, t, error, now);
         self.persist(Op::DeadLetter(stored));
         self.settle(t, &[seq], Delivery::DeadLettered)
     }
@@ -906,15 +728,11 @@ impl Outbox {
     /// Takes dead letters out of the list to send them again (all when `ids` is empty); the
     /// caller queues them as new rows with their original eventId and bytes.
     pub fn take_dead_letters(&mut self, ids: &[i64]) -> Vec<DeadLetter> {
-        let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
-        let (taken, kept): (Vec<KeptLetter>, Vec<KeptLetter>) =
-            std::mem::take(&mut self.dead_letters).into_iter().partition(|(d, _)| wanted.is_empty() || wanted.contains(&d.id));
-        self.dead_letters = kept.into();
-        self.dead_letter_bytes = self.dead_letters.iter().map(|(d, _)| d.payload.len()).sum();
-        for (d, _) in &taken {
+        let taken = self.dead_letters.take(ids);
+        for d in &taken {
             self.persist(Op::RemoveDeadLetter(d.id));
         }
-        taken.into_iter().map(|(d, _)| d).collect()
+        taken
     }
 
     /// Sequence numbers of every row still owed to `t`, oldest first.
@@ -942,7 +760,7 @@ impl Outbox {
     /// yet durable), or `None` when nothing is owed to it (or nothing owed carries a `seq`: a
     /// payload written before wire format version 2). A re-queued dead letter counts with its
     /// own, old `seq`. Every location of the data directory with a lower `seq` has left `t`'s
-    /// queue. Amortised O(1) per row, plus O(1) per run ([`crate::wire_seqs`]).
+    /// queue. Amortised O(1) per row, plus O(1) per run ([`wire_seqs`]).
     pub fn oldest_owed_wire_seq(&self, t: Transport) -> Option<u64> {
         if self.owed[t.index()] == 0 {
             return None;
@@ -967,8 +785,7 @@ impl Outbox {
 
     /// The dead letters, oldest first: at most `limit` after id `after_id` (a page).
     pub fn dead_letters(&self, after_id: i64, limit: usize) -> Vec<DeadLetter> {
-        let start = self.dead_letters.partition_point(|(d, _)| d.id <= after_id);
-        self.dead_letters.range(start..).take(limit).map(|(d, _)| d.clone()).collect()
+        self.dead_letters.page(after_id, limit)
     }
 
     /// How many dead letters are kept.

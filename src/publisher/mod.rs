@@ -2,18 +2,25 @@
 //! decision in force, applies configs (the app's or fetched ones), and owns the tasks that
 //! deliver. See ARCHITECTURE.md for the flow of one location and the threads.
 
+mod apply;
+mod listener;
+mod start;
+mod store_thread;
+pub(crate) mod tasks;
+
+use crate::config::fetch::Fetcher;
+use crate::config::rollout::RolloutDecision;
 use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::{DualPubError, Error};
-use crate::fetch::{FetchResult, Fetcher, Response, Trigger};
+use crate::hub::Lane;
 use crate::hub::{Active, Hub, State};
 use crate::location::Location;
-use crate::metrics::{Gauges, MetricsSnapshot};
+use crate::outbox::store;
 use crate::outbox::{DeadLetter, Row, Transport};
-use crate::remote::{ConfigListener, ConfigSource};
-use crate::rollout::{decide, RolloutDecision};
-use crate::token::{TokenCache, TokenProvider};
-use crate::transport::{mqtt, pubsub, Lane};
-use crate::{clock, runtime, store, wire};
+use crate::telemetry::metrics::{Gauges, MetricsSnapshot};
+use crate::transport::token::{TokenCache, TokenProvider};
+use crate::transport::{mqtt, pubsub};
+use crate::{clock, runtime, wire};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -42,12 +49,8 @@ pub(crate) struct Shared {
     debug_local: Mutex<Option<bool>>,
     /// The app opted in to precise coordinates in debug output.
     precise_coordinates: AtomicBool,
-    /// The app's listener for decision changes.
-    config_listener: Mutex<Option<Arc<dyn ConfigListener>>>,
-    /// Decision changes not yet told to the listener (see [`Shared::tell_listener`]).
-    untold: Mutex<std::collections::VecDeque<Change>>,
-    /// Someone is telling the listener (see [`Shared::tell_untold`]).
-    telling: AtomicBool,
+    /// The app's listener for decision changes and the changes not yet told to it.
+    listener: listener::Listener,
     /// Config documents or values refused since start-up.
     config_rejected: AtomicU64,
     /// Fetches the migration config from `remoteConfigUrl`.
@@ -55,9 +58,6 @@ pub(crate) struct Shared {
     /// The disk had no room for the outbox database: it lives in memory for this run.
     memory_only: bool,
 }
-
-/// A change of decision to tell the app's listener about: (old, new).
-type Change = (RolloutDecision, RolloutDecision);
 
 /// Ids of the device overrides the host app's remote values set.
 type HostOverrides = std::collections::BTreeSet<String>;
@@ -77,363 +77,6 @@ impl Shared {
     fn active(&self) -> Arc<Active> {
         self.lock().active.clone()
     }
-
-    /// Recomputes debug mode from the config and the app's local switch; takes effect at once
-    /// (log level and event stream).
-    fn refresh_debug_mode(&self, config_debug: bool) {
-        let local = *self.debug_local.lock().unwrap_or_else(|p| p.into_inner());
-        let on = local.unwrap_or(config_debug);
-        // Under the state lock, so a closed publisher (which left debug mode for good) never
-        // raises the process-wide log level again.
-        let st = self.lock();
-        let changed = !st.closed && self.hub.events.set_debug_mode(on);
-        if changed {
-            crate::logging::debug_mode_changed(on);
-        }
-        drop(st);
-        if changed {
-            self.event(log::Level::Info, "debug", || format!("debug mode {}", if on { "on" } else { "off" }));
-        }
-    }
-
-    /// Counts and logs a refused config.
-    fn config_refused(&self, e: &crate::error::ConfigError) {
-        self.config_rejected.fetch_add(1, Ordering::SeqCst);
-        self.hub.metrics.config_rejected(e.metric_reason(), 1);
-        self.event(log::Level::Warn, "config", || format!("refused a config: {e}"));
-    }
-
-    /// Parses a config document (docs/CONTRACT.md#refused-skipped-or-ignored): refused whole (and
-    /// counted) if malformed; invalid overrides and forbidden fields are left out, counted and logged.
-    fn parse_document(&self, json: &str) -> Result<MigrationConfig, crate::error::ConfigError> {
-        let parsed = MigrationConfig::parse(json).inspect_err(|e| self.config_refused(e))?;
-        for why in &parsed.skipped {
-            self.hub.metrics.config_rejected("invalid_override", 1);
-            self.event(log::Level::Warn, "config", || format!("skipped an invalid override: {why}"));
-        }
-        for why in &parsed.ignored {
-            self.hub.metrics.config_rejected("ignored_field", 1);
-            self.event(log::Level::Warn, "config", || format!("ignored {why}"));
-        }
-        Ok(parsed.config)
-    }
-
-    /// Applies `config` at once (from `source`); returns the new decision. An invalid config is
-    /// refused and counted, and the one in force stays. The app's `ConfigListener` hears of a
-    /// change before this returns, on this thread.
-    fn apply(&self, config: MigrationConfig, source: ConfigSource, host_overrides: HostOverrides) -> Result<RolloutDecision, DualPubError> {
-        let (decision, change) = self.apply_quietly(config, source, host_overrides)?;
-        if let Some((old, new)) = change {
-            self.tell_listener(old, new);
-        }
-        Ok(decision)
-    }
-
-    /// Tells the app's `ConfigListener` (if any) that the decision changed; whatever it throws
-    /// or panics with stays here. See [`Shared::tell_untold`].
-    fn tell_listener(&self, old: RolloutDecision, new: RolloutDecision) {
-        self.untold.lock().unwrap_or_else(|p| p.into_inner()).push_back((old, new));
-        self.tell_untold();
-    }
-
-    /// Tells the listener every queued change, in order, one call at a time. Whoever finds no
-    /// one telling does the telling; a change queued meanwhile (by another thread, or by the
-    /// listener itself applying a config) is told by that teller once the current call returns,
-    /// so a listener that applies configs back and forth loops instead of recursing.
-    fn tell_untold(&self) {
-        loop {
-            if self.telling.swap(true, Ordering::SeqCst) {
-                return; // someone (perhaps this very thread, further up) is telling
-            }
-            loop {
-                let next = self.untold.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                let Some((old, new)) = next else { break };
-                let listener = self.config_listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if let Some(l) = listener {
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || l.on_decision_changed(old, new)));
-                }
-            }
-            self.telling.store(false, Ordering::SeqCst);
-            // A change queued after the last pop and before the flag was cleared found someone
-            // telling and left it to us: go round again.
-            if self.untold.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
-                return;
-            }
-        }
-    }
-
-    /// As [`Shared::apply`], leaving the listener to the caller: returns the new decision and,
-    /// if it changed, (old, new) to tell the listener once the caller holds no lock.
-    fn apply_quietly(
-        &self,
-        config: MigrationConfig,
-        source: ConfigSource,
-        host_overrides: HostOverrides,
-    ) -> Result<(RolloutDecision, Option<Change>), DualPubError> {
-        // Validated and serialised once, before the lock: the document may be 256 KiB.
-        let mut document = config.document().inspect_err(|e| self.config_refused(e))?;
-        if !host_overrides.is_empty() {
-            let mut json = config.to_json();
-            json[crate::remote::HOST_OVERRIDES_KEY] = serde_json::json!(host_overrides);
-            document = json.to_string();
-        }
-        let s = &self.settings;
-        let decision = decide(&config, &s.device_id, s.company_id.as_deref());
-        let mut st = self.lock();
-        if st.closed {
-            return Err(DualPubError::Closed);
-        }
-        if st.active.decision != decision {
-            // Cut before the change, so the report's decision is the one its counters accrued under.
-            self.hub.cut_report(&st, crate::report::Trigger::Config);
-        }
-        let applied_at_ms = clock::now_ms();
-        st.outbox.persist_config(store::StoredConfig { json: document, source: source.as_str().into(), applied_at_ms });
-        let old = std::mem::replace(&mut st.active, Arc::new(Active { config, decision: decision.clone(), source, applied_at_ms, host_overrides }));
-        // A decision that stops a transport (an emergency stopping Pub/Sub; MQTT turned off at the
-        // end of the migration) also stops what is queued for it; the other transport takes over
-        // anything that would otherwise be owed to nobody (docs/CONTRACT.md#decision).
-        // MQTT carrying Pub/Sub's fallback keeps what it holds.
-        let mut done = Vec::new();
-        for t in Transport::ALL {
-            let was = if t == Transport::Mqtt { old.decision.mqtt_enabled } else { old.decision.pubsub_enabled };
-            if was && !self.hub.owes(t, &decision) {
-                done.extend(st.outbox.stop_owing(t));
-            }
-        }
-        let config_debug = st.active.config.debug_mode;
-        let window = st.active.config.upload_window_secs;
-        self.hub.completed(st, &done);
-        self.hub.gate.set_config_window(window);
-        self.refresh_debug_mode(config_debug);
-        let change = (old.decision != decision).then(|| (old.decision.clone(), decision.clone()));
-        if change.is_some() {
-            self.hub.metrics.decision_changed();
-            self.event(log::Level::Info, "config", || {
-                let (o, n) = (&old.decision, &decision);
-                format!(
-                    "decision changed (config v{} -> v{}): mqtt {} -> {}, pubsub {} -> {}, reason {} -> {}",
-                    o.config_version,
-                    n.config_version,
-                    o.mqtt_enabled,
-                    n.mqtt_enabled,
-                    o.pubsub_enabled,
-                    n.pubsub_enabled,
-                    o.reason.as_str(),
-                    n.reason.as_str()
-                )
-            });
-        }
-        self.hub.wake_all();
-        Ok((decision, change))
-    }
-
-    /// One config fetch, start to end: asks the fetcher for the document, applies what it
-    /// answered and records the result (persisted with the fetch state). Returns the result
-    /// (`None` when the schedule did not call for an attempt) and the change of decision, which
-    /// the caller tells the listener off the runtime (a listener may block, e.g. in `flush`).
-    async fn fetch_config(&self, trigger: Trigger) -> (Option<FetchResult>, Option<Change>) {
-        let mut attempt = match self.fetcher.begin(trigger).await {
-            Ok(a) => a,
-            Err(answer) => return (answer, None),
-        };
-        let response = attempt.get().await;
-        if self.lock().closed {
-            // Closed meanwhile: nothing to record, nobody to tell.
-            return (Some(FetchResult::Failed { reason: "the publisher is closed".into() }), None);
-        }
-        let (result, retry_after_ms, accepted, change) = match response {
-            Response::Document { text, etag } => match self.apply_fetched(&text, attempt.newest_version()) {
-                Ok((result, version, change)) => (result, None, Some((version, etag)), change),
-                Err(e) => (FetchResult::Rejected { reason: e.to_string() }, None, None, None),
-            },
-            Response::NotModified => (FetchResult::NotModified, None, None, None),
-            Response::Refused(e) => {
-                self.config_refused(&e);
-                (FetchResult::Rejected { reason: e.to_string() }, None, None, None)
-            }
-            Response::Failed { reason, retry_after_ms } => (FetchResult::Failed { reason }, retry_after_ms, None, None),
-        };
-        let state = attempt.finish(result.clone(), retry_after_ms, accepted);
-        self.hub.metrics.config_fetched(result.label());
-        let level = if result.is_failure() { log::Level::Warn } else { log::Level::Info };
-        let ended = self.fetcher.now_ms();
-        self.event(level, "config_fetch", || match state.backoff_until_ms {
-            Some(until) if result.is_failure() => format!("{result:?}; next attempt in {} s", (until - ended) / 1000),
-            _ => format!("{result:?}"),
-        });
-        if let Ok(json) = serde_json::to_string(&state) {
-            self.lock().outbox.persist_fetch_state(json);
-        }
-        (Some(result), change)
-    }
-
-    /// A scheduled fetch (the fetch task, on the runtime): a change of decision is told to the
-    /// listener on an SDK callback thread, never on a runtime worker.
-    async fn scheduled_fetch(self: &Arc<Self>) -> Option<FetchResult> {
-        let (result, change) = self.fetch_config(Trigger::Schedule).await;
-        if let Some(c) = change {
-            // Queued first: if no callback thread can be had now, the next change tells it too.
-            self.untold.lock().unwrap_or_else(|p| p.into_inner()).push_back(c);
-            let shared = self.clone();
-            if crate::callback::spawn(move || shared.tell_untold()).is_none() {
-                self.event(log::Level::Error, "config", || "ConfigListener told later: too many app callbacks are stuck".into());
-            }
-        }
-        result
-    }
-
-    /// Parses and applies a fetched document; refused (and counted) if it is older than one
-    /// fetched before. Returns the result, the document's version and the change of decision.
-    fn apply_fetched(&self, text: &str, newest: Option<u64>) -> Result<(FetchResult, u64, Option<Change>), DualPubError> {
-        let config = self.parse_document(text)?;
-        let version = config.version;
-        if let Some(newest) = newest.filter(|&n| version < n) {
-            let e = crate::error::ConfigError::StaleVersion { version, newest };
-            self.config_refused(&e);
-            return Err(e.into());
-        }
-        if self.active().config == config {
-            return Ok((FetchResult::NotModified, version, None));
-        }
-        let (_, change) = self.apply_quietly(config, ConfigSource::Fetched, HostOverrides::new())?;
-        Ok((FetchResult::Applied { version }, version, change))
-    }
-
-    /// Called by the store thread with payloads it read back for `loaded.transport`: they go
-    /// back into the outbox and the transport is woken to take them. After a failed read
-    /// (logged) it is woken [`RELOAD_PAUSE`] later to ask again.
-    fn loaded(&self, loaded: store::Loaded) {
-        let t = loaded.transport;
-        if !loaded.unreadable.is_empty() {
-            let mut st = self.lock();
-            let gone = st.outbox.drop_unreadable(&loaded.unreadable);
-            self.unreadable(st, gone);
-        }
-        let Some(e) = loaded.failed else {
-            self.lock().outbox.install(t, loaded.bodies);
-            self.hub.wake(t);
-            return;
-        };
-        // The transport's read stays "in progress" for the pause, so no take asks again sooner.
-        self.hub.metrics.storage_error();
-        self.event(log::Level::Error, "storage", || {
-            format!("cannot read queued locations back for {} ({e}); trying again in {} s", t.as_str(), RELOAD_PAUSE.as_secs())
-        });
-        let hub = self.hub.clone();
-        let retry = move || {
-            hub.lock().outbox.install(t, Vec::new());
-            hub.wake(t);
-        };
-        match crate::runtime::handle() {
-            Ok(rt) => drop(rt.spawn(async move {
-                tokio::time::sleep(RELOAD_PAUSE).await;
-                retry();
-            })),
-            Err(_) => retry(),
-        }
-    }
-
-    /// `gone` locations left the outbox (`st`) because the database cannot read them: counted
-    /// and logged; `flush` waiters and the upload burst see them gone.
-    fn unreadable(&self, st: MutexGuard<'_, State>, gone: u64) {
-        if gone > 0 {
-            self.hub.metrics.dropped(crate::metrics::DROPPED_UNREADABLE, gone);
-        }
-        self.hub.completed(st, &[]);
-        if gone > 0 {
-            self.event(log::Level::Warn, "dropped", || {
-                format!("{gone} location(s): {} (a damaged page of the outbox database)", crate::metrics::DROPPED_UNREADABLE)
-            });
-        }
-    }
-
-    /// Called by the store thread after it rebuilt the database: what the new file lacks is
-    /// written again from memory, or (only on the lost disk) leaves the outbox, counted.
-    fn rebuilt(&self, r: &store::Rebuilt) {
-        match r.cause {
-            store::RebuildCause::Corrupt(_) => self.hub.metrics.storage_reset(),
-            store::RebuildCause::Lost => self.hub.metrics.storage_error(),
-        }
-        self.event(log::Level::Error, "storage", || r.describe());
-        let mut st = self.lock();
-        let (again, gone) = st.outbox.rebuilt_without(&r.salvage.lost_rows, &r.salvage.lost_dead_letters);
-        self.unreadable(st, gone);
-        if again > 0 {
-            self.event(log::Level::Warn, "storage", || format!("wrote {again} location(s) the rebuilt outbox database lacked again from memory"));
-        }
-    }
-
-    /// Called by the store thread after each group commit.
-    fn committed(&self, commit: store::Commit) {
-        if let Some(r) = &commit.rebuilt {
-            self.rebuilt(r);
-        }
-        if commit.skipped > 0 {
-            self.event(log::Level::Error, "storage", || format!("left {} change(s) the damaged outbox database refused out of a commit", commit.skipped));
-        }
-        {
-            let mut st = self.lock();
-            // Durable, or the disk failed: either way the transports may have them now.
-            st.outbox.make_visible(&commit.durable);
-            match &commit.failed {
-                // In memory only (no room on the disk): committed, but nothing survives a kill.
-                None if self.memory_only => {}
-                None => {
-                    if let Some(&max) = commit.durable.iter().max() {
-                        st.durable_seq = st.durable_seq.max(max);
-                    }
-                    // On disk: beyond what the transports send next, their payloads leave memory.
-                    st.outbox.mark_on_disk(&commit.durable);
-                }
-                Some(e) => {
-                    self.hub.metrics.storage_error();
-                    self.event(log::Level::Error, "storage", || format!("cannot persist the outbox ({e}); delivering from memory and retrying"));
-                }
-            }
-        }
-        if let (Some(seq), None) = (commit.report_seq, &commit.failed) {
-            self.hub.report_persisted(seq);
-        }
-        if commit.abandoned > 0 {
-            self.event(log::Level::Error, "storage", || format!("gave up persisting {} change(s) at shutdown", commit.abandoned));
-        }
-        self.hub.progress.notify_all();
-        if !commit.durable.is_empty() {
-            self.hub.wake_all();
-        }
-    }
-}
-
-/// Starts the `dualpub-store` thread; the returned receiver fires when it has finished.
-fn start_store_writer(
-    db: store::Store,
-    rx: std::sync::mpsc::Receiver<store::Msg>,
-    shared: std::sync::Weak<Shared>,
-) -> Result<std::sync::mpsc::Receiver<()>, Error> {
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("dualpub-store".into())
-        .spawn(move || {
-            let for_loads = shared.clone();
-            store::run_writer(
-                db,
-                rx,
-                |commit| {
-                    if let Some(shared) = shared.upgrade() {
-                        shared.committed(commit);
-                    }
-                },
-                |loaded| {
-                    if let Some(shared) = for_loads.upgrade() {
-                        shared.loaded(loaded);
-                    }
-                },
-            );
-            let _ = done_tx.send(());
-        })
-        .map_err(|source| Error::Start { what: "the store thread", source })?;
-    Ok(done_rx)
 }
 
 /// The most locations one `sendLocations` call accepts: the lock that inserts them is held for
@@ -447,14 +90,11 @@ pub const MAX_LOCATIONS_PER_CALL: usize = 10_000;
 pub struct Publisher {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    tasks: crate::tasks::Tasks,
+    tasks: tasks::Tasks,
     /// The store writer's channel (to stop it) and the signal it sends when done.
     store_tx: std::sync::mpsc::Sender<store::Msg>,
     store_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
-
-/// How long a transport waits before asking again for payloads the database failed to read.
-const RELOAD_PAUSE: Duration = Duration::from_secs(5);
 
 /// How long `close` waits for the last group commit.
 const CLOSE_PERSIST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -472,22 +112,22 @@ impl Publisher {
     /// As [`Publisher::new`], with the clock the config fetcher schedules by (a
     /// [`crate::clock::ManualClock`] lets a test or simulation move time at will).
     pub fn with_clock(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, DualPubError> {
-        crate::logging::init();
+        crate::telemetry::logging::init();
         // No publisher, so no debug report yet: a failure here is logged and returned.
-        Self::start(config, token_provider, clock).map_err(|e| e.report(&crate::debug::Events::default()))
+        Self::start(config, token_provider, clock).map_err(|e| crate::telemetry::events::Events::default().failed(e))
     }
 
     fn start(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
         config.check()?;
         let mqtt_settings = mqtt::settings(&config)?;
-        let http = crate::http::client(&config, crate::http::Redirects::Never)?;
+        let http = crate::http::client(config.pubsub.ca_certificates_pem.as_deref(), crate::http::Redirects::Never)?;
         let rt = runtime::handle()?;
-        let mut r = crate::startup::restore(&config, crate::http::client(&config, crate::http::Redirects::Safe)?, clock.clone())?;
+        let mut r = start::restore(&config, crate::http::client(config.pubsub.ca_certificates_pem.as_deref(), crate::http::Redirects::Safe)?, clock.clone())?;
         let setup = crate::hub::Setup {
             active: r.active,
             max_seq: r.max_seq,
             tally: r.tally,
-            identity: crate::report::Identity {
+            identity: crate::telemetry::reports::Identity {
                 device_id: config.device_id.clone(),
                 company_id: config.company_id.clone(),
                 os_version: config.os_version.clone(),
@@ -497,10 +137,10 @@ impl Publisher {
             clock,
             upload_window_secs: config.upload_window_secs,
         };
-        let hub = Arc::new(Hub::new(r.outbox, setup, crate::debug::Events::default()));
+        let hub = Arc::new(Hub::new(r.outbox, setup, crate::telemetry::events::Events::default()));
         // Every commit persists the reports' tally (counters, schedule, last seq) with the outbox.
         let tallying = Arc::downgrade(&hub);
-        r.db.record_tally(Box::new(move || serde_json::to_string(&tallying.upgrade()?.tally()).ok()));
+        r.db.record_tally(Box::new(move || serde_json::to_string(&tallying.upgrade()?.reporter().tally()).ok()));
         for (level, kind, message) in r.notes {
             hub.event(level, kind, || message);
         }
@@ -516,7 +156,7 @@ impl Publisher {
             hub.metrics.dropped(crate::outbox::Eviction::DeadLettersFull.as_str(), r.dead_letters_dropped);
         }
         if r.unreadable > 0 {
-            hub.metrics.dropped(crate::metrics::DROPPED_UNREADABLE, r.unreadable);
+            hub.metrics.dropped(crate::telemetry::metrics::DROPPED_UNREADABLE, r.unreadable);
         }
         hub.metrics.recovered(r.recovered);
         let pubsub_settings = pubsub::Settings::from_config(&config);
@@ -525,15 +165,13 @@ impl Publisher {
             hub: hub.clone(),
             debug_local: Mutex::new(None),
             precise_coordinates: AtomicBool::new(false),
-            config_listener: Mutex::new(None),
-            untold: Mutex::new(Default::default()),
-            telling: AtomicBool::new(false),
+            listener: listener::Listener::default(),
             config_rejected: AtomicU64::new(0),
             fetcher: r.fetcher,
             memory_only: r.memory_only,
         });
         shared.refresh_debug_mode(shared.active().config.debug_mode);
-        let store_done = start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
+        let store_done = store_thread::start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
         let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(token_provider));
         let fetching = shared.clone();
@@ -541,11 +179,11 @@ impl Publisher {
         let (reporting, report_rx) = (hub.clone(), rx.clone());
         let (windowing, window_rx) = (hub.clone(), rx.clone());
         let tasks = vec![
-            rt.spawn(crate::window::run(windowing, window_rx)),
+            rt.spawn(tasks::window(windowing, window_rx)),
             rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
-            rt.spawn(async move { crate::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
-            rt.spawn(crate::report::run(reporting, report_rx)),
+            rt.spawn(async move { crate::config::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
+            rt.spawn(tasks::reports(reporting, report_rx)),
         ];
         // A backlog restored from disk gets a burst now: a start is a good moment to send, and
         // with a window nothing else would schedule one until a new location arrives.
@@ -553,7 +191,7 @@ impl Publisher {
         if backlog {
             shared.hub.open_burst(None);
         }
-        Ok(Publisher { shared, shutdown, tasks: crate::tasks::Tasks::new(tasks), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
+        Ok(Publisher { shared, shutdown, tasks: tasks::Tasks::new(tasks), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
     }
 
     /// Validates `location`, gives it an eventId and queues it for every transport the decision
@@ -599,7 +237,7 @@ impl Publisher {
             if fallback {
                 hub.metrics.fallback(count);
             }
-            let mut reports = hub.reports();
+            let mut reports = hub.reporter().slots();
             let (mut next_seq, mut loc_seq) = (st.next_seq, st.last_loc_seq);
             st.outbox.batched(|outbox| {
                 for (fields, ts) in started {
@@ -630,7 +268,8 @@ impl Publisher {
             let precise = self.shared.precise_coordinates.load(Ordering::Relaxed);
             for (id, loc) in ids.iter().zip(&locations) {
                 hub.event(log::Level::Debug, "accepted", || {
-                    let (lat, lon) = (crate::logging::coordinate(loc.latitude, precise), crate::logging::coordinate(loc.longitude, precise));
+                    let (lat, lon) =
+                        (crate::telemetry::logging::coordinate(loc.latitude, precise), crate::telemetry::logging::coordinate(loc.longitude, precise));
                     format!(
                         "{id} at {lat},{lon} for {}",
                         match (mqtt, pubsub) {
@@ -654,7 +293,7 @@ impl Publisher {
     /// Applies a migration config at once; returns the new decision. An invalid config is
     /// refused and the one in force stays.
     pub fn apply_config(&self, config: MigrationConfig) -> Result<RolloutDecision, DualPubError> {
-        self.shared.apply(config, crate::remote::ConfigSource::App, HostOverrides::new())
+        self.shared.apply(config, crate::config::source::ConfigSource::App, HostOverrides::new())
     }
 
     /// Applies the host app's remote values (Firebase Remote Config keys, docs/CONTRACT.md#host-remote-values) on
@@ -662,15 +301,15 @@ impl Publisher {
     pub fn apply_remote_values(&self, values: std::collections::HashMap<String, String>) -> Result<RolloutDecision, DualPubError> {
         let current = self.shared.active();
         let (config, host_overrides) =
-            crate::remote::from_remote_values(&current.config, &current.host_overrides, &values).inspect_err(|e| self.shared.config_refused(e))?;
-        self.shared.apply(config, crate::remote::ConfigSource::Host, host_overrides)
+            crate::config::source::from_remote_values(&current.config, &current.host_overrides, &values).inspect_err(|e| self.shared.config_refused(e))?;
+        self.shared.apply(config, crate::config::source::ConfigSource::Host, host_overrides)
     }
 
     /// What the SDK knows about the config in force and about fetching it.
-    pub fn config_status(&self) -> crate::remote::ConfigStatus {
+    pub fn config_status(&self) -> crate::config::source::ConfigStatus {
         let a = self.shared.active();
         let f = self.shared.fetcher.snapshot();
-        crate::remote::ConfigStatus {
+        crate::config::source::ConfigStatus {
             version: a.config.version,
             source: a.source,
             applied_at_ms: a.applied_at_ms,
@@ -688,42 +327,42 @@ impl Publisher {
     /// earlier failure's backoff is in force, and applies it. A fetch that starts while this call
     /// waits for one in progress answers for it too. Blocks at most
     /// 25 s: background threads only (an async task gets `Internal`).
-    pub fn refresh_config(&self) -> Result<crate::fetch::FetchResult, DualPubError> {
-        self.run_fetch(crate::fetch::Trigger::Refresh).map(|r| r.unwrap_or(crate::fetch::FetchResult::NotConfigured))
+    pub fn refresh_config(&self) -> Result<crate::config::fetch::FetchResult, DualPubError> {
+        self.run_fetch(crate::config::fetch::Trigger::Refresh).map(|r| r.unwrap_or(crate::config::fetch::FetchResult::NotConfigured))
     }
 
     /// Runs the fetch schedule once, now, as the background task does when its timer fires:
     /// fetches only if due, in the foreground and not in backoff. `None` when it made no attempt.
     /// Blocks like [`Publisher::refresh_config`]. For tests and simulations with a `ManualClock`.
-    pub fn poll_config(&self) -> Result<Option<crate::fetch::FetchResult>, DualPubError> {
-        self.run_fetch(crate::fetch::Trigger::Schedule)
+    pub fn poll_config(&self) -> Result<Option<crate::config::fetch::FetchResult>, DualPubError> {
+        self.run_fetch(crate::config::fetch::Trigger::Schedule)
     }
 
-    fn run_fetch(&self, trigger: crate::fetch::Trigger) -> Result<Option<crate::fetch::FetchResult>, DualPubError> {
-        use crate::fetch::{FetchResult, REFRESH_TIMEOUT};
+    fn run_fetch(&self, trigger: crate::config::fetch::Trigger) -> Result<Option<crate::config::fetch::FetchResult>, DualPubError> {
+        use crate::config::fetch::{FetchResult, REFRESH_TIMEOUT};
         let events = &self.shared.hub.events;
         if self.is_closed() {
-            return Err(Error::Closed.report(events));
+            return Err(events.failed(Error::Closed));
         }
         if tokio::runtime::Handle::try_current().is_ok() {
             // Blocking here would hold an async worker (perhaps one the fetch itself needs).
-            return Err(Error::WouldBlock("refreshConfig").report(events));
+            return Err(events.failed(Error::WouldBlock("refreshConfig")));
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let shared = self.shared.clone();
-        runtime::handle().map_err(|e| e.report(events))?.spawn(async move {
+        runtime::handle().map_err(|e| events.failed(e))?.spawn(async move {
             // One deadline for waiting on a fetch in progress and for our own.
             let r = tokio::time::timeout(REFRESH_TIMEOUT, shared.fetch_config(trigger)).await;
             let timed_out = || (Some(FetchResult::Failed { reason: format!("no answer within {} s", REFRESH_TIMEOUT.as_secs()) }), None);
             let _ = tx.send(r.unwrap_or_else(|_| timed_out()));
         });
-        let (result, change) = rx.recv_timeout(REFRESH_TIMEOUT + Duration::from_secs(5)).map_err(|_| Error::Lost("the config fetch").report(events))?;
+        let (result, change) = rx.recv_timeout(REFRESH_TIMEOUT + Duration::from_secs(5)).map_err(|_| events.failed(Error::Lost("the config fetch")))?;
         if self.is_closed() {
-            return Err(Error::Closed.report(events));
+            return Err(events.failed(Error::Closed));
         }
         // The listener hears of the change on this (the app's) thread, before the call returns.
         if let Some((old, new)) = change {
-            self.shared.tell_listener(old, new);
+            self.shared.listener.tell(old, new);
         }
         Ok(result)
     }
@@ -735,10 +374,10 @@ impl Publisher {
     }
 
     /// Registers the app's listener for decision changes (`None` removes it).
-    pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::remote::ConfigListener>>) {
+    pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::config::source::ConfigListener>>) {
         let st = self.shared.lock();
         // After close nothing is kept: a listener holding its publisher would never be freed.
-        let old = std::mem::replace(&mut *self.shared.config_listener.lock().unwrap_or_else(|p| p.into_inner()), if st.closed { None } else { listener });
+        let old = self.shared.listener.replace(if st.closed { None } else { listener });
         drop(st);
         // The old listener is released (a call into the app's runtime) with no lock held.
         drop(old);
@@ -807,7 +446,7 @@ impl Publisher {
     }
 
     /// Registers the app's debug listener (`None` removes it).
-    pub fn set_debug_listener(&self, listener: Option<Arc<dyn crate::debug::DebugListener>>) {
+    pub fn set_debug_listener(&self, listener: Option<Arc<dyn crate::telemetry::events::DebugListener>>) {
         let st = self.shared.lock();
         self.shared.hub.events.set_listener(if st.closed { None } else { listener });
     }
@@ -848,10 +487,10 @@ impl Publisher {
                 "configured": self.shared.settings.remote_config_url.is_some(),
                 "foreground": self.shared.fetcher.foreground(),
                 // Without the URL: it may carry a key in its query.
-                "state": crate::fetch::FetchState { url: None, ..self.shared.fetcher.snapshot() },
+                "state": crate::config::fetch::FetchState { url: None, ..self.shared.fetcher.snapshot() },
                 "nextFetchAtMs": self.shared.fetcher.next_due_ms(),
             },
-            "reports": self.shared.hub.reports().status(),
+            "reports": self.shared.hub.reporter().slots().status(),
             "recentErrors": self.shared.hub.events.recent(),
         });
         report.to_string()
@@ -953,7 +592,7 @@ impl Publisher {
         hub.open_burst(None);
         let start = Instant::now();
         let mut st = self.shared.lock();
-        while Transport::ALL.into_iter().any(|t| !hub.link_down(t) && hub.reports().leaving(t, hub.link_up(t))) {
+        while Transport::ALL.into_iter().any(|t| !hub.links.down(t) && hub.reporter().slots().leaving(t, hub.links.up(t))) {
             let left = CLOSE_REPORT_WAIT.saturating_sub(start.elapsed());
             if left.is_zero() {
                 break;
@@ -979,7 +618,7 @@ impl Publisher {
     /// report if two intervals passed without location traffic. Returns whether it cut one.
     /// For tests and simulations with a [`crate::clock::ManualClock`].
     pub fn poll_reports(&self) -> bool {
-        self.shared.hub.report_tick()
+        self.shared.hub.reporter().tick()
     }
 
     /// Whether `close` was called.
@@ -997,7 +636,7 @@ impl Publisher {
             let mut st = self.shared.lock();
             let was_closed = std::mem::replace(&mut st.closed, true);
             if !was_closed {
-                self.shared.hub.cut_report(&st, crate::report::Trigger::Shutdown);
+                self.shared.hub.reporter().cut(&st, crate::telemetry::reports::Trigger::Shutdown);
             }
             was_closed
         };
@@ -1008,7 +647,7 @@ impl Publisher {
         let _ = self.shutdown.send(true);
         self.shared.hub.progress.notify_all();
         if self.shared.hub.events.set_debug_mode(false) {
-            crate::logging::debug_mode_changed(false);
+            crate::telemetry::logging::debug_mode_changed(false);
         }
         // Drop the app's listeners (a listener that holds its publisher forms a cycle across
         // the FFI) and end the `dualpub-debug` thread now, not when the object is freed.

@@ -6,9 +6,10 @@
 //! report waits in. It knows nothing of the network: the transports ask the hub for a report
 //! when they have room, and tell it when one was acknowledged.
 
-use crate::metrics::Histogram;
+use crate::config::rollout::RolloutDecision;
+use crate::config::MIN_REPORT_INTERVAL_SECS;
 use crate::outbox::Transport;
-use crate::rollout::RolloutDecision;
+use crate::telemetry::metrics::Histogram;
 use crate::wire::Route;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,12 +17,6 @@ use std::sync::Arc;
 
 /// The largest report, in bytes; event-time buckets are left out (oldest first) to stay within it.
 pub const MAX_REPORT_BYTES: usize = 4096;
-/// Default time between two reports, in seconds.
-pub const DEFAULT_INTERVAL_SECS: u32 = 900;
-/// Least time between two reports, whatever the config says (only `close` may report sooner).
-pub const MIN_INTERVAL_SECS: u32 = 300;
-/// Most time between two reports a config may ask for.
-pub const MAX_INTERVAL_SECS: u32 = 86_400;
 /// Most reports cut in one day of the run clock (the time the SDK observed, which a wall clock
 /// set back or forward does not move), `close` included.
 pub const MAX_REPORTS_PER_DAY: u32 = 300;
@@ -425,7 +420,7 @@ impl Reports {
     /// `trigger`: never more than [`MAX_REPORTS_PER_DAY`] a day of the run clock, of which at
     /// most [`MAX_TRIGGERED_PER_DAY`] for config changes and breakers; a config-change report
     /// never sooner than [`CONFIG_REPORT_GAP_MS`] after the last one, a breaker report never
-    /// sooner than [`MIN_INTERVAL_SECS`] after the last report, a periodic one never sooner than
+    /// sooner than [`MIN_REPORT_INTERVAL_SECS`] after the last report, a periodic one never sooner than
     /// the interval (at least that).
     pub fn may_cut(&self, trigger: Trigger, interval_secs: u32, now_ms: i64, run_ms: i64) -> bool {
         let today = self.base.day == run_ms.div_euclid(DAY_MS);
@@ -445,9 +440,9 @@ impl Reports {
             // A config change cuts one (within the caps) so that its counters are attributed to
             // the decision they accrued under; a flapping config, once a minute.
             Trigger::Config => self.base.config_cut_run_ms.is_none_or(|t| run_ms < t || run_ms - t >= CONFIG_REPORT_GAP_MS),
-            Trigger::Breaker => since.is_none_or(|d| elapsed(d, secs(MIN_INTERVAL_SECS))),
-            Trigger::Interval => since.is_none_or(|d| elapsed(d, secs(interval_secs.max(MIN_INTERVAL_SECS)))),
-            Trigger::Silent => elapsed(now_ms.saturating_sub(self.quiet_since_ms()), 2 * secs(interval_secs.max(MIN_INTERVAL_SECS))),
+            Trigger::Breaker => since.is_none_or(|d| elapsed(d, secs(MIN_REPORT_INTERVAL_SECS))),
+            Trigger::Interval => since.is_none_or(|d| elapsed(d, secs(interval_secs.max(MIN_REPORT_INTERVAL_SECS)))),
+            Trigger::Silent => elapsed(now_ms.saturating_sub(self.quiet_since_ms()), 2 * secs(interval_secs.max(MIN_REPORT_INTERVAL_SECS))),
         }
     }
 
@@ -458,7 +453,7 @@ impl Reports {
 
     /// When a silent report becomes due (device clock, ms).
     pub fn silent_due_ms(&self, interval_secs: u32) -> i64 {
-        self.quiet_since_ms().saturating_add(2 * i64::from(interval_secs.max(MIN_INTERVAL_SECS)) * 1000)
+        self.quiet_since_ms().saturating_add(2 * i64::from(interval_secs.max(MIN_REPORT_INTERVAL_SECS)) * 1000)
     }
 
     /// A config change came too soon after the last config report: it is reported once the
@@ -579,40 +574,10 @@ impl Reports {
     }
 }
 
-/// The report schedule's task: cuts a silent report when two intervals passed without location
-/// traffic (the only time a report wakes the radio by itself while the app runs). Sleeps until
-/// then, re-reading the clock at least every five minutes; until shutdown.
-pub(crate) async fn run(hub: Arc<crate::hub::Hub>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    const RECHECK_MS: i64 = 300_000;
-    loop {
-        // Past due and not cut (the daily cap): look again in five minutes, not in a loop.
-        let wait_ms = hub.silent_report_due_ms().map_or(RECHECK_MS, |due| match due.saturating_sub(hub.now_ms()) {
-            d if d <= 0 => RECHECK_MS,
-            d => d.clamp(1_000, RECHECK_MS),
-        });
-        let mut wait = std::time::Duration::from_millis(wait_ms as u64);
-        // A config change deferred by the once-a-minute rule is reported when the minute ends.
-        if let Some(due) = hub.config_report_due_in() {
-            wait = wait.min(due + std::time::Duration::from_millis(10));
-        }
-        // A report backing off after a failed send is tried again when its pause ends.
-        let retry = hub.reports().next_retry();
-        if let Some(at) = retry {
-            wait = wait.min(at.saturating_duration_since(std::time::Instant::now()) + std::time::Duration::from_millis(10));
-        }
-        if !crate::transport::sleep_or_shutdown(wait, &mut shutdown).await {
-            return;
-        }
-        if !hub.report_tick() && retry.is_some_and(|at| std::time::Instant::now() >= at) {
-            hub.wake_all();
-        }
-    }
-}
-
 /// The report's JSON, with as many event-time buckets (newest kept) as fit in
 /// [`MAX_REPORT_BYTES`].
 fn document(id: &Identity, tally: &Tally, now: &Now, trigger: Trigger, now_ms: i64, buckets: &BTreeMap<i64, Bucket>, dropped: u64) -> Vec<u8> {
-    let d = now.decision.clone().unwrap_or_else(|| crate::rollout::decide(&Default::default(), &id.device_id, None));
+    let d = now.decision.clone().unwrap_or_else(|| crate::config::rollout::decide(&Default::default(), &id.device_id, None));
     let route = Route::of(d.mqtt_enabled, d.pubsub_enabled);
     let rows: Vec<[i64; 6]> =
         buckets.iter().map(|(start, b)| [*start, b.accepted as i64, b.acked[0] as i64, b.acked[1] as i64, b.first_seq as i64, b.last_seq as i64]).collect();
@@ -677,7 +642,7 @@ mod tests {
     use super::*;
 
     fn now(interval: u32) -> Now {
-        Now { interval_secs: interval, decision: Some(crate::rollout::decide(&Default::default(), "d-1", None)), ..Now::default() }
+        Now { interval_secs: interval, decision: Some(crate::config::rollout::decide(&Default::default(), "d-1", None)), ..Now::default() }
     }
 
     fn id() -> Identity {
@@ -812,7 +777,7 @@ mod tests {
             run.rejected.insert(format!("invalid_{field}"), big);
         }
         run.rejected.insert("timestamp_in_future".into(), big);
-        for reason in ["outbox_full", "too_old", "dead_letters_full", "dead_letter_too_old", crate::metrics::DROPPED_UNREADABLE] {
+        for reason in ["outbox_full", "too_old", "dead_letters_full", "dead_letter_too_old", crate::telemetry::metrics::DROPPED_UNREADABLE] {
             run.dropped.insert(reason.into(), big);
         }
         for result in ["applied", "not_modified", "rejected", "failed"] {
@@ -832,7 +797,15 @@ mod tests {
         let id =
             // Ids that double when escaped in JSON: the most a valid id can cost.
             Identity { device_id: "\"".repeat(128), company_id: Some("\\".repeat(128)), os_version: Some("v".repeat(32)), app_version: Some("a".repeat(32)) };
-        let n = Now { run, latency, depth: [big, big], oldest_seq: [big, big], oldest_age_seconds: 1e9, interval_secs: MAX_INTERVAL_SECS, ..now(900) };
+        let n = Now {
+            run,
+            latency,
+            depth: [big, big],
+            oldest_seq: [big, big],
+            oldest_age_seconds: 1e9,
+            interval_secs: crate::config::MAX_REPORT_INTERVAL_SECS,
+            ..now(900)
+        };
         let seq = r.cut(&id, &n, Trigger::Breaker, [true, false], i64::MAX / 4, i64::MAX / 4);
         r.persisted(seq);
         let bytes = r.take(Transport::Mqtt).unwrap().bytes;
@@ -875,9 +848,9 @@ mod tests {
             // MQTT sends 1 and 2; only 2 is acknowledged: 1 stays in flight, 3 and 4 pending.
             st.outbox.take(Transport::Mqtt, 2, usize::MAX, |l| l);
             st.outbox.ack(Transport::Mqtt, &[2]);
-            assert!(hub.cut_report(&st, Trigger::Shutdown));
+            assert!(hub.reporter().cut(&st, Trigger::Shutdown));
         }
-        let doc = taken(&mut hub.reports(), Transport::Mqtt, 1);
+        let doc = taken(&mut hub.reporter().slots(), Transport::Mqtt, 1);
         let g = &doc["gauges"];
         assert_eq!([&g["mqttDepth"], &g["mqttOldestSeq"], &g["pubsubDepth"], &g["pubsubOldestSeq"]], [3, 1, 0, 0], "{doc}");
     }
