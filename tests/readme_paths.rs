@@ -42,7 +42,9 @@ fn this_file_holds_the_readme_example() {
     let _compiled: fn(&str, i64) -> Outcome = readme_example;
     let readme = include_str!("../README.md");
     let block = readme.split("```rust\n").nth(1).and_then(|b| b.split("```").next()).expect("README has a Rust block");
-    let strip = |s: &str| s.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<String>().replace(char::is_whitespace, "").replace(",}", "}").replace(",)", ")");
+    let strip = |s: &str| {
+        s.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<String>().replace(char::is_whitespace, "").replace(",}", "}").replace(",)", ")")
+    };
     let here = strip(include_str!("readme_paths.rs"));
     for statement in strip(block).split_inclusive(';') {
         let statement = statement.trim_start_matches("usedualpub::{Location,Publisher,SdkConfig};");
