@@ -340,7 +340,8 @@ impl Gate {
             return Next::Idle;
         }
         match (s.open, s.due) {
-            (Some(progress), _) => Next::At(progress + BURST_STALL),
+            // A blocking flush's burst stays open until its deadline, stalled or not.
+            (Some(progress), _) => Next::At((progress + BURST_STALL).max(s.urgent_until.unwrap_or(progress))),
             (None, Some(due)) => Next::At(due),
             (None, None) => Next::Idle,
         }
@@ -358,11 +359,14 @@ impl Gate {
     }
 
     /// The window task's tick at `now`: opens a due burst (true: wake the transports) or closes
-    /// a stalled one, given what each transport owes.
+    /// a stalled one (after a blocking flush's deadline, if one holds it), given what each
+    /// transport owes.
     pub fn tick(&self, now: Instant, owed: [bool; 2], target: u64) -> bool {
         let mut s = self.lock();
         match (s.open, s.due) {
-            (Some(progress), _) if now >= progress + BURST_STALL => {
+            // Stalled: closed, unless a blocking flush holds it open until its deadline (the
+            // transports keep retrying at their own backoff meanwhile).
+            (Some(progress), _) if now >= progress + BURST_STALL && !s.urgent(now) => {
                 Self::close(&mut s, owed, now);
                 false
             }
@@ -567,6 +571,24 @@ mod tests {
         assert!(g.may_send(Transport::PubSub), "the transport retries at its own backoff");
         assert!(g.settled(NONE, 0, t0), "drained: closed");
         assert!(!g.may_send(Transport::PubSub), "and the urgency ends with it");
+    }
+
+    #[test]
+    fn a_blocking_flush_s_burst_outlives_the_stall_rule_until_its_deadline() {
+        let g = Gate::new(30, None);
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(95);
+        assert!(g.open_urgent(t0, deadline, 10));
+        assert!(!g.failed(Transport::PubSub, BOTH, 0, t0));
+        // No progress for 30 s: a plain burst would close; the flush's stays open and urgent.
+        assert_eq!(g.next(), Next::At(deadline), "the window task waits for the flush's deadline");
+        assert!(!g.tick(t0 + BURST_STALL, BOTH, 10));
+        assert!(g.is_open() && g.may_send(Transport::PubSub), "still retrying at its own backoff");
+        assert!(!g.tick(t0 + Duration::from_secs(60), BOTH, 10));
+        assert!(g.may_send(Transport::Mqtt));
+        // The deadline passes with nothing delivered: now the stall rule closes it.
+        assert!(!g.tick(deadline, BOTH, 10));
+        assert!(!g.is_open() && !g.may_send(Transport::PubSub));
     }
 
     #[test]
