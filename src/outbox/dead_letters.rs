@@ -33,6 +33,18 @@ pub const MAX_DEAD_LETTER_BYTES: usize = 16 << 20;
 /// A dead letter with when it was dead-lettered, on the run clock.
 type KeptLetter = (DeadLetter, i64);
 
+/// The letter an app sees of a stored one (a payload that is not UTF-8 is shown lossily).
+fn letter(d: &StoredDeadLetter) -> DeadLetter {
+    DeadLetter {
+        id: d.id,
+        event_id: d.event_id.clone(),
+        payload: String::from_utf8_lossy(&d.payload).into_owned(),
+        transport: d.transport,
+        error: d.error.clone(),
+        timestamp_ms: d.timestamp_ms,
+    }
+}
+
 /// The kept dead letters, oldest (lowest id) first.
 #[derive(Debug, Default)]
 pub(super) struct DeadLetters {
@@ -49,21 +61,7 @@ impl DeadLetters {
     pub fn restore(&mut self, stored: Vec<StoredDeadLetter>, at: impl Fn(Option<i64>) -> i64) {
         self.next_id = self.next_id.max(stored.iter().map(|d| d.id).max().unwrap_or(0));
         self.bytes = stored.iter().map(|d| d.payload.len()).sum();
-        self.letters = stored
-            .into_iter()
-            .map(|d| {
-                let kept_at = at(d.observed_at_ms);
-                let letter = DeadLetter {
-                    id: d.id,
-                    event_id: d.event_id,
-                    payload: String::from_utf8_lossy(&d.payload).into_owned(),
-                    transport: d.transport,
-                    error: d.error,
-                    timestamp_ms: d.timestamp_ms,
-                };
-                (letter, kept_at)
-            })
-            .collect();
+        self.letters = stored.iter().map(|d| (letter(d), at(d.observed_at_ms))).collect();
     }
 
     /// Keeps a new letter (run-clock time `now`); returns what to persist.
@@ -75,19 +73,11 @@ impl DeadLetters {
             payload: payload.to_vec(),
             timestamp_ms,
             transport,
-            error: error.clone(),
+            error,
             observed_at_ms: Some(now),
         };
         self.bytes += payload.len();
-        let letter = DeadLetter {
-            id: stored.id,
-            event_id: stored.event_id.clone(),
-            payload: String::from_utf8_lossy(payload).into_owned(),
-            transport,
-            error,
-            timestamp_ms,
-        };
-        self.letters.push_back((letter, now));
+        self.letters.push_back((letter(&stored), now));
         stored
     }
 

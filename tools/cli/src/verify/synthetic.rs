@@ -23,9 +23,7 @@ fn location(n: u64) -> (Vec<u8>, bool) {
 
 /// Peak resident memory of this process (VmHWM), bytes.
 fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    crate::bench::procfs::Status::read().ok().map(|s| s.hwm_kib * 1024)
 }
 
 /// Feeds `n` locations (each on MQTT, a quarter on Pub/Sub too; one a millisecond, each
