@@ -8,8 +8,9 @@
 //! location accepted before it opened. The burst closes as soon as those are delivered (MQTT
 //! hangs up then, so no keep-alive ping falls between bursts; what arrived meanwhile gets the
 //! next burst) or every transport still owing something failed in it or sits out. A
-//! transport that failed sits out the following bursts for a while (W doubling up to
-//! [`OUTAGE_MAX_GAP`], reset by its next delivery), so an hour of outage costs it a bounded
+//! transport that failed sits out the following bursts for a while (W for its first
+//! [`STEADY_FAILURES`] failures in a row, then doubling up to [`OUTAGE_MAX_GAP`], reset by its
+//! next delivery or cut short by `Hub::rouse`), so an hour of outage costs it a bounded
 //! number of attempts while the other transport keeps its window. While the app says the network
 //! is unavailable nothing is attempted at all. A window of 0 keeps sending at once (the
 //! transports' own retry backoff applies), only the network switch holds them.
@@ -24,8 +25,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The longest a failing transport sits out bursts (an outage costs each transport about
-/// 3600 / 300 + 4 attempts an hour).
+/// 3600 / 300 + 7 attempts an hour).
 pub(crate) const OUTAGE_MAX_GAP: Duration = Duration::from_secs(300);
+
+/// Failures in a row after which a transport sits out more than one window: a link black-holed
+/// for a minute or two (a tunnel, a lift) is tried at every burst, so its return is noticed
+/// within a window; a longer outage backs off.
+pub(crate) const STEADY_FAILURES: u32 = 3;
 
 /// A burst with no progress for this long closes (a transport hanging on a dead link).
 pub(crate) const BURST_STALL: Duration = Duration::from_secs(30);
@@ -251,8 +257,8 @@ impl Gate {
         s.open.map(|_| s.target)
     }
 
-    /// Transport `t` failed in the open burst: it sits out bursts for W, 2 W, 4 W … up to
-    /// [`OUTAGE_MAX_GAP`] after each failure in a row; `owed` is what each transport still
+    /// Transport `t` failed in the open burst: it sits out bursts for W after each of its first
+    /// [`STEADY_FAILURES`] failures in a row, then 2 W, 4 W … up to [`OUTAGE_MAX_GAP`]; `owed` is what each transport still
     /// owes, `delivered_through` the highest outbox sequence number up to which every location
     /// has left the outbox. Returns whether the burst closed.
     pub fn failed(&self, t: Transport, owed: [bool; 2], delivered_through: u64, now: Instant) -> bool {
@@ -301,10 +307,21 @@ impl Gate {
         s.failed_at[t.index()] = None;
     }
 
-    /// How long a transport sits out after its `outage`-th failure in a row: W, 2 W, 4 W … up
-    /// to [`OUTAGE_MAX_GAP`], never less than W.
+    /// Transport `t` is told to try again now (see `Hub::rouse`): it stops sitting out bursts;
+    /// its failures in a row still count, so a failure now sits out as long as it would have.
+    pub fn rouse(&self, t: Transport) {
+        let mut s = self.lock();
+        s.sit_out_until[t.index()] = None;
+        s.failed[t.index()] = false;
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// How long a transport sits out after its `outage`-th failure in a row: W for the first
+    /// [`STEADY_FAILURES`], then 2 W, 4 W … up to [`OUTAGE_MAX_GAP`], never less than W.
     fn sit_out(window: Duration, outage: u32) -> Duration {
-        window.saturating_mul(1u32 << outage.min(16).saturating_sub(1)).min(OUTAGE_MAX_GAP).max(window)
+        let doublings = outage.saturating_sub(STEADY_FAILURES).min(16);
+        window.saturating_mul(1u32 << doublings).min(OUTAGE_MAX_GAP).max(window)
     }
 
     fn close_if_done(s: &mut State, owed: [bool; 2], delivered_through: u64, now: Instant) -> bool {
@@ -528,7 +545,7 @@ mod tests {
         let g = Gate::new(30, None);
         let mut now = Instant::now();
         let mut gaps = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..8 {
             assert!(g.open_now(now, 10));
             assert!(g.may_send_at(Transport::PubSub, now));
             assert!(!g.failed(Transport::PubSub, BOTH, 0, now), "MQTT still sends in this burst");
@@ -539,12 +556,31 @@ mod tests {
             now = due;
             assert!(g.tick(now, BOTH, 10) || !g.is_open());
         }
-        assert_eq!(gaps, [30, 60, 120, 240, 300, 300], "Pub/Sub's sit-out decides the next burst for what only it owes");
+        assert_eq!(gaps, [30, 30, 30, 60, 120, 240, 300, 300], "Pub/Sub's sit-out decides the next burst for what only it owes");
         g.delivered(Transport::PubSub);
         assert!(g.open_now(now, 10));
         assert!(g.settled(NONE, 0, now));
         g.work_owed(now);
         assert_eq!(g.next(), Next::At(now + Duration::from_secs(30)), "back to the window");
+    }
+
+    #[test]
+    fn a_roused_transport_stops_sitting_out_but_its_failures_still_count() {
+        let g = Gate::new(30, None);
+        let t0 = Instant::now();
+        for i in 0..5 {
+            let now = t0 + Duration::from_secs(i);
+            assert!(g.open_now(now, 10));
+            g.failed(Transport::PubSub, BOTH, 0, now);
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(g.open_now(t1, 10) && !g.may_send_at(Transport::PubSub, t1), "five failures: it sits out 120 s");
+        g.rouse(Transport::PubSub);
+        assert!(g.may_send_at(Transport::PubSub, t1), "roused (MQTT's link came back): it joins this burst");
+        g.failed(Transport::PubSub, [false, true], 0, t1);
+        assert!(!g.may_send_at(Transport::PubSub, t1 + Duration::from_secs(239)), "a sixth failure sits out 240 s, as it would have");
+        let t2 = t1 + Duration::from_secs(240);
+        assert!(g.open_now(t2, 10) && g.may_send_at(Transport::PubSub, t2));
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod links;
 mod reporter;
 
 pub(crate) use lane::Lane;
-pub(crate) use links::{Link, Links};
+pub(crate) use links::{Link, Links, Rousers};
 pub(crate) use reporter::Reporter;
 
 use crate::config::rollout::RolloutDecision;
@@ -87,6 +87,8 @@ pub(crate) struct Hub {
     /// Per transport, what its last attempt said of the link, so `close` waits a moment for
     /// the last report over a link that is up or not yet tried.
     pub links: Links,
+    /// Per transport, cuts a retry backoff short (the link is likely back, or the app asks).
+    rousers: Rousers,
     /// When the transports may send: upload bursts and the app's network switch (a leaf lock).
     pub gate: gate::Gate,
 }
@@ -132,6 +134,7 @@ impl Hub {
             reports_allowed,
             clock,
             links: Links::default(),
+            rousers: Rousers::default(),
             gate,
         }
     }
@@ -206,10 +209,11 @@ impl Hub {
         }
     }
 
-    /// Opens an upload burst now (flush, `flushNow`, the network back) and wakes the transports;
-    /// with nothing owed it closes again at once. `until`: a blocking flush's deadline, before
-    /// which failures do not end the burst.
+    /// Opens an upload burst now (flush, `flushNow`, the network back) and wakes the transports,
+    /// cutting their retry backoff short; with nothing owed it closes again at once. `until`: a
+    /// blocking flush's deadline, before which failures do not end the burst.
     pub fn open_burst(&self, until: Option<Instant>) {
+        Transport::ALL.into_iter().for_each(|t| self.rouse(t));
         let now = Instant::now();
         let st = self.lock();
         let target = st.next_seq - 1;
@@ -259,6 +263,19 @@ impl Hub {
     /// Wakes both transport tasks.
     pub fn wake_all(&self) {
         Transport::ALL.into_iter().for_each(|t| self.wake(t));
+    }
+
+    /// Tells transport `t` to try again now: it no longer sits out upload bursts after a
+    /// failure, and a retry backoff or an open breaker it is sleeping out ends.
+    pub fn rouse(&self, t: Transport) {
+        self.gate.rouse(t);
+        self.rousers.rouse(t);
+        self.wake(t);
+    }
+
+    /// Resolves at the next [`Hub::rouse`] of `t`.
+    pub async fn roused(&self, t: Transport) {
+        self.rousers.roused(t).await;
     }
 
     /// Resolves when [`Hub::wake`] is called for `t` (or was, since the last wait).

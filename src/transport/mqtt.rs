@@ -19,7 +19,6 @@ use crate::hub::Lane;
 use crate::hub::Link;
 use crate::outbox::{Row, Transport};
 use crate::retry::Backoff;
-use crate::runtime::sleep_or_shutdown;
 use crate::tls;
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
@@ -279,7 +278,7 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
                 }
                 let delay = backoff.next_delay();
                 lane.event(log::Level::Warn, || format!("connection failed ({why}); retrying in {} ms", delay.as_millis()));
-                if !sleep_or_shutdown(delay, &mut shutdown).await {
+                if !lane.back_off(delay, &mut shutdown).await {
                     return;
                 }
             }

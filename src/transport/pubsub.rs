@@ -13,7 +13,6 @@ use crate::http::{without_url, MAX_RESPONSE_BYTES};
 use crate::hub::Lane;
 use crate::outbox::{Row, Transport};
 use crate::retry::{parse_retry_after, Backoff};
-use crate::runtime::sleep_or_shutdown;
 use crate::transport::breaker::{Breaker, BreakerState};
 use crate::transport::token::TokenCache;
 use crate::wire;
@@ -173,6 +172,11 @@ impl Machine {
         self.breaker.state(now)
     }
 
+    /// Lets the breaker's probe pass now if it is open.
+    pub fn probe_now(&mut self, now: Instant) {
+        self.breaker.probe_now(now);
+    }
+
     /// Handles the answer to `batch`; `work` holds the batches still to send after it (the
     /// halves of earlier splits, oldest last-in-first-out).
     pub fn on_answer(&mut self, lane: &Lane, batch: Vec<Row>, work: &mut Vec<Vec<Row>>, outcome: Outcome, now: Instant) -> Next {
@@ -253,9 +257,11 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
         // An open breaker sends nothing until its period ends; then one batch is the probe.
         if let BreakerState::Open(until) = machine.breaker(Instant::now()) {
             lane.fall_back_all();
-            if !sleep_or_shutdown(until.saturating_duration_since(Instant::now()), &mut shutdown).await {
+            if !lane.back_off(until.saturating_duration_since(Instant::now()), &mut shutdown).await {
                 break;
             }
+            // Roused before the period ended: the probe goes now.
+            machine.probe_now(Instant::now());
             continue;
         }
         let first = lane.take(max_count, max_bytes, cost);
@@ -291,7 +297,7 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
                     }
                     lane.burst_failed();
                     delivered = false;
-                    sleep_or_shutdown(delay, &mut shutdown).await;
+                    lane.back_off(delay, &mut shutdown).await;
                     break;
                 }
                 // The run loop waits out the open period.
