@@ -206,7 +206,7 @@ impl Lane {
         }
     }
 
-    /// Sleeps out a retry backoff of `delay`, ended early by a [`Hub::rouse`] of this transport
+    /// Sleeps out a retry backoff of `delay`, ended early by a `Hub::rouse` of this transport
     /// (`flush`, `flushNow`, the network or the other transport's link back). Returns false on
     /// shutdown.
     pub async fn back_off(&self, delay: std::time::Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> bool {
@@ -215,7 +215,7 @@ impl Lane {
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => true,
-            _ = self.hub.roused(self.t) => {
+            _ = self.hub.rousers.roused(self.t) => {
                 self.event(log::Level::Debug, || "backoff cut short".into());
                 true
             }
@@ -247,7 +247,7 @@ mod tests {
         queue(&hub, 3, true, true);
         let lane = Lane::new(hub.clone(), Transport::Mqtt);
         assert!(lane.take(10, 1 << 20, |n| n).is_empty(), "no burst: nothing may go");
-        hub.open_burst(None);
+        hub.open_burst(crate::hub::Burst::Now);
         queue(&hub, 2, true, true);
         let taken: Vec<u64> = lane.take(10, 1 << 20, |n| n).iter().map(|r| r.seq).collect();
         assert_eq!(taken, [1, 2, 3], "the burst's locations, not those accepted after it opened");
@@ -276,8 +276,8 @@ mod tests {
         let hub = hub_with_window(Default::default(), 0);
         let mqtt = Lane::new(hub.clone(), Transport::Mqtt);
         let pubsub = Lane::new(hub.clone(), Transport::PubSub);
-        assert!(backoff_cut_by(&mqtt, || hub.open_burst(None)) < std::time::Duration::from_secs(5), "flushNow");
-        assert!(backoff_cut_by(&pubsub, || hub.open_burst(Some(Instant::now()))) < std::time::Duration::from_secs(5), "flush");
+        assert!(backoff_cut_by(&mqtt, || hub.open_burst(crate::hub::Burst::Now)) < std::time::Duration::from_secs(5), "flushNow");
+        assert!(backoff_cut_by(&pubsub, || hub.open_burst(crate::hub::Burst::Until(Instant::now()))) < std::time::Duration::from_secs(5), "flush");
         pubsub.set_link(Link::Down);
         assert!(backoff_cut_by(&mqtt, || pubsub.set_link(Link::Up)) < std::time::Duration::from_secs(5), "Pub/Sub back");
         mqtt.set_link(Link::Down);

@@ -13,7 +13,7 @@ use crate::config::rollout::RolloutDecision;
 use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::{DualPubError, Error};
 use crate::hub::Lane;
-use crate::hub::{Active, Hub, State};
+use crate::hub::{Active, Burst, Hub, State};
 use crate::location::Location;
 use crate::outbox::store;
 use crate::outbox::{DeadLetter, Row, Transport};
@@ -189,7 +189,7 @@ impl Publisher {
         // with a window nothing else would schedule one until a new location arrives.
         let backlog = Hub::owed(&shared.lock()).contains(&true);
         if backlog {
-            shared.hub.open_burst(None);
+            shared.hub.open_burst(Burst::Spread);
         }
         Ok(Publisher { shared, shutdown, tasks: tasks::Tasks::new(tasks), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
     }
@@ -513,7 +513,7 @@ impl Publisher {
         drop(st);
         // A flush is urgent: it opens an upload burst now, whatever the window, and failures do
         // not end it before the flush gives up.
-        self.shared.hub.open_burst(Some(start.checked_add(timeout).unwrap_or(start + Duration::from_secs(365 * 86_400))));
+        self.shared.hub.open_burst(Burst::Until(start.checked_add(timeout).unwrap_or(start + Duration::from_secs(365 * 86_400))));
         self.shared.hub.wake_all();
         let st = self.shared.lock();
         let st = self.shared.hub.wait_until(st, start, timeout, |st| st.outbox.drained_up_to(target));
@@ -524,7 +524,7 @@ impl Publisher {
     /// Sends everything queued now, in one burst of both transports, whatever the upload
     /// window (docs/CONTRACT.md#upload-windows); returns at once. For what must go now.
     pub fn flush_now(&self) {
-        self.shared.hub.open_burst(None);
+        self.shared.hub.open_burst(Burst::Now);
     }
 
     /// What the app's connectivity callback says: while `false` nothing is attempted on either
@@ -534,7 +534,7 @@ impl Publisher {
         let back = hub.gate.set_network(available);
         self.shared.event(log::Level::Info, "network", || format!("network {}", if available { "available" } else { "unavailable" }));
         if back {
-            hub.open_burst(None); // closes again at once if nothing is owed
+            hub.open_burst(Burst::Spread); // closes again at once if nothing is owed
         }
         hub.wake_all();
     }
@@ -589,7 +589,7 @@ impl Publisher {
         }
         // The report goes after the locations owed to its transport: with an upload window they
         // get a last burst now (bounded by the same wait).
-        hub.open_burst(None);
+        hub.open_burst(Burst::Now);
         let start = Instant::now();
         let mut st = self.shared.lock();
         while Transport::ALL.into_iter().any(|t| !hub.links.down(t) && hub.reporter().slots().leaving(t, hub.links.up(t))) {

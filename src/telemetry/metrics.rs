@@ -68,6 +68,7 @@ struct TransportCounters {
     success: AtomicU64,
     failure: AtomicU64,
     retries: AtomicU64,
+    stalls: AtomicU64,
     bytes_sent: AtomicU64,
     circuit_open: AtomicBool,
     latency: Mutex<Histogram>,
@@ -147,6 +148,11 @@ impl Metrics {
     pub fn failed(&self, t: Transport, n: u64) {
         self.t(t).failure.fetch_add(n, Relaxed);
     }
+    /// A connection or request on `t` was given up after no progress for the stall limit.
+    pub fn stall(&self, t: Transport) {
+        self.t(t).stalls.fetch_add(1, Relaxed);
+    }
+
     /// One retry (a reconnect or a repeated request) on `t`.
     pub fn retry(&self, t: Transport) {
         self.t(t).retries.fetch_add(1, Relaxed);
@@ -264,6 +270,7 @@ impl Metrics {
                 published: c.success.load(Relaxed),
                 failed: c.failure.load(Relaxed),
                 retries: c.retries.load(Relaxed),
+                stalls: c.stalls.load(Relaxed),
                 bytes_sent: c.bytes_sent.load(Relaxed),
                 queue_depth: depth,
                 circuit_open: c.circuit_open.load(Relaxed),
@@ -335,6 +342,10 @@ impl Metrics {
         for tm in [&s.mqtt, &s.pubsub] {
             let _ = writeln!(o, "dualpub_retries_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.retries);
         }
+        let _ = writeln!(o, "# TYPE dualpub_stalls_total counter");
+        for tm in [&s.mqtt, &s.pubsub] {
+            let _ = writeln!(o, "dualpub_stalls_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.stalls);
+        }
         let _ = writeln!(o, "# TYPE dualpub_queue_depth gauge");
         for tm in [&s.mqtt, &s.pubsub] {
             let _ = writeln!(o, "dualpub_queue_depth{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.queue_depth);
@@ -401,6 +412,9 @@ pub struct TransportMetrics {
     pub failed: u64,
     /// Reconnects or repeated requests.
     pub retries: u64,
+    /// Connections or requests given up after no progress for the stall limit
+    /// (`dualpub_stalls_total`).
+    pub stalls: u64,
     /// Payload and request bytes written.
     pub bytes_sent: u64,
     /// Locations still owed.

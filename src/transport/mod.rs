@@ -3,5 +3,6 @@
 
 pub(crate) mod breaker;
 pub(crate) mod mqtt;
+pub(crate) mod pace;
 pub(crate) mod pubsub;
 pub(crate) mod token;

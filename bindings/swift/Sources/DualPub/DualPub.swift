@@ -3857,6 +3857,11 @@ public struct TransportMetrics: Equatable, Hashable {
      */
     public var retries: UInt64
     /**
+     * Connections or requests given up after no progress for the stall limit
+     * (`dualpub_stalls_total`).
+     */
+    public var stalls: UInt64
+    /**
      * Payload and request bytes written.
      */
     public var bytesSent: UInt64
@@ -3901,6 +3906,10 @@ public struct TransportMetrics: Equatable, Hashable {
          * Reconnects or repeated requests.
          */retries: UInt64, 
         /**
+         * Connections or requests given up after no progress for the stall limit
+         * (`dualpub_stalls_total`).
+         */stalls: UInt64, 
+        /**
          * Payload and request bytes written.
          */bytesSent: UInt64, 
         /**
@@ -3925,6 +3934,7 @@ public struct TransportMetrics: Equatable, Hashable {
         self.published = published
         self.failed = failed
         self.retries = retries
+        self.stalls = stalls
         self.bytesSent = bytesSent
         self.queueDepth = queueDepth
         self.circuitOpen = circuitOpen
@@ -3954,6 +3964,7 @@ public struct FfiConverterTypeTransportMetrics: FfiConverterRustBuffer {
                 published: FfiConverterUInt64.read(from: &buf), 
                 failed: FfiConverterUInt64.read(from: &buf), 
                 retries: FfiConverterUInt64.read(from: &buf), 
+                stalls: FfiConverterUInt64.read(from: &buf), 
                 bytesSent: FfiConverterUInt64.read(from: &buf), 
                 queueDepth: FfiConverterUInt64.read(from: &buf), 
                 circuitOpen: FfiConverterBool.read(from: &buf), 
@@ -3969,6 +3980,7 @@ public struct FfiConverterTypeTransportMetrics: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.published, into: &buf)
         FfiConverterUInt64.write(value.failed, into: &buf)
         FfiConverterUInt64.write(value.retries, into: &buf)
+        FfiConverterUInt64.write(value.stalls, into: &buf)
         FfiConverterUInt64.write(value.bytesSent, into: &buf)
         FfiConverterUInt64.write(value.queueDepth, into: &buf)
         FfiConverterBool.write(value.circuitOpen, into: &buf)

@@ -4981,6 +4981,12 @@ data class TransportMetrics (
     var `retries`: kotlin.ULong
     , 
     /**
+     * Connections or requests given up after no progress for the stall limit
+     * (`dualpub_stalls_total`).
+     */
+    var `stalls`: kotlin.ULong
+    , 
+    /**
      * Payload and request bytes written.
      */
     var `bytesSent`: kotlin.ULong
@@ -5036,6 +5042,7 @@ public object FfiConverterTypeTransportMetrics: FfiConverterRustBuffer<Transport
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterDouble.read(buf),
@@ -5049,6 +5056,7 @@ public object FfiConverterTypeTransportMetrics: FfiConverterRustBuffer<Transport
             FfiConverterULong.allocationSize(value.`published`) +
             FfiConverterULong.allocationSize(value.`failed`) +
             FfiConverterULong.allocationSize(value.`retries`) +
+            FfiConverterULong.allocationSize(value.`stalls`) +
             FfiConverterULong.allocationSize(value.`bytesSent`) +
             FfiConverterULong.allocationSize(value.`queueDepth`) +
             FfiConverterBoolean.allocationSize(value.`circuitOpen`) +
@@ -5063,6 +5071,7 @@ public object FfiConverterTypeTransportMetrics: FfiConverterRustBuffer<Transport
             FfiConverterULong.write(value.`published`, buf)
             FfiConverterULong.write(value.`failed`, buf)
             FfiConverterULong.write(value.`retries`, buf)
+            FfiConverterULong.write(value.`stalls`, buf)
             FfiConverterULong.write(value.`bytesSent`, buf)
             FfiConverterULong.write(value.`queueDepth`, buf)
             FfiConverterBoolean.write(value.`circuitOpen`, buf)
