@@ -130,7 +130,8 @@ pub(crate) struct Session {
     /// Round trips timed on this connection (CONNACK, lone PUBACKs), for the caller's [`Rtt`].
     rtt_samples: Vec<Duration>,
     connected: bool,
-    delivered: bool,
+    /// Publishes acknowledged on this connection.
+    acked: usize,
     idle_since: Option<Instant>,
     /// Handed to the client, waiting for rumqttc to assign a packet id (in send order).
     queued: VecDeque<Sent>,
@@ -150,7 +151,7 @@ impl Session {
             progress: started,
             rtt_samples: Vec::new(),
             connected: false,
-            delivered: false,
+            acked: 0,
             idle_since: None,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
@@ -247,8 +248,13 @@ impl Session {
         if sent.lone {
             self.rtt_samples.push(now.saturating_duration_since(sent.handed_at));
         }
-        let first = !std::mem::replace(&mut self.delivered, true);
-        Some((sent, first))
+        self.acked += 1;
+        Some((sent, self.acked == 1))
+    }
+
+    /// Publishes acknowledged on this connection.
+    pub fn acked(&self) -> usize {
+        self.acked
     }
 
     /// Everything not yet acknowledged: rows to go back to the outbox, then reports to wait again.
@@ -415,9 +421,10 @@ async fn connection(
     // as failed attempts (and narrows the window), a connection closed on purpose does not.
     let end = |session: &mut Session, link: &mut LinkView, end: End| {
         lane.set_link(if end.broke() { Link::Down } else { Link::Untried });
+        let delivered = session.acked();
         let (seqs, reports) = session.give_back();
         if end.broke() {
-            link.window.failed(seqs.len() + reports.len());
+            link.window.failed(seqs.len() + reports.len(), delivered);
             if !seqs.is_empty() {
                 lane.metrics().failed(Transport::Mqtt, seqs.len() as u64);
             }

@@ -12,7 +12,7 @@
 //!   [`UPLOAD_TARGET`] at that rate and given a timeout from its own size, halved after a
 //!   failure and grown back after successes.
 //! - [`Window`]: MQTT's in-flight window, halved when a connection dies with publishes in
-//!   flight, grown back as they are acknowledged.
+//!   flight, grown back by one for every window's worth acknowledged (as TCP grows its own).
 
 use std::time::Duration;
 
@@ -145,21 +145,24 @@ impl Window {
         self.size
     }
 
-    /// One publish was acknowledged: after a window's worth, the window doubles (up to `max`).
+    /// One publish was acknowledged: after a window's worth, the window grows by one (up to
+    /// `max`). Slowly, since every publish beyond what the link carries is sent twice.
     pub fn acked(&mut self) {
         self.acked += 1;
         if self.acked >= self.size {
             self.acked = 0;
-            self.size = (self.size * 2).min(self.max);
+            self.size = (self.size + 1).min(self.max);
         }
     }
 
-    /// A connection ended with `unacked` publishes in flight: the window halves, so a link
-    /// that cuts connections after a few kilobytes still gets some publishes through each time.
-    pub fn failed(&mut self, unacked: usize) {
+    /// A connection broke with `unacked` publishes in flight after `delivered` were
+    /// acknowledged on it: the window halves, and is no larger than what that connection
+    /// carried, so a link that cuts connections after a few kilobytes gets some publishes
+    /// through each time instead of the same first ones again and again.
+    pub fn failed(&mut self, unacked: usize, delivered: usize) {
         if unacked > 0 {
             self.acked = 0;
-            self.size = (self.size / 2).max(MIN_WINDOW);
+            self.size = (self.size / 2).min(delivered).max(MIN_WINDOW);
         }
     }
 }
@@ -234,16 +237,16 @@ mod tests {
     #[test]
     fn the_mqtt_window_halves_on_a_cut_and_grows_back() {
         let mut w = Window::new(64);
-        w.failed(0);
+        w.failed(0, 0);
         assert_eq!(w.size(), 64, "a clean end costs nothing");
-        for _ in 0..10 {
-            w.failed(3);
-        }
-        assert_eq!(w.size(), MIN_WINDOW);
+        w.failed(60, 4);
+        assert_eq!(w.size(), 4, "no more than the broken connection carried");
+        w.failed(3, 9);
+        assert_eq!(w.size(), MIN_WINDOW, "halved, down to its least");
         w.acked();
         w.acked();
-        assert_eq!(w.size(), 4);
-        (0..4 + 8 + 16 + 32).for_each(|_| w.acked());
+        assert_eq!(w.size(), 3, "a window's worth acknowledged: one more");
+        (0..10_000).for_each(|_| w.acked());
         assert_eq!(w.size(), 64, "capped at its largest");
     }
 }

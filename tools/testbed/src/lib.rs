@@ -12,6 +12,8 @@ pub mod rabbitmq;
 pub mod radio;
 pub mod report_subscribers;
 pub mod subscribers;
+pub mod tls;
+pub mod toxiproxy;
 
 pub use dualpub_emulator::{EmulatorHandle, EmulatorOptions, FaultPlan};
 
