@@ -102,6 +102,15 @@ const CLOSE_PERSIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `close` waits for the shutdown report over links that are up.
 const CLOSE_REPORT_WAIT: Duration = Duration::from_secs(2);
 
+/// The app's providers a publisher may be given.
+#[derive(Default, Clone)]
+pub struct Providers {
+    /// Pub/Sub access tokens (none: no `Authorization` header, the emulator).
+    pub tokens: Option<Arc<dyn TokenProvider>>,
+    /// MQTT credentials that change; they take the place of `mqtt.username`/`password`.
+    pub mqtt_credentials: Option<Arc<dyn crate::MqttCredentialProvider>>,
+}
+
 impl Publisher {
     /// Validates `config`, starts the transport tasks on the SDK runtime and returns at once;
     /// connections are made in the background.
@@ -109,15 +118,23 @@ impl Publisher {
         Self::with_clock(config, token_provider, Arc::new(crate::clock::SystemClock))
     }
 
+    /// As [`Publisher::new`], with every app provider: Pub/Sub tokens and MQTT credentials that
+    /// change (docs/CONTRACT.md#mqtt-credentials).
+    pub fn with_providers(config: SdkConfig, providers: Providers) -> Result<Self, DualPubError> {
+        crate::telemetry::logging::init();
+        Self::start(config, providers, Arc::new(crate::clock::SystemClock)).map_err(|e| crate::telemetry::events::Events::default().failed(e))
+    }
+
     /// As [`Publisher::new`], with the clock the config fetcher schedules by (a
     /// [`crate::clock::ManualClock`] lets a test or simulation move time at will).
     pub fn with_clock(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, DualPubError> {
         crate::telemetry::logging::init();
         // No publisher, so no debug report yet: a failure here is logged and returned.
-        Self::start(config, token_provider, clock).map_err(|e| crate::telemetry::events::Events::default().failed(e))
+        Self::start(config, Providers { tokens: token_provider, mqtt_credentials: None }, clock)
+            .map_err(|e| crate::telemetry::events::Events::default().failed(e))
     }
 
-    fn start(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
+    fn start(config: SdkConfig, providers: Providers, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
         config.check()?;
         let mqtt_settings = mqtt::settings(&config)?;
         let http = crate::http::client(config.pubsub.ca_certificates_pem.as_deref(), crate::http::Redirects::Never)?;
@@ -173,14 +190,15 @@ impl Publisher {
         shared.refresh_debug_mode(shared.active().config.debug_mode);
         let store_done = store_thread::start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
-        let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(token_provider));
+        let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(providers.tokens));
+        let credentials = providers.mqtt_credentials.map(crate::transport::credentials::CredentialCache::new);
         let fetching = shared.clone();
         let fetch_rx = rx.clone();
         let (reporting, report_rx) = (hub.clone(), rx.clone());
         let (windowing, window_rx) = (hub.clone(), rx.clone());
         let tasks = vec![
             rt.spawn(tasks::window(windowing, window_rx)),
-            rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
+            rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, credentials, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
             rt.spawn(async move { crate::config::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
             rt.spawn(tasks::reports(reporting, report_rx)),

@@ -85,6 +85,7 @@ pub struct Metrics {
     dual_mqtt_only: AtomicU64,
     dual_pubsub_only: AtomicU64,
     fallback: AtomicU64,
+    mqtt_auth_refusals: AtomicU64,
     dropped: Mutex<BTreeMap<String, u64>>,
     dead_letter: AtomicU64,
     http_requests: AtomicU64,
@@ -182,6 +183,12 @@ impl Metrics {
         }
         .fetch_add(1, Relaxed);
     }
+
+    /// The broker refused an MQTT connection's credentials.
+    pub fn mqtt_auth_refused(&self) {
+        self.mqtt_auth_refusals.fetch_add(1, Relaxed);
+    }
+
     /// `n` locations were sent to MQTT because Pub/Sub could not deliver them.
     pub fn fallback(&self, n: u64) {
         self.fallback.fetch_add(n, Relaxed);
@@ -289,6 +296,7 @@ impl Metrics {
             dual_mqtt_only: self.dual_mqtt_only.load(Relaxed),
             dual_pubsub_only: self.dual_pubsub_only.load(Relaxed),
             fallback: self.fallback.load(Relaxed),
+            mqtt_auth_refusals: self.mqtt_auth_refusals.load(Relaxed),
             dropped: lock(&self.dropped).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             dead_letter: self.dead_letter.load(Relaxed),
             http_requests: self.http_requests.load(Relaxed),
@@ -338,6 +346,7 @@ impl Metrics {
             let _ = writeln!(o, "dualpub_dual_outcome_total{{outcome=\"{k}\"}} {v}");
         }
         let _ = writeln!(o, "# TYPE dualpub_fallback_total counter\ndualpub_fallback_total {}", s.fallback);
+        let _ = writeln!(o, "# TYPE dualpub_mqtt_auth_refusals_total counter\ndualpub_mqtt_auth_refusals_total {}", s.mqtt_auth_refusals);
         let _ = writeln!(o, "# TYPE dualpub_retries_total counter");
         for tm in [&s.mqtt, &s.pubsub] {
             let _ = writeln!(o, "dualpub_retries_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.retries);
@@ -450,6 +459,9 @@ pub struct MetricsSnapshot {
     pub dual_pubsub_only: u64,
     /// Locations sent to MQTT because Pub/Sub could not deliver them.
     pub fallback: u64,
+    /// MQTT connections the broker refused for their credentials
+    /// (`dualpub_mqtt_auth_refusals_total`).
+    pub mqtt_auth_refusals: u64,
     /// Dropped locations by reason.
     pub dropped: HashMap<String, u64>,
     /// Messages dead-lettered after Pub/Sub refused them as invalid.

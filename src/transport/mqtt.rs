@@ -23,6 +23,7 @@ use crate::hub::Link;
 use crate::outbox::{Row, Transport};
 use crate::retry::Backoff;
 use crate::tls;
+use crate::transport::credentials::CredentialCache;
 use crate::transport::pace::{self, Rtt};
 use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
@@ -93,12 +94,15 @@ pub(crate) enum End {
     Failed(String),
     /// No progress (CONNACK, PUBACK) for the stall limit: a black-holed link.
     Stalled(String),
+    /// The broker refused the credentials (CONNACK "bad user name or password" or "not
+    /// authorized"): a credential provider is asked again.
+    Refused(String),
 }
 
 impl End {
-    /// Whether the connection broke (failed or stalled), rather than ending on purpose.
+    /// Whether the connection broke (failed, stalled or refused), rather than ending on purpose.
     pub fn broke(&self) -> bool {
-        matches!(self, End::Failed(_) | End::Stalled(_))
+        matches!(self, End::Failed(_) | End::Stalled(_) | End::Refused(_))
     }
 }
 
@@ -161,8 +165,12 @@ impl Session {
     /// The broker answered CONNECT at `now`; an error if it refused. CONNECT to CONNACK spans
     /// the TCP, TLS and MQTT handshakes, about three round trips: a third of it is a sample.
     pub fn on_connack(&mut self, code: ConnectReturnCode, now: Instant) -> Result<(), End> {
-        if code != ConnectReturnCode::Success {
-            return Err(End::Failed(format!("broker refused the connection: {code:?}")));
+        match code {
+            ConnectReturnCode::Success => {}
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
+                return Err(End::Refused(format!("broker refused the credentials: {code:?}")));
+            }
+            _ => return Err(End::Failed(format!("broker refused the connection: {code:?}"))),
         }
         self.connected = true;
         self.progress = now;
@@ -297,7 +305,7 @@ impl Session {
 }
 
 /// The MQTT task: connect when something is owed, publish, track acks, reconnect with backoff.
-pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(lane: Lane, settings: Settings, mut credentials: Option<CredentialCache>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Backoff::mqtt();
     let mut link = LinkView { rtt: Rtt::default(), window: pace::Window::new(WINDOW) };
     loop {
@@ -311,7 +319,24 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
                 return;
             }
         }
-        let (client, mut eventloop) = AsyncClient::new(settings.options.clone(), WINDOW * 2);
+        let mut options = settings.options.clone();
+        if let Some(cache) = credentials.as_mut() {
+            match cache.current().await {
+                Ok(c) => {
+                    options.set_credentials(c.username, c.password.expose());
+                }
+                Err(e) => {
+                    // No credentials, no connection: back off as after a failed one.
+                    let delay = backoff.next_delay();
+                    lane.event(log::Level::Warn, || format!("no credentials ({e}); retrying in {} ms", delay.as_millis()));
+                    if !lane.back_off(delay, &mut shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2);
         // No CONNACK (TCP, TLS and MQTT handshakes) within the stall limit: stalled.
         let mut network = NetworkOptions::new();
         network.set_connection_timeout(link.rtt.stall_after().as_secs_f64().ceil() as u64);
@@ -328,8 +353,14 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
                 }
                 lane.event(log::Level::Debug, || "idle; disconnected".into());
             }
-            End::Failed(why) | End::Stalled(why) => {
+            End::Failed(ref why) | End::Stalled(ref why) | End::Refused(ref why) => {
                 poller.abort();
+                if matches!(end, End::Refused(_)) {
+                    lane.metrics().mqtt_auth_refused();
+                    if let Some(cache) = credentials.as_mut() {
+                        cache.refused();
+                    }
+                }
                 lane.burst_failed();
                 lane.metrics().retry(Transport::Mqtt);
                 // The MQTT "breaker" is its reconnect backoff; it reports open after
@@ -357,11 +388,13 @@ struct LinkView {
 }
 
 /// Drives one event loop, forwarding every event; ends at the first error (a timeout connecting
-/// or writing is a stall).
+/// or writing is a stall; a CONNACK refusing the credentials, which rumqttc reports as an
+/// error, a refusal).
 async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, End>>) {
     loop {
         let ev = eventloop.poll().await.map_err(|e| match e {
             ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => End::Stalled(e.to_string()),
+            ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized) => End::Refused(e.to_string()),
             e => End::Failed(e.to_string()),
         });
         let failed = ev.is_err();
@@ -546,7 +579,11 @@ mod tests {
         let lane = Lane::new(h.clone(), Transport::Mqtt);
         let mut s = Session::new(WINDOW, STALL, IDLE, Instant::now());
         assert_eq!(s.fill(&lane, Instant::now(), |_| true), 0);
-        assert_eq!(s.on_connack(ConnectReturnCode::NotAuthorized, Instant::now()), Err(End::Failed("broker refused the connection: NotAuthorized".into())));
+        assert_eq!(s.on_connack(ConnectReturnCode::NotAuthorized, Instant::now()), Err(End::Refused("broker refused the credentials: NotAuthorized".into())));
+        assert_eq!(
+            s.on_connack(ConnectReturnCode::ServiceUnavailable, Instant::now()),
+            Err(End::Failed("broker refused the connection: ServiceUnavailable".into()))
+        );
         assert_eq!(s.room(), 0);
     }
 
