@@ -22,7 +22,9 @@ struct Field {
     emu: EmulatorHandle,
     mqtt: Link,
     pubsub: Link,
-    _fronts: (TlsFront, TlsFront),
+    /// The TLS fronts of the broker and the emulator (they count handshakes).
+    mqtts: TlsFront,
+    https: TlsFront,
     _toxiproxy: Toxiproxy,
 }
 
@@ -37,7 +39,7 @@ impl Field {
         let toxiproxy = Toxiproxy::start().expect("Toxiproxy (scripts/setup.sh builds it)");
         let mqtt = toxiproxy.link(&format!("{name}-mqtt"), &format!("127.0.0.1:{}", mqtts.port)).unwrap();
         let pubsub = toxiproxy.link(&format!("{name}-pubsub"), &format!("127.0.0.1:{}", https.port)).unwrap();
-        Field { ca, emu, mqtt, pubsub, _fronts: (mqtts, https), _toxiproxy: toxiproxy }
+        Field { ca, emu, mqtt, pubsub, mqtts, https, _toxiproxy: toxiproxy }
     }
 
     /// Device `id` over TLS through the proxies, trusting the local CA, with the SDK's default
@@ -189,4 +191,28 @@ fn a_blocking_flush_keeps_retrying_a_hanging_pubsub_until_its_deadline() {
     f.pubsub.heal().unwrap();
     assert!(p.flush(30_000).unwrap().completed, "delivered once the link is back");
     p.shutdown();
+}
+
+#[test]
+fn bursts_resume_their_tls_sessions() {
+    // An upload window of 1 s: MQTT hangs up after every burst and connects again for the
+    // next, so without resumption each burst pays a full handshake (certificate and all).
+    let f = Field::new("resume");
+    let id = device("field-resume");
+    let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&f.emu, "field-resume"));
+    let p = f.device(&id, both(), 1);
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(p.send_location(location(n)).unwrap());
+        assert!(p.flush(20_000).unwrap().completed, "burst {n}");
+        std::thread::sleep(Duration::from_millis(300)); // MQTT hangs up once the burst is over
+    }
+    assert!(wait_for_all(&mqtt.collected, &ids, Duration::from_secs(20)) && wait_for_all(&pubsub.collected, &ids, Duration::from_secs(20)));
+    p.shutdown();
+    let (m, h) = (f.mqtts.handshakes(), f.https.handshakes());
+    eprintln!("10 bursts: MQTT handshakes {} full / {} resumed; Pub/Sub {} full / {} resumed", m.full, m.resumed, h.full, h.resumed);
+    let reconnects = m.full + m.resumed - 1;
+    assert!(reconnects >= 9, "MQTT reconnected for every burst: {m:?}");
+    assert!(m.resumed * 10 >= reconnects * 9, "at least 90 % of MQTT's reconnects resumed: {m:?}");
+    assert_eq!(h.full, 1, "one full handshake for Pub/Sub: {h:?}");
 }

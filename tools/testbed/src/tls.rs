@@ -47,18 +47,20 @@ impl LocalCa {
         Ok(files)
     }
 
-    /// A rustls server config with this certificate; sessions can be resumed (TLS 1.3
-    /// tickets backed by an in-memory cache, rustls's default).
+    /// A rustls server config with this certificate; sessions can be resumed with stateless
+    /// TLS 1.3 tickets (as a broker configured for it does: a fleet of thousands outgrows any
+    /// server-side session cache, rustls's default of 256 included).
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         use rustls::pki_types::pem::PemObject;
         let chain = rustls::pki_types::CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().expect("certificate PEM");
         let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("key PEM");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .expect("server certificate");
+        config.ticketer = rustls::crypto::ring::Ticketer::new().expect("ticketer");
         Arc::new(config)
     }
 }
@@ -69,12 +71,13 @@ impl Default for LocalCa {
     }
 }
 
-/// Handshakes a [`TlsFront`] completed, by kind.
+/// Handshakes a [`TlsFront`] completed, by kind, and when each connection came.
 #[derive(Debug, Default)]
 struct Counts {
     full: AtomicU64,
     resumed: AtomicU64,
     failed: AtomicU64,
+    arrivals: std::sync::Mutex<Vec<std::time::Instant>>,
 }
 
 /// What a [`TlsFront`] has seen so far.
@@ -100,7 +103,7 @@ pub struct TlsFront {
 impl TlsFront {
     /// Starts a front for `upstream` with `ca`'s server certificate.
     pub fn start(upstream: SocketAddr, ca: &LocalCa) -> std::io::Result<TlsFront> {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("tls-front").enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("tls-front").enable_all().build()?;
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
         let port = listener.local_addr()?.port();
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
@@ -109,6 +112,7 @@ impl TlsFront {
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (acceptor, c) = (acceptor.clone(), c.clone());
+                c.arrivals.lock().unwrap_or_else(|p| p.into_inner()).push(std::time::Instant::now());
                 tokio::spawn(async move {
                     let _ = client.set_nodelay(true);
                     let tls = match acceptor.accept(client).await {
@@ -139,6 +143,11 @@ impl TlsFront {
         }
     }
 
+    /// When each connection arrived, in order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.counts.arrivals.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub fn https_url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
@@ -153,4 +162,45 @@ impl TlsFront {
 /// Copies both ways until either side ends.
 async fn pipe(mut a: impl AsyncRead + AsyncWrite + Unpin, mut b: impl AsyncRead + AsyncWrite + Unpin) {
     let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+}
+
+/// Connections per second over a run: the busiest second against the mean over the seconds
+/// from the first connection to the last (a fleet in step shows a peak far above its mean).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectRate {
+    /// Connections counted.
+    pub total: usize,
+    /// The most in any one second.
+    pub peak: usize,
+    /// Connections over the seconds spanned (at least one).
+    pub mean: f64,
+}
+
+impl ConnectRate {
+    /// The rate of `arrivals`, in one-second bins from the first.
+    pub fn of(arrivals: &[std::time::Instant]) -> ConnectRate {
+        let Some(first) = arrivals.iter().min() else { return ConnectRate { total: 0, peak: 0, mean: 0.0 } };
+        let mut bins = std::collections::HashMap::<u64, usize>::new();
+        for a in arrivals {
+            *bins.entry(a.duration_since(*first).as_secs()).or_default() += 1;
+        }
+        let seconds = bins.keys().max().map_or(1, |last| last + 1);
+        ConnectRate { total: arrivals.len(), peak: bins.values().copied().max().unwrap_or(0), mean: arrivals.len() as f64 / seconds as f64 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_connect_rate_is_its_busiest_second_against_its_mean() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let r = ConnectRate::of(&[at(0), at(100), at(900), at(1_500), at(3_999)]);
+        assert_eq!((r.total, r.peak), (5, 3));
+        assert_eq!(r.mean, 5.0 / 4.0, "four seconds spanned");
+        assert_eq!(ConnectRate::of(&[]).total, 0);
+    }
 }
