@@ -11,43 +11,38 @@ mod common;
 
 use common::*;
 use dualpub::{DualPublisher, MigrationConfig};
-use dualpub_testbed::tls::{LocalCa, TlsFront};
-use dualpub_testbed::toxiproxy::{Link, Toxiproxy};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A test's bad links: Toxiproxy with a proxy per backend, each in front of a TLS front.
+/// A test's bad links (the test bed's [`dualpub_testbed::field::Field`]) and its emulator.
 struct Field {
-    ca: LocalCa,
+    field: dualpub_testbed::field::Field,
     emu: EmulatorHandle,
-    mqtt: Link,
-    pubsub: Link,
-    /// The TLS fronts of the broker and the emulator (they count handshakes).
-    mqtts: TlsFront,
-    https: TlsFront,
-    _toxiproxy: Toxiproxy,
+}
+
+impl std::ops::Deref for Field {
+    type Target = dualpub_testbed::field::Field;
+    fn deref(&self) -> &Self::Target {
+        &self.field
+    }
 }
 
 impl Field {
     fn new(name: &str) -> Field {
-        let ca = LocalCa::new();
         let emu = emulator();
         let (host, port) = dualpub_testbed::url_host_port(&emu.url(), 80).unwrap();
-        let emu_addr = format!("{host}:{port}").parse().unwrap();
-        let https = TlsFront::start(emu_addr, &ca).unwrap();
-        let mqtts = TlsFront::start(format!("127.0.0.1:{}", broker().port).parse().unwrap(), &ca).unwrap();
-        let toxiproxy = Toxiproxy::start().expect("Toxiproxy (scripts/setup.sh builds it)");
-        let mqtt = toxiproxy.link(&format!("{name}-mqtt"), &format!("127.0.0.1:{}", mqtts.port)).unwrap();
-        let pubsub = toxiproxy.link(&format!("{name}-pubsub"), &format!("127.0.0.1:{}", https.port)).unwrap();
-        Field { ca, emu, mqtt, pubsub, mqtts, https, _toxiproxy: toxiproxy }
+        let broker = format!("127.0.0.1:{}", broker().port).parse().unwrap();
+        let field = dualpub_testbed::field::Field::start(name, broker, format!("{host}:{port}").parse().unwrap())
+            .expect("the field (Toxiproxy: scripts/setup.sh builds it)");
+        Field { field, emu }
     }
 
     /// Device `id` over TLS through the proxies, trusting the local CA, with the SDK's default
     /// Pub/Sub batch limits (1,000 messages, 1 MB) and upload window `window_secs`.
     fn device(&self, id: &str, migration: MigrationConfig, window_secs: u32) -> Arc<DualPublisher> {
         let ca = self.ca.ca_pem.clone();
-        TestDevice::with_endpoint(id, &self.pubsub.http_url(true))
-            .mqtt(&self.mqtt.mqtt_url(true))
+        TestDevice::with_endpoint(id, &self.endpoint())
+            .mqtt(&self.mqtt_url())
             .migration(migration)
             .with(|c| {
                 c.mqtt.ca_certificates_pem = Some(ca.clone());

@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod config_server;
+pub mod field;
 pub mod mosquitto;
 pub mod packet_log;
 pub mod proxy;
