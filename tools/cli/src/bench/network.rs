@@ -253,6 +253,9 @@ fn run_one(s: &Scenario, window: u32, n: usize) -> Result<Row, String> {
         fault(&field, s.fault, false).map_err(err)?;
         healed_at = Some(Instant::now());
     }
+    if whole_run && s.stream_secs > 0 {
+        healed_at = Some(Instant::now()); // recovery counts from the stream's end
+    }
     let healed_at = healed_at.unwrap_or_else(Instant::now);
     // Everything delivered where it is owed (at most 5 minutes more).
     let owed_mqtt = !s.pubsub_only;
