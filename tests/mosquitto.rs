@@ -193,7 +193,8 @@ fn bursts_resume_their_tls_sessions_against_mosquitto() {
     let emu = emulator();
     let id = device("mosq-resume");
     let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
-    let mut c = TestDevice::new(&id, &emu).mqtt(&format!("mqtts://localhost:{}", proxy.port)).migration(mqtt_only()).with(|c| c.upload_window_secs = 1).config();
+    let mut c =
+        TestDevice::new(&id, &emu).mqtt(&format!("mqtts://localhost:{}", proxy.port)).migration(mqtt_only()).with(|c| c.upload_window_secs = 1).config();
     c.mqtt.ca_certificates_pem = Some(ca.ca_pem.clone());
     let p = DualPublisher::new(c, None).unwrap();
     let mut ids = Vec::new();

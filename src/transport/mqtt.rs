@@ -4,14 +4,15 @@
 //! reconnect and reconnects with no backoff (ARCHITECTURE.md, "Why the MQTT task recreates its
 //! client"). So this task owns the connection lifecycle: it builds a fresh client and event
 //! loop for every connection, sends at most [`WINDOW`] publishes at a time (fewer while the
-//! link cuts connections: [`pace::Window`]), maps each
-//! `Outgoing::Publish(pkid)` to the row it carried (requests leave the channel in order) and
-//! each `PubAck(pkid)` back to that row. When the connection fails, every unacknowledged row goes
-//! back to the outbox and the task reconnects after a full-jitter backoff. A connection with no
-//! CONNACK or PUBACK for a few round trips (at most 10 s, [`pace::Rtt`]) is given up as stalled,
-//! whatever the keep-alive: a black-holed link costs seconds of radio, not minutes. The outbox stays the
-//! source of truth. The task connects only while something is owed to MQTT and hangs up after
-//! `idleDisconnectSecs` without work.
+//! link cuts connections: [`pace::Window`]), maps each `Outgoing::Publish(pkid)` to the row it
+//! carried (requests leave the channel in order) and each `PubAck(pkid)` back to that row. When
+//! the connection fails, every unacknowledged row goes back to the outbox and the task
+//! reconnects after a full-jitter backoff. A connection with no CONNACK or PUBACK for a few
+//! round trips (at most 10 s, [`pace::Rtt`]) is given up as stalled, whatever the keep-alive: a
+//! black-holed link costs seconds of radio, not minutes. The outbox stays the source of truth.
+//! The task connects only while something is owed to MQTT and hangs up after
+//! `idleDisconnectSecs` without work. Credentials that change come from the app's
+//! [`crate::MqttCredentialProvider`] ([`CredentialCache`]).
 //!
 //! The bookkeeping of one connection is the [`Session`] state machine, which knows nothing of
 //! the network; [`run`] and `connection` feed it rumqttc's events.

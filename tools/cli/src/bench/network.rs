@@ -60,7 +60,8 @@ struct Scenario {
     secs: u64,
     /// Locations queued with the network off before the run (sent when it turns on).
     backlog: usize,
-    /// Seconds of one location a second.
+    /// Seconds of one location a second; a timed fault's stream ends when the fault does, so
+    /// its recovery is the time its locations took after the link came back.
     stream_secs: u64,
     /// Pub/Sub only (MQTT off, fallback allowed) instead of both transports.
     pubsub_only: bool,
@@ -231,7 +232,8 @@ fn run_one(s: &Scenario, window: u32, n: usize) -> Result<Row, String> {
     let start = Instant::now();
     let mut healed_at = if s.secs == 0 { Some(start) } else { None };
     let mut faulted = false;
-    for second in 0..s.stream_secs {
+    let stream_end = if whole_run { s.stream_secs } else { (s.at_secs + s.secs).min(s.stream_secs) };
+    for second in 0..stream_end {
         if !whole_run && second == s.at_secs {
             fault(&field, s.fault, true).map_err(err)?;
             faulted = true;
@@ -305,9 +307,9 @@ fn document(rows: &[Row]) -> String {
          fault comes and goes (or a backlog queued offline, released at the start); independent\n\
          subscribers read the backends directly. Each scenario runs with the upload window at 30 s and\n\
          at 0. **Lost**: owed to a transport and not delivered within 5 minutes of the fault's end.\n\
-         **Duplicates**: extra copies per delivered location. **Recovery**: from the fault's end (the\n\
-         backlog's release, the end of a whole-run fault's stream) to every location delivered on every\n\
-         transport owing it. **Bytes**: what the SDK wrote (MQTT payloads, Pub/Sub request bodies; TLS\n\
+         **Duplicates**: extra copies per delivered location. **Recovery**: from the fault's end (for a\n\
+         fault that lasts the whole run, the stream's end; for a backlog, its release) to every location\n\
+         delivered on every transport owing it; the stream stops when a timed fault ends. **Bytes**: what the SDK wrote (MQTT payloads, Pub/Sub request bodies; TLS\n\
          and TCP overhead not included). **Stalls**: connections or requests given up for no progress\n\
          (docs/CONTRACT.md, stalls and slow links). The test suite runs a subset of these\n\
          (tests/field_links.rs).\n\n\
