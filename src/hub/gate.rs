@@ -121,6 +121,14 @@ struct State {
 }
 
 impl State {
+    /// When a transport that failed at `at` (its `outage`-th failure in a row) stops sitting
+    /// out: [`Gate::sit_out`] later; with a phase, W/2 earlier, since the burst it joins opens at
+    /// the phase after that (so a sit-out of W is one burst a window, at the device's phase).
+    fn sit_out_end(&self, at: Instant, outage: u32) -> Instant {
+        let slack = if self.phase.is_some() { self.window / 2 } else { Duration::ZERO };
+        at + Gate::sit_out(self.window, outage) - slack
+    }
+
     /// When a burst scheduled for work owed from `now` (or a sit-out ending at `not_before`)
     /// opens: at the device's phase at least W/2 after (exactly W after without a phase).
     fn due_after(&self, now: Instant, not_before: Option<Instant>) -> Instant {
@@ -188,7 +196,7 @@ impl Gate {
         s.window = secs.map_or(s.default_window, |v| Duration::from_secs(v.into()));
         for i in 0..2 {
             if let (Some(_), Some(at)) = (s.sit_out_until[i], s.failed_at[i]) {
-                s.sit_out_until[i] = Some(at + Self::sit_out(s.window, s.outage[i]));
+                s.sit_out_until[i] = Some(s.sit_out_end(at, s.outage[i]));
             }
         }
         if s.window.is_zero() {
@@ -344,7 +352,7 @@ impl Gate {
         s.failed[i] = true;
         s.outage[i] = s.outage[i].saturating_add(1);
         s.failed_at[i] = Some(now);
-        s.sit_out_until[i] = Some(now + Self::sit_out(s.window, s.outage[i]));
+        s.sit_out_until[i] = Some(s.sit_out_end(now, s.outage[i]));
         let closed = Self::close_if_done(&mut s, owed, delivered_through, now);
         drop(s);
         self.changed.notify_one();
@@ -708,6 +716,27 @@ mod tests {
         assert!(g.settled(NONE, 0, now));
         g.work_owed(now);
         assert_eq!(g.next(), Next::At(now + Duration::from_secs(30)), "back to the window");
+    }
+
+    #[test]
+    fn with_a_phase_a_failing_transport_tries_once_a_window_at_its_phase() {
+        // A black-holed link: every attempt stalls for 10 s. The first three failures in a row
+        // are retried at the next phase a window on, so the link's return is seen within W.
+        let t0 = Instant::now();
+        let phase = Phase { fraction: 0.25, anchor: (t0, 0) };
+        let g = Gate::new(30, None, Some(phase));
+        let mut attempts = Vec::new();
+        let mut now = t0 + Duration::from_millis(7_500); // on the phase (0.25 of 30 s)
+        for _ in 0..3 {
+            assert!(g.open_now(now, 10));
+            attempts.push(now.duration_since(t0).as_secs_f64());
+            let failed = now + Duration::from_secs(10);
+            g.failed(Transport::Mqtt, [true, false], 0, failed);
+            let Next::At(due) = g.next() else { panic!("nothing scheduled") };
+            now = due;
+            assert!(!g.tick(now - Duration::from_millis(1), [true, false], 10));
+        }
+        assert_eq!(attempts, [7.5, 37.5, 67.5], "one attempt a window, at the phase");
     }
 
     #[test]
