@@ -108,7 +108,24 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "TCP sliced into 1–19 bytes", fault: Fault::Slicer, at_secs: 0, secs: 0, backlog: 0, stream_secs: 60, pubsub_only: false },
     Scenario { name: "connections cut after 2 KB for 40 s", fault: Fault::Cut2k, at_secs: 10, secs: 40, backlog: 0, stream_secs: 60, pubsub_only: false },
     Scenario { name: "flapping every 10 s for 60 s", fault: Fault::Flapping, at_secs: 10, secs: 60, backlog: 0, stream_secs: 80, pubsub_only: false },
-    Scenario { name: "Pub/Sub down 3 min (fallback)", fault: Fault::PubsubDown, at_secs: 10, secs: 180, backlog: 0, stream_secs: 200, pubsub_only: false },
+    Scenario {
+        name: "Pub/Sub down 3 min, both transports",
+        fault: Fault::PubsubDown,
+        at_secs: 10,
+        secs: 180,
+        backlog: 0,
+        stream_secs: 200,
+        pubsub_only: false,
+    },
+    Scenario {
+        name: "Pub/Sub down 3 min, Pub/Sub only (fallback)",
+        fault: Fault::PubsubDown,
+        at_secs: 10,
+        secs: 180,
+        backlog: 0,
+        stream_secs: 200,
+        pubsub_only: true,
+    },
 ];
 
 /// What one run measured.
@@ -311,7 +328,9 @@ fn document(rows: &[Row]) -> String {
          fault that lasts the whole run, the stream's end; for a backlog, its release) to every location\n\
          delivered on every transport owing it; the stream stops when a timed fault ends. **Bytes**: what the SDK wrote (MQTT payloads, Pub/Sub request bodies; TLS\n\
          and TCP overhead not included). **Stalls**: connections or requests given up for no progress\n\
-         (docs/CONTRACT.md, stalls and slow links). The test suite runs a subset of these\n\
+         (docs/CONTRACT.md, stalls and slow links). **Fallbacks**: locations newly owed to MQTT because\n\
+         Pub/Sub's breaker opened (with both transports MQTT owes them anyway). For a Pub/Sub-only device\n\
+         MQTT is not checked (its columns show 0). The test suite runs a subset of these\n\
          (tests/field_links.rs).\n\n\
          | scenario | W | locations | lost MQTT / Pub/Sub | duplicates MQTT / Pub/Sub | recovery | bytes MQTT / Pub/Sub | stalls MQTT / Pub/Sub | fallbacks |\n\
          |---|---|---|---|---|---|---|---|---|\n",
