@@ -95,41 +95,39 @@ ensure_browser_check_tools() {
     fi
 }
 
-# actionlint (Go module proxy: github.com/rhysd/actionlint) for scripts/mobile-check, which lints
-# .github/workflows/mobile.yml with it; built once into target/tools/bin. Needs Go >= 1.22 (the
-# build machine has one under /usr/local/go; Debian's golang-go is too old).
-# Prometheus's promtool (`promtool test rules`) for the SLO alert rules in tools/rollup/alerts/.
-PROMTOOL_VERSION=v0.316.0
-ensure_promtool() {
-    local bin=target/tools/bin/promtool
-    if [ -x "$bin" ] && [ "$(cat target/tools/bin/.promtool-version 2>/dev/null)" = "$PROMTOOL_VERSION" ]; then
+# Go tools built once through the Go module proxy into a directory under target/tools, with the
+# version recorded beside them: go_tool NAME DIR MODULE VERSION (a no-op when that version is
+# there). Needs Go >= 1.22 (the build machine has one under /usr/local/go; Debian's golang-go is
+# too old).
+go_tool() {
+    local name=$1 dir=$2 module=$3 version=$4
+    if [ -x "$dir/$(basename "$module")" ] && [ "$(cat "$dir/.$name-version" 2>/dev/null)" = "$version" ]; then
         return
     fi
     local go
     go=$(command -v go || echo /usr/local/go/bin/go)
     if [ ! -x "$go" ]; then
-        echo "promtool needs Go to build; none found" >&2
+        echo "$name needs Go (>= 1.22) to build; none found" >&2
         return 1
     fi
-    echo "==> building promtool $PROMTOOL_VERSION (Go module proxy) into target/tools/bin"
-    mkdir -p target/tools/bin
-    GOBIN="$PWD/target/tools/bin" GOFLAGS=-mod=mod "$go" install "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
-    echo "$PROMTOOL_VERSION" > target/tools/bin/.promtool-version
+    echo "==> building $name $version (Go module proxy) into $dir"
+    mkdir -p "$dir"
+    GOBIN="$PWD/$dir" GOFLAGS=-mod=mod "$go" install "$module@$version"
+    echo "$version" > "$dir/.$name-version"
 }
 
-ACTIONLINT_VERSION=v1.7.12
+# Prometheus's promtool (`promtool test rules`) for the SLO alert rules in tools/rollup/alerts/.
+ensure_promtool() {
+    go_tool promtool target/tools/bin github.com/prometheus/prometheus/cmd/promtool v0.316.0
+}
+
+# Toxiproxy (Shopify's TCP fault proxy; its binary is named `server`) for the field-links suite
+# (tests/field_links.rs, scripts/network, docs/NETWORK.md).
+ensure_toxiproxy() {
+    go_tool toxiproxy target/tools/toxiproxy github.com/Shopify/toxiproxy/v2/cmd/server v2.12.0
+}
+
+# actionlint for scripts/mobile-check, which lints .github/workflows/mobile.yml with it.
 ensure_actionlint() {
-    local bin=target/tools/bin/actionlint
-    if [ -x "$bin" ] && "$bin" -version 2>/dev/null | grep -q "^${ACTIONLINT_VERSION#v}\b\|^$ACTIONLINT_VERSION\b"; then
-        return
-    fi
-    local go
-    go=$(command -v go || echo /usr/local/go/bin/go)
-    if [ ! -x "$go" ]; then
-        echo "actionlint needs Go (>= 1.22) to build; none found" >&2
-        return 1
-    fi
-    echo "==> building actionlint $ACTIONLINT_VERSION (Go module proxy) into target/tools/bin"
-    mkdir -p target/tools/bin
-    GOBIN="$PWD/target/tools/bin" GOFLAGS=-mod=mod "$go" install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+    go_tool actionlint target/tools/bin github.com/rhysd/actionlint/cmd/actionlint v1.7.12
 }

@@ -18,18 +18,28 @@ pub struct Policy {
     pub cap: Duration,
     /// A `Retry-After` is lengthened by up to `1/retry_after_spread` of itself (0: not at all).
     pub retry_after_spread: u32,
+    /// A young outage: while failures in a row have lasted less than the first duration, the
+    /// jitter's ceiling is at most the second (a link black-holed for a minute or two is tried
+    /// again within seconds of its return; a longer outage backs off to the cap).
+    pub young: Option<(Duration, Duration)>,
 }
+
+/// The transports' young-outage rule: for the first two minutes of failures, retry within 8 s.
+const TRANSPORT_YOUNG: Option<(Duration, Duration)> = Some((Duration::from_secs(120), Duration::from_secs(8)));
 
 impl Policy {
     /// MQTT reconnects: base 1 s, cap 120 s.
-    pub const MQTT: Policy = Policy { floor: Duration::ZERO, base: Duration::from_secs(1), cap: Duration::from_secs(120), retry_after_spread: 0 };
+    pub const MQTT: Policy =
+        Policy { floor: Duration::ZERO, base: Duration::from_secs(1), cap: Duration::from_secs(120), retry_after_spread: 0, young: TRANSPORT_YOUNG };
     /// Pub/Sub requests: base 100 ms, cap 60 s.
-    pub const PUBSUB: Policy = Policy { floor: Duration::ZERO, base: Duration::from_millis(100), cap: Duration::from_secs(60), retry_after_spread: 0 };
+    pub const PUBSUB: Policy =
+        Policy { floor: Duration::ZERO, base: Duration::from_millis(100), cap: Duration::from_secs(60), retry_after_spread: 0, young: TRANSPORT_YOUNG };
     /// Config fetches: at least 10 s, base 30 s, cap 1 h; a `Retry-After` plus up to a fifth.
     pub const CONFIG_FETCH: Policy =
-        Policy { floor: Duration::from_secs(10), base: Duration::from_secs(30), cap: Duration::from_secs(3600), retry_after_spread: 5 };
+        Policy { floor: Duration::from_secs(10), base: Duration::from_secs(30), cap: Duration::from_secs(3600), retry_after_spread: 5, young: None };
     /// The store writer's commit retries: base 50 ms, cap 5 s.
-    pub const STORE: Policy = Policy { floor: Duration::ZERO, base: Duration::from_millis(50), cap: Duration::from_secs(5), retry_after_spread: 0 };
+    pub const STORE: Policy =
+        Policy { floor: Duration::ZERO, base: Duration::from_millis(50), cap: Duration::from_secs(5), retry_after_spread: 0, young: None };
 
     /// The ceiling after `failures` consecutive failures (≥ 1): `min(cap, base × 2^(failures − 1))`,
     /// never below the floor.
@@ -41,7 +51,12 @@ impl Policy {
     /// The delay after `failures` consecutive failures: full jitter between the floor and the
     /// ceiling; a longer `Retry-After` wins (plus the policy's spread), all up to the cap.
     pub fn delay(&self, failures: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
-        let (floor, ceiling) = (self.floor.as_millis() as u64, self.ceiling(failures).as_millis() as u64);
+        self.delay_under(self.ceiling(failures), retry_after, rng)
+    }
+
+    /// [`Policy::delay`] with the jitter's ceiling given.
+    fn delay_under(&self, ceiling: Duration, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
+        let (floor, ceiling) = (self.floor.as_millis() as u64, ceiling.as_millis() as u64);
         let jittered = Duration::from_millis(rng.random_range(floor..=ceiling.max(floor)));
         match retry_after {
             Some(ra) if ra > jittered => {
@@ -61,12 +76,14 @@ impl Policy {
 pub struct Backoff {
     policy: Policy,
     failures: u32,
+    /// When the first of the failures in a row happened.
+    failing_since: Option<std::time::Instant>,
 }
 
 impl Backoff {
     /// A backoff with no failure yet.
     pub fn new(policy: Policy) -> Self {
-        Backoff { policy, failures: 0 }
+        Backoff { policy, failures: 0, failing_since: None }
     }
 
     /// MQTT reconnects ([`Policy::MQTT`]).
@@ -92,8 +109,21 @@ impl Backoff {
 
     /// The delay after a failure that may have come with a `Retry-After`.
     pub fn next_delay_with(&mut self, retry_after: Option<Duration>) -> Duration {
+        self.next_delay_at(retry_after, std::time::Instant::now(), &mut jitter_rng())
+    }
+
+    /// [`Backoff::next_delay_with`] at `now` with `rng`: within a young outage (the policy's
+    /// `young` rule) the jitter's ceiling is the young one.
+    pub fn next_delay_at(&mut self, retry_after: Option<Duration>, now: std::time::Instant, rng: &mut impl Rng) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        self.policy.delay(self.failures, retry_after, &mut jitter_rng())
+        let since = *self.failing_since.get_or_insert(now);
+        let mut ceiling = self.policy.ceiling(self.failures);
+        if let Some((span, young)) = self.policy.young {
+            if now.saturating_duration_since(since) < span {
+                ceiling = ceiling.min(young);
+            }
+        }
+        self.policy.delay_under(ceiling, retry_after, rng)
     }
 
     /// Failures counted so far.
@@ -104,6 +134,7 @@ impl Backoff {
     /// Success: start again from `base`.
     pub fn reset(&mut self) {
         self.failures = 0;
+        self.failing_since = None;
     }
 }
 
@@ -203,5 +234,26 @@ mod tests {
             assert!((10_000..=30_000).contains(&ms(p.delay(1, Some(Duration::from_secs(1)), &mut rng))));
         }
         assert_eq!(p.delay(1, Some(Duration::from_secs(86_400)), &mut rng), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_young_outage_retries_within_seconds_and_an_old_one_backs_off_to_the_cap() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let t0 = std::time::Instant::now();
+        let mut b = Backoff::mqtt();
+        let mut now = t0;
+        let mut longest_young = Duration::ZERO;
+        for _ in 0..30 {
+            let d = b.next_delay_at(None, now, &mut rng);
+            if now.duration_since(t0) < Duration::from_secs(120) {
+                longest_young = longest_young.max(d);
+            }
+            now += d + Duration::from_secs(10); // each attempt stalls 10 s
+        }
+        assert!(longest_young <= Duration::from_secs(8), "the first two minutes: {longest_young:?}");
+        let late: Vec<Duration> = (0..20).map(|_| b.next_delay_at(None, now, &mut rng)).collect();
+        assert!(late.iter().any(|d| *d > Duration::from_secs(30)), "then up to the cap: {late:?}");
+        b.reset();
+        assert!(b.next_delay_at(Some(Duration::from_secs(30)), now, &mut rng) >= Duration::from_secs(30), "a Retry-After is honoured, young or not");
     }
 }

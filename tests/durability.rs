@@ -1,5 +1,6 @@
 //! The durable outbox: what survives a close (and a kill: see tools/cli/tests/chaos.rs), a
-//! corrupt database, a full disk, a full outbox, and dead letters across restarts.
+//! corrupt database, a full disk, a full outbox, and dead letters across restarts. Delivery
+//! goes over TLS (`TestDevice::over_tls`), as in production.
 
 mod common;
 
@@ -14,7 +15,7 @@ fn queued_locations_survive_a_restart_and_resume_in_order() {
     let emu = emulator();
     emu.emulator().faults().set(FaultPlan { fail_rate: 1.0, fail_statuses: vec![503], ..FaultPlan::default() });
     let id = device("resume");
-    let mut offline = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).rollout(100.0).config();
+    let mut offline = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).rollout(100.0).over_tls().config();
     offline.migration.as_mut().unwrap().fallback_to_mqtt = false;
     let p = DualPublisher::new(offline.clone(), None).unwrap();
     let ids: Vec<String> = (0..200).map(|n| p.send_location(location(n)).unwrap()).collect();
@@ -27,7 +28,7 @@ fn queued_locations_survive_a_restart_and_resume_in_order() {
     emu.emulator().faults().clear();
     let mqtt = mqtt_subscriber(&id);
     let pubsub = pubsub_subscriber(&emu, "resume");
-    let online = TestDevice::new(&id, &emu).rollout(100.0).config();
+    let online = TestDevice::new(&id, &emu).rollout(100.0).over_tls().config();
     let q = DualPublisher::new(online, None).unwrap();
     assert_eq!(q.metrics().unwrap().recovered, 200);
     let r = q.flush(WAIT.as_millis() as u64).unwrap();
@@ -51,7 +52,7 @@ fn queued_locations_survive_a_restart_and_resume_in_order() {
 fn a_corrupt_database_is_moved_aside_counted_and_replaced() {
     let emu = emulator();
     let id = device("corrupt");
-    let c = TestDevice::new(&id, &emu).config();
+    let c = TestDevice::new(&id, &emu).over_tls().config();
     // A directory left by an earlier run whose process had the same id holds its own copy.
     let _ = std::fs::remove_dir_all(&c.data_dir);
     std::fs::create_dir_all(&c.data_dir).unwrap();
@@ -72,7 +73,7 @@ fn a_corrupt_database_is_moved_aside_counted_and_replaced() {
 fn a_full_outbox_drops_the_oldest_and_counts_them() {
     let emu = emulator();
     let id = device("full-outbox");
-    let mut c = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).config();
+    let mut c = TestDevice::new(&id, &emu).mqtt(&dead_mqtt()).over_tls().config();
     c.max_outbox_rows = 50;
     let p = DualPublisher::new(c.clone(), None).unwrap();
     let ids: Vec<String> = (0..80).map(|n| p.send_location(location(n)).unwrap()).collect();
@@ -85,7 +86,7 @@ fn a_full_outbox_drops_the_oldest_and_counts_them() {
 
     let mqtt = mqtt_subscriber(&id);
     let mut online = c;
-    online.mqtt.broker_url = broker().url();
+    online.mqtt.broker_url = tls_broker_url();
     let q = DualPublisher::new(online, None).unwrap();
     assert_eq!(q.metrics().unwrap().recovered, 50, "the evictions were persisted too");
     assert!(q.flush(WAIT.as_millis() as u64).unwrap().completed);
@@ -98,7 +99,7 @@ fn a_full_outbox_drops_the_oldest_and_counts_them() {
 fn a_full_disk_keeps_delivering_from_memory_and_recovers() {
     let emu = emulator();
     let id = device("disk-full");
-    let mut c = TestDevice::new(&id, &emu).config();
+    let mut c = TestDevice::new(&id, &emu).over_tls().config();
     c.max_storage_bytes = Some(96 * 1024);
     let mqtt = mqtt_subscriber(&id);
     let p = DualPublisher::new(c, None).unwrap();
@@ -128,7 +129,7 @@ fn dead_letters_survive_a_restart_and_can_be_retried() {
     let emu = emulator();
     emu.emulator().faults().set(FaultPlan { reject_data_containing: Some("4242.5".into()), ..FaultPlan::default() });
     let id = device("dead-letter-restart");
-    let c = TestDevice::new(&id, &emu).rollout(100.0).config();
+    let c = TestDevice::new(&id, &emu).rollout(100.0).over_tls().config();
     let p = DualPublisher::new(c.clone(), None).unwrap();
     let mut poison = location(0);
     poison.altitude = Some(4242.5);
@@ -158,7 +159,7 @@ fn a_backlog_larger_than_memory_holds_waits_on_disk_and_leaves_in_order() {
     let emu = emulator();
     let id = device("backlog-on-disk");
     let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "backlog-on-disk"));
-    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).over_tls().start();
     p.set_network_available(false).unwrap();
     let mut ids = Vec::new();
     for chunk in 0..6 {

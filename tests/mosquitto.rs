@@ -177,3 +177,55 @@ fn an_idle_mqtt_connection_hangs_up_and_the_next_location_reconnects() {
     assert!(wait_for_all(&sub.collected, &[first, second], WAIT));
     assert_eq!(p.metrics().unwrap().mqtt.failed, 0, "hanging up is not a failure");
 }
+
+#[test]
+fn bursts_resume_their_tls_sessions_against_mosquitto() {
+    // mosquitto's TLS listener (OpenSSL, TLS 1.3 session tickets on by default) behind a
+    // logging proxy; an upload window of 1 s makes MQTT connect again for every burst. A
+    // resumed handshake's server flight has no certificate: it is a fraction of the first,
+    // full one's size.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dualpub_testbed::tls::LocalCa::new();
+    let files = ca.write(dir.path()).unwrap();
+    let broker = Mosquitto::start(dir.path(), Some(&files)).unwrap();
+    let log = dualpub_testbed::packet_log::PacketLog::new();
+    let proxy = FaultProxy::start_logged(([127, 0, 0, 1], broker.tls_port.unwrap()).into(), log.clone(), "mqtt").unwrap();
+    let emu = emulator();
+    let id = device("mosq-resume");
+    let sub = subscribers::mqtt("127.0.0.1", broker.port, &format!("device/telemetry/{id}")).unwrap();
+    let mut c =
+        TestDevice::new(&id, &emu).mqtt(&format!("mqtts://localhost:{}", proxy.port)).migration(mqtt_only()).with(|c| c.upload_window_secs = 1).config();
+    c.mqtt.ca_certificates_pem = Some(ca.ca_pem.clone());
+    let p = DualPublisher::new(c, None).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(p.send_location(location(n)).unwrap());
+        assert!(p.flush(20_000).unwrap().completed, "burst {n}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(wait_for_all(&sub.collected, &ids, WAIT));
+    p.shutdown();
+    // Each connection's first server flight (the handshake), in bytes.
+    use dualpub_testbed::packet_log::{Direction, Kind};
+    let first_flight = |dir: Direction| {
+        let mut flights: Vec<(u64, u64)> = Vec::new();
+        for e in log.entries() {
+            if e.dir == dir && e.kind == Kind::Data && !flights.iter().any(|(c, _)| *c == e.conn) {
+                flights.push((e.conn, e.bytes));
+            }
+        }
+        flights
+    };
+    let (flights, hellos) = (first_flight(Direction::Down), first_flight(Direction::Up));
+    let full = flights[0].1;
+    let resumed = flights[1..].iter().filter(|(_, b)| *b * 2 < full).count();
+    let sizes: Vec<u64> = flights.iter().map(|(_, b)| *b).collect();
+    let hello_sizes: Vec<u64> = hellos.iter().map(|(_, b)| *b).collect();
+    eprintln!(
+        "mosquitto TLS: {} connections; server handshake flights {sizes:?} bytes, ClientHellos {hello_sizes:?} bytes; {resumed} of {} reconnects resumed",
+        flights.len(),
+        flights.len() - 1
+    );
+    assert!(flights.len() >= 10, "a connection per burst: {sizes:?}");
+    assert!(resumed * 10 >= (flights.len() - 1) * 9, "at least 90 % of the reconnects resumed: {sizes:?}");
+}

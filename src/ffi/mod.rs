@@ -44,6 +44,20 @@ impl DualPublisher {
         Ok(Arc::new(DualPublisher { inner: Publisher::new(config, token_provider)? }))
     }
 
+    /// As the primary constructor, with every app provider: `token_provider` for Pub/Sub access
+    /// tokens, `mqtt_credential_provider` for MQTT credentials that change (an expiring JWT as
+    /// the password; they take the place of `mqtt.username`/`password`). Both are called on SDK
+    /// background threads (docs/CONTRACT.md#mqtt-credentials).
+    #[uniffi::constructor]
+    pub fn with_providers(
+        config: SdkConfig,
+        token_provider: Option<Arc<dyn TokenProvider>>,
+        mqtt_credential_provider: Option<Arc<dyn crate::MqttCredentialProvider>>,
+    ) -> Result<Arc<Self>, DualPubError> {
+        let providers = crate::Providers { tokens: token_provider, mqtt_credentials: mqtt_credential_provider };
+        Ok(Arc::new(DualPublisher { inner: Publisher::with_providers(config, providers)? }))
+    }
+
     /// Validates a location, assigns its eventId and queues it; returns the eventId.
     /// No disk or network I/O on the calling thread.
     pub fn send_location(&self, location: Location) -> Result<String, DualPubError> {

@@ -8,11 +8,19 @@
 //! location accepted before it opened. The burst closes as soon as those are delivered (MQTT
 //! hangs up then, so no keep-alive ping falls between bursts; what arrived meanwhile gets the
 //! next burst) or every transport still owing something failed in it or sits out. A
-//! transport that failed sits out the following bursts for a while (W doubling up to
-//! [`OUTAGE_MAX_GAP`], reset by its next delivery), so an hour of outage costs it a bounded
+//! transport that failed sits out the following bursts for a while (W for its first
+//! [`STEADY_FAILURES`] failures in a row, then doubling up to [`OUTAGE_MAX_GAP`], reset by its
+//! next delivery or cut short by `Hub::rouse`), so an hour of outage costs it a bounded
 //! number of attempts while the other transport keeps its window. While the app says the network
 //! is unavailable nothing is attempted at all. A window of 0 keeps sending at once (the
 //! transports' own retry backoff applies), only the network switch holds them.
+//!
+//! **No fleet in step.** Devices that get the same config push or come back from the same
+//! outage must not all connect in the same second. Each device has a [`Phase`] in the window,
+//! stable and uniform from its device id: a scheduled burst opens at the first moment of the
+//! device's phase at least W/2 after the work was owed (so between W/2 and 3W/2 later, W on
+//! average), on a grid of wall-clock time that all devices share; a burst for the network's
+//! return or a restored backlog opens after the phase's share of min(W, 30 s).
 //!
 //! The gate is a leaf lock: nothing else is locked while it is held. Decisions that depend on
 //! what the outbox owes (settle, fail, tick, open) are taken with the publisher's state lock
@@ -24,11 +32,51 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The longest a failing transport sits out bursts (an outage costs each transport about
-/// 3600 / 300 + 4 attempts an hour).
+/// 3600 / 300 + 7 attempts an hour).
 pub(crate) const OUTAGE_MAX_GAP: Duration = Duration::from_secs(300);
+
+/// Failures in a row after which a transport sits out more than one window: a link black-holed
+/// for a minute or two (a tunnel, a lift) is tried at every burst, so its return is noticed
+/// within a window; a longer outage backs off.
+pub(crate) const STEADY_FAILURES: u32 = 3;
 
 /// A burst with no progress for this long closes (a transport hanging on a dead link).
 pub(crate) const BURST_STALL: Duration = Duration::from_secs(30);
+
+/// The longest a burst for the network's return (or a restored backlog) is put off to spread a
+/// fleet: the device's phase's share of min(W, this).
+pub(crate) const RETURN_SPREAD: Duration = Duration::from_secs(30);
+
+/// Where a device's bursts fall within the window (docs/CONTRACT.md#upload-windows).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phase {
+    /// The device's offset, as a fraction of the window in [0, 1).
+    pub fraction: f64,
+    /// An instant and the wall-clock time (ms since the epoch) it stands for: the grid is
+    /// wall-clock time, shared by every device whose clock is roughly right.
+    pub anchor: (Instant, u64),
+}
+
+impl Phase {
+    /// The phase of `device_id`: a stable, uniform fraction from its hash (salted apart from
+    /// the rollout's bucket, so a cohort is not bunched in the window), anchored at now.
+    pub fn of_device(device_id: &str) -> Self {
+        let bucket = crate::config::rollout::bucket(crate::config::rollout::RolloutAlgorithm::V1, "dualpub-burst-phase", device_id);
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Phase { fraction: f64::from(bucket) / crate::config::rollout::V1_BUCKETS as f64, anchor: (Instant::now(), wall) }
+    }
+
+    /// The first instant at or after `from` that falls on this device's phase of `window`.
+    pub fn next(&self, from: Instant, window: Duration) -> Instant {
+        let w = window.as_millis() as u64;
+        if w == 0 {
+            return from;
+        }
+        let wall = self.anchor.1 + from.saturating_duration_since(self.anchor.0).as_millis() as u64;
+        let phase = (self.fraction * w as f64) as u64 % w;
+        from + Duration::from_millis((phase + w - wall % w) % w)
+    }
+}
 
 /// What the window task should do next.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,9 +115,30 @@ struct State {
     /// The open burst is for the locations accepted up to this outbox sequence number: it is
     /// over once they are delivered, whatever arrived since (that waits for the next one).
     target: u64,
+    /// The device's phase; `None` schedules bursts exactly W after the work (the window's
+    /// rules in unit tests, unspread).
+    phase: Option<Phase>,
 }
 
 impl State {
+    /// When a transport that failed at `at` (its `outage`-th failure in a row) stops sitting
+    /// out: [`Gate::sit_out`] later; with a phase, W/2 earlier, since the burst it joins opens at
+    /// the phase after that (so a sit-out of W is one burst a window, at the device's phase).
+    fn sit_out_end(&self, at: Instant, outage: u32) -> Instant {
+        let slack = if self.phase.is_some() { self.window / 2 } else { Duration::ZERO };
+        at + Gate::sit_out(self.window, outage) - slack
+    }
+
+    /// When a burst scheduled for work owed from `now` (or a sit-out ending at `not_before`)
+    /// opens: at the device's phase at least W/2 after (exactly W after without a phase).
+    fn due_after(&self, now: Instant, not_before: Option<Instant>) -> Instant {
+        let Some(phase) = self.phase else {
+            return not_before.map_or(now + self.window, |u| u.max(now + self.window));
+        };
+        let earliest = not_before.map_or(now + self.window / 2, |u| u.max(now + self.window / 2));
+        phase.next(earliest, self.window)
+    }
+
     fn urgent(&self, now: Instant) -> bool {
         self.urgent_until.is_some_and(|u| now < u)
     }
@@ -90,8 +159,8 @@ pub(crate) struct Gate {
 
 impl Gate {
     /// A gate with `SdkConfig.uploadWindowSecs`, the config's own window if it sets one, the
-    /// network available.
-    pub fn new(default_window_secs: u32, config_window_secs: Option<u32>) -> Self {
+    /// network available, bursts at the device's `phase`.
+    pub fn new(default_window_secs: u32, config_window_secs: Option<u32>, phase: Option<Phase>) -> Self {
         let default_window = Duration::from_secs(default_window_secs.into());
         let window = config_window_secs.map_or(default_window, |s| Duration::from_secs(s.into()));
         Gate {
@@ -109,6 +178,7 @@ impl Gate {
                 wakeups: 0,
                 urgent_until: None,
                 target: 0,
+                phase,
             }),
             changed: Notify::new(),
         }
@@ -126,14 +196,15 @@ impl Gate {
         s.window = secs.map_or(s.default_window, |v| Duration::from_secs(v.into()));
         for i in 0..2 {
             if let (Some(_), Some(at)) = (s.sit_out_until[i], s.failed_at[i]) {
-                s.sit_out_until[i] = Some(at + Self::sit_out(s.window, s.outage[i]));
+                s.sit_out_until[i] = Some(s.sit_out_end(at, s.outage[i]));
             }
         }
         if s.window.is_zero() {
             s.due = None;
         } else if let Some(due) = s.due {
             // A shorter window brings the next burst forward, never later.
-            s.due = Some(due.min(Instant::now() + s.window));
+            let sooner = s.due_after(Instant::now(), None);
+            s.due = Some(due.min(sooner));
         }
         drop(s);
         self.changed.notify_one();
@@ -198,7 +269,7 @@ impl Gate {
         if s.window.is_zero() || s.open.is_some() || s.due.is_some() {
             return;
         }
-        s.due = Some(now + s.window);
+        s.due = Some(s.due_after(now, None));
         drop(s);
         self.changed.notify_one();
     }
@@ -209,6 +280,23 @@ impl Gate {
     pub fn open_urgent(&self, now: Instant, until: Instant, target: u64) -> bool {
         self.lock().urgent_until = Some(until);
         self.open_now(now, target)
+    }
+
+    /// A burst is wanted soon for an event a fleet may share (the network back, a restored
+    /// backlog): true to open it now (no window); otherwise it is scheduled after the device's
+    /// phase's share of min(W, [`RETURN_SPREAD`]), unless one is open or due sooner.
+    pub fn open_spread(&self, now: Instant) -> bool {
+        let mut s = self.lock();
+        if s.window.is_zero() {
+            return true;
+        }
+        let delay = s.phase.map_or(Duration::ZERO, |p| s.window.min(RETURN_SPREAD).mul_f64(p.fraction));
+        if s.open.is_none() && s.network {
+            s.due = Some(s.due.map_or(now + delay, |d| d.min(now + delay)));
+        }
+        drop(s);
+        self.changed.notify_one();
+        false
     }
 
     /// Opens a burst now (`flush`, `flushNow`, the network back, a due burst) for the locations
@@ -251,8 +339,8 @@ impl Gate {
         s.open.map(|_| s.target)
     }
 
-    /// Transport `t` failed in the open burst: it sits out bursts for W, 2 W, 4 W … up to
-    /// [`OUTAGE_MAX_GAP`] after each failure in a row; `owed` is what each transport still
+    /// Transport `t` failed in the open burst: it sits out bursts for W after each of its first
+    /// [`STEADY_FAILURES`] failures in a row, then 2 W, 4 W … up to [`OUTAGE_MAX_GAP`]; `owed` is what each transport still
     /// owes, `delivered_through` the highest outbox sequence number up to which every location
     /// has left the outbox. Returns whether the burst closed.
     pub fn failed(&self, t: Transport, owed: [bool; 2], delivered_through: u64, now: Instant) -> bool {
@@ -264,7 +352,7 @@ impl Gate {
         s.failed[i] = true;
         s.outage[i] = s.outage[i].saturating_add(1);
         s.failed_at[i] = Some(now);
-        s.sit_out_until[i] = Some(now + Self::sit_out(s.window, s.outage[i]));
+        s.sit_out_until[i] = Some(s.sit_out_end(now, s.outage[i]));
         let closed = Self::close_if_done(&mut s, owed, delivered_through, now);
         drop(s);
         self.changed.notify_one();
@@ -301,10 +389,21 @@ impl Gate {
         s.failed_at[t.index()] = None;
     }
 
-    /// How long a transport sits out after its `outage`-th failure in a row: W, 2 W, 4 W … up
-    /// to [`OUTAGE_MAX_GAP`], never less than W.
+    /// Transport `t` is told to try again now (see `Hub::rouse`): it stops sitting out bursts;
+    /// its failures in a row still count, so a failure now sits out as long as it would have.
+    pub fn rouse(&self, t: Transport) {
+        let mut s = self.lock();
+        s.sit_out_until[t.index()] = None;
+        s.failed[t.index()] = false;
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// How long a transport sits out after its `outage`-th failure in a row: W for the first
+    /// [`STEADY_FAILURES`], then 2 W, 4 W … up to [`OUTAGE_MAX_GAP`], never less than W.
     fn sit_out(window: Duration, outage: u32) -> Duration {
-        window.saturating_mul(1u32 << outage.min(16).saturating_sub(1)).min(OUTAGE_MAX_GAP).max(window)
+        let doublings = outage.saturating_sub(STEADY_FAILURES).min(16);
+        window.saturating_mul(1u32 << doublings).min(OUTAGE_MAX_GAP).max(window)
     }
 
     fn close_if_done(s: &mut State, owed: [bool; 2], delivered_through: u64, now: Instant) -> bool {
@@ -329,7 +428,7 @@ impl Gate {
         if s.window.is_zero() {
             return None;
         }
-        Transport::ALL.iter().filter(|t| owed[t.index()]).map(|t| s.sit_out_until[t.index()].map_or(now + s.window, |u| u.max(now + s.window))).min()
+        Transport::ALL.iter().filter(|t| owed[t.index()]).map(|t| s.due_after(now, s.sit_out_until[t.index()])).min()
     }
 
     /// What the window task waits for: nothing while the network is unavailable (no burst can
@@ -395,7 +494,7 @@ mod tests {
     /// every publish fails, at window `w`: Pub/Sub tries once a burst, sits out after each
     /// failure; the first burst opens a window after the first location (time 0).
     fn fallback_after(w: Duration) -> Duration {
-        let g = Gate::new(w.as_secs() as u32, None);
+        let g = Gate::new(w.as_secs() as u32, None, None);
         let mut breaker = crate::transport::breaker::Breaker::pubsub();
         let t0 = Instant::now();
         let mut now = t0;
@@ -426,9 +525,81 @@ mod tests {
         assert_eq!(fallback_after(Duration::from_secs(30)), Duration::from_secs(60), "two failed bursts 30 s apart");
     }
 
+    /// 1,000 devices at 1 Hz, in step under a 300 s window, get a config push that sets 30 s;
+    /// each opens the bursts it is scheduled (with its phase, or none), its work owed again a
+    /// second after each burst. The bursts opened per second over the 150 s after the push:
+    /// (max, mean).
+    fn connects_per_second_after_a_push(phased: bool) -> (usize, f64) {
+        let t0 = Instant::now();
+        let mut per_second = vec![0usize; 150];
+        for d in 0..1_000 {
+            let phase = phased.then(|| Phase::of_device(&format!("device-{d}")));
+            let g = Gate::new(300, None, phase);
+            g.work_owed(t0);
+            g.set_config_window(Some(30)); // the push, the same moment for the whole fleet
+            let push = Instant::now();
+            for _ in 0..10 {
+                let Next::At(due) = g.next() else { panic!("nothing scheduled") };
+                let since = due.saturating_duration_since(push).as_secs() as usize;
+                if since >= per_second.len() {
+                    break;
+                }
+                assert!(g.tick(due, BOTH, 1), "the burst opens");
+                per_second[since] += 1;
+                assert!(g.settled(NONE, 1, due), "delivered at once");
+                g.work_owed(due + Duration::from_secs(1));
+            }
+        }
+        let mean = per_second.iter().sum::<usize>() as f64 / per_second.len() as f64;
+        (*per_second.iter().max().unwrap(), mean)
+    }
+
+    #[test]
+    fn a_fleet_pushed_a_config_at_once_does_not_connect_in_step() {
+        let (max, mean) = connects_per_second_after_a_push(true);
+        println!("phased: max {max}/s, mean {mean:.1}/s, max/mean {:.2}", max as f64 / mean);
+        assert!(mean > 25.0, "about one burst per device per window: {mean}");
+        assert!(max as f64 <= 2.0 * mean, "phased: max {max}/s against a mean of {mean:.1}/s");
+        let (max, mean) = connects_per_second_after_a_push(false);
+        println!("in step: max {max}/s, mean {mean:.1}/s, max/mean {:.2}", max as f64 / mean);
+        assert!(max as f64 > 10.0 * mean, "without phases the fleet moves in step: max {max}/s, mean {mean:.1}/s");
+    }
+
+    #[test]
+    fn a_phase_is_stable_uniform_and_on_a_shared_grid() {
+        let w = Duration::from_secs(30);
+        let a = Phase::of_device("d-1");
+        assert_eq!(a.fraction, Phase::of_device("d-1").fraction, "stable");
+        let t = a.anchor.0 + Duration::from_millis(12_345);
+        let next = a.next(t, w);
+        assert!(next >= t && next < t + w);
+        assert_eq!(a.next(next, w), next, "a moment on the phase is its own next");
+        assert_eq!(a.next(next + Duration::from_millis(1), w), next + w, "then a window later");
+        // Two devices anchored at different instants agree on the wall-clock grid.
+        let b = Phase { fraction: a.fraction, anchor: (a.anchor.0 + Duration::from_secs(7), a.anchor.1 + 7_000) };
+        assert_eq!(b.next(t, w), next);
+        let mut deciles = [0; 10];
+        (0..10_000).for_each(|i| deciles[(Phase::of_device(&format!("dev-{i}")).fraction * 10.0) as usize] += 1);
+        assert!(deciles.iter().all(|&n| (900..=1_100).contains(&n)), "uniform: {deciles:?}");
+    }
+
+    #[test]
+    fn a_return_burst_waits_for_the_device_s_share_of_the_spread() {
+        let t0 = Instant::now();
+        let phase = Phase { fraction: 0.5, anchor: (t0, 0) };
+        let g = Gate::new(300, None, Some(phase));
+        assert!(!g.open_spread(t0), "with a window it is scheduled, not opened");
+        assert_eq!(g.next(), Next::At(t0 + Duration::from_secs(15)), "half of min(W, 30 s)");
+        let g0 = Gate::new(0, None, Some(phase));
+        assert!(g0.open_spread(t0), "without a window, at once");
+        let w10 = Gate::new(10, None, Some(phase));
+        w10.open_spread(t0);
+        assert_eq!(w10.next(), Next::At(t0 + Duration::from_secs(5)), "half of W when W is under 30 s");
+    }
+
     #[test]
     fn a_shorter_window_shortens_a_sit_out_begun_under_a_longer_one() {
-        let g = Gate::new(3_600, None);
+        let g = Gate::new(3_600, None, None);
         let t0 = Instant::now();
         assert!(g.open_now(t0, 1));
         g.failed(Transport::PubSub, [false, true], 0, t0);
@@ -455,7 +626,7 @@ mod tests {
         assert_eq!(hub.gate.bursts(), 0);
         // The network's return opens the burst.
         assert!(hub.gate.set_network(true));
-        hub.open_burst(None);
+        hub.open_burst(crate::hub::Burst::Now);
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
         assert_eq!(hub.gate.bursts(), 1);
         task.abort();
@@ -466,7 +637,7 @@ mod tests {
 
     #[test]
     fn a_window_of_zero_sends_at_once_unless_the_network_is_gone() {
-        let g = Gate::new(0, None);
+        let g = Gate::new(0, None, None);
         assert!(g.may_send(Transport::Mqtt) && g.may_send(Transport::PubSub));
         g.work_owed(Instant::now());
         assert_eq!(g.next(), Next::Idle, "nothing to schedule");
@@ -478,7 +649,7 @@ mod tests {
 
     #[test]
     fn work_waits_a_window_then_one_burst_takes_both_transports_until_drained() {
-        let g = Gate::new(30, None);
+        let g = Gate::new(30, None, None);
         let t0 = Instant::now();
         g.work_owed(t0);
         assert!(!g.may_send(Transport::Mqtt) && !g.may_send(Transport::PubSub));
@@ -496,7 +667,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_over_once_its_own_locations_are_delivered_whatever_arrived_since() {
-        let g = Gate::new(30, None);
+        let g = Gate::new(30, None, None);
         let t0 = Instant::now();
         assert!(g.open_now(t0, 40));
         assert_eq!(g.burst_target(), Some(40));
@@ -508,7 +679,7 @@ mod tests {
 
     #[test]
     fn a_burst_bounds_what_the_transports_take_to_its_own_locations() {
-        let (g, w0) = (Gate::new(30, None), Gate::new(0, None));
+        let (g, w0) = (Gate::new(30, None, None), Gate::new(0, None, None));
         assert_eq!((g.send_bound(), w0.send_bound()), (0, u64::MAX), "no burst open: nothing with a window");
         assert!(g.open_now(Instant::now(), 7) && w0.open_now(Instant::now(), 7));
         assert_eq!((g.send_bound(), w0.send_bound()), (7, u64::MAX), "window 0 sends whatever is there");
@@ -516,7 +687,7 @@ mod tests {
 
     #[test]
     fn a_due_burst_with_nothing_owed_does_not_open() {
-        let g = Gate::new(30, None);
+        let g = Gate::new(30, None, None);
         let t0 = Instant::now();
         g.work_owed(t0);
         assert!(!g.tick(t0 + Duration::from_secs(30), NONE, 10));
@@ -525,10 +696,10 @@ mod tests {
 
     #[test]
     fn a_failing_transport_sits_out_growing_spans_while_the_other_keeps_its_window() {
-        let g = Gate::new(30, None);
+        let g = Gate::new(30, None, None);
         let mut now = Instant::now();
         let mut gaps = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..8 {
             assert!(g.open_now(now, 10));
             assert!(g.may_send_at(Transport::PubSub, now));
             assert!(!g.failed(Transport::PubSub, BOTH, 0, now), "MQTT still sends in this burst");
@@ -539,7 +710,7 @@ mod tests {
             now = due;
             assert!(g.tick(now, BOTH, 10) || !g.is_open());
         }
-        assert_eq!(gaps, [30, 60, 120, 240, 300, 300], "Pub/Sub's sit-out decides the next burst for what only it owes");
+        assert_eq!(gaps, [30, 30, 30, 60, 120, 240, 300, 300], "Pub/Sub's sit-out decides the next burst for what only it owes");
         g.delivered(Transport::PubSub);
         assert!(g.open_now(now, 10));
         assert!(g.settled(NONE, 0, now));
@@ -548,8 +719,48 @@ mod tests {
     }
 
     #[test]
+    fn with_a_phase_a_failing_transport_tries_once_a_window_at_its_phase() {
+        // A black-holed link: every attempt stalls for 10 s. The first three failures in a row
+        // are retried at the next phase a window on, so the link's return is seen within W.
+        let t0 = Instant::now();
+        let phase = Phase { fraction: 0.25, anchor: (t0, 0) };
+        let g = Gate::new(30, None, Some(phase));
+        let mut attempts = Vec::new();
+        let mut now = t0 + Duration::from_millis(7_500); // on the phase (0.25 of 30 s)
+        for _ in 0..3 {
+            assert!(g.open_now(now, 10));
+            attempts.push(now.duration_since(t0).as_secs_f64());
+            let failed = now + Duration::from_secs(10);
+            g.failed(Transport::Mqtt, [true, false], 0, failed);
+            let Next::At(due) = g.next() else { panic!("nothing scheduled") };
+            now = due;
+            assert!(!g.tick(now - Duration::from_millis(1), [true, false], 10));
+        }
+        assert_eq!(attempts, [7.5, 37.5, 67.5], "one attempt a window, at the phase");
+    }
+
+    #[test]
+    fn a_roused_transport_stops_sitting_out_but_its_failures_still_count() {
+        let g = Gate::new(30, None, None);
+        let t0 = Instant::now();
+        for i in 0..5 {
+            let now = t0 + Duration::from_secs(i);
+            assert!(g.open_now(now, 10));
+            g.failed(Transport::PubSub, BOTH, 0, now);
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(g.open_now(t1, 10) && !g.may_send_at(Transport::PubSub, t1), "five failures: it sits out 120 s");
+        g.rouse(Transport::PubSub);
+        assert!(g.may_send_at(Transport::PubSub, t1), "roused (MQTT's link came back): it joins this burst");
+        g.failed(Transport::PubSub, [false, true], 0, t1);
+        assert!(!g.may_send_at(Transport::PubSub, t1 + Duration::from_secs(239)), "a sixth failure sits out 240 s, as it would have");
+        let t2 = t1 + Duration::from_secs(240);
+        assert!(g.open_now(t2, 10) && g.may_send_at(Transport::PubSub, t2));
+    }
+
+    #[test]
     fn mqtt_keeps_its_window_while_pubsub_sits_out() {
-        let g = Gate::new(30, None);
+        let g = Gate::new(30, None, None);
         let t0 = Instant::now();
         assert!(g.open_now(t0, 10));
         g.failed(Transport::PubSub, BOTH, 0, t0);
@@ -564,7 +775,7 @@ mod tests {
 
     #[test]
     fn a_blocking_flush_keeps_its_burst_open_through_failures_until_it_gives_up() {
-        let g = Gate::new(30, None);
+        let g = Gate::new(30, None, None);
         let t0 = Instant::now();
         assert!(g.open_urgent(t0, t0 + Duration::from_secs(3_600), 10));
         assert!(!g.failed(Transport::PubSub, BOTH, 0, t0), "failures do not end a flush's burst");
@@ -575,7 +786,7 @@ mod tests {
 
     #[test]
     fn a_blocking_flush_s_burst_outlives_the_stall_rule_until_its_deadline() {
-        let g = Gate::new(30, None);
+        let g = Gate::new(30, None, None);
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_secs(95);
         assert!(g.open_urgent(t0, deadline, 10));
@@ -593,7 +804,7 @@ mod tests {
 
     #[test]
     fn a_stalled_burst_closes_and_the_network_switch_holds_everything() {
-        let g = Gate::new(30, None);
+        let g = Gate::new(30, None, None);
         let t0 = Instant::now();
         assert!(g.open_now(t0, 10));
         assert_eq!(g.next(), Next::At(t0 + BURST_STALL));
@@ -606,7 +817,7 @@ mod tests {
 
     #[test]
     fn the_config_window_wins_and_a_shorter_one_brings_the_burst_forward() {
-        let g = Gate::new(30, Some(120));
+        let g = Gate::new(30, Some(120), None);
         assert_eq!(g.window(), Duration::from_secs(120));
         let t0 = Instant::now();
         g.work_owed(t0);
@@ -621,7 +832,7 @@ mod tests {
 
     #[test]
     fn a_look_taken_for_a_narrower_burst_never_closes_one_a_flush_widened() {
-        let g = Gate::new(30, None);
+        let g = Gate::new(30, None, None);
         let t0 = Instant::now();
         assert!(g.open_now(t0, 5));
         // A flush widens the open burst to the locations up to 10 ...

@@ -197,9 +197,30 @@ impl Lane {
     }
 
     /// Records what the last attempt said of this transport's link (`close` waits briefly for
-    /// the last report only over a link not known to be down).
+    /// the last report only over a link not known to be down). A link that comes back is a
+    /// sign the phone's network is back: the other transport stops waiting out its backoff.
     pub fn set_link(&self, link: crate::hub::Link) {
-        self.hub.links.set(self.t, link);
+        if self.hub.links.set(self.t, link) {
+            self.event(log::Level::Debug, || format!("link back; waking {}", self.t.other().as_str()));
+            self.hub.rouse(self.t.other());
+        }
+    }
+
+    /// Sleeps out a retry backoff of `delay`, ended early by a `Hub::rouse` of this transport
+    /// (`flush`, `flushNow`, the network or the other transport's link back). Returns false on
+    /// shutdown.
+    pub async fn back_off(&self, delay: std::time::Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        if *shutdown.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = self.hub.rousers.roused(self.t) => {
+                self.event(log::Level::Debug, || "backoff cut short".into());
+                true
+            }
+            _ = shutdown.changed() => false,
+        }
     }
 
     /// Where the pending rows stand, for batching.
@@ -226,9 +247,60 @@ mod tests {
         queue(&hub, 3, true, true);
         let lane = Lane::new(hub.clone(), Transport::Mqtt);
         assert!(lane.take(10, 1 << 20, |n| n).is_empty(), "no burst: nothing may go");
-        hub.open_burst(None);
+        hub.open_burst(crate::hub::Burst::Now);
         queue(&hub, 2, true, true);
         let taken: Vec<u64> = lane.take(10, 1 << 20, |n| n).iter().map(|r| r.seq).collect();
         assert_eq!(taken, [1, 2, 3], "the burst's locations, not those accepted after it opened");
+    }
+
+    /// Runs `lane.back_off(1 h)` and `poke` a moment later; how long the backoff lasted.
+    fn backoff_cut_by(lane: &Lane, poke: impl FnOnce()) -> std::time::Duration {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (_stop, mut shutdown) = tokio::sync::watch::channel(false);
+        let sleeping = {
+            let lane = lane.clone();
+            rt.spawn(async move {
+                let t0 = std::time::Instant::now();
+                assert!(lane.back_off(std::time::Duration::from_secs(3600), &mut shutdown).await);
+                t0.elapsed()
+            })
+        };
+        rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(50)).await });
+        poke();
+        rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), sleeping).await }).expect("the backoff was not cut short").unwrap()
+    }
+
+    #[test]
+    fn a_backoff_ends_at_a_flush_and_when_the_other_transport_s_link_comes_back() {
+        use crate::hub::Link;
+        let hub = hub_with_window(Default::default(), 0);
+        let mqtt = Lane::new(hub.clone(), Transport::Mqtt);
+        let pubsub = Lane::new(hub.clone(), Transport::PubSub);
+        assert!(backoff_cut_by(&mqtt, || hub.open_burst(crate::hub::Burst::Now)) < std::time::Duration::from_secs(5), "flushNow");
+        assert!(backoff_cut_by(&pubsub, || hub.open_burst(crate::hub::Burst::Until(Instant::now()))) < std::time::Duration::from_secs(5), "flush");
+        pubsub.set_link(Link::Down);
+        assert!(backoff_cut_by(&mqtt, || pubsub.set_link(Link::Up)) < std::time::Duration::from_secs(5), "Pub/Sub back");
+        mqtt.set_link(Link::Down);
+        assert!(backoff_cut_by(&pubsub, || mqtt.set_link(Link::Up)) < std::time::Duration::from_secs(5), "MQTT back");
+    }
+
+    #[test]
+    fn a_success_that_is_no_return_leaves_the_other_backoff_alone() {
+        let hub = hub_with_window(Default::default(), 0);
+        let mqtt = Lane::new(hub.clone(), Transport::Mqtt);
+        let pubsub = Lane::new(hub.clone(), Transport::PubSub);
+        pubsub.set_link(crate::hub::Link::Up);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (_stop, mut shutdown) = tokio::sync::watch::channel(false);
+        let cut = rt.block_on(async {
+            let sleep = mqtt.back_off(std::time::Duration::from_secs(3600), &mut shutdown);
+            let poke = async {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                pubsub.set_link(crate::hub::Link::Up); // up after up: a batch like any other
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            };
+            tokio::select! { _ = sleep => true, _ = poke => false }
+        });
+        assert!(!cut, "a dead broker is not retried after every Pub/Sub batch");
     }
 }

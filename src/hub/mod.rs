@@ -11,7 +11,7 @@ mod links;
 mod reporter;
 
 pub(crate) use lane::Lane;
-pub(crate) use links::{Link, Links};
+pub(crate) use links::{Link, Links, Rousers};
 pub(crate) use reporter::Reporter;
 
 use crate::config::rollout::RolloutDecision;
@@ -51,6 +51,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// What each transport owes, and the highest sequence number up to which every location
+    /// has left the outbox (the gate compares it with the open burst's target itself).
+    fn burst_view(&self) -> ([bool; 2], u64) {
+        let delivered_through = self.outbox.oldest_seq().map_or(self.next_seq - 1, |oldest| oldest - 1);
+        (Hub::owed(self), delivered_through)
+    }
+
     /// The gauges of the outbox and the decision in force (for `metrics()` and reports).
     pub fn gauges(&self) -> crate::telemetry::metrics::Gauges {
         crate::telemetry::metrics::Gauges {
@@ -87,8 +94,23 @@ pub(crate) struct Hub {
     /// Per transport, what its last attempt said of the link, so `close` waits a moment for
     /// the last report over a link that is up or not yet tried.
     pub links: Links,
+    /// Per transport, cuts a retry backoff short (the link is likely back, or the app asks):
+    /// signalled by [`Hub::rouse`], awaited by [`crate::hub::Lane::back_off`].
+    pub rousers: Rousers,
     /// When the transports may send: upload bursts and the app's network switch (a leaf lock).
     pub gate: gate::Gate,
+}
+
+/// How [`Hub::open_burst`] opens a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Burst {
+    /// At once (`flushNow`, a closing publisher's last report).
+    Now,
+    /// At once, for a blocking `flush` that waits until then: failures do not end it earlier.
+    Until(Instant),
+    /// Soon: the network came back or a backlog was restored, events a whole fleet may share,
+    /// so the burst waits for the device's phase of min(W, 30 s) (docs/CONTRACT.md#upload-windows).
+    Spread,
 }
 
 /// How long after a transport delivered locations the radio counts as still on: a report not
@@ -118,7 +140,7 @@ impl Hub {
     /// after `setup.max_seq` and location `seq`s after the tally's.
     pub fn new(outbox: Outbox, setup: Setup, events: Events) -> Self {
         let Setup { active, max_seq, tally, identity, reports_allowed, clock, upload_window_secs } = setup;
-        let gate = gate::Gate::new(upload_window_secs, active.config.upload_window_secs);
+        let gate = gate::Gate::new(upload_window_secs, active.config.upload_window_secs, Some(gate::Phase::of_device(&identity.device_id)));
         let last_loc_seq = tally.counters.last_seq;
         Hub {
             state: Mutex::new(State { outbox, next_seq: max_seq + 1, durable_seq: max_seq, last_loc_seq, active: Arc::new(active), closed: false }),
@@ -132,6 +154,7 @@ impl Hub {
             reports_allowed,
             clock,
             links: Links::default(),
+            rousers: Rousers::default(),
             gate,
         }
     }
@@ -174,20 +197,13 @@ impl Hub {
         }
         // The burst's locations delivered (or nothing left that may still go): the burst
         // closes and MQTT hangs up. Decided before the lock goes (`Gate::settled`).
-        let (owed, delivered_through) = self.burst_view(&st);
+        let (owed, delivered_through) = st.burst_view();
         let closed = self.gate.settled(owed, delivered_through, Instant::now());
         drop(st);
         self.progress.notify_all();
         if closed {
             self.wake_all();
         }
-    }
-
-    /// What each transport owes, and the highest sequence number up to which every location
-    /// has left the outbox (the gate compares it with the open burst's target itself).
-    fn burst_view(&self, st: &State) -> ([bool; 2], u64) {
-        let delivered_through = st.outbox.oldest_seq().map_or(st.next_seq - 1, |oldest| oldest - 1);
-        (Self::owed(st), delivered_through)
     }
 
     /// Per transport, whether anything is still owed to it.
@@ -198,7 +214,7 @@ impl Hub {
     /// Transport `t` failed in the open upload burst: it waits for the next one.
     pub fn burst_failed(&self, t: Transport) {
         let st = self.lock();
-        let (owed, delivered_through) = self.burst_view(&st);
+        let (owed, delivered_through) = st.burst_view();
         let closed = self.gate.failed(t, owed, delivered_through, Instant::now());
         drop(st);
         if closed {
@@ -206,19 +222,22 @@ impl Hub {
         }
     }
 
-    /// Opens an upload burst now (flush, `flushNow`, the network back) and wakes the transports;
-    /// with nothing owed it closes again at once. `until`: a blocking flush's deadline, before
-    /// which failures do not end the burst.
-    pub fn open_burst(&self, until: Option<Instant>) {
+    /// Opens an upload burst (flush, `flushNow`, the network back, a restored backlog) and wakes
+    /// the transports, cutting their retry backoff short; with nothing owed it closes again at
+    /// once. [`Burst::Spread`] puts it off by the device's share of the fleet spread (at once
+    /// without a window).
+    pub fn open_burst(&self, how: Burst) {
+        Transport::ALL.into_iter().for_each(|t| self.rouse(t));
         let now = Instant::now();
         let st = self.lock();
         let target = st.next_seq - 1;
-        let opened = match until {
-            Some(until) => self.gate.open_urgent(now, until, target),
-            None => self.gate.open_now(now, target),
+        let opened = match how {
+            Burst::Until(until) => self.gate.open_urgent(now, until, target),
+            Burst::Now => self.gate.open_now(now, target),
+            Burst::Spread => self.gate.open_spread(now) && self.gate.open_now(now, target),
         };
         if opened {
-            let (owed, delivered_through) = self.burst_view(&st);
+            let (owed, delivered_through) = st.burst_view();
             self.gate.settled(owed, delivered_through, now);
             drop(st);
             self.wake_all();
@@ -259,6 +278,14 @@ impl Hub {
     /// Wakes both transport tasks.
     pub fn wake_all(&self) {
         Transport::ALL.into_iter().for_each(|t| self.wake(t));
+    }
+
+    /// Tells transport `t` to try again now: it no longer sits out upload bursts after a
+    /// failure, and a retry backoff or an open breaker it is sleeping out ends.
+    pub fn rouse(&self, t: Transport) {
+        self.gate.rouse(t);
+        self.rousers.rouse(t);
+        self.wake(t);
     }
 
     /// Resolves when [`Hub::wake`] is called for `t` (or was, since the last wait).

@@ -13,7 +13,7 @@ use crate::config::rollout::RolloutDecision;
 use crate::config::{MigrationConfig, SdkConfig};
 use crate::error::{DualPubError, Error};
 use crate::hub::Lane;
-use crate::hub::{Active, Hub, State};
+use crate::hub::{Active, Burst, Hub, State};
 use crate::location::Location;
 use crate::outbox::store;
 use crate::outbox::{DeadLetter, Row, Transport};
@@ -102,6 +102,15 @@ const CLOSE_PERSIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `close` waits for the shutdown report over links that are up.
 const CLOSE_REPORT_WAIT: Duration = Duration::from_secs(2);
 
+/// The app's providers a publisher may be given.
+#[derive(Default, Clone)]
+pub struct Providers {
+    /// Pub/Sub access tokens (none: no `Authorization` header, the emulator).
+    pub tokens: Option<Arc<dyn TokenProvider>>,
+    /// MQTT credentials that change; they take the place of `mqtt.username`/`password`.
+    pub mqtt_credentials: Option<Arc<dyn crate::MqttCredentialProvider>>,
+}
+
 impl Publisher {
     /// Validates `config`, starts the transport tasks on the SDK runtime and returns at once;
     /// connections are made in the background.
@@ -109,15 +118,23 @@ impl Publisher {
         Self::with_clock(config, token_provider, Arc::new(crate::clock::SystemClock))
     }
 
+    /// As [`Publisher::new`], with every app provider: Pub/Sub tokens and MQTT credentials that
+    /// change (docs/CONTRACT.md#mqtt-credentials).
+    pub fn with_providers(config: SdkConfig, providers: Providers) -> Result<Self, DualPubError> {
+        crate::telemetry::logging::init();
+        Self::start(config, providers, Arc::new(crate::clock::SystemClock)).map_err(|e| crate::telemetry::events::Events::default().failed(e))
+    }
+
     /// As [`Publisher::new`], with the clock the config fetcher schedules by (a
     /// [`crate::clock::ManualClock`] lets a test or simulation move time at will).
     pub fn with_clock(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, DualPubError> {
         crate::telemetry::logging::init();
         // No publisher, so no debug report yet: a failure here is logged and returned.
-        Self::start(config, token_provider, clock).map_err(|e| crate::telemetry::events::Events::default().failed(e))
+        Self::start(config, Providers { tokens: token_provider, mqtt_credentials: None }, clock)
+            .map_err(|e| crate::telemetry::events::Events::default().failed(e))
     }
 
-    fn start(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
+    fn start(config: SdkConfig, providers: Providers, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
         config.check()?;
         let mqtt_settings = mqtt::settings(&config)?;
         let http = crate::http::client(config.pubsub.ca_certificates_pem.as_deref(), crate::http::Redirects::Never)?;
@@ -173,14 +190,15 @@ impl Publisher {
         shared.refresh_debug_mode(shared.active().config.debug_mode);
         let store_done = store_thread::start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
-        let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(token_provider));
+        let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(providers.tokens));
+        let credentials = providers.mqtt_credentials.map(crate::transport::credentials::CredentialCache::new);
         let fetching = shared.clone();
         let fetch_rx = rx.clone();
         let (reporting, report_rx) = (hub.clone(), rx.clone());
         let (windowing, window_rx) = (hub.clone(), rx.clone());
         let tasks = vec![
             rt.spawn(tasks::window(windowing, window_rx)),
-            rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, rx.clone())),
+            rt.spawn(mqtt::run(Lane::new(hub.clone(), Transport::Mqtt), mqtt_settings, credentials, rx.clone())),
             rt.spawn(pubsub::run(Lane::new(hub, Transport::PubSub), rest, rx)),
             rt.spawn(async move { crate::config::fetch::run(&fetching.fetcher, || fetching.scheduled_fetch(), fetch_rx).await }),
             rt.spawn(tasks::reports(reporting, report_rx)),
@@ -189,7 +207,7 @@ impl Publisher {
         // with a window nothing else would schedule one until a new location arrives.
         let backlog = Hub::owed(&shared.lock()).contains(&true);
         if backlog {
-            shared.hub.open_burst(None);
+            shared.hub.open_burst(Burst::Spread);
         }
         Ok(Publisher { shared, shutdown, tasks: tasks::Tasks::new(tasks), store_tx: r.store_tx, store_done: Mutex::new(Some(store_done)) })
     }
@@ -513,7 +531,7 @@ impl Publisher {
         drop(st);
         // A flush is urgent: it opens an upload burst now, whatever the window, and failures do
         // not end it before the flush gives up.
-        self.shared.hub.open_burst(Some(start.checked_add(timeout).unwrap_or(start + Duration::from_secs(365 * 86_400))));
+        self.shared.hub.open_burst(Burst::Until(start.checked_add(timeout).unwrap_or(start + Duration::from_secs(365 * 86_400))));
         self.shared.hub.wake_all();
         let st = self.shared.lock();
         let st = self.shared.hub.wait_until(st, start, timeout, |st| st.outbox.drained_up_to(target));
@@ -524,7 +542,7 @@ impl Publisher {
     /// Sends everything queued now, in one burst of both transports, whatever the upload
     /// window (docs/CONTRACT.md#upload-windows); returns at once. For what must go now.
     pub fn flush_now(&self) {
-        self.shared.hub.open_burst(None);
+        self.shared.hub.open_burst(Burst::Now);
     }
 
     /// What the app's connectivity callback says: while `false` nothing is attempted on either
@@ -534,7 +552,7 @@ impl Publisher {
         let back = hub.gate.set_network(available);
         self.shared.event(log::Level::Info, "network", || format!("network {}", if available { "available" } else { "unavailable" }));
         if back {
-            hub.open_burst(None); // closes again at once if nothing is owed
+            hub.open_burst(Burst::Spread); // closes again at once if nothing is owed
         }
         hub.wake_all();
     }
@@ -589,7 +607,7 @@ impl Publisher {
         }
         // The report goes after the locations owed to its transport: with an upload window they
         // get a last burst now (bounded by the same wait).
-        hub.open_burst(None);
+        hub.open_burst(Burst::Now);
         let start = Instant::now();
         let mut st = self.shared.lock();
         while Transport::ALL.into_iter().any(|t| !hub.links.down(t) && hub.reporter().slots().leaving(t, hub.links.up(t))) {

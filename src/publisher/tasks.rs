@@ -77,6 +77,11 @@ pub(crate) async fn window(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
                 };
                 if opened {
                     hub.wake_all();
+                    // With a window the burst paces the retries: a transport that takes part
+                    // stops waiting out its own backoff (one sitting out stays out).
+                    for t in crate::outbox::Transport::ALL.into_iter().filter(|t| hub.gate.may_send(*t)) {
+                        hub.rousers.rouse(t);
+                    }
                 }
             }
             _ = hub.gate.changed.notified() => hub.gate.woke(),

@@ -68,6 +68,7 @@ struct TransportCounters {
     success: AtomicU64,
     failure: AtomicU64,
     retries: AtomicU64,
+    stalls: AtomicU64,
     bytes_sent: AtomicU64,
     circuit_open: AtomicBool,
     latency: Mutex<Histogram>,
@@ -84,6 +85,7 @@ pub struct Metrics {
     dual_mqtt_only: AtomicU64,
     dual_pubsub_only: AtomicU64,
     fallback: AtomicU64,
+    mqtt_auth_refusals: AtomicU64,
     dropped: Mutex<BTreeMap<String, u64>>,
     dead_letter: AtomicU64,
     http_requests: AtomicU64,
@@ -147,6 +149,11 @@ impl Metrics {
     pub fn failed(&self, t: Transport, n: u64) {
         self.t(t).failure.fetch_add(n, Relaxed);
     }
+    /// A connection or request on `t` was given up after no progress for the stall limit.
+    pub fn stall(&self, t: Transport) {
+        self.t(t).stalls.fetch_add(1, Relaxed);
+    }
+
     /// One retry (a reconnect or a repeated request) on `t`.
     pub fn retry(&self, t: Transport) {
         self.t(t).retries.fetch_add(1, Relaxed);
@@ -176,6 +183,12 @@ impl Metrics {
         }
         .fetch_add(1, Relaxed);
     }
+
+    /// The broker refused an MQTT connection's credentials.
+    pub fn mqtt_auth_refused(&self) {
+        self.mqtt_auth_refusals.fetch_add(1, Relaxed);
+    }
+
     /// `n` locations were sent to MQTT because Pub/Sub could not deliver them.
     pub fn fallback(&self, n: u64) {
         self.fallback.fetch_add(n, Relaxed);
@@ -264,6 +277,7 @@ impl Metrics {
                 published: c.success.load(Relaxed),
                 failed: c.failure.load(Relaxed),
                 retries: c.retries.load(Relaxed),
+                stalls: c.stalls.load(Relaxed),
                 bytes_sent: c.bytes_sent.load(Relaxed),
                 queue_depth: depth,
                 circuit_open: c.circuit_open.load(Relaxed),
@@ -282,6 +296,7 @@ impl Metrics {
             dual_mqtt_only: self.dual_mqtt_only.load(Relaxed),
             dual_pubsub_only: self.dual_pubsub_only.load(Relaxed),
             fallback: self.fallback.load(Relaxed),
+            mqtt_auth_refusals: self.mqtt_auth_refusals.load(Relaxed),
             dropped: lock(&self.dropped).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             dead_letter: self.dead_letter.load(Relaxed),
             http_requests: self.http_requests.load(Relaxed),
@@ -331,9 +346,14 @@ impl Metrics {
             let _ = writeln!(o, "dualpub_dual_outcome_total{{outcome=\"{k}\"}} {v}");
         }
         let _ = writeln!(o, "# TYPE dualpub_fallback_total counter\ndualpub_fallback_total {}", s.fallback);
+        let _ = writeln!(o, "# TYPE dualpub_mqtt_auth_refusals_total counter\ndualpub_mqtt_auth_refusals_total {}", s.mqtt_auth_refusals);
         let _ = writeln!(o, "# TYPE dualpub_retries_total counter");
         for tm in [&s.mqtt, &s.pubsub] {
             let _ = writeln!(o, "dualpub_retries_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.retries);
+        }
+        let _ = writeln!(o, "# TYPE dualpub_stalls_total counter");
+        for tm in [&s.mqtt, &s.pubsub] {
+            let _ = writeln!(o, "dualpub_stalls_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.stalls);
         }
         let _ = writeln!(o, "# TYPE dualpub_queue_depth gauge");
         for tm in [&s.mqtt, &s.pubsub] {
@@ -401,6 +421,9 @@ pub struct TransportMetrics {
     pub failed: u64,
     /// Reconnects or repeated requests.
     pub retries: u64,
+    /// Connections or requests given up after no progress for the stall limit
+    /// (`dualpub_stalls_total`).
+    pub stalls: u64,
     /// Payload and request bytes written.
     pub bytes_sent: u64,
     /// Locations still owed.
@@ -436,6 +459,9 @@ pub struct MetricsSnapshot {
     pub dual_pubsub_only: u64,
     /// Locations sent to MQTT because Pub/Sub could not deliver them.
     pub fallback: u64,
+    /// MQTT connections the broker refused for their credentials
+    /// (`dualpub_mqtt_auth_refusals_total`).
+    pub mqtt_auth_refusals: u64,
     /// Dropped locations by reason.
     pub dropped: HashMap<String, u64>,
     /// Messages dead-lettered after Pub/Sub refused them as invalid.

@@ -56,6 +56,14 @@ impl Breaker {
         }
     }
 
+    /// Lets the probe pass now if the breaker is open (the app flushes, or the link is likely
+    /// back): its outcome decides as at the end of the open period.
+    pub fn probe_now(&mut self, now: Instant) {
+        if self.open_until.is_some_and(|t| now < t) {
+            self.open_until = Some(now);
+        }
+    }
+
     /// A request succeeded: close. Returns whether it had been open.
     pub fn success(&mut self) -> bool {
         let was_open = self.open_until.is_some();
@@ -139,5 +147,19 @@ mod tests {
             b.trip(t);
         }
         assert_eq!(b.state(t), BreakerState::Open(t + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_probe_may_be_let_through_early_and_a_closed_breaker_stays_closed() {
+        let mut b = Breaker::new(1, Duration::from_secs(60), Duration::from_secs(60));
+        let t0 = Instant::now();
+        b.probe_now(t0);
+        assert_eq!(b.state(t0), BreakerState::Closed, "nothing to let through");
+        assert!(b.failure(t0));
+        let t1 = t0 + Duration::from_secs(5);
+        b.probe_now(t1);
+        assert_eq!(b.state(t1), BreakerState::HalfOpen, "the probe goes 55 s early");
+        assert!(b.failure(t1), "and its failure re-opens the breaker");
+        assert_eq!(b.state(t1), BreakerState::Open(t1 + Duration::from_secs(60)));
     }
 }

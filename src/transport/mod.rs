@@ -2,6 +2,8 @@
 //! its [`crate::hub::Lane`], and reports acknowledgements back; neither keeps anything the outbox does not.
 
 pub(crate) mod breaker;
+pub(crate) mod credentials;
 pub(crate) mod mqtt;
+pub(crate) mod pace;
 pub(crate) mod pubsub;
 pub(crate) mod token;

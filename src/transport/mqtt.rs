@@ -3,12 +3,16 @@
 //! rumqttc keeps nothing durable, drops queued and in-flight publishes on a clean-session
 //! reconnect and reconnects with no backoff (ARCHITECTURE.md, "Why the MQTT task recreates its
 //! client"). So this task owns the connection lifecycle: it builds a fresh client and event
-//! loop for every connection, sends at most [`WINDOW`] publishes at a time, maps each
-//! `Outgoing::Publish(pkid)` to the row it carried (requests leave the channel in order) and
-//! each `PubAck(pkid)` back to that row. When the connection fails, every unacknowledged row goes
-//! back to the outbox and the task reconnects after a full-jitter backoff. The outbox stays the
-//! source of truth. The task connects only while something is owed to MQTT and hangs up after
-//! `idleDisconnectSecs` without work.
+//! loop for every connection, sends at most [`WINDOW`] publishes at a time (fewer while the
+//! link cuts connections: [`pace::Window`]), maps each `Outgoing::Publish(pkid)` to the row it
+//! carried (requests leave the channel in order) and each `PubAck(pkid)` back to that row. When
+//! the connection fails, every unacknowledged row goes back to the outbox and the task
+//! reconnects after a full-jitter backoff. A connection with no CONNACK or PUBACK for a few
+//! round trips (at most 10 s, [`pace::Rtt`]) is given up as stalled, whatever the keep-alive: a
+//! black-holed link costs seconds of radio, not minutes. The outbox stays the source of truth.
+//! The task connects only while something is owed to MQTT and hangs up after
+//! `idleDisconnectSecs` without work. Credentials that change come from the app's
+//! [`crate::MqttCredentialProvider`] ([`CredentialCache`]).
 //!
 //! The bookkeeping of one connection is the [`Session`] state machine, which knows nothing of
 //! the network; [`run`] and `connection` feed it rumqttc's events.
@@ -19,9 +23,10 @@ use crate::hub::Lane;
 use crate::hub::Link;
 use crate::outbox::{Row, Transport};
 use crate::retry::Backoff;
-use crate::runtime::sleep_or_shutdown;
 use crate::tls;
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use crate::transport::credentials::CredentialCache;
+use crate::transport::pace::{self, Rtt};
+use rumqttc::{AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet, QoS};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -44,8 +49,6 @@ pub(crate) struct Settings {
     pub topic: String,
     /// The device's migration report topic.
     pub report_topic: String,
-    /// A publish not acknowledged within this long fails the connection.
-    pub ack_timeout: Duration,
     /// Hang up after this long without work.
     pub idle_disconnect: Duration,
 }
@@ -77,8 +80,6 @@ pub(crate) fn settings(config: &SdkConfig) -> Result<Settings, Error> {
         options: o,
         topic: crate::wire::mqtt_topic(&m.topic_template, &config.device_id),
         report_topic: crate::wire::mqtt_topic(crate::telemetry::reports::MQTT_TOPIC_TEMPLATE, &config.device_id),
-        // A broker that keeps the connection alive but never acknowledges must not stall MQTT.
-        ack_timeout: (keep_alive * 2).max(Duration::from_secs(30)),
         idle_disconnect: Duration::from_secs(m.idle_disconnect_secs.into()),
     })
 }
@@ -92,6 +93,18 @@ pub(crate) enum End {
     Idle,
     /// The connection failed (the reason is logged).
     Failed(String),
+    /// No progress (CONNACK, PUBACK) for the stall limit: a black-holed link.
+    Stalled(String),
+    /// The broker refused the credentials (CONNACK "bad user name or password" or "not
+    /// authorized"): a credential provider is asked again.
+    Refused(String),
+}
+
+impl End {
+    /// Whether the connection broke (failed, stalled or refused), rather than ending on purpose.
+    pub fn broke(&self) -> bool {
+        matches!(self, End::Failed(_) | End::Stalled(_) | End::Refused(_))
+    }
 }
 
 /// A publish handed to rumqttc.
@@ -103,8 +116,10 @@ pub(crate) struct Sent {
     pub report: bool,
     /// When the row was accepted (for latency).
     pub accepted_at: Instant,
-    /// When it was handed to the client (for the acknowledgement timeout).
+    /// When it was handed to the client.
     pub handed_at: Instant,
+    /// Nothing else was outstanding when it was handed: its PUBACK times a round trip.
+    pub lone: bool,
 }
 
 /// The bookkeeping of one connection, from CONNECT to its end: the publish window, the pkid →
@@ -112,10 +127,16 @@ pub(crate) struct Sent {
 #[derive(Debug)]
 pub(crate) struct Session {
     window: usize,
-    ack_timeout: Duration,
+    stall_after: Duration,
     idle_disconnect: Duration,
+    started: Instant,
+    /// The last CONNACK or PUBACK, or when work was handed to a quiet connection.
+    progress: Instant,
+    /// Round trips timed on this connection (CONNACK, lone PUBACKs), for the caller's [`Rtt`].
+    rtt_samples: Vec<Duration>,
     connected: bool,
-    delivered: bool,
+    /// Publishes acknowledged on this connection.
+    acked: usize,
     idle_since: Option<Instant>,
     /// Handed to the client, waiting for rumqttc to assign a packet id (in send order).
     queued: VecDeque<Sent>,
@@ -124,27 +145,53 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A connection not yet acknowledged by the broker.
-    pub fn new(window: usize, ack_timeout: Duration, idle_disconnect: Duration) -> Self {
+    /// A connection begun at `started`, not yet acknowledged by the broker: at most `window`
+    /// publishes in flight, given up after `stall_after` without progress.
+    pub fn new(window: usize, stall_after: Duration, idle_disconnect: Duration, started: Instant) -> Self {
         Session {
             window,
-            ack_timeout,
+            stall_after,
             idle_disconnect,
+            started,
+            progress: started,
+            rtt_samples: Vec::new(),
             connected: false,
-            delivered: false,
+            acked: 0,
             idle_since: None,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
         }
     }
 
-    /// The broker answered CONNECT; an error if it refused.
-    pub fn on_connack(&mut self, code: ConnectReturnCode) -> Result<(), End> {
-        if code != ConnectReturnCode::Success {
-            return Err(End::Failed(format!("broker refused the connection: {code:?}")));
+    /// The broker answered CONNECT at `now`; an error if it refused. CONNECT to CONNACK spans
+    /// the TCP, TLS and MQTT handshakes, about three round trips: a third of it is a sample.
+    pub fn on_connack(&mut self, code: ConnectReturnCode, now: Instant) -> Result<(), End> {
+        match code {
+            ConnectReturnCode::Success => {}
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
+                return Err(End::Refused(format!("broker refused the credentials: {code:?}")));
+            }
+            _ => return Err(End::Failed(format!("broker refused the connection: {code:?}"))),
         }
         self.connected = true;
+        self.progress = now;
+        self.rtt_samples.push(now.saturating_duration_since(self.started) / 3);
         Ok(())
+    }
+
+    /// The round trips timed since the last call.
+    pub fn take_rtt_samples(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.rtt_samples)
+    }
+
+    /// Whether nothing is handed over and unacknowledged.
+    fn quiet(&self) -> bool {
+        self.queued.is_empty() && self.inflight.is_empty()
+    }
+
+    /// The in-flight window from now on (it follows how the link has been cutting connections).
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window;
     }
 
     /// How many more publishes may be handed over now (none before CONNACK).
@@ -158,12 +205,21 @@ impl Session {
 
     /// A row was handed to the client at `now`.
     pub fn handed(&mut self, row: &Row, now: Instant) {
-        self.queued.push_back(Sent { seq: row.seq, report: false, accepted_at: row.accepted_at, handed_at: now });
+        self.hand(Sent { seq: row.seq, report: false, accepted_at: row.accepted_at, handed_at: now, lone: false });
     }
 
     /// Migration report `seq` was handed to the client at `now`.
     pub fn handed_report(&mut self, seq: u64, now: Instant) {
-        self.queued.push_back(Sent { seq, report: true, accepted_at: now, handed_at: now });
+        self.hand(Sent { seq, report: true, accepted_at: now, handed_at: now, lone: false });
+    }
+
+    fn hand(&mut self, mut sent: Sent) {
+        if self.quiet() {
+            // A quiet connection owes no progress: the stall limit counts from now.
+            self.progress = sent.handed_at;
+            sent.lone = true;
+        }
+        self.queued.push_back(sent);
     }
 
     /// Fills the window from `lane`: `publish` hands one row to the client (false: the client
@@ -193,12 +249,21 @@ impl Session {
         }
     }
 
-    /// The broker acknowledged `pkid`: the publish it carried, and whether it is the first
-    /// delivery on this connection (which proves the connection and resets the backoff).
-    pub fn on_puback(&mut self, pkid: u16) -> Option<(Sent, bool)> {
+    /// The broker acknowledged `pkid` at `now`: the publish it carried, and whether it is the
+    /// first delivery on this connection (which proves the connection and resets the backoff).
+    pub fn on_puback(&mut self, pkid: u16, now: Instant) -> Option<(Sent, bool)> {
         let sent = self.inflight.remove(&pkid)?;
-        let first = !std::mem::replace(&mut self.delivered, true);
-        Some((sent, first))
+        self.progress = now;
+        if sent.lone {
+            self.rtt_samples.push(now.saturating_duration_since(sent.handed_at));
+        }
+        self.acked += 1;
+        Some((sent, self.acked == 1))
+    }
+
+    /// Publishes acknowledged on this connection.
+    pub fn acked(&self) -> usize {
+        self.acked
     }
 
     /// Everything not yet acknowledged: rows to go back to the outbox, then reports to wait again.
@@ -210,12 +275,12 @@ impl Session {
     /// Whether the connection should end at `now`: idle for too long with `owed` rows owed to
     /// MQTT (nothing in flight), at once with nothing in flight when the upload burst is over
     /// (`burst_over`: the next burst reconnects, so no keep-alive ping wakes the radio between
-    /// bursts), or a publish unacknowledged for too long.
+    /// bursts), or no PUBACK for the stall limit while publishes are outstanding.
     pub fn check(&mut self, now: Instant, owed: usize, burst_over: bool) -> Option<End> {
         if !self.connected {
             return None;
         }
-        let quiet = self.queued.is_empty() && self.inflight.is_empty();
+        let quiet = self.quiet();
         if quiet && burst_over {
             return Some(End::Idle);
         }
@@ -224,24 +289,26 @@ impl Session {
         if self.idle_since.is_some_and(|t| now.duration_since(t) >= self.idle_disconnect) {
             return Some(End::Idle);
         }
-        let oldest = self.queued.iter().chain(self.inflight.values()).map(|s| s.handed_at).min();
-        if oldest.is_some_and(|t| now.duration_since(t) >= self.ack_timeout) {
-            return Some(End::Failed(format!("no PUBACK within {} s", self.ack_timeout.as_secs())));
+        if !quiet && now.saturating_duration_since(self.progress) >= self.stall_after {
+            return Some(End::Stalled(format!("no PUBACK for {} ms", self.stall_after.as_millis())));
         }
         None
     }
 
     /// The next moment [`Session::check`] may end the connection, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        self.idle_since
-            .map(|t| t + self.idle_disconnect)
-            .or_else(|| self.queued.iter().chain(self.inflight.values()).map(|s| s.handed_at + self.ack_timeout).min())
+        if self.quiet() {
+            self.idle_since.map(|t| t + self.idle_disconnect)
+        } else {
+            Some(self.progress + self.stall_after)
+        }
     }
 }
 
 /// The MQTT task: connect when something is owed, publish, track acks, reconnect with backoff.
-pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(lane: Lane, settings: Settings, mut credentials: Option<CredentialCache>, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Backoff::mqtt();
+    let mut link = LinkView { rtt: Rtt::default(), window: pace::Window::new(WINDOW) };
     loop {
         // Stay off the radio until there is a reason to connect.
         while !lane.worth_connecting() {
@@ -253,10 +320,31 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
                 return;
             }
         }
-        let (client, eventloop) = AsyncClient::new(settings.options.clone(), WINDOW * 2);
+        let mut options = settings.options.clone();
+        if let Some(cache) = credentials.as_mut() {
+            match cache.current().await {
+                Ok(c) => {
+                    options.set_credentials(c.username, c.password.expose());
+                }
+                Err(e) => {
+                    // No credentials, no connection: back off as after a failed one.
+                    let delay = backoff.next_delay();
+                    lane.event(log::Level::Warn, || format!("no credentials ({e}); retrying in {} ms", delay.as_millis()));
+                    if !lane.back_off(delay, &mut shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2);
+        // No CONNACK (TCP, TLS and MQTT handshakes) within the stall limit: stalled.
+        let mut network = NetworkOptions::new();
+        network.set_connection_timeout(link.rtt.stall_after().as_secs_f64().ceil() as u64);
+        eventloop.set_network_options(network);
         let (tx, rx) = mpsc::channel(WINDOW * 4);
         let poller = tokio::spawn(poll(eventloop, tx));
-        let end = connection(&lane, &settings, &client, rx, &mut shutdown, &mut backoff).await;
+        let end = connection(&lane, &settings, &client, rx, &mut shutdown, &mut backoff, &mut link).await;
         match end {
             End::Shutdown | End::Idle => {
                 let _ = client.try_disconnect();
@@ -266,8 +354,14 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
                 }
                 lane.event(log::Level::Debug, || "idle; disconnected".into());
             }
-            End::Failed(why) => {
+            End::Failed(ref why) | End::Stalled(ref why) | End::Refused(ref why) => {
                 poller.abort();
+                if matches!(end, End::Refused(_)) {
+                    lane.metrics().mqtt_auth_refused();
+                    if let Some(cache) = credentials.as_mut() {
+                        cache.refused();
+                    }
+                }
                 lane.burst_failed();
                 lane.metrics().retry(Transport::Mqtt);
                 // The MQTT "breaker" is its reconnect backoff; it reports open after
@@ -279,7 +373,7 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
                 }
                 let delay = backoff.next_delay();
                 lane.event(log::Level::Warn, || format!("connection failed ({why}); retrying in {} ms", delay.as_millis()));
-                if !sleep_or_shutdown(delay, &mut shutdown).await {
+                if !lane.back_off(delay, &mut shutdown).await {
                     return;
                 }
             }
@@ -287,10 +381,23 @@ pub(crate) async fn run(lane: Lane, settings: Settings, mut shutdown: watch::Rec
     }
 }
 
-/// Drives one event loop, forwarding every event; ends at the first error.
-async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, String>>) {
+/// What one connection learns of the link and leaves for the next: its round trip and how many
+/// publishes it carries before it is cut.
+struct LinkView {
+    rtt: Rtt,
+    window: pace::Window,
+}
+
+/// Drives one event loop, forwarding every event; ends at the first error (a timeout connecting
+/// or writing is a stall; a CONNACK refusing the credentials, which rumqttc reports as an
+/// error, a refusal).
+async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, End>>) {
     loop {
-        let ev = eventloop.poll().await.map_err(|e| e.to_string());
+        let ev = eventloop.poll().await.map_err(|e| match e {
+            ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => End::Stalled(e.to_string()),
+            ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized) => End::Refused(e.to_string()),
+            e => End::Failed(e.to_string()),
+        });
         let failed = ev.is_err();
         if tx.send(ev).await.is_err() || failed {
             return;
@@ -301,12 +408,12 @@ async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, String>>)
 /// Handles one event of the connection's event loop (`None`: the loop stopped); a location's
 /// PUBACK is added to `acks` for the caller to pass on. Returns how the connection ends, if it
 /// does.
-fn on_event(ev: Option<Result<Event, String>>, session: &mut Session, lane: &Lane, backoff: &mut Backoff, acks: &mut Vec<(u64, Instant)>) -> Option<End> {
+fn on_event(ev: Option<Result<Event, End>>, session: &mut Session, lane: &Lane, backoff: &mut Backoff, acks: &mut Vec<(u64, Instant)>) -> Option<End> {
     match ev {
         None => return Some(End::Failed("event loop stopped".into())),
-        Some(Err(e)) => return Some(End::Failed(e)),
+        Some(Err(e)) => return Some(e),
         Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-            if let Err(e) = session.on_connack(ack.code) {
+            if let Err(e) = session.on_connack(ack.code, Instant::now()) {
                 return Some(e);
             }
             lane.set_link(Link::Up);
@@ -314,7 +421,7 @@ fn on_event(ev: Option<Result<Event, String>>, session: &mut Session, lane: &Lan
         }
         Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => session.on_outgoing_publish(pkid),
         Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-            if let Some((sent, first)) = session.on_puback(ack.pkid) {
+            if let Some((sent, first)) = session.on_puback(ack.pkid, Instant::now()) {
                 if sent.report {
                     lane.report_settled(sent.seq, true);
                 } else {
@@ -338,18 +445,26 @@ async fn connection(
     lane: &Lane,
     settings: &Settings,
     client: &AsyncClient,
-    mut events: mpsc::Receiver<Result<Event, String>>,
+    mut events: mpsc::Receiver<Result<Event, End>>,
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
+    link: &mut LinkView,
 ) -> End {
-    let mut session = Session::new(WINDOW, settings.ack_timeout, settings.idle_disconnect);
+    let mut session = Session::new(link.window.size(), link.rtt.stall_after(), settings.idle_disconnect, Instant::now());
     // Every row not yet acknowledged goes back to the outbox; a broken connection counts them
-    // as failed attempts, a connection closed on purpose does not.
-    let end = |session: &mut Session, end: End| {
-        lane.set_link(if matches!(end, End::Failed(_)) { Link::Down } else { Link::Untried });
+    // as failed attempts (and narrows the window), a connection closed on purpose does not.
+    let end = |session: &mut Session, link: &mut LinkView, end: End| {
+        lane.set_link(if end.broke() { Link::Down } else { Link::Untried });
+        let delivered = session.acked();
         let (seqs, reports) = session.give_back();
-        if matches!(end, End::Failed(_)) && !seqs.is_empty() {
-            lane.metrics().failed(Transport::Mqtt, seqs.len() as u64);
+        if end.broke() {
+            link.window.failed(seqs.len() + reports.len(), delivered);
+            if !seqs.is_empty() {
+                lane.metrics().failed(Transport::Mqtt, seqs.len() as u64);
+            }
+        }
+        if matches!(end, End::Stalled(_)) {
+            lane.metrics().stall(Transport::Mqtt);
         }
         lane.release_or_hand_over(&seqs);
         for seq in reports {
@@ -360,6 +475,7 @@ async fn connection(
     loop {
         let now = Instant::now();
         let may_send = lane.may_send();
+        session.set_window(link.window.size());
         if may_send {
             session.fill(lane, now, |row| match client.try_publish(&settings.topic, QoS::AtLeastOnce, false, row.payload.to_vec()) {
                 Ok(()) => {
@@ -385,7 +501,7 @@ async fn connection(
         // and no migration report on its way to ride this connection.
         let burst_over = lane.windowed() && (!may_send || lane.depth() == 0) && !lane.report_coming();
         if let Some(e) = session.check(now, lane.depth(), burst_over) {
-            return end(&mut session, e);
+            return end(&mut session, link, e);
         }
         // Wake for the next idle or acknowledgement deadline, if any; otherwise only for events.
         let deadline = session.deadline();
@@ -405,22 +521,25 @@ async fn connection(
                 let mut handled = 0;
                 while let Some(ev) = next {
                     let ended = on_event(ev, &mut session, lane, backoff, &mut acks);
+                    session.take_rtt_samples().into_iter().for_each(|d| link.rtt.sample(d));
                     if let Some(e) = ended {
                         if !acks.is_empty() {
+                            acks.iter().for_each(|_| link.window.acked());
                             lane.ack(&acks);
                         }
-                        return end(&mut session, e);
+                        return end(&mut session, link, e);
                     }
                     handled += 1;
                     next = if handled < WINDOW * 2 { events.try_recv().ok().map(Some) } else { None };
                 }
                 if !acks.is_empty() {
+                    acks.iter().for_each(|_| link.window.acked());
                     lane.ack(&acks);
                 }
             }
             _ = lane.work_arrives() => {}
             _ = timer => {}
-            _ = shutdown.changed() => return end(&mut session, End::Shutdown),
+            _ = shutdown.changed() => return end(&mut session, link, End::Shutdown),
         }
     }
 }
@@ -431,12 +550,12 @@ mod tests {
     use crate::hub::test_support::{hub, queue};
     use crate::MigrationConfig;
 
-    const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+    const STALL: Duration = Duration::from_secs(10);
     const IDLE: Duration = Duration::from_secs(30);
 
     fn connected() -> Session {
-        let mut s = Session::new(WINDOW, ACK_TIMEOUT, IDLE);
-        s.on_connack(ConnectReturnCode::Success).unwrap();
+        let mut s = Session::new(WINDOW, STALL, IDLE, Instant::now());
+        s.on_connack(ConnectReturnCode::Success, Instant::now()).unwrap();
         s
     }
 
@@ -449,7 +568,7 @@ mod tests {
         s.fill(&lane, t0, |_| true);
         assert_eq!(s.check(t0, 5, true), None, "a publish in flight holds the connection");
         s.on_outgoing_publish(1);
-        s.on_puback(1);
+        s.on_puback(1, Instant::now());
         assert_eq!(s.check(t0, 5, true), Some(End::Idle), "rows left for the next burst do not keep it");
         assert_eq!(connected().check(t0, 0, false), None, "without a window, the idle timer decides");
     }
@@ -459,9 +578,13 @@ mod tests {
         let h = hub(MigrationConfig::default());
         queue(&h, 3, true, false);
         let lane = Lane::new(h.clone(), Transport::Mqtt);
-        let mut s = Session::new(WINDOW, ACK_TIMEOUT, IDLE);
+        let mut s = Session::new(WINDOW, STALL, IDLE, Instant::now());
         assert_eq!(s.fill(&lane, Instant::now(), |_| true), 0);
-        assert_eq!(s.on_connack(ConnectReturnCode::NotAuthorized), Err(End::Failed("broker refused the connection: NotAuthorized".into())));
+        assert_eq!(s.on_connack(ConnectReturnCode::NotAuthorized, Instant::now()), Err(End::Refused("broker refused the credentials: NotAuthorized".into())));
+        assert_eq!(
+            s.on_connack(ConnectReturnCode::ServiceUnavailable, Instant::now()),
+            Err(End::Failed("broker refused the connection: ServiceUnavailable".into()))
+        );
         assert_eq!(s.room(), 0);
     }
 
@@ -506,11 +629,11 @@ mod tests {
         for pkid in [7, 8, 9] {
             s.on_outgoing_publish(pkid);
         }
-        let (third, first) = s.on_puback(9).unwrap();
+        let (third, first) = s.on_puback(9, Instant::now()).unwrap();
         assert_eq!((third.seq, first), (3, true), "pkid 9 carried the third row; the first delivery on this connection");
-        assert_eq!(s.on_puback(7).map(|(x, f)| (x.seq, f)), Some((1, false)));
-        assert_eq!(s.on_puback(7), None, "a repeated PUBACK acknowledges nothing");
-        assert_eq!(s.on_puback(42), None, "an unknown pkid acknowledges nothing");
+        assert_eq!(s.on_puback(7, Instant::now()).map(|(x, f)| (x.seq, f)), Some((1, false)));
+        assert_eq!(s.on_puback(7, Instant::now()), None, "a repeated PUBACK acknowledges nothing");
+        assert_eq!(s.on_puback(42, Instant::now()), None, "an unknown pkid acknowledges nothing");
         assert_eq!(s.room(), WINDOW - 1);
     }
 
@@ -523,7 +646,7 @@ mod tests {
         s.fill(&lane, Instant::now(), |_| true);
         s.on_outgoing_publish(1);
         s.on_outgoing_publish(2);
-        let (acked, _) = s.on_puback(1).unwrap();
+        let (acked, _) = s.on_puback(1, Instant::now()).unwrap();
         lane.ack(&[(acked.seq, acked.accepted_at)]);
         s.handed_report(7, Instant::now());
         let (mut back, reports) = s.give_back();
@@ -557,17 +680,41 @@ mod tests {
     }
 
     #[test]
-    fn a_publish_never_acknowledged_fails_the_connection() {
+    fn a_connection_without_progress_for_the_stall_limit_is_given_up_whatever_the_keep_alive() {
         let h = hub(MigrationConfig::default());
-        queue(&h, 1, true, false);
+        queue(&h, 3, true, false);
         let lane = Lane::new(h.clone(), Transport::Mqtt);
-        let mut s = connected();
         let t0 = Instant::now();
+        let mut s = Session::new(WINDOW, STALL, IDLE, t0);
+        s.on_connack(ConnectReturnCode::Success, t0).unwrap();
         s.fill(&lane, t0, |_| true);
-        s.on_outgoing_publish(1);
-        assert_eq!(s.deadline(), Some(t0 + ACK_TIMEOUT));
-        assert_eq!(s.check(t0 + ACK_TIMEOUT - Duration::from_secs(1), 0, false), None);
-        assert_eq!(s.check(t0 + ACK_TIMEOUT, 0, false), Some(End::Failed("no PUBACK within 60 s".into())));
+        (1..=3).for_each(|p| s.on_outgoing_publish(p));
+        assert_eq!(s.deadline(), Some(t0 + STALL));
+        let t1 = t0 + STALL - Duration::from_secs(1);
+        assert!(s.on_puback(1, t1).is_some());
+        assert_eq!(s.check(t0 + STALL, 0, false), None, "a PUBACK is progress: the limit counts from it");
+        assert_eq!(s.deadline(), Some(t1 + STALL));
+        assert_eq!(s.check(t1 + STALL, 0, false), Some(End::Stalled("no PUBACK for 10000 ms".into())));
+        assert!(End::Stalled(String::new()).broke() && End::Failed(String::new()).broke() && !End::Idle.broke());
+    }
+
+    #[test]
+    fn a_quiet_connection_owes_no_progress_and_the_round_trip_is_timed() {
+        let h = hub(MigrationConfig::default());
+        queue(&h, 2, true, false);
+        let lane = Lane::new(h.clone(), Transport::Mqtt);
+        let t0 = Instant::now();
+        let mut s = Session::new(WINDOW, STALL, Duration::from_secs(3600), t0);
+        s.on_connack(ConnectReturnCode::Success, t0 + Duration::from_millis(900)).unwrap();
+        assert_eq!(s.take_rtt_samples(), [Duration::from_millis(300)], "a third of CONNECT to CONNACK");
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(s.check(t1, 0, false), None, "nothing outstanding: no stall, however long");
+        s.fill(&lane, t1, |_| true);
+        (1..=2).for_each(|p| s.on_outgoing_publish(p));
+        assert_eq!(s.deadline(), Some(t1 + STALL), "the limit counts from when work was handed");
+        s.on_puback(1, t1 + Duration::from_millis(250));
+        s.on_puback(2, t1 + Duration::from_millis(260));
+        assert_eq!(s.take_rtt_samples(), [Duration::from_millis(250)], "only the publish that had the link to itself times a round trip");
     }
 
     #[test]
@@ -580,7 +727,7 @@ mod tests {
             .unwrap();
         let s = settings(&c).unwrap();
         assert_eq!(s.topic, "device/telemetry/d-1");
-        assert_eq!((s.ack_timeout, s.idle_disconnect), (Duration::from_secs(30), Duration::from_secs(7)), "ack timeout at least 30 s");
+        assert_eq!(s.idle_disconnect, Duration::from_secs(7));
         assert_eq!(s.options.broker_address(), ("127.0.0.1".to_string(), 1884));
         assert_eq!(s.options.client_id(), "dualpub-d-1");
     }

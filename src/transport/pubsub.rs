@@ -2,7 +2,9 @@
 //! refresh and fallback to MQTT (docs/CONTRACT.md#pubsub-delivery and docs/CONTRACT.md#fallback).
 //!
 //! One request is in flight at a time per publisher, so one device's locations reach Pub/Sub
-//! in acceptance order (a failed batch is put back in front of later rows).
+//! in acceptance order (a failed batch is put back in front of later rows). Each request's
+//! size and timeout follow the throughput the link has shown ([`Pace`]): a slow link gets
+//! requests that upload in seconds, not one big request that times out and goes again whole.
 //!
 //! What follows an answer (acknowledge, split after a 400 down to one dead letter, retry with
 //! backoff, open the breaker and fall back to MQTT) is the [`Machine`] state machine, which
@@ -13,8 +15,8 @@ use crate::http::{without_url, MAX_RESPONSE_BYTES};
 use crate::hub::Lane;
 use crate::outbox::{Row, Transport};
 use crate::retry::{parse_retry_after, Backoff};
-use crate::runtime::sleep_or_shutdown;
 use crate::transport::breaker::{Breaker, BreakerState};
+use crate::transport::pace::Pace;
 use crate::transport::token::TokenCache;
 use crate::wire;
 use base64::Engine;
@@ -29,6 +31,9 @@ const MESSAGE_OVERHEAD: usize = 512;
 
 /// The longest a migration report's request may take (the next location batch waits for it).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest any location request may take, however big and however slow the link.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How one publish attempt ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +178,11 @@ impl Machine {
         self.breaker.state(now)
     }
 
+    /// Lets the breaker's probe pass now if it is open.
+    pub fn probe_now(&mut self, now: Instant) {
+        self.breaker.probe_now(now);
+    }
+
     /// Handles the answer to `batch`; `work` holds the batches still to send after it (the
     /// halves of earlier splits, oldest last-in-first-out).
     pub fn on_answer(&mut self, lane: &Lane, batch: Vec<Row>, work: &mut Vec<Vec<Row>>, outcome: Outcome, now: Instant) -> Next {
@@ -248,17 +258,24 @@ impl Machine {
 /// The Pub/Sub task: wait for a batch, publish it, let the [`Machine`] decide what follows.
 pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receiver<bool>) {
     let mut machine = Machine::default();
+    let mut pace = Pace::default();
     let (max_count, max_bytes) = (rest.settings.max_count, rest.settings.max_bytes);
     while wait_for_batch(&lane, &rest.settings, &mut shutdown).await {
         // An open breaker sends nothing until its period ends; then one batch is the probe.
         if let BreakerState::Open(until) = machine.breaker(Instant::now()) {
             lane.fall_back_all();
-            if !sleep_or_shutdown(until.saturating_duration_since(Instant::now()), &mut shutdown).await {
+            if !lane.back_off(until.saturating_duration_since(Instant::now()), &mut shutdown).await {
                 break;
             }
+            // Roused before the period ended: the probe goes now.
+            machine.probe_now(Instant::now());
             continue;
         }
-        let first = lane.take(max_count, max_bytes, cost);
+        // A probe after an open period is one message; otherwise what the link can take.
+        let first = match machine.breaker(Instant::now()) {
+            BreakerState::HalfOpen => lane.take(1, max_bytes, cost),
+            _ => lane.take(max_count, pace.batch_bytes(max_bytes), cost),
+        };
         if first.is_empty() && lane.batch_status(max_count, cost).pending > 0 {
             // Their payloads are being read back from the database (src/outbox.rs, "Memory"):
             // the lane is woken once they are in memory.
@@ -282,7 +299,7 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
                 lane.release_or_hand_over(&seqs);
                 break;
             }
-            let outcome = rest.publish(&lane, &batch).await;
+            let outcome = rest.publish(&lane, &batch, &mut pace).await;
             match machine.on_answer(&lane, batch, &mut work, outcome, Instant::now()) {
                 Next::Continue => {}
                 Next::Wait { delay, refresh_token } => {
@@ -291,7 +308,7 @@ pub(crate) async fn run(lane: Lane, mut rest: Rest, mut shutdown: watch::Receive
                     }
                     lane.burst_failed();
                     delivered = false;
-                    sleep_or_shutdown(delay, &mut shutdown).await;
+                    lane.back_off(delay, &mut shutdown).await;
                     break;
                 }
                 // The run loop waits out the open period.
@@ -356,21 +373,35 @@ impl Rest {
         answer(req.send().await, 1).await
     }
 
-    /// One publish request; its answer classified.
-    pub async fn publish(&mut self, lane: &Lane, batch: &[Row]) -> Outcome {
+    /// One publish request, timed out by `pace` from its size; its answer classified, and what
+    /// it showed of the link given back to `pace` (an answer's rate; a timeout or a cut
+    /// connection halves the next request).
+    pub async fn publish(&mut self, lane: &Lane, batch: &[Row], pace: &mut Pace) -> Outcome {
         let bearer = match self.tokens.bearer().await {
             Ok(b) => b,
             Err(e) => return Outcome::Retry { why: e.to_string(), retry_after: None },
         };
         let body = request_body(&self.settings, batch);
-        let len = body.len() as u64;
-        let mut req = self.http.post(&self.settings.url).header("content-type", "application/json").body(body);
+        let len = body.len();
+        let timeout = pace.timeout(len, MAX_REQUEST_TIMEOUT);
+        let mut req = self.http.post(&self.settings.url).header("content-type", "application/json").body(body).timeout(timeout);
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
         lane.metrics().http_request();
-        lane.metrics().bytes_sent(Transport::PubSub, len);
-        answer(req.send().await, batch.len()).await
+        lane.metrics().bytes_sent(Transport::PubSub, len as u64);
+        let started = Instant::now();
+        let sent = req.send().await;
+        match &sent {
+            Ok(_) => pace.answered(len, started.elapsed()),
+            Err(e) => {
+                pace.failed(len, e.is_timeout());
+                if e.is_timeout() {
+                    lane.metrics().stall(Transport::PubSub);
+                }
+            }
+        }
+        answer(sent, batch.len()).await
     }
 }
 

@@ -85,6 +85,28 @@ pub fn dead_mqtt() -> String {
     format!("mqtt://127.0.0.1:{}", dualpub_testbed::free_port().unwrap())
 }
 
+/// The CA of the test binary's TLS fronts.
+pub fn local_ca() -> &'static dualpub_testbed::tls::LocalCa {
+    static CA: OnceLock<dualpub_testbed::tls::LocalCa> = OnceLock::new();
+    CA.get_or_init(dualpub_testbed::tls::LocalCa::new)
+}
+
+/// The port of a TLS front (with [`local_ca`]'s certificate) for the loopback port `port`: one
+/// per port for the test binary's life.
+pub fn tls_front(port: u16) -> u16 {
+    static FRONTS: OnceLock<std::sync::Mutex<std::collections::HashMap<u16, u16>>> = OnceLock::new();
+    let mut fronts = FRONTS.get_or_init(Default::default).lock().unwrap();
+    *fronts.entry(port).or_insert_with(|| {
+        let front = dualpub_testbed::tls::TlsFront::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)), local_ca()).expect("TLS front");
+        Box::leak(Box::new(front)).port
+    })
+}
+
+/// The embedded broker over TLS.
+pub fn tls_broker_url() -> String {
+    format!("mqtts://127.0.0.1:{}", tls_front(broker().port))
+}
+
 /// An SDK config for the local test bed.
 pub fn config(device_id: &str, mqtt_url: &str, endpoint: &str, migration: MigrationConfig) -> SdkConfig {
     SdkConfig::builder(device_id, mqtt_url, PROJECT, data_dir(device_id).to_string_lossy())
@@ -147,6 +169,25 @@ impl TestDevice {
     /// sending) that the default 30 s window would otherwise hold until its burst.
     pub fn real_time(mut self) -> Self {
         self.config.upload_window_secs = 0;
+        self
+    }
+
+    /// Over TLS, as in production: the embedded broker and the emulator through TLS fronts
+    /// (`mqtts://`, `https://`) with [`local_ca`] as `caCertificatesPem`; any other MQTT URL
+    /// (a dead port) keeps its port with `mqtts://`. Call it after [`TestDevice::mqtt`].
+    pub fn over_tls(mut self) -> Self {
+        let port_of = |url: &str| url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok());
+        let c = &mut self.config;
+        c.mqtt.broker_url = match port_of(&c.mqtt.broker_url) {
+            Some(p) if p == broker().port => tls_broker_url(),
+            Some(p) => format!("mqtts://127.0.0.1:{p}"),
+            None => c.mqtt.broker_url.clone(),
+        };
+        if let Some(p) = port_of(&c.pubsub.endpoint) {
+            c.pubsub.endpoint = format!("https://127.0.0.1:{}", tls_front(p));
+        }
+        c.mqtt.ca_certificates_pem = Some(local_ca().ca_pem.clone());
+        c.pubsub.ca_certificates_pem = Some(local_ca().ca_pem.clone());
         self
     }
 

@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod config_server;
+pub mod field;
 pub mod mosquitto;
 pub mod packet_log;
 pub mod proxy;
@@ -12,6 +13,8 @@ pub mod rabbitmq;
 pub mod radio;
 pub mod report_subscribers;
 pub mod subscribers;
+pub mod tls;
+pub mod toxiproxy;
 
 pub use dualpub_emulator::{EmulatorHandle, EmulatorOptions, FaultPlan};
 
@@ -42,14 +45,20 @@ pub fn wait_for_port(port: u16, timeout: std::time::Duration) -> bool {
     false
 }
 
-/// An HTTP client for the test bed. The workspace builds reqwest without a built-in crypto
-/// provider (the SDK passes its own), so the test bed installs ring as the process default.
+/// An HTTP client for the test bed, with timeouts (a backend that accepts connections and never
+/// answers must not hang a subscriber or a demo): 10 s to connect, 30 s a request. The
+/// workspace builds reqwest without a built-in crypto provider (the SDK passes its own), so the
+/// test bed installs ring as the process default.
 pub fn http_client() -> reqwest::Client {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::new()
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 #[cfg(test)]

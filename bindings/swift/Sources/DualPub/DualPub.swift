@@ -1264,6 +1264,23 @@ public convenience init(config: SdkConfig, tokenProvider: TokenProvider?)throws 
     }
 
     
+    /**
+     * As the primary constructor, with every app provider: `token_provider` for Pub/Sub access
+     * tokens, `mqtt_credential_provider` for MQTT credentials that change (an expiring JWT as
+     * the password; they take the place of `mqtt.username`/`password`). Both are called on SDK
+     * background threads (docs/CONTRACT.md#mqtt-credentials).
+     */
+public static func withProviders(config: SdkConfig, tokenProvider: TokenProvider?, mqttCredentialProvider: MqttCredentialProvider?)throws  -> DualPublisher  {
+    return try  FfiConverterTypeDualPublisher_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_constructor_dualpublisher_with_providers(
+        FfiConverterTypeSdkConfig_lower(config),
+        FfiConverterOptionTypeTokenProvider.lower(tokenProvider),
+        FfiConverterOptionTypeMqttCredentialProvider.lower(mqttCredentialProvider),uniffiCallStatus
+    )
+})
+}
+    
 
     
     /**
@@ -1645,6 +1662,217 @@ public func FfiConverterTypeDualPublisher_lift(_ handle: UInt64) throws -> DualP
 #endif
 public func FfiConverterTypeDualPublisher_lower(_ value: DualPublisher) -> UInt64 {
     return FfiConverterTypeDualPublisher.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Implemented by the app to hand the SDK MQTT credentials that change. Called on an SDK
+ * background thread, never the main thread; it may block (for example on a network call).
+ */
+public protocol MqttCredentialProvider: AnyObject, Sendable {
+    
+    /**
+     * Returns credentials to connect with, or throws when none can be had right now.
+     */
+    func fetchCredentials() throws  -> MqttCredentials
+    
+}
+/**
+ * Implemented by the app to hand the SDK MQTT credentials that change. Called on an SDK
+ * background thread, never the main thread; it may block (for example on a network call).
+ */
+open class MqttCredentialProviderImpl: MqttCredentialProvider, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_dualpub_fn_clone_mqttcredentialprovider(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_dualpub_fn_free_mqttcredentialprovider(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Returns credentials to connect with, or throws when none can be had right now.
+     */
+open func fetchCredentials()throws  -> MqttCredentials  {
+    return try  FfiConverterTypeMqttCredentials_lift(try rustCallWithError(FfiConverterTypeTokenError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_mqttcredentialprovider_fetch_credentials(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceMqttCredentialProvider {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceMqttCredentialProvider = UniffiVTableCallbackInterfaceMqttCredentialProvider(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeMqttCredentialProvider.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface MqttCredentialProvider: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeMqttCredentialProvider.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface MqttCredentialProvider: handle missing in uniffiClone")
+            }
+        },
+        fetchCredentials: { (
+            uniffiHandle: UInt64,
+            uniffiOutReturn: UnsafeMutablePointer<RustBuffer>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> MqttCredentials in
+                guard let uniffiObj = try? FfiConverterTypeMqttCredentialProvider.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.fetchCredentials(
+                )
+            }
+
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterTypeMqttCredentials_lower($0) }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeTokenError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceMqttCredentialProvider> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceMqttCredentialProvider>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitMqttCredentialProvider() {
+    uniffi_dualpub_fn_init_callback_vtable_mqttcredentialprovider(UniffiCallbackInterfaceMqttCredentialProvider.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMqttCredentialProvider: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<MqttCredentialProvider>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = MqttCredentialProvider
+
+    public static func lift(_ handle: UInt64) throws -> MqttCredentialProvider {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return MqttCredentialProviderImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: MqttCredentialProvider) -> UInt64 {
+         if let rustImpl = value as? MqttCredentialProviderImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MqttCredentialProvider {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: MqttCredentialProvider, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMqttCredentialProvider_lift(_ handle: UInt64) throws -> MqttCredentialProvider {
+    return try FfiConverterTypeMqttCredentialProvider.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMqttCredentialProvider_lower(_ value: MqttCredentialProvider) -> UInt64 {
+    return FfiConverterTypeMqttCredentialProvider.lower(value)
 }
 
 
@@ -2707,6 +2935,11 @@ public struct MetricsSnapshot: Equatable, Hashable {
      */
     public var fallback: UInt64
     /**
+     * MQTT connections the broker refused for their credentials
+     * (`dualpub_mqtt_auth_refusals_total`).
+     */
+    public var mqttAuthRefusals: UInt64
+    /**
      * Dropped locations by reason.
      */
     public var dropped: [String: UInt64]
@@ -2790,6 +3023,10 @@ public struct MetricsSnapshot: Equatable, Hashable {
          * Locations sent to MQTT because Pub/Sub could not deliver them.
          */fallback: UInt64, 
         /**
+         * MQTT connections the broker refused for their credentials
+         * (`dualpub_mqtt_auth_refusals_total`).
+         */mqttAuthRefusals: UInt64, 
+        /**
          * Dropped locations by reason.
          */dropped: [String: UInt64], 
         /**
@@ -2839,6 +3076,7 @@ public struct MetricsSnapshot: Equatable, Hashable {
         self.dualMqttOnly = dualMqttOnly
         self.dualPubsubOnly = dualPubsubOnly
         self.fallback = fallback
+        self.mqttAuthRefusals = mqttAuthRefusals
         self.dropped = dropped
         self.deadLetter = deadLetter
         self.httpRequests = httpRequests
@@ -2878,6 +3116,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
                 dualMqttOnly: FfiConverterUInt64.read(from: &buf), 
                 dualPubsubOnly: FfiConverterUInt64.read(from: &buf), 
                 fallback: FfiConverterUInt64.read(from: &buf), 
+                mqttAuthRefusals: FfiConverterUInt64.read(from: &buf), 
                 dropped: FfiConverterDictionaryStringUInt64.read(from: &buf), 
                 deadLetter: FfiConverterUInt64.read(from: &buf), 
                 httpRequests: FfiConverterUInt64.read(from: &buf), 
@@ -2903,6 +3142,7 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.dualMqttOnly, into: &buf)
         FfiConverterUInt64.write(value.dualPubsubOnly, into: &buf)
         FfiConverterUInt64.write(value.fallback, into: &buf)
+        FfiConverterUInt64.write(value.mqttAuthRefusals, into: &buf)
         FfiConverterDictionaryStringUInt64.write(value.dropped, into: &buf)
         FfiConverterUInt64.write(value.deadLetter, into: &buf)
         FfiConverterUInt64.write(value.httpRequests, into: &buf)
@@ -3125,6 +3365,87 @@ public func FfiConverterTypeMigrationConfig_lift(_ buf: RustBuffer) throws -> Mi
 #endif
 public func FfiConverterTypeMigrationConfig_lower(_ value: MigrationConfig) -> RustBuffer {
     return FfiConverterTypeMigrationConfig.lower(value)
+}
+
+
+/**
+ * A username and password for the MQTT broker.
+ */
+public struct MqttCredentials {
+    /**
+     * The username.
+     */
+    public var username: String
+    /**
+     * The password (never logged, printed as `***`); for JWT authentication, the token.
+     */
+    public var password: Secret
+    /**
+     * When the password expires, ms since the Unix epoch: asked for again a minute before.
+     * `None`: until the broker refuses it.
+     */
+    public var expiresAtMs: Int64?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The username.
+         */username: String, 
+        /**
+         * The password (never logged, printed as `***`); for JWT authentication, the token.
+         */password: Secret, 
+        /**
+         * When the password expires, ms since the Unix epoch: asked for again a minute before.
+         * `None`: until the broker refuses it.
+         */expiresAtMs: Int64?) {
+        self.username = username
+        self.password = password
+        self.expiresAtMs = expiresAtMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension MqttCredentials: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMqttCredentials: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MqttCredentials {
+        return
+            try MqttCredentials(
+                username: FfiConverterString.read(from: &buf), 
+                password: FfiConverterTypeSecret.read(from: &buf), 
+                expiresAtMs: FfiConverterOptionInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: MqttCredentials, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.username, into: &buf)
+        FfiConverterTypeSecret.write(value.password, into: &buf)
+        FfiConverterOptionInt64.write(value.expiresAtMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMqttCredentials_lift(_ buf: RustBuffer) throws -> MqttCredentials {
+    return try FfiConverterTypeMqttCredentials.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMqttCredentials_lower(_ value: MqttCredentials) -> RustBuffer {
+    return FfiConverterTypeMqttCredentials.lower(value)
 }
 
 
@@ -3857,6 +4178,11 @@ public struct TransportMetrics: Equatable, Hashable {
      */
     public var retries: UInt64
     /**
+     * Connections or requests given up after no progress for the stall limit
+     * (`dualpub_stalls_total`).
+     */
+    public var stalls: UInt64
+    /**
      * Payload and request bytes written.
      */
     public var bytesSent: UInt64
@@ -3901,6 +4227,10 @@ public struct TransportMetrics: Equatable, Hashable {
          * Reconnects or repeated requests.
          */retries: UInt64, 
         /**
+         * Connections or requests given up after no progress for the stall limit
+         * (`dualpub_stalls_total`).
+         */stalls: UInt64, 
+        /**
          * Payload and request bytes written.
          */bytesSent: UInt64, 
         /**
@@ -3925,6 +4255,7 @@ public struct TransportMetrics: Equatable, Hashable {
         self.published = published
         self.failed = failed
         self.retries = retries
+        self.stalls = stalls
         self.bytesSent = bytesSent
         self.queueDepth = queueDepth
         self.circuitOpen = circuitOpen
@@ -3954,6 +4285,7 @@ public struct FfiConverterTypeTransportMetrics: FfiConverterRustBuffer {
                 published: FfiConverterUInt64.read(from: &buf), 
                 failed: FfiConverterUInt64.read(from: &buf), 
                 retries: FfiConverterUInt64.read(from: &buf), 
+                stalls: FfiConverterUInt64.read(from: &buf), 
                 bytesSent: FfiConverterUInt64.read(from: &buf), 
                 queueDepth: FfiConverterUInt64.read(from: &buf), 
                 circuitOpen: FfiConverterBool.read(from: &buf), 
@@ -3969,6 +4301,7 @@ public struct FfiConverterTypeTransportMetrics: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.published, into: &buf)
         FfiConverterUInt64.write(value.failed, into: &buf)
         FfiConverterUInt64.write(value.retries, into: &buf)
+        FfiConverterUInt64.write(value.stalls, into: &buf)
         FfiConverterUInt64.write(value.bytesSent, into: &buf)
         FfiConverterUInt64.write(value.queueDepth, into: &buf)
         FfiConverterBool.write(value.circuitOpen, into: &buf)
@@ -4964,6 +5297,30 @@ fileprivate struct FfiConverterOptionTypeDebugListener: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeMqttCredentialProvider: FfiConverterRustBuffer {
+    typealias SwiftType = MqttCredentialProvider?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeMqttCredentialProvider.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeMqttCredentialProvider.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeSecret: FfiConverterRustBuffer {
     typealias SwiftType = Secret?
 
@@ -5383,10 +5740,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_debuglistener_on_debug_event() != 16531) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_mqttcredentialprovider_fetch_credentials() != 25807) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_tokenprovider_fetch_token() != 10272) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_constructor_dualpublisher_new() != 10172) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_constructor_dualpublisher_with_providers() != 28129) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_constructor_secret_new() != 42411) {
@@ -5395,6 +5758,7 @@ private let initializationResult: InitializationResult = {
 
     uniffiCallbackInitConfigListener()
     uniffiCallbackInitDebugListener()
+    uniffiCallbackInitMqttCredentialProvider()
     uniffiCallbackInitTokenProvider()
     return InitializationResult.ok
 }()

@@ -257,6 +257,13 @@ typedef void (*UniffiCallbackInterfaceDebugListenerMethod0)(uint64_t, RustBuffer
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_MQTT_CREDENTIAL_PROVIDER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_MQTT_CREDENTIAL_PROVIDER_METHOD0
+typedef void (*UniffiCallbackInterfaceMqttCredentialProviderMethod0)(uint64_t, RustBuffer* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TOKEN_PROVIDER_METHOD0
 typedef void (*UniffiCallbackInterfaceTokenProviderMethod0)(uint64_t, RustBuffer* _Nonnull, 
@@ -280,6 +287,15 @@ typedef struct UniffiVTableCallbackInterfaceDebugListener {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceDebugListenerMethod0 _Nonnull onDebugEvent;
 } UniffiVTableCallbackInterfaceDebugListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_MQTT_CREDENTIAL_PROVIDER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_MQTT_CREDENTIAL_PROVIDER
+typedef struct UniffiVTableCallbackInterfaceMqttCredentialProvider {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceMqttCredentialProviderMethod0 _Nonnull fetchCredentials;
+} UniffiVTableCallbackInterfaceMqttCredentialProvider;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TOKEN_PROVIDER
@@ -324,6 +340,11 @@ void uniffi_dualpub_fn_free_dualpublisher(uint64_t handle, RustCallStatus *_Nonn
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_DUALPUBLISHER_NEW
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_DUALPUBLISHER_NEW
 uint64_t uniffi_dualpub_fn_constructor_dualpublisher_new(RustBuffer config, RustBuffer token_provider, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_DUALPUBLISHER_WITH_PROVIDERS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_DUALPUBLISHER_WITH_PROVIDERS
+uint64_t uniffi_dualpub_fn_constructor_dualpublisher_with_providers(RustBuffer config, RustBuffer token_provider, RustBuffer mqtt_credential_provider, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_APPLY_CONFIG
@@ -514,6 +535,26 @@ void uniffi_dualpub_fn_init_callback_vtable_debuglistener(const UniffiVTableCall
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGLISTENER_ON_DEBUG_EVENT
 void uniffi_dualpub_fn_method_debuglistener_on_debug_event(uint64_t ptr, RustBuffer event, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_MQTTCREDENTIALPROVIDER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_MQTTCREDENTIALPROVIDER
+uint64_t uniffi_dualpub_fn_clone_mqttcredentialprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_MQTTCREDENTIALPROVIDER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_MQTTCREDENTIALPROVIDER
+void uniffi_dualpub_fn_free_mqttcredentialprovider(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_MQTTCREDENTIALPROVIDER
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_INIT_CALLBACK_VTABLE_MQTTCREDENTIALPROVIDER
+void uniffi_dualpub_fn_init_callback_vtable_mqttcredentialprovider(const UniffiVTableCallbackInterfaceMqttCredentialProvider* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_MQTTCREDENTIALPROVIDER_FETCH_CREDENTIALS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_MQTTCREDENTIALPROVIDER_FETCH_CREDENTIALS
+RustBuffer uniffi_dualpub_fn_method_mqttcredentialprovider_fetch_credentials(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_TOKENPROVIDER
@@ -1004,6 +1045,12 @@ uint16_t uniffi_dualpub_checksum_method_debuglistener_on_debug_event(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_MQTTCREDENTIALPROVIDER_FETCH_CREDENTIALS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_MQTTCREDENTIALPROVIDER_FETCH_CREDENTIALS
+uint16_t uniffi_dualpub_checksum_method_mqttcredentialprovider_fetch_credentials(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_TOKENPROVIDER_FETCH_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_TOKENPROVIDER_FETCH_TOKEN
 uint16_t uniffi_dualpub_checksum_method_tokenprovider_fetch_token(void
@@ -1013,6 +1060,12 @@ uint16_t uniffi_dualpub_checksum_method_tokenprovider_fetch_token(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_NEW
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_NEW
 uint16_t uniffi_dualpub_checksum_constructor_dualpublisher_new(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_WITH_PROVIDERS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_WITH_PROVIDERS
+uint16_t uniffi_dualpub_checksum_constructor_dualpublisher_with_providers(void
     
 );
 #endif

@@ -3,6 +3,7 @@
 pub mod device;
 pub mod memory;
 pub mod memory_device;
+pub mod network;
 pub mod procfs;
 pub mod radio;
 pub mod throughput;
@@ -28,6 +29,9 @@ pub enum Bench {
     /// the time a 10,000-location backlog takes to leave (docs/PERFORMANCE.md); prints a
     /// markdown table.
     Throughput(Box<throughput::ThroughputArgs>),
+    /// The SDK on links as phones have them: Toxiproxy faults over TLS, window 30 s and 0; lost,
+    /// duplicates, recovery time, bytes and stalls; prints a markdown document (docs/NETWORK.md).
+    Network(Box<network::NetworkArgs>),
 }
 
 /// Runs a benchmark; returns the exit code.
@@ -38,5 +42,6 @@ pub fn run(b: Bench) -> i32 {
         Bench::Memory(a) => memory::run(*a),
         Bench::MemoryDevice(a) => memory_device::run(*a),
         Bench::Throughput(a) => throughput::run(*a),
+        Bench::Network(a) => network::run(*a),
     }
 }

@@ -1,10 +1,16 @@
 //! The demo's test bed: the MQTT broker and the Pub/Sub endpoint (embedded ones unless URLs are
 //! given), and `--chaos`, fault proxies in front of both with a thread that keeps breaking things.
+//!
+//! The SDK talks to the embedded backends as to production, over TLS (`mqtts://`, `https://`)
+//! through TLS fronts with a CA made for the run and passed as `caCertificatesPem`; the
+//! verifying subscribers read the backends directly, not through the SDK's path, so their
+//! verdict under faults is about the SDK.
 
 use super::DemoArgs;
 use dualpub_testbed::broker::EmbeddedBroker;
 use dualpub_testbed::proxy::FaultProxy;
 use dualpub_testbed::subscribers;
+use dualpub_testbed::tls::{LocalCa, TlsFront};
 use dualpub_testbed::{EmulatorHandle, EmulatorOptions};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,40 +18,94 @@ use std::time::Duration;
 
 /// The MQTT broker and the Pub/Sub endpoint: embedded ones unless URLs are given.
 pub(super) struct TestBed {
+    /// The broker the SDK connects to.
     pub(super) mqtt_url: String,
+    /// The Pub/Sub endpoint the SDK publishes to.
+    pub(super) endpoint: String,
+    /// The CA the SDK trusts for both (the run's own, or `--ca-file`'s).
+    pub(super) ca_pem: Option<String>,
+    /// Where the verifying subscribers read MQTT (plaintext): the embedded broker directly,
+    /// `--verify-mqtt-url`, or the SDK's broker.
     pub(super) mqtt_host: String,
     pub(super) mqtt_port: u16,
-    pub(super) endpoint: String,
+    /// Where the verifying subscribers pull Pub/Sub: the emulator directly,
+    /// `--verify-pubsub-endpoint`, or the SDK's endpoint.
+    pub(super) verify_endpoint: String,
     pub(super) allow_insecure: bool,
     pub(super) emulator: Option<EmulatorHandle>,
     _broker: Option<EmbeddedBroker>,
+    _fronts: Vec<TlsFront>,
+}
+
+/// The SDK's TLS connections to the embedded backends over the run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Connects {
+    /// Connections per second (both backends together).
+    pub(super) rate: dualpub_testbed::tls::ConnectRate,
+    /// Handshakes by kind (both backends together).
+    pub(super) handshakes: dualpub_testbed::tls::Handshakes,
 }
 
 impl TestBed {
-    /// Starts the embedded broker and emulator where no URL was given, and says what is used.
+    /// The SDK's TLS connections to the embedded backends so far (none with external ones).
+    pub(super) fn connects(&self) -> Option<Connects> {
+        if self._fronts.is_empty() {
+            return None;
+        }
+        let arrivals: Vec<_> = self._fronts.iter().flat_map(|f| f.arrivals()).collect();
+        let mut handshakes = dualpub_testbed::tls::Handshakes::default();
+        for h in self._fronts.iter().map(|f| f.handshakes()) {
+            handshakes.full += h.full;
+            handshakes.resumed += h.resumed;
+            handshakes.failed += h.failed;
+        }
+        Some(Connects { rate: dualpub_testbed::tls::ConnectRate::of(&arrivals), handshakes })
+    }
+
+    /// Starts the embedded broker and emulator (behind TLS fronts) where no URL was given, and
+    /// says what is used.
     pub(super) fn start(args: &DemoArgs) -> Result<TestBed, String> {
-        let (mqtt_url, mqtt_host, mqtt_port, broker) = match &args.backend.mqtt_url {
-            Some(u) => {
-                let (host, port) = dualpub_testbed::url_host_port(u, 1883)?;
-                (u.clone(), host, port, None)
-            }
+        let ca = LocalCa::new();
+        let mut fronts = Vec::new();
+        let mut front = |port: u16| -> Result<u16, String> {
+            let f = TlsFront::start(std::net::SocketAddr::from(([127, 0, 0, 1], port)), &ca).map_err(|e| format!("cannot start a TLS front: {e}"))?;
+            let port = f.port;
+            fronts.push(f);
+            Ok(port)
+        };
+        let (mqtt_url, direct_mqtt, broker) = match &args.backend.mqtt_url {
+            Some(u) => (u.clone(), dualpub_testbed::url_host_port(u, 1883)?, None),
             None => {
                 let b = EmbeddedBroker::start().map_err(|e| format!("cannot start the embedded MQTT broker: {e}"))?;
-                (b.url(), "127.0.0.1".to_string(), b.port, Some(b))
+                (format!("mqtts://127.0.0.1:{}", front(b.port)?), ("127.0.0.1".to_string(), b.port), Some(b))
             }
         };
-        let (endpoint, emulator) = match &args.backend.pubsub_endpoint {
-            Some(e) => (e.trim_end_matches('/').to_string(), None),
+        let (endpoint, direct_endpoint, emulator) = match &args.backend.pubsub_endpoint {
+            Some(e) => (e.trim_end_matches('/').to_string(), e.trim_end_matches('/').to_string(), None),
             None => {
                 let h = EmulatorHandle::spawn(EmulatorOptions::default()).map_err(|e| format!("cannot start the Pub/Sub emulator: {e}"))?;
                 subscribers::create_topic(&h.url(), &args.backend.pubsub_project, &args.backend.pubsub_topic).map_err(|e| e.to_string())?;
                 subscribers::create_topic(&h.url(), &args.backend.pubsub_project, dualpub::config::DEFAULT_REPORTS_TOPIC).map_err(|e| e.to_string())?;
-                (h.url(), Some(h))
+                let (_, port) = dualpub_testbed::url_host_port(&h.url(), 80)?;
+                (format!("https://127.0.0.1:{}", front(port)?), h.url(), Some(h))
             }
         };
+        let ca_pem = match &args.ca_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?),
+            None if broker.is_some() || emulator.is_some() => Some(ca.ca_pem.clone()),
+            None => None,
+        };
+        let (mqtt_host, mqtt_port) = match &args.verify_mqtt_url {
+            Some(u) => dualpub_testbed::url_host_port(u, 1883)?,
+            None => direct_mqtt,
+        };
+        let verify_endpoint = args.verify_pubsub_endpoint.as_deref().unwrap_or(&direct_endpoint).trim_end_matches('/').to_string();
         let allow_insecure = allow_insecure(args, &mqtt_url, &endpoint);
         eprintln!("dualpub demo: MQTT {mqtt_url}, Pub/Sub {endpoint} (project {}, topic {})", args.backend.pubsub_project, args.backend.pubsub_topic);
-        Ok(TestBed { mqtt_url, mqtt_host, mqtt_port, endpoint, allow_insecure, emulator, _broker: broker })
+        if !args.no_verify {
+            eprintln!("dualpub demo: verifying subscribers read mqtt://{mqtt_host}:{mqtt_port} and {verify_endpoint}");
+        }
+        Ok(TestBed { mqtt_url, endpoint, ca_pem, mqtt_host, mqtt_port, verify_endpoint, allow_insecure, emulator, _broker: broker, _fronts: fronts })
     }
 }
 
@@ -72,11 +132,13 @@ pub(super) struct Chaos {
 }
 
 impl Chaos {
-    /// Puts fault proxies in front of both backends and starts the fault thread.
-    pub(super) fn start(mqtt_host: &str, mqtt_port: u16, endpoint: &str, emulator: Option<&EmulatorHandle>) -> std::io::Result<Chaos> {
+    /// Puts fault proxies in front of both backends as the SDK reaches them (`mqtt_url`,
+    /// `endpoint`) and starts the fault thread.
+    pub(super) fn start(mqtt_url: &str, endpoint: &str, emulator: Option<&EmulatorHandle>) -> std::io::Result<Chaos> {
         use std::net::ToSocketAddrs;
         let resolve = |host: &str, port: u16| (host, port).to_socket_addrs()?.next().ok_or_else(|| std::io::Error::other(format!("cannot resolve {host}")));
-        let mqtt = Arc::new(FaultProxy::start(resolve(mqtt_host, mqtt_port)?)?);
+        let (mqtt_host, mqtt_port) = dualpub_testbed::url_host_port(mqtt_url, 1883).map_err(std::io::Error::other)?;
+        let mqtt = Arc::new(FaultProxy::start(resolve(&mqtt_host, mqtt_port)?)?);
         let (host, port) = dualpub_testbed::url_host_port(endpoint, 80).map_err(std::io::Error::other)?;
         let pubsub = Arc::new(FaultProxy::start(resolve(&host, port)?)?);
         let emulator = emulator.map(|e| e.emulator().clone());
@@ -138,6 +200,13 @@ impl Chaos {
         if let Some(e) = &self.emulator {
             e.faults().clear();
         }
+    }
+
+    /// The SDK's URLs through the proxies: `mqtt_url` and `endpoint` with the proxies' ports
+    /// (same schemes: TLS passes through).
+    pub(super) fn sdk_urls(&self, mqtt_url: &str, endpoint: &str) -> (String, String) {
+        let scheme = |url: &str| url.split_once("://").map_or("http", |(s, _)| s).to_string();
+        (format!("{}://127.0.0.1:{}", scheme(mqtt_url), self.mqtt.port), format!("{}://127.0.0.1:{}", scheme(endpoint), self.pubsub.port))
     }
 
     /// How many faults were injected.

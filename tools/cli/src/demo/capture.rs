@@ -35,12 +35,12 @@ impl Subscribers {
         // (a clean session would miss it and blame the pipeline).
         let mqtt =
             subscribers::mqtt_with_session(&bed.mqtt_host, bed.mqtt_port, &filter, Some(&sub_name)).map_err(|e| format!("verifying MQTT subscriber: {e}"))?;
-        let pubsub = subscribers::pubsub(&bed.endpoint, &args.backend.pubsub_project, &args.backend.pubsub_topic, &sub_name)
+        let pubsub = subscribers::pubsub(&bed.verify_endpoint, &args.backend.pubsub_project, &args.backend.pubsub_topic, &sub_name)
             .map_err(|e| format!("verifying Pub/Sub subscription: {e}"))?;
         let reports = ReportSubscribers::start(
             &bed.mqtt_host,
             bed.mqtt_port,
-            &bed.endpoint,
+            &bed.verify_endpoint,
             &args.backend.pubsub_project,
             dualpub::config::DEFAULT_REPORTS_TOPIC,
             &format!("{sub_name}-reports"),

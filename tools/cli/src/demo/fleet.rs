@@ -27,6 +27,8 @@ pub(super) struct FleetSettings {
     endpoint: String,
     data_root: PathBuf,
     allow_insecure: bool,
+    /// The CA the SDK trusts for both backends.
+    ca_pem: Option<String>,
     /// The migration config --rollout, --salt and --no-mqtt ask for.
     migration: MigrationConfig,
 }
@@ -35,7 +37,7 @@ impl FleetSettings {
     /// The SDK's URLs (through the chaos proxies with --chaos) and the flags' migration config.
     pub(super) fn new(args: &DemoArgs, bed: &TestBed, chaos: Option<&Chaos>, data_root: PathBuf) -> FleetSettings {
         let (mqtt_url, endpoint) = match chaos {
-            Some(c) => (c.mqtt.mqtt_url(), c.pubsub.http_url()),
+            Some(c) => c.sdk_urls(&bed.mqtt_url, &bed.endpoint),
             None => (bed.mqtt_url.clone(), bed.endpoint.clone()),
         };
         let migration = MigrationConfig {
@@ -46,7 +48,7 @@ impl FleetSettings {
             mqtt_enabled: !args.no_mqtt,
             ..MigrationConfig::default()
         };
-        FleetSettings { mqtt_url, endpoint, data_root, allow_insecure: bed.allow_insecure, migration }
+        FleetSettings { mqtt_url, endpoint, ca_pem: bed.ca_pem.clone(), data_root, allow_insecure: bed.allow_insecure, migration }
     }
 
     /// Device `id`'s SDK config (validated): 30 s keep-alive, Pub/Sub batches of up to 200 ms,
@@ -62,6 +64,9 @@ impl FleetSettings {
             .allow_insecure(self.allow_insecure)
             .outbox_limits(100_000, 168)
             .upload_window_secs(args.window_secs);
+        if let Some(ca) = &self.ca_pem {
+            builder = builder.mqtt_ca_pem(ca.as_str()).pubsub_ca_pem(ca.as_str());
+        }
         // With a config URL the fetched document decides (MQTT only until it arrives).
         builder = match &args.config_url {
             Some(url) => builder.remote_config(url.as_str(), dualpub::config::DEFAULT_CONFIG_FETCH_INTERVAL_SECS),

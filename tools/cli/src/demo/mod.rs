@@ -52,6 +52,17 @@ pub struct DemoArgs {
     /// Permit mqtt:// and http:// URLs for external servers (the embedded ones are local).
     #[arg(long)]
     pub allow_insecure: bool,
+    /// PEM CA certificates the SDK trusts for both backends (a private CA for mqtts:// and
+    /// https:// servers). The embedded backends are served over TLS with a CA made for the run.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Where the verifying subscribers read MQTT (plaintext `mqtt://`), instead of the broker
+    /// the SDK uses: a path of their own, so their verdict under faults is about the SDK.
+    #[arg(long, value_name = "URL")]
+    pub verify_mqtt_url: Option<String>,
+    /// Where the verifying subscribers pull Pub/Sub, instead of the endpoint the SDK uses.
+    #[arg(long, value_name = "URL")]
+    pub verify_pubsub_endpoint: Option<String>,
     /// Directory for the devices' data (a temporary one by default).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -152,11 +163,15 @@ fn run_steps(args: &DemoArgs, verify: Verify) -> Result<i32, String> {
     let mut run = Run::start(args)?;
     let progress = Progress::start((args.devices * args.locations_per_device) as u64, run.subscribers.as_ref());
     let sent = run.send_rounds(&progress.accepted)?;
+    // Connections while the fleet sent on its own, before the final flush opens every
+    // device's burst at once.
+    let connects_sending = run._bed.connects();
     run.calm_chaos();
     let pending = run.drain();
     run.await_subscribers(&sent, pending);
     progress.finish();
-    let outcome = run.collect(pending)?;
+    let mut outcome = run.collect(pending)?;
+    outcome.connects_sending = connects_sending;
     let summary = Summary::compute(&run, &sent, &outcome);
     if let (Some((path, file)), Some(deliveries)) = (capture, &outcome.deliveries) {
         capture::write_capture(path, file, deliveries)?;
@@ -212,11 +227,8 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         let bed = TestBed::start(args)?;
         let subscribers = Subscribers::start(args, &bed, started)?;
-        let chaos = if args.chaos {
-            Some(Chaos::start(&bed.mqtt_host, bed.mqtt_port, &bed.endpoint, bed.emulator.as_ref()).map_err(|e| format!("chaos setup: {e}"))?)
-        } else {
-            None
-        };
+        let chaos =
+            if args.chaos { Some(Chaos::start(&bed.mqtt_url, &bed.endpoint, bed.emulator.as_ref()).map_err(|e| format!("chaos setup: {e}"))?) } else { None };
         let (data_root, data_dir) = fleet::data_root(args)?;
         let settings = FleetSettings::new(args, &bed, chaos.as_ref(), data_root);
         let fleet = fleet::build_fleet(args, &settings)?;
@@ -370,7 +382,8 @@ impl<'a> Run<'a> {
             }
         }
         let injected = self._bed.emulator.as_ref().map(|e| e.emulator().fault_log()).unwrap_or_default();
-        Ok(Outcome { metrics, chaos_events, elapsed, pending, deliveries, reports, reports_file, report_docs, injected })
+        let connects = self._bed.connects();
+        Ok(Outcome { metrics, chaos_events, elapsed, pending, deliveries, reports, reports_file, report_docs, injected, connects, connects_sending: None })
     }
 }
 
@@ -450,6 +463,10 @@ struct Outcome {
     report_docs: Vec<serde_json::Value>,
     /// The messages the emulator's delivery faults hit (`--pubsub-faults`).
     injected: dualpub_emulator::FaultLog,
+    /// The SDK's TLS connections to the embedded backends (none with external ones).
+    connects: Option<bed::Connects>,
+    /// The same, up to the end of sending (before the final flush).
+    connects_sending: Option<bed::Connects>,
 }
 
 /// How many migration reports arrived, and from how many devices the last one did.

@@ -47,6 +47,8 @@ pub(super) struct Summary {
     rollout: f64,
     config: Option<ConfigReport>,
     reports: Option<ReportsSeen>,
+    connects: Option<super::bed::Connects>,
+    connects_sending: Option<super::bed::Connects>,
 }
 
 /// The middle value (the upper one of an even count); 0 for none.
@@ -130,6 +132,8 @@ impl Summary {
             rollout: run.args.rollout,
             config: run.config.clone(),
             reports: outcome.reports,
+            connects: outcome.connects,
+            connects_sending: outcome.connects_sending,
         }
     }
 
@@ -178,6 +182,14 @@ impl Summary {
                 format!("MQTT {} / Pub/Sub {} ({} of {} devices sent their last)", r.mqtt, r.pubsub, r.devices_with_last, self.devices),
             );
         }
+        if let Some(c) = &self.connects {
+            let h = c.handshakes;
+            row("TLS connects: full / resumed / failed", format!("{} / {} / {}", h.full, h.resumed, h.failed));
+        }
+        // The fleet's own bursts, before the final flush opened every device's at once.
+        if let Some(c) = self.connects_sending.filter(|c| c.rate.total > 0) {
+            row("connects/s while sending: peak / mean", format!("{} / {:.1} (max/mean {:.2})", c.rate.peak, c.rate.mean, c.rate.peak as f64 / c.rate.mean));
+        }
         if self.chaos_events > 0 {
             row("chaos events", self.chaos_events.to_string());
         }
@@ -211,6 +223,12 @@ impl Summary {
             "circuit_openings": self.circuit_openings,
             "chaos_events": self.chaos_events,
             "reports": self.reports.map(|r| serde_json::json!({"mqtt": r.mqtt, "pubsub": r.pubsub, "devices_with_last": r.devices_with_last})),
+            "connects": self.connects.map(|c| serde_json::json!({
+                "full": c.handshakes.full, "resumed": c.handshakes.resumed, "failed": c.handshakes.failed,
+            })),
+            "connects_while_sending": self.connects_sending.map(|c| serde_json::json!({
+                "total": c.rate.total, "peak_per_second": c.rate.peak, "mean_per_second": c.rate.mean,
+            })),
             "config": self.config.as_ref().map(|c| serde_json::json!({
                 "fetch_results": c.results, "versions": c.versions, "sources": c.sources,
             })),
@@ -267,6 +285,8 @@ mod tests {
             rollout: 25.0,
             config: None,
             reports: None,
+            connects: None,
+            connects_sending: None,
         }
     }
 

@@ -656,6 +656,9 @@ internal interface UniffiCallbackInterfaceConfigListenerMethod0 : com.sun.jna.Ca
 internal interface UniffiCallbackInterfaceDebugListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`event`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceMqttCredentialProviderMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceTokenProviderMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -694,6 +697,25 @@ internal open class UniffiVTableCallbackInterfaceDebugListener(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onDebugEvent` = other.`onDebugEvent`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "fetchCredentials")
+internal open class UniffiVTableCallbackInterfaceMqttCredentialProvider(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `fetchCredentials`: UniffiCallbackInterfaceMqttCredentialProviderMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `fetchCredentials`: UniffiCallbackInterfaceMqttCredentialProviderMethod0? = null,
+    ): UniffiVTableCallbackInterfaceMqttCredentialProvider(`uniffiFree`,`uniffiClone`,`fetchCredentials`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceMqttCredentialProvider) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `fetchCredentials` = other.`fetchCredentials`
     }
 
 }
@@ -804,9 +826,13 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_debuglistener_on_debug_event(
     ): Int
+    external fun uniffi_dualpub_checksum_method_mqttcredentialprovider_fetch_credentials(
+    ): Int
     external fun uniffi_dualpub_checksum_method_tokenprovider_fetch_token(
     ): Int
     external fun uniffi_dualpub_checksum_constructor_dualpublisher_new(
+    ): Int
+    external fun uniffi_dualpub_checksum_constructor_dualpublisher_with_providers(
     ): Int
     external fun uniffi_dualpub_checksum_constructor_secret_new(
     ): Int
@@ -828,6 +854,7 @@ internal object UniffiLib {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "dualpub"))
         uniffiCallbackInterfaceConfigListener.register(this)
         uniffiCallbackInterfaceDebugListener.register(this)
+        uniffiCallbackInterfaceMqttCredentialProvider.register(this)
         uniffiCallbackInterfaceTokenProvider.register(this)
         
     }
@@ -846,6 +873,8 @@ internal object UniffiLib {
     external fun uniffi_dualpub_fn_free_dualpublisher(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_constructor_dualpublisher_new(`config`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_constructor_dualpublisher_with_providers(`config`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`mqttCredentialProvider`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_dualpub_fn_method_dualpublisher_apply_config(`ptr`: Long,`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -923,6 +952,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_dualpub_fn_method_debuglistener_on_debug_event(`ptr`: Long,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_dualpub_fn_clone_mqttcredentialprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_free_mqttcredentialprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_init_callback_vtable_mqttcredentialprovider(`vtable`: UniffiVTableCallbackInterfaceMqttCredentialProvider,
+    ): Unit
+    external fun uniffi_dualpub_fn_method_mqttcredentialprovider_fetch_credentials(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_clone_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_dualpub_fn_free_tokenprovider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -2916,11 +2953,30 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
 
     
-    
+    companion object {
+        
     /**
-     * @suppress
+     * As the primary constructor, with every app provider: `token_provider` for Pub/Sub access
+     * tokens, `mqtt_credential_provider` for MQTT credentials that change (an expiring JWT as
+     * the password; they take the place of `mqtt.username`/`password`). Both are called on SDK
+     * background threads (docs/CONTRACT.md#mqtt-credentials).
      */
-    companion object
+    @Throws(DualPubException::class) fun `withProviders`(`config`: SdkConfig, `tokenProvider`: TokenProvider?, `mqttCredentialProvider`: MqttCredentialProvider?): DualPublisher {
+            return FfiConverterTypeDualPublisher.lift(
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_constructor_dualpublisher_with_providers(
+    
+        
+        FfiConverterTypeSdkConfig.lower(`config`),
+        FfiConverterOptionalTypeTokenProvider.lower(`tokenProvider`),
+        FfiConverterOptionalTypeMqttCredentialProvider.lower(`mqttCredentialProvider`),_status)
+}
+    )
+    }
+    
+
+        
+    }
     
 }
 
@@ -2944,6 +3000,336 @@ public object FfiConverterTypeDualPublisher: FfiConverter<DualPublisher, Long> {
     override fun allocationSize(value: DualPublisher) = 8UL
 
     override fun write(value: DualPublisher, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Implemented by the app to hand the SDK MQTT credentials that change. Called on an SDK
+ * background thread, never the main thread; it may block (for example on a network call).
+ */
+public interface MqttCredentialProvider {
+    
+    /**
+     * Returns credentials to connect with, or throws when none can be had right now.
+     */
+    fun `fetchCredentials`(): MqttCredentials
+    
+    companion object
+}
+
+/**
+ * Implemented by the app to hand the SDK MQTT credentials that change. Called on an SDK
+ * background thread, never the main thread; it may block (for example on a network call).
+ */
+open class MqttCredentialProviderImpl: Disposable, AutoCloseable, MqttCredentialProvider
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_dualpub_fn_free_mqttcredentialprovider(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_dualpub_fn_clone_mqttcredentialprovider(handle, status)
+        }
+    }
+
+    
+    /**
+     * Returns credentials to connect with, or throws when none can be had right now.
+     */
+    @Throws(TokenException::class)override fun `fetchCredentials`(): MqttCredentials {
+            return FfiConverterTypeMqttCredentials.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TokenException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_mqttcredentialprovider_fetch_credentials(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceMqttCredentialProvider {
+    internal object `fetchCredentials`: UniffiCallbackInterfaceMqttCredentialProviderMethod0 {
+        override fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeMqttCredentialProvider.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`fetchCredentials`(
+                )
+            }
+            val writeReturn = { value: MqttCredentials -> uniffiOutReturn.setValue(FfiConverterTypeMqttCredentials.lower(value)) }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: TokenException -> FfiConverterTypeTokenError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeMqttCredentialProvider.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeMqttCredentialProvider.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceMqttCredentialProvider.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `fetchCredentials`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_dualpub_fn_init_callback_vtable_mqttcredentialprovider(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMqttCredentialProvider: FfiConverter<MqttCredentialProvider, Long> {
+    internal val handleMap = UniffiHandleMap<MqttCredentialProvider>()
+
+    override fun lower(value: MqttCredentialProvider): Long {
+        if (value is MqttCredentialProviderImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): MqttCredentialProvider {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return MqttCredentialProviderImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): MqttCredentialProvider {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: MqttCredentialProvider) = 8UL
+
+    override fun write(value: MqttCredentialProvider, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -4097,6 +4483,12 @@ data class MetricsSnapshot (
     var `fallback`: kotlin.ULong
     , 
     /**
+     * MQTT connections the broker refused for their credentials
+     * (`dualpub_mqtt_auth_refusals_total`).
+     */
+    var `mqttAuthRefusals`: kotlin.ULong
+    , 
+    /**
      * Dropped locations by reason.
      */
     var `dropped`: Map<kotlin.String, kotlin.ULong>
@@ -4187,6 +4579,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterMapStringULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
@@ -4212,6 +4605,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.allocationSize(value.`dualMqttOnly`) +
             FfiConverterULong.allocationSize(value.`dualPubsubOnly`) +
             FfiConverterULong.allocationSize(value.`fallback`) +
+            FfiConverterULong.allocationSize(value.`mqttAuthRefusals`) +
             FfiConverterMapStringULong.allocationSize(value.`dropped`) +
             FfiConverterULong.allocationSize(value.`deadLetter`) +
             FfiConverterULong.allocationSize(value.`httpRequests`) +
@@ -4236,6 +4630,7 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.write(value.`dualMqttOnly`, buf)
             FfiConverterULong.write(value.`dualPubsubOnly`, buf)
             FfiConverterULong.write(value.`fallback`, buf)
+            FfiConverterULong.write(value.`mqttAuthRefusals`, buf)
             FfiConverterMapStringULong.write(value.`dropped`, buf)
             FfiConverterULong.write(value.`deadLetter`, buf)
             FfiConverterULong.write(value.`httpRequests`, buf)
@@ -4394,6 +4789,72 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterBoolean.write(value.`reportsEnabled`, buf)
             FfiConverterUInt.write(value.`reportIntervalSecs`, buf)
             FfiConverterOptionalUInt.write(value.`uploadWindowSecs`, buf)
+    }
+}
+
+
+
+/**
+ * A username and password for the MQTT broker.
+ */
+data class MqttCredentials (
+    /**
+     * The username.
+     */
+    var `username`: kotlin.String
+    , 
+    /**
+     * The password (never logged, printed as `***`); for JWT authentication, the token.
+     */
+    var `password`: Secret
+    , 
+    /**
+     * When the password expires, ms since the Unix epoch: asked for again a minute before.
+     * `None`: until the broker refuses it.
+     */
+    var `expiresAtMs`: kotlin.Long?
+    
+): Disposable{
+    
+
+    
+
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`username`,
+        this.`password`,
+        this.`expiresAtMs`
+    )
+    }
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMqttCredentials: FfiConverterRustBuffer<MqttCredentials> {
+    override fun read(buf: ByteBuffer): MqttCredentials {
+        return MqttCredentials(
+            FfiConverterString.read(buf),
+            FfiConverterTypeSecret.read(buf),
+            FfiConverterOptionalLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: MqttCredentials) = (
+            FfiConverterString.allocationSize(value.`username`) +
+            FfiConverterTypeSecret.allocationSize(value.`password`) +
+            FfiConverterOptionalLong.allocationSize(value.`expiresAtMs`)
+    )
+
+    override fun write(value: MqttCredentials, buf: ByteBuffer) {
+            FfiConverterString.write(value.`username`, buf)
+            FfiConverterTypeSecret.write(value.`password`, buf)
+            FfiConverterOptionalLong.write(value.`expiresAtMs`, buf)
     }
 }
 
@@ -4981,6 +5442,12 @@ data class TransportMetrics (
     var `retries`: kotlin.ULong
     , 
     /**
+     * Connections or requests given up after no progress for the stall limit
+     * (`dualpub_stalls_total`).
+     */
+    var `stalls`: kotlin.ULong
+    , 
+    /**
      * Payload and request bytes written.
      */
     var `bytesSent`: kotlin.ULong
@@ -5036,6 +5503,7 @@ public object FfiConverterTypeTransportMetrics: FfiConverterRustBuffer<Transport
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterDouble.read(buf),
@@ -5049,6 +5517,7 @@ public object FfiConverterTypeTransportMetrics: FfiConverterRustBuffer<Transport
             FfiConverterULong.allocationSize(value.`published`) +
             FfiConverterULong.allocationSize(value.`failed`) +
             FfiConverterULong.allocationSize(value.`retries`) +
+            FfiConverterULong.allocationSize(value.`stalls`) +
             FfiConverterULong.allocationSize(value.`bytesSent`) +
             FfiConverterULong.allocationSize(value.`queueDepth`) +
             FfiConverterBoolean.allocationSize(value.`circuitOpen`) +
@@ -5063,6 +5532,7 @@ public object FfiConverterTypeTransportMetrics: FfiConverterRustBuffer<Transport
             FfiConverterULong.write(value.`published`, buf)
             FfiConverterULong.write(value.`failed`, buf)
             FfiConverterULong.write(value.`retries`, buf)
+            FfiConverterULong.write(value.`stalls`, buf)
             FfiConverterULong.write(value.`bytesSent`, buf)
             FfiConverterULong.write(value.`queueDepth`, buf)
             FfiConverterBoolean.write(value.`circuitOpen`, buf)
@@ -6024,6 +6494,38 @@ public object FfiConverterOptionalTypeDebugListener: FfiConverterRustBuffer<Debu
         } else {
             buf.put(1)
             FfiConverterTypeDebugListener.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeMqttCredentialProvider: FfiConverterRustBuffer<MqttCredentialProvider?> {
+    override fun read(buf: ByteBuffer): MqttCredentialProvider? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeMqttCredentialProvider.read(buf)
+    }
+
+    override fun allocationSize(value: MqttCredentialProvider?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeMqttCredentialProvider.allocationSize(value)
+        }
+    }
+
+    override fun write(value: MqttCredentialProvider?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeMqttCredentialProvider.write(value, buf)
         }
     }
 }
