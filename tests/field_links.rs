@@ -211,3 +211,56 @@ fn bursts_resume_their_tls_sessions() {
     assert!(m.resumed * 10 >= reconnects * 9, "at least 90 % of MQTT's reconnects resumed: {m:?}");
     assert_eq!(h.full, 1, "one full handshake for Pub/Sub: {h:?}");
 }
+
+#[test]
+fn a_black_holed_attempt_holds_its_connection_at_most_fifteen_seconds() {
+    // The SDK's connections go through a logging proxy in front of the black-holed links: a
+    // real black hole keeps the radio on from an attempt's first packet until the SDK gives up
+    // (TCP retransmits meanwhile), so each connection's life is the radio time it costs.
+    use dualpub_testbed::packet_log::{Kind, PacketLog};
+    use dualpub_testbed::proxy::FaultProxy;
+    let f = Field::new("radio-hole");
+    let log = PacketLog::new();
+    let mqtt_log = FaultProxy::start_logged(([127, 0, 0, 1], f.mqtt.port).into(), log.clone(), "mqtt").unwrap();
+    let pubsub_log = FaultProxy::start_logged(([127, 0, 0, 1], f.pubsub.port).into(), log.clone(), "pubsub").unwrap();
+    let id = device("field-radio-hole");
+    let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&f.emu, "field-radio-hole"));
+    let ca = f.ca.ca_pem.clone();
+    let p = TestDevice::with_endpoint(&id, &format!("https://127.0.0.1:{}", pubsub_log.port))
+        .mqtt(&format!("mqtts://127.0.0.1:{}", mqtt_log.port))
+        .migration(both())
+        .real_time()
+        .with(|c| {
+            c.mqtt.ca_certificates_pem = Some(ca.clone());
+            c.pubsub.ca_certificates_pem = Some(ca);
+        })
+        .start();
+    let mut ids: Vec<String> = (0..3).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(wait_for_all(&mqtt.collected, &ids, Duration::from_secs(20)) && wait_for_all(&pubsub.collected, &ids, Duration::from_secs(20)));
+    let hole_from = log.micros_at(Instant::now());
+    f.mqtt.black_hole().unwrap();
+    f.pubsub.black_hole().unwrap();
+    for n in 3..18 {
+        ids.push(p.send_location(location(n)).unwrap());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let hole_to = log.micros_at(Instant::now());
+    f.mqtt.heal().unwrap();
+    f.pubsub.heal().unwrap();
+    assert!(wait_for_all(&mqtt.collected, &ids, Duration::from_secs(60)) && wait_for_all(&pubsub.collected, &ids, Duration::from_secs(60)), "lost");
+    p.shutdown();
+    // Each connection that was open during the black hole: how long it lived within it.
+    let entries = log.entries();
+    let mut lives = Vec::new();
+    for e in entries.iter().filter(|e| e.kind == Kind::Open) {
+        let close = entries.iter().find(|c| c.kind == Kind::Close && c.conn == e.conn && c.backend == e.backend).map_or(u64::MAX, |c| c.t_us);
+        let (from, to) = (e.t_us.max(hole_from), close.min(hole_to));
+        if close > hole_from && e.t_us < hole_to && close <= hole_to {
+            lives.push((e.backend, (to - from) as f64 / 1e6));
+        }
+    }
+    let longest = lives.iter().map(|(_, s)| *s).fold(0.0, f64::max);
+    eprintln!("black-holed attempts (30 s at W = 0): {} connections ended within it, longest {longest:.1} s: {lives:?}", lives.len());
+    assert!(lives.len() >= 2, "attempts during the black hole: {lives:?}");
+    assert!(longest <= 15.0, "an attempt held its connection {longest:.1} s");
+}
