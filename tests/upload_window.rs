@@ -76,8 +76,9 @@ fn nothing_is_attempted_without_a_network_and_one_burst_follows_its_return() {
     let emu = emulator();
     let id = device("window-network");
     let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "window-network"));
-    // Window 0: real time, held only by the network switch.
-    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
+    // A 4 s window: the burst for the network's return opens within the device's share of
+    // min(W, 30 s) (docs/CONTRACT.md#upload-windows), so at most 4 s after it.
+    let p = TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.upload_window_secs = 4).start();
     p.set_network_available(false).unwrap();
     let ids: Vec<String> = (0..10).map(|n| p.send_location(location(n)).unwrap()).collect();
     p.await_durable(5_000).unwrap();
