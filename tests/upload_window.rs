@@ -20,11 +20,13 @@ fn locations_wait_for_the_window_then_both_transports_send_them_in_one_burst() {
     let emu = emulator();
     let id = device("window-burst");
     let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "window-burst"));
-    let p = TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.upload_window_secs = 2).start();
+    // A 4 s window: the burst opens at the device's phase at least W/2 = 2 s after the first
+    // location, so between 2 and 6 s (docs/CONTRACT.md#upload-windows).
     let start = Instant::now();
+    let p = TestDevice::new(&id, &emu).rollout(100.0).with(|c| c.upload_window_secs = 4).start();
     let ids: Vec<String> = (0..5).map(|n| p.send_location(location(n)).unwrap()).collect();
     p.await_durable(5_000).unwrap();
-    std::thread::sleep(Duration::from_millis(1_000).saturating_sub(start.elapsed()));
+    std::thread::sleep(Duration::from_millis(1_500).saturating_sub(start.elapsed()));
     assert!(mqtt.collected.is_empty() && pubsub.collected.is_empty(), "nothing leaves before the window: durable, waiting");
     assert!(wait_for_all(&mqtt.collected, &ids, WAIT) && wait_for_all(&pubsub.collected, &ids, WAIT));
     assert!(start.elapsed() >= Duration::from_millis(1_900), "the burst opened after {:?}", start.elapsed());
@@ -108,7 +110,8 @@ fn the_migration_config_sets_the_window_remotely() {
     let start = Instant::now();
     let ids: Vec<String> = (0..3).map(|n| p.send_location(location(n)).unwrap()).collect();
     p.await_durable(5_000).unwrap();
-    std::thread::sleep(Duration::from_millis(1_000).saturating_sub(start.elapsed()));
+    // The burst opens at least W/2 = 1 s after the first location.
+    std::thread::sleep(Duration::from_millis(700).saturating_sub(start.elapsed()));
     assert!(mqtt.collected.is_empty(), "held by the config's window");
     assert!(wait_for_all(&mqtt.collected, &ids, WAIT));
     // A rollback to real time is one config change away.
