@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use dualpub::DualPublisher;
-use dualpub_testbed::mosquitto::{Mosquitto, TlsFiles};
+use dualpub_testbed::mosquitto::Mosquitto;
 use dualpub_testbed::proxy::FaultProxy;
 use std::time::Duration;
 
@@ -85,27 +85,11 @@ fn cut_connections_lose_nothing_and_duplicates_keep_their_event_id() {
     assert!(proxy.accepted() >= 6, "the SDK reconnected after every cut: {} connections", proxy.accepted());
 }
 
-fn tls_files(dir: &std::path::Path) -> (TlsFiles, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "dualpub test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
-    std::fs::write(&files.ca, ca.pem()).unwrap();
-    std::fs::write(&files.cert, cert.pem()).unwrap();
-    std::fs::write(&files.key, key.serialize_pem()).unwrap();
-    (files, ca.pem())
-}
-
 #[test]
 fn mqtts_with_the_app_supplied_ca_and_refusal_without_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (files, ca_pem) = tls_files(dir.path());
+    let ca = dualpub_testbed::tls::LocalCa::new();
+    let (files, ca_pem) = (ca.write(dir.path()).unwrap(), ca.ca_pem.clone());
     let broker = Mosquitto::start(dir.path(), Some(&files)).unwrap();
     let tls_port = broker.tls_port.unwrap();
     let emu = emulator();
