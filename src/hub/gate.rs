@@ -132,11 +132,13 @@ impl State {
     /// When a burst scheduled for work owed from `now` (or a sit-out ending at `not_before`)
     /// opens: at the device's phase at least W/2 after (exactly W after without a phase).
     fn due_after(&self, now: Instant, not_before: Option<Instant>) -> Instant {
-        let Some(phase) = self.phase else {
-            return not_before.map_or(now + self.window, |u| u.max(now + self.window));
-        };
-        let earliest = not_before.map_or(now + self.window / 2, |u| u.max(now + self.window / 2));
-        phase.next(earliest, self.window)
+        let lead = if self.phase.is_some() { self.window / 2 } else { self.window };
+        self.at_phase(not_before.map_or(now + lead, |u| u.max(now + lead)))
+    }
+
+    /// The first moment of the device's phase at or after `t` (`t` itself without a phase).
+    fn at_phase(&self, t: Instant) -> Instant {
+        self.phase.map_or(t, |p| p.next(t, self.window))
     }
 
     fn urgent(&self, now: Instant) -> bool {
@@ -477,7 +479,7 @@ impl Gate {
                     drop(s);
                     self.open_now(now, target)
                 } else {
-                    s.due = Transport::ALL.iter().filter(|t| owed[t.index()]).filter_map(|t| s.sit_out_until[t.index()]).min();
+                    s.due = Transport::ALL.iter().filter(|t| owed[t.index()]).filter_map(|t| s.sit_out_until[t.index()]).map(|u| s.at_phase(u)).min();
                     false
                 }
             }
@@ -737,6 +739,23 @@ mod tests {
             assert!(!g.tick(now - Duration::from_millis(1), [true, false], 10));
         }
         assert_eq!(attempts, [7.5, 37.5, 67.5], "one attempt a window, at the phase");
+    }
+
+    #[test]
+    fn a_burst_due_while_every_owing_transport_sits_out_waits_for_the_phase_after_the_sit_out() {
+        // MQTT (phase 0.25 of 30 s) failed at 7.5 s and sits out until 22.5 s; a spread burst
+        // falls due at 17.5 s, while it still sits out: the burst then waits for its phase
+        // after the sit-out (37.5 s), not the sit-out's end, W/2 early and off the phase.
+        let t0 = Instant::now();
+        let g = Gate::new(30, None, Some(Phase { fraction: 0.25, anchor: (t0, 0) }));
+        let failed = t0 + Duration::from_millis(7_500);
+        assert!(g.open_now(failed, 1));
+        g.failed(Transport::Mqtt, [true, false], 0, failed);
+        assert!(!g.open_spread(t0 + Duration::from_secs(10)));
+        let due = t0 + Duration::from_millis(17_500);
+        assert_eq!(g.next(), Next::At(due));
+        assert!(!g.tick(due, [true, false], 1), "still sitting out: no burst");
+        assert_eq!(g.next(), Next::At(t0 + Duration::from_millis(37_500)), "at the phase");
     }
 
     #[test]
