@@ -121,17 +121,20 @@ impl Publisher {
     /// As [`Publisher::new`], with every app provider: Pub/Sub tokens and MQTT credentials that
     /// change (docs/CONTRACT.md#mqtt-credentials).
     pub fn with_providers(config: SdkConfig, providers: Providers) -> Result<Self, DualPubError> {
-        crate::telemetry::logging::init();
-        Self::start(config, providers, Arc::new(crate::clock::SystemClock)).map_err(|e| crate::telemetry::events::Events::default().failed(e))
+        Self::launch(config, providers, Arc::new(crate::clock::SystemClock))
     }
 
     /// As [`Publisher::new`], with the clock the config fetcher schedules by (a
     /// [`crate::clock::ManualClock`] lets a test or simulation move time at will).
     pub fn with_clock(config: SdkConfig, token_provider: Option<Arc<dyn TokenProvider>>, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, DualPubError> {
+        Self::launch(config, Providers { tokens: token_provider, mqtt_credentials: None }, clock)
+    }
+
+    /// What every constructor does: the platform logger, then [`Publisher::start`].
+    fn launch(config: SdkConfig, providers: Providers, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, DualPubError> {
         crate::telemetry::logging::init();
         // No publisher, so no debug report yet: a failure here is logged and returned.
-        Self::start(config, Providers { tokens: token_provider, mqtt_credentials: None }, clock)
-            .map_err(|e| crate::telemetry::events::Events::default().failed(e))
+        Self::start(config, providers, clock).map_err(|e| crate::telemetry::events::Events::default().failed(e))
     }
 
     fn start(config: SdkConfig, providers: Providers, clock: Arc<dyn crate::clock::Clock>) -> Result<Self, Error> {
