@@ -101,6 +101,15 @@ pub(crate) enum End {
 }
 
 impl End {
+    /// The broker answered CONNECT with `code` (not success): a refusal of the credentials, or
+    /// any other refusal, a failure.
+    pub fn refused_with(code: ConnectReturnCode) -> End {
+        match code {
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => End::Refused(format!("broker refused the credentials: {code:?}")),
+            _ => End::Failed(format!("broker refused the connection: {code:?}")),
+        }
+    }
+
     /// Whether the connection broke (failed, stalled or refused), rather than ending on purpose.
     pub fn broke(&self) -> bool {
         matches!(self, End::Failed(_) | End::Stalled(_) | End::Refused(_))
@@ -166,12 +175,8 @@ impl Session {
     /// The broker answered CONNECT at `now`; an error if it refused. CONNECT to CONNACK spans
     /// the TCP, TLS and MQTT handshakes, about three round trips: a third of it is a sample.
     pub fn on_connack(&mut self, code: ConnectReturnCode, now: Instant) -> Result<(), End> {
-        match code {
-            ConnectReturnCode::Success => {}
-            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
-                return Err(End::Refused(format!("broker refused the credentials: {code:?}")));
-            }
-            _ => return Err(End::Failed(format!("broker refused the connection: {code:?}"))),
+        if code != ConnectReturnCode::Success {
+            return Err(End::refused_with(code));
         }
         self.connected = true;
         self.progress = now;
@@ -389,13 +394,13 @@ struct LinkView {
 }
 
 /// Drives one event loop, forwarding every event; ends at the first error (a timeout connecting
-/// or writing is a stall; a CONNACK refusing the credentials, which rumqttc reports as an
-/// error, a refusal).
+/// or writing is a stall; a refusing CONNACK, which rumqttc reports as an error rather than an
+/// event, is classified like one the session sees).
 async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, End>>) {
     loop {
         let ev = eventloop.poll().await.map_err(|e| match e {
             ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => End::Stalled(e.to_string()),
-            ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized) => End::Refused(e.to_string()),
+            ConnectionError::ConnectionRefused(code) => End::refused_with(code),
             e => End::Failed(e.to_string()),
         });
         let failed = ev.is_err();
