@@ -40,9 +40,14 @@ impl Field {
     /// Device `id` over TLS through the proxies, trusting the local CA, with the SDK's default
     /// Pub/Sub batch limits (1,000 messages, 1 MB) and upload window `window_secs`.
     fn device(&self, id: &str, migration: MigrationConfig, window_secs: u32) -> Arc<DualPublisher> {
+        self.device_via(id, migration, window_secs, &self.mqtt_url(), &self.endpoint())
+    }
+
+    /// The same, reaching the links through other proxies (`mqtt_url`, `endpoint`) in front.
+    fn device_via(&self, id: &str, migration: MigrationConfig, window_secs: u32, mqtt_url: &str, endpoint: &str) -> Arc<DualPublisher> {
         let ca = self.ca.ca_pem.clone();
-        TestDevice::with_endpoint(id, &self.endpoint())
-            .mqtt(&self.mqtt_url())
+        TestDevice::with_endpoint(id, endpoint)
+            .mqtt(mqtt_url)
             .migration(migration)
             .with(|c| {
                 c.mqtt.ca_certificates_pem = Some(ca.clone());
@@ -225,16 +230,7 @@ fn a_black_holed_attempt_holds_its_connection_at_most_fifteen_seconds() {
     let pubsub_log = FaultProxy::start_logged(([127, 0, 0, 1], f.pubsub.port).into(), log.clone(), "pubsub").unwrap();
     let id = device("field-radio-hole");
     let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&f.emu, "field-radio-hole"));
-    let ca = f.ca.ca_pem.clone();
-    let p = TestDevice::with_endpoint(&id, &format!("https://127.0.0.1:{}", pubsub_log.port))
-        .mqtt(&format!("mqtts://127.0.0.1:{}", mqtt_log.port))
-        .migration(both())
-        .real_time()
-        .with(|c| {
-            c.mqtt.ca_certificates_pem = Some(ca.clone());
-            c.pubsub.ca_certificates_pem = Some(ca);
-        })
-        .start();
+    let p = f.device_via(&id, both(), 0, &format!("mqtts://127.0.0.1:{}", mqtt_log.port), &format!("https://127.0.0.1:{}", pubsub_log.port));
     let mut ids: Vec<String> = (0..3).map(|n| p.send_location(location(n)).unwrap()).collect();
     assert!(wait_for_all(&mqtt.collected, &ids, Duration::from_secs(20)) && wait_for_all(&pubsub.collected, &ids, Duration::from_secs(20)));
     let hole_from = log.micros_at(Instant::now());
