@@ -52,6 +52,19 @@ def per_1k(run, value):
     return value * 1000 / max(run["sent"], 1)
 
 
+def tls_cost_cell(run):
+    """Mean handshake bytes (client + server first flights) of a run's full and resumed
+    handshakes, both backends, and the handshake bytes per burst (T = 10 s)."""
+    flights = [run["tls_mqtt"], run["tls_pubsub"]]
+    full_n, res_n = sum(f["full"] for f in flights), sum(f["resumed"] for f in flights)
+    full_b = sum(f["full_bytes_up"] + f["full_bytes_down"] for f in flights)
+    res_b = sum(f["resumed_bytes_up"] + f["resumed_bytes_down"] for f in flights)
+    bursts = cost(run)[3]
+    mean = lambda b, n: f"{b / n:.0f} B" if n else "none"
+    return (f"full handshake {mean(full_b, full_n)} ×{full_n}, resumed {mean(res_b, res_n)} ×{res_n}, "
+            f"{(full_b + res_b) / max(bursts, 1):.0f} B of handshakes per burst")
+
+
 def ratio(a, b):
     return f"{a / b:.2f}×" if b else "n/a"
 
@@ -194,6 +207,11 @@ def main():
         if a.get("fsyncs") is not None:
             fs = per_1k(a, a["fsyncs"])
             out.append(f"| fsyncs ≤ 20 per 1,000 locations | {fs:.1f} | window 0 {per_1k(z, z['fsyncs']):.1f} | {verdict(fs <= 20)} |")
+    if a and a.get("tls_mqtt"):
+        t = a["tls_mqtt"]
+        n = t["full"] + t["resumed"]
+        share = t["resumed"] / (n - 1) if n > 1 else 0.0
+        out.append(f"| ≥ 90 % of burst reconnects resume their TLS session (MQTT, mosquitto, 1 Hz) | {t['resumed']} of {n - 1} reconnects ({share:.0%}) | {tls_cost_cell(a)}; peer: {tls_cost_cell(p) if p else 'not run'} | {verdict(n > 1 and share >= 0.9)} |")
     o = run_of(radio, "outage", w30)
     if o and o.get("outage"):
         f = o["outage"]

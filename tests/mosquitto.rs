@@ -189,27 +189,8 @@ fn bursts_resume_their_tls_sessions_against_mosquitto() {
     }
     assert!(wait_for_all(&sub.collected, &ids, WAIT));
     p.shutdown();
-    // Each connection's first server flight (the handshake), in bytes.
-    use dualpub_testbed::packet_log::{Direction, Kind};
-    let first_flight = |dir: Direction| {
-        let mut flights: Vec<(u64, u64)> = Vec::new();
-        for e in log.entries() {
-            if e.dir == dir && e.kind == Kind::Data && !flights.iter().any(|(c, _)| *c == e.conn) {
-                flights.push((e.conn, e.bytes));
-            }
-        }
-        flights
-    };
-    let (flights, hellos) = (first_flight(Direction::Down), first_flight(Direction::Up));
-    let full = flights[0].1;
-    let resumed = flights[1..].iter().filter(|(_, b)| *b * 2 < full).count();
-    let sizes: Vec<u64> = flights.iter().map(|(_, b)| *b).collect();
-    let hello_sizes: Vec<u64> = hellos.iter().map(|(_, b)| *b).collect();
-    eprintln!(
-        "mosquitto TLS: {} connections; server handshake flights {sizes:?} bytes, ClientHellos {hello_sizes:?} bytes; {resumed} of {} reconnects resumed",
-        flights.len(),
-        flights.len() - 1
-    );
-    assert!(flights.len() >= 10, "a connection per burst: {sizes:?}");
-    assert!(resumed * 10 >= (flights.len() - 1) * 9, "at least 90 % of the reconnects resumed: {sizes:?}");
+    let tls = dualpub_testbed::radio::TlsFlights::of(&log.entries(), "mqtt");
+    eprintln!("mosquitto TLS: {tls:?}");
+    assert!(tls.total() >= 10, "a connection per burst: {tls:?}");
+    assert!(tls.resumed_share_of_reconnects().is_some_and(|r| r >= 0.9), "at least 90 % of the reconnects resumed: {tls:?}");
 }

@@ -52,6 +52,10 @@ pub struct DeviceArgs {
     /// Upload window in simulated seconds (0: publish as soon as a location is durable, the SDK as it is).
     #[arg(long, default_value_t = 0)]
     pub window_secs: u32,
+    /// A CA certificate (PEM file) to trust for both backends (the harness's local CA, for
+    /// `mqtts://` and `https://`).
+    #[arg(long)]
+    pub ca_file: Option<String>,
 }
 
 /// The location number `i` of a run; the peer (tools/peer) computes the same fields.
@@ -87,9 +91,16 @@ pub fn sdk_config(a: &DeviceArgs) -> Result<SdkConfig, String> {
         .pubsub_batch(1000, 1_000_000, (500.0 / a.scale).round() as u64)
         .migration(migration)
         .reports(false)
-        .allow_insecure(true);
+        .allow_insecure(a.ca_file.is_none());
     // The upload window, scaled like the other timers (docs/CONTRACT.md#upload-windows).
     let window = if a.window_secs == 0 { 0 } else { scaled_secs(a.window_secs.into(), a.scale, 1) };
+    let builder = match &a.ca_file {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| format!("--ca-file {path}: {e}"))?;
+            builder.mqtt_ca_pem(pem.as_str()).pubsub_ca_pem(pem)
+        }
+        None => builder,
+    };
     builder.upload_window_secs(window).build().map_err(|e| e.to_string())
 }
 

@@ -1,16 +1,19 @@
 //! `dualpub bench radio`: what each system costs a phone's cellular radio (docs/RADIO.md).
 //!
 //! Every system runs as a child process (the SDK through `dualpub bench radio-device`, the seed
-//! design's peer on the JVM) against real mosquitto and the project's Pub/Sub emulator, each
-//! behind a logging proxy; time is scaled by `--scale`; the packet log is cut into bursts
-//! (`dualpub_testbed::radio`) and reported as a markdown table.
+//! design's peer on the JVM) against real mosquitto and the project's Pub/Sub emulator over TLS,
+//! as production has them: mosquitto's own TLS listener, and a TLS front (a load balancer's part)
+//! before the emulator, both with a certificate from a local CA the devices are given; a logging
+//! proxy before each sees what a phone's radio would carry. Time is scaled by `--scale`; the
+//! packet log is cut into bursts (`dualpub_testbed::radio`) and reported as markdown tables.
 
 use super::procfs::{self, cpu_ms};
 use dualpub_testbed::mosquitto::Mosquitto;
 use dualpub_testbed::packet_log::{Kind, PacketLog};
 use dualpub_testbed::proxy::FaultProxy;
-use dualpub_testbed::radio::{self, Analysis};
+use dualpub_testbed::radio::{self, Analysis, TlsFlights};
 use dualpub_testbed::subscribers::{self, Subscriber};
+use dualpub_testbed::tls::{LocalCa, TlsFront};
 use dualpub_testbed::{EmulatorHandle, EmulatorOptions};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -143,6 +146,12 @@ pub struct RunResult {
     /// What the process said when done.
     device: serde_json::Value,
     outage: Option<OutageFigures>,
+    /// The TLS handshakes in the packet log, per backend (told apart by their size).
+    tls_mqtt: TlsFlights,
+    tls_pubsub: TlsFlights,
+    /// Full and resumed handshakes the Pub/Sub TLS front counted itself (a check of the sizes).
+    pubsub_front_full: u64,
+    pubsub_front_resumed: u64,
     /// The packet log file.
     log: String,
     /// `start` and `done` on the packet log's clock, real ms.
@@ -234,7 +243,10 @@ fn run_all(args: &RadioArgs) -> Result<bool, String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let strace = !args.no_fsync && Command::new("strace").arg("-V").output().is_ok_and(|o| o.status.success());
     let mosq_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mosquitto = Mosquitto::start(mosq_dir.path(), None).map_err(|e| format!("mosquitto: {e}"))?;
+    let ca = LocalCa::new();
+    let files = ca.write(mosq_dir.path()).map_err(|e| format!("CA files: {e}"))?;
+    let mosquitto = Mosquitto::start(mosq_dir.path(), Some(&files)).map_err(|e| format!("mosquitto: {e}"))?;
+    let beds = Beds { mosquitto: &mosquitto, ca: &ca, ca_file: &files.ca };
     let mut results = Vec::new();
     for w in &workloads {
         eprintln!(
@@ -247,10 +259,10 @@ fn run_all(args: &RadioArgs) -> Result<bool, String> {
             systems.iter().map(System::name).collect::<Vec<_>>().join(", ")
         );
         let runs: Vec<Result<RunResult, String>> = if args.sequential {
-            systems.iter().map(|s| run_one(args, *s, w, mosquitto.port, strace)).collect()
+            systems.iter().map(|s| run_one(args, *s, w, &beds, strace)).collect()
         } else {
             std::thread::scope(|scope| {
-                let handles: Vec<_> = systems.iter().map(|s| scope.spawn(|| run_one(args, *s, w, mosquitto.port, strace))).collect();
+                let handles: Vec<_> = systems.iter().map(|s| scope.spawn(|| run_one(args, *s, w, &beds, strace))).collect();
                 handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a run panicked".into()))).collect()
             })
         };
@@ -276,6 +288,14 @@ fn run_all(args: &RadioArgs) -> Result<bool, String> {
         return Ok(failures.is_empty());
     }
     Ok(true)
+}
+
+/// What every run shares: the broker (its TLS listener for the devices, its plain one for the
+/// verifying subscriber) and the CA the devices trust.
+struct Beds<'a> {
+    mosquitto: &'a Mosquitto,
+    ca: &'a LocalCa,
+    ca_file: &'a Path,
 }
 
 /// A child process speaking the device protocol.
@@ -378,7 +398,8 @@ fn parse_strace_fsyncs(text: &str) -> Option<u64> {
 }
 
 /// The command that starts `system` as a device.
-fn device_command(args: &RadioArgs, system: System, w: &Workload, id: &str, mqtt_url: &str, endpoint: &str, data_dir: &Path) -> Result<Command, String> {
+fn device_command(args: &RadioArgs, system: System, w: &Workload, id: &str, urls: (&str, &str), ca_file: &Path, data_dir: &Path) -> Result<Command, String> {
+    let (mqtt_url, endpoint) = urls;
     let interval_us = (w.interval_s / args.scale * 1e6).round() as u64;
     let drain_ms = (DRAIN_S / args.scale * 1000.0).round() as u64;
     let common = [
@@ -392,6 +413,7 @@ fn device_command(args: &RadioArgs, system: System, w: &Workload, id: &str, mqtt
         ("--scale", args.scale.to_string()),
         ("--drain-ms", drain_ms.to_string()),
         ("--settle-max-ms", if w.outage_s.is_some() { (SETTLE_MAX_S * 1000.0) as u64 } else { 0 }.to_string()),
+        ("--ca-file", ca_file.display().to_string()),
     ];
     let mut c = match system {
         System::Dualpub { window_secs } => {
@@ -439,20 +461,23 @@ fn count_backlog_requests(emulator: &EmulatorHandle, sub: &Subscriber, sent: u64
     })
 }
 
-fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, strace: bool) -> Result<RunResult, String> {
+fn run_one(args: &RadioArgs, system: System, w: &Workload, beds: &Beds, strace: bool) -> Result<RunResult, String> {
     let name = format!("{}-{}", system.name(), w.name.replace('/', "_"));
     let id = format!("radio-{name}-{}", std::process::id());
     let log = PacketLog::new();
     let emulator = EmulatorHandle::spawn(EmulatorOptions::default()).map_err(|e| format!("emulator: {e}"))?;
     subscribers::create_topic(&emulator.url(), PROJECT, TOPIC).map_err(|e| e.to_string())?;
     let pubsub_sub = subscribers::pubsub(&emulator.url(), PROJECT, TOPIC, "radio-verify").map_err(|e| e.to_string())?;
-    let mqtt_sub = subscribers::mqtt("127.0.0.1", mosquitto_port, &format!("device/telemetry/{id}")).map_err(|e| e.to_string())?;
-    let mqtt_proxy = FaultProxy::start_logged(([127, 0, 0, 1], mosquitto_port).into(), log.clone(), "mqtt").map_err(|e| e.to_string())?;
-    let pubsub_proxy = FaultProxy::start_logged(emulator.addr(), log.clone(), "pubsub").map_err(|e| e.to_string())?;
+    let mqtt_sub = subscribers::mqtt("127.0.0.1", beds.mosquitto.port, &format!("device/telemetry/{id}")).map_err(|e| e.to_string())?;
+    let mqtts_port = beds.mosquitto.tls_port.ok_or("mosquitto has no TLS listener")?;
+    let mqtt_proxy = FaultProxy::start_logged(([127, 0, 0, 1], mqtts_port).into(), log.clone(), "mqtt").map_err(|e| e.to_string())?;
+    let pubsub_front = TlsFront::start(emulator.addr(), beds.ca).map_err(|e| format!("TLS front: {e}"))?;
+    let pubsub_proxy = FaultProxy::start_logged(([127, 0, 0, 1], pubsub_front.port).into(), log.clone(), "pubsub").map_err(|e| e.to_string())?;
+    let urls = (format!("mqtts://127.0.0.1:{}", mqtt_proxy.port), format!("https://127.0.0.1:{}", pubsub_proxy.port));
     let data_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let log_path = args.out.join(format!("{name}.tsv"));
     let strace_out = strace.then(|| args.out.join(format!("{name}.strace")));
-    let command = device_command(args, system, w, &id, &mqtt_proxy.mqtt_url(), &pubsub_proxy.http_url(), data_dir.path())?;
+    let command = device_command(args, system, w, &id, (&urls.0, &urls.1), beds.ca_file, data_dir.path())?;
     let mut device = Device::spawn(command, strace_out)?;
     device.expect("ready", Duration::from_secs(120)).map_err(|e| format!("{name}: {e}"))?;
     device.resolve_pid();
@@ -508,6 +533,7 @@ fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, 
         }
     });
     let distinct = |s: &Subscriber| s.collected.all().into_iter().map(|m| m.event_id).collect::<HashSet<_>>().len();
+    let front = pubsub_front.handshakes();
     Ok(RunResult {
         workload: w.name.to_string(),
         system: system.name(),
@@ -525,6 +551,10 @@ fn run_one(args: &RadioArgs, system: System, w: &Workload, mosquitto_port: u16, 
         fsyncs,
         device: device_figures,
         outage,
+        tls_mqtt: TlsFlights::of(&entries, "mqtt"),
+        tls_pubsub: TlsFlights::of(&entries, "pubsub"),
+        pubsub_front_full: front.full,
+        pubsub_front_resumed: front.resumed,
         log: log_path.display().to_string(),
         start_ms: from as f64 / 1000.0,
         done_ms: to as f64 / 1000.0,
@@ -607,11 +637,50 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
             ));
         }
     }
+    s.push_str(&tls_table(results));
     s.push_str(&format!(
         "\nPer hour = over the workload plus {DRAIN_S:.0} simulated s of quiet after it, divided by the workload's hours. Packets = chunks read by the logging proxies plus connection opens, closes and refusals. CPU: user + system time of the publishing process between start and done ({}). fsyncs: {}.\n",
         if cfg!(debug_assertions) { "the SDK from an unoptimised dev build: not a CPU figure to quote" } else { "the SDK optimised as for the phone, without LTO" },
         if strace { "fsync + fdatasync over the process's life (strace -f -c)" } else { "not counted (no strace, or --no-fsync)" }
     ));
+    s
+}
+
+/// The TLS table: each run's handshakes per backend, full and resumed, and what they cost.
+fn tls_table(results: &[RunResult]) -> String {
+    let mut s = String::from("\nTLS 1.3 handshakes, told apart by the size of the server's first flight (a resumed one carries no certificate chain; docs/RADIO.md, \"TLS\"); bytes are the client's first flight up and the server's first flight down, per handshake. Per burst: every handshake byte of both backends over the promotions at T = 10 s\n\n");
+    s.push_str("| workload | system | MQTT full / resumed | MQTT reconnects resumed | Pub/Sub full / resumed (the TLS front's count) | MQTT B up/down per full / resumed | Pub/Sub B up/down per full / resumed | handshake B per burst | handshake B per location |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mean = |bytes: u64, n: u64| if n == 0 { "-".to_string() } else { format!("{:.0}", bytes as f64 / n as f64) };
+    let sizes = |t: &TlsFlights| {
+        format!(
+            "{}/{} / {}/{}",
+            mean(t.full_bytes_up, t.full),
+            mean(t.full_bytes_down, t.full),
+            mean(t.resumed_bytes_up, t.resumed),
+            mean(t.resumed_bytes_down, t.resumed)
+        )
+    };
+    for r in results {
+        let (m, p) = (&r.tls_mqtt, &r.tls_pubsub);
+        let bytes = m.bytes() + p.bytes();
+        s.push_str(&format!(
+            "| {} | {} | {} / {} | {} | {} / {} ({} / {}) | {} | {} | {} | {:.1} |\n",
+            r.workload,
+            r.system,
+            m.full,
+            m.resumed,
+            m.resumed_share_of_reconnects().map_or("-".to_string(), |x| format!("{:.0} %", x * 100.0)),
+            p.full,
+            p.resumed,
+            r.pubsub_front_full,
+            r.pubsub_front_resumed,
+            sizes(m),
+            sizes(p),
+            mean(bytes, r.analysis.costs[0].promotions as u64),
+            bytes as f64 / r.sent.max(1) as f64,
+        ));
+    }
     s
 }
 
@@ -645,6 +714,19 @@ fn smoke_checks(results: &[RunResult]) -> Vec<String> {
         if r.analysis.backends.get("mqtt").is_none_or(|b| b.connections == 0) {
             failures.push(format!("{who}: no MQTT connection seen"));
         }
+        if (r.tls_pubsub.full, r.tls_pubsub.resumed) != (r.pubsub_front_full, r.pubsub_front_resumed) {
+            failures.push(format!(
+                "{who}: Pub/Sub handshakes told apart by size ({} full, {} resumed) disagree with the TLS front's count ({} full, {} resumed)",
+                r.tls_pubsub.full, r.tls_pubsub.resumed, r.pubsub_front_full, r.pubsub_front_resumed
+            ));
+        }
+        if r.tls_mqtt.full == 0 {
+            failures.push(format!("{who}: no full TLS handshake with mosquitto"));
+        }
+        // A device with an upload window connects once a burst: its sessions must resume.
+        if r.system.starts_with("dualpub-w") && r.system != "dualpub-w0" && r.tls_mqtt.resumed_share_of_reconnects().is_some_and(|x| x < 0.9) {
+            failures.push(format!("{who}: under 90 % of the MQTT reconnects resumed their TLS session: {:?}", r.tls_mqtt));
+        }
     }
     failures
 }
@@ -676,6 +758,7 @@ mod tests {
                 settle_max_ms: 0,
                 data_dir: "/tmp/unused".into(),
                 window_secs: 0,
+                ca_file: None,
             };
             let c = crate::bench::device::sdk_config(&a).unwrap();
             assert_eq!(c.mqtt.idle_disconnect_secs, ((30.0 / scale) as u32).max(1), "scale {scale}");

@@ -14,24 +14,31 @@
 // microseconds, waits --drain-ms, prints `done {json}`, disconnects when stdin closes. Timers are
 // the seed design's defaults divided by --scale (keep-alive 60 s, connection timeout 30 s,
 // Paho's longest reconnect delay 128 s, request timeout 30 s; the JDK HTTP client's idle
-// connection keep-alive is set by the harness with -Djdk.httpclient.keepalive.timeout).
+// connection keep-alive is set by the harness with -Djdk.httpclient.keepalive.timeout). With
+// --ca-file both go over TLS (ssl:// and https://) trusting that CA, through one SSLContext, whose
+// session cache is what the JDK resumes sessions from.
 package io.dualpub.peer
 
 import org.eclipse.paho.client.mqttv3.MqttClient
 import org.eclipse.paho.client.mqttv3.MqttConnectOptions
 import org.eclipse.paho.client.mqttv3.MqttException
 import org.eclipse.paho.client.mqttv3.persist.MemoryPersistence
+import java.io.File
 import java.net.URI
 import java.net.http.HttpClient
 import java.net.http.HttpRequest
 import java.net.http.HttpResponse
+import java.security.KeyStore
 import java.security.SecureRandom
+import java.security.cert.CertificateFactory
 import java.time.Duration
 import java.util.Base64
 import java.util.UUID
 import java.util.concurrent.Executors
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.atomic.AtomicLong
+import javax.net.ssl.SSLContext
+import javax.net.ssl.TrustManagerFactory
 import kotlin.math.cos
 import kotlin.math.max
 import kotlin.math.roundToLong
@@ -68,6 +75,18 @@ fun payload(eventId: String, deviceId: String, i: Long, seq: Long, timestampMs: 
         "\"battery\":0.8,\"schemaVersion\":2,\"seq\":$seq,\"route\":\"both\",\"cfg\":0}"
 }
 
+/** A TLS context trusting only the certificates in the PEM file [caFile]. */
+fun trusting(caFile: String): SSLContext {
+    val keys = KeyStore.getInstance(KeyStore.getDefaultType())
+    keys.load(null, null)
+    File(caFile).inputStream().use { input ->
+        CertificateFactory.getInstance("X.509").generateCertificates(input).forEachIndexed { i, c -> keys.setCertificateEntry("ca$i", c) }
+    }
+    val trust = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm())
+    trust.init(keys)
+    return SSLContext.getInstance("TLS").apply { init(null, trust.trustManagers, null) }
+}
+
 class Peer(private val args: Map<String, String>) {
     private val scale = args.getValue("--scale").toDouble()
     private val deviceId = args.getValue("--device-id")
@@ -77,10 +96,16 @@ class Peer(private val args: Map<String, String>) {
     )
     private fun scaledMs(ms: Double): Long = max(1L, (ms / scale).roundToLong())
 
-    private val mqtt = MqttClient(args.getValue("--mqtt-url").replace("mqtt://", "tcp://"), "seed-$deviceId", MemoryPersistence())
+    private val tls: SSLContext? = args["--ca-file"]?.let { trusting(it) }
+    private val mqtt = MqttClient(
+        args.getValue("--mqtt-url").replace("mqtts://", "ssl://").replace("mqtt://", "tcp://"),
+        "seed-$deviceId",
+        MemoryPersistence(),
+    )
     private val http: HttpClient = HttpClient.newBuilder()
         .version(HttpClient.Version.HTTP_1_1)
         .connectTimeout(Duration.ofMillis(scaledMs(30_000.0)))
+        .apply { tls?.let { sslContext(it) } }
         .build()
     private val sender = Executors.newSingleThreadExecutor()
     private val seq = AtomicLong(0)
@@ -95,6 +120,7 @@ class Peer(private val args: Map<String, String>) {
         o.keepAliveInterval = max(1L, (60.0 / scale).roundToLong()).toInt()
         o.connectionTimeout = max(1L, (30.0 / scale).roundToLong()).toInt()
         o.isAutomaticReconnect = true
+        tls?.let { o.socketFactory = it.socketFactory }
         o.maxReconnectDelay = scaledMs(128_000.0).toInt()
         while (true) {
             try {
