@@ -68,13 +68,16 @@ kotlin {
     }
 }
 
-// Both are `api`, not `implementation`: they are part of this library's public API, so an app
+// All are `api`, not `implementation`: they are part of this library's public API, so an app
 // compiling against it needs them on its own compile classpath (and the published POM lists them
 // as compile-scope dependencies).
 dependencies {
     // JNA: the public generated classes extend JNA types (RustBuffer is a com.sun.jna.Structure).
     // The AAR flavour carries JNA's native stubs for every Android ABI.
     api("net.java.dev.jna:jna:5.18.1@aar")
+    // kotlinx-coroutines: the generated async twins (DualPublisher.open, flushAsync, ...) are
+    // suspend functions built on it. Keep in step with COROUTINES_VERSION in scripts/setup.sh.
+    api("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.11.0")
     // ProcessLifecycleOwner for DualPub.followProcessLifecycle (foreground-only config fetches),
     // which returns an androidx.lifecycle.DefaultLifecycleObserver.
     api("androidx.lifecycle:lifecycle-process:2.8.7")

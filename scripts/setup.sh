@@ -54,9 +54,12 @@ ensure_python_env() {
 }
 
 # The Kotlin compiler (npm package kotlin-compiler: the full JVM compiler) and the JVM jars
-# (JNA, the JUnit console launcher) from Maven Central, cached under target/tools.
+# (JNA; kotlinx-coroutines, which the generated bindings' suspend functions need; the JUnit
+# console launcher) from Maven Central, cached under target/tools. Keep COROUTINES_VERSION in
+# step with android/build.gradle.kts.
 KOTLIN_VERSION=2.4.20
 JNA_VERSION=5.18.1
+COROUTINES_VERSION=1.11.0
 JUNIT_CONSOLE_VERSION=1.13.4
 ensure_kotlin_toolchain() {
     local tools=target/tools
@@ -66,7 +69,8 @@ ensure_kotlin_toolchain() {
         npm install --prefix "$tools" --no-audit --no-fund --silent "kotlin-compiler@$KOTLIN_VERSION" >/dev/null
     fi
     local jars="$tools/jars"
-    for artifact in "net.java.dev.jna:jna:$JNA_VERSION" "org.junit.platform:junit-platform-console-standalone:$JUNIT_CONSOLE_VERSION"; do
+    for artifact in "net.java.dev.jna:jna:$JNA_VERSION" "org.jetbrains.kotlinx:kotlinx-coroutines-core-jvm:$COROUTINES_VERSION" \
+        "org.junit.platform:junit-platform-console-standalone:$JUNIT_CONSOLE_VERSION"; do
         local name
         name="$(echo "$artifact" | cut -d: -f2)-$(echo "$artifact" | cut -d: -f3).jar"
         if [ ! -f "$jars/$name" ]; then
@@ -77,7 +81,8 @@ ensure_kotlin_toolchain() {
     done
     KOTLINC="$tools/node_modules/kotlin-compiler/bin/kotlinc"
     KOTLIN_STDLIB="$tools/node_modules/kotlin-compiler/lib/kotlin-stdlib.jar"
-    JNA_JAR="$jars/jna-$JNA_VERSION.jar"
+    # The bindings' runtime: JNA and kotlinx-coroutines (what an app's Gradle build pulls in).
+    JNA_JAR="$jars/jna-$JNA_VERSION.jar:$jars/kotlinx-coroutines-core-jvm-$COROUTINES_VERSION.jar"
     JUNIT_JAR="$jars/junit-platform-console-standalone-$JUNIT_CONSOLE_VERSION.jar"
 }
 

@@ -69,6 +69,10 @@ pub enum DualPubError {
     /// The publisher was closed; create a new one.
     #[error("the publisher is closed")]
     Closed,
+    /// Collection is paused (`setCollectionEnabled(false)`, or `collectionEnabled = false` at
+    /// start): the location was refused and nothing was queued.
+    #[error("collection is paused: nothing was queued")]
+    CollectionPaused,
     /// A `sendLocations` batch larger than one call accepts (at most 10,000 locations and at
     /// most `maxOutboxRows`); nothing was queued. Split it.
     #[error("a batch of {size} locations is larger than {limit}: nothing was queued, split it")]

@@ -38,6 +38,12 @@ pub(crate) fn handle() -> Result<Handle, Error> {
         .map_err(|(kind, text)| Error::Start { what: "the SDK runtime", source: std::io::Error::new(*kind, text.clone()) })
 }
 
+/// Tasks alive on the SDK's runtime, every publisher's (the transports, the waits of async
+/// calls): a wait that outlived its caller would show here (`debugReport()`, `sdkTasks`).
+pub(crate) fn alive_tasks() -> usize {
+    RUNTIME.get().and_then(|r| r.as_ref().ok()).map_or(0, |rt| rt.metrics().num_alive_tasks())
+}
+
 /// Sleeps for `d` unless shutdown is signalled first; returns false on shutdown.
 pub(crate) async fn sleep_or_shutdown(d: std::time::Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     if *shutdown.borrow() {

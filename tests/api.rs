@@ -248,3 +248,51 @@ fn bucketing_helpers_agree_with_the_decision() {
         p.shutdown();
     }
 }
+
+#[test]
+fn paused_collection_refuses_typed_and_a_purge_leaves_nothing_to_send() {
+    let emu = emulator();
+    emu.emulator().faults().set(dualpub_emulator::FaultPlan { reject_data_containing: Some("4242.5".into()), ..Default::default() });
+    let id = device("pause-purge");
+    let (mqtt, pubsub, reports_sub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "pause-purge"), mqtt_report_subscriber(&id));
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
+    // One dead letter: Pub/Sub refuses this location as invalid.
+    let mut poison = location(0);
+    poison.altitude = Some(4242.5);
+    p.send_location(poison).unwrap();
+    assert!(p.flush(20_000).unwrap().completed);
+    assert_eq!(p.dead_letters().unwrap().len(), 1);
+    // 25 locations queued offline, then the user opts out: paused, then purged.
+    p.set_network_available(false).unwrap();
+    let purged: Vec<String> = (1..=25).map(|n| p.send_location(location(n)).unwrap()).collect();
+    p.set_collection_enabled(false).unwrap();
+    assert!(!p.collection_enabled().unwrap());
+    assert!(matches!(p.send_location(location(99)), Err(DualPubError::CollectionPaused)));
+    assert!(matches!(p.send_locations(vec![location(98)]), Err(DualPubError::CollectionPaused)));
+    assert_eq!(p.purge().unwrap(), dualpub::PurgeReport { locations: 25, dead_letters: 1 });
+    assert!(p.dead_letters().unwrap().is_empty());
+    let m = p.metrics().unwrap();
+    assert_eq!((m.mqtt.queue_depth, m.pubsub.queue_depth, m.accepted), (0, 0, 26), "refused while paused: not accepted");
+    // Back on: only what is sent from now on travels.
+    p.set_network_available(true).unwrap();
+    p.set_collection_enabled(true).unwrap();
+    let after: Vec<String> = (100..103).map(|n| p.send_location(location(n)).unwrap()).collect();
+    assert!(p.flush(20_000).unwrap().completed);
+    assert!(wait_for_all(&mqtt.collected, &after, WAIT) && wait_for_all(&pubsub.collected, &after, WAIT));
+    std::thread::sleep(Duration::from_millis(500));
+    for sub in [&mqtt, &pubsub] {
+        let got = event_ids(&sub.collected);
+        assert!(purged.iter().all(|e| !got.contains(e)), "a purged location was sent: {got:?}");
+    }
+    // The shutdown report counts the purge.
+    p.shutdown();
+    assert!(reports_sub.collected.wait_until(WAIT, |c| !c.is_empty()), "no shutdown report");
+    let last = reports(&reports_sub.collected).pop().unwrap();
+    assert_eq!(last["counters"]["dropped"]["purged"].as_u64(), Some(25), "{}", last["counters"]);
+    assert_eq!(last["counters"]["dropped"]["dead_letters_purged"].as_u64(), Some(1), "{}", last["counters"]);
+    // Started paused (the user's stored choice): refused from the first location.
+    let q = TestDevice::new(&device("start-paused"), &emu).with(|c| c.collection_enabled = false).start();
+    assert!(matches!(q.send_location(location(0)), Err(DualPubError::CollectionPaused)));
+    q.set_collection_enabled(true).unwrap();
+    q.send_location(location(0)).unwrap();
+}

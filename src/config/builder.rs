@@ -63,6 +63,7 @@ impl SdkConfig {
                 remote_config_url: None,
                 config_fetch_interval_secs: DEFAULT_CONFIG_FETCH_INTERVAL_SECS,
                 reports_enabled: true,
+                collection_enabled: true,
                 app_version: None,
                 os_version: None,
                 upload_window_secs: crate::config::DEFAULT_UPLOAD_WINDOW_SECS,

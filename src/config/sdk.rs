@@ -123,6 +123,11 @@ pub struct SdkConfig {
     /// durable (for apps that need real time, at the radio's cost: docs/PERFORMANCE.md).
     #[uniffi(default = 30)]
     pub upload_window_secs: u32,
+    /// Whether the SDK collects and uploads at start (default true). `false` starts it paused,
+    /// as `setCollectionEnabled(false)` leaves it: pass the user's stored choice here at every
+    /// start, so that nothing is sent before the app could pause it (docs/CONTRACT.md#pause-and-purge).
+    #[uniffi(default = true)]
+    pub collection_enabled: bool,
 }
 
 /// The default Pub/Sub topic of migration reports (`pubsub.reportsTopic`).

@@ -17,15 +17,17 @@ use std::time::Duration;
 pub mod bench;
 
 /// Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
-/// decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
-/// `refreshConfig`, which wait by design.
+/// decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable`,
+/// `refreshConfig` and `shutdown`, which wait by design (worker threads only), and the
+/// constructors, which open the outbox database; each has an async twin (`open`, `flushAsync`,
+/// `awaitDurableAsync`, `refreshConfigAsync`, `shutdownAsync`) that is safe on the main thread.
 #[derive(uniffi::Object)]
 pub struct DualPublisher {
     inner: Publisher,
 }
 
 impl DualPublisher {
-    fn open(&self) -> Result<&Publisher, DualPubError> {
+    fn live(&self) -> Result<&Publisher, DualPubError> {
         if self.inner.is_closed() {
             Err(DualPubError::Closed)
         } else {
@@ -58,79 +60,106 @@ impl DualPublisher {
         Ok(Arc::new(DualPublisher { inner: Publisher::with_providers(config, providers)? }))
     }
 
+    /// The async twin of `withProviders` (Kotlin `suspend`, Swift `async`): opens the outbox
+    /// database and reads its backlog on an SDK thread, so it is safe to call from the main
+    /// thread. Cancelling it does not stop the opening; the publisher then closes itself.
+    #[uniffi::constructor]
+    pub async fn open(
+        config: SdkConfig,
+        token_provider: Option<Arc<dyn TokenProvider>>,
+        mqtt_credential_provider: Option<Arc<dyn crate::MqttCredentialProvider>>,
+    ) -> Result<Arc<Self>, DualPubError> {
+        let providers = crate::Providers { tokens: token_provider, mqtt_credentials: mqtt_credential_provider };
+        Ok(Arc::new(DualPublisher { inner: Publisher::open_async(config, providers).await? }))
+    }
+
     /// Validates a location, assigns its eventId and queues it; returns the eventId.
     /// No disk or network I/O on the calling thread.
     pub fn send_location(&self, location: Location) -> Result<String, DualPubError> {
-        self.open()?.send_location(location)
+        self.live()?.send_location(location)
     }
 
     /// Queues many locations at once (backlog import); all or none. Returns their eventIds.
     pub fn send_locations(&self, locations: Vec<Location>) -> Result<Vec<String>, DualPubError> {
-        self.open()?.send_locations(locations)
+        self.live()?.send_locations(locations)
     }
 
     /// Applies a migration config now; returns the resulting decision.
     pub fn apply_config(&self, config: MigrationConfig) -> Result<RolloutDecision, DualPubError> {
-        self.open()?.apply_config(config)
+        self.live()?.apply_config(config)
     }
 
     /// Parses and applies a migration config document (JSON, docs/CONTRACT.md#migration-config).
     pub fn apply_config_json(&self, json: String) -> Result<RolloutDecision, DualPubError> {
-        self.open()?.apply_config_json(&json)
+        self.live()?.apply_config_json(&json)
     }
 
     /// Applies the host app's remote values (Firebase Remote Config keys such as
     /// `pubsub_rollout_percentage`, `debug_mode`, `migration_override_<deviceId>`, `emergency_mode`).
     pub fn apply_remote_values(&self, values: std::collections::HashMap<String, String>) -> Result<RolloutDecision, DualPubError> {
-        self.open()?.apply_remote_values(values)
+        self.live()?.apply_remote_values(values)
     }
 
     /// The config in force (version, source, when applied, how many were refused) and the
     /// state of fetching it (last fetch and result, ETag, backoff, next fetch).
     pub fn config_status(&self) -> Result<crate::config::source::ConfigStatus, DualPubError> {
-        Ok(self.open()?.config_status())
+        Ok(self.live()?.config_status())
     }
 
     /// Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
     /// unless a backoff is in force, and applies it; returns what happened. Blocks until the
     /// fetch ends (at most 25 s): never call it on the UI thread.
     pub fn refresh_config(&self) -> Result<crate::config::fetch::FetchResult, DualPubError> {
-        self.open()?.refresh_config()
+        self.live()?.refresh_config()
+    }
+
+    /// The async twin of `refreshConfig`: safe on the main thread. The fetch runs to its end
+    /// (at most 25 s) even if the call is cancelled; a change of decision reaches the
+    /// `ConfigListener` on an SDK callback thread.
+    pub async fn refresh_config_async(&self) -> Result<crate::config::fetch::FetchResult, DualPubError> {
+        self.inner.refresh_config_async().await
     }
 
     /// Tells the SDK whether the app is in the foreground (the default). Scheduled config
     /// fetches happen only in the foreground.
     pub fn set_app_foreground(&self, foreground: bool) -> Result<(), DualPubError> {
-        self.open()?.set_app_foreground(foreground);
+        self.live()?.set_app_foreground(foreground);
         Ok(())
     }
 
     /// Registers a listener for every change of decision (`None` removes it).
     pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::config::source::ConfigListener>>) -> Result<(), DualPubError> {
-        self.open()?.set_config_listener(listener);
+        self.live()?.set_config_listener(listener);
         Ok(())
     }
 
     /// Where this device publishes now, and why.
     pub fn decision(&self) -> Result<RolloutDecision, DualPubError> {
-        Ok(self.open()?.decision())
+        Ok(self.live()?.decision())
     }
 
     /// The migration config in force.
     pub fn current_config(&self) -> Result<MigrationConfig, DualPubError> {
-        Ok(self.open()?.config())
+        Ok(self.live()?.config())
     }
 
     /// Waits up to `timeout_ms` until everything accepted so far is acknowledged by every
     /// transport owing it. Blocks: call it from a background thread.
     pub fn flush(&self, timeout_ms: u64) -> Result<FlushReport, DualPubError> {
-        Ok(self.open()?.flush(Duration::from_millis(timeout_ms)))
+        Ok(self.live()?.flush(Duration::from_millis(timeout_ms)))
+    }
+
+    /// The async twin of `flush` (Kotlin `suspend`, Swift `async`): safe on the main thread, it
+    /// holds no thread while it waits. Cancelling it stops the wait, not the flush: its burst
+    /// stays open until `timeout_ms`.
+    pub async fn flush_async(&self, timeout_ms: u64) -> Result<FlushReport, DualPubError> {
+        self.inner.flush_async(Duration::from_millis(timeout_ms)).await
     }
 
     /// Sends everything queued now in one burst of both transports, whatever the upload window
     /// (for what must go now). Returns at once: safe on any thread.
     pub fn flush_now(&self) -> Result<(), DualPubError> {
-        self.open()?.flush_now();
+        self.live()?.flush_now();
         Ok(())
     }
 
@@ -138,70 +167,96 @@ impl DualPublisher {
     /// Android `ConnectivityManager.NetworkCallback`, iOS `NWPathMonitor`). While `false`
     /// nothing is attempted; when it turns `true`, one burst sends what is queued. Returns at once.
     pub fn set_network_available(&self, available: bool) -> Result<(), DualPubError> {
-        self.open()?.set_network_available(available);
+        self.live()?.set_network_available(available);
         Ok(())
+    }
+
+    /// Pauses (`false`) or resumes (`true`) collection, for a user's opt-out: while paused
+    /// `sendLocation(s)` refuses with `CollectionPaused` and nothing is sent; what is queued
+    /// stays until resumed or purged. Lasts for this publisher's life (pass the user's choice as
+    /// `SdkConfig.collectionEnabled` at start). Returns at once.
+    pub fn set_collection_enabled(&self, enabled: bool) -> Result<(), DualPubError> {
+        self.live()?.set_collection_enabled(enabled)
+    }
+
+    /// Whether collection is enabled (not paused).
+    pub fn collection_enabled(&self) -> Result<bool, DualPubError> {
+        Ok(self.live()?.collection_enabled())
+    }
+
+    /// Deletes every queued location and every dead letter, from memory and disk, and returns
+    /// how many; the next migration report counts them (`dropped`: `purged`,
+    /// `dead_letters_purged`). A message already on the wire cannot be recalled: pause first.
+    /// Returns at once (the deletion is committed in the background, like every change).
+    pub fn purge(&self) -> Result<crate::PurgeReport, DualPubError> {
+        self.live()?.purge()
     }
 
     /// The migration metrics.
     pub fn metrics(&self) -> Result<MetricsSnapshot, DualPubError> {
-        Ok(self.open()?.metrics())
+        Ok(self.live()?.metrics())
     }
 
     /// The migration metrics as Prometheus text.
     pub fn metrics_prometheus(&self) -> Result<String, DualPubError> {
-        Ok(self.open()?.metrics_prometheus())
+        Ok(self.live()?.metrics_prometheus())
     }
 
     /// Messages Pub/Sub refused as invalid (kept, never deleted).
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, DualPubError> {
-        Ok(self.open()?.dead_letters())
+        Ok(self.live()?.dead_letters())
     }
 
     /// A page of the dead letters, oldest first: at most `limit` with an id above `afterId`
     /// (0 for the first page).
     pub fn dead_letters_page(&self, after_id: i64, limit: u32) -> Result<Vec<DeadLetter>, DualPubError> {
-        Ok(self.open()?.dead_letters_page(after_id, limit))
+        Ok(self.live()?.dead_letters_page(after_id, limit))
     }
 
     /// Waits up to `timeout_ms` until every location accepted so far is on disk (survives a
     /// process kill); returns whether it is. Blocks: call it from a background thread.
     pub fn await_durable(&self, timeout_ms: u64) -> Result<bool, DualPubError> {
-        Ok(self.open()?.await_durable(Duration::from_millis(timeout_ms)))
+        Ok(self.live()?.await_durable(Duration::from_millis(timeout_ms)))
+    }
+
+    /// The async twin of `awaitDurable`: safe on the main thread.
+    pub async fn await_durable_async(&self, timeout_ms: u64) -> Result<bool, DualPubError> {
+        self.inner.await_durable_async(Duration::from_millis(timeout_ms)).await
     }
 
     /// Queues dead letters again (all when `ids` is empty); returns how many.
     pub fn retry_dead_letters(&self, ids: Vec<i64>) -> Result<u32, DualPubError> {
-        self.open()?.retry_dead_letters(ids)
+        self.live()?.retry_dead_letters(ids)
     }
 
     /// Switches debug mode on or off here, overriding the remote config's `debugMode` until
     /// `clearDebugMode`. Takes effect at once (log level and debug events).
     pub fn set_debug_mode(&self, enabled: bool) -> Result<(), DualPubError> {
-        self.open()?.set_debug_mode(Some(enabled));
+        self.live()?.set_debug_mode(Some(enabled));
         Ok(())
     }
 
     /// Hands debug mode back to the remote config.
     pub fn clear_debug_mode(&self) -> Result<(), DualPubError> {
-        self.open()?.set_debug_mode(None);
+        self.live()?.set_debug_mode(None);
         Ok(())
     }
 
     /// Opt-in: debug output may show precise coordinates (rounded to about 1 km otherwise).
     pub fn set_precise_coordinates_in_debug(&self, opt_in: bool) -> Result<(), DualPubError> {
-        self.open()?.set_precise_coordinates_in_debug(opt_in);
+        self.live()?.set_precise_coordinates_in_debug(opt_in);
         Ok(())
     }
 
     /// Registers a listener for debug events (rate-limited; only while debug mode is on).
     pub fn set_debug_listener(&self, listener: Option<Arc<dyn DebugListener>>) -> Result<(), DualPubError> {
-        self.open()?.set_debug_listener(listener);
+        self.live()?.set_debug_listener(listener);
         Ok(())
     }
 
     /// A JSON report: config, decision, queue depths, breaker states, recent errors.
     pub fn debug_report(&self) -> Result<String, DualPubError> {
-        Ok(self.open()?.debug_report())
+        Ok(self.live()?.debug_report())
     }
 
     /// Stops the publisher, sends the last migration report and persists what is queued (waits
@@ -211,6 +266,13 @@ impl DualPublisher {
     /// object, which shuts it down too.)
     pub fn shutdown(&self) {
         self.inner.close()
+    }
+
+    /// The async twin of `shutdown`: the same close on an SDK thread (`dualpub-close`), safe on
+    /// the main thread. Cancelling it does not stop the close.
+    pub async fn shutdown_async(self: Arc<Self>) {
+        // The close runs to its end whatever becomes of this future; nothing to report.
+        let _ = crate::publisher::on_thread("dualpub-close", move || self.inner.close()).await;
     }
 }
 

@@ -92,7 +92,12 @@ struct State {
     /// `SdkConfig.uploadWindowSecs`: the window unless the config in force sets one.
     default_window: Duration,
     window: Duration,
+    /// The transports may use the network: `network_said` and not `paused`.
     network: bool,
+    /// What the app said of the network (`setNetworkAvailable`).
+    network_said: bool,
+    /// The app paused collection (`setCollectionEnabled(false)`).
+    paused: bool,
     /// The open burst: when it last made progress.
     open: Option<Instant>,
     /// When the next burst opens, if one is scheduled.
@@ -170,6 +175,8 @@ impl Gate {
                 default_window,
                 window,
                 network: true,
+                network_said: true,
+                paused: false,
                 open: None,
                 due: None,
                 failed: [false; 2],
@@ -248,18 +255,37 @@ impl Gate {
 
     /// What the app said of the network; returns whether a burst should open now (it came back).
     pub fn set_network(&self, available: bool) -> bool {
+        self.switch(|s| s.network_said = available)
+    }
+
+    /// The app paused (`true`) or resumed collection: while paused nothing is sent, as without
+    /// a network. Returns whether a burst should open now (sending may resume).
+    pub fn set_paused(&self, paused: bool) -> bool {
+        self.switch(|s| s.paused = paused)
+    }
+
+    /// Whether the app paused collection.
+    pub fn paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Applies a change of the app's switches; returns whether the network became usable.
+    fn switch(&self, change: impl FnOnce(&mut State)) -> bool {
         let mut s = self.lock();
-        let back = available && !s.network;
-        s.network = available;
-        if !available {
+        let was = s.network;
+        change(&mut s);
+        s.network = s.network_said && !s.paused;
+        if !s.network {
             s.open = None;
         }
+        let back = s.network && !was;
         drop(s);
         self.changed.notify_one();
         back
     }
 
-    /// Whether the app says the network is available.
+    /// Whether the transports may use the network: the app says it is available and has not
+    /// paused collection.
     pub fn network(&self) -> bool {
         self.lock().network
     }

@@ -8,6 +8,7 @@
 pub(crate) mod gate;
 pub(crate) mod lane;
 mod links;
+pub(crate) mod progress;
 mod reporter;
 
 pub(crate) use lane::Lane;
@@ -22,7 +23,7 @@ use crate::telemetry::events::Events;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::reports::{Identity, Reports, Tally, Trigger};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -73,7 +74,7 @@ impl State {
 pub(crate) struct Hub {
     state: Mutex<State>,
     /// Signalled whenever rows leave the outbox or become durable (for `flush`, `awaitDurable`).
-    pub progress: Condvar,
+    pub progress: progress::Progress,
     /// Per transport, indexed by [`Transport::index`]: there is work for it.
     wake: [Notify; 2],
     /// The migration metrics.
@@ -144,7 +145,7 @@ impl Hub {
         let last_loc_seq = tally.counters.last_seq;
         Hub {
             state: Mutex::new(State { outbox, next_seq: max_seq + 1, durable_seq: max_seq, last_loc_seq, active: Arc::new(active), closed: false }),
-            progress: Condvar::new(),
+            progress: progress::Progress::default(),
             wake: [Notify::new(), Notify::new()],
             metrics: Metrics::default(),
             events,
@@ -182,7 +183,7 @@ impl Hub {
             if left.is_zero() {
                 break;
             }
-            st = self.progress.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+            st = self.progress.wait_timeout(st, left);
         }
         st
     }
@@ -200,7 +201,7 @@ impl Hub {
         let (owed, delivered_through) = st.burst_view();
         let closed = self.gate.settled(owed, delivered_through, Instant::now());
         drop(st);
-        self.progress.notify_all();
+        self.progress.notify();
         if closed {
             self.wake_all();
         }

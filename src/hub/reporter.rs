@@ -155,6 +155,6 @@ impl<'a> Reporter<'a> {
     /// `t` delivered report `seq` (`delivered`), or the attempt failed and it waits again.
     pub fn settled(&self, t: Transport, seq: u64, delivered: bool) {
         self.slots().settled(t, seq, delivered);
-        self.hub.progress.notify_all();
+        self.hub.progress.notify();
     }
 }

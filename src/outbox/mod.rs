@@ -480,6 +480,18 @@ impl Outbox {
         }
     }
 
+    /// Deletes every row, whatever it is owed or in flight, and every dead letter (a privacy
+    /// opt-out); returns how many of each. An acknowledgement or failure that arrives later for
+    /// a deleted row finds nothing, so nothing is sent again.
+    pub fn purge(&mut self) -> (u64, u64) {
+        let mut rows = 0;
+        while let Some((seq, _)) = self.rows.first() {
+            self.remove(seq);
+            rows += 1;
+        }
+        (rows, self.take_dead_letters(&[]).len() as u64)
+    }
+
     /// Number of rows in the outbox.
     pub fn len(&self) -> usize {
         self.rows.len()

@@ -177,7 +177,13 @@ impl Shared {
     /// A scheduled fetch (the fetch task, on the runtime): a change of decision is told to the
     /// listener on an SDK callback thread, never on a runtime worker.
     pub(super) async fn scheduled_fetch(self: &Arc<Self>) -> Option<FetchResult> {
-        let (result, change) = self.fetch_config(Trigger::Schedule).await;
+        self.fetch_and_tell(Trigger::Schedule).await
+    }
+
+    /// Fetches (for `trigger`) and tells a change of decision to the listener on an SDK
+    /// callback thread, never on a runtime worker.
+    pub(super) async fn fetch_and_tell(self: &Arc<Self>, trigger: Trigger) -> Option<FetchResult> {
+        let (result, change) = self.fetch_config(trigger).await;
         if let Some(c) = change {
             // Queued first: if no callback thread can be had now, the next change tells it too.
             self.listener.queue(c);

@@ -4,9 +4,14 @@
 
 mod apply;
 mod listener;
+mod privacy;
 mod start;
 mod store_thread;
 pub(crate) mod tasks;
+mod waits;
+
+pub use privacy::PurgeReport;
+pub(crate) use waits::on_thread;
 
 use crate::config::fetch::Fetcher;
 use crate::config::rollout::RolloutDecision;
@@ -191,6 +196,9 @@ impl Publisher {
             memory_only: r.memory_only,
         });
         shared.refresh_debug_mode(shared.active().config.debug_mode);
+        if !shared.settings.collection_enabled {
+            shared.hub.gate.set_paused(true);
+        }
         let store_done = store_thread::start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
         let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(providers.tokens));
@@ -249,6 +257,9 @@ impl Publisher {
             let mut st = self.shared.lock();
             if st.closed {
                 return Err(DualPubError::Closed);
+            }
+            if hub.gate.paused() {
+                return Err(DualPubError::CollectionPaused);
             }
             let d = &st.active.decision;
             // While Pub/Sub's breaker is open, new locations go to MQTT too (fallback).
@@ -503,6 +514,7 @@ impl Publisher {
                 "fallback": m.fallback, "retries": m.mqtt.retries + m.pubsub.retries, "storageErrors": m.storage_errors,
                 "debugEventsDropped": self.shared.hub.events.dropped(),
                 "appCallbacksRunning": crate::callback::running(),
+                "sdkTasks": runtime::alive_tasks(),
             },
             "configFetch": {
                 "configured": self.shared.settings.remote_config_url.is_some(),
@@ -527,19 +539,11 @@ impl Publisher {
     /// thread: never call it on a UI thread.
     pub fn flush(&self, timeout: Duration) -> FlushReport {
         let timeout = self.blocking_allowed("flush", timeout);
-        let start = Instant::now();
-        let st = self.shared.lock();
-        let target = st.next_seq - 1;
-        self.shared.hub.flush_target.fetch_max(target, Ordering::SeqCst);
-        drop(st);
         // A flush is urgent: it opens an upload burst now, whatever the window, and failures do
         // not end it before the flush gives up.
-        self.shared.hub.open_burst(Burst::Until(start.checked_add(timeout).unwrap_or(start + Duration::from_secs(365 * 86_400))));
-        self.shared.hub.wake_all();
-        let st = self.shared.lock();
-        let st = self.shared.hub.wait_until(st, start, timeout, |st| st.outbox.drained_up_to(target));
-        let (pending_mqtt, pending_pubsub) = st.outbox.owed_up_to(target);
-        FlushReport { completed: pending_mqtt == 0 && pending_pubsub == 0, pending_mqtt, pending_pubsub, elapsed_ms: start.elapsed().as_millis() as u64 }
+        let (target, start) = self.shared.begin_flush(timeout);
+        drop(self.shared.hub.wait_until(self.shared.lock(), start, timeout, |st| st.outbox.drained_up_to(target)));
+        self.shared.flush_report(target, start)
     }
 
     /// Sends everything queued now, in one burst of both transports, whatever the upload
@@ -551,13 +555,9 @@ impl Publisher {
     /// What the app's connectivity callback says: while `false` nothing is attempted on either
     /// transport (locations are kept, durable); when it turns `true`, one burst sends the backlog.
     pub fn set_network_available(&self, available: bool) {
-        let hub = &self.shared.hub;
-        let back = hub.gate.set_network(available);
+        let back = self.shared.hub.gate.set_network(available);
         self.shared.event(log::Level::Info, "network", || format!("network {}", if available { "available" } else { "unavailable" }));
-        if back {
-            hub.open_burst(Burst::Spread); // closes again at once if nothing is owed
-        }
-        hub.wake_all();
+        self.shared.switched(back);
     }
 
     fn gauges(&self) -> Gauges {
@@ -618,7 +618,7 @@ impl Publisher {
             if left.is_zero() {
                 break;
             }
-            st = hub.progress.wait_timeout(st, left.min(Duration::from_millis(50))).unwrap_or_else(|p| p.into_inner()).0;
+            st = hub.progress.wait_timeout(st, left.min(Duration::from_millis(50)));
         }
     }
 
@@ -666,7 +666,7 @@ impl Publisher {
         }
         self.last_report_out();
         let _ = self.shutdown.send(true);
-        self.shared.hub.progress.notify_all();
+        self.shared.hub.progress.notify();
         if self.shared.hub.events.set_debug_mode(false) {
             crate::telemetry::logging::debug_mode_changed(false);
         }

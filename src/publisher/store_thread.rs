@@ -111,7 +111,7 @@ impl Shared {
         if commit.abandoned > 0 {
             self.event(log::Level::Error, "storage", || format!("gave up persisting {} change(s) at shutdown", commit.abandoned));
         }
-        self.hub.progress.notify_all();
+        self.hub.progress.notify();
         if !commit.durable.is_empty() {
             self.hub.wake_all();
         }

@@ -1040,8 +1040,10 @@ public func FfiConverterTypeDebugListener_lower(_ value: DebugListener) -> UInt6
 
 /**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
- * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
- * `refreshConfig`, which wait by design.
+ * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable`,
+ * `refreshConfig` and `shutdown`, which wait by design (worker threads only), and the
+ * constructors, which open the outbox database; each has an async twin (`open`, `flushAsync`,
+ * `awaitDurableAsync`, `refreshConfigAsync`, `shutdownAsync`) that is safe on the main thread.
  */
 public protocol DualPublisherProtocol: AnyObject, Sendable {
     
@@ -1068,9 +1070,19 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func awaitDurable(timeoutMs: UInt64) throws  -> Bool
     
     /**
+     * The async twin of `awaitDurable`: safe on the main thread.
+     */
+    func awaitDurableAsync(timeoutMs: UInt64) async throws  -> Bool
+    
+    /**
      * Hands debug mode back to the remote config.
      */
     func clearDebugMode() throws 
+    
+    /**
+     * Whether collection is enabled (not paused).
+     */
+    func collectionEnabled() throws  -> Bool
     
     /**
      * The config in force (version, source, when applied, how many were refused) and the
@@ -1111,6 +1123,13 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func flush(timeoutMs: UInt64) throws  -> FlushReport
     
     /**
+     * The async twin of `flush` (Kotlin `suspend`, Swift `async`): safe on the main thread, it
+     * holds no thread while it waits. Cancelling it stops the wait, not the flush: its burst
+     * stays open until `timeout_ms`.
+     */
+    func flushAsync(timeoutMs: UInt64) async throws  -> FlushReport
+    
+    /**
      * Sends everything queued now in one burst of both transports, whatever the upload window
      * (for what must go now). Returns at once: safe on any thread.
      */
@@ -1127,11 +1146,26 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func metricsPrometheus() throws  -> String
     
     /**
+     * Deletes every queued location and every dead letter, from memory and disk, and returns
+     * how many; the next migration report counts them (`dropped`: `purged`,
+     * `dead_letters_purged`). A message already on the wire cannot be recalled: pause first.
+     * Returns at once (the deletion is committed in the background, like every change).
+     */
+    func purge() throws  -> PurgeReport
+    
+    /**
      * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
      * unless a backoff is in force, and applies it; returns what happened. Blocks until the
      * fetch ends (at most 25 s): never call it on the UI thread.
      */
     func refreshConfig() throws  -> FetchResult
+    
+    /**
+     * The async twin of `refreshConfig`: safe on the main thread. The fetch runs to its end
+     * (at most 25 s) even if the call is cancelled; a change of decision reaches the
+     * `ConfigListener` on an SDK callback thread.
+     */
+    func refreshConfigAsync() async throws  -> FetchResult
     
     /**
      * Queues dead letters again (all when `ids` is empty); returns how many.
@@ -1154,6 +1188,14 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      * fetches happen only in the foreground.
      */
     func setAppForeground(foreground: Bool) throws 
+    
+    /**
+     * Pauses (`false`) or resumes (`true`) collection, for a user's opt-out: while paused
+     * `sendLocation(s)` refuses with `CollectionPaused` and nothing is sent; what is queued
+     * stays until resumed or purged. Lasts for this publisher's life (pass the user's choice as
+     * `SdkConfig.collectionEnabled` at start). Returns at once.
+     */
+    func setCollectionEnabled(enabled: Bool) throws 
     
     /**
      * Registers a listener for every change of decision (`None` removes it).
@@ -1192,11 +1234,19 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      */
     func shutdown() 
     
+    /**
+     * The async twin of `shutdown`: the same close on an SDK thread (`dualpub-close`), safe on
+     * the main thread. Cancelling it does not stop the close.
+     */
+    func shutdownAsync() async 
+    
 }
 /**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
- * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
- * `refreshConfig`, which wait by design.
+ * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable`,
+ * `refreshConfig` and `shutdown`, which wait by design (worker threads only), and the
+ * constructors, which open the outbox database; each has an async twin (`open`, `flushAsync`,
+ * `awaitDurableAsync`, `refreshConfigAsync`, `shutdownAsync`) that is safe on the main thread.
  */
 open class DualPublisher: DualPublisherProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1263,6 +1313,26 @@ public convenience init(config: SdkConfig, tokenProvider: TokenProvider?)throws 
         try! rustCall { uniffi_dualpub_fn_free_dualpublisher(handle, $0) }
     }
 
+    
+    /**
+     * The async twin of `withProviders` (Kotlin `suspend`, Swift `async`): opens the outbox
+     * database and reads its backlog on an SDK thread, so it is safe to call from the main
+     * thread. Cancelling it does not stop the opening; the publisher then closes itself.
+     */
+public static func `open`(config: SdkConfig, tokenProvider: TokenProvider?, mqttCredentialProvider: MqttCredentialProvider?)async throws  -> DualPublisher  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_dualpub_fn_constructor_dualpublisher_open(FfiConverterTypeSdkConfig_lower(config),FfiConverterOptionTypeTokenProvider.lower(tokenProvider),FfiConverterOptionTypeMqttCredentialProvider.lower(mqttCredentialProvider)
+                )
+            },
+            pollFunc: ffi_dualpub_rust_future_poll_u64,
+            completeFunc: ffi_dualpub_rust_future_complete_u64,
+            freeFunc: ffi_dualpub_rust_future_free_u64,
+            liftFunc: FfiConverterTypeDualPublisher_lift,
+            errorHandler: FfiConverterTypeDualPubError_lift
+        )
+}
     
     /**
      * As the primary constructor, with every app provider: `token_provider` for Pub/Sub access
@@ -1338,6 +1408,25 @@ open func awaitDurable(timeoutMs: UInt64)throws  -> Bool  {
 }
     
     /**
+     * The async twin of `awaitDurable`: safe on the main thread.
+     */
+open func awaitDurableAsync(timeoutMs: UInt64)async throws  -> Bool  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_dualpub_fn_method_dualpublisher_await_durable_async(
+                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(timeoutMs)
+                )
+            },
+            pollFunc: ffi_dualpub_rust_future_poll_i8,
+            completeFunc: ffi_dualpub_rust_future_complete_i8,
+            freeFunc: ffi_dualpub_rust_future_free_i8,
+            liftFunc: FfiConverterBool.lift,
+            errorHandler: FfiConverterTypeDualPubError_lift
+        )
+}
+    
+    /**
      * Hands debug mode back to the remote config.
      */
 open func clearDebugMode()throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
@@ -1346,6 +1435,18 @@ open func clearDebugMode()throws   {try rustCallWithError(FfiConverterTypeDualPu
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Whether collection is enabled (not paused).
+     */
+open func collectionEnabled()throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_collection_enabled(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -1439,6 +1540,27 @@ open func flush(timeoutMs: UInt64)throws  -> FlushReport  {
 }
     
     /**
+     * The async twin of `flush` (Kotlin `suspend`, Swift `async`): safe on the main thread, it
+     * holds no thread while it waits. Cancelling it stops the wait, not the flush: its burst
+     * stays open until `timeout_ms`.
+     */
+open func flushAsync(timeoutMs: UInt64)async throws  -> FlushReport  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_dualpub_fn_method_dualpublisher_flush_async(
+                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(timeoutMs)
+                )
+            },
+            pollFunc: ffi_dualpub_rust_future_poll_rust_buffer,
+            completeFunc: ffi_dualpub_rust_future_complete_rust_buffer,
+            freeFunc: ffi_dualpub_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeFlushReport_lift,
+            errorHandler: FfiConverterTypeDualPubError_lift
+        )
+}
+    
+    /**
      * Sends everything queued now in one burst of both transports, whatever the upload window
      * (for what must go now). Returns at once: safe on any thread.
      */
@@ -1475,6 +1597,21 @@ open func metricsPrometheus()throws  -> String  {
 }
     
     /**
+     * Deletes every queued location and every dead letter, from memory and disk, and returns
+     * how many; the next migration report counts them (`dropped`: `purged`,
+     * `dead_letters_purged`). A message already on the wire cannot be recalled: pause first.
+     * Returns at once (the deletion is committed in the background, like every change).
+     */
+open func purge()throws  -> PurgeReport  {
+    return try  FfiConverterTypePurgeReport_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_purge(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
      * unless a backoff is in force, and applies it; returns what happened. Blocks until the
      * fetch ends (at most 25 s): never call it on the UI thread.
@@ -1486,6 +1623,27 @@ open func refreshConfig()throws  -> FetchResult  {
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * The async twin of `refreshConfig`: safe on the main thread. The fetch runs to its end
+     * (at most 25 s) even if the call is cancelled; a change of decision reaches the
+     * `ConfigListener` on an SDK callback thread.
+     */
+open func refreshConfigAsync()async throws  -> FetchResult  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_dualpub_fn_method_dualpublisher_refresh_config_async(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_dualpub_rust_future_poll_rust_buffer,
+            completeFunc: ffi_dualpub_rust_future_complete_rust_buffer,
+            freeFunc: ffi_dualpub_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeFetchResult_lift,
+            errorHandler: FfiConverterTypeDualPubError_lift
+        )
 }
     
     /**
@@ -1537,6 +1695,21 @@ open func setAppForeground(foreground: Bool)throws   {try rustCallWithError(FfiC
     uniffi_dualpub_fn_method_dualpublisher_set_app_foreground(
             self.uniffiCloneHandle(),
         FfiConverterBool.lower(foreground),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Pauses (`false`) or resumes (`true`) collection, for a user's opt-out: while paused
+     * `sendLocation(s)` refuses with `CollectionPaused` and nothing is sent; what is queued
+     * stays until resumed or purged. Lasts for this publisher's life (pass the user's choice as
+     * `SdkConfig.collectionEnabled` at start). Returns at once.
+     */
+open func setCollectionEnabled(enabled: Bool)throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_set_collection_enabled(
+            self.uniffiCloneHandle(),
+        FfiConverterBool.lower(enabled),uniffiCallStatus
     )
 }
 }
@@ -1617,6 +1790,27 @@ open func shutdown()  {try! rustCall() {
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * The async twin of `shutdown`: the same close on an SDK thread (`dualpub-close`), safe on
+     * the main thread. Cancelling it does not stop the close.
+     */
+open func shutdownAsync()async   {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_dualpub_fn_method_dualpublisher_shutdown_async(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_dualpub_rust_future_poll_void,
+            completeFunc: ffi_dualpub_rust_future_complete_void,
+            freeFunc: ffi_dualpub_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: nil
+            
+        )
 }
     
 
@@ -3801,6 +3995,75 @@ public func FfiConverterTypePubSubSettings_lower(_ value: PubSubSettings) -> Rus
 
 
 /**
+ * What `purge` deleted.
+ */
+public struct PurgeReport: Equatable, Hashable {
+    /**
+     * Locations deleted from the outbox (owed to either transport, or in flight).
+     */
+    public var locations: UInt64
+    /**
+     * Dead letters deleted.
+     */
+    public var deadLetters: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Locations deleted from the outbox (owed to either transport, or in flight).
+         */locations: UInt64, 
+        /**
+         * Dead letters deleted.
+         */deadLetters: UInt64) {
+        self.locations = locations
+        self.deadLetters = deadLetters
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PurgeReport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePurgeReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PurgeReport {
+        return
+            try PurgeReport(
+                locations: FfiConverterUInt64.read(from: &buf), 
+                deadLetters: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PurgeReport, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.locations, into: &buf)
+        FfiConverterUInt64.write(value.deadLetters, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePurgeReport_lift(_ buf: RustBuffer) throws -> PurgeReport {
+    return try FfiConverterTypePurgeReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePurgeReport_lower(_ value: PurgeReport) -> RustBuffer {
+    return FfiConverterTypePurgeReport.lower(value)
+}
+
+
+/**
  * Where this device publishes under the config in force, and why.
  */
 public struct RolloutDecision: Equatable, Hashable {
@@ -4007,6 +4270,12 @@ public struct SdkConfig {
      * durable (for apps that need real time, at the radio's cost: docs/PERFORMANCE.md).
      */
     public var uploadWindowSecs: UInt32
+    /**
+     * Whether the SDK collects and uploads at start (default true). `false` starts it paused,
+     * as `setCollectionEnabled(false)` leaves it: pass the user's stored choice here at every
+     * start, so that nothing is sent before the app could pause it (docs/CONTRACT.md#pause-and-purge).
+     */
+    public var collectionEnabled: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4067,7 +4336,12 @@ public struct SdkConfig {
          * together in one burst per window, so the radio can sleep in between
          * (docs/CONTRACT.md#upload-windows). Default 30; 0 sends each location as soon as it is
          * durable (for apps that need real time, at the radio's cost: docs/PERFORMANCE.md).
-         */uploadWindowSecs: UInt32 = UInt32(30)) {
+         */uploadWindowSecs: UInt32 = UInt32(30), 
+        /**
+         * Whether the SDK collects and uploads at start (default true). `false` starts it paused,
+         * as `setCollectionEnabled(false)` leaves it: pass the user's stored choice here at every
+         * start, so that nothing is sent before the app could pause it (docs/CONTRACT.md#pause-and-purge).
+         */collectionEnabled: Bool = true) {
         self.deviceId = deviceId
         self.companyId = companyId
         self.mqtt = mqtt
@@ -4084,6 +4358,7 @@ public struct SdkConfig {
         self.appVersion = appVersion
         self.osVersion = osVersion
         self.uploadWindowSecs = uploadWindowSecs
+        self.collectionEnabled = collectionEnabled
     }
 
     
@@ -4117,7 +4392,8 @@ public struct FfiConverterTypeSdkConfig: FfiConverterRustBuffer {
                 reportsEnabled: FfiConverterBool.read(from: &buf), 
                 appVersion: FfiConverterOptionString.read(from: &buf), 
                 osVersion: FfiConverterOptionString.read(from: &buf), 
-                uploadWindowSecs: FfiConverterUInt32.read(from: &buf)
+                uploadWindowSecs: FfiConverterUInt32.read(from: &buf), 
+                collectionEnabled: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -4138,6 +4414,7 @@ public struct FfiConverterTypeSdkConfig: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.appVersion, into: &buf)
         FfiConverterOptionString.write(value.osVersion, into: &buf)
         FfiConverterUInt32.write(value.uploadWindowSecs, into: &buf)
+        FfiConverterBool.write(value.collectionEnabled, into: &buf)
     }
 }
 
@@ -4594,6 +4871,11 @@ enum DualPubError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
      */
     case Closed
     /**
+     * Collection is paused (`setCollectionEnabled(false)`, or `collectionEnabled = false` at
+     * start): the location was refused and nothing was queued.
+     */
+    case CollectionPaused
+    /**
      * A `sendLocations` batch larger than one call accepts (at most 10,000 locations and at
      * most `maxOutboxRows`); nothing was queued. Split it.
      */
@@ -4655,11 +4937,12 @@ public struct FfiConverterTypeDualPubError: FfiConverterRustBuffer {
             reason: try FfiConverterString.read(from: &buf)
             )
         case 5: return .Closed
-        case 6: return .BatchTooLarge(
+        case 6: return .CollectionPaused
+        case 7: return .BatchTooLarge(
             size: try FfiConverterUInt64.read(from: &buf), 
             limit: try FfiConverterUInt64.read(from: &buf)
             )
-        case 7: return .Internal(
+        case 8: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -4698,14 +4981,18 @@ public struct FfiConverterTypeDualPubError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(5))
         
         
-        case let .BatchTooLarge(size,limit):
+        case .CollectionPaused:
             writeInt(&buf, Int32(6))
+        
+        
+        case let .BatchTooLarge(size,limit):
+            writeInt(&buf, Int32(7))
             FfiConverterUInt64.write(size, into: &buf)
             FfiConverterUInt64.write(limit, into: &buf)
             
         
         case let .Internal(reason):
-            writeInt(&buf, Int32(7))
+            writeInt(&buf, Int32(8))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -5591,6 +5878,54 @@ fileprivate struct FfiConverterDictionaryStringTypeOverride: FfiConverterRustBuf
         return dict
     }
 }
+private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
+private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
+
+fileprivate let uniffiContinuationHandleMap = UniffiHandleMap<UnsafeContinuation<Int8, Never>>()
+
+fileprivate func uniffiRustCallAsync<F, T>(
+    rustFutureFunc: () -> UInt64,
+    pollFunc: (UInt64, @escaping UniffiRustFutureContinuationCallback, UInt64) -> (),
+    completeFunc: (UInt64, UnsafeMutablePointer<RustCallStatus>) -> F,
+    freeFunc: (UInt64) -> (),
+    liftFunc: (F) throws -> T,
+    errorHandler: ((RustBuffer) throws -> Swift.Error)?
+) async throws -> T {
+    // Make sure to call the ensure init function since future creation doesn't have a
+    // RustCallStatus param, so doesn't use makeRustCall()
+    uniffiEnsureDualpubInitialized()
+    let rustFuture = rustFutureFunc()
+    defer {
+        freeFunc(rustFuture)
+    }
+    var pollResult: Int8;
+    repeat {
+        pollResult = await withUnsafeContinuation {
+            pollFunc(
+                rustFuture,
+                { handle, pollResult in
+                    uniffiFutureContinuationCallback(handle: handle, pollResult: pollResult)
+                },
+                uniffiContinuationHandleMap.insert(obj: $0)
+            )
+        }
+    } while pollResult != UNIFFI_RUST_FUTURE_POLL_READY
+
+    return try liftFunc(makeRustCall(
+        { completeFunc(rustFuture, $0) },
+        errorHandler: errorHandler
+    ))
+}
+
+// Callback handlers for an async calls.  These are invoked by Rust when the future is ready.  They
+// lift the return value or error and resume the suspended function.
+fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: Int8) {
+    if let continuation = try? uniffiContinuationHandleMap.remove(handle: handle) {
+        continuation.resume(returning: pollResult)
+    } else {
+        print("uniffiFutureContinuationCallback invalid handle")
+    }
+}
 /**
  * The rollout bucket of `device_id`: what the SDK computes, for tools and tests.
  */
@@ -5668,7 +6003,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_await_durable() != 26668) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_await_durable_async() != 26396) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode() != 51105) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_collection_enabled() != 47903) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_config_status() != 31652) {
@@ -5692,6 +6033,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_flush() != 20990) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_flush_async() != 7955) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_flush_now() != 4096) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5701,7 +6045,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_metrics_prometheus() != 6197) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_purge() != 27103) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_refresh_config() != 17041) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_refresh_config_async() != 11482) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_retry_dead_letters() != 14122) {
@@ -5714,6 +6064,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_set_app_foreground() != 22107) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_collection_enabled() != 29996) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_set_config_listener() != 48475) {
@@ -5734,6 +6087,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_shutdown() != 56240) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_shutdown_async() != 63401) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_secret_is_empty() != 20676) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5747,6 +6103,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_constructor_dualpublisher_new() != 10172) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_constructor_dualpublisher_open() != 64866) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_constructor_dualpublisher_with_providers() != 28129) {

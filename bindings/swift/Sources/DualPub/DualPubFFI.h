@@ -342,6 +342,11 @@ void uniffi_dualpub_fn_free_dualpublisher(uint64_t handle, RustCallStatus *_Nonn
 uint64_t uniffi_dualpub_fn_constructor_dualpublisher_new(RustBuffer config, RustBuffer token_provider, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_DUALPUBLISHER_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_DUALPUBLISHER_OPEN
+uint64_t uniffi_dualpub_fn_constructor_dualpublisher_open(RustBuffer config, RustBuffer token_provider, RustBuffer mqtt_credential_provider
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_DUALPUBLISHER_WITH_PROVIDERS
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CONSTRUCTOR_DUALPUBLISHER_WITH_PROVIDERS
 uint64_t uniffi_dualpub_fn_constructor_dualpublisher_with_providers(RustBuffer config, RustBuffer token_provider, RustBuffer mqtt_credential_provider, RustCallStatus *_Nonnull out_status
@@ -367,9 +372,19 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_apply_remote_values(uint64_t p
 int8_t uniffi_dualpub_fn_method_dualpublisher_await_durable(uint64_t ptr, uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_AWAIT_DURABLE_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_AWAIT_DURABLE_ASYNC
+uint64_t uniffi_dualpub_fn_method_dualpublisher_await_durable_async(uint64_t ptr, uint64_t timeout_ms
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
 void uniffi_dualpub_fn_method_dualpublisher_clear_debug_mode(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_COLLECTION_ENABLED
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_COLLECTION_ENABLED
+int8_t uniffi_dualpub_fn_method_dualpublisher_collection_enabled(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_CONFIG_STATUS
@@ -407,6 +422,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_decision(uint64_t ptr, RustCal
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_flush(uint64_t ptr, uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_FLUSH_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_FLUSH_ASYNC
+uint64_t uniffi_dualpub_fn_method_dualpublisher_flush_async(uint64_t ptr, uint64_t timeout_ms
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_FLUSH_NOW
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_FLUSH_NOW
 void uniffi_dualpub_fn_method_dualpublisher_flush_now(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -422,9 +442,19 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_metrics(uint64_t ptr, RustCall
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_metrics_prometheus(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_PURGE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_PURGE
+RustBuffer uniffi_dualpub_fn_method_dualpublisher_purge(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_REFRESH_CONFIG
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_REFRESH_CONFIG
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_refresh_config(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_REFRESH_CONFIG_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_REFRESH_CONFIG_ASYNC
+uint64_t uniffi_dualpub_fn_method_dualpublisher_refresh_config_async(uint64_t ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_RETRY_DEAD_LETTERS
@@ -445,6 +475,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_send_locations(uint64_t ptr, R
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_APP_FOREGROUND
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_APP_FOREGROUND
 void uniffi_dualpub_fn_method_dualpublisher_set_app_foreground(uint64_t ptr, int8_t foreground, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_COLLECTION_ENABLED
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_COLLECTION_ENABLED
+void uniffi_dualpub_fn_method_dualpublisher_set_collection_enabled(uint64_t ptr, int8_t enabled, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SET_CONFIG_LISTENER
@@ -475,6 +510,11 @@ void uniffi_dualpub_fn_method_dualpublisher_set_precise_coordinates_in_debug(uin
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SHUTDOWN
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SHUTDOWN
 void uniffi_dualpub_fn_method_dualpublisher_shutdown(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SHUTDOWN_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SHUTDOWN_ASYNC
+uint64_t uniffi_dualpub_fn_method_dualpublisher_shutdown_async(uint64_t ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_SECRET
@@ -901,9 +941,21 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_await_durable(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_AWAIT_DURABLE_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_AWAIT_DURABLE_ASYNC
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_await_durable_async(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_CLEAR_DEBUG_MODE
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_COLLECTION_ENABLED
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_COLLECTION_ENABLED
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_collection_enabled(void
     
 );
 #endif
@@ -949,6 +1001,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_flush(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_FLUSH_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_FLUSH_ASYNC
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_flush_async(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_FLUSH_NOW
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_FLUSH_NOW
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_flush_now(void
@@ -967,9 +1025,21 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_metrics_prometheus(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_PURGE
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_PURGE
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_purge(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_REFRESH_CONFIG
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_REFRESH_CONFIG
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_refresh_config(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_REFRESH_CONFIG_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_REFRESH_CONFIG_ASYNC
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_refresh_config_async(void
     
 );
 #endif
@@ -994,6 +1064,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_send_locations(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_APP_FOREGROUND
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_APP_FOREGROUND
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_app_foreground(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_COLLECTION_ENABLED
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SET_COLLECTION_ENABLED
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_set_collection_enabled(void
     
 );
 #endif
@@ -1033,6 +1109,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_shutdown(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SHUTDOWN_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SHUTDOWN_ASYNC
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_shutdown_async(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_SECRET_IS_EMPTY
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_SECRET_IS_EMPTY
 uint16_t uniffi_dualpub_checksum_method_secret_is_empty(void
@@ -1060,6 +1142,12 @@ uint16_t uniffi_dualpub_checksum_method_tokenprovider_fetch_token(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_NEW
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_NEW
 uint16_t uniffi_dualpub_checksum_constructor_dualpublisher_new(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_OPEN
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_CONSTRUCTOR_DUALPUBLISHER_OPEN
+uint16_t uniffi_dualpub_checksum_constructor_dualpublisher_open(void
     
 );
 #endif

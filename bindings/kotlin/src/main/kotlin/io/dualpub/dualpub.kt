@@ -31,6 +31,13 @@ import java.nio.charset.CodingErrorAction
 import java.util.concurrent.atomic.AtomicLong
 import java.util.concurrent.ConcurrentHashMap
 import java.util.concurrent.atomic.AtomicBoolean
+import kotlin.coroutines.resume
+import kotlinx.coroutines.CancellableContinuation
+import kotlinx.coroutines.DelicateCoroutinesApi
+import kotlinx.coroutines.GlobalScope
+import kotlinx.coroutines.Job
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.suspendCancellableCoroutine
 
 // This is a helper for safely working with byte buffers returned from the Rust code.
 // A rust-owned buffer is represented by its capacity, its current length, and a
@@ -778,7 +785,11 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_await_durable(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_await_durable_async(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_clear_debug_mode(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_collection_enabled(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_config_status(
     ): Int
@@ -794,13 +805,19 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_flush(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_flush_async(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_flush_now(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_metrics(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_metrics_prometheus(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_purge(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_refresh_config(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_refresh_config_async(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_retry_dead_letters(
     ): Int
@@ -809,6 +826,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_dualpub_checksum_method_dualpublisher_send_locations(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_set_app_foreground(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_set_collection_enabled(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_set_config_listener(
     ): Int
@@ -822,6 +841,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_shutdown(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_shutdown_async(
+    ): Int
     external fun uniffi_dualpub_checksum_method_secret_is_empty(
     ): Int
     external fun uniffi_dualpub_checksum_method_debuglistener_on_debug_event(
@@ -831,6 +852,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_dualpub_checksum_method_tokenprovider_fetch_token(
     ): Int
     external fun uniffi_dualpub_checksum_constructor_dualpublisher_new(
+    ): Int
+    external fun uniffi_dualpub_checksum_constructor_dualpublisher_open(
     ): Int
     external fun uniffi_dualpub_checksum_constructor_dualpublisher_with_providers(
     ): Int
@@ -874,6 +897,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_dualpub_fn_constructor_dualpublisher_new(`config`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_dualpub_fn_constructor_dualpublisher_open(`config`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`mqttCredentialProvider`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_dualpub_fn_constructor_dualpublisher_with_providers(`config`: RustBuffer.ByValue,`tokenProvider`: RustBuffer.ByValue,`mqttCredentialProvider`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_dualpub_fn_method_dualpublisher_apply_config(`ptr`: Long,`config`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -884,8 +909,12 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_await_durable(`ptr`: Long,`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
+    external fun uniffi_dualpub_fn_method_dualpublisher_await_durable_async(`ptr`: Long,`timeoutMs`: Long,
+    ): Long
     external fun uniffi_dualpub_fn_method_dualpublisher_clear_debug_mode(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_dualpub_fn_method_dualpublisher_collection_enabled(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_dualpub_fn_method_dualpublisher_config_status(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_current_config(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -900,14 +929,20 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_flush(`ptr`: Long,`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_flush_async(`ptr`: Long,`timeoutMs`: Long,
+    ): Long
     external fun uniffi_dualpub_fn_method_dualpublisher_flush_now(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_metrics(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_metrics_prometheus(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_purge(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_refresh_config(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_refresh_config_async(`ptr`: Long,
+    ): Long
     external fun uniffi_dualpub_fn_method_dualpublisher_retry_dead_letters(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Int
     external fun uniffi_dualpub_fn_method_dualpublisher_send_location(`ptr`: Long,`location`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -915,6 +950,8 @@ internal object UniffiLib {
     external fun uniffi_dualpub_fn_method_dualpublisher_send_locations(`ptr`: Long,`locations`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_set_app_foreground(`ptr`: Long,`foreground`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_dualpublisher_set_collection_enabled(`ptr`: Long,`enabled`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_set_config_listener(`ptr`: Long,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -928,6 +965,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_dualpub_fn_method_dualpublisher_shutdown_async(`ptr`: Long,
+    ): Long
     external fun uniffi_dualpub_fn_clone_secret(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_dualpub_fn_free_secret(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1103,6 +1142,46 @@ public fun uniffiEnsureInitialized() {
 }
 
 // Async support
+// Async return type handlers
+
+internal const val UNIFFI_RUST_FUTURE_POLL_READY = 0.toByte()
+internal const val UNIFFI_RUST_FUTURE_POLL_WAKE = 1.toByte()
+
+internal val uniffiContinuationHandleMap = UniffiHandleMap<CancellableContinuation<Byte>>()
+
+// FFI type for Rust future continuations
+internal object uniffiRustFutureContinuationCallbackImpl: UniffiRustFutureContinuationCallback {
+    override fun callback(data: Long, pollResult: Byte) {
+        uniffiContinuationHandleMap.remove(data).resume(pollResult)
+    }
+}
+
+internal suspend fun<T, F, E: kotlin.Exception> uniffiRustCallAsync(
+    rustFuture: Long,
+    pollFunc: (Long, UniffiRustFutureContinuationCallback, Long) -> Unit,
+    completeFunc: (Long, UniffiRustCallStatus) -> F,
+    freeFunc: (Long) -> Unit,
+    liftFunc: (F) -> T,
+    errorHandler: UniffiRustCallStatusErrorHandler<E>
+): T {
+    try {
+        do {
+            val pollResult = suspendCancellableCoroutine<Byte> { continuation ->
+                pollFunc(
+                    rustFuture,
+                    uniffiRustFutureContinuationCallbackImpl,
+                    uniffiContinuationHandleMap.insert(continuation)
+                )
+            }
+        } while (pollResult != UNIFFI_RUST_FUTURE_POLL_READY);
+
+        return liftFunc(
+            uniffiRustCallWithError(errorHandler, { status -> completeFunc(rustFuture, status) })
+        )
+    } finally {
+        freeFunc(rustFuture)
+    }
+}
 
 // Public interface members begin here.
 
@@ -2206,8 +2285,10 @@ public object FfiConverterTypeDebugListener: FfiConverter<DebugListener, Long> {
 
 /**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
- * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
- * `refreshConfig`, which wait by design.
+ * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable`,
+ * `refreshConfig` and `shutdown`, which wait by design (worker threads only), and the
+ * constructors, which open the outbox database; each has an async twin (`open`, `flushAsync`,
+ * `awaitDurableAsync`, `refreshConfigAsync`, `shutdownAsync`) that is safe on the main thread.
  */
 public interface DualPublisherInterface {
     
@@ -2234,9 +2315,19 @@ public interface DualPublisherInterface {
     fun `awaitDurable`(`timeoutMs`: kotlin.ULong): kotlin.Boolean
     
     /**
+     * The async twin of `awaitDurable`: safe on the main thread.
+     */
+    suspend fun `awaitDurableAsync`(`timeoutMs`: kotlin.ULong): kotlin.Boolean
+    
+    /**
      * Hands debug mode back to the remote config.
      */
     fun `clearDebugMode`()
+    
+    /**
+     * Whether collection is enabled (not paused).
+     */
+    fun `collectionEnabled`(): kotlin.Boolean
     
     /**
      * The config in force (version, source, when applied, how many were refused) and the
@@ -2277,6 +2368,13 @@ public interface DualPublisherInterface {
     fun `flush`(`timeoutMs`: kotlin.ULong): FlushReport
     
     /**
+     * The async twin of `flush` (Kotlin `suspend`, Swift `async`): safe on the main thread, it
+     * holds no thread while it waits. Cancelling it stops the wait, not the flush: its burst
+     * stays open until `timeout_ms`.
+     */
+    suspend fun `flushAsync`(`timeoutMs`: kotlin.ULong): FlushReport
+    
+    /**
      * Sends everything queued now in one burst of both transports, whatever the upload window
      * (for what must go now). Returns at once: safe on any thread.
      */
@@ -2293,11 +2391,26 @@ public interface DualPublisherInterface {
     fun `metricsPrometheus`(): kotlin.String
     
     /**
+     * Deletes every queued location and every dead letter, from memory and disk, and returns
+     * how many; the next migration report counts them (`dropped`: `purged`,
+     * `dead_letters_purged`). A message already on the wire cannot be recalled: pause first.
+     * Returns at once (the deletion is committed in the background, like every change).
+     */
+    fun `purge`(): PurgeReport
+    
+    /**
      * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
      * unless a backoff is in force, and applies it; returns what happened. Blocks until the
      * fetch ends (at most 25 s): never call it on the UI thread.
      */
     fun `refreshConfig`(): FetchResult
+    
+    /**
+     * The async twin of `refreshConfig`: safe on the main thread. The fetch runs to its end
+     * (at most 25 s) even if the call is cancelled; a change of decision reaches the
+     * `ConfigListener` on an SDK callback thread.
+     */
+    suspend fun `refreshConfigAsync`(): FetchResult
     
     /**
      * Queues dead letters again (all when `ids` is empty); returns how many.
@@ -2320,6 +2433,14 @@ public interface DualPublisherInterface {
      * fetches happen only in the foreground.
      */
     fun `setAppForeground`(`foreground`: kotlin.Boolean)
+    
+    /**
+     * Pauses (`false`) or resumes (`true`) collection, for a user's opt-out: while paused
+     * `sendLocation(s)` refuses with `CollectionPaused` and nothing is sent; what is queued
+     * stays until resumed or purged. Lasts for this publisher's life (pass the user's choice as
+     * `SdkConfig.collectionEnabled` at start). Returns at once.
+     */
+    fun `setCollectionEnabled`(`enabled`: kotlin.Boolean)
     
     /**
      * Registers a listener for every change of decision (`None` removes it).
@@ -2358,13 +2479,21 @@ public interface DualPublisherInterface {
      */
     fun `shutdown`()
     
+    /**
+     * The async twin of `shutdown`: the same close on an SDK thread (`dualpub-close`), safe on
+     * the main thread. Cancelling it does not stop the close.
+     */
+    suspend fun `shutdownAsync`()
+    
     companion object
 }
 
 /**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
- * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable` and
- * `refreshConfig`, which wait by design.
+ * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable`,
+ * `refreshConfig` and `shutdown`, which wait by design (worker threads only), and the
+ * constructors, which open the outbox database; each has an async twin (`open`, `flushAsync`,
+ * `awaitDurableAsync`, `refreshConfigAsync`, `shutdownAsync`) that is safe on the main thread.
  */
 open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 {
@@ -2558,6 +2687,31 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
+     * The async twin of `awaitDurable`: safe on the main thread.
+     */
+    @Throws(DualPubException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `awaitDurableAsync`(`timeoutMs`: kotlin.ULong) : kotlin.Boolean {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_dualpub_fn_method_dualpublisher_await_durable_async(
+                uniffiHandle,
+                
+        FfiConverterULong.lower(`timeoutMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_dualpub_rust_future_poll_i8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_dualpub_rust_future_complete_i8(future, continuation) },
+        { future -> UniffiLib.ffi_dualpub_rust_future_free_i8(future) },
+        // lift function
+        { FfiConverterBoolean.lift(it) },
+        // Error FFI converter
+        DualPubException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Hands debug mode back to the remote config.
      */
     @Throws(DualPubException::class)override fun `clearDebugMode`()
@@ -2570,6 +2724,23 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 }
     }
     
+    
+
+    
+    /**
+     * Whether collection is enabled (not paused).
+     */
+    @Throws(DualPubException::class)override fun `collectionEnabled`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_collection_enabled(
+        it,
+        _status)
+}
+    }
+    )
+    }
     
 
     
@@ -2699,6 +2870,33 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
+     * The async twin of `flush` (Kotlin `suspend`, Swift `async`): safe on the main thread, it
+     * holds no thread while it waits. Cancelling it stops the wait, not the flush: its burst
+     * stays open until `timeout_ms`.
+     */
+    @Throws(DualPubException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `flushAsync`(`timeoutMs`: kotlin.ULong) : FlushReport {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_dualpub_fn_method_dualpublisher_flush_async(
+                uniffiHandle,
+                
+        FfiConverterULong.lower(`timeoutMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_dualpub_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_dualpub_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_dualpub_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeFlushReport.lift(it) },
+        // Error FFI converter
+        DualPubException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Sends everything queued now in one burst of both transports, whatever the upload window
      * (for what must go now). Returns at once: safe on any thread.
      */
@@ -2750,6 +2948,26 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
+     * Deletes every queued location and every dead letter, from memory and disk, and returns
+     * how many; the next migration report counts them (`dropped`: `purged`,
+     * `dead_letters_purged`). A message already on the wire cannot be recalled: pause first.
+     * Returns at once (the deletion is committed in the background, like every change).
+     */
+    @Throws(DualPubException::class)override fun `purge`(): PurgeReport {
+            return FfiConverterTypePurgeReport.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_purge(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Fetches the config from `remoteConfigUrl` now (for a silent push saying it changed)
      * unless a backoff is in force, and applies it; returns what happened. Blocks until the
      * fetch ends (at most 25 s): never call it on the UI thread.
@@ -2766,6 +2984,32 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     )
     }
     
+
+    
+    /**
+     * The async twin of `refreshConfig`: safe on the main thread. The fetch runs to its end
+     * (at most 25 s) even if the call is cancelled; a change of decision reaches the
+     * `ConfigListener` on an SDK callback thread.
+     */
+    @Throws(DualPubException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `refreshConfigAsync`() : FetchResult {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_dualpub_fn_method_dualpublisher_refresh_config_async(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_dualpub_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_dualpub_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_dualpub_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeFetchResult.lift(it) },
+        // Error FFI converter
+        DualPubException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -2835,6 +3079,26 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
         it,
         
         FfiConverterBoolean.lower(`foreground`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Pauses (`false`) or resumes (`true`) collection, for a user's opt-out: while paused
+     * `sendLocation(s)` refuses with `CollectionPaused` and nothing is sent; what is queued
+     * stays until resumed or purged. Lasts for this publisher's life (pass the user's choice as
+     * `SdkConfig.collectionEnabled` at start). Returns at once.
+     */
+    @Throws(DualPubException::class)override fun `setCollectionEnabled`(`enabled`: kotlin.Boolean)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_set_collection_enabled(
+        it,
+        
+        FfiConverterBoolean.lower(`enabled`),_status)
 }
     }
     
@@ -2948,12 +3212,61 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     
 
     
+    /**
+     * The async twin of `shutdown`: the same close on an SDK thread (`dualpub-close`), safe on
+     * the main thread. Cancelling it does not stop the close.
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `shutdownAsync`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_dualpub_fn_method_dualpublisher_shutdown_async(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_dualpub_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_dualpub_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_dualpub_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
 
     
 
 
     
     companion object {
+        
+    /**
+     * The async twin of `withProviders` (Kotlin `suspend`, Swift `async`): opens the outbox
+     * database and reads its backlog on an SDK thread, so it is safe to call from the main
+     * thread. Cancelling it does not stop the opening; the publisher then closes itself.
+     */
+    @Throws(DualPubException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+     suspend fun `open`(`config`: SdkConfig, `tokenProvider`: TokenProvider?, `mqttCredentialProvider`: MqttCredentialProvider?) : DualPublisher {
+        return uniffiRustCallAsync(
+        UniffiLib.uniffi_dualpub_fn_constructor_dualpublisher_open(
+        FfiConverterTypeSdkConfig.lower(`config`),
+        FfiConverterOptionalTypeTokenProvider.lower(`tokenProvider`),
+        FfiConverterOptionalTypeMqttCredentialProvider.lower(`mqttCredentialProvider`),),
+        { future, callback, continuation -> UniffiLib.ffi_dualpub_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_dualpub_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.ffi_dualpub_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterTypeDualPublisher.lift(it) },
+        // Error FFI converter
+        DualPubException.ErrorHandler,
+    )
+    }
+
         
     /**
      * As the primary constructor, with every app provider: `token_provider` for Pub/Sub access
@@ -5131,6 +5444,53 @@ public object FfiConverterTypePubSubSettings: FfiConverterRustBuffer<PubSubSetti
 
 
 /**
+ * What `purge` deleted.
+ */
+data class PurgeReport (
+    /**
+     * Locations deleted from the outbox (owed to either transport, or in flight).
+     */
+    var `locations`: kotlin.ULong
+    , 
+    /**
+     * Dead letters deleted.
+     */
+    var `deadLetters`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePurgeReport: FfiConverterRustBuffer<PurgeReport> {
+    override fun read(buf: ByteBuffer): PurgeReport {
+        return PurgeReport(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PurgeReport) = (
+            FfiConverterULong.allocationSize(value.`locations`) +
+            FfiConverterULong.allocationSize(value.`deadLetters`)
+    )
+
+    override fun write(value: PurgeReport, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`locations`, buf)
+            FfiConverterULong.write(value.`deadLetters`, buf)
+    }
+}
+
+
+
+/**
  * Where this device publishes under the config in force, and why.
  */
 data class RolloutDecision (
@@ -5318,6 +5678,13 @@ data class SdkConfig (
      * durable (for apps that need real time, at the radio's cost: docs/PERFORMANCE.md).
      */
     var `uploadWindowSecs`: kotlin.UInt = 30u 
+    , 
+    /**
+     * Whether the SDK collects and uploads at start (default true). `false` starts it paused,
+     * as `setCollectionEnabled(false)` leaves it: pass the user's stored choice here at every
+     * start, so that nothing is sent before the app could pause it (docs/CONTRACT.md#pause-and-purge).
+     */
+    var `collectionEnabled`: kotlin.Boolean = true 
     
 ): Disposable{
     
@@ -5344,7 +5711,8 @@ data class SdkConfig (
         this.`reportsEnabled`,
         this.`appVersion`,
         this.`osVersion`,
-        this.`uploadWindowSecs`
+        this.`uploadWindowSecs`,
+        this.`collectionEnabled`
     )
     }
     
@@ -5373,6 +5741,7 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -5392,7 +5761,8 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterBoolean.allocationSize(value.`reportsEnabled`) +
             FfiConverterOptionalString.allocationSize(value.`appVersion`) +
             FfiConverterOptionalString.allocationSize(value.`osVersion`) +
-            FfiConverterUInt.allocationSize(value.`uploadWindowSecs`)
+            FfiConverterUInt.allocationSize(value.`uploadWindowSecs`) +
+            FfiConverterBoolean.allocationSize(value.`collectionEnabled`)
     )
 
     override fun write(value: SdkConfig, buf: ByteBuffer) {
@@ -5412,6 +5782,7 @@ public object FfiConverterTypeSdkConfig: FfiConverterRustBuffer<SdkConfig> {
             FfiConverterOptionalString.write(value.`appVersion`, buf)
             FfiConverterOptionalString.write(value.`osVersion`, buf)
             FfiConverterUInt.write(value.`uploadWindowSecs`, buf)
+            FfiConverterBoolean.write(value.`collectionEnabled`, buf)
     }
 }
 
@@ -5733,6 +6104,16 @@ sealed class DualPubException: kotlin.Exception() {
     }
     
     /**
+     * Collection is paused (`setCollectionEnabled(false)`, or `collectionEnabled = false` at
+     * start): the location was refused and nothing was queued.
+     */
+    class CollectionPaused(
+        ) : DualPubException() {
+        override val message
+            get() = ""
+    }
+    
+    /**
      * A `sendLocations` batch larger than one call accepts (at most 10,000 locations and at
      * most `maxOutboxRows`); nothing was queued. Split it.
      */
@@ -5798,11 +6179,12 @@ public object FfiConverterTypeDualPubError : FfiConverterRustBuffer<DualPubExcep
                 FfiConverterString.read(buf),
                 )
             5 -> DualPubException.Closed()
-            6 -> DualPubException.BatchTooLarge(
+            6 -> DualPubException.CollectionPaused()
+            7 -> DualPubException.BatchTooLarge(
                 FfiConverterULong.read(buf),
                 FfiConverterULong.read(buf),
                 )
-            7 -> DualPubException.Internal(
+            8 -> DualPubException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -5832,6 +6214,10 @@ public object FfiConverterTypeDualPubError : FfiConverterRustBuffer<DualPubExcep
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is DualPubException.Closed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+            )
+            is DualPubException.CollectionPaused -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
             )
@@ -5875,14 +6261,18 @@ public object FfiConverterTypeDualPubError : FfiConverterRustBuffer<DualPubExcep
                 buf.putInt(5)
                 Unit
             }
-            is DualPubException.BatchTooLarge -> {
+            is DualPubException.CollectionPaused -> {
                 buf.putInt(6)
+                Unit
+            }
+            is DualPubException.BatchTooLarge -> {
+                buf.putInt(7)
                 FfiConverterULong.write(value.`size`, buf)
                 FfiConverterULong.write(value.`limit`, buf)
                 Unit
             }
             is DualPubException.Internal -> {
-                buf.putInt(7)
+                buf.putInt(8)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -6886,6 +7276,14 @@ public object FfiConverterMapStringTypeOverride: FfiConverterRustBuffer<Map<kotl
         }
     }
 }
+
+
+
+
+
+
+
+
         /**
          * The rollout bucket of `device_id`: what the SDK computes, for tools and tests.
          */ fun `rolloutBucket`(`deviceId`: kotlin.String, `salt`: kotlin.String, `algorithm`: RolloutAlgorithm): kotlin.UInt {
