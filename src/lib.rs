@@ -42,7 +42,7 @@ pub use error::{DualPubError, TokenError};
 pub use ffi::{sdk_version, DualPublisher};
 pub use location::Location;
 pub use outbox::{DeadLetter, Transport};
-pub use publisher::{FlushReport, Providers, Publisher, PurgeReport};
+pub use publisher::{DeliveryState, DrainReport, FlushReport, Providers, Publisher, PurgeReport};
 pub use secret::Secret;
 pub use telemetry::events::{DebugEvent, DebugListener};
 pub use telemetry::metrics::{MetricsSnapshot, TransportMetrics};

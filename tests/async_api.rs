@@ -108,3 +108,92 @@ fn a_thousand_waiters_hold_no_thread_and_cancelled_waits_leave_the_flush_intact(
     assert!(wait_for_all(&sub.collected, &ids, WAIT), "every location delivered once the network returned");
     p.shutdown();
 }
+
+#[test]
+fn streams_replay_the_current_value_then_follow_changes_and_end_when_cancelled_or_closed() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
+    let emu = emulator();
+    let id = device("async-streams");
+    let p = TestDevice::new(&id, &emu).rollout(0.0).start();
+    app().block_on(async {
+        // The decision: the one in force first, then a change within 100 ms of the apply.
+        let decisions = p.decisions().unwrap();
+        let first = decisions.next().await.unwrap();
+        assert!(first.mqtt_enabled && !first.pubsub_enabled, "{first:?}");
+        let waiting = tokio::spawn({
+            let decisions = decisions.clone();
+            async move { (decisions.next().await, Instant::now()) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let applied = Instant::now();
+        p.apply_config(rollout_config(2, 100.0)).unwrap();
+        let (changed, at) = waiting.await.unwrap();
+        assert!(changed.unwrap().pubsub_enabled);
+        assert!(at.duration_since(applied) < Duration::from_millis(100), "seen {:?} after the apply", at.duration_since(applied));
+        // Cancelled: a pending next() ends at once, and so does every later one.
+        let pending = tokio::spawn({
+            let decisions = decisions.clone();
+            async move { decisions.next().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        decisions.cancel();
+        assert_eq!(tokio::time::timeout(Duration::from_millis(100), pending).await.unwrap().unwrap(), None);
+        assert_eq!(decisions.next().await, None);
+
+        // The delivery state: pending while offline, 0 on both once flushed.
+        p.set_network_available(false).unwrap();
+        let states = p.delivery_states().unwrap();
+        let ids: Vec<String> = (0..5).map(|n| p.send_location(location(n)).unwrap()).collect();
+        let mut s = states.next().await.unwrap();
+        while s.pending_mqtt < 5 {
+            s = states.next().await.unwrap();
+        }
+        assert!(!s.network_available && s.collection_enabled && s.pending_pubsub == 5, "{s:?}");
+        p.set_network_available(true).unwrap();
+        assert!(p.flush_async(20_000).await.unwrap().completed, "{ids:?}");
+        while s.pending_mqtt + s.pending_pubsub > 0 {
+            s = tokio::time::timeout(WAIT, states.next()).await.expect("a state with nothing pending").unwrap();
+        }
+        assert!(s.last_ack_mqtt_ms.is_some() && s.last_ack_pubsub_ms.is_some(), "{s:?}");
+
+        // Debug events while debug mode is on.
+        let events = p.debug_events().unwrap();
+        p.set_debug_mode(true).unwrap();
+        p.send_location(location(9)).unwrap();
+        let mut e = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap();
+        while e.kind != "accepted" {
+            e = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap();
+        }
+
+        // Closed: every stream ends.
+        p.clone().shutdown_async().await;
+        assert_eq!(tokio::time::timeout(Duration::from_secs(1), states.next()).await.unwrap(), None);
+        assert_eq!(tokio::time::timeout(Duration::from_secs(1), events.next()).await.unwrap(), None);
+    });
+}
+
+fn rollout_config(version: u64, percentage: f64) -> dualpub::MigrationConfig {
+    dualpub::MigrationConfig { version, pubsub_enabled: true, pubsub_percentage: percentage, ..dualpub::MigrationConfig::default() }
+}
+
+#[test]
+fn a_background_drain_is_bounded_returns_at_once_offline_and_reports_what_left() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
+    let emu = emulator();
+    let id = device("async-drain");
+    let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, "async-drain"));
+    let p = TestDevice::new(&id, &emu).rollout(100.0).start();
+    p.set_network_available(false).unwrap();
+    let ids: Vec<String> = (0..5).map(|n| p.send_location(location(n)).unwrap()).collect();
+    app().block_on(async {
+        let offline = p.drain_async(30_000).await.unwrap();
+        assert!(!offline.completed && !offline.network_available && offline.elapsed_ms < 2_000, "{offline:?}");
+        assert_eq!((offline.pending_mqtt, offline.pending_pubsub), (5, 5));
+        p.set_network_available(true).unwrap();
+        let online = p.drain_async(20_000).await.unwrap();
+        assert!(online.completed && online.network_available, "{online:?}");
+        assert!(online.delivered_mqtt >= 5 && online.delivered_pubsub >= 5, "{online:?}");
+        assert_eq!((online.pending_mqtt, online.pending_pubsub), (0, 0));
+    });
+    assert!(wait_for_all(&mqtt.collected, &ids, WAIT) && wait_for_all(&pubsub.collected, &ids, WAIT));
+}

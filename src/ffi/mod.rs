@@ -15,6 +15,7 @@ use std::time::Duration;
 
 #[cfg(feature = "ffi-bench")]
 pub mod bench;
+pub mod streams;
 
 /// Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
 /// decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable`,
@@ -127,7 +128,28 @@ impl DualPublisher {
         Ok(())
     }
 
-    /// Registers a listener for every change of decision (`None` removes it).
+    /// A stream of the decision: the one in force first, then each change (Kotlin:
+    /// `decisionFlow()`/`decisionStateFlow(scope)`; Swift: `decisionUpdates()`). Replaces
+    /// `setConfigListener`.
+    pub fn decisions(&self) -> Result<Arc<streams::DecisionStream>, DualPubError> {
+        Ok(Arc::new(streams::DecisionStream::new(self.live()?.stream_source())))
+    }
+
+    /// A stream of the delivery state (pending per transport, oldest pending age, last
+    /// acknowledgements, breakers, network, collection, burst): the state now, then each change
+    /// (Kotlin: `deliveryStateFlow()`; Swift: `deliveryStateUpdates()`).
+    pub fn delivery_states(&self) -> Result<Arc<streams::DeliveryStateStream>, DualPubError> {
+        Ok(Arc::new(streams::DeliveryStateStream::new(self.live()?.stream_source())))
+    }
+
+    /// A stream of debug events while debug mode is on, bounded (Kotlin: `debugEventFlow()`;
+    /// Swift: `debugEventUpdates()`). Replaces `setDebugListener`.
+    pub fn debug_events(&self) -> Result<Arc<streams::DebugEventStream>, DualPubError> {
+        Ok(Arc::new(streams::DebugEventStream::new(self.live()?.stream_source())))
+    }
+
+    /// Registers a listener for every change of decision (`None` removes it). Deprecated: kept
+    /// for this release only; use `decisions()` (a `Flow` in Kotlin, an `AsyncStream` in Swift).
     pub fn set_config_listener(&self, listener: Option<Arc<dyn crate::config::source::ConfigListener>>) -> Result<(), DualPubError> {
         self.live()?.set_config_listener(listener);
         Ok(())
@@ -154,6 +176,14 @@ impl DualPublisher {
     /// stays open until `timeout_ms`.
     pub async fn flush_async(&self, timeout_ms: u64) -> Result<FlushReport, DualPubError> {
         self.inner.flush_async(Duration::from_millis(timeout_ms)).await
+    }
+
+    /// Sends everything owed now and waits, at most `timeout_ms`, until it is delivered or the
+    /// network is unavailable; reports what left and what is still owed. For background work
+    /// (Android `DualPubUploadWorker`, iOS `DualPubBackground`): safe on any thread, it holds
+    /// none while it waits; cancelling it stops the wait, not the burst.
+    pub async fn drain_async(&self, timeout_ms: u64) -> Result<crate::DrainReport, DualPubError> {
+        self.inner.drain_async(Duration::from_millis(timeout_ms)).await
     }
 
     /// Sends everything queued now in one burst of both transports, whatever the upload window
@@ -249,6 +279,7 @@ impl DualPublisher {
     }
 
     /// Registers a listener for debug events (rate-limited; only while debug mode is on).
+    /// Deprecated: kept for this release only; use `debugEvents()`.
     pub fn set_debug_listener(&self, listener: Option<Arc<dyn DebugListener>>) -> Result<(), DualPubError> {
         self.live()?.set_debug_listener(listener);
         Ok(())

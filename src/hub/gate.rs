@@ -248,7 +248,6 @@ impl Gate {
     }
 
     /// Whether a burst is open.
-    #[cfg(test)]
     pub fn is_open(&self) -> bool {
         self.lock().open.is_some()
     }
@@ -262,6 +261,11 @@ impl Gate {
     /// a network. Returns whether a burst should open now (sending may resume).
     pub fn set_paused(&self, paused: bool) -> bool {
         self.switch(|s| s.paused = paused)
+    }
+
+    /// Whether the app says the network is available (paused or not).
+    pub fn network_said(&self) -> bool {
+        self.lock().network_said
     }
 
     /// Whether the app paused collection.

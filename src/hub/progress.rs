@@ -28,6 +28,11 @@ impl Progress {
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
+    /// How many signals were given so far (wrapping): a waiter compares it with a later look.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
     /// Waits, blocking, for the next [`Progress::notify`] or `timeout`, with the state's lock
     /// released meanwhile.
     pub fn wait_timeout<'a>(&self, st: MutexGuard<'a, State>, timeout: Duration) -> MutexGuard<'a, State> {

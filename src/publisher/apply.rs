@@ -109,6 +109,10 @@ impl Shared {
         }
         let config_debug = st.active.config.debug_mode;
         let window = st.active.config.upload_window_secs;
+        if old.decision != decision {
+            // Under the lock, so the stream sees the decisions in the order they took force.
+            self.decisions.send_replace(decision.clone());
+        }
         self.hub.completed(st, &done);
         self.hub.gate.set_config_window(window);
         self.refresh_debug_mode(config_debug);

@@ -7,11 +7,15 @@ mod listener;
 mod privacy;
 mod start;
 mod store_thread;
+mod streams;
 pub(crate) mod tasks;
 mod waits;
 
 pub use privacy::PurgeReport;
+pub use streams::DeliveryState;
+pub(crate) use streams::StreamSource;
 pub(crate) use waits::on_thread;
+pub use waits::DrainReport;
 
 use crate::config::fetch::Fetcher;
 use crate::config::rollout::RolloutDecision;
@@ -62,6 +66,8 @@ pub(crate) struct Shared {
     fetcher: Fetcher,
     /// The disk had no room for the outbox database: it lives in memory for this run.
     memory_only: bool,
+    /// The decision in force, for the decision streams (`DualPublisher.decisions`).
+    decisions: watch::Sender<RolloutDecision>,
 }
 
 /// Ids of the device overrides the host app's remote values set.
@@ -194,6 +200,7 @@ impl Publisher {
             config_rejected: AtomicU64::new(0),
             fetcher: r.fetcher,
             memory_only: r.memory_only,
+            decisions: watch::Sender::new(hub.lock().active.decision.clone()),
         });
         shared.refresh_debug_mode(shared.active().config.debug_mode);
         if !shared.settings.collection_enabled {
@@ -319,6 +326,7 @@ impl Publisher {
         if pubsub {
             hub.wake(Transport::PubSub);
         }
+        hub.progress.notify(); // the delivery state changed (more pending)
         Ok(ids.into_iter().map(|id| id.to_string()).collect())
     }
 

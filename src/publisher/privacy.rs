@@ -26,6 +26,7 @@ impl Shared {
             self.hub.open_burst(Burst::Spread); // closes again at once if nothing is owed
         }
         self.hub.wake_all();
+        self.hub.progress.notify(); // the delivery state changed
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 /// Whether a task keeps running once nobody waits for its answer.
 #[derive(Clone, Copy, PartialEq)]
-enum Unwanted {
+pub(super) enum Unwanted {
     /// The answer was all it was for: it stops.
     Stop,
     /// It does work of its own (a config fetch): it runs to its end.
@@ -27,7 +27,7 @@ enum Unwanted {
 }
 
 /// Starts `work` on the SDK's runtime now and returns the future of its answer.
-fn on_runtime<T: Send + 'static>(
+pub(super) fn on_runtime<T: Send + 'static>(
     shared: &Arc<Shared>,
     unwanted: Unwanted,
     work: impl Future<Output = Result<T, Error>> + Send + 'static,
@@ -82,7 +82,55 @@ impl Shared {
     }
 }
 
+/// What a background drain achieved (`drainAsync`: an Android WorkManager job, an iOS
+/// background task).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct DrainReport {
+    /// Nothing was owed any more when it returned.
+    pub completed: bool,
+    /// Messages MQTT acknowledged while it ran (locations and reports).
+    pub delivered_mqtt: u64,
+    /// Messages Pub/Sub acknowledged while it ran.
+    pub delivered_pubsub: u64,
+    /// Locations still owed to MQTT.
+    pub pending_mqtt: u64,
+    /// Locations still owed to Pub/Sub.
+    pub pending_pubsub: u64,
+    /// The app said the network was available (a drain without it returns at once).
+    pub network_available: bool,
+    /// How long it ran.
+    pub elapsed_ms: u64,
+}
+
 impl Publisher {
+    /// Sends everything owed in one burst and waits until it is delivered, `timeout` passes, or
+    /// the network is (or goes) unavailable; reports what was delivered and what is left. For
+    /// the platform's background work (Android's `DualPubUploadWorker`, iOS's background
+    /// task): bounded, and it never holds a thread while it waits.
+    pub fn drain_async(&self, timeout: Duration) -> impl Future<Output = Result<DrainReport, DualPubError>> + Send + 'static {
+        let shared = self.shared.clone();
+        on_runtime(&self.shared, Unwanted::Stop, async move {
+            shared.closed()?;
+            let metrics = &shared.hub.metrics;
+            let acked = || [metrics.acknowledged(crate::outbox::Transport::Mqtt), metrics.acknowledged(crate::outbox::Transport::PubSub)];
+            let before = acked();
+            let (target, start) = shared.begin_flush(timeout);
+            let gate = &shared.hub.gate;
+            progress::settle(&shared.hub, start + timeout, |st| st.outbox.drained_up_to(target) || !gate.network()).await;
+            let f = shared.flush_report(target, start);
+            let after = acked();
+            Ok(DrainReport {
+                completed: f.completed,
+                delivered_mqtt: after[0] - before[0],
+                delivered_pubsub: after[1] - before[1],
+                pending_mqtt: f.pending_mqtt,
+                pending_pubsub: f.pending_pubsub,
+                network_available: gate.network(),
+                elapsed_ms: start.elapsed().as_millis() as u64,
+            })
+        })
+    }
+
     /// The async twin of [`Publisher::flush`]: the same flush, waited for without a thread.
     /// Dropping the future stops the wait, not the flush (its burst stays open until
     /// `timeout`).

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio::sync::broadcast;
 
 /// Events per second a listener receives at most (bursts up to [`BURST`]).
 pub const EVENTS_PER_SECOND: f64 = 20.0;
@@ -20,6 +21,8 @@ pub const EVENTS_PER_SECOND: f64 = 20.0;
 pub const BURST: f64 = 50.0;
 /// Warnings and errors kept for `debugReport()`.
 pub const RECENT: usize = 20;
+/// Debug events a stream may fall behind by before it loses the oldest.
+pub const STREAM_CAPACITY: usize = 256;
 
 /// One thing the SDK did, for an in-app debug screen.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
@@ -69,6 +72,9 @@ pub struct Debug {
 
 struct Inner {
     sink: Option<SyncSender<DebugEvent>>,
+    /// The debug event streams' channel (`DualPublisher.debugEvents`): bounded, a slow stream
+    /// loses the oldest (counted by the stream in `dropped`).
+    stream: broadcast::Sender<DebugEvent>,
     limit: RateLimit,
     dropped: u64,
     recent: VecDeque<String>,
@@ -76,7 +82,15 @@ struct Inner {
 
 impl Default for Debug {
     fn default() -> Self {
-        Debug { inner: Mutex::new(Inner { sink: None, limit: RateLimit { tokens: BURST, at: Instant::now() }, dropped: 0, recent: VecDeque::new() }) }
+        Debug {
+            inner: Mutex::new(Inner {
+                sink: None,
+                stream: broadcast::Sender::new(STREAM_CAPACITY),
+                limit: RateLimit { tokens: BURST, at: Instant::now() },
+                dropped: 0,
+                recent: VecDeque::new(),
+            }),
+        }
     }
 }
 
@@ -115,7 +129,7 @@ impl Debug {
             }
             i.recent.push_back(format!("{} {level} {kind}: {message}", crate::clock::now_ms()));
         }
-        if !debug_mode || i.sink.is_none() {
+        if !debug_mode || (i.sink.is_none() && i.stream.receiver_count() == 0) {
             return;
         }
         if !i.limit.allow() {
@@ -123,11 +137,22 @@ impl Debug {
             return;
         }
         let e = DebugEvent { timestamp_ms: crate::clock::now_ms(), level: level.as_str().to_ascii_lowercase(), kind: kind.into(), message };
+        let _ = i.stream.send(e.clone()); // no stream: nobody to tell
         if let Some(sink) = &i.sink {
             if let Err(TrySendError::Full(_)) = sink.try_send(e) {
                 i.dropped += 1;
             }
         }
+    }
+
+    /// A new stream of the events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<DebugEvent> {
+        self.lock().stream.subscribe()
+    }
+
+    /// A stream missed `n` events (it fell behind by more than the channel holds).
+    pub fn missed(&self, n: u64) {
+        self.lock().dropped += n;
     }
 
     /// The recent warnings and errors, oldest first.
@@ -193,6 +218,16 @@ impl Events {
     /// Events the rate limit (or a slow listener) dropped.
     pub fn dropped(&self) -> u64 {
         self.debug.dropped()
+    }
+
+    /// A new stream of debug events (see [`Debug::subscribe`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<DebugEvent> {
+        self.debug.subscribe()
+    }
+
+    /// A stream missed `n` events.
+    pub fn missed(&self, n: u64) {
+        self.debug.missed(n);
     }
 }
 

@@ -71,6 +71,8 @@ struct TransportCounters {
     stalls: AtomicU64,
     bytes_sent: AtomicU64,
     circuit_open: AtomicBool,
+    /// Wall clock of the last acknowledgement, ms (0: none in this run).
+    last_ack_ms: std::sync::atomic::AtomicI64,
     latency: Mutex<Histogram>,
 }
 
@@ -111,6 +113,14 @@ impl Metrics {
     fn t(&self, t: Transport) -> &TransportCounters {
         &self.transports[t.index()]
     }
+    /// Messages `t` acknowledged in this run.
+    pub fn acknowledged(&self, t: Transport) -> u64 {
+        self.t(t).success.load(Relaxed)
+    }
+    /// When `t` last acknowledged something in this run (wall clock, ms).
+    pub fn last_ack_ms(&self, t: Transport) -> Option<i64> {
+        Some(self.t(t).last_ack_ms.load(Relaxed)).filter(|&ms| ms > 0)
+    }
     /// A location was accepted.
     pub fn accepted(&self, n: u64) {
         self.accepted.fetch_add(n, Relaxed);
@@ -133,6 +143,9 @@ impl Metrics {
             n += 1;
         }
         c.success.fetch_add(n, Relaxed);
+        if n > 0 {
+            c.last_ack_ms.store(crate::clock::now_ms(), Relaxed);
+        }
     }
 
     /// Keeps every latency observed from now on (memory grows with every acknowledgement: for

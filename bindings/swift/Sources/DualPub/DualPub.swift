@@ -827,6 +827,165 @@ public func FfiConverterTypeConfigListener_lower(_ value: ConfigListener) -> UIn
 
 
 /**
+ * Debug events from the stream's creation on, while debug mode is on. Bounded: a collector
+ * more than 256 events behind loses the oldest (counted in `debugReport()`'s
+ * `debugEventsDropped`).
+ */
+public protocol DebugEventStreamProtocol: AnyObject, Sendable {
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */
+    func cancel() 
+    
+    /**
+     * The next debug event; `None` once the publisher is closed.
+     */
+    func next() async  -> DebugEvent?
+    
+}
+/**
+ * Debug events from the stream's creation on, while debug mode is on. Bounded: a collector
+ * more than 256 events behind loses the oldest (counted in `debugReport()`'s
+ * `debugEventsDropped`).
+ */
+open class DebugEventStream: DebugEventStreamProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_dualpub_fn_clone_debugeventstream(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_dualpub_fn_free_debugeventstream(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_debugeventstream_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The next debug event; `None` once the publisher is closed.
+     */
+open func next()async  -> DebugEvent?  {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_dualpub_fn_method_debugeventstream_next(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_dualpub_rust_future_poll_rust_buffer,
+            completeFunc: ffi_dualpub_rust_future_complete_rust_buffer,
+            freeFunc: ffi_dualpub_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeDebugEvent.lift,
+            errorHandler: nil
+            
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDebugEventStream: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = DebugEventStream
+
+    public static func lift(_ handle: UInt64) throws -> DebugEventStream {
+        return DebugEventStream(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: DebugEventStream) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DebugEventStream {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: DebugEventStream, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDebugEventStream_lift(_ handle: UInt64) throws -> DebugEventStream {
+    return try FfiConverterTypeDebugEventStream.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDebugEventStream_lower(_ value: DebugEventStream) -> UInt64 {
+    return FfiConverterTypeDebugEventStream.lower(value)
+}
+
+
+
+
+
+
+/**
  * Implemented by the app to receive debug events while debug mode is on. Called on an SDK
  * thread (`dualpub-debug`), never the main thread; must return quickly.
  */
@@ -1039,6 +1198,324 @@ public func FfiConverterTypeDebugListener_lower(_ value: DebugListener) -> UInt6
 
 
 /**
+ * Where this device publishes: the decision in force at the first `next()`, then each change
+ * (Kotlin `StateFlow`, Swift `AsyncStream`).
+ */
+public protocol DecisionStreamProtocol: AnyObject, Sendable {
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */
+    func cancel() 
+    
+    /**
+     * The next decision: the one in force at the first call, then each change; `None` once
+     * the publisher is closed.
+     */
+    func next() async  -> RolloutDecision?
+    
+}
+/**
+ * Where this device publishes: the decision in force at the first `next()`, then each change
+ * (Kotlin `StateFlow`, Swift `AsyncStream`).
+ */
+open class DecisionStream: DecisionStreamProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_dualpub_fn_clone_decisionstream(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_dualpub_fn_free_decisionstream(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_decisionstream_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The next decision: the one in force at the first call, then each change; `None` once
+     * the publisher is closed.
+     */
+open func next()async  -> RolloutDecision?  {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_dualpub_fn_method_decisionstream_next(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_dualpub_rust_future_poll_rust_buffer,
+            completeFunc: ffi_dualpub_rust_future_complete_rust_buffer,
+            freeFunc: ffi_dualpub_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeRolloutDecision.lift,
+            errorHandler: nil
+            
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDecisionStream: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = DecisionStream
+
+    public static func lift(_ handle: UInt64) throws -> DecisionStream {
+        return DecisionStream(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: DecisionStream) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DecisionStream {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: DecisionStream, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDecisionStream_lift(_ handle: UInt64) throws -> DecisionStream {
+    return try FfiConverterTypeDecisionStream.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDecisionStream_lower(_ value: DecisionStream) -> UInt64 {
+    return FfiConverterTypeDecisionStream.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Where delivery stands: the state at the first `next()`, then each change (anything but the
+ * oldest location's age, which grows by itself).
+ */
+public protocol DeliveryStateStreamProtocol: AnyObject, Sendable {
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */
+    func cancel() 
+    
+    /**
+     * The next delivery state: the state now at the first call, then each change; `None`
+     * once the publisher is closed.
+     */
+    func next() async  -> DeliveryState?
+    
+}
+/**
+ * Where delivery stands: the state at the first `next()`, then each change (anything but the
+ * oldest location's age, which grows by itself).
+ */
+open class DeliveryStateStream: DeliveryStateStreamProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_dualpub_fn_clone_deliverystatestream(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_dualpub_fn_free_deliverystatestream(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_deliverystatestream_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The next delivery state: the state now at the first call, then each change; `None`
+     * once the publisher is closed.
+     */
+open func next()async  -> DeliveryState?  {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_dualpub_fn_method_deliverystatestream_next(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_dualpub_rust_future_poll_rust_buffer,
+            completeFunc: ffi_dualpub_rust_future_complete_rust_buffer,
+            freeFunc: ffi_dualpub_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeDeliveryState.lift,
+            errorHandler: nil
+            
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDeliveryStateStream: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = DeliveryStateStream
+
+    public static func lift(_ handle: UInt64) throws -> DeliveryStateStream {
+        return DeliveryStateStream(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: DeliveryStateStream) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DeliveryStateStream {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: DeliveryStateStream, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeliveryStateStream_lift(_ handle: UInt64) throws -> DeliveryStateStream {
+    return try FfiConverterTypeDeliveryStateStream.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeliveryStateStream_lower(_ value: DeliveryStateStream) -> UInt64 {
+    return FfiConverterTypeDeliveryStateStream.lower(value)
+}
+
+
+
+
+
+
+/**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
  * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable`,
  * `refreshConfig` and `shutdown`, which wait by design (worker threads only), and the
@@ -1107,6 +1584,12 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func deadLettersPage(afterId: Int64, limit: UInt32) throws  -> [DeadLetter]
     
     /**
+     * A stream of debug events while debug mode is on, bounded (Kotlin: `debugEventFlow()`;
+     * Swift: `debugEventUpdates()`). Replaces `setDebugListener`.
+     */
+    func debugEvents() throws  -> DebugEventStream
+    
+    /**
      * A JSON report: config, decision, queue depths, breaker states, recent errors.
      */
     func debugReport() throws  -> String
@@ -1115,6 +1598,28 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
      * Where this device publishes now, and why.
      */
     func decision() throws  -> RolloutDecision
+    
+    /**
+     * A stream of the decision: the one in force first, then each change (Kotlin:
+     * `decisionFlow()`/`decisionStateFlow(scope)`; Swift: `decisionUpdates()`). Replaces
+     * `setConfigListener`.
+     */
+    func decisions() throws  -> DecisionStream
+    
+    /**
+     * A stream of the delivery state (pending per transport, oldest pending age, last
+     * acknowledgements, breakers, network, collection, burst): the state now, then each change
+     * (Kotlin: `deliveryStateFlow()`; Swift: `deliveryStateUpdates()`).
+     */
+    func deliveryStates() throws  -> DeliveryStateStream
+    
+    /**
+     * Sends everything owed now and waits, at most `timeout_ms`, until it is delivered or the
+     * network is unavailable; reports what left and what is still owed. For background work
+     * (Android `DualPubUploadWorker`, iOS `DualPubBackground`): safe on any thread, it holds
+     * none while it waits; cancelling it stops the wait, not the burst.
+     */
+    func drainAsync(timeoutMs: UInt64) async throws  -> DrainReport
     
     /**
      * Waits up to `timeout_ms` until everything accepted so far is acknowledged by every
@@ -1198,12 +1703,14 @@ public protocol DualPublisherProtocol: AnyObject, Sendable {
     func setCollectionEnabled(enabled: Bool) throws 
     
     /**
-     * Registers a listener for every change of decision (`None` removes it).
+     * Registers a listener for every change of decision (`None` removes it). Deprecated: kept
+     * for this release only; use `decisions()` (a `Flow` in Kotlin, an `AsyncStream` in Swift).
      */
     func setConfigListener(listener: ConfigListener?) throws 
     
     /**
      * Registers a listener for debug events (rate-limited; only while debug mode is on).
+     * Deprecated: kept for this release only; use `debugEvents()`.
      */
     func setDebugListener(listener: DebugListener?) throws 
     
@@ -1502,6 +2009,19 @@ open func deadLettersPage(afterId: Int64, limit: UInt32)throws  -> [DeadLetter] 
 }
     
     /**
+     * A stream of debug events while debug mode is on, bounded (Kotlin: `debugEventFlow()`;
+     * Swift: `debugEventUpdates()`). Replaces `setDebugListener`.
+     */
+open func debugEvents()throws  -> DebugEventStream  {
+    return try  FfiConverterTypeDebugEventStream_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_debug_events(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * A JSON report: config, decision, queue depths, breaker states, recent errors.
      */
 open func debugReport()throws  -> String  {
@@ -1523,6 +2043,56 @@ open func decision()throws  -> RolloutDecision  {
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * A stream of the decision: the one in force first, then each change (Kotlin:
+     * `decisionFlow()`/`decisionStateFlow(scope)`; Swift: `decisionUpdates()`). Replaces
+     * `setConfigListener`.
+     */
+open func decisions()throws  -> DecisionStream  {
+    return try  FfiConverterTypeDecisionStream_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_decisions(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A stream of the delivery state (pending per transport, oldest pending age, last
+     * acknowledgements, breakers, network, collection, burst): the state now, then each change
+     * (Kotlin: `deliveryStateFlow()`; Swift: `deliveryStateUpdates()`).
+     */
+open func deliveryStates()throws  -> DeliveryStateStream  {
+    return try  FfiConverterTypeDeliveryStateStream_lift(try rustCallWithError(FfiConverterTypeDualPubError_lift) {
+        uniffiCallStatus in
+    uniffi_dualpub_fn_method_dualpublisher_delivery_states(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Sends everything owed now and waits, at most `timeout_ms`, until it is delivered or the
+     * network is unavailable; reports what left and what is still owed. For background work
+     * (Android `DualPubUploadWorker`, iOS `DualPubBackground`): safe on any thread, it holds
+     * none while it waits; cancelling it stops the wait, not the burst.
+     */
+open func drainAsync(timeoutMs: UInt64)async throws  -> DrainReport  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_dualpub_fn_method_dualpublisher_drain_async(
+                        self.uniffiCloneHandle(),FfiConverterUInt64.lower(timeoutMs)
+                )
+            },
+            pollFunc: ffi_dualpub_rust_future_poll_rust_buffer,
+            completeFunc: ffi_dualpub_rust_future_complete_rust_buffer,
+            freeFunc: ffi_dualpub_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeDrainReport_lift,
+            errorHandler: FfiConverterTypeDualPubError_lift
+        )
 }
     
     /**
@@ -1715,7 +2285,8 @@ open func setCollectionEnabled(enabled: Bool)throws   {try rustCallWithError(Ffi
 }
     
     /**
-     * Registers a listener for every change of decision (`None` removes it).
+     * Registers a listener for every change of decision (`None` removes it). Deprecated: kept
+     * for this release only; use `decisions()` (a `Flow` in Kotlin, an `AsyncStream` in Swift).
      */
 open func setConfigListener(listener: ConfigListener?)throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
         uniffiCallStatus in
@@ -1728,6 +2299,7 @@ open func setConfigListener(listener: ConfigListener?)throws   {try rustCallWith
     
     /**
      * Registers a listener for debug events (rate-limited; only while debug mode is on).
+     * Deprecated: kept for this release only; use `debugEvents()`.
      */
 open func setDebugListener(listener: DebugListener?)throws   {try rustCallWithError(FfiConverterTypeDualPubError_lift) {
         uniffiCallStatus in
@@ -2871,6 +3443,275 @@ public func FfiConverterTypeDebugEvent_lift(_ buf: RustBuffer) throws -> DebugEv
 #endif
 public func FfiConverterTypeDebugEvent_lower(_ value: DebugEvent) -> RustBuffer {
     return FfiConverterTypeDebugEvent.lower(value)
+}
+
+
+/**
+ * Where delivery stands, for a "did it get there?" indicator.
+ */
+public struct DeliveryState: Equatable, Hashable {
+    /**
+     * Locations still owed to MQTT.
+     */
+    public var pendingMqtt: UInt64
+    /**
+     * Locations still owed to Pub/Sub.
+     */
+    public var pendingPubsub: UInt64
+    /**
+     * Age of the oldest location still owed, ms (0: none).
+     */
+    public var oldestPendingAgeMs: UInt64
+    /**
+     * When MQTT last acknowledged a location in this run (wall clock, ms).
+     */
+    public var lastAckMqttMs: Int64?
+    /**
+     * When Pub/Sub last acknowledged a location in this run (wall clock, ms).
+     */
+    public var lastAckPubsubMs: Int64?
+    /**
+     * MQTT's circuit breaker is open (it is not being tried for now).
+     */
+    public var mqttCircuitOpen: Bool
+    /**
+     * Pub/Sub's circuit breaker is open (its locations fall back to MQTT).
+     */
+    public var pubsubCircuitOpen: Bool
+    /**
+     * The app says the network is available (`setNetworkAvailable`).
+     */
+    public var networkAvailable: Bool
+    /**
+     * Collection is enabled (`setCollectionEnabled`).
+     */
+    public var collectionEnabled: Bool
+    /**
+     * An upload burst is open: the transports may be sending now.
+     */
+    public var burstOpen: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Locations still owed to MQTT.
+         */pendingMqtt: UInt64, 
+        /**
+         * Locations still owed to Pub/Sub.
+         */pendingPubsub: UInt64, 
+        /**
+         * Age of the oldest location still owed, ms (0: none).
+         */oldestPendingAgeMs: UInt64, 
+        /**
+         * When MQTT last acknowledged a location in this run (wall clock, ms).
+         */lastAckMqttMs: Int64?, 
+        /**
+         * When Pub/Sub last acknowledged a location in this run (wall clock, ms).
+         */lastAckPubsubMs: Int64?, 
+        /**
+         * MQTT's circuit breaker is open (it is not being tried for now).
+         */mqttCircuitOpen: Bool, 
+        /**
+         * Pub/Sub's circuit breaker is open (its locations fall back to MQTT).
+         */pubsubCircuitOpen: Bool, 
+        /**
+         * The app says the network is available (`setNetworkAvailable`).
+         */networkAvailable: Bool, 
+        /**
+         * Collection is enabled (`setCollectionEnabled`).
+         */collectionEnabled: Bool, 
+        /**
+         * An upload burst is open: the transports may be sending now.
+         */burstOpen: Bool) {
+        self.pendingMqtt = pendingMqtt
+        self.pendingPubsub = pendingPubsub
+        self.oldestPendingAgeMs = oldestPendingAgeMs
+        self.lastAckMqttMs = lastAckMqttMs
+        self.lastAckPubsubMs = lastAckPubsubMs
+        self.mqttCircuitOpen = mqttCircuitOpen
+        self.pubsubCircuitOpen = pubsubCircuitOpen
+        self.networkAvailable = networkAvailable
+        self.collectionEnabled = collectionEnabled
+        self.burstOpen = burstOpen
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DeliveryState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDeliveryState: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DeliveryState {
+        return
+            try DeliveryState(
+                pendingMqtt: FfiConverterUInt64.read(from: &buf), 
+                pendingPubsub: FfiConverterUInt64.read(from: &buf), 
+                oldestPendingAgeMs: FfiConverterUInt64.read(from: &buf), 
+                lastAckMqttMs: FfiConverterOptionInt64.read(from: &buf), 
+                lastAckPubsubMs: FfiConverterOptionInt64.read(from: &buf), 
+                mqttCircuitOpen: FfiConverterBool.read(from: &buf), 
+                pubsubCircuitOpen: FfiConverterBool.read(from: &buf), 
+                networkAvailable: FfiConverterBool.read(from: &buf), 
+                collectionEnabled: FfiConverterBool.read(from: &buf), 
+                burstOpen: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DeliveryState, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.pendingMqtt, into: &buf)
+        FfiConverterUInt64.write(value.pendingPubsub, into: &buf)
+        FfiConverterUInt64.write(value.oldestPendingAgeMs, into: &buf)
+        FfiConverterOptionInt64.write(value.lastAckMqttMs, into: &buf)
+        FfiConverterOptionInt64.write(value.lastAckPubsubMs, into: &buf)
+        FfiConverterBool.write(value.mqttCircuitOpen, into: &buf)
+        FfiConverterBool.write(value.pubsubCircuitOpen, into: &buf)
+        FfiConverterBool.write(value.networkAvailable, into: &buf)
+        FfiConverterBool.write(value.collectionEnabled, into: &buf)
+        FfiConverterBool.write(value.burstOpen, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeliveryState_lift(_ buf: RustBuffer) throws -> DeliveryState {
+    return try FfiConverterTypeDeliveryState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeliveryState_lower(_ value: DeliveryState) -> RustBuffer {
+    return FfiConverterTypeDeliveryState.lower(value)
+}
+
+
+/**
+ * What a background drain achieved (`drainAsync`: an Android WorkManager job, an iOS
+ * background task).
+ */
+public struct DrainReport: Equatable, Hashable {
+    /**
+     * Nothing was owed any more when it returned.
+     */
+    public var completed: Bool
+    /**
+     * Messages MQTT acknowledged while it ran (locations and reports).
+     */
+    public var deliveredMqtt: UInt64
+    /**
+     * Messages Pub/Sub acknowledged while it ran.
+     */
+    public var deliveredPubsub: UInt64
+    /**
+     * Locations still owed to MQTT.
+     */
+    public var pendingMqtt: UInt64
+    /**
+     * Locations still owed to Pub/Sub.
+     */
+    public var pendingPubsub: UInt64
+    /**
+     * The app said the network was available (a drain without it returns at once).
+     */
+    public var networkAvailable: Bool
+    /**
+     * How long it ran.
+     */
+    public var elapsedMs: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Nothing was owed any more when it returned.
+         */completed: Bool, 
+        /**
+         * Messages MQTT acknowledged while it ran (locations and reports).
+         */deliveredMqtt: UInt64, 
+        /**
+         * Messages Pub/Sub acknowledged while it ran.
+         */deliveredPubsub: UInt64, 
+        /**
+         * Locations still owed to MQTT.
+         */pendingMqtt: UInt64, 
+        /**
+         * Locations still owed to Pub/Sub.
+         */pendingPubsub: UInt64, 
+        /**
+         * The app said the network was available (a drain without it returns at once).
+         */networkAvailable: Bool, 
+        /**
+         * How long it ran.
+         */elapsedMs: UInt64) {
+        self.completed = completed
+        self.deliveredMqtt = deliveredMqtt
+        self.deliveredPubsub = deliveredPubsub
+        self.pendingMqtt = pendingMqtt
+        self.pendingPubsub = pendingPubsub
+        self.networkAvailable = networkAvailable
+        self.elapsedMs = elapsedMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DrainReport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDrainReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DrainReport {
+        return
+            try DrainReport(
+                completed: FfiConverterBool.read(from: &buf), 
+                deliveredMqtt: FfiConverterUInt64.read(from: &buf), 
+                deliveredPubsub: FfiConverterUInt64.read(from: &buf), 
+                pendingMqtt: FfiConverterUInt64.read(from: &buf), 
+                pendingPubsub: FfiConverterUInt64.read(from: &buf), 
+                networkAvailable: FfiConverterBool.read(from: &buf), 
+                elapsedMs: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DrainReport, into buf: inout [UInt8]) {
+        FfiConverterBool.write(value.completed, into: &buf)
+        FfiConverterUInt64.write(value.deliveredMqtt, into: &buf)
+        FfiConverterUInt64.write(value.deliveredPubsub, into: &buf)
+        FfiConverterUInt64.write(value.pendingMqtt, into: &buf)
+        FfiConverterUInt64.write(value.pendingPubsub, into: &buf)
+        FfiConverterBool.write(value.networkAvailable, into: &buf)
+        FfiConverterUInt64.write(value.elapsedMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDrainReport_lift(_ buf: RustBuffer) throws -> DrainReport {
+    return try FfiConverterTypeDrainReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDrainReport_lower(_ value: DrainReport) -> RustBuffer {
+    return FfiConverterTypeDrainReport.lower(value)
 }
 
 
@@ -5656,6 +6497,54 @@ fileprivate struct FfiConverterOptionTypeTokenProvider: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeDebugEvent: FfiConverterRustBuffer {
+    typealias SwiftType = DebugEvent?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDebugEvent.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDebugEvent.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeDeliveryState: FfiConverterRustBuffer {
+    typealias SwiftType = DeliveryState?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDeliveryState.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDeliveryState.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeMigrationConfig: FfiConverterRustBuffer {
     typealias SwiftType = MigrationConfig?
 
@@ -5672,6 +6561,30 @@ fileprivate struct FfiConverterOptionTypeMigrationConfig: FfiConverterRustBuffer
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeMigrationConfig.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeRolloutDecision: FfiConverterRustBuffer {
+    typealias SwiftType = RolloutDecision?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRolloutDecision.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRolloutDecision.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -6024,10 +6937,22 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page() != 18952) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_dualpub_checksum_method_dualpublisher_debug_events() != 408) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_dualpub_checksum_method_dualpublisher_debug_report() != 6022) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_decision() != 30238) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_decisions() != 20080) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_delivery_states() != 28999) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_dualpublisher_drain_async() != 4863) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_flush() != 20990) {
@@ -6069,10 +6994,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_dualpub_checksum_method_dualpublisher_set_collection_enabled() != 29996) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_set_config_listener() != 48475) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_config_listener() != 62931) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener() != 62305) {
+    if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_listener() != 34054) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_set_debug_mode() != 34906) {
@@ -6088,6 +7013,24 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_dualpublisher_shutdown_async() != 63401) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_debugeventstream_cancel() != 45658) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_debugeventstream_next() != 25235) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_decisionstream_cancel() != 52979) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_decisionstream_next() != 46619) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_deliverystatestream_cancel() != 22692) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_dualpub_checksum_method_deliverystatestream_next() != 2806) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_dualpub_checksum_method_secret_is_empty() != 20676) {

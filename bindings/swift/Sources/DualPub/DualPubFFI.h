@@ -407,6 +407,11 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_dead_letters(uint64_t ptr, Rus
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_dead_letters_page(uint64_t ptr, int64_t after_id, uint32_t limit, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEBUG_EVENTS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEBUG_EVENTS
+uint64_t uniffi_dualpub_fn_method_dualpublisher_debug_events(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEBUG_REPORT
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DEBUG_REPORT
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_debug_report(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -415,6 +420,21 @@ RustBuffer uniffi_dualpub_fn_method_dualpublisher_debug_report(uint64_t ptr, Rus
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DECISION
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DECISION
 RustBuffer uniffi_dualpub_fn_method_dualpublisher_decision(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DECISIONS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DECISIONS
+uint64_t uniffi_dualpub_fn_method_dualpublisher_decisions(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DELIVERY_STATES
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DELIVERY_STATES
+uint64_t uniffi_dualpub_fn_method_dualpublisher_delivery_states(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DRAIN_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_DRAIN_ASYNC
+uint64_t uniffi_dualpub_fn_method_dualpublisher_drain_async(uint64_t ptr, uint64_t timeout_ms
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_FLUSH
@@ -515,6 +535,66 @@ void uniffi_dualpub_fn_method_dualpublisher_shutdown(uint64_t ptr, RustCallStatu
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SHUTDOWN_ASYNC
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DUALPUBLISHER_SHUTDOWN_ASYNC
 uint64_t uniffi_dualpub_fn_method_dualpublisher_shutdown_async(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DEBUGEVENTSTREAM
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DEBUGEVENTSTREAM
+uint64_t uniffi_dualpub_fn_clone_debugeventstream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DEBUGEVENTSTREAM
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DEBUGEVENTSTREAM
+void uniffi_dualpub_fn_free_debugeventstream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGEVENTSTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGEVENTSTREAM_CANCEL
+void uniffi_dualpub_fn_method_debugeventstream_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGEVENTSTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DEBUGEVENTSTREAM_NEXT
+uint64_t uniffi_dualpub_fn_method_debugeventstream_next(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DECISIONSTREAM
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DECISIONSTREAM
+uint64_t uniffi_dualpub_fn_clone_decisionstream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DECISIONSTREAM
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DECISIONSTREAM
+void uniffi_dualpub_fn_free_decisionstream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DECISIONSTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DECISIONSTREAM_CANCEL
+void uniffi_dualpub_fn_method_decisionstream_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DECISIONSTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DECISIONSTREAM_NEXT
+uint64_t uniffi_dualpub_fn_method_decisionstream_next(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DELIVERYSTATESTREAM
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_DELIVERYSTATESTREAM
+uint64_t uniffi_dualpub_fn_clone_deliverystatestream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DELIVERYSTATESTREAM
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_FREE_DELIVERYSTATESTREAM
+void uniffi_dualpub_fn_free_deliverystatestream(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DELIVERYSTATESTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DELIVERYSTATESTREAM_CANCEL
+void uniffi_dualpub_fn_method_deliverystatestream_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DELIVERYSTATESTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_METHOD_DELIVERYSTATESTREAM_NEXT
+uint64_t uniffi_dualpub_fn_method_deliverystatestream_next(uint64_t ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_FN_CLONE_SECRET
@@ -983,6 +1063,12 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEBUG_EVENTS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEBUG_EVENTS
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_debug_events(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEBUG_REPORT
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DEBUG_REPORT
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_debug_report(void
@@ -992,6 +1078,24 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_debug_report(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DECISION
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DECISION
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_decision(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DECISIONS
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DECISIONS
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_decisions(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DELIVERY_STATES
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DELIVERY_STATES
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_delivery_states(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DRAIN_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_DRAIN_ASYNC
+uint16_t uniffi_dualpub_checksum_method_dualpublisher_drain_async(void
     
 );
 #endif
@@ -1112,6 +1216,42 @@ uint16_t uniffi_dualpub_checksum_method_dualpublisher_shutdown(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SHUTDOWN_ASYNC
 #define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DUALPUBLISHER_SHUTDOWN_ASYNC
 uint16_t uniffi_dualpub_checksum_method_dualpublisher_shutdown_async(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGEVENTSTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGEVENTSTREAM_CANCEL
+uint16_t uniffi_dualpub_checksum_method_debugeventstream_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGEVENTSTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DEBUGEVENTSTREAM_NEXT
+uint16_t uniffi_dualpub_checksum_method_debugeventstream_next(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DECISIONSTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DECISIONSTREAM_CANCEL
+uint16_t uniffi_dualpub_checksum_method_decisionstream_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DECISIONSTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DECISIONSTREAM_NEXT
+uint16_t uniffi_dualpub_checksum_method_decisionstream_next(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DELIVERYSTATESTREAM_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DELIVERYSTATESTREAM_CANCEL
+uint16_t uniffi_dualpub_checksum_method_deliverystatestream_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DELIVERYSTATESTREAM_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_DUALPUB_CHECKSUM_METHOD_DELIVERYSTATESTREAM_NEXT
+uint16_t uniffi_dualpub_checksum_method_deliverystatestream_next(void
     
 );
 #endif

@@ -799,9 +799,17 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_dead_letters_page(
     ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_debug_events(
+    ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_debug_report(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_decision(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_decisions(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_delivery_states(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_dualpublisher_drain_async(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_flush(
     ): Int
@@ -842,6 +850,18 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_dualpub_checksum_method_dualpublisher_shutdown(
     ): Int
     external fun uniffi_dualpub_checksum_method_dualpublisher_shutdown_async(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_debugeventstream_cancel(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_debugeventstream_next(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_decisionstream_cancel(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_decisionstream_next(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_deliverystatestream_cancel(
+    ): Int
+    external fun uniffi_dualpub_checksum_method_deliverystatestream_next(
     ): Int
     external fun uniffi_dualpub_checksum_method_secret_is_empty(
     ): Int
@@ -923,10 +943,18 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_dead_letters_page(`ptr`: Long,`afterId`: Long,`limit`: Int,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_debug_events(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_dualpub_fn_method_dualpublisher_debug_report(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_decision(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_dualpub_fn_method_dualpublisher_decisions(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_method_dualpublisher_delivery_states(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_method_dualpublisher_drain_async(`ptr`: Long,`timeoutMs`: Long,
+    ): Long
     external fun uniffi_dualpub_fn_method_dualpublisher_flush(`ptr`: Long,`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_dualpub_fn_method_dualpublisher_flush_async(`ptr`: Long,`timeoutMs`: Long,
@@ -966,6 +994,30 @@ internal object UniffiLib {
     external fun uniffi_dualpub_fn_method_dualpublisher_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_dualpub_fn_method_dualpublisher_shutdown_async(`ptr`: Long,
+    ): Long
+    external fun uniffi_dualpub_fn_clone_debugeventstream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_free_debugeventstream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_debugeventstream_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_debugeventstream_next(`ptr`: Long,
+    ): Long
+    external fun uniffi_dualpub_fn_clone_decisionstream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_free_decisionstream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_decisionstream_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_decisionstream_next(`ptr`: Long,
+    ): Long
+    external fun uniffi_dualpub_fn_clone_deliverystatestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_dualpub_fn_free_deliverystatestream(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_deliverystatestream_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_dualpub_fn_method_deliverystatestream_next(`ptr`: Long,
     ): Long
     external fun uniffi_dualpub_fn_clone_secret(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1959,6 +2011,306 @@ public object FfiConverterTypeConfigListener: FfiConverter<ConfigListener, Long>
 
 
 /**
+ * Debug events from the stream's creation on, while debug mode is on. Bounded: a collector
+ * more than 256 events behind loses the oldest (counted in `debugReport()`'s
+ * `debugEventsDropped`).
+ */
+public interface DebugEventStreamInterface {
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */
+    fun `cancel`()
+    
+    /**
+     * The next debug event; `None` once the publisher is closed.
+     */
+    suspend fun `next`(): DebugEvent?
+    
+    companion object
+}
+
+/**
+ * Debug events from the stream's creation on, while debug mode is on. Bounded: a collector
+ * more than 256 events behind loses the oldest (counted in `debugReport()`'s
+ * `debugEventsDropped`).
+ */
+open class DebugEventStream: Disposable, AutoCloseable, DebugEventStreamInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_dualpub_fn_free_debugeventstream(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_dualpub_fn_clone_debugeventstream(handle, status)
+        }
+    }
+
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_debugeventstream_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The next debug event; `None` once the publisher is closed.
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `next`() : DebugEvent? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_dualpub_fn_method_debugeventstream_next(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_dualpub_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_dualpub_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_dualpub_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeDebugEvent.lift(it) },
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDebugEventStream: FfiConverter<DebugEventStream, Long> {
+    override fun lower(value: DebugEventStream): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): DebugEventStream {
+        return DebugEventStream(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): DebugEventStream {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: DebugEventStream) = 8UL
+
+    override fun write(value: DebugEventStream, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * Implemented by the app to receive debug events while debug mode is on. Called on an SDK
  * thread (`dualpub-debug`), never the main thread; must return quickly.
  */
@@ -2284,6 +2636,606 @@ public object FfiConverterTypeDebugListener: FfiConverter<DebugListener, Long> {
 
 
 /**
+ * Where this device publishes: the decision in force at the first `next()`, then each change
+ * (Kotlin `StateFlow`, Swift `AsyncStream`).
+ */
+public interface DecisionStreamInterface {
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */
+    fun `cancel`()
+    
+    /**
+     * The next decision: the one in force at the first call, then each change; `None` once
+     * the publisher is closed.
+     */
+    suspend fun `next`(): RolloutDecision?
+    
+    companion object
+}
+
+/**
+ * Where this device publishes: the decision in force at the first `next()`, then each change
+ * (Kotlin `StateFlow`, Swift `AsyncStream`).
+ */
+open class DecisionStream: Disposable, AutoCloseable, DecisionStreamInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_dualpub_fn_free_decisionstream(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_dualpub_fn_clone_decisionstream(handle, status)
+        }
+    }
+
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_decisionstream_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The next decision: the one in force at the first call, then each change; `None` once
+     * the publisher is closed.
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `next`() : RolloutDecision? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_dualpub_fn_method_decisionstream_next(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_dualpub_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_dualpub_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_dualpub_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeRolloutDecision.lift(it) },
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDecisionStream: FfiConverter<DecisionStream, Long> {
+    override fun lower(value: DecisionStream): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): DecisionStream {
+        return DecisionStream(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): DecisionStream {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: DecisionStream) = 8UL
+
+    override fun write(value: DecisionStream, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Where delivery stands: the state at the first `next()`, then each change (anything but the
+ * oldest location's age, which grows by itself).
+ */
+public interface DeliveryStateStreamInterface {
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */
+    fun `cancel`()
+    
+    /**
+     * The next delivery state: the state now at the first call, then each change; `None`
+     * once the publisher is closed.
+     */
+    suspend fun `next`(): DeliveryState?
+    
+    companion object
+}
+
+/**
+ * Where delivery stands: the state at the first `next()`, then each change (anything but the
+ * oldest location's age, which grows by itself).
+ */
+open class DeliveryStateStream: Disposable, AutoCloseable, DeliveryStateStreamInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_dualpub_fn_free_deliverystatestream(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_dualpub_fn_clone_deliverystatestream(handle, status)
+        }
+    }
+
+    
+    /**
+     * Ends the stream: a pending `next()` returns `None` at once, and so does every later one.
+     * (Not `close`: Kotlin's `AutoCloseable.close()` frees the object.)
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_deliverystatestream_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The next delivery state: the state now at the first call, then each change; `None`
+     * once the publisher is closed.
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `next`() : DeliveryState? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_dualpub_fn_method_deliverystatestream_next(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_dualpub_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_dualpub_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_dualpub_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeDeliveryState.lift(it) },
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDeliveryStateStream: FfiConverter<DeliveryStateStream, Long> {
+    override fun lower(value: DeliveryStateStream): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): DeliveryStateStream {
+        return DeliveryStateStream(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): DeliveryStateStream {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: DeliveryStateStream) = 8UL
+
+    override fun write(value: DeliveryStateStream, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * Publishes this device's locations to MQTT, Pub/Sub or both, as the migration config
  * decides. Thread-safe; every method returns quickly except `flush`, `awaitDurable`,
  * `refreshConfig` and `shutdown`, which wait by design (worker threads only), and the
@@ -2352,6 +3304,12 @@ public interface DualPublisherInterface {
     fun `deadLettersPage`(`afterId`: kotlin.Long, `limit`: kotlin.UInt): List<DeadLetter>
     
     /**
+     * A stream of debug events while debug mode is on, bounded (Kotlin: `debugEventFlow()`;
+     * Swift: `debugEventUpdates()`). Replaces `setDebugListener`.
+     */
+    fun `debugEvents`(): DebugEventStream
+    
+    /**
      * A JSON report: config, decision, queue depths, breaker states, recent errors.
      */
     fun `debugReport`(): kotlin.String
@@ -2360,6 +3318,28 @@ public interface DualPublisherInterface {
      * Where this device publishes now, and why.
      */
     fun `decision`(): RolloutDecision
+    
+    /**
+     * A stream of the decision: the one in force first, then each change (Kotlin:
+     * `decisionFlow()`/`decisionStateFlow(scope)`; Swift: `decisionUpdates()`). Replaces
+     * `setConfigListener`.
+     */
+    fun `decisions`(): DecisionStream
+    
+    /**
+     * A stream of the delivery state (pending per transport, oldest pending age, last
+     * acknowledgements, breakers, network, collection, burst): the state now, then each change
+     * (Kotlin: `deliveryStateFlow()`; Swift: `deliveryStateUpdates()`).
+     */
+    fun `deliveryStates`(): DeliveryStateStream
+    
+    /**
+     * Sends everything owed now and waits, at most `timeout_ms`, until it is delivered or the
+     * network is unavailable; reports what left and what is still owed. For background work
+     * (Android `DualPubUploadWorker`, iOS `DualPubBackground`): safe on any thread, it holds
+     * none while it waits; cancelling it stops the wait, not the burst.
+     */
+    suspend fun `drainAsync`(`timeoutMs`: kotlin.ULong): DrainReport
     
     /**
      * Waits up to `timeout_ms` until everything accepted so far is acknowledged by every
@@ -2443,12 +3423,14 @@ public interface DualPublisherInterface {
     fun `setCollectionEnabled`(`enabled`: kotlin.Boolean)
     
     /**
-     * Registers a listener for every change of decision (`None` removes it).
+     * Registers a listener for every change of decision (`None` removes it). Deprecated: kept
+     * for this release only; use `decisions()` (a `Flow` in Kotlin, an `AsyncStream` in Swift).
      */
     fun `setConfigListener`(`listener`: ConfigListener?)
     
     /**
      * Registers a listener for debug events (rate-limited; only while debug mode is on).
+     * Deprecated: kept for this release only; use `debugEvents()`.
      */
     fun `setDebugListener`(`listener`: DebugListener?)
     
@@ -2817,6 +3799,24 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
+     * A stream of debug events while debug mode is on, bounded (Kotlin: `debugEventFlow()`;
+     * Swift: `debugEventUpdates()`). Replaces `setDebugListener`.
+     */
+    @Throws(DualPubException::class)override fun `debugEvents`(): DebugEventStream {
+            return FfiConverterTypeDebugEventStream.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_debug_events(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * A JSON report: config, decision, queue depths, breaker states, recent errors.
      */
     @Throws(DualPubException::class)override fun `debugReport`(): kotlin.String {
@@ -2848,6 +3848,72 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     )
     }
     
+
+    
+    /**
+     * A stream of the decision: the one in force first, then each change (Kotlin:
+     * `decisionFlow()`/`decisionStateFlow(scope)`; Swift: `decisionUpdates()`). Replaces
+     * `setConfigListener`.
+     */
+    @Throws(DualPubException::class)override fun `decisions`(): DecisionStream {
+            return FfiConverterTypeDecisionStream.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_decisions(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A stream of the delivery state (pending per transport, oldest pending age, last
+     * acknowledgements, breakers, network, collection, burst): the state now, then each change
+     * (Kotlin: `deliveryStateFlow()`; Swift: `deliveryStateUpdates()`).
+     */
+    @Throws(DualPubException::class)override fun `deliveryStates`(): DeliveryStateStream {
+            return FfiConverterTypeDeliveryStateStream.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DualPubException) { _status ->
+    UniffiLib.uniffi_dualpub_fn_method_dualpublisher_delivery_states(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Sends everything owed now and waits, at most `timeout_ms`, until it is delivered or the
+     * network is unavailable; reports what left and what is still owed. For background work
+     * (Android `DualPubUploadWorker`, iOS `DualPubBackground`): safe on any thread, it holds
+     * none while it waits; cancelling it stops the wait, not the burst.
+     */
+    @Throws(DualPubException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `drainAsync`(`timeoutMs`: kotlin.ULong) : DrainReport {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_dualpub_fn_method_dualpublisher_drain_async(
+                uniffiHandle,
+                
+        FfiConverterULong.lower(`timeoutMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_dualpub_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_dualpub_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_dualpub_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeDrainReport.lift(it) },
+        // Error FFI converter
+        DualPubException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -3106,7 +4172,8 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
 
     
     /**
-     * Registers a listener for every change of decision (`None` removes it).
+     * Registers a listener for every change of decision (`None` removes it). Deprecated: kept
+     * for this release only; use `decisions()` (a `Flow` in Kotlin, an `AsyncStream` in Swift).
      */
     @Throws(DualPubException::class)override fun `setConfigListener`(`listener`: ConfigListener?)
         = 
@@ -3124,6 +4191,7 @@ open class DualPublisher: Disposable, AutoCloseable, DualPublisherInterface
     
     /**
      * Registers a listener for debug events (rate-limited; only while debug mode is on).
+     * Deprecated: kept for this release only; use `debugEvents()`.
      */
     @Throws(DualPubException::class)override fun `setDebugListener`(`listener`: DebugListener?)
         = 
@@ -4588,6 +5656,205 @@ public object FfiConverterTypeDebugEvent: FfiConverterRustBuffer<DebugEvent> {
             FfiConverterString.write(value.`level`, buf)
             FfiConverterString.write(value.`kind`, buf)
             FfiConverterString.write(value.`message`, buf)
+    }
+}
+
+
+
+/**
+ * Where delivery stands, for a "did it get there?" indicator.
+ */
+data class DeliveryState (
+    /**
+     * Locations still owed to MQTT.
+     */
+    var `pendingMqtt`: kotlin.ULong
+    , 
+    /**
+     * Locations still owed to Pub/Sub.
+     */
+    var `pendingPubsub`: kotlin.ULong
+    , 
+    /**
+     * Age of the oldest location still owed, ms (0: none).
+     */
+    var `oldestPendingAgeMs`: kotlin.ULong
+    , 
+    /**
+     * When MQTT last acknowledged a location in this run (wall clock, ms).
+     */
+    var `lastAckMqttMs`: kotlin.Long?
+    , 
+    /**
+     * When Pub/Sub last acknowledged a location in this run (wall clock, ms).
+     */
+    var `lastAckPubsubMs`: kotlin.Long?
+    , 
+    /**
+     * MQTT's circuit breaker is open (it is not being tried for now).
+     */
+    var `mqttCircuitOpen`: kotlin.Boolean
+    , 
+    /**
+     * Pub/Sub's circuit breaker is open (its locations fall back to MQTT).
+     */
+    var `pubsubCircuitOpen`: kotlin.Boolean
+    , 
+    /**
+     * The app says the network is available (`setNetworkAvailable`).
+     */
+    var `networkAvailable`: kotlin.Boolean
+    , 
+    /**
+     * Collection is enabled (`setCollectionEnabled`).
+     */
+    var `collectionEnabled`: kotlin.Boolean
+    , 
+    /**
+     * An upload burst is open: the transports may be sending now.
+     */
+    var `burstOpen`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDeliveryState: FfiConverterRustBuffer<DeliveryState> {
+    override fun read(buf: ByteBuffer): DeliveryState {
+        return DeliveryState(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterOptionalLong.read(buf),
+            FfiConverterOptionalLong.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DeliveryState) = (
+            FfiConverterULong.allocationSize(value.`pendingMqtt`) +
+            FfiConverterULong.allocationSize(value.`pendingPubsub`) +
+            FfiConverterULong.allocationSize(value.`oldestPendingAgeMs`) +
+            FfiConverterOptionalLong.allocationSize(value.`lastAckMqttMs`) +
+            FfiConverterOptionalLong.allocationSize(value.`lastAckPubsubMs`) +
+            FfiConverterBoolean.allocationSize(value.`mqttCircuitOpen`) +
+            FfiConverterBoolean.allocationSize(value.`pubsubCircuitOpen`) +
+            FfiConverterBoolean.allocationSize(value.`networkAvailable`) +
+            FfiConverterBoolean.allocationSize(value.`collectionEnabled`) +
+            FfiConverterBoolean.allocationSize(value.`burstOpen`)
+    )
+
+    override fun write(value: DeliveryState, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`pendingMqtt`, buf)
+            FfiConverterULong.write(value.`pendingPubsub`, buf)
+            FfiConverterULong.write(value.`oldestPendingAgeMs`, buf)
+            FfiConverterOptionalLong.write(value.`lastAckMqttMs`, buf)
+            FfiConverterOptionalLong.write(value.`lastAckPubsubMs`, buf)
+            FfiConverterBoolean.write(value.`mqttCircuitOpen`, buf)
+            FfiConverterBoolean.write(value.`pubsubCircuitOpen`, buf)
+            FfiConverterBoolean.write(value.`networkAvailable`, buf)
+            FfiConverterBoolean.write(value.`collectionEnabled`, buf)
+            FfiConverterBoolean.write(value.`burstOpen`, buf)
+    }
+}
+
+
+
+/**
+ * What a background drain achieved (`drainAsync`: an Android WorkManager job, an iOS
+ * background task).
+ */
+data class DrainReport (
+    /**
+     * Nothing was owed any more when it returned.
+     */
+    var `completed`: kotlin.Boolean
+    , 
+    /**
+     * Messages MQTT acknowledged while it ran (locations and reports).
+     */
+    var `deliveredMqtt`: kotlin.ULong
+    , 
+    /**
+     * Messages Pub/Sub acknowledged while it ran.
+     */
+    var `deliveredPubsub`: kotlin.ULong
+    , 
+    /**
+     * Locations still owed to MQTT.
+     */
+    var `pendingMqtt`: kotlin.ULong
+    , 
+    /**
+     * Locations still owed to Pub/Sub.
+     */
+    var `pendingPubsub`: kotlin.ULong
+    , 
+    /**
+     * The app said the network was available (a drain without it returns at once).
+     */
+    var `networkAvailable`: kotlin.Boolean
+    , 
+    /**
+     * How long it ran.
+     */
+    var `elapsedMs`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDrainReport: FfiConverterRustBuffer<DrainReport> {
+    override fun read(buf: ByteBuffer): DrainReport {
+        return DrainReport(
+            FfiConverterBoolean.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DrainReport) = (
+            FfiConverterBoolean.allocationSize(value.`completed`) +
+            FfiConverterULong.allocationSize(value.`deliveredMqtt`) +
+            FfiConverterULong.allocationSize(value.`deliveredPubsub`) +
+            FfiConverterULong.allocationSize(value.`pendingMqtt`) +
+            FfiConverterULong.allocationSize(value.`pendingPubsub`) +
+            FfiConverterBoolean.allocationSize(value.`networkAvailable`) +
+            FfiConverterULong.allocationSize(value.`elapsedMs`)
+    )
+
+    override fun write(value: DrainReport, buf: ByteBuffer) {
+            FfiConverterBoolean.write(value.`completed`, buf)
+            FfiConverterULong.write(value.`deliveredMqtt`, buf)
+            FfiConverterULong.write(value.`deliveredPubsub`, buf)
+            FfiConverterULong.write(value.`pendingMqtt`, buf)
+            FfiConverterULong.write(value.`pendingPubsub`, buf)
+            FfiConverterBoolean.write(value.`networkAvailable`, buf)
+            FfiConverterULong.write(value.`elapsedMs`, buf)
     }
 }
 
@@ -6990,6 +8257,70 @@ public object FfiConverterOptionalTypeTokenProvider: FfiConverterRustBuffer<Toke
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeDebugEvent: FfiConverterRustBuffer<DebugEvent?> {
+    override fun read(buf: ByteBuffer): DebugEvent? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDebugEvent.read(buf)
+    }
+
+    override fun allocationSize(value: DebugEvent?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDebugEvent.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DebugEvent?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDebugEvent.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeDeliveryState: FfiConverterRustBuffer<DeliveryState?> {
+    override fun read(buf: ByteBuffer): DeliveryState? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDeliveryState.read(buf)
+    }
+
+    override fun allocationSize(value: DeliveryState?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDeliveryState.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DeliveryState?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDeliveryState.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeMigrationConfig: FfiConverterRustBuffer<MigrationConfig?> {
     override fun read(buf: ByteBuffer): MigrationConfig? {
         if (buf.get().toInt() == 0) {
@@ -7012,6 +8343,38 @@ public object FfiConverterOptionalTypeMigrationConfig: FfiConverterRustBuffer<Mi
         } else {
             buf.put(1)
             FfiConverterTypeMigrationConfig.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeRolloutDecision: FfiConverterRustBuffer<RolloutDecision?> {
+    override fun read(buf: ByteBuffer): RolloutDecision? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeRolloutDecision.read(buf)
+    }
+
+    override fun allocationSize(value: RolloutDecision?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeRolloutDecision.allocationSize(value)
+        }
+    }
+
+    override fun write(value: RolloutDecision?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeRolloutDecision.write(value, buf)
         }
     }
 }
