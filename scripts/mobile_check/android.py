@@ -221,11 +221,16 @@ def check_ndk_pinned(root):
     return None
 
 
+def min_sdk_of(code):
+    """The module's minSdk, when its value can be read (a literal or a val holding one)."""
+    min_expr = assignment(code, "minSdk")
+    return resolve(code, min_expr) if min_expr else None
+
+
 @guard
 def check_platform_is_min_sdk(root):
     code = build_code(root)
-    min_expr = assignment(code, "minSdk")
-    min_sdk = resolve(code, min_expr) if min_expr else None
+    min_sdk = min_sdk_of(code)
     if min_sdk is None:
         return f"{BUILD}: no minSdk whose value can be read (a literal or a val holding one)"
     m = re.search(r'"(?:--platform|-P)"\s*,\s*([^,\n]+)|"(?:--platform=|-P)(\$\{?\w+\}?|\d+)"', code)
@@ -239,6 +244,18 @@ def check_platform_is_min_sdk(root):
     if platform != min_sdk:
         return (f"{BUILD}: cargo ndk --platform is {platform or m.group(0)!r}, not minSdk {min_sdk}: "
                 "the Rust library must be linked for the API level the AAR declares")
+    return None
+
+
+@guard
+def check_packed_relocations(root):
+    code = build_code(root)
+    if not re.search(r'"--"\s*,\s*"-C"\s*,\s*"link-arg=-Wl,--pack-dyn-relocs=android"', code):
+        return (f"{BUILD}: cargo ndk's rustc gets no `-- -C link-arg=-Wl,--pack-dyn-relocs=android`: the "
+                "library ships its relative relocations unpacked, about 130 KB over what scripts/size measures")
+    min_sdk = min_sdk_of(code)
+    if min_sdk is None or int(min_sdk) < 23:
+        return f"{BUILD}: packed relocations need minSdk 23 or later (the loader reads them from API 23), minSdk is {min_sdk}"
     return None
 
 
@@ -303,6 +320,8 @@ def check_api_dependencies(root):
     for coordinate, why in [
         ("androidx.lifecycle:lifecycle-process:", "followProcessLifecycle returns an androidx.lifecycle type"),
         ("net.java.dev.jna:jna:", "the public generated classes extend JNA types"),
+        ("org.jetbrains.kotlinx:kotlinx-coroutines-android:", "the generated async twins are suspend functions built on it"),
+        ("androidx.work:work-runtime-ktx:", "DualPubUploadWorker is a public CoroutineWorker"),
     ]:
         if not re.search(r'(?<![\w.])api\s*\(\s*"' + re.escape(coordinate), code):
             wrong.append(f"{coordinate.rstrip(':')} ({why})")
@@ -376,13 +395,15 @@ CHECKS = [
      check_cargo_16k),
     (3, f"build.gradle.kts pins ndkVersion {NDK_VERSION}", check_ndk_pinned),
     (3, "cargo ndk gets --platform equal to minSdk", check_platform_is_min_sdk),
+    (3, "cargo ndk's rustc links with packed relocations (--pack-dyn-relocs=android), minSdk >= 23",
+     check_packed_relocations),
     (3, "the cargo-ndk task exports ANDROID_NDK_HOME as the pinned NDK's directory",
      check_ndk_home_exported),
     (4, "cargo comes from the dualpub.cargo Gradle property, else ~/.cargo/bin/cargo",
      check_cargo_from_property),
     (5, "consumer-rules.pro keeps RuntimeVisibleAnnotations and AnnotationDefault",
      check_keep_annotations),
-    (6, "lifecycle-process and JNA are api dependencies", check_api_dependencies),
+    (6, "lifecycle-process, JNA, kotlinx-coroutines and WorkManager are api dependencies", check_api_dependencies),
     (7, "build.gradle.kts resolves paths from projectDir, never rootDir", check_paths_from_project_dir),
     (7, "maven-publish, singleVariant(\"release\") and a publication from components[\"release\"]",
      check_maven_publish),
@@ -453,6 +474,9 @@ REVERTS = [
     (check_ndk_pinned, "ndkVersion removed", _edit(BUILD, r"\n\s*ndkVersion\s*=.*", "", regex=True)),
     (check_ndk_pinned, "ndkVersion r27", _edit(BUILD, NDK_VERSION, "27.2.12479018")),
     (check_platform_is_min_sdk, "--platform removed", _edit(BUILD, r'\n\s*"--platform",[^\n]*', "", regex=True)),
+    (check_packed_relocations, "no packed relocations",
+     _edit(BUILD, r'\n\s*"--",\s*"-C",\s*"link-arg=-Wl,--pack-dyn-relocs=android",', "", regex=True)),
+    (check_packed_relocations, "minSdk 21", _edit(BUILD, "val minSdkVersion = 24", "val minSdkVersion = 21")),
     (check_platform_is_min_sdk, "--platform 21", _edit(BUILD, r'("--platform",\s*)[^,\n]+', r'\1"21"', regex=True)),
     (check_ndk_home_exported, "ANDROID_NDK_HOME not exported", _edit(BUILD, r'\n\s*environment\("ANDROID_NDK_HOME"[^\n]*', "", regex=True)),
     (check_ndk_home_exported, "ANDROID_NDK_HOME from the environment",
@@ -467,6 +491,9 @@ REVERTS = [
     (check_api_dependencies, "lifecycle-process as implementation",
      _edit(BUILD, 'api("androidx.lifecycle', 'implementation("androidx.lifecycle')),
     (check_api_dependencies, "JNA as implementation", _edit(BUILD, 'api("net.java.dev.jna', 'implementation("net.java.dev.jna')),
+    (check_api_dependencies, "coroutines as implementation",
+     _edit(BUILD, 'api("org.jetbrains.kotlinx', 'implementation("org.jetbrains.kotlinx')),
+    (check_api_dependencies, "WorkManager removed", _edit(BUILD, r'\n\s*api\("androidx\.work:[^\n]*', "", regex=True)),
     (check_paths_from_project_dir, "rootDir.parentFile again", _edit(BUILD, "projectDir.parentFile", "rootDir.parentFile")),
     (check_maven_publish, "maven-publish not applied", _edit(BUILD, "`maven-publish`", "")),
     (check_maven_publish, "singleVariant removed", _edit(BUILD, r'(?s)\n\s*publishing \{\s*singleVariant\("release"\).*?\}\s*\}', "", regex=True)),

@@ -261,7 +261,27 @@ def sqlite_symbol_list(root: Path):
     return None
 
 
+def ios_only_helpers_guarded(root: Path):
+    """Every Swift helper that imports UIKit or BackgroundTasks (iOS only) is wrapped in
+    `#if canImport(UIKit)`: the package also builds for macOS, where those modules do not exist."""
+    sources = root / "ios/Sources/DualPub"
+    if not sources.is_dir():
+        return "ios/Sources/DualPub is missing"
+    for f in sorted(sources.glob("*.swift")):
+        code = "\n".join(l for l in f.read_text().splitlines() if not l.lstrip().startswith("//"))
+        if not re.search(r"^\s*import\s+(UIKit|BackgroundTasks)\b", code, re.M):
+            continue
+        guard = re.search(r"^\s*#if\s+[^\n]*canImport\(UIKit\)", code, re.M)
+        first_import = re.search(r"^\s*import\s+(UIKit|BackgroundTasks)\b", code, re.M)
+        if not guard or guard.start() > first_import.start() or not re.search(r"^\s*#endif", code[first_import.end():], re.M):
+            return (f"{f.relative_to(root)} imports UIKit/BackgroundTasks outside #if canImport(UIKit) ... #endif: "
+                    "`swift build` of the package's macOS slice fails")
+    return None
+
+
 CHECKS = [
+    (15, "Swift helpers importing UIKit or BackgroundTasks are inside #if canImport(UIKit) (the package builds for macOS)",
+     ios_only_helpers_guarded),
     (8, "the XCFramework has macOS slices (aarch64 + x86_64, lipo'd) since the package declares macOS", macos_slices),
     (9, "the generated module map links Security and CoreFoundation", module_map_links_frameworks),
     (10, "the header and module map are in Headers/DualPubFFI/, not at the root of Headers/", headers_in_module_directory),

@@ -11,6 +11,7 @@ use crate::error::{DualPubError, Error};
 use crate::hub::{progress, Burst};
 use crate::publisher::FlushReport;
 use crate::runtime;
+use std::any::Any;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,27 +33,39 @@ pub(super) fn on_runtime<T: Send + 'static>(
     unwanted: Unwanted,
     work: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> impl Future<Output = Result<T, DualPubError>> + Send + 'static {
-    let (tx, rx) = oneshot::channel();
-    let started = runtime::handle().map(|rt| {
-        rt.spawn(async move {
-            let mut tx = tx;
-            let mut work = std::pin::pin!(work);
-            tokio::select! {
-                // The work first: its synchronous start (a flush's burst) always happens.
-                biased;
-                answer = &mut work => { let _ = tx.send(answer); }
-                _ = tx.closed(), if unwanted == Unwanted::Stop => {}
-            }
-        })
-    });
-    let events = shared.hub.clone();
-    async move {
-        started.map_err(|e| events.events.failed(e))?;
-        match rx.await {
-            Ok(answer) => answer.map_err(|e| events.events.failed(e)),
-            Err(_) => Err(events.events.failed(Error::Lost("an async call's answer"))),
+    let (tx, rx) = oneshot::channel::<Answer>();
+    let task = Box::pin(async move {
+        let mut tx = tx;
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            // The work first: its synchronous start (a flush's burst) always happens.
+            biased;
+            answer = &mut work => { let _ = tx.send(answer.map(|a| Box::new(a) as Box<dyn Any + Send>)); }
+            _ = tx.closed(), if unwanted == Unwanted::Stop => {}
         }
-    }
+    });
+    let waiting = answer(spawn(task).map(|()| rx), shared.hub.clone());
+    async move { waiting.await.map(|a| *a.downcast::<T>().expect("the answer's own type")) }
+}
+
+/// An async call's answer, its type erased so that one channel type serves every call (each
+/// type would cost the library its own copy of the channel's code: docs/SIZE.md).
+type Answer = Result<Box<dyn Any + Send>, Error>;
+
+/// Awaits the answer of a task started (or not) on the runtime; failures are logged and typed.
+async fn answer(started: Result<oneshot::Receiver<Answer>, Error>, hub: Arc<crate::hub::Hub>) -> Result<Box<dyn Any + Send>, DualPubError> {
+    let got = match started {
+        Ok(rx) => rx.await.unwrap_or(Err(Error::Lost("an async call's answer"))),
+        Err(e) => Err(e),
+    };
+    got.map_err(|e| hub.events.failed(e))
+}
+
+/// Spawns a boxed task on the SDK's runtime: one task type for every async call, so the
+/// runtime's per-type task code is compiled once (it is most of what an async call costs in the
+/// library's size: docs/SIZE.md).
+fn spawn(task: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Result<(), Error> {
+    runtime::handle().map(|rt| drop(rt.spawn(task)))
 }
 
 impl Shared {

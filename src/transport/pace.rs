@@ -96,7 +96,9 @@ impl Pace {
     }
 
     /// A request of `bytes` was answered (whatever the status) after `elapsed`: the rate it showed joins the
-    /// estimate, and the limit grows (doubling, up to what uploads in [`UPLOAD_TARGET`]).
+    /// estimate, and the limit grows to what uploads in [`UPLOAD_TARGET`] at that rate — at once
+    /// after a request of at least half the limit (its time measured the link), at most doubling
+    /// after a smaller one (its time was mostly the round trip).
     pub fn answered(&mut self, bytes: usize, elapsed: Duration) {
         let sample = bytes as f64 / elapsed.as_secs_f64().max(0.001);
         // A small request says little about the rate (its time is mostly the round trip): it
@@ -109,7 +111,7 @@ impl Pace {
         self.rate = Some(rate);
         let fits = (rate * UPLOAD_TARGET.as_secs_f64()) as usize;
         if fits > self.limit {
-            self.limit = fits.min(self.limit.saturating_mul(2));
+            self.limit = if bytes.saturating_mul(2) >= self.limit { fits } else { fits.min(self.limit.saturating_mul(2)) };
         }
     }
 
@@ -209,6 +211,20 @@ mod tests {
             p.answered(b, Duration::from_millis(20));
         }
         assert_eq!(p.batch_bytes(1_000_000), 1_000_000);
+    }
+
+    #[test]
+    fn a_fast_link_takes_the_app_s_limit_after_one_full_request() {
+        // A backlog after an outage on a good link: the first request (40 KiB) measures the
+        // link, the next carries what uploads in 2.5 s at that rate, capped by the app's limit.
+        let mut p = Pace::default();
+        p.answered(START_BYTES, Duration::from_millis(40)); // about 1 MB/s
+        assert_eq!(p.batch_bytes(1_000_000), 1_000_000);
+        // One message answered in its round trip only doubles the limit.
+        let mut q = Pace::default();
+        q.failed(START_BYTES, false);
+        q.answered(700, Duration::from_millis(1));
+        assert_eq!(q.batch_bytes(usize::MAX), START_BYTES);
     }
 
     #[test]

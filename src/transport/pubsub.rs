@@ -374,8 +374,8 @@ impl Rest {
     }
 
     /// One publish request, timed out by `pace` from its size; its answer classified, and what
-    /// it showed of the link given back to `pace` (an answer's rate; a timeout or a cut
-    /// connection halves the next request).
+    /// it showed of the link given back to `pace` (an answer's rate; a timeout or a connection
+    /// cut during the request halves the next one; no connection at all changes nothing).
     pub async fn publish(&mut self, lane: &Lane, batch: &[Row], pace: &mut Pace) -> Outcome {
         let bearer = match self.tokens.bearer().await {
             Ok(b) => b,
@@ -394,6 +394,9 @@ impl Rest {
         let sent = req.send().await;
         match &sent {
             Ok(_) => pace.answered(len, started.elapsed()),
+            // No connection (refused, reset, a failed TLS handshake: an outage, a dead route)
+            // says nothing of what the link carries: the request keeps its size.
+            Err(e) if e.is_connect() && !e.is_timeout() => {}
             Err(e) => {
                 pace.failed(len, e.is_timeout());
                 if e.is_timeout() {

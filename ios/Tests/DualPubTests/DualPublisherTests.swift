@@ -221,4 +221,30 @@ final class DualPublisherTests: XCTestCase {
         XCTAssertEqual(try p.refreshConfig(), .applied(version: 32))
         XCTAssertEqual(try p.decision().reason, .rolloutIn)
     }
+
+    func testAsyncTwinsAndStreams() async throws {
+        let p = try await DualPublisher.open(config: config(deviceId("async"), percentage: 0), tokenProvider: nil, mqttCredentialProvider: nil)
+        // The decision: the one in force first, then the change.
+        var decisions = try p.decisionUpdates().makeAsyncIterator()
+        let first = await decisions.next()
+        XCTAssertEqual(first?.pubsubEnabled, false)
+        _ = try p.applyConfig(config: MigrationConfig(version: 2, pubsubEnabled: true, pubsubPercentage: 100, rolloutAlgorithm: .v1))
+        let changed = await decisions.next()
+        XCTAssertEqual(changed?.pubsubEnabled, true)
+        // Delivered: pending reaches 0 on both transports.
+        _ = try (0..<5).map { try p.sendLocation(location: location($0)) }
+        let report = try await p.flushAsync(timeoutMs: 20_000)
+        XCTAssertTrue(report.completed)
+        for await state in try p.deliveryStateUpdates() where state.pendingMqtt == 0 && state.pendingPubsub == 0 {
+            XCTAssertNotNil(state.lastAckMqttMs)
+            break
+        }
+        // Paused: refused, typed; purged: counted.
+        try p.setCollectionEnabled(enabled: false)
+        XCTAssertThrowsError(try p.sendLocation(location: location(9))) { error in
+            guard case DualPubError.CollectionPaused = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertEqual(try p.purge().locations, 0)
+        await p.shutdownAsync()
+    }
 }
