@@ -133,8 +133,11 @@ def gaps(w30, peer, tput, kotlin, outage=None):
     if w30 and peer and bytes_per_location(w30) > 0.5 * bytes_per_location(peer):
         m_up, ps_up, ps_down = (per_location(w30, "mqtt", "bytes_up"), per_location(w30, "pubsub", "bytes_up"), per_location(w30, "pubsub", "bytes_down"))
         pm_up, pps_up, pps_down = (per_location(peer, "mqtt", "bytes_up"), per_location(peer, "pubsub", "bytes_up"), per_location(peer, "pubsub", "bytes_down"))
-        lines.append(f"- **Bytes per location.** At 1 Hz with the window the SDK sends {m_up:.0f} B per location up on MQTT (one "
-                     f"QoS 1 PUBLISH per location: the wire JSON, its topic and header) and {ps_up:.0f} B up / {ps_down:.0f} B down on "
+        hs = sum(w30[k]["full_bytes_up"] + w30[k]["full_bytes_down"] + w30[k]["resumed_bytes_up"] + w30[k]["resumed_bytes_down"]
+                 for k in ("tls_mqtt", "tls_pubsub") if k in w30) / max(w30["sent"], 1)
+        lines.append(f"- **Bytes per location.** Over TLS, at 1 Hz with the window the SDK sends {m_up:.0f} B per location up on MQTT (one "
+                     f"QoS 1 PUBLISH per location: the wire JSON, its topic and header, in TLS records; and a resumed TLS handshake "
+                     f"per burst, {hs:.0f} B per location of both backends' handshake flights) and {ps_up:.0f} B up / {ps_down:.0f} B down on "
                      f"Pub/Sub (the same JSON base64-encoded, a third larger, with its attributes; one request per burst); the peer "
                      f"{pm_up:.0f} B on MQTT and {pps_up:.0f} B up / {pps_down:.0f} B down on Pub/Sub (a request per location). The "
                      f"window already removed the per-request HTTP bytes ({pps_down - ps_down:.0f} B down per location); what is left "

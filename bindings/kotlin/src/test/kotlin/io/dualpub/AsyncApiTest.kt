@@ -114,6 +114,13 @@ class AsyncApiTest {
             p.setNetworkAvailable(false)
             held["awaitDurableAsync"] = onMain { p.awaitDurableAsync(10_000uL) }.second
             held["flushAsync"] = onMain { p.flushAsync(200uL) }.second
+            held["drainAsync (offline: at once)"] = onMain { p.drainAsync(200uL) }.second
+            val states = p.deliveryStates()
+            held["DeliveryStateStream.next"] = onMain { states.next() }.second
+            states.destroy()
+            val decisions = p.decisions()
+            held["DecisionStream.next"] = onMain { decisions.next() }.second
+            decisions.destroy()
             val fetchStarted = System.nanoTime()
             val (fetched, fetchHeld) = onMain { p.refreshConfigAsync() }
             val fetchMs = (System.nanoTime() - fetchStarted) / 1e6
