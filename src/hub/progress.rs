@@ -1,5 +1,6 @@
-//! The signal the waiting calls wait on (`flush`, `awaitDurable`, `close`'s last report): given
-//! whenever rows leave the outbox, become durable, or a report settles. Blocking callers wait on
+//! The signal the waiting calls wait on (`flush`, `awaitDurable`, `close`'s last report, the
+//! delivery-state stream): given whenever rows are accepted, leave the outbox or become durable,
+//! a report settles, or the app switches the network or collection. Blocking callers wait on
 //! its condition variable with the state's lock; async callers ([`settle`]) watch its generation,
 //! on the SDK's runtime, so that an app's `await` holds no thread.
 

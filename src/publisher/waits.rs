@@ -1,9 +1,10 @@
-//! The async twins of the calls that wait (`flush`, `awaitDurable`, `refreshConfig`): the wait
-//! runs as a task on the SDK's runtime and the app's future only awaits that task's answer on a
-//! oneshot channel, so polling it (from Kotlin's main dispatcher, or a Swift task) takes no lock
-//! and does no I/O, and a thousand waiters hold no thread. Dropping the app's future (a
-//! cancelled coroutine) ends the wait, never what it waited for: the flush's burst stays open
-//! until its deadline and a fetch runs to its end.
+//! The async twins of the calls that wait (`flush`, `awaitDurable`, `refreshConfig`, and the
+//! background `drain`): the wait runs as a task on the SDK's runtime and the app's future only
+//! awaits that task's answer on a oneshot channel, so polling it (from Kotlin's main dispatcher,
+//! or a Swift task) takes no lock and does no I/O, and a thousand waiters hold no thread.
+//! Dropping the app's future (a cancelled coroutine) ends the wait, never what it waited for:
+//! the flush's burst stays open until its deadline and a fetch runs to its end. Opening and
+//! closing, which block by nature, run on a thread of their own ([`on_thread`]).
 
 use super::{Publisher, Shared};
 use crate::config::fetch::{FetchResult, Trigger, REFRESH_TIMEOUT};

@@ -105,6 +105,9 @@ class AsyncApiTest {
         DualPublisher.open(TestBed.config(TestBed.deviceId("async-warm")), null, null).use { w ->
             w.flushAsync(1_000uL)
             w.awaitDurableAsync(1_000uL)
+            w.drainAsync(1_000uL)
+            w.deliveryStates().use { it.next() }
+            w.decisions().use { it.next() }
             w.shutdownAsync()
         }
         val held = mutableMapOf<String, Double>()
