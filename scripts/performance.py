@@ -117,6 +117,33 @@ def per_location(run, backend, way):
     return run["analysis"]["backends"][backend][way] / max(run["sent"], 1)
 
 
+# A fleet device's month: a location a second, 8 hours a day, 22 days.
+LOCATIONS_PER_MONTH = 3600 * 8 * 22
+
+
+def monthly_data(radio):
+    """Megabytes per device per month in each rollout state, from the 1 Hz runs' wire bytes (TLS,
+    both ways) per location on each transport: MQTT only, both, Pub/Sub only. The two transports
+    use separate connections, so a state's bytes are its transports' bytes of the same run."""
+    lines = ["## Data per device per month\n",
+             f"At a location a second, 8 hours a day, 22 days a month ({LOCATIONS_PER_MONTH:,} locations), from the 1 Hz "
+             "runs above: every byte of TCP payload both ways (TLS records: handshakes, session tickets, application data; not "
+             "TCP/IP headers or ACKs), per "
+             "location on each transport, times the month's locations. MB = 10^6 bytes.\n",
+             "| system | MQTT B per location | Pub/Sub B per location | MQTT only, MB/month | both, MB/month | Pub/Sub only, MB/month |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name in ("dualpub-w30", "dualpub-w0", "peer"):
+        run = run_of(radio, "1hz", name)
+        if not run:
+            continue
+        m = per_location(run, "mqtt", "bytes_up") + per_location(run, "mqtt", "bytes_down")
+        p = per_location(run, "pubsub", "bytes_up") + per_location(run, "pubsub", "bytes_down")
+        mb = lambda b: f"{b * LOCATIONS_PER_MONTH / 1e6:.0f}"
+        lines.append(f"| {name} | {m:.0f} | {p:.0f} | {mb(m)} | {mb(m + p)} | {mb(p)} |")
+    lines.append("")
+    return lines
+
+
 def gaps(w30, peer, tput, kotlin, outage=None):
     """The targets not met, each with the cause measured in this run."""
     lines = ["## Targets not met: the causes measured in this run\n"]
@@ -250,6 +277,8 @@ def main():
     out.extend(throughput_rows(json.loads(read(PERF / "throughput.json") or "null")))
     out.append("")
     out.extend(gaps(a, p, json.loads(read(PERF / "throughput.json") or "null"), read(PERF / "kotlin-bench.md"), run_of(radio, "outage", w30)))
+
+    out.extend(monthly_data(radio))
 
     # Details.
     for title, name in (("Radio: every figure", ROOT / "target" / "radio" / "radio.md"),

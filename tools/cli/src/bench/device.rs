@@ -155,6 +155,9 @@ fn drive(a: &DeviceArgs) -> Result<(), String> {
         "httpRequests": m.http_requests,
         "queueMqtt": m.mqtt.queue_depth,
         "queuePubsub": m.pubsub.queue_depth,
+        // Application-layer bytes (MQTT payloads, Pub/Sub request bodies), beside the proxies' wire bytes.
+        "mqttBytesSent": m.mqtt.bytes_sent,
+        "pubsubBytesSent": m.pubsub.bytes_sent,
     });
     say(&format!("done {done}"))?;
     // Stay up (idle) until the harness has read our CPU time and closes stdin.
