@@ -573,8 +573,8 @@ fn per_1k(x: f64, n: u64) -> f64 {
 fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
     let mut s = String::new();
     s.push_str(&format!("Radio cost per simulated hour (time scaled ×{}; tail T = 10 s unless stated; docs/RADIO.md)\n\n", args.scale));
-    s.push_str("| workload | system | locations | promotions/h | radio-on s/h | single-transport bursts/h | promotions/h T=4 s | radio-on s/h T=4 s | promotions/h T=11.6 s | radio-on s/h T=11.6 s | packets/location | MQTT B up/down per location | Pub/Sub B up/down per location | MQTT connections | Pub/Sub requests/1k locations | CPU ms/1k locations | fsyncs | delivered MQTT/Pub/Sub |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| workload | system | locations | promotions/h | radio-on s/h | single-transport bursts/h | promotions/h T=4 s | radio-on s/h T=4 s | promotions/h T=11.6 s | radio-on s/h T=11.6 s | packets/location | MQTT B up/down per location | Pub/Sub B up/down per location | app-layer B per location MQTT / Pub/Sub | MQTT connections | Pub/Sub requests/1k locations | CPU ms/1k locations | fsyncs | delivered MQTT/Pub/Sub |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in results.iter().filter(|r| r.outage.is_none()) {
         let a = &r.analysis;
         let h = r.per_hour;
@@ -586,7 +586,7 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
         let (m, p) = (b("mqtt"), b("pubsub"));
         let n = r.sent.max(1) as f64;
         s.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} | {} | {:.0} | {:.0} | {} | {} / {} |\n",
+            "| {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} / {:.0} | {:.0} / {:.0} | {} | {} | {:.0} | {:.0} | {} | {} / {} |\n",
             r.workload,
             r.system,
             r.sent,
@@ -602,6 +602,7 @@ fn markdown(results: &[RunResult], args: &RadioArgs, strace: bool) -> String {
             m.bytes_down as f64 / n,
             p.bytes_up as f64 / n,
             p.bytes_down as f64 / n,
+            app_bytes(&r.device, n),
             m.connections,
             per_1k(r.pubsub_requests as f64, r.sent),
             per_1k(r.cpu_ms, r.sent),
@@ -682,6 +683,15 @@ fn tls_table(results: &[RunResult]) -> String {
         ));
     }
     s
+}
+
+/// The application-layer bytes a system reported sending (MQTT payloads, Pub/Sub request
+/// bodies, every attempt) per location, `MQTT / Pub/Sub`.
+fn app_bytes(device: &serde_json::Value, locations: f64) -> String {
+    match (device["mqttBytesSent"].as_u64(), device["pubsubBytesSent"].as_u64()) {
+        (Some(m), Some(p)) => format!("{:.0} / {:.0}", m as f64 / locations, p as f64 / locations),
+        _ => "-".into(),
+    }
 }
 
 /// What --smoke checks: each run saw both transports, delivered every location on both, and its

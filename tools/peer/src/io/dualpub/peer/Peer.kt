@@ -112,6 +112,9 @@ class Peer(private val args: Map<String, String>) {
     private val mqttOk = AtomicLong(0)
     private val mqttFailed = AtomicLong(0)
     private val pubsubOk = AtomicLong(0)
+    // Application-layer bytes sent (MQTT payloads, request bodies; every attempt), as the SDK counts them.
+    private val mqttBytes = AtomicLong(0)
+    private val pubsubBytes = AtomicLong(0)
     private val pubsubFailed = AtomicLong(0)
 
     fun connect() {
@@ -137,20 +140,24 @@ class Peer(private val args: Map<String, String>) {
         val now = System.currentTimeMillis()
         val eventId = uuidV7(now)
         val body = payload(eventId, deviceId, i, seq.incrementAndGet(), now)
+        val bytes = body.toByteArray(Charsets.UTF_8)
         try {
-            mqtt.publish(topic, body.toByteArray(Charsets.UTF_8), 1, false)
+            mqttBytes.addAndGet(bytes.size.toLong())
+            mqtt.publish(topic, bytes, 1, false)
             mqttOk.incrementAndGet()
         } catch (e: MqttException) {
             mqttFailed.incrementAndGet()
         }
-        val data = Base64.getEncoder().encodeToString(body.toByteArray(Charsets.UTF_8))
+        val data = Base64.getEncoder().encodeToString(bytes)
         val attributes = "{\"deviceId\":${jsonString(deviceId)},\"eventId\":\"$eventId\",\"timestamp\":\"$now\"," +
             "\"priority\":\"normal\",\"schemaVersion\":\"2\",\"sdk\":\"seed-peer/1\"}"
+        val json = "{\"messages\":[{\"data\":\"$data\",\"attributes\":$attributes,\"orderingKey\":${jsonString(deviceId)}}]}"
         val request = HttpRequest.newBuilder(publishUrl)
             .timeout(Duration.ofMillis(scaledMs(30_000.0)))
             .header("content-type", "application/json")
-            .POST(HttpRequest.BodyPublishers.ofString("{\"messages\":[{\"data\":\"$data\",\"attributes\":$attributes,\"orderingKey\":${jsonString(deviceId)}}]}"))
+            .POST(HttpRequest.BodyPublishers.ofString(json))
             .build()
+        pubsubBytes.addAndGet(json.toByteArray(Charsets.UTF_8).size.toLong())
         try {
             val r = http.send(request, HttpResponse.BodyHandlers.ofString())
             if (r.statusCode() / 100 == 2 && r.body().contains("messageIds")) pubsubOk.incrementAndGet() else pubsubFailed.incrementAndGet()
@@ -173,7 +180,8 @@ class Peer(private val args: Map<String, String>) {
 
     fun doneLine(): String =
         "done {\"accepted\":${seq.get()},\"mqttAcked\":${mqttOk.get()},\"mqttFailed\":${mqttFailed.get()}," +
-            "\"pubsubAcked\":${pubsubOk.get()},\"pubsubFailed\":${pubsubFailed.get()}}"
+            "\"pubsubAcked\":${pubsubOk.get()},\"pubsubFailed\":${pubsubFailed.get()}," +
+            "\"mqttBytesSent\":${mqttBytes.get()},\"pubsubBytesSent\":${pubsubBytes.get()}}"
 
     fun close() {
         sender.shutdown()
