@@ -129,9 +129,11 @@ def monthly_data(radio):
              f"At a location a second, 8 hours a day, 22 days a month ({LOCATIONS_PER_MONTH:,} locations), from the 1 Hz "
              "runs above: every byte of TCP payload both ways (TLS records: handshakes, session tickets, application data; not "
              "TCP/IP headers or ACKs), per "
-             "location on each transport, times the month's locations. MB = 10^6 bytes.\n",
-             "| system | MQTT B per location | Pub/Sub B per location | MQTT only, MB/month | both, MB/month | Pub/Sub only, MB/month |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "location on each transport, times the month's locations. MB = 10^6 bytes. Beside them, what each system "
+             "handed its transports (MQTT payloads, Pub/Sub request bodies, every attempt): the rest is protocol and "
+             "TLS.\n",
+             "| system | app-layer B per location sent, MQTT / Pub/Sub | on the wire, MQTT | on the wire, Pub/Sub | MQTT only, MB/month | both, MB/month | Pub/Sub only, MB/month |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name in ("dualpub-w30", "dualpub-w0", "peer"):
         run = run_of(radio, "1hz", name)
         if not run:
@@ -139,7 +141,10 @@ def monthly_data(radio):
         m = per_location(run, "mqtt", "bytes_up") + per_location(run, "mqtt", "bytes_down")
         p = per_location(run, "pubsub", "bytes_up") + per_location(run, "pubsub", "bytes_down")
         mb = lambda b: f"{b * LOCATIONS_PER_MONTH / 1e6:.0f}"
-        lines.append(f"| {name} | {m:.0f} | {p:.0f} | {mb(m)} | {mb(m + p)} | {mb(p)} |")
+        d, n = run.get("device") or {}, max(run["sent"], 1)
+        app = (f"{d['mqttBytesSent'] / n:.0f} / {d['pubsubBytesSent'] / n:.0f}"
+               if "mqttBytesSent" in d and "pubsubBytesSent" in d else "-")
+        lines.append(f"| {name} | {app} | {m:.0f} | {p:.0f} | {mb(m)} | {mb(m + p)} | {mb(p)} |")
     lines.append("")
     return lines
 
