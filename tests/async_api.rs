@@ -16,13 +16,12 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Threads of this process (Linux), if it can tell.
 fn threads() -> Option<usize> {
-    std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+    footprint().map(|(threads, _, _)| threads)
 }
 
 /// Resident memory of this process, kB (Linux).
 fn rss_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    footprint().map(|(_, _, resident)| resident / 1024)
 }
 
 /// The app's runtime: one thread, like a main dispatcher.

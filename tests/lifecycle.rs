@@ -49,14 +49,6 @@ fn shutdown_releases_listeners_and_threads_and_leaves_the_log_level_alone() {
     drop(publishers);
 }
 
-/// Threads, open file descriptors and resident bytes of this process (Linux).
-fn footprint() -> Option<(usize, usize, u64)> {
-    let count = |dir: &str| std::fs::read_dir(dir).map(|d| d.count()).ok();
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some((count("/proc/self/task")?, count("/proc/self/fd")?, resident_pages * 4096))
-}
-
 #[test]
 fn a_thousand_windowed_publishers_created_and_shut_down_leave_threads_handles_and_memory_flat() {
     // Each publisher with the default 30 s upload window: created, 5 locations, shut down

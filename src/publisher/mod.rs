@@ -88,6 +88,13 @@ impl Shared {
     fn active(&self) -> Arc<Active> {
         self.lock().active.clone()
     }
+
+    /// A decision as the app sees it: with the transports' breaker states now.
+    fn with_breakers(&self, mut d: RolloutDecision) -> RolloutDecision {
+        d.mqtt_circuit_open = self.hub.metrics.circuit_open(Transport::Mqtt);
+        d.pubsub_circuit_open = self.hub.metrics.circuit_open(Transport::PubSub);
+        d
+    }
 }
 
 /// The most locations one `sendLocations` call accepts: the lock that inserts them is held for
@@ -431,10 +438,7 @@ impl Publisher {
 
     /// The decision in force, with the transports' breaker states.
     pub fn decision(&self) -> RolloutDecision {
-        let mut d = self.shared.active().decision.clone();
-        d.mqtt_circuit_open = self.shared.hub.metrics.circuit_open(Transport::Mqtt);
-        d.pubsub_circuit_open = self.shared.hub.metrics.circuit_open(Transport::PubSub);
-        d
+        self.shared.with_breakers(self.shared.active().decision.clone())
     }
 
     /// Waits until every location accepted before this call is on disk (it survives a process

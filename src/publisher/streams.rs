@@ -97,10 +97,8 @@ impl StreamSource {
     }
 
     /// A decision as the app sees it: with the breakers' state now.
-    pub fn with_breakers(&self, mut d: RolloutDecision) -> RolloutDecision {
-        d.mqtt_circuit_open = self.shared.hub.metrics.circuit_open(Transport::Mqtt);
-        d.pubsub_circuit_open = self.shared.hub.metrics.circuit_open(Transport::PubSub);
-        d
+    pub fn with_breakers(&self, d: RolloutDecision) -> RolloutDecision {
+        self.shared.with_breakers(d)
     }
 
     /// Debug events from now on while debug mode is on (at most

@@ -240,3 +240,11 @@ pub fn wait_for_all(c: &Collected, ids: &[String], timeout: Duration) -> bool {
 pub fn event_ids(c: &Collected) -> Vec<String> {
     c.all().into_iter().map(|r| r.event_id).collect()
 }
+
+/// Threads, open file descriptors and resident bytes of this process (Linux).
+pub fn footprint() -> Option<(usize, usize, u64)> {
+    let count = |dir: &str| std::fs::read_dir(dir).map(|d| d.count()).ok();
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some((count("/proc/self/task")?, count("/proc/self/fd")?, resident_pages * 4096))
+}
