@@ -143,19 +143,86 @@ pub fn mqtt_topic(template: &str, device_id: &str) -> String {
     template.replace("{deviceId}", device_id)
 }
 
-/// The Pub/Sub attributes of one message (docs/CONTRACT.md#pubsub-attributes).
-pub fn pubsub_attributes(device_id: &str, company_id: Option<&str>, event_id: &str, timestamp_ms: i64) -> BTreeMap<&'static str, String> {
-    let mut a = BTreeMap::new();
-    a.insert("deviceId", device_id.to_string());
-    a.insert("eventId", event_id.to_string());
-    a.insert("timestamp", timestamp_ms.to_string());
-    a.insert("priority", "normal".to_string());
-    a.insert("schemaVersion", SCHEMA_VERSION.to_string());
-    a.insert("sdk", SDK_ID.to_string());
-    if let Some(c) = company_id {
-        a.insert("companyId", c.to_string());
+/// One Pub/Sub message attribute the SDK can send (docs/CONTRACT.md#pubsub-attributes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, uniffi::Enum)]
+pub enum PubsubAttribute {
+    /// `deviceId`: always sent (routing, subscription filters).
+    DeviceId,
+    /// `eventId`: always sent (deduplication).
+    EventId,
+    /// `companyId`, when the app configured one (per-fleet subscription filters).
+    CompanyId,
+    /// `timestamp`: the payload's timestamp in ms.
+    Timestamp,
+    /// `priority`: always `normal`.
+    Priority,
+    /// `schemaVersion`: the payload's schema version.
+    SchemaVersion,
+    /// `sdk`: `dualpub/<version>`.
+    Sdk,
+}
+
+/// Every attribute, in the order the contract lists them.
+pub const ALL_ATTRIBUTES: [PubsubAttribute; 7] = [
+    PubsubAttribute::DeviceId,
+    PubsubAttribute::EventId,
+    PubsubAttribute::CompanyId,
+    PubsubAttribute::Timestamp,
+    PubsubAttribute::Priority,
+    PubsubAttribute::SchemaVersion,
+    PubsubAttribute::Sdk,
+];
+
+/// What every message carries when the migration config names no list (`pubsub.attributes`):
+/// what deduplication and routing need.
+pub const DEFAULT_ATTRIBUTES: [PubsubAttribute; 3] = [PubsubAttribute::DeviceId, PubsubAttribute::EventId, PubsubAttribute::CompanyId];
+
+/// What every list must hold: the contract's deduplication key and routing key.
+pub const REQUIRED_ATTRIBUTES: [PubsubAttribute; 2] = [PubsubAttribute::DeviceId, PubsubAttribute::EventId];
+
+impl PubsubAttribute {
+    /// The attribute's name on the wire and in config documents.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PubsubAttribute::DeviceId => "deviceId",
+            PubsubAttribute::EventId => "eventId",
+            PubsubAttribute::CompanyId => "companyId",
+            PubsubAttribute::Timestamp => "timestamp",
+            PubsubAttribute::Priority => "priority",
+            PubsubAttribute::SchemaVersion => "schemaVersion",
+            PubsubAttribute::Sdk => "sdk",
+        }
     }
-    a
+
+    /// Parses an attribute name.
+    pub fn parse(s: &str) -> Option<Self> {
+        ALL_ATTRIBUTES.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// The Pub/Sub attributes of one message: those of `only` that apply
+/// (docs/CONTRACT.md#pubsub-attributes; `companyId` only when the app configured one).
+pub fn pubsub_attributes(
+    only: &[PubsubAttribute],
+    device_id: &str,
+    company_id: Option<&str>,
+    event_id: &str,
+    timestamp_ms: i64,
+) -> BTreeMap<&'static str, String> {
+    only.iter()
+        .filter_map(|a| {
+            let value = match a {
+                PubsubAttribute::DeviceId => device_id.to_string(),
+                PubsubAttribute::EventId => event_id.to_string(),
+                PubsubAttribute::CompanyId => company_id?.to_string(),
+                PubsubAttribute::Timestamp => timestamp_ms.to_string(),
+                PubsubAttribute::Priority => "normal".to_string(),
+                PubsubAttribute::SchemaVersion => SCHEMA_VERSION.to_string(),
+                PubsubAttribute::Sdk => SDK_ID.to_string(),
+            };
+            Some((a.as_str(), value))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -195,9 +262,18 @@ mod tests {
     }
 
     #[test]
+    fn attribute_names_read_back() {
+        for a in ALL_ATTRIBUTES {
+            assert_eq!(PubsubAttribute::parse(a.as_str()), Some(a));
+        }
+        assert_eq!(PubsubAttribute::parse("DeviceId"), None, "names are case-sensitive");
+    }
+
+    #[test]
     fn topic_and_attributes_follow_the_contract() {
         assert_eq!(mqtt_topic(DEFAULT_TOPIC_TEMPLATE, "d-1"), "device/telemetry/d-1");
-        let a = pubsub_attributes("d-1", Some("c-9"), "e-1", 1763790000000);
+        let all = ALL_ATTRIBUTES;
+        let a = pubsub_attributes(&all, "d-1", Some("c-9"), "e-1", 1763790000000);
         assert_eq!(a["deviceId"], "d-1");
         assert_eq!(a["eventId"], "e-1");
         assert_eq!(a["timestamp"], "1763790000000");
@@ -205,6 +281,8 @@ mod tests {
         assert_eq!(a["schemaVersion"], "2");
         assert_eq!(a["companyId"], "c-9");
         assert!(a["sdk"].starts_with("dualpub/"));
-        assert!(!pubsub_attributes("d", None, "e", 1).contains_key("companyId"));
+        assert!(!pubsub_attributes(&all, "d", None, "e", 1).contains_key("companyId"));
+        let diet = pubsub_attributes(&DEFAULT_ATTRIBUTES, "d-1", Some("c-9"), "e-1", 1);
+        assert_eq!(diet.keys().copied().collect::<Vec<_>>(), ["companyId", "deviceId", "eventId"], "the default: deduplication and routing");
     }
 }

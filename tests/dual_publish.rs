@@ -37,11 +37,8 @@ fn both_backends_receive_the_same_bytes_event_id_and_attributes() {
         assert_eq!(r.attributes["deviceId"], id);
         assert_eq!(r.attributes["eventId"], r.event_id);
         assert_eq!(r.attributes["companyId"], "c-9");
-        assert_eq!(r.attributes["priority"], "normal");
-        assert_eq!(r.attributes["schemaVersion"], "2");
-        assert_eq!(r.attributes["sdk"], dualpub::ffi::sdk_version());
-        let json: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-        assert_eq!(r.attributes["timestamp"], json["timestamp"].to_string());
+        // The default attributes (tests/compression.rs asks the config for all of them).
+        assert_eq!(r.attributes.len(), 3, "{:?}", r.attributes);
     }
     assert_eq!(event_ids(&pubsub.collected), ids, "Pub/Sub receives the device's locations in acceptance order");
 

@@ -53,6 +53,7 @@ impl SdkConfig {
                     max_batch_latency_ms: 500,
                     ca_certificates_pem: None,
                     reports_topic: crate::config::DEFAULT_REPORTS_TOPIC.into(),
+                    compression: None,
                 },
                 data_dir: data_dir.into(),
                 migration: None,
@@ -121,6 +122,13 @@ impl SdkConfigBuilder {
     pub fn pubsub_batch(mut self, max_messages: u32, max_bytes: u64, max_latency_ms: u64) -> Self {
         let p = &mut self.config.pubsub;
         (p.max_batch_messages, p.max_batch_bytes, p.max_batch_latency_ms) = (max_messages, max_bytes, max_latency_ms);
+        self
+    }
+
+    /// How Pub/Sub request bodies are encoded, whatever the migration config says
+    /// (docs/CONTRACT.md#compression); unset, the config's `pubsub.compression` decides.
+    pub fn pubsub_compression(mut self, compression: crate::config::PubsubCompression) -> Self {
+        self.config.pubsub.compression = Some(compression);
         self
     }
 

@@ -2,9 +2,11 @@
 //! overrides and the report and upload settings, parsed strictly (duplicate keys, forbidden
 //! fields, sizes) and validated before it may replace the one in force.
 
+use super::compression::PubsubCompression;
 use super::rollout::RolloutAlgorithm;
 use crate::error::{bounded, ConfigError};
 use crate::location::validate_id;
+use crate::wire::{PubsubAttribute, REQUIRED_ATTRIBUTES};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -81,6 +83,15 @@ pub struct MigrationConfig {
     /// `SdkConfig.uploadWindowSecs`.
     #[uniffi(default = None)]
     pub upload_window_secs: Option<u32>,
+    /// How Pub/Sub request bodies are encoded (`pubsub.compression`; docs/CONTRACT.md#compression).
+    /// `None`: `auto`. The app's `PubSubSettings.compression`, when set, wins.
+    #[uniffi(default = None)]
+    pub pubsub_compression: Option<PubsubCompression>,
+    /// The attributes every Pub/Sub message carries (`pubsub.attributes`;
+    /// docs/CONTRACT.md#pubsub-attributes); must hold `deviceId` and `eventId`. `None`: `deviceId`,
+    /// `eventId` and `companyId`.
+    #[uniffi(default = None)]
+    pub pubsub_attributes: Option<Vec<PubsubAttribute>>,
 }
 
 impl Default for MigrationConfig {
@@ -100,6 +111,8 @@ impl Default for MigrationConfig {
             reports_enabled: true,
             report_interval_secs: DEFAULT_REPORT_INTERVAL_SECS,
             upload_window_secs: None,
+            pubsub_compression: None,
+            pubsub_attributes: None,
         }
     }
 }
@@ -146,7 +159,12 @@ struct RawConfig {
     company_overrides: Option<serde_json::Map<String, serde_json::Value>>,
     reports: Option<RawReports>,
     upload: Option<RawUpload>,
+    pubsub: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// The keys of the `pubsub` object a remote config may set; the rest (endpoint, project,
+/// topic…) are the app's alone and ignored.
+const PUBSUB_KEYS: [&str; 2] = ["compression", "attributes"];
 
 /// The upload window when neither the app nor the config sets one, in seconds: a burst every
 /// 30 s lets the cellular radio sleep between them (docs/CONTRACT.md#upload-windows).
@@ -161,7 +179,6 @@ pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Keys a remote config may not use: endpoints, credentials and storage are the app's alone.
 pub const FORBIDDEN_KEYS: &[&str] = &[
     "mqtt",
-    "pubsub",
     "endpoint",
     "brokerUrl",
     "mqttUrl",
@@ -287,8 +304,18 @@ impl MigrationConfig {
 
     fn parse_any_size(json: &str) -> Result<ParsedConfig, ConfigError> {
         check_duplicate_keys(json)?;
-        let top: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| ConfigError::Malformed(bounded(e)))?;
-        let ignored: Vec<String> = FORBIDDEN_KEYS.iter().filter(|k| top.contains_key(**k)).map(|k| format!("{k}: a remote config cannot change it")).collect();
+        let mut top: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| ConfigError::Malformed(bounded(e)))?;
+        let mut ignored: Vec<String> =
+            FORBIDDEN_KEYS.iter().filter(|k| top.contains_key(**k)).map(|k| format!("{k}: a remote config cannot change it")).collect();
+        match top.get("pubsub") {
+            Some(serde_json::Value::Object(p)) => ignored
+                .extend(p.keys().filter(|k| !PUBSUB_KEYS.contains(&k.as_str())).map(|k| format!("pubsub.{}: a remote config cannot change it", truncate(k)))),
+            Some(_) => {
+                top.remove("pubsub");
+                ignored.push("pubsub: a remote config can only set its compression and attributes".into());
+            }
+            None => {}
+        }
         let raw: RawConfig = serde_json::from_value(serde_json::Value::Object(top)).map_err(|e| ConfigError::Malformed(bounded(e)))?;
         let d = MigrationConfig::default();
         let (salt, algorithm) = match raw.rollout {
@@ -304,6 +331,7 @@ impl MigrationConfig {
             }
             None => (d.rollout_salt, d.rollout_algorithm),
         };
+        let (pubsub_compression, pubsub_attributes) = pubsub_wire(raw.pubsub.as_ref())?;
         let mut skipped = Vec::new();
         let mut convert = |field: &str, kind: &'static str, m: Option<serde_json::Map<String, serde_json::Value>>| -> HashMap<String, Override> {
             let mut out: HashMap<String, Override> = HashMap::new();
@@ -345,6 +373,8 @@ impl MigrationConfig {
             reports_enabled: raw.reports.as_ref().and_then(|r| r.enabled).unwrap_or(d.reports_enabled),
             report_interval_secs: raw.reports.as_ref().and_then(|r| r.interval_secs).unwrap_or(d.report_interval_secs),
             upload_window_secs: raw.upload.as_ref().and_then(|u| u.window_secs).or(d.upload_window_secs),
+            pubsub_compression,
+            pubsub_attributes,
         };
         config.validate_values()?;
         Ok(ParsedConfig { config, skipped, ignored })
@@ -386,6 +416,16 @@ impl MigrationConfig {
         if let Some(w) = self.upload_window_secs {
             doc["upload"] = serde_json::json!({ "windowSecs": w });
         }
+        let mut pubsub = serde_json::Map::new();
+        if let Some(c) = self.pubsub_compression {
+            pubsub.insert("compression".into(), c.as_str().into());
+        }
+        if let Some(list) = &self.pubsub_attributes {
+            pubsub.insert("attributes".into(), list.iter().map(|a| a.as_str()).collect::<Vec<_>>().into());
+        }
+        if !pubsub.is_empty() {
+            doc["pubsub"] = pubsub.into();
+        }
         doc
     }
 
@@ -419,6 +459,14 @@ impl MigrationConfig {
         if let Some(w) = self.upload_window_secs.filter(|w| *w > MAX_UPLOAD_WINDOW_SECS) {
             return Err(ConfigError::InvalidValue { field: "upload.windowSecs".into(), reason: format!("{w} is not in 0–{MAX_UPLOAD_WINDOW_SECS}") });
         }
+        if let Some(list) = &self.pubsub_attributes {
+            if let Some(missing) = REQUIRED_ATTRIBUTES.iter().find(|a| !list.contains(a)) {
+                return Err(ConfigError::InvalidValue {
+                    field: "pubsub.attributes".into(),
+                    reason: format!("must hold {:?}: deduplication and routing need it", missing.as_str()),
+                });
+            }
+        }
         if self.rollout_salt.is_empty() || self.rollout_salt.len() > MAX_SALT_BYTES {
             return Err(ConfigError::InvalidValue { field: "rollout.salt".into(), reason: format!("must be 1–{MAX_SALT_BYTES} bytes") });
         }
@@ -439,6 +487,37 @@ impl MigrationConfig {
         }
         Ok(())
     }
+}
+
+/// Reads the `pubsub` object's `compression` and `attributes` (a wrong type or an unknown name
+/// refuses the document: they change every request).
+fn pubsub_wire(p: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<(Option<PubsubCompression>, Option<Vec<PubsubAttribute>>), ConfigError> {
+    let Some(p) = p else { return Ok((None, None)) };
+    let invalid = |field: &str, reason: String| ConfigError::InvalidValue { field: field.into(), reason };
+    let compression = match p.get("compression") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(
+            PubsubCompression::parse(s)
+                .ok_or_else(|| invalid("pubsub.compression", format!("unknown value {:?} (expected \"auto\", \"gzip\" or \"none\")", truncate(s))))?,
+        ),
+        Some(_) => return Err(invalid("pubsub.compression", "must be a string".into())),
+    };
+    let attributes = match p.get("attributes") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Array(names)) => {
+            let mut list = Vec::with_capacity(names.len());
+            for n in names {
+                let name = n.as_str().ok_or_else(|| invalid("pubsub.attributes", "must be a list of attribute names".into()))?;
+                let a = PubsubAttribute::parse(name).ok_or_else(|| invalid("pubsub.attributes", format!("unknown attribute {:?}", truncate(name))))?;
+                if !list.contains(&a) {
+                    list.push(a);
+                }
+            }
+            Some(list)
+        }
+        Some(_) => return Err(invalid("pubsub.attributes", "must be a list of attribute names".into())),
+    };
+    Ok((compression, attributes))
 }
 
 fn percentage(field: &str, p: f64) -> Result<(), ConfigError> {

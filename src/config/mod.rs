@@ -4,12 +4,14 @@
 //! evaluator, where a config came from and how it is fetched.
 
 pub(crate) mod builder;
+mod compression;
 pub(crate) mod fetch;
 mod migration;
 pub mod rollout;
 mod sdk;
 pub(crate) mod source;
 
+pub use compression::*;
 pub use migration::*;
 pub use sdk::*;
 

@@ -64,6 +64,10 @@ pub struct PubSubSettings {
     /// Topic id of the migration reports (docs/CONTRACT.md#how-reports-travel).
     #[uniffi(default = "migration-reports")]
     pub reports_topic: String,
+    /// How request bodies are encoded, overriding the migration config's `pubsub.compression`
+    /// (docs/CONTRACT.md#compression); `None`: the config decides (default `auto`).
+    #[uniffi(default = None)]
+    pub compression: Option<super::PubsubCompression>,
 }
 
 /// Everything the app decides at construction. Endpoints and credentials live only here; a

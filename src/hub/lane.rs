@@ -117,6 +117,21 @@ impl Lane {
         self.hub.owes(self.t, &self.hub.lock().active.decision)
     }
 
+    /// What the config in force says of Pub/Sub requests: the compression it asks for (`None`:
+    /// not set) and the attributes every message carries (docs/CONTRACT.md#pubsub-attributes).
+    pub fn pubsub_wire(&self) -> (Option<crate::config::PubsubCompression>, Vec<crate::wire::PubsubAttribute>) {
+        let st = self.hub.lock();
+        let c = &st.active.config;
+        (c.pubsub_compression, c.pubsub_attributes.clone().unwrap_or_else(|| crate::wire::DEFAULT_ATTRIBUTES.to_vec()))
+    }
+
+    /// Keeps what the Pub/Sub endpoint showed of gzip for the next runs (under `key` in the
+    /// `meta` table), and in the metrics.
+    pub fn record_gzip(&self, key: String, support: crate::telemetry::metrics::GzipSupport) {
+        self.hub.metrics.set_gzip_support(support);
+        self.hub.lock().outbox.persist_meta(key, support.code());
+    }
+
     /// Makes MQTT owe `seqs` too, when the config allows fallback; they stay owed here. Returns
     /// how many were newly owed to MQTT (counted as fallbacks and logged).
     pub fn fall_back(&self, seqs: &[u64]) -> u64 {

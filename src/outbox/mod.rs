@@ -261,6 +261,11 @@ impl Outbox {
         self.persist(Op::SaveFetchState(json));
     }
 
+    /// Persists a small setting in the `meta` table, in order with everything else.
+    pub fn persist_meta(&self, key: String, value: i64) {
+        self.persist(Op::SaveMeta { key, value });
+    }
+
     /// The moment of this run at run-clock time `observed_at_ms` (earlier than the run's start
     /// for a restored row: its age is the time the SDK observed since it was accepted, never a
     /// wall-clock difference).

@@ -215,7 +215,8 @@ impl Publisher {
         }
         let store_done = store_thread::start_store_writer(r.db, r.store_rx, Arc::downgrade(&shared))?;
         let (shutdown, rx) = watch::channel(false);
-        let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(providers.tokens));
+        let rest = pubsub::Rest::new(pubsub_settings, http, TokenCache::new(providers.tokens), r.gzip);
+        hub.metrics.set_gzip_support(r.gzip);
         let credentials = providers.mqtt_credentials.map(crate::transport::credentials::CredentialCache::new);
         let fetching = shared.clone();
         let fetch_rx = rx.clone();

@@ -48,6 +48,8 @@ pub(crate) struct Restored {
     pub fetcher: Fetcher,
     /// The migration reports' tally (a new epoch when the directory has none).
     pub tally: crate::telemetry::reports::Tally,
+    /// What the Pub/Sub endpoint showed of gzip in earlier runs.
+    pub gzip: crate::telemetry::metrics::GzipSupport,
     /// What to log.
     pub notes: Vec<Note>,
 }
@@ -64,6 +66,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         notes.push((log::Level::Warn, "dropped", format!("{dead_letters_dropped} dead letter(s): dead_letters_full")));
     }
     let max_seq = db.max_seq()?;
+    let gzip = crate::telemetry::metrics::GzipSupport::from_code(db.load_meta(&crate::transport::gzip::meta_key(&config.pubsub.endpoint))?);
     let persisted = persisted_config(&db, &mut notes)?;
     let tally = match db.load_tally()? {
         Some(json) => crate::telemetry::reports::Tally::from_json(&json).unwrap_or_else(|| {
@@ -124,6 +127,7 @@ pub(crate) fn restore(config: &SdkConfig, http: reqwest::Client, clock: Arc<dyn 
         active: Active { config: migration, decision, source, applied_at_ms, host_overrides },
         fetcher,
         tally,
+        gzip,
         notes,
     })
 }

@@ -98,6 +98,13 @@ pub struct Metrics {
     config_rejected: Mutex<BTreeMap<String, u64>>,
     config_fetches: Mutex<BTreeMap<String, u64>>,
     recovered: AtomicU64,
+    /// Pub/Sub requests sent gzip-compressed, and how many of them the endpoint refused.
+    gzip_requests: AtomicU64,
+    gzip_refusals: AtomicU64,
+    /// Pub/Sub request bytes before compression (`bytes_sent` counts them as sent).
+    uncompressed_bytes: AtomicU64,
+    /// What the endpoint showed of gzip ([`GzipSupport::code`]).
+    gzip_support: std::sync::atomic::AtomicI64,
     /// Every latency observed, per transport, when a test or the demo asked to keep them.
     samples: Mutex<Option<[Vec<f64>; 2]>>,
 }
@@ -248,6 +255,19 @@ impl Metrics {
     pub fn http_request(&self) {
         self.http_requests.fetch_add(1, Relaxed);
     }
+    /// A Pub/Sub request body of `uncompressed` bytes was sent, gzip-compressed if `gzip`.
+    pub fn pubsub_body(&self, uncompressed: u64, gzip: bool) {
+        self.uncompressed_bytes.fetch_add(uncompressed, Relaxed);
+        self.gzip_requests.fetch_add(gzip as u64, Relaxed);
+    }
+    /// The Pub/Sub endpoint refused a gzip body.
+    pub fn gzip_refused(&self) {
+        self.gzip_refusals.fetch_add(1, Relaxed);
+    }
+    /// What the Pub/Sub endpoint has shown of gzip.
+    pub fn set_gzip_support(&self, s: GzipSupport) {
+        self.gzip_support.store(s.code(), Relaxed);
+    }
 
     /// This run's counters in a report's shape (`last_seq` left 0) and latency histograms.
     pub(crate) fn report_parts(&self) -> (crate::telemetry::reports::Counters, [Histogram; 2]) {
@@ -276,6 +296,11 @@ impl Metrics {
             dropped: lock(&self.dropped).clone(),
             dead_letters: self.dead_letter.load(Relaxed),
             config_fetches: lock(&self.config_fetches).clone(),
+            gzip: [("refusals", &self.gzip_refusals), ("requests", &self.gzip_requests)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.load(Relaxed)))
+                .filter(|(_, v)| *v > 0)
+                .collect(),
         };
         (counters, Transport::ALL.map(|t| lock(&self.t(t).latency).clone()))
     }
@@ -320,6 +345,10 @@ impl Metrics {
             config_rejected: lock(&self.config_rejected).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             config_fetches: lock(&self.config_fetches).iter().map(|(k, v)| (k.clone(), *v)).collect(),
             recovered: self.recovered.load(Relaxed),
+            pubsub_gzip_support: GzipSupport::from_code(Some(self.gzip_support.load(Relaxed))),
+            pubsub_gzip_requests: self.gzip_requests.load(Relaxed),
+            pubsub_gzip_refusals: self.gzip_refusals.load(Relaxed),
+            pubsub_uncompressed_bytes: self.uncompressed_bytes.load(Relaxed),
             queue_oldest_age_seconds: g.oldest_age_seconds,
             config_version: g.config_version,
             rollout_bucket: g.rollout_bucket,
@@ -404,9 +433,58 @@ impl Metrics {
         for tm in [&s.mqtt, &s.pubsub] {
             let _ = writeln!(o, "dualpub_bytes_sent_total{{transport=\"{}\"}} {}", tm.transport.as_str(), tm.bytes_sent);
         }
+        let _ = writeln!(o, "# TYPE dualpub_pubsub_uncompressed_bytes_total counter\ndualpub_pubsub_uncompressed_bytes_total {}", s.pubsub_uncompressed_bytes);
+        let _ = writeln!(o, "# TYPE dualpub_pubsub_gzip_requests_total counter\ndualpub_pubsub_gzip_requests_total {}", s.pubsub_gzip_requests);
+        let _ = writeln!(o, "# TYPE dualpub_pubsub_gzip_refusals_total counter\ndualpub_pubsub_gzip_refusals_total {}", s.pubsub_gzip_refusals);
+        let _ = writeln!(o, "# TYPE dualpub_pubsub_gzip_support gauge");
+        for state in [GzipSupport::Unknown, GzipSupport::Accepted, GzipSupport::Refused] {
+            let _ = writeln!(o, "dualpub_pubsub_gzip_support{{state=\"{}\"}} {}", state.as_str(), (state == s.pubsub_gzip_support) as u8);
+        }
         let _ = writeln!(o, "# TYPE dualpub_config_version gauge\ndualpub_config_version {}", s.config_version);
         let _ = writeln!(o, "# TYPE dualpub_rollout_bucket gauge\ndualpub_rollout_bucket {}", s.rollout_bucket);
         o
+    }
+}
+
+/// What a Pub/Sub endpoint has shown of gzip request bodies (docs/CONTRACT.md#compression;
+/// learnt by `crate::transport::gzip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum GzipSupport {
+    /// No compressed request answered yet: the next one is the probe.
+    Unknown,
+    /// It delivered a compressed request.
+    Accepted,
+    /// It refused one (HTTP 415, or a 400 where the same messages uncompressed were then
+    /// delivered): bodies go uncompressed for good, unless the app or the config says `gzip`.
+    Refused,
+}
+
+impl GzipSupport {
+    /// `unknown`, `accepted` or `refused` (metrics labels, logs).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GzipSupport::Unknown => "unknown",
+            GzipSupport::Accepted => "accepted",
+            GzipSupport::Refused => "refused",
+        }
+    }
+
+    /// Its value in the `meta` table.
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            GzipSupport::Unknown => 0,
+            GzipSupport::Accepted => 1,
+            GzipSupport::Refused => 2,
+        }
+    }
+
+    /// Reads a `meta` value back; anything unknown is [`GzipSupport::Unknown`] (probe again).
+    pub(crate) fn from_code(code: Option<i64>) -> Self {
+        match code {
+            Some(1) => GzipSupport::Accepted,
+            Some(2) => GzipSupport::Refused,
+            _ => GzipSupport::Unknown,
+        }
     }
 }
 
@@ -498,6 +576,16 @@ pub struct MetricsSnapshot {
     pub clock_skew: u64,
     /// Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
     pub recovered: u64,
+    /// What the Pub/Sub endpoint has shown of gzip bodies (`dualpub_pubsub_gzip_support`;
+    /// docs/CONTRACT.md#compression).
+    pub pubsub_gzip_support: GzipSupport,
+    /// Pub/Sub requests sent gzip-compressed (`dualpub_pubsub_gzip_requests_total`).
+    pub pubsub_gzip_requests: u64,
+    /// Compressed requests the endpoint refused (`dualpub_pubsub_gzip_refusals_total`).
+    pub pubsub_gzip_refusals: u64,
+    /// Pub/Sub request bytes before compression (`pubsub.bytesSent` counts what was sent;
+    /// `dualpub_pubsub_uncompressed_bytes_total`).
+    pub pubsub_uncompressed_bytes: u64,
     /// Age of the oldest location still owed, seconds.
     pub queue_oldest_age_seconds: f64,
     /// Version of the config in force.

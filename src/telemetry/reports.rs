@@ -113,6 +113,9 @@ pub struct Counters {
     pub dead_letters: u64,
     /// Config fetches by result.
     pub config_fetches: BTreeMap<String, u64>,
+    /// Pub/Sub gzip: `requests` sent compressed, `refusals` of them by the endpoint
+    /// (docs/CONTRACT.md#compression); only counts above zero.
+    pub gzip: BTreeMap<String, u64>,
 }
 
 fn add_maps(a: &mut BTreeMap<String, u64>, b: &BTreeMap<String, u64>) {
@@ -147,6 +150,7 @@ impl Counters {
         add_maps(&mut c.dropped, &run.dropped);
         c.dead_letters += run.dead_letters;
         add_maps(&mut c.config_fetches, &run.config_fetches);
+        add_maps(&mut c.gzip, &run.gzip);
         c
     }
 }

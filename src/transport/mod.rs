@@ -3,6 +3,7 @@
 
 pub(crate) mod breaker;
 pub(crate) mod credentials;
+pub mod gzip;
 pub(crate) mod mqtt;
 pub(crate) mod pace;
 pub(crate) mod pubsub;

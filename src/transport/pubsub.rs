@@ -8,17 +8,21 @@
 //!
 //! What follows an answer (acknowledge, split after a 400 down to one dead letter, retry with
 //! backoff, open the breaker and fall back to MQTT) is the [`Machine`] state machine, which
-//! knows nothing of the network; [`run`] feeds it the answers of [`Rest::publish`].
+//! knows nothing of the network; [`run`] feeds it the answers of [`Rest::publish`], which
+//! gzips a large body and learns, from its first compressed request, whether the endpoint takes
+//! gzip ([`crate::transport::gzip`]).
 
-use crate::config::SdkConfig;
+use crate::config::{PubsubCompression, SdkConfig};
 use crate::http::{without_url, MAX_RESPONSE_BYTES};
 use crate::hub::Lane;
 use crate::outbox::{Row, Transport};
 use crate::retry::{parse_retry_after, Backoff};
 use crate::transport::breaker::{Breaker, BreakerState};
+use crate::transport::gzip::{self, GzipSupport, Verdict};
 use crate::transport::pace::Pace;
 use crate::transport::token::TokenCache;
 use crate::wire;
+use crate::wire::PubsubAttribute;
 use base64::Engine;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -48,6 +52,17 @@ pub enum Outcome {
     BadRequest { why: String },
     /// 403/404 and other 4xx: misconfiguration; fall back and back off long.
     ConfigError { why: String },
+}
+
+impl Outcome {
+    /// What went wrong, for a log line (empty when delivered).
+    fn why(&self) -> String {
+        match self {
+            Outcome::Retry { why, .. } | Outcome::ConfigError { why } | Outcome::BadRequest { why } => why.clone(),
+            Outcome::Unauthorized => "HTTP 401".into(),
+            Outcome::Delivered => String::new(),
+        }
+    }
 }
 
 /// Classifies an HTTP status (docs/CONTRACT.md#pubsub-delivery).
@@ -82,15 +97,15 @@ struct PublishRequest<'a> {
     messages: Vec<PubsubMessage<'a>>,
 }
 
-/// The request body for a batch (docs/CONTRACT.md#pubsub).
-pub(crate) fn request_body(settings: &Settings, rows: &[Row]) -> Vec<u8> {
+/// The request body for a batch, its messages carrying `attributes` (docs/CONTRACT.md#pubsub).
+pub(crate) fn request_body(settings: &Settings, attributes: &[PubsubAttribute], rows: &[Row]) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let ordering_key = settings.ordering.then_some(settings.device_id.as_str());
     let messages = rows
         .iter()
         .map(|r| PubsubMessage {
             data: b64.encode(&r.payload),
-            attributes: wire::pubsub_attributes(&settings.device_id, settings.company_id.as_deref(), &r.event_id, r.timestamp_ms),
+            attributes: wire::pubsub_attributes(attributes, &settings.device_id, settings.company_id.as_deref(), &r.event_id, r.timestamp_ms),
             ordering_key,
         })
         .collect();
@@ -105,6 +120,10 @@ fn cost(len: usize) -> usize {
 /// What the Pub/Sub task needs from the app's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    /// The endpoint as the app gave it (what gzip support is kept under).
+    pub endpoint: String,
+    /// The app's compression override (`None`: the migration config decides).
+    pub compression: Option<PubsubCompression>,
     /// `…/v1/projects/{project}/topics/{topic}:publish`.
     pub url: String,
     /// The same for the migration reports' topic.
@@ -128,6 +147,8 @@ impl Settings {
     pub fn from_config(c: &SdkConfig) -> Self {
         let p = &c.pubsub;
         Settings {
+            endpoint: p.endpoint.clone(),
+            compression: p.compression,
             url: format!("{}/v1/projects/{}/topics/{}:publish", p.endpoint.trim_end_matches('/'), p.project, p.topic),
             report_url: format!("{}/v1/projects/{}/topics/{}:publish", p.endpoint.trim_end_matches('/'), p.project, p.reports_topic),
             device_id: c.device_id.clone(),
@@ -237,11 +258,7 @@ impl Machine {
             _ => self.backoff.next_delay(),
         };
         lane.release_or_hand_over(in_flight);
-        let why = match &outcome {
-            Outcome::Retry { why, .. } | Outcome::ConfigError { why } | Outcome::BadRequest { why } => why.clone(),
-            Outcome::Unauthorized => "HTTP 401".into(),
-            Outcome::Delivered => String::new(),
-        };
+        let why = outcome.why();
         if opened {
             lane.metrics().set_circuit_open(Transport::PubSub, true);
             lane.metrics().circuit_opened(Transport::PubSub);
@@ -336,19 +353,22 @@ async fn send_report(lane: &Lane, rest: &mut Rest) {
     }
 }
 
-/// The Pub/Sub REST client of one publisher: HTTP client, settings and token cache.
+/// The Pub/Sub REST client of one publisher: HTTP client, settings, token cache and what the
+/// endpoint has shown of gzip.
 pub(crate) struct Rest {
     /// The publish settings.
     pub settings: Settings,
     http: reqwest::Client,
     /// The app's tokens, cached.
     pub tokens: TokenCache,
+    gzip: GzipSupport,
 }
 
 impl Rest {
-    /// A client for `settings` over `http`, authorised by `tokens`.
-    pub fn new(settings: Settings, http: reqwest::Client, tokens: TokenCache) -> Self {
-        Rest { settings, http, tokens }
+    /// A client for `settings` over `http`, authorised by `tokens`, to an endpoint that showed
+    /// `gzip` in earlier runs.
+    pub fn new(settings: Settings, http: reqwest::Client, tokens: TokenCache, gzip: GzipSupport) -> Self {
+        Rest { settings, http, tokens, gzip }
     }
 
     /// Publishes one migration report to the reports' topic; its answer classified.
@@ -373,25 +393,81 @@ impl Rest {
         answer(req.send().await, 1).await
     }
 
-    /// One publish request, timed out by `pace` from its size; its answer classified, and what
-    /// it showed of the link given back to `pace` (an answer's rate; a timeout or a connection
-    /// cut during the request halves the next one; no connection at all changes nothing).
+    /// Publishes one batch: gzip-compressed when the body is large enough and the endpoint is
+    /// not known to refuse it (docs/CONTRACT.md#compression). A compressed request the endpoint
+    /// refuses goes again uncompressed at once, and the refusal is kept for good; the answer
+    /// returned is the one that counts for the batch.
     pub async fn publish(&mut self, lane: &Lane, batch: &[Row], pace: &mut Pace) -> Outcome {
         let bearer = match self.tokens.bearer().await {
             Ok(b) => b,
             Err(e) => return Outcome::Retry { why: e.to_string(), retry_after: None },
         };
-        let body = request_body(&self.settings, batch);
-        let len = body.len();
+        let (config_mode, attributes) = lane.pubsub_wire();
+        let mode = self.settings.compression.or(config_mode).unwrap_or(PubsubCompression::Auto);
+        let body = request_body(&self.settings, &attributes, batch);
+        if gzip::compresses(mode, self.gzip, body.len()) {
+            if let Some(packed) = gzip::compress(&body) {
+                let (status, outcome) = self.send(lane, bearer.as_deref(), Body { bytes: packed, plain_len: body.len(), gzip: true }, batch.len(), pace).await;
+                match gzip::verdict(self.gzip, status) {
+                    Verdict::Stands => {
+                        if outcome == Outcome::Delivered && self.gzip != GzipSupport::Accepted {
+                            self.learn(lane, GzipSupport::Accepted, "");
+                        }
+                        return outcome;
+                    }
+                    Verdict::Refused => {
+                        lane.metrics().gzip_refused();
+                        self.learn(lane, GzipSupport::Refused, &outcome.why());
+                    }
+                    Verdict::Suspect => {
+                        // The 400 may be a bad message: only a delivered uncompressed copy says gzip was the cause.
+                        let plain = Body { plain_len: body.len(), bytes: body, gzip: false };
+                        let (_, again) = self.send(lane, bearer.as_deref(), plain, batch.len(), pace).await;
+                        if again == Outcome::Delivered {
+                            lane.metrics().gzip_refused();
+                            self.learn(lane, GzipSupport::Refused, &outcome.why());
+                        }
+                        return again;
+                    }
+                }
+            }
+        }
+        let plain = Body { plain_len: body.len(), bytes: body, gzip: false };
+        self.send(lane, bearer.as_deref(), plain, batch.len(), pace).await.1
+    }
+
+    /// Keeps what the endpoint showed of gzip (in memory, on disk, in the metrics); a refusal
+    /// is logged, once per change.
+    fn learn(&mut self, lane: &Lane, support: GzipSupport, answer: &str) {
+        if support == GzipSupport::Refused && self.gzip != GzipSupport::Refused {
+            lane.event(log::Level::Warn, || {
+                format!("the Pub/Sub endpoint refused a gzip body ({answer}); requests go uncompressed from now on (the same messages went again at once)")
+            });
+        }
+        self.gzip = support;
+        lane.record_gzip(gzip::meta_key(&self.settings.endpoint), support);
+    }
+
+    /// One request, timed out by `pace` from its size; its HTTP status (`None`: no answer) and
+    /// its answer classified, and what it showed of the link given back to `pace` (an answer's
+    /// rate; a timeout or a connection cut during the request halves the next one; no
+    /// connection at all changes nothing). `pace` counts body bytes before compression, the
+    /// unit batches are sized in.
+    async fn send(&self, lane: &Lane, bearer: Option<&str>, body: Body, expected: usize, pace: &mut Pace) -> (Option<u16>, Outcome) {
+        let len = body.plain_len;
         let timeout = pace.timeout(len, MAX_REQUEST_TIMEOUT);
-        let mut req = self.http.post(&self.settings.url).header("content-type", "application/json").body(body).timeout(timeout);
+        lane.metrics().http_request();
+        lane.metrics().bytes_sent(Transport::PubSub, body.bytes.len() as u64);
+        lane.metrics().pubsub_body(len as u64, body.gzip);
+        let mut req = self.http.post(&self.settings.url).header("content-type", "application/json").timeout(timeout);
+        if body.gzip {
+            req = req.header("content-encoding", "gzip");
+        }
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
-        lane.metrics().http_request();
-        lane.metrics().bytes_sent(Transport::PubSub, len as u64);
         let started = Instant::now();
-        let sent = req.send().await;
+        let sent = req.body(body.bytes).send().await;
         match &sent {
             Ok(_) => pace.answered(len, started.elapsed()),
             // No connection (refused, reset, a failed TLS handshake: an outage, a dead route)
@@ -404,8 +480,16 @@ impl Rest {
                 }
             }
         }
-        answer(sent, batch.len()).await
+        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+        (status, answer(sent, expected).await)
     }
+}
+
+/// A request body as sent, and its length before compression.
+struct Body {
+    bytes: Vec<u8>,
+    plain_len: usize,
+    gzip: bool,
 }
 
 /// Classifies the answer to a request of `expected` messages.

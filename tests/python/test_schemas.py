@@ -36,9 +36,11 @@ WIRE_ORDER = [
     "altitude", "timestamp", "battery", "schemaVersion", "seq", "route", "cfg",
 ]
 ATTRIBUTES = {"deviceId", "eventId", "timestamp", "priority", "schemaVersion", "sdk", "companyId"}
+# What every message carries when the config names no list (src/config/pubsub_wire.rs).
+DEFAULT_ATTRIBUTES = {"deviceId", "eventId", "companyId"}
 CONFIG_KEYS = {
     "version", "mqttEnabled", "pubsubEnabled", "pubsubPercentage", "fallbackToMqtt", "debugMode",
-    "emergencyMode", "rollout", "deviceOverrides", "companyOverrides",
+    "emergencyMode", "rollout", "deviceOverrides", "companyOverrides", "pubsub",
 }
 
 
@@ -188,9 +190,9 @@ def test_the_contract_pubsub_request_example():
     payload = strict_loads(contract_example("location-v2-full"))
     attrs = message["attributes"]
     assert problems(ATTRS, attrs) == [], problems(ATTRS, attrs)
-    assert set(attrs) == ATTRIBUTES
+    assert set(attrs) == DEFAULT_ATTRIBUTES
     assert attrs["eventId"] == payload["eventId"] and attrs["deviceId"] == payload["deviceId"]
-    assert attrs["companyId"] == payload["companyId"] and attrs["timestamp"] == str(payload["timestamp"])
+    assert attrs["companyId"] == payload["companyId"]
     assert message["orderingKey"] == payload["deviceId"]
     # The SDK writes attributes in key order (a BTreeMap).
     assert list(attrs) == sorted(attrs)
@@ -204,7 +206,7 @@ def test_attribute_maps_the_sdk_never_sends_are_refused():
         {"eventId": "01936F1E-7C3A-7CC1-9F0A-3B2F6C1D2E4F"}, {"deviceId": "a/b"}, {"companyId": ""},
     ]:
         assert problems(ATTRS, {**good, **change}), f"accepted {change}"
-    for missing in ["deviceId", "eventId", "timestamp", "priority", "schemaVersion", "sdk"]:
+    for missing in ["deviceId", "eventId"]:
         assert problems(ATTRS, {k: v for k, v in good.items() if k != missing}), f"accepted without {missing}"
 
 
@@ -247,6 +249,8 @@ SDK_REFUSES = [
     '{"rollout": {"salt": "' + "x" * 257 + '"}}',
     '{"deviceOverrides": []}', '{"deviceOverrides": "d-1"}', '{"companyOverrides": 7}',
     "[]", "[{}]", "null", "true", "42", '"config"',
+    '{"pubsub": {"compression": "br"}}', '{"pubsub": {"compression": "GZIP"}}', '{"pubsub": {"attributes": ["deviceId"]}}',
+    '{"pubsub": {"attributes": ["eventId", "deviceId", "colour"]}}', '{"pubsub": {"attributes": "deviceId,eventId"}}',
 ]
 
 # Documents the SDK applies after skipping an invalid override or ignoring a forbidden key

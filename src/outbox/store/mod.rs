@@ -148,6 +148,14 @@ pub enum Op {
     /// The config fetcher's state (ETag, last attempt, backoff) as JSON, so a restart neither
     /// refetches too early nor forgets a backoff.
     SaveFetchState(String),
+    /// A small setting kept across runs in the `meta` table (e.g. what a Pub/Sub endpoint
+    /// showed of gzip, `crate::transport::gzip`).
+    SaveMeta {
+        /// The key.
+        key: String,
+        /// Its value.
+        value: i64,
+    },
     /// Report `reportSeq` was cut: commit (the reports' tally is written with every commit), and
     /// once committed say so ([`Commit::report_seq`]), so the report goes only after every
     /// location accepted before it is on disk too.
@@ -413,6 +421,11 @@ impl Store {
         Ok(v.unwrap_or(0))
     }
 
+    /// A value [`Op::SaveMeta`] kept, if any.
+    pub fn load_meta(&self, key: &str) -> rusqlite::Result<Option<i64>> {
+        self.conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()
+    }
+
     /// From now on every commit also records the run clock's time.
     pub fn record_run_clock(&mut self, clock: crate::clock::RunClock) {
         self.run_clock = Some(clock);
@@ -561,6 +574,9 @@ impl Store {
                     }
                     Op::SaveFetchState(json) => {
                         tx.execute("INSERT OR REPLACE INTO fetch_state (id, json) VALUES (1, ?1)", params![json])?;
+                    }
+                    Op::SaveMeta { key, value } => {
+                        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
                     }
                     Op::Checkpoint(seq) => checkpoint = checkpoint.max(Some(*seq)),
                 }

@@ -382,7 +382,7 @@ pub(super) fn compact(ops: &mut VecDeque<Op>) {
     ops.retain(|o| match o {
         Op::Insert(r) => !gone.contains(&r.seq),
         Op::Update { seq, .. } | Op::Delete(seq) => !gone.contains(seq),
-        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) | Op::SaveConfig(_) | Op::SaveFetchState(_) | Op::Checkpoint(_) => true,
+        Op::DeadLetter(_) | Op::RemoveDeadLetter(_) | Op::SaveConfig(_) | Op::SaveFetchState(_) | Op::SaveMeta { .. } | Op::Checkpoint(_) => true,
     });
 }
 

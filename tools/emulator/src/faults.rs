@@ -41,6 +41,9 @@ pub struct FaultPlan {
     pub delay_next: u32,
     /// How long `delay_next` holds a message back.
     pub delay_ms: u64,
+    /// Answer every request with a `Content-Encoding: gzip` body with this status (400 or 415)
+    /// instead of decoding it: a front end that does not take gzip.
+    pub refuse_gzip: Option<u16>,
 }
 
 /// A location by device and `seq` (docs/CONTRACT.md#version-2).
@@ -167,6 +170,11 @@ impl Faults {
             return (Action::Fail(s), latency, retry_after);
         }
         (Action::Serve, latency, retry_after)
+    }
+
+    /// The status gzip bodies are refused with, if they are.
+    pub fn refuse_gzip(&self) -> Option<u16> {
+        self.lock().plan.refuse_gzip
     }
 
     /// The poison text, if any.

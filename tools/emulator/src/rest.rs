@@ -40,8 +40,38 @@ fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T,
     serde_json::from_slice(body).map_err(|e| RpcError::invalid(format!("Invalid JSON payload received. {e}")))
 }
 
+/// The body as sent, decoded when it came with `Content-Encoding: gzip` (as Google's front end
+/// does; or refused, when the fault plan says so). Any other encoding is refused with 415.
+fn decoded(emu: &Emulator, headers: &HeaderMap, body: Bytes) -> Result<Bytes, RpcError> {
+    use std::io::Read;
+    let encoding = headers.get("content-encoding").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(body),
+        Some("gzip") => {
+            if let Some(code) = emu.faults.refuse_gzip() {
+                emu.store.count_gzip(true);
+                let message = if code == 415 { "Content-Encoding gzip is not supported." } else { "Invalid JSON payload received. Unexpected token." };
+                return Err(RpcError { code, status: "INVALID_ARGUMENT", message: message.into() });
+            }
+            emu.store.count_gzip(false);
+            let mut out = Vec::new();
+            // At most the body limit decoded: a gzip bomb stops there.
+            match flate2::read::GzDecoder::new(&body[..]).take(BODY_LIMIT as u64 + 1).read_to_end(&mut out) {
+                Ok(n) if n <= BODY_LIMIT => Ok(Bytes::from(out)),
+                Ok(_) => Err(RpcError::invalid("Request payload size exceeds the limit.")),
+                Err(e) => Err(RpcError::invalid(format!("Invalid gzip body: {e}"))),
+            }
+        }
+        Some(other) => Err(RpcError { code: 415, status: "INVALID_ARGUMENT", message: format!("Unsupported Content-Encoding {other}.") }),
+    }
+}
+
 async fn handle(State(emu): State<Arc<Emulator>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path();
+    let body = match decoded(&emu, &headers, body) {
+        Ok(b) => b,
+        Err(refused) => return rpc_error(refused),
+    };
     if let Some(rest) = path.strip_prefix("/emulator/") {
         return control(&emu, &method, rest, &body);
     }

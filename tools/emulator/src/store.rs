@@ -105,6 +105,10 @@ pub struct Stats {
     pub injected_failures: u64,
     /// Publish requests accepted and then cut.
     pub dropped_connections: u64,
+    /// Requests that came with a `Content-Encoding: gzip` body (refused ones included).
+    pub gzip_requests: u64,
+    /// Of those, refused by `FaultPlan::refuse_gzip`.
+    pub gzip_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +147,13 @@ impl Store {
 
     pub fn stats(&self) -> Stats {
         self.lock().stats.clone()
+    }
+
+    /// A request with a gzip body came, and was refused if `refused`.
+    pub fn count_gzip(&self, refused: bool) {
+        let mut i = self.lock();
+        i.stats.gzip_requests += 1;
+        i.stats.gzip_refused += refused as u64;
     }
 
     pub fn count_request(&self, injected_failure: bool, dropped: bool) {

@@ -4018,6 +4018,24 @@ public struct MetricsSnapshot: Equatable, Hashable {
      */
     public var recovered: UInt64
     /**
+     * What the Pub/Sub endpoint has shown of gzip bodies (`dualpub_pubsub_gzip_support`;
+     * docs/CONTRACT.md#compression).
+     */
+    public var pubsubGzipSupport: GzipSupport
+    /**
+     * Pub/Sub requests sent gzip-compressed (`dualpub_pubsub_gzip_requests_total`).
+     */
+    public var pubsubGzipRequests: UInt64
+    /**
+     * Compressed requests the endpoint refused (`dualpub_pubsub_gzip_refusals_total`).
+     */
+    public var pubsubGzipRefusals: UInt64
+    /**
+     * Pub/Sub request bytes before compression (`pubsub.bytesSent` counts what was sent;
+     * `dualpub_pubsub_uncompressed_bytes_total`).
+     */
+    public var pubsubUncompressedBytes: UInt64
+    /**
      * Age of the oldest location still owed, seconds.
      */
     public var queueOldestAgeSeconds: Double
@@ -4095,6 +4113,20 @@ public struct MetricsSnapshot: Equatable, Hashable {
          * Locations resumed from the outbox at start-up (`dualpub_recovered_total`).
          */recovered: UInt64, 
         /**
+         * What the Pub/Sub endpoint has shown of gzip bodies (`dualpub_pubsub_gzip_support`;
+         * docs/CONTRACT.md#compression).
+         */pubsubGzipSupport: GzipSupport, 
+        /**
+         * Pub/Sub requests sent gzip-compressed (`dualpub_pubsub_gzip_requests_total`).
+         */pubsubGzipRequests: UInt64, 
+        /**
+         * Compressed requests the endpoint refused (`dualpub_pubsub_gzip_refusals_total`).
+         */pubsubGzipRefusals: UInt64, 
+        /**
+         * Pub/Sub request bytes before compression (`pubsub.bytesSent` counts what was sent;
+         * `dualpub_pubsub_uncompressed_bytes_total`).
+         */pubsubUncompressedBytes: UInt64, 
+        /**
          * Age of the oldest location still owed, seconds.
          */queueOldestAgeSeconds: Double, 
         /**
@@ -4122,6 +4154,10 @@ public struct MetricsSnapshot: Equatable, Hashable {
         self.decisionChanges = decisionChanges
         self.clockSkew = clockSkew
         self.recovered = recovered
+        self.pubsubGzipSupport = pubsubGzipSupport
+        self.pubsubGzipRequests = pubsubGzipRequests
+        self.pubsubGzipRefusals = pubsubGzipRefusals
+        self.pubsubUncompressedBytes = pubsubUncompressedBytes
         self.queueOldestAgeSeconds = queueOldestAgeSeconds
         self.configVersion = configVersion
         self.rolloutBucket = rolloutBucket
@@ -4162,6 +4198,10 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
                 decisionChanges: FfiConverterUInt64.read(from: &buf), 
                 clockSkew: FfiConverterUInt64.read(from: &buf), 
                 recovered: FfiConverterUInt64.read(from: &buf), 
+                pubsubGzipSupport: FfiConverterTypeGzipSupport.read(from: &buf), 
+                pubsubGzipRequests: FfiConverterUInt64.read(from: &buf), 
+                pubsubGzipRefusals: FfiConverterUInt64.read(from: &buf), 
+                pubsubUncompressedBytes: FfiConverterUInt64.read(from: &buf), 
                 queueOldestAgeSeconds: FfiConverterDouble.read(from: &buf), 
                 configVersion: FfiConverterUInt64.read(from: &buf), 
                 rolloutBucket: FfiConverterUInt32.read(from: &buf)
@@ -4188,6 +4228,10 @@ public struct FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.decisionChanges, into: &buf)
         FfiConverterUInt64.write(value.clockSkew, into: &buf)
         FfiConverterUInt64.write(value.recovered, into: &buf)
+        FfiConverterTypeGzipSupport.write(value.pubsubGzipSupport, into: &buf)
+        FfiConverterUInt64.write(value.pubsubGzipRequests, into: &buf)
+        FfiConverterUInt64.write(value.pubsubGzipRefusals, into: &buf)
+        FfiConverterUInt64.write(value.pubsubUncompressedBytes, into: &buf)
         FfiConverterDouble.write(value.queueOldestAgeSeconds, into: &buf)
         FfiConverterUInt64.write(value.configVersion, into: &buf)
         FfiConverterUInt32.write(value.rolloutBucket, into: &buf)
@@ -4272,6 +4316,17 @@ public struct MigrationConfig: Equatable, Hashable {
      * `SdkConfig.uploadWindowSecs`.
      */
     public var uploadWindowSecs: UInt32?
+    /**
+     * How Pub/Sub request bodies are encoded (`pubsub.compression`; docs/CONTRACT.md#compression).
+     * `None`: `auto`. The app's `PubSubSettings.compression`, when set, wins.
+     */
+    public var pubsubCompression: PubsubCompression?
+    /**
+     * The attributes every Pub/Sub message carries (`pubsub.attributes`;
+     * docs/CONTRACT.md#pubsub-attributes); must hold `deviceId` and `eventId`. `None`: `deviceId`,
+     * `eventId` and `companyId`.
+     */
+    public var pubsubAttributes: [PubsubAttribute]?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4319,7 +4374,16 @@ public struct MigrationConfig: Equatable, Hashable {
          * Seconds between two upload bursts, 0–3,600 (`upload.windowSecs`; docs/CONTRACT.md#upload-windows):
          * both transports send only in bursts this far apart (0: at once). `None`: the app's
          * `SdkConfig.uploadWindowSecs`.
-         */uploadWindowSecs: UInt32? = nil) {
+         */uploadWindowSecs: UInt32? = nil, 
+        /**
+         * How Pub/Sub request bodies are encoded (`pubsub.compression`; docs/CONTRACT.md#compression).
+         * `None`: `auto`. The app's `PubSubSettings.compression`, when set, wins.
+         */pubsubCompression: PubsubCompression? = nil, 
+        /**
+         * The attributes every Pub/Sub message carries (`pubsub.attributes`;
+         * docs/CONTRACT.md#pubsub-attributes); must hold `deviceId` and `eventId`. `None`: `deviceId`,
+         * `eventId` and `companyId`.
+         */pubsubAttributes: [PubsubAttribute]? = nil) {
         self.version = version
         self.mqttEnabled = mqttEnabled
         self.pubsubEnabled = pubsubEnabled
@@ -4334,6 +4398,8 @@ public struct MigrationConfig: Equatable, Hashable {
         self.reportsEnabled = reportsEnabled
         self.reportIntervalSecs = reportIntervalSecs
         self.uploadWindowSecs = uploadWindowSecs
+        self.pubsubCompression = pubsubCompression
+        self.pubsubAttributes = pubsubAttributes
     }
 
     
@@ -4365,7 +4431,9 @@ public struct FfiConverterTypeMigrationConfig: FfiConverterRustBuffer {
                 companyOverrides: FfiConverterDictionaryStringTypeOverride.read(from: &buf), 
                 reportsEnabled: FfiConverterBool.read(from: &buf), 
                 reportIntervalSecs: FfiConverterUInt32.read(from: &buf), 
-                uploadWindowSecs: FfiConverterOptionUInt32.read(from: &buf)
+                uploadWindowSecs: FfiConverterOptionUInt32.read(from: &buf), 
+                pubsubCompression: FfiConverterOptionTypePubsubCompression.read(from: &buf), 
+                pubsubAttributes: FfiConverterOptionSequenceTypePubsubAttribute.read(from: &buf)
         )
     }
 
@@ -4384,6 +4452,8 @@ public struct FfiConverterTypeMigrationConfig: FfiConverterRustBuffer {
         FfiConverterBool.write(value.reportsEnabled, into: &buf)
         FfiConverterUInt32.write(value.reportIntervalSecs, into: &buf)
         FfiConverterOptionUInt32.write(value.uploadWindowSecs, into: &buf)
+        FfiConverterOptionTypePubsubCompression.write(value.pubsubCompression, into: &buf)
+        FfiConverterOptionSequenceTypePubsubAttribute.write(value.pubsubAttributes, into: &buf)
     }
 }
 
@@ -4736,6 +4806,11 @@ public struct PubSubSettings: Equatable, Hashable {
      * Topic id of the migration reports (docs/CONTRACT.md#how-reports-travel).
      */
     public var reportsTopic: String
+    /**
+     * How request bodies are encoded, overriding the migration config's `pubsub.compression`
+     * (docs/CONTRACT.md#compression); `None`: the config decides (default `auto`).
+     */
+    public var compression: PubsubCompression?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4766,7 +4841,11 @@ public struct PubSubSettings: Equatable, Hashable {
          */caCertificatesPem: String? = nil, 
         /**
          * Topic id of the migration reports (docs/CONTRACT.md#how-reports-travel).
-         */reportsTopic: String = "migration-reports") {
+         */reportsTopic: String = "migration-reports", 
+        /**
+         * How request bodies are encoded, overriding the migration config's `pubsub.compression`
+         * (docs/CONTRACT.md#compression); `None`: the config decides (default `auto`).
+         */compression: PubsubCompression? = nil) {
         self.endpoint = endpoint
         self.project = project
         self.topic = topic
@@ -4776,6 +4855,7 @@ public struct PubSubSettings: Equatable, Hashable {
         self.maxBatchLatencyMs = maxBatchLatencyMs
         self.caCertificatesPem = caCertificatesPem
         self.reportsTopic = reportsTopic
+        self.compression = compression
     }
 
     
@@ -4802,7 +4882,8 @@ public struct FfiConverterTypePubSubSettings: FfiConverterRustBuffer {
                 maxBatchBytes: FfiConverterUInt64.read(from: &buf), 
                 maxBatchLatencyMs: FfiConverterUInt64.read(from: &buf), 
                 caCertificatesPem: FfiConverterOptionString.read(from: &buf), 
-                reportsTopic: FfiConverterString.read(from: &buf)
+                reportsTopic: FfiConverterString.read(from: &buf), 
+                compression: FfiConverterOptionTypePubsubCompression.read(from: &buf)
         )
     }
 
@@ -4816,6 +4897,7 @@ public struct FfiConverterTypePubSubSettings: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.maxBatchLatencyMs, into: &buf)
         FfiConverterOptionString.write(value.caCertificatesPem, into: &buf)
         FfiConverterString.write(value.reportsTopic, into: &buf)
+        FfiConverterOptionTypePubsubCompression.write(value.compression, into: &buf)
     }
 }
 
@@ -5998,6 +6080,305 @@ public func FfiConverterTypeFetchResult_lower(_ value: FetchResult) -> RustBuffe
 
 
 /**
+ * What a Pub/Sub endpoint has shown of gzip request bodies (docs/CONTRACT.md#compression;
+ * learnt by `crate::transport::gzip`).
+ */
+
+public enum GzipSupport: Equatable, Hashable {
+    
+    /**
+     * No compressed request answered yet: the next one is the probe.
+     */
+    case unknown
+    /**
+     * It delivered a compressed request.
+     */
+    case accepted
+    /**
+     * It refused one (HTTP 415, or a 400 where the same messages uncompressed were then
+     * delivered): bodies go uncompressed for good, unless the app or the config says `gzip`.
+     */
+    case refused
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension GzipSupport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeGzipSupport: FfiConverterRustBuffer {
+    typealias SwiftType = GzipSupport
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> GzipSupport {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .unknown
+        
+        case 2: return .accepted
+        
+        case 3: return .refused
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: GzipSupport, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .accepted:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .refused:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGzipSupport_lift(_ buf: RustBuffer) throws -> GzipSupport {
+    return try FfiConverterTypeGzipSupport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeGzipSupport_lower(_ value: GzipSupport) -> RustBuffer {
+    return FfiConverterTypeGzipSupport.lower(value)
+}
+
+
+
+/**
+ * One Pub/Sub message attribute the SDK can send (docs/CONTRACT.md#pubsub-attributes).
+ */
+
+public enum PubsubAttribute: Equatable, Hashable {
+    
+    /**
+     * `deviceId`: always sent (routing, subscription filters).
+     */
+    case deviceId
+    /**
+     * `eventId`: always sent (deduplication).
+     */
+    case eventId
+    /**
+     * `companyId`, when the app configured one (per-fleet subscription filters).
+     */
+    case companyId
+    /**
+     * `timestamp`: the payload's timestamp in ms.
+     */
+    case timestamp
+    /**
+     * `priority`: always `normal`.
+     */
+    case priority
+    /**
+     * `schemaVersion`: the payload's schema version.
+     */
+    case schemaVersion
+    /**
+     * `sdk`: `dualpub/<version>`.
+     */
+    case sdk
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension PubsubAttribute: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePubsubAttribute: FfiConverterRustBuffer {
+    typealias SwiftType = PubsubAttribute
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PubsubAttribute {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .deviceId
+        
+        case 2: return .eventId
+        
+        case 3: return .companyId
+        
+        case 4: return .timestamp
+        
+        case 5: return .priority
+        
+        case 6: return .schemaVersion
+        
+        case 7: return .sdk
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PubsubAttribute, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .deviceId:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .eventId:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .companyId:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .timestamp:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .priority:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .schemaVersion:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .sdk:
+            writeInt(&buf, Int32(7))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePubsubAttribute_lift(_ buf: RustBuffer) throws -> PubsubAttribute {
+    return try FfiConverterTypePubsubAttribute.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePubsubAttribute_lower(_ value: PubsubAttribute) -> RustBuffer {
+    return FfiConverterTypePubsubAttribute.lower(value)
+}
+
+
+
+/**
+ * How Pub/Sub request bodies are encoded (`pubsub.compression`; docs/CONTRACT.md#compression).
+ */
+
+public enum PubsubCompression: Equatable, Hashable {
+    
+    /**
+     * gzip above the threshold, unless this endpoint refused gzip before; the first
+     * compressed request to an endpoint is the probe (the default).
+     */
+    case auto
+    /**
+     * gzip above the threshold even where the endpoint refused it before (a refused request
+     * still goes again uncompressed at once).
+     */
+    case gzip
+    /**
+     * Never compress.
+     */
+    case none
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension PubsubCompression: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePubsubCompression: FfiConverterRustBuffer {
+    typealias SwiftType = PubsubCompression
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PubsubCompression {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .auto
+        
+        case 2: return .gzip
+        
+        case 3: return .none
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PubsubCompression, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .auto:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .gzip:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .none:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePubsubCompression_lift(_ buf: RustBuffer) throws -> PubsubCompression {
+    return try FfiConverterTypePubsubCompression.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePubsubCompression_lower(_ value: PubsubCompression) -> RustBuffer {
+    return FfiConverterTypePubsubCompression.lower(value)
+}
+
+
+
+/**
  * Which hash puts a device in a bucket.
  */
 
@@ -6617,6 +6998,54 @@ fileprivate struct FfiConverterOptionTypeFetchResult: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypePubsubCompression: FfiConverterRustBuffer {
+    typealias SwiftType = PubsubCompression?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypePubsubCompression.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypePubsubCompression.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionSequenceTypePubsubAttribute: FfiConverterRustBuffer {
+    typealias SwiftType = [PubsubAttribute]?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterSequenceTypePubsubAttribute.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterSequenceTypePubsubAttribute.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceInt64: FfiConverterRustBuffer {
     typealias SwiftType = [Int64]
 
@@ -6709,6 +7138,31 @@ fileprivate struct FfiConverterSequenceTypeLocation: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeLocation.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypePubsubAttribute: FfiConverterRustBuffer {
+    typealias SwiftType = [PubsubAttribute]
+
+    public static func write(_ value: [PubsubAttribute], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePubsubAttribute.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PubsubAttribute] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PubsubAttribute]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePubsubAttribute.read(from: &buf))
         }
         return seq
     }

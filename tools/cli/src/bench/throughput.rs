@@ -573,7 +573,7 @@ fn request_body(device: &str, batch: &[Payload]) -> Vec<u8> {
         .iter()
         .map(|p| Message {
             data: b64.encode(&p.bytes),
-            attributes: dualpub::wire::pubsub_attributes(device, None, &p.event_id, p.timestamp_ms),
+            attributes: dualpub::wire::pubsub_attributes(&dualpub::DEFAULT_ATTRIBUTES, device, None, &p.event_id, p.timestamp_ms),
             ordering_key: device,
         })
         .collect();

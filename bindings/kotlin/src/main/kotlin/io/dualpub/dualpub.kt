@@ -6122,6 +6122,28 @@ data class MetricsSnapshot (
     var `recovered`: kotlin.ULong
     , 
     /**
+     * What the Pub/Sub endpoint has shown of gzip bodies (`dualpub_pubsub_gzip_support`;
+     * docs/CONTRACT.md#compression).
+     */
+    var `pubsubGzipSupport`: GzipSupport
+    , 
+    /**
+     * Pub/Sub requests sent gzip-compressed (`dualpub_pubsub_gzip_requests_total`).
+     */
+    var `pubsubGzipRequests`: kotlin.ULong
+    , 
+    /**
+     * Compressed requests the endpoint refused (`dualpub_pubsub_gzip_refusals_total`).
+     */
+    var `pubsubGzipRefusals`: kotlin.ULong
+    , 
+    /**
+     * Pub/Sub request bytes before compression (`pubsub.bytesSent` counts what was sent;
+     * `dualpub_pubsub_uncompressed_bytes_total`).
+     */
+    var `pubsubUncompressedBytes`: kotlin.ULong
+    , 
+    /**
      * Age of the oldest location still owed, seconds.
      */
     var `queueOldestAgeSeconds`: kotlin.Double
@@ -6170,6 +6192,10 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterTypeGzipSupport.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterDouble.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
@@ -6196,6 +6222,10 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.allocationSize(value.`decisionChanges`) +
             FfiConverterULong.allocationSize(value.`clockSkew`) +
             FfiConverterULong.allocationSize(value.`recovered`) +
+            FfiConverterTypeGzipSupport.allocationSize(value.`pubsubGzipSupport`) +
+            FfiConverterULong.allocationSize(value.`pubsubGzipRequests`) +
+            FfiConverterULong.allocationSize(value.`pubsubGzipRefusals`) +
+            FfiConverterULong.allocationSize(value.`pubsubUncompressedBytes`) +
             FfiConverterDouble.allocationSize(value.`queueOldestAgeSeconds`) +
             FfiConverterULong.allocationSize(value.`configVersion`) +
             FfiConverterUInt.allocationSize(value.`rolloutBucket`)
@@ -6221,6 +6251,10 @@ public object FfiConverterTypeMetricsSnapshot: FfiConverterRustBuffer<MetricsSna
             FfiConverterULong.write(value.`decisionChanges`, buf)
             FfiConverterULong.write(value.`clockSkew`, buf)
             FfiConverterULong.write(value.`recovered`, buf)
+            FfiConverterTypeGzipSupport.write(value.`pubsubGzipSupport`, buf)
+            FfiConverterULong.write(value.`pubsubGzipRequests`, buf)
+            FfiConverterULong.write(value.`pubsubGzipRefusals`, buf)
+            FfiConverterULong.write(value.`pubsubUncompressedBytes`, buf)
             FfiConverterDouble.write(value.`queueOldestAgeSeconds`, buf)
             FfiConverterULong.write(value.`configVersion`, buf)
             FfiConverterUInt.write(value.`rolloutBucket`, buf)
@@ -6304,6 +6338,19 @@ data class MigrationConfig (
      * `SdkConfig.uploadWindowSecs`.
      */
     var `uploadWindowSecs`: kotlin.UInt? = null 
+    , 
+    /**
+     * How Pub/Sub request bodies are encoded (`pubsub.compression`; docs/CONTRACT.md#compression).
+     * `None`: `auto`. The app's `PubSubSettings.compression`, when set, wins.
+     */
+    var `pubsubCompression`: PubsubCompression? = null 
+    , 
+    /**
+     * The attributes every Pub/Sub message carries (`pubsub.attributes`;
+     * docs/CONTRACT.md#pubsub-attributes); must hold `deviceId` and `eventId`. `None`: `deviceId`,
+     * `eventId` and `companyId`.
+     */
+    var `pubsubAttributes`: List<PubsubAttribute>? = null 
     
 ){
     
@@ -6334,6 +6381,8 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterBoolean.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalTypePubsubCompression.read(buf),
+            FfiConverterOptionalSequenceTypePubsubAttribute.read(buf),
         )
     }
 
@@ -6351,7 +6400,9 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterMapStringTypeOverride.allocationSize(value.`companyOverrides`) +
             FfiConverterBoolean.allocationSize(value.`reportsEnabled`) +
             FfiConverterUInt.allocationSize(value.`reportIntervalSecs`) +
-            FfiConverterOptionalUInt.allocationSize(value.`uploadWindowSecs`)
+            FfiConverterOptionalUInt.allocationSize(value.`uploadWindowSecs`) +
+            FfiConverterOptionalTypePubsubCompression.allocationSize(value.`pubsubCompression`) +
+            FfiConverterOptionalSequenceTypePubsubAttribute.allocationSize(value.`pubsubAttributes`)
     )
 
     override fun write(value: MigrationConfig, buf: ByteBuffer) {
@@ -6369,6 +6420,8 @@ public object FfiConverterTypeMigrationConfig: FfiConverterRustBuffer<MigrationC
             FfiConverterBoolean.write(value.`reportsEnabled`, buf)
             FfiConverterUInt.write(value.`reportIntervalSecs`, buf)
             FfiConverterOptionalUInt.write(value.`uploadWindowSecs`, buf)
+            FfiConverterOptionalTypePubsubCompression.write(value.`pubsubCompression`, buf)
+            FfiConverterOptionalSequenceTypePubsubAttribute.write(value.`pubsubAttributes`, buf)
     }
 }
 
@@ -6655,6 +6708,12 @@ data class PubSubSettings (
      * Topic id of the migration reports (docs/CONTRACT.md#how-reports-travel).
      */
     var `reportsTopic`: kotlin.String = "migration-reports" 
+    , 
+    /**
+     * How request bodies are encoded, overriding the migration config's `pubsub.compression`
+     * (docs/CONTRACT.md#compression); `None`: the config decides (default `auto`).
+     */
+    var `compression`: PubsubCompression? = null 
     
 ){
     
@@ -6680,6 +6739,7 @@ public object FfiConverterTypePubSubSettings: FfiConverterRustBuffer<PubSubSetti
             FfiConverterULong.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterOptionalTypePubsubCompression.read(buf),
         )
     }
 
@@ -6692,7 +6752,8 @@ public object FfiConverterTypePubSubSettings: FfiConverterRustBuffer<PubSubSetti
             FfiConverterULong.allocationSize(value.`maxBatchBytes`) +
             FfiConverterULong.allocationSize(value.`maxBatchLatencyMs`) +
             FfiConverterOptionalString.allocationSize(value.`caCertificatesPem`) +
-            FfiConverterString.allocationSize(value.`reportsTopic`)
+            FfiConverterString.allocationSize(value.`reportsTopic`) +
+            FfiConverterOptionalTypePubsubCompression.allocationSize(value.`compression`)
     )
 
     override fun write(value: PubSubSettings, buf: ByteBuffer) {
@@ -6705,6 +6766,7 @@ public object FfiConverterTypePubSubSettings: FfiConverterRustBuffer<PubSubSetti
             FfiConverterULong.write(value.`maxBatchLatencyMs`, buf)
             FfiConverterOptionalString.write(value.`caCertificatesPem`, buf)
             FfiConverterString.write(value.`reportsTopic`, buf)
+            FfiConverterOptionalTypePubsubCompression.write(value.`compression`, buf)
     }
 }
 
@@ -7745,6 +7807,167 @@ public object FfiConverterTypeFetchResult : FfiConverterRustBuffer<FetchResult>{
 
 
 /**
+ * What a Pub/Sub endpoint has shown of gzip request bodies (docs/CONTRACT.md#compression;
+ * learnt by `crate::transport::gzip`).
+ */
+
+enum class GzipSupport {
+    
+    /**
+     * No compressed request answered yet: the next one is the probe.
+     */
+    UNKNOWN,
+    /**
+     * It delivered a compressed request.
+     */
+    ACCEPTED,
+    /**
+     * It refused one (HTTP 415, or a 400 where the same messages uncompressed were then
+     * delivered): bodies go uncompressed for good, unless the app or the config says `gzip`.
+     */
+    REFUSED;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeGzipSupport: FfiConverterRustBuffer<GzipSupport> {
+    override fun read(buf: ByteBuffer) = try {
+        GzipSupport.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: GzipSupport) = 4UL
+
+    override fun write(value: GzipSupport, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * One Pub/Sub message attribute the SDK can send (docs/CONTRACT.md#pubsub-attributes).
+ */
+
+enum class PubsubAttribute {
+    
+    /**
+     * `deviceId`: always sent (routing, subscription filters).
+     */
+    DEVICE_ID,
+    /**
+     * `eventId`: always sent (deduplication).
+     */
+    EVENT_ID,
+    /**
+     * `companyId`, when the app configured one (per-fleet subscription filters).
+     */
+    COMPANY_ID,
+    /**
+     * `timestamp`: the payload's timestamp in ms.
+     */
+    TIMESTAMP,
+    /**
+     * `priority`: always `normal`.
+     */
+    PRIORITY,
+    /**
+     * `schemaVersion`: the payload's schema version.
+     */
+    SCHEMA_VERSION,
+    /**
+     * `sdk`: `dualpub/<version>`.
+     */
+    SDK;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePubsubAttribute: FfiConverterRustBuffer<PubsubAttribute> {
+    override fun read(buf: ByteBuffer) = try {
+        PubsubAttribute.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: PubsubAttribute) = 4UL
+
+    override fun write(value: PubsubAttribute, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * How Pub/Sub request bodies are encoded (`pubsub.compression`; docs/CONTRACT.md#compression).
+ */
+
+enum class PubsubCompression {
+    
+    /**
+     * gzip above the threshold, unless this endpoint refused gzip before; the first
+     * compressed request to an endpoint is the probe (the default).
+     */
+    AUTO,
+    /**
+     * gzip above the threshold even where the endpoint refused it before (a refused request
+     * still goes again uncompressed at once).
+     */
+    GZIP,
+    /**
+     * Never compress.
+     */
+    NONE;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePubsubCompression: FfiConverterRustBuffer<PubsubCompression> {
+    override fun read(buf: ByteBuffer) = try {
+        PubsubCompression.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: PubsubCompression) = 4UL
+
+    override fun write(value: PubsubCompression, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * Which hash puts a device in a bucket.
  */
 
@@ -8417,6 +8640,70 @@ public object FfiConverterOptionalTypeFetchResult: FfiConverterRustBuffer<FetchR
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypePubsubCompression: FfiConverterRustBuffer<PubsubCompression?> {
+    override fun read(buf: ByteBuffer): PubsubCompression? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypePubsubCompression.read(buf)
+    }
+
+    override fun allocationSize(value: PubsubCompression?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypePubsubCompression.allocationSize(value)
+        }
+    }
+
+    override fun write(value: PubsubCompression?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypePubsubCompression.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalSequenceTypePubsubAttribute: FfiConverterRustBuffer<List<PubsubAttribute>?> {
+    override fun read(buf: ByteBuffer): List<PubsubAttribute>? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterSequenceTypePubsubAttribute.read(buf)
+    }
+
+    override fun allocationSize(value: List<PubsubAttribute>?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterSequenceTypePubsubAttribute.allocationSize(value)
+        }
+    }
+
+    override fun write(value: List<PubsubAttribute>?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterSequenceTypePubsubAttribute.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceLong: FfiConverterRustBuffer<List<kotlin.Long>> {
     override fun read(buf: ByteBuffer): List<kotlin.Long> {
         val len = buf.getInt()
@@ -8519,6 +8806,34 @@ public object FfiConverterSequenceTypeLocation: FfiConverterRustBuffer<List<Loca
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeLocation.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypePubsubAttribute: FfiConverterRustBuffer<List<PubsubAttribute>> {
+    override fun read(buf: ByteBuffer): List<PubsubAttribute> {
+        val len = buf.getInt()
+        return List<PubsubAttribute>(len) {
+            FfiConverterTypePubsubAttribute.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<PubsubAttribute>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePubsubAttribute.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<PubsubAttribute>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePubsubAttribute.write(it, buf)
         }
     }
 }
