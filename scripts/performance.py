@@ -130,9 +130,9 @@ def monthly_data(radio):
              "runs above: every byte of TCP payload both ways (TLS records: handshakes, session tickets, application data; not "
              "TCP/IP headers or ACKs), per "
              "location on each transport, times the month's locations. MB = 10^6 bytes. Beside them, what each system "
-             "handed its transports (MQTT payloads, Pub/Sub request bodies, every attempt): the rest is protocol and "
-             "TLS.\n",
-             "| system | app-layer B per location sent, MQTT / Pub/Sub | on the wire, MQTT | on the wire, Pub/Sub | MQTT only, MB/month | both, MB/month | Pub/Sub only, MB/month |",
+             "handed its transports (MQTT payloads, Pub/Sub request bodies as sent, every attempt; in brackets the "
+             "Pub/Sub bodies before gzip, docs/CONTRACT.md#compression): the rest is protocol and TLS.\n",
+             "| system | app-layer B per location sent, MQTT / Pub/Sub (before gzip) | on the wire, MQTT | on the wire, Pub/Sub | MQTT only, MB/month | both, MB/month | Pub/Sub only, MB/month |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name in ("dualpub-w30", "dualpub-w0", "peer"):
         run = run_of(radio, "1hz", name)
@@ -144,6 +144,8 @@ def monthly_data(radio):
         d, n = run.get("device") or {}, max(run["sent"], 1)
         app = (f"{d['mqttBytesSent'] / n:.0f} / {d['pubsubBytesSent'] / n:.0f}"
                if "mqttBytesSent" in d and "pubsubBytesSent" in d else "-")
+        if "pubsubUncompressedBytes" in d:
+            app += f" ({d['pubsubUncompressedBytes'] / n:.0f})"
         lines.append(f"| {name} | {app} | {m:.0f} | {p:.0f} | {mb(m)} | {mb(m + p)} | {mb(p)} |")
     lines.append("")
     return lines
@@ -247,6 +249,8 @@ def main():
         out.append(f"| MQTT connections ≤ 1 / h, or the energy case for connect-per-burst | {conns:.0f} / h (one per burst: ARCHITECTURE.md, \"Why MQTT connects per burst\") | peer {p['analysis']['backends']['mqtt']['connections'] * p['per_hour']:.0f} / h | connect-per-burst, by design |")
         ba, bp = bytes_per_location(a), bytes_per_location(p)
         out.append(f"| bytes per location ≤ 0.5 × peer | {ba:.0f} B | peer {bp:.0f} B ({ratio(ba, bp)}) | {verdict(ba <= 0.5 * bp)} |")
+        pa_up, pp_up = per_location(a, "pubsub", "bytes_up"), per_location(p, "pubsub", "bytes_up")
+        out.append(f"| Pub/Sub ≤ 200 B up per location (1 Hz) | {pa_up:.0f} B | peer {pp_up:.0f} B ({ratio(pa_up, pp_up)}) | {verdict(pa_up <= 200)} |")
         ca, cp = per_1k(a, a["cpu_ms"]), per_1k(p, p["cpu_ms"])
         out.append(f"| CPU per 1,000 locations ≤ 0.5 × peer | {ca:.0f} ms | peer {cp:.0f} ms ({ratio(ca, cp)}) | {verdict(ca <= 0.5 * cp)} |")
         if a.get("fsyncs") is not None:

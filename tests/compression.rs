@@ -186,10 +186,11 @@ fn the_config_sets_the_attributes_and_the_wire_json_stays_the_same() {
 
 #[test]
 fn a_list_without_the_dedupe_or_routing_key_is_refused() {
+    // The same documents as tests/python/test_schemas.py's SDK_REFUSES: the schema refuses them too.
     for json in [
-        r#"{"version": 3, "pubsub": {"attributes": ["deviceId"]}}"#,
-        r#"{"version": 3, "pubsub": {"attributes": ["eventId", "colour"]}}"#,
-        r#"{"version": 3, "pubsub": {"compression": "br"}}"#,
+        r#"{"pubsub": {"attributes": ["deviceId"]}}"#,
+        r#"{"pubsub": {"attributes": ["eventId", "deviceId", "colour"]}}"#,
+        r#"{"pubsub": {"compression": "br"}}"#,
     ] {
         let e = MigrationConfig::from_json(json).expect_err(json);
         assert!(e.to_string().contains("pubsub."), "{json}: {e}");

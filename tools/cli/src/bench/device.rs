@@ -158,6 +158,9 @@ fn drive(a: &DeviceArgs) -> Result<(), String> {
         // Application-layer bytes (MQTT payloads, Pub/Sub request bodies), beside the proxies' wire bytes.
         "mqttBytesSent": m.mqtt.bytes_sent,
         "pubsubBytesSent": m.pubsub.bytes_sent,
+        // The same Pub/Sub bodies before gzip (docs/CONTRACT.md#compression), and how many went compressed.
+        "pubsubUncompressedBytes": m.pubsub_uncompressed_bytes,
+        "pubsubGzipRequests": m.pubsub_gzip_requests,
     });
     say(&format!("done {done}"))?;
     // Stay up (idle) until the harness has read our CPU time and closes stdin.
