@@ -295,7 +295,8 @@ def main():
                         ("Window-0 throughput and the backlog drain (dualpub bench throughput)", PERF / "throughput.md"),
                         ("Kotlin call cost", PERF / "kotlin-bench.md"),
                         ("Library size", PERF / "size.txt"),
-                        ("Rust: sendLocation and the durable rate (cargo bench --bench send_location)", PERF / "send_location.txt")):
+                        ("Rust: sendLocation and the durable rate (cargo bench --bench send_location)", PERF / "send_location.txt"),
+                        ("Pub/Sub bodies: what gzip costs and saves (cargo bench --bench gzip)", PERF / "gzip.md")):
         text = read(name)
         out.append(f"## {title}\n")
         if text is None:
