@@ -63,6 +63,7 @@ fn refusal_costs_one_request(status: u16) {
     emu.emulator().faults().set(FaultPlan { refuse_gzip: Some(status), ..FaultPlan::default() });
     let id = device(&format!("gzip-refused-{status}"));
     let (mqtt, pubsub) = (mqtt_subscriber(&id), pubsub_subscriber(&emu, &format!("gzip-refused-{status}")));
+    let reports_seen = mqtt_report_subscriber(&id);
     let p = TestDevice::new(&id, &emu).rollout(100.0).start();
     let mut ids = send_and_deliver(&p, 0, 60, &mqtt, &pubsub);
     let m = p.metrics().unwrap();
@@ -71,6 +72,9 @@ fn refusal_costs_one_request(status: u16) {
     ids.extend(send_and_deliver(&p, 60, 60, &mqtt, &pubsub));
     assert_eq!(emu.emulator().stats().gzip_requests, 1, "identity for good");
     p.shutdown();
+    // The migration report of the shutdown counts the refusal (docs/CONTRACT.md#report-fields).
+    let refusal = serde_json::json!({"refusals": 1, "requests": 1});
+    assert!(wait_for_report(&reports_seen, |r| r["trigger"] == "shutdown" && r["counters"]["gzip"] == refusal), "{:?}", reports(&reports_seen.collected));
 
     // The choice is in the data directory: the next run never probes again.
     let p = TestDevice::new(&id, &emu).rollout(100.0).start();
@@ -82,6 +86,20 @@ fn refusal_costs_one_request(status: u16) {
     assert_eq!((m.pubsub_gzip_requests, m.pubsub_gzip_refusals), (0, 0), "this run sent nothing compressed");
     once_each(&mqtt, &pubsub, &ids);
     p.shutdown();
+    // Report counters are cumulative across runs: still the one refusal.
+    assert!(wait_for_report(&reports_seen, |r| r["trigger"] == "shutdown" && r["counters"]["accepted"] == 180 && r["counters"]["gzip"] == refusal));
+}
+
+/// Waits up to 20 s for a migration report that `matches`.
+fn wait_for_report(s: &Subscriber, matches: impl Fn(&serde_json::Value) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if reports(&s.collected).iter().any(&matches) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 #[test]
