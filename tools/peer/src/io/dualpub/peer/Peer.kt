@@ -7,7 +7,7 @@
 // java.net.http.HttpClient for Pub/Sub REST. Every location is published at once, one MQTT
 // PUBLISH and one Pub/Sub :publish request each, on one sender thread; nothing is stored, batched
 // or retried: a location that cannot be sent is dropped (and counted). The payload is the SDK's
-// wire format, schemaVersion 2 (docs/CONTRACT.md), with the same attributes and ordering key.
+// wire format, schemaVersion 2 (docs/CONTRACT.md), with the seed design's six attributes and the ordering key.
 //
 // It speaks the harness's device protocol (tools/cli/src/bench/device.rs): prints `ready` once
 // connected, waits for `start`, sends --count locations one every --interval-us real
