@@ -1,8 +1,9 @@
 //! The signal the waiting calls wait on (`flush`, `awaitDurable`, `close`'s last report, the
 //! delivery-state stream): given whenever rows are accepted, leave the outbox or become durable,
 //! a report settles, or the app switches the network or collection. Blocking callers wait on
-//! its condition variable with the state's lock; async callers ([`settle`]) watch its generation,
-//! on the SDK's runtime, so that an app's `await` holds no thread.
+//! its condition variable with the state's lock; async callers ([`settle`], or a receiver from
+//! [`Progress::subscribe`]) watch its generation, on the SDK's runtime, so that an app's `await`
+//! holds no thread.
 
 use super::{Hub, State};
 use std::sync::{Condvar, MutexGuard};
@@ -29,9 +30,10 @@ impl Progress {
         self.generation.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    /// How many signals were given so far (wrapping): a waiter compares it with a later look.
-    pub fn generation(&self) -> u64 {
-        *self.generation.borrow()
+    /// A receiver that sees every [`Progress::notify`] from now on (`changed()`), for an async
+    /// waiter on the SDK's runtime.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Waits, blocking, for the next [`Progress::notify`] or `timeout`, with the state's lock
@@ -45,7 +47,7 @@ impl Progress {
 /// closed, or `deadline` passes. Runs on the SDK's runtime: it takes the state's lock briefly at
 /// each progress signal, never across an await.
 pub(crate) async fn settle(hub: &Hub, deadline: Instant, done: impl Fn(&State) -> bool) {
-    let mut changes = hub.progress.generation.subscribe();
+    let mut changes = hub.progress.subscribe();
     loop {
         // Seen before the look, so a signal given after it is never missed.
         changes.borrow_and_update();

@@ -6,11 +6,10 @@ use super::waits::{on_runtime, Unwanted};
 use super::Publisher;
 use crate::config::rollout::RolloutDecision;
 use crate::error::DualPubError;
-use crate::hub::progress;
 use crate::outbox::Transport;
 use crate::telemetry::events::DebugEvent;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 /// Where delivery stands, for a "did it get there?" indicator.
@@ -118,7 +117,10 @@ impl StreamSource {
     pub fn next_delivery_state(&self, last: Option<DeliveryState>) -> impl Future<Output = Result<Option<DeliveryState>, DualPubError>> + Send + 'static {
         let shared = self.shared.clone();
         on_runtime(&self.shared, Unwanted::Stop, async move {
+            let mut signals = shared.hub.progress.subscribe();
             loop {
+                // Seen before the look, so a signal given after it is never missed.
+                signals.borrow_and_update();
                 if shared.lock().closed {
                     return Ok(None);
                 }
@@ -127,8 +129,9 @@ impl StreamSource {
                     return Ok(Some(now));
                 }
                 // Any progress signal (a location accepted or delivered, a switch) or a second.
-                let seen = shared.hub.progress.generation();
-                progress::settle(&shared.hub, Instant::now() + DELIVERY_LOOK, |_| shared.hub.progress.generation() != seen).await;
+                if let Ok(Err(_)) = tokio::time::timeout(DELIVERY_LOOK, signals.changed()).await {
+                    return Ok(None); // the hub is gone
+                }
             }
         })
     }
