@@ -120,8 +120,8 @@ fn cost(len: usize) -> usize {
 /// What the Pub/Sub task needs from the app's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// The endpoint as the app gave it (what gzip support is kept under).
-    pub endpoint: String,
+    /// The `meta` key the endpoint's gzip support is kept under ([`gzip::meta_key`]).
+    pub gzip_key: String,
     /// The app's compression override (`None`: the migration config decides).
     pub compression: Option<PubsubCompression>,
     /// `…/v1/projects/{project}/topics/{topic}:publish`.
@@ -147,7 +147,7 @@ impl Settings {
     pub fn from_config(c: &SdkConfig) -> Self {
         let p = &c.pubsub;
         Settings {
-            endpoint: p.endpoint.clone(),
+            gzip_key: gzip::meta_key(&p.endpoint),
             compression: p.compression,
             url: format!("{}/v1/projects/{}/topics/{}:publish", p.endpoint.trim_end_matches('/'), p.project, p.topic),
             report_url: format!("{}/v1/projects/{}/topics/{}:publish", p.endpoint.trim_end_matches('/'), p.project, p.reports_topic),
@@ -407,45 +407,47 @@ impl Rest {
         let body = request_body(&self.settings, &attributes, batch);
         if gzip::compresses(mode, self.gzip, body.len()) {
             if let Some(packed) = gzip::compress(&body) {
-                let (status, outcome) = self.send(lane, bearer.as_deref(), Body { bytes: packed, plain_len: body.len(), gzip: true }, batch.len(), pace).await;
+                let (status, outcome) = self.send(lane, bearer.as_deref(), Body::gzip(packed, body.len()), batch.len(), pace).await;
                 match gzip::verdict(self.gzip, status) {
                     Verdict::Stands => {
-                        if outcome == Outcome::Delivered && self.gzip != GzipSupport::Accepted {
-                            self.learn(lane, GzipSupport::Accepted, "");
+                        if outcome == Outcome::Delivered {
+                            self.learn(lane, GzipSupport::Accepted);
                         }
                         return outcome;
                     }
-                    Verdict::Refused => {
-                        lane.metrics().gzip_refused();
-                        self.learn(lane, GzipSupport::Refused, &outcome.why());
-                    }
+                    Verdict::Refused => self.refused(lane, &outcome.why()),
                     Verdict::Suspect => {
                         // The 400 may be a bad message: only a delivered uncompressed copy says gzip was the cause.
-                        let plain = Body { plain_len: body.len(), bytes: body, gzip: false };
-                        let (_, again) = self.send(lane, bearer.as_deref(), plain, batch.len(), pace).await;
+                        let (_, again) = self.send(lane, bearer.as_deref(), Body::plain(body), batch.len(), pace).await;
                         if again == Outcome::Delivered {
-                            lane.metrics().gzip_refused();
-                            self.learn(lane, GzipSupport::Refused, &outcome.why());
+                            self.refused(lane, &outcome.why());
                         }
                         return again;
                     }
                 }
             }
         }
-        let plain = Body { plain_len: body.len(), bytes: body, gzip: false };
-        self.send(lane, bearer.as_deref(), plain, batch.len(), pace).await.1
+        self.send(lane, bearer.as_deref(), Body::plain(body), batch.len(), pace).await.1
     }
 
-    /// Keeps what the endpoint showed of gzip (in memory, on disk, in the metrics); a refusal
-    /// is logged, once per change.
-    fn learn(&mut self, lane: &Lane, support: GzipSupport, answer: &str) {
-        if support == GzipSupport::Refused && self.gzip != GzipSupport::Refused {
+    /// Keeps what the endpoint showed of gzip when it changed (in memory, on disk, in the metrics).
+    fn learn(&mut self, lane: &Lane, support: GzipSupport) {
+        if support != self.gzip {
+            self.gzip = support;
+            lane.record_gzip(self.settings.gzip_key.clone(), support);
+        }
+    }
+
+    /// The endpoint refused a gzip body (`answer`): counted each time, logged once (when it
+    /// changes what the endpoint is known for), kept.
+    fn refused(&mut self, lane: &Lane, answer: &str) {
+        lane.metrics().gzip_refused();
+        if self.gzip != GzipSupport::Refused {
             lane.event(log::Level::Warn, || {
                 format!("the Pub/Sub endpoint refused a gzip body ({answer}); requests go uncompressed from now on (the same messages went again at once)")
             });
         }
-        self.gzip = support;
-        lane.record_gzip(gzip::meta_key(&self.settings.endpoint), support);
+        self.learn(lane, GzipSupport::Refused);
     }
 
     /// One request, timed out by `pace` from its size; its HTTP status (`None`: no answer) and
@@ -490,6 +492,18 @@ struct Body {
     bytes: Vec<u8>,
     plain_len: usize,
     gzip: bool,
+}
+
+impl Body {
+    /// An uncompressed body.
+    fn plain(bytes: Vec<u8>) -> Self {
+        Body { plain_len: bytes.len(), bytes, gzip: false }
+    }
+
+    /// A gzip body of `plain_len` bytes before compression.
+    fn gzip(bytes: Vec<u8>, plain_len: usize) -> Self {
+        Body { bytes, plain_len, gzip: true }
+    }
 }
 
 /// Classifies the answer to a request of `expected` messages.
