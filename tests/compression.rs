@@ -92,14 +92,7 @@ fn refusal_costs_one_request(status: u16) {
 
 /// Waits up to 20 s for a migration report that `matches`.
 fn wait_for_report(s: &Subscriber, matches: impl Fn(&serde_json::Value) -> bool) -> bool {
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline {
-        if reports(&s.collected).iter().any(&matches) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    s.collected.wait_until(WAIT, |c| reports(c).iter().any(&matches))
 }
 
 #[test]
